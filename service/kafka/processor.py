@@ -1,0 +1,57 @@
+"""The contract between the Kafka shell and the pure core.
+
+The runner hands each partition's processor all of that partition's records of one consumed batch, in
+offset order, once. The processor never sees Kafka: no consumer, no clock, no offsets to commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message of a partition."""
+
+    offset: int
+    value: bytes | None
+    key: bytes | None
+    timestamp_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record the processor refused; the runner sends it to the dead-letter topic.
+
+    ``reason`` is a short code (``malformed_json``, ``wrong_embedding_size``...), ``detail`` one human line.
+    """
+
+    offset: int
+    reason: str
+    detail: str
+
+
+class PartitionProcessor(Protocol):
+    """The per-partition state machine the runner drives. One instance per assigned partition."""
+
+    def process(self, records: Sequence[Record]) -> list[Rejected]:
+        """Apply ``records`` (offset order) to the state; return those refused.
+
+        Pure and non-blocking. May raise only on programming errors (the runner then stops without
+        committing the batch).
+        """
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole partition state as safe, versioned bytes (never pickle)."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state by one returned by :meth:`snapshot`; raise ValueError if unreadable."""
+        ...
+
+
+#: ``(topic, partition) -> fresh processor``; called on assignment, before any restore.
+ProcessorFactory = Callable[[str, int], PartitionProcessor]

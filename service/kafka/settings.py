@@ -1,0 +1,195 @@
+"""Settings of the Kafka shell: where to read, where to write, how often to checkpoint, when to trip.
+
+A plain, frozen pydantic model. The service-level settings (environment variables ``NLPMON_*``, YAML)
+nest it; nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LibrdkafkaValue = str | int | float | bool
+
+_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _check_topic_name(name: str) -> str:
+    if not 0 < len(name) <= 249 or name in {".", ".."} or not set(name) <= _TOPIC_CHARS:
+        raise ValueError(
+            f"invalid Kafka topic name {name!r}: use 1-249 characters from [a-zA-Z0-9._-], not '.' or '..'"
+        )
+    return name
+
+
+class KafkaSettings(BaseModel):
+    """How the consumer runner reads events, writes dead letters and snapshots, and protects itself.
+
+    >>> KafkaSettings(session_timeout_ms=2000).effective_heartbeat_ms()
+    666
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str | None = Field(
+        None,
+        description="Kafka bootstrap servers (host:port[,host:port]). None starts the embedded Tansu broker "
+        "on a free loopback port (development only: memory storage, lost on exit).",
+    )
+    topic: str = Field(
+        "nlpmon.predictions", description="Input topic: one JSON prediction event per message."
+    )
+    group_id: str = Field(
+        "nlpmon", min_length=1, description="Consumer group id; also prefixes snapshot keys."
+    )
+    dead_letter_topic: str = Field(
+        "nlpmon.dead-letter", description="Rejected events go here with reason and origin headers."
+    )
+    state_topic: str = Field(
+        "nlpmon.state",
+        description="Compacted topic of per-partition snapshots; created with the input topic's partition "
+        "count and cleanup.policy=compact when missing.",
+    )
+    client_id: str = Field(
+        "nlpmon", min_length=1, description="client.id of every Kafka client (logs, quotas)."
+    )
+    create_missing_topics: bool = Field(
+        True, description="Create the dead-letter and state topics when they do not exist."
+    )
+
+    batch_size: int = Field(5000, ge=1, le=1_000_000, description="Most messages taken per consume() call.")
+    poll_timeout_s: float = Field(
+        0.5, gt=0, le=30, description="Longest wait of one consume() call; bounds the reaction to a stop."
+    )
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        le=3_600_000,
+        description="Group session timeout. Tansu holds a JoinGroup for half of it; tests use 2000.",
+    )
+    heartbeat_interval_ms: int | None = Field(
+        None, ge=100, description="Group heartbeat interval; None means a third of session_timeout_ms."
+    )
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=10_000,
+        description="Longest gap between consume() calls before the group evicts this member.",
+    )
+
+    checkpoint_interval_events: int = Field(
+        50_000,
+        ge=1,
+        description="Snapshot and commit after this many events of a partition since its last checkpoint.",
+    )
+    checkpoint_interval_s: float = Field(
+        10.0, gt=0, description="Snapshot and commit at least this often while events arrive (seconds)."
+    )
+    delivery_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for dead-letter and snapshot acknowledgements; past it the runner stops "
+        "without committing.",
+    )
+    commit_timeout_s: float = Field(10.0, gt=0, description="Longest wait for one synchronous offset commit.")
+    max_consecutive_commit_failures: int = Field(
+        3,
+        ge=1,
+        description="Checkpoints whose commit failed in a row before the runner gives up and stops. The "
+        "snapshot already covers the work, so a failed commit loses nothing.",
+    )
+    restore_timeout_s: float = Field(
+        30.0, gt=0, description="Longest time to read a state partition to its end on assignment."
+    )
+    shutdown_grace_s: float = Field(
+        20.0, gt=0, description="Time allowed to finish the in-flight batch, checkpoint and close on stop."
+    )
+    statistics_interval_ms: int = Field(
+        2000, ge=100, description="librdkafka statistics period; consumer lag is taken from these."
+    )
+    max_snapshot_bytes: int = Field(
+        900_000,
+        ge=1024,
+        description="Largest snapshot message; raise it together with the broker's and producer's "
+        "message.max.bytes.",
+    )
+
+    circuit_window_events: int = Field(
+        1000, ge=1, description="The circuit breaker looks at the invalid ratio over this many last events."
+    )
+    circuit_min_events: int = Field(
+        100, ge=1, description="The ratio rule applies only once the window holds this many events."
+    )
+    circuit_max_invalid_ratio: float = Field(
+        0.5, gt=0, le=1, description="The breaker opens when the invalid ratio in the window exceeds this."
+    )
+    circuit_max_consecutive_invalid: int = Field(
+        500, ge=1, description="The breaker opens after this many invalid events in a row."
+    )
+    circuit_pause_s: float = Field(
+        60.0, gt=0, description="While open, the assigned partitions stay paused this long before a retry."
+    )
+
+    librdkafka_options: dict[str, LibrdkafkaValue] = Field(
+        default_factory=dict,
+        description="Extra librdkafka options for every client (security.protocol, sasl.*, ssl.*).",
+    )
+    consumer_options: dict[str, LibrdkafkaValue] = Field(
+        default_factory=dict,
+        description="Extra librdkafka options for the consumer only (win over the rest).",
+    )
+    producer_options: dict[str, LibrdkafkaValue] = Field(
+        default_factory=dict,
+        description="Extra librdkafka options for the producer only (win over the rest).",
+    )
+
+    @field_validator("topic", "dead_letter_topic", "state_topic")
+    @classmethod
+    def _valid_topic(cls, value: str) -> str:
+        return _check_topic_name(value)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _valid_bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts or any(":" not in h.removeprefix("[") for h in hosts):
+            raise ValueError(f"bootstrap_servers {value!r} must be host:port[,host:port...]")
+        return ",".join(hosts)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        names = {self.topic, self.dead_letter_topic, self.state_topic}
+        if len(names) != 3:
+            raise ValueError("topic, dead_letter_topic and state_topic must be three different topics")
+        if self.circuit_min_events > self.circuit_window_events:
+            raise ValueError("circuit_min_events must not exceed circuit_window_events")
+        if self.heartbeat_interval_ms is not None and self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be smaller than session_timeout_ms")
+        for name in ("librdkafka_options", "consumer_options", "producer_options"):
+            options: dict[str, Any] = getattr(self, name)
+            managed = _MANAGED_OPTIONS & options.keys()
+            if managed:
+                raise ValueError(f"{name} may not set {sorted(managed)}: the runner manages them")
+        return self
+
+    def effective_heartbeat_ms(self) -> int:
+        """The heartbeat interval in force (explicit, or a third of the session timeout)."""
+        return self.heartbeat_interval_ms or max(100, self.session_timeout_ms // 3)
+
+
+#: Options whose value the at-least-once contract depends on; extra options may not override them.
+_MANAGED_OPTIONS = frozenset(
+    {
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "group.id",
+        "bootstrap.servers",
+        "on_commit",
+        "stats_cb",
+        "error_cb",
+        "enable.idempotence",
+        "acks",
+    }
+)
