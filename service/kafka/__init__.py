@@ -1,0 +1,63 @@
+"""The Kafka shell around the pure core: consume batches, process per partition, dead-letter, checkpoint.
+
+- ``settings``: :class:`KafkaSettings`, nested by the service settings.
+- ``processor``: the contract with the core (:class:`Record`, :class:`Rejected`, :class:`PartitionProcessor`).
+- ``runner``: :class:`ConsumerRunner`, the consume -> process -> dead letters -> snapshot -> commit loop.
+- ``state_store``: per-partition snapshots with their offsets in a compacted topic.
+- ``dead_letter``: rejected events with reason and origin headers.
+- ``circuit_breaker``: pauses consumption when (almost) everything is invalid.
+- ``publish``: the JSONL publisher, topic creation and delivery tracking.
+- ``broker``: the embedded Tansu broker for development and tests.
+"""
+
+from service.kafka.broker import BrokerError, EmbeddedBroker, bootstrap_servers_for
+from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
+from service.kafka.dead_letter import DeadLetterWriter
+from service.kafka.processor import PartitionProcessor, ProcessorFactory, Record, Rejected
+from service.kafka.publish import (
+    DeliveryError,
+    PublishResult,
+    create_topic,
+    publish_file,
+    topic_partition_count,
+)
+from service.kafka.runner import (
+    BatchReport,
+    CommitError,
+    ConsumerRunner,
+    PartitionBatch,
+    RunnerError,
+    RunnerMetrics,
+    TopicSetupError,
+)
+from service.kafka.settings import KafkaSettings
+from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
+
+__all__ = [
+    "BatchReport",
+    "BrokerError",
+    "CircuitBreaker",
+    "CircuitState",
+    "CommitError",
+    "ConsumerRunner",
+    "DeadLetterWriter",
+    "DeliveryError",
+    "EmbeddedBroker",
+    "KafkaSettings",
+    "PartitionBatch",
+    "PartitionProcessor",
+    "PartitionSnapshot",
+    "ProcessorFactory",
+    "PublishResult",
+    "Record",
+    "Rejected",
+    "RunnerError",
+    "RunnerMetrics",
+    "StateRestoreError",
+    "StateStore",
+    "TopicSetupError",
+    "bootstrap_servers_for",
+    "create_topic",
+    "publish_file",
+    "topic_partition_count",
+]
