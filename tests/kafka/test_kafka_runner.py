@@ -1,0 +1,179 @@
+"""The runner end to end on a real broker: counts, offsets, commit failures, rebalances, dead letters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from counting_processor import CountingProcessor
+from kafka_test_helpers import (
+    Names,
+    RunnerThread,
+    committed_offsets,
+    final_states,
+    make_topic,
+    model_events,
+    produce,
+    reached,
+    recording_factories,
+    reference_states,
+    settings_for_test,
+    wait_until,
+)
+
+from service.kafka.runner import CommitError, ConsumerRunner
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def counting_factory(topic: str, partition: int) -> CountingProcessor:
+    return CountingProcessor(topic, partition)
+
+
+def assert_commits_monotonic(timeline: list[tuple[str, Any]]) -> dict[tuple[str, int], int]:
+    last: dict[tuple[str, int], int] = {}
+    for kind, offsets in timeline:
+        if kind != "commit":
+            continue
+        for topic, partition, offset in offsets:
+            assert offset > last.get((topic, partition), -1), f"commit went backwards: {offsets} after {last}"
+            last[(topic, partition)] = offset
+    return last
+
+
+def test_end_to_end_counts_and_offsets(kafka_bootstrap: str, kafka_names: Names) -> None:
+    """Scenario 3: every event counted once; committed offset = last processed offset + 1, never backwards."""
+    make_topic(kafka_bootstrap, kafka_names.topic, 3)
+    ends = produce(kafka_bootstrap, kafka_names.topic, model_events(3000, 3))
+    timeline: list[tuple[str, Any]] = []
+    runner = ConsumerRunner(
+        settings_for_test(kafka_bootstrap, kafka_names), counting_factory, **recording_factories(timeline)
+    )
+    worker = RunnerThread(runner).start()
+    try:
+        wait_until(
+            lambda: reached([runner], kafka_names.topic, ends) or worker.done, 30, "all events processed"
+        )
+        assert worker.error is None, worker.error
+        lag = wait_until(
+            lambda: (
+                (lag := runner.metrics().lag) and len(lag) == 3 and all(v == 0 for v in lag.values()) and lag
+            ),
+            10,
+            "lag 0 from the statistics",
+        )
+        assert set(lag) == {(kafka_names.topic, p) for p in range(3)}
+    finally:
+        worker.finish()
+    assert worker.error is None, worker.error
+
+    last_commits = assert_commits_monotonic(timeline)
+    assert last_commits == {(kafka_names.topic, p): end for p, end in ends.items()}
+    assert committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 3) == ends
+    finals = final_states(kafka_bootstrap, kafka_names, 3)
+    assert {p: s["next_offset"] for p, s in finals.items()} == ends
+    assert {p: s["last_offset"] + 1 for p, s in finals.items()} == ends
+    reference = reference_states(kafka_bootstrap, kafka_names.topic, 3)
+    assert {p: {k: v for k, v in s.items() if k != "next_offset"} for p, s in finals.items()} == reference
+    assert all(s["duplicates"] == 0 for s in finals.values())
+    assert sum(sum(s["counts"].values()) for s in finals.values()) == 3000
+    metrics = runner.metrics()
+    assert sum(metrics.events_processed.values()) == 3000
+    assert metrics.batches > 0 and metrics.checkpoints > 0 and metrics.commit_failures == 0
+
+
+def test_commit_failure_never_advances_offsets(kafka_bootstrap: str, kafka_names: Names) -> None:
+    """Scenario 2: commits fail from the second one on. The runner stops with CommitError, the group's
+    offsets never pass the work, and a restarted runner ends with exactly the uninterrupted state."""
+    make_topic(kafka_bootstrap, kafka_names.topic, 2)
+    ends = produce(kafka_bootstrap, kafka_names.topic, model_events(2000, 2))
+    timeline: list[tuple[str, Any]] = []
+    settings = settings_for_test(
+        kafka_bootstrap,
+        kafka_names,
+        batch_size=100,
+        checkpoint_interval_events=300,
+        max_consecutive_commit_failures=2,
+    )
+    runner = ConsumerRunner(settings, counting_factory, **recording_factories(timeline, fail_commits_from=1))
+    worker = RunnerThread(runner).start()
+    wait_until(lambda: worker.done, 30, "the runner to give up on failing commits")
+    assert isinstance(worker.error, CommitError), worker.error
+    good = [offsets for kind, offsets in timeline if kind == "commit"]
+    failed = [offsets for kind, offsets in timeline if kind == "commit-failed"]
+    assert len(good) == 1 and len(failed) == 2
+    committed = committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 2)
+    first = {p: o for _, p, o in good[0]}
+    for p in range(2):
+        assert committed[p] == first.get(p, -1001), "an offset moved without a successful commit"
+    # The snapshots written before the failed commits cover more than the committed offsets.
+    snapshots = final_states(kafka_bootstrap, kafka_names, 2)
+    assert any(snapshots[p]["next_offset"] > max(committed[p], 0) for p in snapshots)
+
+    timeline.clear()
+    restarted = ConsumerRunner(settings, counting_factory, **recording_factories(timeline))
+    worker = RunnerThread(restarted).start()
+    try:
+        wait_until(
+            lambda: reached([restarted], kafka_names.topic, ends) or worker.done, 30, "the rest processed"
+        )
+    finally:
+        worker.finish()
+    assert worker.error is None, worker.error
+    # It resumed from the snapshots, not from the (older) committed offsets.
+    assert sum(restarted.metrics().events_processed.values()) == sum(
+        ends[p] - snapshots.get(p, {"next_offset": 0})["next_offset"] for p in ends
+    )
+    assert committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 2) == ends
+    finals = final_states(kafka_bootstrap, kafka_names, 2)
+    reference = reference_states(kafka_bootstrap, kafka_names.topic, 2)
+    assert {p: {k: v for k, v in s.items() if k != "next_offset"} for p, s in finals.items()} == reference
+
+
+def test_rebalance_second_consumer_hands_over_state(kafka_bootstrap: str, kafka_names: Names) -> None:
+    """Scenario 4: a second member joins mid-stream; revoked partitions are checkpointed and restored by
+    their new owner: no gap, no double count in any partition."""
+    make_topic(kafka_bootstrap, kafka_names.topic, 4)
+    ends = produce(kafka_bootstrap, kafka_names.topic, model_events(4000, 4, models=8))
+    settings = settings_for_test(
+        kafka_bootstrap, kafka_names, batch_size=50, checkpoint_interval_events=10_000
+    )
+
+    def slow_factory(topic: str, partition: int) -> CountingProcessor:
+        return CountingProcessor(topic, partition, delay_s=0.01)  # about 5,000 events/s per member
+
+    first = ConsumerRunner(settings, slow_factory, logger=logging.getLogger("runner.first"))
+    second = ConsumerRunner(settings, slow_factory, logger=logging.getLogger("runner.second"))
+    workers = [RunnerThread(first).start()]
+    try:
+        wait_until(
+            lambda: sum(first.metrics().events_processed.values()) >= 200, 20, "the first member to start"
+        )
+        workers.append(RunnerThread(second).start())
+        wait_until(lambda: second.metrics().assigned or workers[1].done, 20, "the second member's assignment")
+        assert sum(first.metrics().events_processed.values()) < 4000, "the stream ended before the rebalance"
+        wait_until(
+            lambda: reached([first, second], kafka_names.topic, ends) or any(w.done for w in workers),
+            40,
+            "both members to finish",
+        )
+        assert all(w.error is None for w in workers), [w.error for w in workers]
+        owned_first, owned_second = first.metrics().assigned, second.metrics().assigned
+        assert owned_first and owned_second and not set(owned_first) & set(owned_second)
+        assert first.metrics().rebalances >= 2
+    finally:
+        for worker in workers:
+            worker.finish()
+    assert all(w.error is None for w in workers), [w.error for w in workers]
+    assert committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 4) == ends
+    finals = final_states(kafka_bootstrap, kafka_names, 4)
+    reference = reference_states(kafka_bootstrap, kafka_names.topic, 4)
+    assert {p: {k: v for k, v in s.items() if k != "next_offset"} for p, s in finals.items()} == reference
+    assert all(s["duplicates"] == 0 for s in finals.values())
+    assert sum(sum(s["counts"].values()) for s in finals.values()) == 4000
+    # Together the members processed each event once: the handover re-read nothing and skipped nothing.
+    processed = sum(first.metrics().events_processed.values()) + sum(
+        second.metrics().events_processed.values()
+    )
+    assert processed == 4000
