@@ -1,0 +1,165 @@
+"""The ``nlpmon`` command line. Each subcommand is a thin shell around the library.
+
+Errors a user can meet (missing file, bad config, bad value) end in one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from service.monitor.config import MonitorConfig
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line without a traceback."""
+
+
+def load_monitor_config(path: str | None, overrides: dict[str, Any]) -> MonitorConfig:
+    """MonitorConfig from a YAML file (top-level keys, or under ``monitor:``) plus CLI overrides."""
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"config file {p} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"config file {p} must hold a mapping of settings")
+        data = dict(loaded.get("monitor", loaded))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return MonitorConfig(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise UsageError(f"bad monitor setting {where}: {err['msg']}") from None
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from service.events import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from service.replay import replay, summary, terminal_progress
+
+    config = load_monitor_config(args.config, {"false_alarm_rate": args.false_alarm_rate})
+    for p in [args.events, *(args.reference or [])]:
+        if not Path(p).is_file():
+            raise UsageError(f"file not found: {p}")
+    progress = terminal_progress()
+    report = replay(args.events, args.reference or [], config, progress=progress)
+    if progress is not None:
+        sys.stderr.write("\n")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=1, default=_json_default))
+    print(summary(report))
+    if args.report:
+        print(f"report written to {args.report}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from service.monitor.model_monitor import ModelMonitor
+    from service.replay import load_references
+
+    config = load_monitor_config(args.config, {"false_alarm_rate": args.false_alarm_rate})
+    if not Path(args.reference).is_file():
+        raise UsageError(f"file not found: {args.reference}")
+    ref = load_references([args.reference])
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for e in ref.events:
+        groups.setdefault((e.model, e.model_version), []).append(e)
+    if not groups:
+        raise UsageError(f"no valid events in {args.reference} ({ref.invalid} invalid)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for (model, version), events in groups.items():
+        mon = ModelMonitor(model, version, config)
+        mon.add_reference(events)
+        if not mon._calibrate(mon.pending_reference, "reference"):
+            raise UsageError(f"{model}/{version}: {mon.reference_error}")
+        assert mon.profile is not None
+        path = out / f"{_safe(model)}--{_safe(version)}.nlpmon"
+        mon.profile.save(path)
+        print(f"{model}/{version}: {mon.profile.events} events, {len(mon.profile.signals)} signals calibrated "
+              f"in {mon.profile.calibration_seconds:.1f} s -> {path}")
+    return 0
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlpmon", description="Streaming drift monitor for NLP models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of prediction events")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("replay", help="backtest historical events (JSONL or JSONL.gz)")
+    p.add_argument("events", help="events file, one JSON event per line")
+    p.add_argument("--reference", action="append", metavar="FILE",
+                   help="reference events file or saved profile (repeatable); default: auto-baseline")
+    p.add_argument("--report", metavar="REPORT.json", help="write the full report here")
+    p.add_argument("--false-alarm-rate", type=float, help="alarms per signal per stationary event (1e-6)")
+    p.add_argument("--config", metavar="FILE", help="YAML file with monitor settings")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("calibrate", help="calibrate reference profiles once and save them")
+    p.add_argument("reference", help="reference events file")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for one profile per model")
+    p.add_argument("--false-alarm-rate", type=float)
+    p.add_argument("--config", metavar="FILE")
+    p.set_defaults(func=_cmd_calibrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from threadpoolctl import threadpool_limits
+
+    # nlpmon works on one core by design (vectorised per batch); BLAS threads only contend with it
+    try:
+        with threadpool_limits(limits=1):
+            return int(args.func(args))
+    except UsageError as exc:
+        print(f"nlpmon: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"nlpmon: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Featurizers for label and scalar distributions, and their effect-size window statistics.
+
+``CategoricalFeaturizer``: each event becomes a row of counts over the reference vocabulary plus one
+``other`` cell for labels never seen in the reference; a window's statistic is the Jensen-Shannon
+distance (base 2, in [0, 1]) between its label distribution and the reference distribution.
+
+``BinnedFeaturizer``: each value (a confidence, a length, a count) falls into one of the bins cut at
+reference quantiles; a window's statistic is the mean absolute difference between its CDF and the
+reference CDF at the bin edges, i.e. the Wasserstein-1 distance after the reference's probability
+integral transform (scale-free, in [0, 1]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+OTHER = "__other__"
+
+
+def js_distance(p: F64, q: F64) -> F64:
+    """Row-wise Jensen-Shannon distance (base 2) between distributions ``p`` (m, L) and ``q`` (L,)."""
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kp = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+        kq = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
+    return np.sqrt(np.maximum(0.5 * (kp + kq), 0.0))
+
+
+@dataclass
+class CategoricalFeaturizer:
+    """Counts over a fixed vocabulary (reference labels, capped) plus ``other``."""
+
+    labels: tuple[str, ...]
+    ref_probs: F64
+    stat_names: tuple[str, ...] = ("js_distance",)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def fit(cls, counts: dict[str, float], max_labels: int = 64) -> CategoricalFeaturizer:
+        """Vocabulary = the ``max_labels - 1`` most frequent reference labels, then ``other``."""
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max_labels - 1]
+        labels = tuple(k for k, _ in top) + (OTHER,)
+        vec = np.array([counts.get(k, 0.0) for k in labels[:-1]] + [0.0])
+        vec[-1] = sum(counts.values()) - vec[:-1].sum()
+        total = vec.sum()
+        return cls(labels, vec / total if total > 0 else np.full(len(labels), 1.0 / len(labels)))
+
+    def index(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.labels)}
+
+    def rows(self, event_of_item: I64, label_index: I64, n_events: int) -> F64:
+        """(n_events, L) counts from flat per-item arrays (event position, label index)."""
+        out = np.zeros((n_events, len(self.labels)))
+        np.add.at(out, (event_of_item, label_index), 1.0)
+        return out
+
+    def statistics(self, sums: F64, items: F64) -> F64:
+        total = sums.sum(axis=1, keepdims=True)
+        p = sums / np.maximum(total, 1e-300)
+        out = js_distance(p, self.ref_probs)[:, None]
+        out[total[:, 0] <= 0] = 0.0
+        return out
+
+    def shares(self, sums: F64) -> dict[str, float]:
+        total = float(sums.sum())
+        return {k: (float(v) / total if total > 0 else 0.0) for k, v in zip(self.labels, sums, strict=True)}
+
+    def moved(self, sums: F64, top: int = 8) -> list[dict[str, float | str]]:
+        """Labels whose share changed most, reference vs window."""
+        total = float(sums.sum())
+        if total <= 0:
+            return []
+        cur = sums / total
+        delta = cur - self.ref_probs
+        order = np.argsort(-np.abs(delta))[:top]
+        return [{"label": self.labels[i], "reference": float(self.ref_probs[i]), "current": float(cur[i]),
+                 "change": float(delta[i])} for i in order]
+
+    def state(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "ref_probs": self.ref_probs}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> CategoricalFeaturizer:
+        return cls(tuple(s["labels"]), np.asarray(s["ref_probs"], dtype=np.float64))
+
+
+@dataclass
+class BinnedFeaturizer:
+    """One-hot bins cut at reference quantiles; the statistic compares CDFs at the bin edges."""
+
+    edges: F64  # interior edges, increasing; bin i holds edges[i-1] < x <= edges[i]
+    ref_cdf: F64  # reference CDF at each interior edge
+    ref_quantiles: F64  # reference values at QUANTILE_LEVELS, for evidence
+    stat_names: tuple[str, ...] = ("cdf_distance",)
+
+    QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.edges) + 1
+
+    @classmethod
+    def fit(cls, values: F64, n_bins: int = 20) -> BinnedFeaturizer:
+        """Raises ValueError on an empty sample."""
+        v = np.asarray(values, dtype=np.float64)
+        if v.size == 0:
+            raise ValueError("no reference values")
+        qs = np.quantile(v, np.linspace(0, 1, n_bins + 1)[1:-1])
+        edges = np.unique(qs)
+        if edges.size == 0:
+            edges = np.array([v[0]])
+        ref_cdf = np.searchsorted(np.sort(v), edges, side="right") / v.size
+        return cls(edges, ref_cdf, np.quantile(v, cls.QUANTILE_LEVELS))
+
+    def bin_index(self, values: F64) -> I64:
+        return np.searchsorted(self.edges, values, side="left").astype(np.int64)
+
+    def pit(self, values: F64) -> F64:
+        """Each value's mid-rank in the reference (probability integral transform), in [0, 1]."""
+        cdf = np.concatenate([[0.0], self.ref_cdf, [1.0]])
+        i = self.bin_index(values)
+        return 0.5 * (cdf[i] + cdf[i + 1])
+
+    def rows(self, event_of_item: I64, values: F64, n_events: int) -> F64:
+        out = np.zeros((n_events, self.n_features))
+        np.add.at(out, (event_of_item, self.bin_index(values)), 1.0)
+        return out
+
+    def statistics(self, sums: F64, items: F64) -> F64:
+        total = sums.sum(axis=1, keepdims=True)
+        cdf = np.cumsum(sums[:, :-1], axis=1) / np.maximum(total, 1e-300)
+        out = np.mean(np.abs(cdf - self.ref_cdf), axis=1)[:, None]
+        out[total[:, 0] <= 0] = 0.0
+        return out
+
+    def window_quantiles(self, sums: F64) -> list[float]:
+        """Approximate window quantiles at QUANTILE_LEVELS from the bin counts (edge interpolation)."""
+        total = float(sums.sum())
+        if total <= 0:
+            return []
+        cdf = np.cumsum(sums) / total
+        lo = np.concatenate([[self.ref_quantiles[0]], self.edges])
+        hi = np.concatenate([self.edges, [self.ref_quantiles[-1]]])
+        out = []
+        for level in self.QUANTILE_LEVELS:
+            i = int(np.searchsorted(cdf, level, side="left"))
+            i = min(i, len(lo) - 1)
+            prev = cdf[i - 1] if i > 0 else 0.0
+            frac = (level - prev) / max(cdf[i] - prev, 1e-12)
+            out.append(float(lo[i] + frac * (hi[i] - lo[i])))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"edges": self.edges, "ref_cdf": self.ref_cdf, "ref_quantiles": self.ref_quantiles}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> BinnedFeaturizer:
+        return cls(np.asarray(s["edges"], np.float64), np.asarray(s["ref_cdf"], np.float64),
+                   np.asarray(s["ref_quantiles"], np.float64))

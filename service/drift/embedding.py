@@ -1,0 +1,174 @@
+"""Embedding featurizer: whitened PCA coordinates, random Fourier features and the PCA residual.
+
+Fitted on reference embeddings. Each item (a document or an entity embedding) becomes one row
+
+    [ z (k) | phi (D) | r (1) ]
+
+where ``z`` are the top-k principal coordinates divided by their standard deviation, with the row's
+norm clipped at a high reference percentile (one odd text cannot fire a short window); ``phi`` are
+random Fourier features of ``z`` (their mean difference is a linear-time estimate of the Gaussian-kernel
+MMD); and ``r`` is the squared norm of the part of the embedding outside the top-k components,
+standardised on the reference and clipped, because a shift to new content shows mostly there.
+
+Three window statistics compare a window's mean row with the reference mean row, each scaled by the
+number of items so that its null distribution hardly depends on the window size:
+
+    mean_shift  N * ||mean z - mu_z||^2       (Hotelling-like, whitened)
+    mmd         N * ||mean phi - mu_phi||^2   (RFF MMD^2)
+    residual    sqrt(N) * (mean r - mu_r)     (one-sided: more energy outside the reference subspace)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+CLIP_PERCENTILE = 99.0
+
+
+@dataclass
+class EmbeddingFeaturizer:
+    """Fitted transform from embeddings (n, d) to feature rows (n, k + D + 1). See the module docstring."""
+
+    mean: F32
+    components: F32  # (d, k), already divided by the component standard deviations
+    z_clip: float
+    omega: F32  # (k, D)
+    phase: F32  # (D,)
+    r_mean: float
+    r_scale: float
+    r_clip: float
+    ref_row_mean: F64  # mean feature row on the fit set
+    stat_names: tuple[str, ...] = ("mean_shift", "mmd", "residual")
+
+    @property
+    def k(self) -> int:
+        return int(self.components.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.components.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return self.k + int(self.omega.shape[1]) + 1
+
+    @classmethod
+    def fit(cls, x: F32, n_components: int, n_features: int, rng: np.random.Generator) -> EmbeddingFeaturizer:
+        """Fit on reference embeddings ``x`` (n, d). Raises ValueError when n < 20."""
+        x = np.asarray(x, dtype=np.float32)
+        n, d = x.shape
+        if n < 20:
+            raise ValueError(f"need at least 20 reference embeddings, got {n}")
+        mean = x.mean(axis=0)
+        xc = (x - mean).astype(np.float64)
+        k = int(min(n_components, d - 1, n // 10))
+        # eigen-decomposition of the d x d covariance: O(n d^2), much cheaper than an SVD of (n, d)
+        evals, evecs = np.linalg.eigh(xc.T @ xc / max(n - 1, 1))
+        order = np.argsort(evals)[::-1][:k]
+        sd = np.sqrt(np.maximum(evals[order], 1e-24))
+        basis = evecs[:, order].astype(np.float32)
+        components = (basis / sd).astype(np.float32)
+        z = (xc.astype(np.float32)) @ components
+        znorm = np.linalg.norm(z, axis=1)
+        z_clip = float(np.percentile(znorm, CLIP_PERCENTILE))
+        proj = (xc.astype(np.float32)) @ basis
+        r = (np.einsum("ij,ij->i", xc, xc) - np.einsum("ij,ij->i", proj, proj)).astype(np.float64)
+        r_mean = float(np.mean(r))
+        r_scale = float(np.std(r)) or 1.0
+        rz = (r - r_mean) / r_scale
+        r_clip = float(np.percentile(rz, CLIP_PERCENTILE))
+        # RFF bandwidth: median distance heuristic in whitened space (~ sqrt(2k) after clipping)
+        zc = _clip_rows(z, z_clip)
+        m = min(n, 500)
+        a = zc[rng.choice(n, m, replace=False)]
+        d2 = np.sum((a[:, None, :] - a[None, :, :]) ** 2, axis=-1)
+        sigma = float(np.sqrt(np.median(d2[np.triu_indices(m, 1)]))) or 1.0
+        omega = (rng.standard_normal((k, n_features)) / sigma).astype(np.float32)
+        phase = rng.uniform(0, 2 * np.pi, n_features).astype(np.float32)
+        feat = cls(mean, components, z_clip, omega, phase, r_mean, r_scale, r_clip,
+                   np.zeros(k + n_features + 1))
+        feat.ref_row_mean = feat.transform(x).mean(axis=0).astype(np.float64)
+        # keep the basis-orthogonal residual computable: store the unscaled basis implicitly via sd
+        feat._basis = basis
+        return feat
+
+    _basis: F32 | None = None
+
+    def _unit_basis(self) -> F32:
+        if self._basis is None:
+            norms = np.linalg.norm(self.components, axis=0)
+            self._basis = (self.components / norms).astype(np.float32)
+        return self._basis
+
+    def transform(self, x: F32) -> F32:
+        """Feature rows (n, k + D + 1), float32. Vectorised over the batch."""
+        xc = np.asarray(x, dtype=np.float32) - self.mean
+        z = xc @ self.components
+        z = _clip_rows(z, self.z_clip)
+        phi = np.cos(z @ self.omega + self.phase)
+        phi *= np.float32(np.sqrt(2.0 / self.omega.shape[1]))
+        proj = xc @ self._unit_basis()
+        r = np.einsum("ij,ij->i", xc, xc) - np.einsum("ij,ij->i", proj, proj)
+        rz = np.minimum((r - self.r_mean) / self.r_scale, self.r_clip).astype(np.float32)
+        return np.concatenate([z, phi, rz[:, None]], axis=1)
+
+    def outlier_scores(self, rows: F32) -> F64:
+        """Per-item distance from the reference, for evidence: mean squared z plus standardised residual."""
+        k = self.k
+        return (np.mean(rows[:, :k].astype(np.float64) ** 2, axis=1) + rows[:, -1]).astype(np.float64)
+
+    def statistics(self, sums: F64, items: F64) -> F64:
+        """(m, 3) window statistics from window sums (m, F) and item counts (m,); 0 where items == 0."""
+        k = self.k
+        n = np.maximum(items, 1.0)[:, None]
+        diff = sums / n - self.ref_row_mean
+        out = np.empty((sums.shape[0], 3))
+        out[:, 0] = n[:, 0] * np.einsum("ij,ij->i", diff[:, :k], diff[:, :k])
+        out[:, 1] = n[:, 0] * np.einsum("ij,ij->i", diff[:, k:-1], diff[:, k:-1])
+        out[:, 2] = np.sqrt(n[:, 0]) * diff[:, -1]
+        out[items <= 0] = 0.0
+        return out
+
+    def moved_directions(self, sums: F64, items: float, top: int = 5) -> list[dict[str, float]]:
+        """The principal directions whose window mean moved most (in reference standard deviations)."""
+        if items <= 0:
+            return []
+        k = self.k
+        shift = sums[:k] / items - self.ref_row_mean[:k]
+        order = np.argsort(-np.abs(shift))[:top]
+        out = [{"component": int(i), "shift_sd": float(shift[i])} for i in order]
+        out.append({"component": -1, "residual_shift_sd": float(sums[-1] / items - self.ref_row_mean[-1])})
+        return out
+
+    def project2d(self, x: F32) -> F32:
+        """First two whitened principal coordinates (for plots)."""
+        return (np.asarray(x, dtype=np.float32) - self.mean) @ self.components[:, :2]
+
+    # -- state -----------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "components": self.components, "z_clip": self.z_clip,
+                "omega": self.omega, "phase": self.phase, "r_mean": self.r_mean, "r_scale": self.r_scale,
+                "r_clip": self.r_clip, "ref_row_mean": self.ref_row_mean,
+                "basis": self._unit_basis()}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> EmbeddingFeaturizer:
+        f = cls(np.asarray(s["mean"], np.float32), np.asarray(s["components"], np.float32),
+                float(s["z_clip"]), np.asarray(s["omega"], np.float32), np.asarray(s["phase"], np.float32),
+                float(s["r_mean"]), float(s["r_scale"]), float(s["r_clip"]),
+                np.asarray(s["ref_row_mean"], np.float64))
+        f._basis = np.asarray(s["basis"], np.float32)
+        return f
+
+
+def _clip_rows(z: F32, limit: float) -> F32:
+    norms = np.sqrt(np.einsum("ij,ij->i", z, z))
+    scale = np.minimum(1.0, limit / np.maximum(norms, 1e-12)).astype(z.dtype)
+    return z * scale[:, None]

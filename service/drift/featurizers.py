@@ -1,0 +1,82 @@
+"""One interface over the three featurizer kinds: fit on reference items, turn items into event rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer
+from service.drift.embedding import EmbeddingFeaturizer
+from service.drift.items import ItemColumn, per_event_counts, per_event_sums
+
+F64 = npt.NDArray[np.float64]
+Kind = Literal["embedding", "categorical", "binned"]
+
+
+class Featurizer(Protocol):
+    stat_names: tuple[str, ...]
+
+    @property
+    def n_features(self) -> int: ...
+
+    def statistics(self, sums: F64, items: F64) -> F64: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
+def fit_featurizer(kind: Kind, column: ItemColumn, *, n_components: int, n_random_features: int,
+                   max_labels: int, rng: np.random.Generator) -> Featurizer:
+    """Fit a featurizer of ``kind`` on reference items. Raises ValueError when there are too few items."""
+    if kind == "embedding":
+        return EmbeddingFeaturizer.fit(column.values, n_components, n_random_features, rng)
+    if kind == "categorical":
+        if len(column) == 0:
+            raise ValueError("no reference labels")
+        return CategoricalFeaturizer.fit(dict(Counter(column.values)), max_labels)
+    return BinnedFeaturizer.fit(np.asarray(column.values, dtype=np.float64))
+
+
+def event_rows(featurizer: Featurizer, column: ItemColumn, n_events: int) -> tuple[F64, F64]:
+    """Per-event feature rows (n_events, F) and item counts (n_events,). Vectorised over the batch."""
+    items = per_event_counts(column.event, n_events)
+    f = featurizer.n_features
+    if isinstance(featurizer, EmbeddingFeaturizer):
+        if len(column) == 0:
+            return np.zeros((n_events, f)), items
+        return per_event_sums(featurizer.transform(column.values), column.event, n_events), items
+    if isinstance(featurizer, CategoricalFeaturizer):
+        index = featurizer.index()
+        other = f - 1
+        idx = np.fromiter((index.get(v, other) for v in column.values), dtype=np.int64, count=len(column))
+    elif isinstance(featurizer, BinnedFeaturizer):
+        idx = featurizer.bin_index(np.asarray(column.values, dtype=np.float64))
+    else:  # pragma: no cover - programming error
+        raise TypeError(f"unknown featurizer {type(featurizer).__name__}")
+    flat = np.bincount(column.event * f + idx, minlength=n_events * f)
+    return flat.reshape(n_events, f).astype(np.float64), items
+
+
+def featurizer_state(featurizer: Featurizer) -> dict[str, Any]:
+    return {"kind": kind_of(featurizer), **featurizer.state()}
+
+
+def kind_of(featurizer: Featurizer) -> Kind:
+    if isinstance(featurizer, EmbeddingFeaturizer):
+        return "embedding"
+    if isinstance(featurizer, CategoricalFeaturizer):
+        return "categorical"
+    return "binned"
+
+
+def featurizer_from_state(s: dict[str, Any]) -> Featurizer:
+    kind = s["kind"]
+    if kind == "embedding":
+        return EmbeddingFeaturizer.from_state(s)
+    if kind == "categorical":
+        return CategoricalFeaturizer.from_state(s)
+    if kind == "binned":
+        return BinnedFeaturizer.from_state(s)
+    raise ValueError(f"unknown featurizer kind {kind!r}")

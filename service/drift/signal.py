@@ -1,0 +1,199 @@
+"""A drift signal: a fitted featurizer, windows of several sizes, and calibrated thresholds.
+
+``calibrate_signal`` builds a ``SignalModel`` from reference items. Calibration resamples windows from
+reference events held out of the part that fitted the featurizer, over several random splits, so that
+thresholds include the error of estimating the reference itself (in-sample calibration sets them too
+low). The false-alarm budget of the signal is shared equally by every (statistic, window size) pair
+(Bonferroni), so the per-event probability that any of them exceeds its threshold on stationary
+traffic is at most ``false_alarm_rate``; alarms (no-drift -> drift transitions) are rarer still.
+
+``SignalWindow`` is the streaming half: it turns a batch of event rows into per-event drift flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.drift.calibration import calibrate_threshold
+from service.drift.featurizers import (
+    Featurizer,
+    Kind,
+    event_rows,
+    featurizer_from_state,
+    featurizer_state,
+    fit_featurizer,
+)
+from service.drift.items import ItemColumn
+from service.sketches.multiscale import MultiScaleWindow
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+SHORT_SAMPLES = 4000  # resampled windows per split and window size
+
+
+@dataclass
+class SignalModel:
+    """Everything fixed after calibration: the featurizer, window sizes and thresholds (windows x stats)."""
+
+    name: str
+    featurizer: Featurizer
+    windows: tuple[int, ...]
+    thresholds: F64
+    false_alarm_rate: float
+    reference_events: int
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stat_names(self) -> tuple[str, ...]:
+        return self.featurizer.stat_names
+
+    def state(self) -> dict[str, Any]:
+        return {"name": self.name, "featurizer": featurizer_state(self.featurizer),
+                "windows": list(self.windows), "thresholds": self.thresholds,
+                "false_alarm_rate": self.false_alarm_rate, "reference_events": self.reference_events,
+                "calibration": self.calibration}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> SignalModel:
+        return cls(s["name"], featurizer_from_state(s["featurizer"]), tuple(int(w) for w in s["windows"]),
+                   np.asarray(s["thresholds"], np.float64), float(s["false_alarm_rate"]),
+                   int(s["reference_events"]), dict(s["calibration"]))
+
+
+def resample_window_sums(rows: F64, items: F64, window: int, count: int,
+                         rng: np.random.Generator) -> tuple[F64, F64]:
+    """``count`` windows of ``window`` events drawn with replacement: (sums (count, F), items (count,)).
+
+    Each window is a vector of bootstrap multiplicities over the events, so all windows are one
+    matrix product (float32: exact enough for sums of at most a few thousand rows of order one).
+    """
+    n = rows.shape[0]
+    idx = rng.integers(0, n, (count, window), dtype=np.int64)
+    idx += (np.arange(count, dtype=np.int64) * n)[:, None]
+    weights = np.bincount(idx.ravel(), minlength=count * n).reshape(count, n).astype(np.float32)
+    sums = weights @ rows.astype(np.float32)
+    return sums.astype(np.float64), (weights @ items.astype(np.float32)).astype(np.float64)
+
+
+def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *,
+                     windows: tuple[int, ...], false_alarm_rate: float, splits: int,
+                     n_components: int = 32, n_random_features: int = 128, max_labels: int = 64,
+                     rng: np.random.Generator) -> SignalModel:
+    """Fit and calibrate one signal on reference items of ``n_events`` events.
+
+    Raises ValueError when the reference is too small to fit (the message says what is missing).
+    """
+    windows = tuple(sorted(set(windows)))
+    fit_kw = {"n_components": n_components, "n_random_features": n_random_features,
+              "max_labels": max_labels}
+    samples: list[list[F64]] = [[] for _ in windows]
+    for _ in range(splits):
+        perm = rng.permutation(n_events)
+        half = n_events // 2
+        a, b = np.sort(perm[:half]), np.sort(perm[half:])
+        fitted = fit_featurizer(kind, column.select_events(a, n_events), rng=rng, **fit_kw)
+        rows, items = event_rows(fitted, column.select_events(b, n_events), b.shape[0])
+        for j, w in enumerate(windows):
+            sums, its = resample_window_sums(rows, items, w, SHORT_SAMPLES, rng)
+            samples[j].append(fitted.statistics(sums, its))
+    featurizer = fit_featurizer(kind, column, rng=rng, **fit_kw)
+    n_stats = len(featurizer.stat_names)
+    per_test = false_alarm_rate / (len(windows) * n_stats)
+    thresholds = np.empty((len(windows), n_stats))
+    for j in range(len(windows)):
+        pooled = np.vstack(samples[j])
+        for k in range(n_stats):
+            thresholds[j, k] = calibrate_threshold(pooled[:, k], per_test)
+    return SignalModel(name, featurizer, windows, thresholds, false_alarm_rate, n_events,
+                       {"splits": splits, "samples_per_window": splits * SHORT_SAMPLES,
+                        "tail_probability_per_test": per_test, "items": len(column)})
+
+
+@dataclass(frozen=True, slots=True)
+class SignalUpdate:
+    """Per-event result of one batch: ``drift`` (n,) bool, and at each event the worst (window, stat)."""
+
+    drift: npt.NDArray[np.bool_]
+    ratio: F64  # (n,) largest statistic / threshold over the windows in force at each event
+    window: I64  # (n,) window size of that largest ratio (0 when no window is full yet)
+    stat: I64  # (n,) index of that statistic
+    value: F64  # (n,) its raw value
+
+
+class SignalWindow:
+    """Streaming state of one signal for one model: windows of event rows and the last values seen."""
+
+    def __init__(self, model: SignalModel, block_events: int, max_age: float | None) -> None:
+        self.model = model
+        self.windows = MultiScaleWindow(model.featurizer.n_features, model.windows, block_events, max_age)
+        n_w, n_s = model.thresholds.shape
+        self.last_values = np.full((n_w, n_s), np.nan)  # latest statistic per window
+        self._widx = {w: j for j, w in enumerate(model.windows)}
+
+    def update(self, column: ItemColumn, n_events: int, times: F64) -> SignalUpdate:
+        """Fold a batch of items into the windows; return per-event drift flags. Never blocks."""
+        rows, items = event_rows(self.model.featurizer, column, n_events)
+        return self.update_rows(rows, items, times)
+
+    def update_rows(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
+        n = rows.shape[0]
+        thr = self.model.thresholds
+        n_w = thr.shape[0]
+        ratio = np.full((n, n_w), np.nan)
+        stat_i = np.zeros((n, n_w), dtype=np.int64)
+        value = np.full((n, n_w), np.nan)
+        # long windows hold their last value until their next block closes (also across batches)
+        for j, w in enumerate(self.model.windows):
+            if w > self.windows.block and not np.isnan(self.last_values[j]).all():
+                r = self.last_values[j] / thr[j]
+                k = int(np.argmax(r))
+                ratio[:, j], stat_i[:, j], value[:, j] = r[k], k, self.last_values[j, k]
+        for ws in self.windows.update(rows, items, times):
+            j = self._widx[ws.window]
+            st = self.model.featurizer.statistics(ws.sums, ws.items)
+            r = st / thr[j]
+            best = np.argmax(r, axis=1)
+            m = np.arange(r.shape[0])
+            if ws.window <= self.windows.block:
+                ratio[ws.positions, j] = r[m, best]
+                stat_i[ws.positions, j] = best
+                value[ws.positions, j] = st[m, best]
+            else:
+                for p, rr, bb, vv in zip(ws.positions, r[m, best], best, st[m, best], strict=True):
+                    ratio[p:, j], stat_i[p:, j], value[p:, j] = rr, bb, vv
+            self.last_values[j] = st[-1]
+        safe = np.nan_to_num(ratio, nan=-np.inf)
+        best_w = np.argmax(safe, axis=1)
+        rows_i = np.arange(n)
+        best_ratio = safe[rows_i, best_w]
+        any_full = np.isfinite(best_ratio)
+        return SignalUpdate(
+            drift=best_ratio > 1.0,
+            ratio=np.where(any_full, best_ratio, 0.0),
+            window=np.where(any_full, np.asarray(self.model.windows)[best_w], 0).astype(np.int64),
+            stat=stat_i[rows_i, best_w],
+            value=np.where(any_full, value[rows_i, best_w], np.nan),
+        )
+
+    def current(self) -> dict[str, Any]:
+        """The latest statistic of every (window, statistic), with its threshold."""
+        out = []
+        for j, w in enumerate(self.model.windows):
+            for k, name in enumerate(self.model.stat_names):
+                v = self.last_values[j, k]
+                out.append({"window": w, "statistic": name,
+                            "value": None if np.isnan(v) else float(v),
+                            "threshold": float(self.model.thresholds[j, k])})
+        return {"windows": out}
+
+    def state(self) -> dict[str, Any]:
+        return {"windows": self.windows.state(), "last_values": self.last_values}
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        self.windows.load_state(s["windows"])
+        self.last_values = np.asarray(s["last_values"], np.float64)

@@ -1,0 +1,49 @@
+"""Settings of the per-model monitor: windows, reference, calibration. Validated, frozen, documented."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MonitorConfig(BaseModel):
+    """How every per-model monitor is built. All fields have sensible defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    false_alarm_rate: float = Field(
+        1e-6, gt=0, lt=0.5,
+        description="Target alarms per signal per stationary event, shared by all window sizes of a signal.",
+    )
+    auto_baseline_events: int = Field(
+        2000, ge=200,
+        description="Without a reference, the first N production events of a model become its reference.",
+    )
+    min_reference_events: int = Field(
+        200, ge=50, description="A reference smaller than this is refused (too small to calibrate)."
+    )
+    reference_reservoir: int = Field(
+        5000, ge=200, description="At most this many reference events are kept (reservoir sample) per model."
+    )
+    embedding_windows: tuple[int, ...] = Field(
+        (5, 10, 20, 50, 100, 200, 500, 1000), description="Window sizes (events) of the embedding signals."
+    )
+    distribution_windows: tuple[int, ...] = Field(
+        (50, 100, 200, 500, 1000),
+        description="Window sizes (events) of the label, tag, confidence, density and length signals.",
+    )
+    block_events: int = Field(
+        50, ge=5,
+        description="Windows up to this size are evaluated at every event; larger ones per block of this many.",
+    )
+    clear_after_events: int = Field(
+        50, ge=1, description="A drift flag clears after this many events with every statistic below threshold.",
+    )
+    max_window_age_seconds: float | None = Field(
+        None, gt=0, description="Events older than this (event time) never form a window with newer ones."
+    )
+    pca_components: int = Field(32, ge=2, le=256, description="PCA components kept for embeddings.")
+    random_features: int = Field(128, ge=16, le=2048, description="Random Fourier features for the MMD.")
+    calibration_splits: int = Field(6, ge=2, le=64, description="Random reference splits used to calibrate.")
+    seed: int = Field(0, description="Seed of every random choice (splits, features, reservoirs).")
+    max_labels: int = Field(64, ge=2, le=1000, description="Label vocabulary cap per signal (rest: other).")
+    outlier_examples: int = Field(10, ge=0, le=100, description="Most out-of-reference recent events kept.")

@@ -1,0 +1,354 @@
+"""The per-model monitor: reference, windows, calibrated signals, alarms and evidence. Pure.
+
+No Kafka, no HTTP, no wall clock, no global registry: the shell hands it batches of decoded events of
+one (model, version) and reads its report. The same code serves ``nlpmon run`` and ``nlpmon replay``.
+
+Reference, in order of precedence: a loaded profile (``--reference`` file); events with
+``"split": "reference"`` (calibrated when the next production event arrives); otherwise the first
+``auto_baseline_events`` production events (auto-baseline), which are not monitored themselves.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from service.drift.detectors import AdwinDetector
+from service.drift.embedding import EmbeddingFeaturizer
+from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer
+from service.drift.items import ItemColumn, per_event_sums
+from service.drift.signal import SignalWindow
+from service.monitor.config import MonitorConfig
+from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall
+from service.monitor.signals import SCORED_LABELS, extract_columns
+from service.sketches.multiscale import MultiScaleWindow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """A (model, version, signal) went from no-drift to drift while processing one event."""
+
+    model: str
+    model_version: str
+    signal: str
+    position: int  # index of the event in the batch handed to ``process``
+    event_id: str
+    score: float  # largest statistic / threshold ratio (> 1)
+    threshold: float  # always 1.0 on this normalised scale
+    statistic: str
+    window: int
+    value: float  # the raw statistic
+    value_threshold: float  # its calibrated threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ModelMonitor:
+    """Monitor of one (model, model_version). See the module docstring for the reference rules."""
+
+    def __init__(self, model: str, model_version: str, config: MonitorConfig,
+                 profile: ReferenceProfile | None = None) -> None:
+        self.model = model
+        self.model_version = model_version
+        self.config = config
+        self.profile: ReferenceProfile | None = None
+        self.pending_reference = ReferenceSample(config.reference_reservoir, config.seed)
+        self.auto_baseline = ReferenceSample(config.reference_reservoir, config.seed + 1)
+        self.reference_error: str | None = None
+        self.events_total = {"production": 0, "reference": 0}
+        self.monitored_events = 0
+        self.last_event_time: float | None = None
+        self.windows: dict[str, SignalWindow] = {}
+        self.flags: dict[str, bool] = {}
+        self.scores: dict[str, dict[str, Any]] = {}
+        self.alarm_counts: dict[str, int] = {}
+        self.label_confidence = MultiScaleWindow(1, (1,), 1)  # replaced in _start
+        self.confidence_adwin: AdwinDetector | None = None
+        self.change_points: list[dict[str, Any]] = []
+        self._last_drift: dict[str, int] = {}
+        self._outliers: list[tuple[float, int, str, str | None, list[dict[str, Any]]]] = []
+        if profile is not None:
+            self._start(profile)
+
+    # -- reference --------------------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        if self.profile is not None:
+            return "monitoring"
+        if self.pending_reference.size:
+            return "reference_pending"
+        return "collecting_baseline"
+
+    def _start(self, profile: ReferenceProfile) -> None:
+        self.profile = profile
+        cfg = self.config
+        self.windows = {name: SignalWindow(m, cfg.block_events, cfg.max_window_age_seconds)
+                        for name, m in profile.signals.items()}
+        self.flags = dict.fromkeys(self.windows, False)
+        self._last_drift = {}
+        self.scores = {}
+        self.alarm_counts = self.alarm_counts or {}
+        labels = self._confidence_labels()
+        longest = max(cfg.distribution_windows)
+        self.label_confidence = MultiScaleWindow(2 * len(labels), (longest,), cfg.block_events)
+        self.confidence_adwin = None
+        if "confidence" in profile.signals:
+            # ADWIN's delta bounds its false detections per check; one check per block
+            self.confidence_adwin = AdwinDetector(delta=min(0.01, cfg.false_alarm_rate * cfg.block_events))
+        self.reference_error = None
+
+    def _confidence_labels(self) -> tuple[str, ...]:
+        assert self.profile is not None
+        sig = self.profile.signals.get("entity_label")
+        if sig is not None and isinstance(sig.featurizer, CategoricalFeaturizer):
+            return sig.featurizer.labels
+        return ("__other__",)
+
+    def _calibrate(self, sample: ReferenceSample, source: str) -> bool:
+        try:
+            profile = ReferenceProfile.calibrate(sample, self.config, source, self.model, self.model_version)
+        except ReferenceTooSmall as exc:
+            self.reference_error = str(exc)
+            log.warning("%s/%s: %s", self.model, self.model_version, exc)
+            return False
+        log.info("%s/%s: reference calibrated from %s (%d events, %d signals) in %.1f s",
+                 self.model, self.model_version, source, profile.events, len(profile.signals),
+                 profile.calibration_seconds)
+        for name, why in profile.unavailable.items():
+            log.info("%s/%s: signal %s unavailable: %s", self.model, self.model_version, name, why)
+        self._start(profile)
+        return True
+
+    def add_reference(self, events: list[Any]) -> None:
+        """Add reference events (a reference file or ``"split": "reference"`` events)."""
+        if not events:
+            return
+        cols, _ = extract_columns(events)
+        self.pending_reference.add(cols, len(events), [e.text for e in events])
+        self.events_total["reference"] += len(events)
+
+    # -- streaming --------------------------------------------------------------------------------------
+    def process(self, events: list[Any]) -> list[Alarm]:
+        """Fold a batch of valid events of this model (in stream order) into the monitor.
+
+        Returns the alarms raised, with positions into ``events``. CPU-bound; may calibrate a reference
+        (seconds) when the first production event after new reference events arrives.
+        """
+        alarms: list[Alarm] = []
+        start = 0
+        n = len(events)
+        while start < n:
+            split = events[start].split
+            end = start + 1
+            while end < n and events[end].split == split:
+                end += 1
+            run = events[start:end]
+            if split == "reference":
+                self.add_reference(run)
+            else:
+                alarms.extend(a for a in self._production(run, start))
+            start = end
+        return alarms
+
+    def _production(self, events: list[Any], offset: int) -> list[Alarm]:
+        self.events_total["production"] += len(events)
+        if self.pending_reference.size:  # new reference events since the last calibration
+            if self._calibrate(self.pending_reference, "reference"):
+                self.pending_reference = ReferenceSample(self.config.reference_reservoir, self.config.seed)
+        skip = 0
+        if self.profile is None:
+            need = self.config.auto_baseline_events - self.auto_baseline.seen
+            take = events[: max(need, 0)]
+            if take:
+                cols, _ = extract_columns(take)
+                self.auto_baseline.add(cols, len(take), [e.text for e in take])
+            skip = len(take)
+            if self.auto_baseline.seen >= self.config.auto_baseline_events:
+                self._calibrate(self.auto_baseline, "auto-baseline")
+            if self.profile is None or skip == len(events):
+                return []
+        return self._monitor(events[skip:], offset + skip)
+
+    def _monitor(self, events: list[Any], offset: int) -> list[Alarm]:
+        n = len(events)
+        cols, times = extract_columns(events)
+        finite = times[np.isfinite(times)]
+        if finite.size:
+            self.last_event_time = float(finite.max())
+        self.monitored_events += n
+        alarms: list[Alarm] = []
+        for name, win in self.windows.items():
+            col = cols[name]
+            feat = win.model.featurizer
+            if isinstance(feat, EmbeddingFeaturizer):
+                item_rows = feat.transform(col.values) if len(col) else np.zeros((0, feat.n_features))
+                rows = per_event_sums(item_rows, col.event, n)
+                items = np.bincount(col.event, minlength=n).astype(np.float64)
+                upd = win.update_rows(rows, items, times)
+                if name == "embedding" and len(col):
+                    self._track_outliers(feat.outlier_scores(item_rows), col.event, events)
+            else:
+                upd = win.update(col, n, times)
+            # hysteresis: a flag clears only after `clear_after_events` events with every statistic below
+            # its threshold, so one drift episode raises one alarm instead of a burst of them
+            idx = np.arange(self.monitored_events - n, self.monitored_events)
+            last = np.maximum.accumulate(np.where(upd.drift, idx, self._last_drift.get(name, -(10**12))))
+            flag = idx - last < self.config.clear_after_events
+            was = self.flags[name]
+            flips = np.nonzero(flag & ~np.concatenate([[was], flag[:-1]]))[0]
+            self._last_drift[name] = int(last[-1])
+            for i in flips:
+                j = win.model.windows.index(int(upd.window[i]))
+                k = int(upd.stat[i])
+                alarms.append(Alarm(self.model, self.model_version, name, offset + int(i),
+                                    events[i].event_id, float(upd.ratio[i]), 1.0,
+                                    win.model.stat_names[k], int(upd.window[i]), float(upd.value[i]),
+                                    float(win.model.thresholds[j, k])))
+            self.alarm_counts[name] = self.alarm_counts.get(name, 0) + len(flips)
+            self.flags[name] = bool(flag[-1])
+            self.scores[name] = {"score": float(upd.ratio[-1]), "window": int(upd.window[-1]),
+                                 "statistic": win.model.stat_names[int(upd.stat[-1])]}
+        self._update_label_confidence(cols[SCORED_LABELS], cols["confidence"], n, times)
+        alarms.sort(key=lambda a: a.position)
+        return alarms
+
+    # -- evidence ---------------------------------------------------------------------------------------
+    def _track_outliers(self, scores: np.ndarray, event_pos: np.ndarray, events: list[Any]) -> None:
+        k = self.config.outlier_examples
+        if k == 0:
+            return
+        base = self.monitored_events - len(events)
+        horizon = base + len(events) - max(self.config.embedding_windows)
+        top = np.argsort(-scores)[:k]
+        kept = [o for o in self._outliers if o[1] >= horizon]
+        for t in top:
+            e = events[int(event_pos[t])]
+            ents = [{"label": x.label, "start": x.start, "end": x.end, "score": x.score} for x in e.entities]
+            kept.append((float(scores[t]), base + int(event_pos[t]), e.event_id, e.text, ents))
+        self._outliers = heapq.nlargest(k, kept, key=lambda o: o[0])
+
+    def _update_label_confidence(self, labels: ItemColumn, scores: ItemColumn, n: int, times: np.ndarray) -> None:
+        if self.profile is None:
+            return
+        vocab = self._confidence_labels()
+        index = {k: i for i, k in enumerate(vocab)}
+        other = len(vocab) - 1
+        idx = np.fromiter((index.get(v, other) for v in labels.values), np.int64, count=len(labels))
+        L = len(vocab)
+        sums = np.bincount(scores.event * L + idx, weights=scores.values, minlength=n * L).reshape(n, L)
+        counts = np.bincount(scores.event * L + idx, minlength=n * L).reshape(n, L)
+        self.label_confidence.update(np.hstack([sums, counts]), np.ones(n), times)
+        if self.confidence_adwin is not None and "confidence" in self.windows:
+            feat = self.windows["confidence"].model.featurizer
+            assert isinstance(feat, BinnedFeaturizer)
+            pit = feat.pit(np.asarray(scores.values, np.float64))
+            per_event = np.bincount(scores.event, weights=pit, minlength=n)
+            cnt = np.bincount(scores.event, minlength=n)
+            base = self.monitored_events - n
+            for pos in self.confidence_adwin.update(per_event, cnt, self.config.block_events):
+                self.change_points.append({"signal": "confidence", "event": base + int(pos),
+                                           **self.confidence_adwin.last_change})
+                self.change_points = self.change_points[-20:]
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready state of this monitor: status, every signal's score, threshold, flag and evidence."""
+        out: dict[str, Any] = {
+            "model": self.model, "model_version": self.model_version, "status": self.status,
+            "events": dict(self.events_total), "monitored_events": self.monitored_events,
+            "last_event_time": self.last_event_time, "reference_error": self.reference_error,
+        }
+        if self.profile is None:
+            out["reference"] = {"events": self.pending_reference.size or self.auto_baseline.seen,
+                                "needed": self.config.auto_baseline_events}
+            return out
+        p = self.profile
+        out["reference"] = {"source": p.source, "events": p.events, "unavailable": p.unavailable,
+                            "calibration_seconds": round(p.calibration_seconds, 3),
+                            "false_alarm_rate": self.config.false_alarm_rate}
+        signals: dict[str, Any] = {}
+        for name, win in self.windows.items():
+            s = self.scores.get(name, {"score": 0.0, "window": 0, "statistic": None})
+            signals[name] = {**s, "threshold": 1.0, "drift": self.flags.get(name, False),
+                             "alarms": self.alarm_counts.get(name, 0),
+                             **win.current(), "evidence": self._evidence(name, win)}
+        out["signals"] = signals
+        out["label_confidence"] = self.label_confidence_report()
+        out["change_points"] = list(self.change_points)
+        out["outliers"] = [{"score": o[0], "index": o[1], "event_id": o[2], "text": o[3], "entities": o[4]}
+                           for o in self._outliers]
+        return out
+
+    def _evidence(self, name: str, win: SignalWindow) -> dict[str, Any]:
+        feat = win.model.featurizer
+        for w in sorted(win.model.windows, reverse=True):
+            cur = win.windows.current_sums(w)
+            if cur is not None and cur[1] > 0:
+                sums, items = cur
+                if isinstance(feat, CategoricalFeaturizer):
+                    return {"window": w, "moved_labels": feat.moved(sums)}
+                if isinstance(feat, BinnedFeaturizer):
+                    return {"window": w, "levels": list(feat.QUANTILE_LEVELS),
+                            "reference_quantiles": [float(q) for q in feat.ref_quantiles],
+                            "current_quantiles": feat.window_quantiles(sums)}
+                if isinstance(feat, EmbeddingFeaturizer):
+                    return {"window": w, "moved_directions": feat.moved_directions(sums, items)}
+        return {}
+
+    def label_confidence_report(self) -> dict[str, dict[str, float]]:
+        """Per-label mean confidence and count over the longest distribution window (or less, early on)."""
+        if self.profile is None:
+            return {}
+        vocab = self._confidence_labels()
+        cur = self.label_confidence.current_sums(max(self.config.distribution_windows))
+        if cur is None:
+            return {}
+        L = len(vocab)
+        sums, counts = cur[0][:L], cur[0][L:]
+        return {vocab[i]: {"mean": float(sums[i] / counts[i]), "count": int(counts[i])}
+                for i in range(L) if counts[i] > 0}
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "model_version": self.model_version,
+            "profile": None if self.profile is None else self.profile.state(),
+            "pending_reference": self.pending_reference.state(), "auto_baseline": self.auto_baseline.state(),
+            "reference_error": self.reference_error, "events_total": self.events_total,
+            "monitored_events": self.monitored_events, "last_event_time": self.last_event_time,
+            "windows": {k: w.state() for k, w in self.windows.items()},
+            "flags": self.flags, "last_drift": self._last_drift, "scores": self.scores, "alarm_counts": self.alarm_counts,
+            "label_confidence": self.label_confidence.state(),
+            "adwin": None if self.confidence_adwin is None else self.confidence_adwin.state(),
+            "change_points": self.change_points,
+            "outliers": [list(o) for o in self._outliers],
+        }
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any], config: MonitorConfig) -> ModelMonitor:
+        m = cls(s["model"], s["model_version"], config)
+        if s["profile"] is not None:
+            m._start(ReferenceProfile.from_state(s["profile"]))
+        m.pending_reference = ReferenceSample.from_state(s["pending_reference"])
+        m.auto_baseline = ReferenceSample.from_state(s["auto_baseline"])
+        m.reference_error = s["reference_error"]
+        m.events_total = dict(s["events_total"])
+        m.monitored_events = int(s["monitored_events"])
+        m.last_event_time = s["last_event_time"]
+        for k, ws in s["windows"].items():
+            m.windows[k].load_state(ws)
+        m.flags = {k: bool(v) for k, v in s["flags"].items()}
+        m.scores = dict(s["scores"])
+        m._last_drift = {k: int(v) for k, v in s["last_drift"].items()}
+        m.alarm_counts = {k: int(v) for k, v in s["alarm_counts"].items()}
+        m.label_confidence.load_state(s["label_confidence"])
+        if s["adwin"] is not None and m.confidence_adwin is not None:
+            m.confidence_adwin.load_state(s["adwin"])
+        m.change_points = list(s["change_points"])
+        m._outliers = [(float(o[0]), int(o[1]), o[2], o[3], o[4]) for o in s["outliers"]]
+        return m

@@ -1,0 +1,131 @@
+"""All monitors of one stream (one Kafka partition, or one replay): decode, validate, route, update.
+
+``MonitorSet.process_lines`` is the one code path shared by ``nlpmon run`` and ``nlpmon replay``: raw
+JSON lines in, alarms and rejections out. Events are grouped by (model, version) preserving stream
+order, and each monitor gets one vectorised update per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.events import Event, InvalidEvent, decode_event
+from service.monitor.config import MonitorConfig
+from service.monitor.model_monitor import Alarm, ModelMonitor
+from service.monitor.reference import ReferenceProfile
+from service.state import decode_state, encode_state
+
+STATE_KIND = "nlpmon.monitor_set"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    position: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    alarms: list[Alarm]  # positions are indices into the batch
+    rejected: list[Rejection]
+    accepted: int
+
+
+class MonitorSet:
+    """Monitors keyed by (model, model_version). Pure; state is a versioned snapshot (``snapshot``)."""
+
+    def __init__(self, config: MonitorConfig, profiles: dict[tuple[str, str], ReferenceProfile] | None = None,
+                 reference_events: Sequence[Event] = ()) -> None:
+        self.config = config
+        self.monitors: dict[tuple[str, str], ModelMonitor] = {}
+        self.embedding_dims: dict[str, int] = {}
+        self.profiles = dict(profiles or {})
+        self._reference_events: dict[tuple[str, str], list[Event]] = {}
+        for e in reference_events:
+            self._reference_events.setdefault((e.model, e.model_version), []).append(e)
+
+    def monitor(self, model: str, version: str) -> ModelMonitor:
+        key = (model, version)
+        m = self.monitors.get(key)
+        if m is None:
+            m = ModelMonitor(model, version, self.config, self.profiles.get(key))
+            ref = self._reference_events.pop(key, None)
+            if ref:
+                for e in ref:
+                    self._check_dims(e)
+                m.add_reference(ref)
+            self.monitors[key] = m
+        return m
+
+    def _check_dims(self, e: Event) -> None:
+        """Raises InvalidEvent when an embedding's size differs from the model's first one."""
+        key = e.model
+        for path, emb in [("embedding", e.embedding)] + [
+                (f"entities[{i}].embedding", x.embedding) for i, x in enumerate(e.entities)
+                if x.embedding is not None]:
+            if emb is None:
+                continue
+            dim_key = f"{key}|{path.split('.')[-1] if '.' in path else path}"
+            want = self.embedding_dims.setdefault(dim_key, int(emb.shape[0]))
+            if emb.shape[0] != want:
+                raise InvalidEvent("bad_embedding",
+                                   f"{path}: size {emb.shape[0]} differs from model {key!r}'s {want}")
+
+    def process_events(self, events: Sequence[Event], positions: Sequence[int]) -> list[Alarm]:
+        """Route valid events (with their batch positions) to their monitors; alarms carry batch positions."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, e in enumerate(events):
+            groups.setdefault((e.model, e.model_version), []).append(i)
+        alarms: list[Alarm] = []
+        for (model, version), idx in groups.items():
+            mon = self.monitor(model, version)
+            for a in mon.process([events[i] for i in idx]):
+                alarms.append(_moved(a, positions[idx[a.position]]))
+        alarms.sort(key=lambda a: a.position)
+        return alarms
+
+    def process_lines(self, lines: Sequence[bytes | str | None]) -> BatchResult:
+        """Decode, validate and monitor a batch of raw events. Invalid ones are returned, never raised."""
+        events: list[Event] = []
+        positions: list[int] = []
+        rejected: list[Rejection] = []
+        for i, raw in enumerate(lines):
+            try:
+                if raw is None:
+                    raise InvalidEvent("malformed_json", "message has no value")
+                e = decode_event(raw)
+                self._check_dims(e)
+            except InvalidEvent as exc:
+                rejected.append(Rejection(i, exc.reason, exc.detail))
+                continue
+            events.append(e)
+            positions.append(i)
+        return BatchResult(self.process_events(events, positions), rejected, len(events))
+
+    def report(self) -> dict[str, Any]:
+        return {f"{m}/{v}": mon.report() for (m, v), mon in sorted(self.monitors.items())}
+
+    # -- state ------------------------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        return encode_state({"kind": STATE_KIND, "embedding_dims": self.embedding_dims,
+                             "monitors": [mon.state() for mon in self.monitors.values()]})
+
+    def restore(self, data: bytes) -> None:
+        s = decode_state(data)
+        if s.get("kind") != STATE_KIND:
+            raise ValueError("not an nlpmon monitor-set snapshot")
+        self.embedding_dims = {k: int(v) for k, v in s["embedding_dims"].items()}
+        self.monitors = {}
+        for ms in s["monitors"]:
+            mon = ModelMonitor.from_state(ms, self.config)
+            self.monitors[(mon.model, mon.model_version)] = mon
+            self._reference_events.pop((mon.model, mon.model_version), None)
+
+
+def _moved(a: Alarm, position: int) -> Alarm:
+    d = a.as_dict()
+    d["position"] = position
+    return Alarm(**d)

@@ -1,0 +1,192 @@
+"""Reference profiles: a bounded uniform sample of reference events, and the calibrated signals fitted on it.
+
+``ReferenceSample`` keeps the flattened columns of at most ``capacity`` reference events, chosen
+uniformly from all events offered (bottom-k sampling on seeded random keys), plus exact label counts
+over every reference event. ``ReferenceProfile.calibrate`` fits and calibrates every signal the sample
+has enough data for, and records loudly why each other signal is unavailable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.drift.items import ItemColumn
+from service.drift.signal import SignalModel, calibrate_signal
+from service.monitor.config import MonitorConfig
+from service.monitor.signals import SCORED_LABELS, SIGNALS
+from service.state import decode_state, encode_state
+
+PROFILE_KIND = "nlpmon.reference_profile"
+
+
+class ReferenceTooSmall(ValueError):
+    """The reference has fewer events than ``min_reference_events``: thresholds cannot be calibrated."""
+
+
+def _column_state(c: ItemColumn) -> dict[str, Any]:
+    return {"event": c.event, "values": c.values}
+
+
+def _column_from_state(s: dict[str, Any]) -> ItemColumn:
+    vals = s["values"]
+    return ItemColumn(np.asarray(s["event"], np.int64), vals if isinstance(vals, list) else np.asarray(vals))
+
+
+class ReferenceSample:
+    """A bounded uniform sample of reference events, kept as per-signal columns."""
+
+    def __init__(self, capacity: int, seed: int) -> None:
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+        self.seen = 0
+        self.label_counts: Counter[str] = Counter()
+        self._keys = np.zeros(0)
+        self._columns: dict[str, ItemColumn] | None = None
+        self._texts: list[str | None] = []
+
+    @property
+    def size(self) -> int:
+        return int(self._keys.shape[0])
+
+    def add(self, columns: dict[str, ItemColumn], n_events: int, texts: list[str | None]) -> None:
+        """Offer ``n_events`` reference events (their flattened columns)."""
+        if n_events == 0:
+            return
+        self.seen += n_events
+        self.label_counts.update(columns["entity_label"].values)
+        keys = self.rng.random(n_events)
+        if self._columns is None:
+            merged, all_keys, all_texts = columns, keys, list(texts)
+        else:
+            merged = {k: ItemColumn.concat([self._columns[k], columns[k]], [self.size, n_events])
+                      for k in columns}
+            all_keys = np.concatenate([self._keys, keys])
+            all_texts = self._texts + list(texts)
+        if all_keys.shape[0] > self.capacity:
+            keep = np.sort(np.argsort(all_keys, kind="stable")[: self.capacity])
+            merged = {k: c.select_events(keep, all_keys.shape[0]) for k, c in merged.items()}
+            all_texts = [all_texts[i] for i in keep]
+            all_keys = all_keys[keep]
+        self._columns, self._keys, self._texts = merged, all_keys, all_texts
+
+    def columns(self) -> dict[str, ItemColumn]:
+        if self._columns is None:
+            raise ReferenceTooSmall("no reference events yet")
+        return self._columns
+
+    def texts(self) -> list[str | None]:
+        return self._texts
+
+    def state(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "seen": self.seen, "keys": self._keys,
+                "label_counts": dict(self.label_counts), "texts": self._texts,
+                "rng": self.rng.bit_generator.state,
+                "columns": None if self._columns is None else
+                {k: _column_state(c) for k, c in self._columns.items()}}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> ReferenceSample:
+        out = cls(int(s["capacity"]), 0)
+        out.seen = int(s["seen"])
+        out._keys = np.asarray(s["keys"], np.float64)
+        out.label_counts = Counter(s["label_counts"])
+        out._texts = list(s["texts"])
+        out.rng.bit_generator.state = _rng_state(s["rng"])
+        cols = s["columns"]
+        out._columns = None if cols is None else {k: _column_from_state(v) for k, v in cols.items()}
+        return out
+
+
+def _rng_state(s: dict[str, Any]) -> dict[str, Any]:
+    """numpy's PCG64 state with its integers restored from JSON."""
+    return {**s, "state": {k: int(v) for k, v in s["state"].items()}}
+
+
+@dataclass
+class ReferenceProfile:
+    """The calibrated reference of one (model, version)."""
+
+    source: str
+    events: int
+    signals: dict[str, SignalModel]
+    unavailable: dict[str, str]
+    label_counts: dict[str, int]
+    calibration_seconds: float
+    sample: ReferenceSample | None = field(default=None, repr=False)
+    model: str = ""
+    model_version: str = ""
+
+    @property
+    def model_key(self) -> tuple[str, str]:
+        return self.model, self.model_version
+
+    @classmethod
+    def calibrate(cls, sample: ReferenceSample, config: MonitorConfig, source: str,
+                  model: str = "", model_version: str = "") -> ReferenceProfile:
+        """Fit and calibrate every signal with enough reference data.
+
+        Raises ReferenceTooSmall when the sample has fewer than ``min_reference_events`` events.
+        CPU-bound: a few seconds for a few thousand events.
+        """
+        n = sample.size
+        if n < config.min_reference_events:
+            raise ReferenceTooSmall(
+                f"reference has {n} events, fewer than min_reference_events={config.min_reference_events}; "
+                "thresholds cannot be calibrated: send more reference events")
+        t0 = time.perf_counter()
+        cols = sample.columns()
+        rng = np.random.default_rng(config.seed)
+        signals: dict[str, SignalModel] = {}
+        unavailable: dict[str, str] = {}
+        for spec in SIGNALS:
+            col = cols[spec.name]
+            have_events = int(np.unique(col.event).shape[0]) if len(col) else 0
+            if len(col) < spec.min_reference_items or have_events < config.min_reference_events // 2:
+                unavailable[spec.name] = (f"reference has {len(col)} {spec.name} items in {have_events} events; "
+                                          f"needs {spec.min_reference_items} items in "
+                                          f"{config.min_reference_events // 2} events")
+                continue
+            windows = config.embedding_windows if spec.windows == "embedding" else config.distribution_windows
+            try:
+                signals[spec.name] = calibrate_signal(
+                    spec.name, spec.kind, col, n, windows=windows, false_alarm_rate=config.false_alarm_rate,
+                    splits=config.calibration_splits, n_components=config.pca_components,
+                    n_random_features=config.random_features, max_labels=config.max_labels, rng=rng)
+            except ValueError as exc:
+                unavailable[spec.name] = f"cannot calibrate: {exc}"
+        return cls(source, n, signals, unavailable, dict(sample.label_counts),
+                   time.perf_counter() - t0, sample, model, model_version)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": PROFILE_KIND, "model": self.model, "model_version": self.model_version,
+                "source": self.source, "events": self.events,
+                "signals": {k: v.state() for k, v in self.signals.items()},
+                "unavailable": self.unavailable, "label_counts": self.label_counts,
+                "calibration_seconds": self.calibration_seconds,
+                "sample": None if self.sample is None else self.sample.state()}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> ReferenceProfile:
+        if s.get("kind") != PROFILE_KIND:
+            raise ValueError("not an nlpmon reference profile")
+        return cls(s["source"], int(s["events"]),
+                   {k: SignalModel.from_state(v) for k, v in s["signals"].items()},
+                   dict(s["unavailable"]), dict(s["label_counts"]), float(s["calibration_seconds"]),
+                   None if s["sample"] is None else ReferenceSample.from_state(s["sample"]),
+                   s["model"], s["model_version"])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(encode_state(self.state()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReferenceProfile:
+        return cls.from_state(decode_state(Path(path).read_bytes()))
+
+
+__all__ = ["SCORED_LABELS", "ReferenceProfile", "ReferenceSample", "ReferenceTooSmall"]

@@ -1,0 +1,126 @@
+"""``nlpmon replay``: backtest historical events through the same monitor code path as the service.
+
+Event indices in the report are 0-based positions among the non-blank lines of EVENTS.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.events import Event, InvalidEvent, decode_event
+from service.io import iter_batches
+from service.monitor.config import MonitorConfig
+from service.monitor.monitor_set import MonitorSet
+from service.monitor.reference import ReferenceProfile
+from service.state import SnapshotError
+from service.state.codec import MAGIC
+
+MAX_REASONS = 10
+
+
+@dataclass
+class LoadedReference:
+    events: list[Event] = field(default_factory=list)
+    profiles: dict[tuple[str, str], ReferenceProfile] = field(default_factory=dict)
+    invalid: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def load_references(paths: Sequence[str | Path]) -> LoadedReference:
+    """Reference JSONL(.gz) files (every event counts as reference) or saved profiles (``nlpmon calibrate``).
+
+    Invalid reference lines are counted and skipped. Raises FileNotFoundError / SnapshotError.
+    """
+    out = LoadedReference()
+    for path in paths:
+        p = Path(path)
+        if p.is_file() and p.open("rb").read(len(MAGIC)) == MAGIC:
+            prof_file = ReferenceProfile.load(p)
+            model, version = prof_file.model_key
+            out.profiles[(model, version)] = prof_file
+            continue
+        for batch in iter_batches(p, 5000):
+            for i, raw in enumerate(batch):
+                try:
+                    out.events.append(decode_event(raw))
+                except InvalidEvent as exc:
+                    out.invalid += 1
+                    if len(out.reasons) < MAX_REASONS:
+                        out.reasons.append(f"{p.name} line {i + 1}: {exc.reason}: {exc.detail}")
+    return out
+
+
+def replay(events_path: str | Path, reference_paths: Sequence[str | Path], config: MonitorConfig, *,
+           batch_size: int = 2000, progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Run EVENTS through a fresh MonitorSet; return the report (see docs/replay.md)."""
+    ref = load_references(reference_paths)
+    monitors = MonitorSet(config, ref.profiles, ref.events)
+    n = invalid = 0
+    reasons: Counter[str] = Counter()
+    first_reasons: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for batch in iter_batches(events_path, batch_size):
+        res = monitors.process_lines(batch)
+        for r in res.rejected:
+            invalid += 1
+            reasons[r.reason] += 1
+            if len(first_reasons) < MAX_REASONS:
+                first_reasons.append({"event_index": n + r.position, "reason": r.reason, "detail": r.detail})
+        for a in res.alarms:
+            d = a.as_dict()
+            d["event_index"] = n + d.pop("position")
+            alerts.append(d)
+        n += len(batch)
+        if progress is not None:
+            progress(n, len(alerts), time.perf_counter() - t0)
+    return {
+        "events": n, "invalid": invalid, "invalid_reasons": dict(reasons), "first_invalid": first_reasons,
+        "reference": {"events": len(ref.events), "invalid": ref.invalid, "first_invalid": ref.reasons,
+                      "profiles": [f"{m}/{v}" for m, v in ref.profiles]},
+        "seconds": round(time.perf_counter() - t0, 3),
+        "alerts": alerts,
+        "models": monitors.report(),
+    }
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A short human summary of a replay report."""
+    lines = [f"{report['events']} events, {report['invalid']} invalid, {len(report['alerts'])} alarms "
+             f"in {report['seconds']:.1f} s"]
+    for key, m in report["models"].items():
+        sig = m.get("signals", {})
+        drifting = [k for k, s in sig.items() if s["drift"]]
+        ref = m.get("reference", {})
+        lines.append(f"  {key}: {m['status']}, reference {ref.get('source', '-')} ({ref.get('events', 0)} events), "
+                     f"{m['monitored_events']} monitored; drifting now: {', '.join(drifting) or 'none'}")
+        if m.get("reference_error"):
+            lines.append(f"    reference problem: {m['reference_error']}")
+    for a in report["alerts"][:10]:
+        lines.append(f"  alarm at event {a['event_index']}: {a['model']}/{a['model_version']} {a['signal']} "
+                     f"score {a['score']:.2f} ({a['statistic']} over {a['window']} events)")
+    if len(report["alerts"]) > 10:
+        lines.append(f"  ... {len(report['alerts']) - 10} more alarms in the report")
+    return "\n".join(lines)
+
+
+def terminal_progress(stream: Any = sys.stderr) -> Callable[[int, int, float], None] | None:
+    """A progress printer when ``stream`` is a terminal, else None."""
+    if not getattr(stream, "isatty", lambda: False)():
+        return None
+
+    def show(n: int, alarms: int, seconds: float) -> None:
+        rate = n / seconds if seconds > 0 else 0.0
+        stream.write(f"\r{n:,} events, {alarms} alarms, {rate:,.0f} events/s ")
+        stream.flush()
+
+    return show
+
+
+__all__ = ["LoadedReference", "SnapshotError", "load_references", "replay", "summary", "terminal_progress"]
