@@ -1,0 +1,47 @@
+"""The prediction-event contract and its decoders.
+
+- :mod:`service.events.schema`: the authoritative pydantic v2 models and :func:`json_schema`.
+- :mod:`service.events.decode`: the msgspec hot-path decoder, :func:`decode_event` and
+  :func:`decode_lines`, which accept and reject exactly what the schema does.
+- :mod:`service.events.errors`: :class:`InvalidEvent` and its stable reason codes.
+
+See ``docs/events.md`` for the field table, examples and the rejection reasons.
+"""
+
+from service.events.decode import (
+    EntityOut,
+    Event,
+    PredictionOut,
+    TokenOut,
+    decode_event,
+    decode_lines,
+    pydantic_validate,
+)
+from service.events.errors import REASONS, InvalidEvent, Reason
+from service.events.schema import (
+    EmbeddingB64,
+    Entity,
+    Prediction,
+    PredictionEvent,
+    Token,
+    json_schema,
+)
+
+__all__ = [
+    "REASONS",
+    "EmbeddingB64",
+    "Entity",
+    "EntityOut",
+    "Event",
+    "InvalidEvent",
+    "Prediction",
+    "PredictionEvent",
+    "PredictionOut",
+    "Reason",
+    "Token",
+    "TokenOut",
+    "decode_event",
+    "decode_lines",
+    "json_schema",
+    "pydantic_validate",
+]
