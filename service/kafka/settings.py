@@ -33,101 +33,118 @@ class KafkaSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap_servers: str | None = Field(
-        None,
+        default=None,
         description="Kafka bootstrap servers (host:port[,host:port]). None starts the embedded Tansu broker "
         "on a free loopback port (development only: memory storage, lost on exit).",
     )
     topic: str = Field(
-        "nlpmon.predictions", description="Input topic: one JSON prediction event per message."
+        default="nlpmon.predictions", description="Input topic: one JSON prediction event per message."
     )
     group_id: str = Field(
-        "nlpmon", min_length=1, description="Consumer group id; also prefixes snapshot keys."
+        default="nlpmon", min_length=1, description="Consumer group id; also prefixes snapshot keys."
     )
     dead_letter_topic: str = Field(
-        "nlpmon.dead-letter", description="Rejected events go here with reason and origin headers."
+        default="nlpmon.dead-letter", description="Rejected events go here with reason and origin headers."
     )
     state_topic: str = Field(
-        "nlpmon.state",
+        default="nlpmon.state",
         description="Compacted topic of per-partition snapshots; created with the input topic's partition "
         "count and cleanup.policy=compact when missing.",
     )
     client_id: str = Field(
-        "nlpmon", min_length=1, description="client.id of every Kafka client (logs, quotas)."
+        default="nlpmon", min_length=1, description="client.id of every Kafka client (logs, quotas)."
     )
     create_missing_topics: bool = Field(
-        True, description="Create the dead-letter and state topics when they do not exist."
+        default=True, description="Create the dead-letter and state topics when they do not exist."
     )
 
-    batch_size: int = Field(5000, ge=1, le=1_000_000, description="Most messages taken per consume() call.")
+    batch_size: int = Field(
+        default=5000, ge=1, le=1_000_000, description="Most messages taken per consume() call."
+    )
     poll_timeout_s: float = Field(
-        0.5, gt=0, le=30, description="Longest wait of one consume() call; bounds the reaction to a stop."
+        default=0.5,
+        gt=0,
+        le=30,
+        description="Longest wait of one consume() call; bounds the reaction to a stop.",
     )
     session_timeout_ms: int = Field(
-        10_000,
+        default=10_000,
         ge=1000,
         le=3_600_000,
         description="Group session timeout. Tansu holds a JoinGroup for half of it; tests use 2000.",
     )
     heartbeat_interval_ms: int | None = Field(
-        None, ge=100, description="Group heartbeat interval; None means a third of session_timeout_ms."
+        default=None,
+        ge=100,
+        description="Group heartbeat interval; None means a third of session_timeout_ms.",
     )
     max_poll_interval_ms: int = Field(
-        300_000,
+        default=300_000,
         ge=10_000,
         description="Longest gap between consume() calls before the group evicts this member.",
     )
 
     checkpoint_interval_events: int = Field(
-        50_000,
+        default=50_000,
         ge=1,
         description="Snapshot and commit after this many events of a partition since its last checkpoint.",
     )
     checkpoint_interval_s: float = Field(
-        10.0, gt=0, description="Snapshot and commit at least this often while events arrive (seconds)."
+        default=10.0,
+        gt=0,
+        description="Snapshot and commit at least this often while events arrive (seconds).",
     )
     delivery_timeout_s: float = Field(
-        30.0,
+        default=30.0,
         gt=0,
         description="Longest wait for dead-letter and snapshot acknowledgements; past it the runner stops "
         "without committing.",
     )
-    commit_timeout_s: float = Field(10.0, gt=0, description="Longest wait for one synchronous offset commit.")
     max_consecutive_commit_failures: int = Field(
-        3,
+        default=3,
         ge=1,
         description="Checkpoints whose commit failed in a row before the runner gives up and stops. The "
         "snapshot already covers the work, so a failed commit loses nothing.",
     )
     restore_timeout_s: float = Field(
-        30.0, gt=0, description="Longest time to read a state partition to its end on assignment."
+        default=30.0, gt=0, description="Longest time to read a state partition to its end on assignment."
     )
     shutdown_grace_s: float = Field(
-        20.0, gt=0, description="Time allowed to finish the in-flight batch, checkpoint and close on stop."
+        default=20.0,
+        gt=0,
+        description="Time allowed to finish the in-flight batch, checkpoint and close on stop.",
     )
     statistics_interval_ms: int = Field(
-        2000, ge=100, description="librdkafka statistics period; consumer lag is taken from these."
+        default=2000, ge=100, description="librdkafka statistics period; consumer lag is taken from these."
     )
     max_snapshot_bytes: int = Field(
-        900_000,
+        default=900_000,
         ge=1024,
         description="Largest snapshot message; raise it together with the broker's and producer's "
         "message.max.bytes.",
     )
 
     circuit_window_events: int = Field(
-        1000, ge=1, description="The circuit breaker looks at the invalid ratio over this many last events."
+        default=1000,
+        ge=1,
+        description="The circuit breaker looks at the invalid ratio over this many last events.",
     )
     circuit_min_events: int = Field(
-        100, ge=1, description="The ratio rule applies only once the window holds this many events."
+        default=100, ge=1, description="The ratio rule applies only once the window holds this many events."
     )
     circuit_max_invalid_ratio: float = Field(
-        0.5, gt=0, le=1, description="The breaker opens when the invalid ratio in the window exceeds this."
+        default=0.5,
+        gt=0,
+        le=1,
+        description="The breaker opens when the invalid ratio in the window exceeds this.",
     )
     circuit_max_consecutive_invalid: int = Field(
-        500, ge=1, description="The breaker opens after this many invalid events in a row."
+        default=500, ge=1, description="The breaker opens after this many invalid events in a row."
     )
     circuit_pause_s: float = Field(
-        60.0, gt=0, description="While open, the assigned partitions stay paused this long before a retry."
+        default=60.0,
+        gt=0,
+        description="While open, the assigned partitions stay paused this long before a retry.",
     )
 
     librdkafka_options: dict[str, LibrdkafkaValue] = Field(

@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "processed": sum(metrics.events_processed.values()),
                 "next_offsets": {str(p): o for (_, p), o in metrics.next_offsets.items()},
                 "committed": {str(p): o for (_, p), o in metrics.committed_offsets.items()},
+                "lag": {str(p): o for (_, p), o in metrics.lag.items()},
                 "batch": [[b.partition, b.first_offset, b.next_offset] for b in report.partitions],
             }
         )

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from counting_processor import CountingProcessor
@@ -136,12 +136,13 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float 
             msgs = consumer.consume(1000, 0.1)
             eof = False
             for m in msgs:
-                if m.error() is None:
+                error = m.error()
+                if error is None:
                     out.append(m)
-                elif m.error().code() == KafkaError._PARTITION_EOF:
+                elif error.code() == KafkaError._PARTITION_EOF:
                     eof = True
                 else:
-                    raise AssertionError(m.error().str())
+                    raise AssertionError(error.str())
             if eof:
                 return out
     finally:
@@ -231,9 +232,14 @@ class RecordingProducer(Producer):
         return super().produce(*args, **kwargs)
 
 
+class Factories(TypedDict):
+    consumer_factory: Callable[[dict[str, Any]], Consumer]
+    producer_factory: Callable[[dict[str, Any]], Producer]
+
+
 def recording_factories(
     timeline: list[tuple[str, Any]], *, fail_commits_from: int | None = None, fail_topic: str | None = None
-) -> dict[str, Callable[[dict[str, Any]], Any]]:
+) -> Factories:
     def consumer_factory(config: dict[str, Any]) -> Consumer:
         consumer = RecordingConsumer(config)
         consumer.timeline = timeline

@@ -164,9 +164,8 @@ def test_circuit_breaker_pauses_on_all_invalid_input(
     worker = RunnerThread(runner).start()
     try:
         with caplog.at_level(logging.ERROR, logger="runner.breaker"):
-            opened = wait_until(
-                lambda: (m := runner.metrics()).paused and m, 20, "the breaker to open and pause"
-            )
+            wait_until(lambda: runner.metrics().paused, 20, "the breaker to open and pause")
+            opened = runner.metrics()
             assert opened.circuit_state == "open" and opened.circuit_trips == 1
             assert "invalid" in opened.circuit_reason
             processed_at_open = sum(opened.events_processed.values())

@@ -55,9 +55,9 @@ def test_settings_defaults_and_validation() -> None:
         {"unknown_field": 1},
     ):
         with pytest.raises(ValueError):
-            KafkaSettings(**bad)  # type: ignore[arg-type]
+            KafkaSettings(**bad)
     with pytest.raises(ValueError):
-        KafkaSettings().batch_size = 3  # type: ignore[misc]  # frozen
+        KafkaSettings().batch_size = 3  # frozen
 
 
 def test_snapshot_codec_round_trip_and_errors() -> None:
