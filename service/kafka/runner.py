@@ -90,6 +90,7 @@ class RunnerMetrics:
     dead_letters_sent: int
     batches: int
     checkpoints: int
+    checkpoints_skipped: int
     snapshots_written: int
     commit_failures: int
     rebalances: int
@@ -125,6 +126,7 @@ class _Counters:
     dead_letters: int = 0
     snapshots: int = 0
     checkpoints: int = 0
+    checkpoints_skipped: int = 0
     commit_failures: int = 0
     rebalances: int = 0
     lost: int = 0
@@ -224,6 +226,7 @@ class ConsumerRunner:
                 dead_letters_sent=c.dead_letters,
                 batches=c.batches,
                 checkpoints=c.checkpoints,
+                checkpoints_skipped=c.checkpoints_skipped,
                 snapshots_written=c.snapshots,
                 commit_failures=c.commit_failures,
                 rebalances=c.rebalances,
@@ -347,7 +350,7 @@ class ConsumerRunner:
             )
         due = (
             self._events_since_checkpoint >= settings.checkpoint_interval_events
-            or now - self._last_checkpoint >= settings.checkpoint_interval_s
+            or self._clock() - self._last_checkpoint >= settings.checkpoint_interval_s
         )
         if due:
             self._checkpoint(list(self._partitions.values()), self._settings.delivery_timeout_s)
@@ -447,6 +450,17 @@ class ConsumerRunner:
         to_commit = [s for s in states if s.next_offset > s.committed_offset]
         if not to_snapshot and not to_commit:
             return
+        if not self._require_consumer().memberid():
+            # Left the group (max.poll.interval.ms or session timeout): the partitions are lost even if the
+            # callback has not run yet. Write nothing: a commit without a generation may still be accepted.
+            with self._lock:
+                self._counters.checkpoints_skipped += 1
+            self._log.warning(
+                "not a group member any more: skipping the checkpoint of %d partitions (their assignment is "
+                "lost; the next owner restores the last snapshot)",
+                len(states),
+            )
+            return
         store = self._require(self._store)
         self._require(self._dead_letters).wait_all_acked(timeout_s)
         for state in to_snapshot:
@@ -469,11 +483,11 @@ class ConsumerRunner:
         consumer = self._require_consumer()
         offsets = [TopicPartition(s.topic, s.partition, s.next_offset) for s in states]
         failures: list[str] = []
+        result: list[TopicPartition] = []
         try:
             result = consumer.commit(offsets=offsets, asynchronous=False) or []
         except KafkaException as exc:
             failures.append(str(exc.args[0] if exc.args else exc))
-            result = []
         committed = {(tp.topic, tp.partition): tp.offset for tp in result if tp.error is None}
         failures += [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in result if tp.error is not None]
         with self._lock:
@@ -615,7 +629,7 @@ class ConsumerRunner:
         with self._lock:
             self._counters.lost += 1
         self._log.warning(
-            "lost %s (session timeout?): dropped their state without committing",
+            "lost %s (session timeout or max.poll.interval.ms): dropped their state without committing",
             ", ".join(f"{t}[{p}]" for t, p in keys),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -174,3 +175,58 @@ def test_rebalance_second_consumer_hands_over_state(kafka_bootstrap: str, kafka_
         second.metrics().events_processed.values()
     )
     assert processed == 4000
+
+
+def test_lost_partitions_are_dropped_and_restored(kafka_bootstrap: str, kafka_names: Names) -> None:
+    """Scenario 5: the member stalls in its processor past max.poll.interval.ms and the group drops it.
+    Its commits for the lost partitions fail (nothing is committed past the last checkpoint), their state
+    is dropped, and on re-assignment it is restored from the snapshots: the final state equals the
+    uninterrupted run."""
+    make_topic(kafka_bootstrap, kafka_names.topic, 2)
+    ends = produce(kafka_bootstrap, kafka_names.topic, model_events(2000, 2))
+    settings = settings_for_test(
+        kafka_bootstrap,
+        kafka_names,
+        batch_size=50,
+        checkpoint_interval_events=300,
+        consumer_options={"max.poll.interval.ms": 2500},
+    )
+    stalled: list[int] = []
+
+    def stalling_factory(topic: str, partition: int) -> CountingProcessor:
+        processor = CountingProcessor(topic, partition)
+        original = processor.process
+
+        def process(records: Any) -> Any:
+            if records[0].offset >= 400 and not stalled:  # once, mid-stream, longer than the poll interval
+                stalled.append(partition)
+                time.sleep(3.5)
+            return original(records)
+
+        processor.process = process  # type: ignore[method-assign]
+        return processor
+
+    timeline: list[tuple[str, Any]] = []
+    runner = ConsumerRunner(settings, stalling_factory, **recording_factories(timeline))
+    worker = RunnerThread(runner).start()
+    try:
+        wait_until(lambda: stalled or worker.done, 30, "the stall")
+        wait_until(lambda: runner.metrics().rebalances >= 2 or worker.done, 20, "the re-assignment")
+        wait_until(
+            lambda: reached([runner], kafka_names.topic, ends) or worker.done, 30, "all events processed"
+        )
+        assert worker.error is None, worker.error
+    finally:
+        worker.finish()
+    assert worker.error is None, worker.error
+    metrics = runner.metrics()
+    assert metrics.lost_assignments == 1 and metrics.checkpoints_skipped >= 1 and metrics.rebalances == 2
+    assert_commits_monotonic(timeline)
+    # Nothing was written for the lost partitions after the stall: the stalled partition was restored from
+    # its pre-stall snapshot and the stalled batch read again, so it processed more events than it holds.
+    assert runner.metrics().events_processed[(kafka_names.topic, stalled[0])] > ends[stalled[0]]
+    assert committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 2) == ends
+    finals = final_states(kafka_bootstrap, kafka_names, 2)
+    reference = reference_states(kafka_bootstrap, kafka_names.topic, 2)
+    assert {p: {k: v for k, v in s.items() if k != "next_offset"} for p, s in finals.items()} == reference
+    assert all(s["duplicates"] == 0 for s in finals.values())
