@@ -27,6 +27,10 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be found or started; the message says what to do."""
 
 
+class _ExitedEarly(BrokerError):
+    """The broker process exited during start-up."""
+
+
 def free_loopback_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` right now (another process may still take it before we bind)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -100,13 +104,28 @@ class EmbeddedBroker:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> str:
-        """Start the broker and wait until it answers; returns ``bootstrap_servers``."""
+        """Start the broker and wait until it answers; returns ``bootstrap_servers``.
+
+        With a port picked here (none given), a broker that exits at start-up (the port was taken in the
+        meantime) is retried twice on other ports.
+        """
         if self._process is not None:
             return self.bootstrap_servers
         binary = self._binary or resolve_tansu_binary()
         if not os.access(binary, os.X_OK):
             raise BrokerError(f"Tansu binary {binary} is not executable")
-        port = self._port or free_loopback_port(self._host)
+        requested = self._port
+        attempts = 1 if requested is not None else 3
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(binary, requested or free_loopback_port(self._host))
+            except _ExitedEarly as exc:
+                if attempt == attempts:
+                    raise BrokerError(str(exc)) from None
+                self._log.warning("%s; retrying on another port", exc)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, binary: str, port: int) -> str:
         url = f"tcp://{self._host}:{port}"
         if self._log_path is None:
             handle, name = tempfile.mkstemp(prefix="nlpmon-tansu-", suffix=".log")
@@ -149,7 +168,7 @@ class EmbeddedBroker:
         while self._clock() < deadline:
             code = self._process.poll()
             if code is not None:
-                raise BrokerError(
+                raise _ExitedEarly(
                     f"Tansu exited with code {code} during start-up; see {self._log_path} "
                     f"(port {self._port} taken?)"
                 )

@@ -87,7 +87,8 @@ class KafkaSettings(BaseModel):
     checkpoint_interval_events: int = Field(
         default=50_000,
         ge=1,
-        description="Snapshot and commit after this many events of a partition since its last checkpoint.",
+        description="Snapshot and commit after this many events (all assigned partitions together) "
+        "since the last checkpoint.",
     )
     checkpoint_interval_s: float = Field(
         default=10.0,
