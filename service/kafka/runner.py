@@ -195,6 +195,7 @@ class ConsumerRunner:
         self._counters = _Counters()
         self._partitions: dict[TopicPartitionKey, _PartitionState] = {}
         self._paused = False
+        self._started = False
         self._failed = False
         self._consecutive_commit_failures = 0
         self._events_since_checkpoint = 0
@@ -247,10 +248,14 @@ class ConsumerRunner:
     def run(self, stop_event: threading.Event) -> None:
         """Consume until ``stop_event`` is set, then finish the in-flight batch, checkpoint and close.
 
-        Blocks the calling thread. Creates the dead-letter and state topics if missing (when allowed).
+        Blocks the calling thread; once per instance. Creates the dead-letter and state topics if
+        missing (when allowed).
         Raises TopicSetupError, StateRestoreError, DeliveryError, CommitError or a processor's exception;
         in every error case nothing is committed past the last complete checkpoint.
         """
+        if self._started:
+            raise RuntimeError("ConsumerRunner.run() runs once per instance; build a new runner")
+        self._started = True
         settings = self._settings
         self._prepare_topics()
         common = {
@@ -666,7 +671,13 @@ class ConsumerRunner:
     def _prepare_topics(self) -> None:
         settings = self._settings
         options = {**settings.librdkafka_options, "client.id": settings.client_id}
-        partitions = topic_partition_count(self._bootstrap, settings.topic, client_options=options)
+        try:
+            partitions = topic_partition_count(self._bootstrap, settings.topic, client_options=options)
+        except KafkaException as exc:
+            raise TopicSetupError(
+                f"cannot reach Kafka at {self._bootstrap} ({exc.args[0].str() if exc.args else exc}); "
+                "check bootstrap_servers and that the broker is up"
+            ) from None
         if partitions is None:
             raise TopicSetupError(
                 f"input topic {settings.topic} does not exist on {self._bootstrap}; create it first "
