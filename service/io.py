@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 
 def open_lines(path: str | Path) -> IO[bytes]:
@@ -15,7 +15,9 @@ def open_lines(path: str | Path) -> IO[bytes]:
         raise FileNotFoundError(f"no such events file: {p}")
     with p.open("rb") as fh:
         magic = fh.read(2)
-    return gzip.open(p, "rb") if magic == b"\x1f\x8b" else p.open("rb")
+    if magic == b"\x1f\x8b":
+        return cast(IO[bytes], gzip.open(p, "rb"))
+    return p.open("rb")
 
 
 def iter_batches(path: str | Path, batch_size: int) -> Iterator[list[bytes]]:

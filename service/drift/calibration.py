@@ -58,7 +58,24 @@ def fit_tail(samples: F64, tail_fraction: float = TAIL_FRACTION) -> TailFit:
     # a fit whose support ends before the largest sample is inconsistent; fall back to exponential
     if xi < 0 and -sigma / xi < y.max():
         xi, sigma = 0.0, float(np.mean(y))
-    return TailFit(u, k / n, float(xi), float(sigma), n)
+    # err towards fewer false alarms: take the shape one standard error above its estimate
+    # (the MLE's asymptotic standard error is (1 + xi) / sqrt(k)); the scale is refitted for that shape
+    xi_safe = float(xi) + (1.0 + float(xi)) / np.sqrt(k)
+    sigma_safe = _scale_for_shape(y, xi_safe)
+    return TailFit(u, k / n, xi_safe, sigma_safe, n)
+
+
+def _scale_for_shape(y: F64, xi: float) -> float:
+    """Maximum-likelihood GPD scale for a fixed shape (1-D bounded search)."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_sigma: float) -> float:
+        ll = float(np.sum(stats.genpareto.logpdf(y, xi, loc=0.0, scale=np.exp(log_sigma))))
+        return -ll if np.isfinite(ll) else 1e300  # outside the support of a bounded tail
+
+    m = float(np.mean(y)) or 1e-12
+    res = minimize_scalar(nll, bounds=(np.log(m) - 5, np.log(m) + 5), method="bounded")
+    return float(np.exp(res.x))
 
 
 def calibrate_threshold(samples: F64, tail_probability: float) -> float:

@@ -45,7 +45,7 @@ class AdwinDetector:
     def _new(self) -> drift.ADWIN:
         return drift.ADWIN(delta=self.delta, clock=1, grace_period=10, min_window_length=5)
 
-    def update(self, values: F64, weights: npt.NDArray[Any], block: int) -> list[int]:
+    def update(self, values: npt.NDArray[Any], weights: npt.NDArray[Any], block: int) -> list[int]:
         """``values``: per-event sums of the item values; ``weights``: items per event."""
         out: list[int] = []
         for i in range(values.shape[0]):  # one step per event, cheap scalar work; ADWIN once per block
@@ -54,9 +54,8 @@ class AdwinDetector:
             self._count += 1
             if self._count < block:
                 continue
-            if self._weight > 0:
-                if self._step(self._sum / self._weight):
-                    out.append(i)
+            if self._weight > 0 and self._step(self._sum / self._weight):
+                out.append(i)
             self._sum = self._weight = 0.0
             self._count = 0
         return out

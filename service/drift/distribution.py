@@ -49,7 +49,7 @@ class CategoricalFeaturizer:
     def fit(cls, counts: dict[str, float], max_labels: int = 64) -> CategoricalFeaturizer:
         """Vocabulary = the ``max_labels - 1`` most frequent reference labels, then ``other``."""
         top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max_labels - 1]
-        labels = tuple(k for k, _ in top) + (OTHER,)
+        labels = (*(k for k, _ in top), OTHER)
         vec = np.array([counts.get(k, 0.0) for k in labels[:-1]] + [0.0])
         vec[-1] = sum(counts.values()) - vec[:-1].sum()
         total = vec.sum()

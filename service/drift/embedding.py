@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
+F32 = npt.NDArray[Any]  # float32 in practice; loose for numpy's dtype algebra
 F64 = npt.NDArray[np.float64]
 
 CLIP_PERCENTILE = 99.0
@@ -45,6 +45,7 @@ class EmbeddingFeaturizer:
     r_scale: float
     r_clip: float
     ref_row_mean: F64  # mean feature row on the fit set
+    sigma: float = 1.0  # RFF bandwidth (median heuristic)
     stat_names: tuple[str, ...] = ("mean_shift", "mmd", "residual")
 
     @property
@@ -60,8 +61,14 @@ class EmbeddingFeaturizer:
         return self.k + int(self.omega.shape[1]) + 1
 
     @classmethod
-    def fit(cls, x: F32, n_components: int, n_features: int, rng: np.random.Generator) -> EmbeddingFeaturizer:
-        """Fit on reference embeddings ``x`` (n, d). Raises ValueError when n < 20."""
+    def fit(cls, x: F32, n_components: int, n_features: int, rng: np.random.Generator,
+            like: EmbeddingFeaturizer | None = None) -> EmbeddingFeaturizer:
+        """Fit on reference embeddings ``x`` (n, d). Raises ValueError when n < 20.
+
+        With ``like`` (the featurizer fitted on the whole reference), calibration fits reuse its random
+        feature directions and phases and orient their principal axes like its own, so that the null
+        distribution sampled in calibration is that of the deployed statistic, not of other random draws.
+        """
         x = np.asarray(x, dtype=np.float32)
         n, d = x.shape
         if n < 20:
@@ -73,30 +80,38 @@ class EmbeddingFeaturizer:
         evals, evecs = np.linalg.eigh(xc.T @ xc / max(n - 1, 1))
         order = np.argsort(evals)[::-1][:k]
         sd = np.sqrt(np.maximum(evals[order], 1e-24))
-        basis = evecs[:, order].astype(np.float32)
+        basis = evecs[:, order]
+        # a deterministic orientation: each axis points where the reference's (or `like`'s) axis points
+        anchor = like._unit_basis() if like is not None and like.k == k else None
+        signs = np.sign(np.sum(basis * anchor, axis=0)) if anchor is not None else np.sign(basis[0] + 1e-30)
+        basis = (basis * np.where(signs == 0, 1.0, signs)).astype(np.float32)
         components = (basis / sd).astype(np.float32)
         z = (xc.astype(np.float32)) @ components
-        znorm = np.linalg.norm(z, axis=1)
-        z_clip = float(np.percentile(znorm, CLIP_PERCENTILE))
-        proj = (xc.astype(np.float32)) @ basis
-        r = (np.einsum("ij,ij->i", xc, xc) - np.einsum("ij,ij->i", proj, proj)).astype(np.float64)
-        r_mean = float(np.mean(r))
-        r_scale = float(np.std(r)) or 1.0
-        rz = (r - r_mean) / r_scale
-        r_clip = float(np.percentile(rz, CLIP_PERCENTILE))
+        # Norm clip and residual scale come from out-of-sample values (cross-fitted PCA): new texts lie
+        # further from a fitted subspace than the texts that fitted it, and thresholds must hold for them.
+        z_oos, r_oos = _out_of_sample(x, k, rng)
+        z_clip = float(np.percentile(z_oos, CLIP_PERCENTILE))
+        r_mean = float(np.mean(r_oos))
+        r_scale = float(np.std(r_oos)) or 1.0
+        r_clip = float(np.percentile((r_oos - r_mean) / r_scale, CLIP_PERCENTILE))
         # RFF bandwidth: median distance heuristic in whitened space (~ sqrt(2k) after clipping)
         zc = _clip_rows(z, z_clip)
         m = min(n, 500)
         a = zc[rng.choice(n, m, replace=False)]
         d2 = np.sum((a[:, None, :] - a[None, :, :]) ** 2, axis=-1)
         sigma = float(np.sqrt(np.median(d2[np.triu_indices(m, 1)]))) or 1.0
-        omega = (rng.standard_normal((k, n_features)) / sigma).astype(np.float32)
-        phase = rng.uniform(0, 2 * np.pi, n_features).astype(np.float32)
+        if like is not None and like.omega.shape == (k, n_features):
+            unit, phase = like.omega * np.float32(like.sigma), like.phase
+        else:
+            unit = rng.standard_normal((k, n_features)).astype(np.float32)
+            phase = rng.uniform(0, 2 * np.pi, n_features).astype(np.float32)
+        omega = (unit / sigma).astype(np.float32)
         feat = cls(mean, components, z_clip, omega, phase, r_mean, r_scale, r_clip,
-                   np.zeros(k + n_features + 1))
-        feat.ref_row_mean = feat.transform(x).mean(axis=0).astype(np.float64)
-        # keep the basis-orthogonal residual computable: store the unscaled basis implicitly via sd
+                   np.zeros(k + n_features + 1), sigma)
         feat._basis = basis
+        row_mean = feat.transform(x).mean(axis=0).astype(np.float64)
+        row_mean[-1] = float(np.mean(np.minimum((r_oos - r_mean) / r_scale, r_clip)))
+        feat.ref_row_mean = row_mean
         return feat
 
     _basis: F32 | None = None
@@ -155,7 +170,7 @@ class EmbeddingFeaturizer:
     def state(self) -> dict[str, Any]:
         return {"mean": self.mean, "components": self.components, "z_clip": self.z_clip,
                 "omega": self.omega, "phase": self.phase, "r_mean": self.r_mean, "r_scale": self.r_scale,
-                "r_clip": self.r_clip, "ref_row_mean": self.ref_row_mean,
+                "r_clip": self.r_clip, "ref_row_mean": self.ref_row_mean, "sigma": self.sigma,
                 "basis": self._unit_basis()}
 
     @classmethod
@@ -163,9 +178,32 @@ class EmbeddingFeaturizer:
         f = cls(np.asarray(s["mean"], np.float32), np.asarray(s["components"], np.float32),
                 float(s["z_clip"]), np.asarray(s["omega"], np.float32), np.asarray(s["phase"], np.float32),
                 float(s["r_mean"]), float(s["r_scale"]), float(s["r_clip"]),
-                np.asarray(s["ref_row_mean"], np.float64))
+                np.asarray(s["ref_row_mean"], np.float64), float(s["sigma"]))
         f._basis = np.asarray(s["basis"], np.float32)
         return f
+
+
+def _out_of_sample(x: F32, k: int, rng: np.random.Generator, folds: int = 3) -> tuple[F64, F64]:
+    """Whitened-coordinate norms and residual energies of each row under a PCA fitted without it."""
+    n = x.shape[0]
+    fold = rng.permutation(n) % folds
+    x64 = x.astype(np.float64)
+    znorm = np.empty(n)
+    resid = np.empty(n)
+    for f in range(folds):
+        test = fold == f
+        train = x64[~test]
+        mu = train.mean(axis=0)
+        tc = train - mu
+        evals, evecs = np.linalg.eigh(tc.T @ tc / max(train.shape[0] - 1, 1))
+        order = np.argsort(evals)[::-1][:k]
+        basis = evecs[:, order]
+        sd = np.sqrt(np.maximum(evals[order], 1e-24))
+        xc = x64[test] - mu
+        proj = xc @ basis
+        znorm[test] = np.linalg.norm(proj / sd, axis=1)
+        resid[test] = np.einsum("ij,ij->i", xc, xc) - np.einsum("ij,ij->i", proj, proj)
+    return znorm, resid
 
 
 def _clip_rows(z: F32, limit: float) -> F32:

@@ -28,10 +28,14 @@ class Featurizer(Protocol):
 
 
 def fit_featurizer(kind: Kind, column: ItemColumn, *, n_components: int, n_random_features: int,
-                   max_labels: int, rng: np.random.Generator) -> Featurizer:
-    """Fit a featurizer of ``kind`` on reference items. Raises ValueError when there are too few items."""
+                   max_labels: int, rng: np.random.Generator, like: Featurizer | None = None) -> Featurizer:
+    """Fit a featurizer of ``kind`` on reference items. Raises ValueError when there are too few items.
+
+    ``like``: the deployed featurizer, whose random draws a calibration fit should share.
+    """
     if kind == "embedding":
-        return EmbeddingFeaturizer.fit(column.values, n_components, n_random_features, rng)
+        return EmbeddingFeaturizer.fit(column.values, n_components, n_random_features, rng,
+                                       like if isinstance(like, EmbeddingFeaturizer) else None)
     if kind == "categorical":
         if len(column) == 0:
             raise ValueError("no reference labels")

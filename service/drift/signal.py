@@ -33,7 +33,9 @@ from service.sketches.multiscale import MultiScaleWindow
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-SHORT_SAMPLES = 4000  # resampled windows per split and window size
+SAMPLE_BUDGET = 200_000  # resampled events per split and window size: windows = budget / window size
+MIN_SAMPLES = 4000
+GATHER_MAX_WINDOW = 64
 
 
 @dataclass
@@ -65,15 +67,23 @@ class SignalModel:
                    int(s["reference_events"]), dict(s["calibration"]))
 
 
+def samples_for_window(window: int) -> int:
+    """Resampled windows per split: many for short windows (their tail is reached far out), fewer for long."""
+    return max(MIN_SAMPLES, SAMPLE_BUDGET // window)
+
+
 def resample_window_sums(rows: F64, items: F64, window: int, count: int,
                          rng: np.random.Generator) -> tuple[F64, F64]:
     """``count`` windows of ``window`` events drawn with replacement: (sums (count, F), items (count,)).
 
-    Each window is a vector of bootstrap multiplicities over the events, so all windows are one
-    matrix product (float32: exact enough for sums of at most a few thousand rows of order one).
+    Short windows gather their rows; long ones are vectors of bootstrap multiplicities over the events,
+    so all of them are one matrix product (float32: exact enough for sums of rows of order one).
     """
     n = rows.shape[0]
     idx = rng.integers(0, n, (count, window), dtype=np.int64)
+    if window <= GATHER_MAX_WINDOW:
+        r32 = rows.astype(np.float32)
+        return r32[idx].sum(axis=1, dtype=np.float64), items[idx].sum(axis=1)
     idx += (np.arange(count, dtype=np.int64) * n)[:, None]
     weights = np.bincount(idx.ravel(), minlength=count * n).reshape(count, n).astype(np.float32)
     sums = weights @ rows.astype(np.float32)
@@ -89,19 +99,19 @@ def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *
     Raises ValueError when the reference is too small to fit (the message says what is missing).
     """
     windows = tuple(sorted(set(windows)))
-    fit_kw = {"n_components": n_components, "n_random_features": n_random_features,
-              "max_labels": max_labels}
+    fit_kw: dict[str, Any] = {"n_components": n_components, "n_random_features": n_random_features,
+                              "max_labels": max_labels}
+    featurizer = fit_featurizer(kind, column, rng=rng, **fit_kw)
     samples: list[list[F64]] = [[] for _ in windows]
     for _ in range(splits):
         perm = rng.permutation(n_events)
         half = n_events // 2
         a, b = np.sort(perm[:half]), np.sort(perm[half:])
-        fitted = fit_featurizer(kind, column.select_events(a, n_events), rng=rng, **fit_kw)
+        fitted = fit_featurizer(kind, column.select_events(a, n_events), rng=rng, like=featurizer, **fit_kw)
         rows, items = event_rows(fitted, column.select_events(b, n_events), b.shape[0])
         for j, w in enumerate(windows):
-            sums, its = resample_window_sums(rows, items, w, SHORT_SAMPLES, rng)
+            sums, its = resample_window_sums(rows, items, w, samples_for_window(w), rng)
             samples[j].append(fitted.statistics(sums, its))
-    featurizer = fit_featurizer(kind, column, rng=rng, **fit_kw)
     n_stats = len(featurizer.stat_names)
     per_test = false_alarm_rate / (len(windows) * n_stats)
     thresholds = np.empty((len(windows), n_stats))
@@ -110,7 +120,7 @@ def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *
         for k in range(n_stats):
             thresholds[j, k] = calibrate_threshold(pooled[:, k], per_test)
     return SignalModel(name, featurizer, windows, thresholds, false_alarm_rate, n_events,
-                       {"splits": splits, "samples_per_window": splits * SHORT_SAMPLES,
+                       {"splits": splits, "samples_per_window": [splits * samples_for_window(w) for w in windows],
                         "tail_probability_per_test": per_test, "items": len(column)})
 
 

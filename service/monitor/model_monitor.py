@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
 from service.drift.detectors import AdwinDetector
-from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer
+from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn, per_event_sums
 from service.drift.signal import SignalWindow
 from service.monitor.config import MonitorConfig
@@ -158,9 +159,9 @@ class ModelMonitor:
 
     def _production(self, events: list[Any], offset: int) -> list[Alarm]:
         self.events_total["production"] += len(events)
-        if self.pending_reference.size:  # new reference events since the last calibration
-            if self._calibrate(self.pending_reference, "reference"):
-                self.pending_reference = ReferenceSample(self.config.reference_reservoir, self.config.seed)
+        # new reference events since the last calibration
+        if self.pending_reference.size and self._calibrate(self.pending_reference, "reference"):
+            self.pending_reference = ReferenceSample(self.config.reference_reservoir, self.config.seed)
         skip = 0
         if self.profile is None:
             need = self.config.auto_baseline_events - self.auto_baseline.seen
@@ -322,7 +323,8 @@ class ModelMonitor:
             "reference_error": self.reference_error, "events_total": self.events_total,
             "monitored_events": self.monitored_events, "last_event_time": self.last_event_time,
             "windows": {k: w.state() for k, w in self.windows.items()},
-            "flags": self.flags, "last_drift": self._last_drift, "scores": self.scores, "alarm_counts": self.alarm_counts,
+            "flags": self.flags, "last_drift": self._last_drift, "scores": self.scores,
+            "alarm_counts": self.alarm_counts,
             "label_confidence": self.label_confidence.state(),
             "adwin": None if self.confidence_adwin is None else self.confidence_adwin.state(),
             "change_points": self.change_points,

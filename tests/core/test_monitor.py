@@ -1,0 +1,157 @@
+"""The per-model monitor on seeded synthetic streams with known change points."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service.demo import SyntheticStream
+from service.monitor.config import MonitorConfig
+from service.monitor.monitor_set import MonitorSet
+from service.monitor.reference import ReferenceProfile
+
+CONFIG = MonitorConfig(calibration_splits=3, auto_baseline_events=600, min_reference_events=200)
+
+
+def lines(n: int, seed: int, drift_at: int | None = None, split: str = "production",
+          ref_rng: int | None = None) -> list[bytes]:
+    s = SyntheticStream(seed=seed, drift_at=drift_at)
+    if ref_rng is not None:  # same domains, different draws
+        s.rng = np.random.default_rng(ref_rng)
+    return [json.dumps(e).encode() for e in s.events(n, split)]
+
+
+def replay(ms: MonitorSet, data: list[bytes], batch: int = 500) -> list:
+    alarms = []
+    for i in range(0, len(data), batch):
+        res = ms.process_lines(data[i:i + batch])
+        alarms += [(a.signal, i + a.position) for a in res.alarms]
+    return alarms
+
+
+@pytest.fixture(scope="module")
+def drift_run() -> tuple[MonitorSet, list]:
+    ms = MonitorSet(CONFIG)
+    ms.process_lines(lines(1000, 3, split="reference", ref_rng=99))
+    alarms = replay(ms, lines(2500, 3, drift_at=1500))
+    return ms, alarms
+
+
+def test_detects_synthetic_drift_quickly_and_not_before(drift_run: tuple[MonitorSet, list]) -> None:
+    ms, alarms = drift_run
+    assert all(pos >= 1500 for _, pos in alarms), alarms
+    first = {}
+    for sig, pos in alarms:
+        first.setdefault(sig, pos)
+    assert first["embedding"] - 1500 <= 30
+    assert first["entity_label"] - 1500 <= 300
+    rep = ms.report()["demo-ner/1"]
+    assert rep["status"] == "monitoring" and rep["signals"]["embedding"]["drift"]
+    assert rep["signals"]["embedding"]["score"] > 1.0
+    moved = rep["signals"]["entity_label"]["evidence"]["moved_labels"]
+    assert moved and abs(moved[0]["change"]) >= abs(moved[-1]["change"])
+    assert len(rep["outliers"]) == CONFIG.outlier_examples
+    assert all(o["index"] >= 1500 for o in rep["outliers"])  # the new domain is the most unusual
+
+
+def test_stationary_synthetic_stream_raises_no_alarm() -> None:
+    ms = MonitorSet(CONFIG)
+    ms.process_lines(lines(1000, 3, split="reference", ref_rng=99))
+    assert replay(ms, lines(3000, 3)) == []
+
+
+def test_auto_baseline_then_monitoring() -> None:
+    ms = MonitorSet(CONFIG)
+    data = lines(1800, 4, drift_at=1200)
+    res = ms.process_lines(data[:599])
+    assert ms.report()["demo-ner/1"]["status"] == "collecting_baseline" and not res.alarms
+    alarms = replay(ms, data[599:], batch=300)
+    rep = ms.report()["demo-ner/1"]
+    assert rep["reference"]["source"] == "auto-baseline" and rep["reference"]["events"] == 600
+    assert rep["monitored_events"] == 1200
+    assert alarms and min(p for _, p in alarms) + 599 >= 1200
+
+
+def test_too_small_reference_is_said_loudly() -> None:
+    ms = MonitorSet(CONFIG)
+    ms.process_lines(lines(50, 5, split="reference"))
+    ms.process_lines(lines(10, 5))
+    rep = ms.report()["demo-ner/1"]
+    assert "fewer than min_reference_events=200" in rep["reference_error"]
+    assert rep["status"] != "monitoring"
+
+
+def test_invalid_events_are_rejected_with_reasons_and_the_rest_processed() -> None:
+    ms = MonitorSet(CONFIG)
+    good = lines(3, 6)
+    bad_dim = json.loads(lines(1, 7)[0])
+    bad_dim["embedding"] = [0.1] * 10
+    batch = [good[0], b"{not json", good[1], json.dumps(bad_dim).encode(), None, good[2]]
+    res = ms.process_lines(batch)
+    assert res.accepted == 3
+    assert [(r.position, r.reason) for r in res.rejected] == [(1, "malformed_json"), (3, "bad_embedding"),
+                                                             (4, "malformed_json")]
+    assert "differs" in res.rejected[1].detail
+
+
+def test_snapshot_restore_mid_stream_equals_uninterrupted() -> None:
+    ref = lines(800, 8, split="reference", ref_rng=5)
+    data = lines(1600, 8, drift_at=1000)
+    whole = MonitorSet(CONFIG)
+    whole.process_lines(ref)
+    a = replay(whole, data, batch=400)
+    part = MonitorSet(CONFIG)
+    part.process_lines(ref)
+    b = replay(part, data[:1130], batch=400)
+    resumed = MonitorSet(CONFIG)
+    resumed.restore(part.snapshot())
+    b += [(s, p + 1130) for s, p in replay(resumed, data[1130:], batch=400)]
+    assert a == b
+    ra, rb = whole.report(), resumed.report()
+    for r in (ra, rb):
+        r["demo-ner/1"]["reference"].pop("calibration_seconds")  # wall time, not state
+    assert_close_tree(ra, rb)
+
+
+def assert_close_tree(a: object, b: object, path: str = "") -> None:
+    """Equal structure and values; floats equal up to summation-order rounding (batch splits differ)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            assert_close_tree(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close_tree(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), path
+    else:
+        assert a == b, path
+
+
+def test_profile_save_load_gives_the_same_decisions(tmp_path) -> None:
+    ms = MonitorSet(CONFIG)
+    ms.process_lines(lines(800, 9, split="reference", ref_rng=1))
+    data = lines(1500, 9, drift_at=900)
+    a = replay(ms, data)
+    prof = ms.monitors[("demo-ner", "1")].profile
+    assert prof is not None
+    prof.save(tmp_path / "p.nlpmon")
+    loaded = ReferenceProfile.load(tmp_path / "p.nlpmon")
+    ms2 = MonitorSet(CONFIG, {("demo-ner", "1"): loaded})
+    assert replay(ms2, data) == a
+
+
+def test_models_are_monitored_separately() -> None:
+    ms = MonitorSet(CONFIG)
+    a = [json.dumps(dict(json.loads(x), model="a")).encode() for x in lines(700, 10)]
+    b = [json.dumps(dict(json.loads(x), model="b", model_version="2")).encode() for x in lines(300, 11)]
+    ms.process_lines([x for pair in zip(a, b, strict=False) for x in pair] + a[300:])
+    rep = ms.report()
+    assert set(rep) == {"a/1", "b/2"}
+    assert rep["a/1"]["events"]["production"] == 700
+    assert rep["a/1"]["status"] == "monitoring" and rep["a/1"]["monitored_events"] == 100
+    assert rep["b/2"]["events"]["production"] == 300
+    assert rep["b/2"]["status"] == "collecting_baseline"

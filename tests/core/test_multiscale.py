@@ -1,0 +1,97 @@
+"""MultiScaleWindow against brute-force recomputation, for any batch split; state round-trips."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.sketches import MultiScaleWindow
+
+WINDOWS = (3, 5, 10, 20, 40)
+BLOCK = 5
+
+
+def brute(rows: np.ndarray, items: np.ndarray, w: int, end: int) -> tuple[np.ndarray, float]:
+    return rows[end - w + 1:end + 1].sum(axis=0), float(items[end - w + 1:end + 1].sum())
+
+
+def run(rows: np.ndarray, items: np.ndarray, times: np.ndarray, cuts: list[int],
+        max_age: float | None = None) -> dict[int, dict[int, tuple[np.ndarray, float]]]:
+    win = MultiScaleWindow(rows.shape[1], WINDOWS, BLOCK, max_age)
+    out: dict[int, dict[int, tuple[np.ndarray, float]]] = {w: {} for w in WINDOWS}
+    bounds = [0, *sorted(set(cuts)), rows.shape[0]]
+    for a, b in itertools.pairwise(bounds):
+        if a == b:
+            continue
+        for ws in win.update(rows[a:b], items[a:b], times[a:b]):
+            for p, s, it in zip(ws.positions, ws.sums, ws.items, strict=True):
+                out[ws.window][a + int(p)] = (s, float(it))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 120), seed=st.integers(0, 10**6), cuts=st.lists(st.integers(0, 120), max_size=6))
+def test_window_sums_equal_recomputation_for_any_batch_split(n: int, seed: int, cuts: list[int]) -> None:
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(n, 3))
+    items = rng.integers(0, 3, n).astype(float)
+    got = run(rows, items, np.full(n, np.nan), [c for c in cuts if c < n])
+    for w in WINDOWS:
+        if w <= BLOCK:
+            expected_ends = list(range(w - 1, n))
+        else:  # long windows close at block ends
+            expected_ends = [e for e in range(n) if (e + 1) % BLOCK == 0 and e + 1 >= w]
+        assert sorted(got[w]) == expected_ends
+        for end in expected_ends:
+            s, it = brute(rows, items, w, end)
+            np.testing.assert_allclose(got[w][end][0], s, atol=1e-9)
+            assert got[w][end][1] == it
+
+
+def test_max_age_excludes_windows_spanning_old_events() -> None:
+    n = 60
+    rows = np.ones((n, 1))
+    times = np.arange(n, dtype=float)
+    times[30:] += 1000.0  # a long pause after event 29
+    got = run(rows, np.ones(n), times, [17, 40], max_age=100.0)
+    for w in WINDOWS:
+        for end in got[w]:
+            start = end - w + 1
+            assert times[end] - times[start] <= 100.0
+    assert 29 in got[10] and 31 not in got[10] and 39 in got[10]
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 100), cut=st.integers(0, 100), seed=st.integers(0, 1000))
+def test_state_round_trip_resumes_exactly(n: int, cut: int, seed: int) -> None:
+    cut = min(cut, n)
+    rng = np.random.default_rng(seed)
+    rows, items, times = rng.normal(size=(n, 2)), np.ones(n), np.arange(n, dtype=float)
+    whole = MultiScaleWindow(2, WINDOWS, BLOCK)
+    a = whole.update(rows, items, times)
+    first = MultiScaleWindow(2, WINDOWS, BLOCK)
+    first.update(rows[:cut], items[:cut], times[:cut])
+    resumed = MultiScaleWindow(2, WINDOWS, BLOCK)
+    resumed.load_state(first.state())
+    b = resumed.update(rows[cut:], items[cut:], times[cut:])
+    tail = {(ws.window, int(p) + cut): s for ws in b for p, s in zip(ws.positions, ws.sums, strict=True)}
+    full = {(ws.window, int(p)): s for ws in a for p, s in zip(ws.positions, ws.sums, strict=True)
+            if int(p) >= cut}
+    assert tail.keys() == full.keys()
+    for k in full:
+        np.testing.assert_allclose(tail[k], full[k], atol=1e-9)
+
+
+def test_current_sums_merge_blocks_like_one_sketch() -> None:
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(97, 4))
+    win = MultiScaleWindow(4, WINDOWS, BLOCK)
+    win.update(rows, np.ones(97), np.zeros(97))
+    s, it = win.current_sums(40)  # type: ignore[misc]
+    np.testing.assert_allclose(s, rows[95 - 40:95].sum(axis=0))  # 19 full blocks: events 0..94
+    assert it == 40
+    s5, _ = win.current_sums(5)  # type: ignore[misc]
+    np.testing.assert_allclose(s5, rows[-5:].sum(axis=0))
