@@ -32,8 +32,8 @@ def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(
     process restores the snapshots and ends with exactly the state of an uninterrupted run."""
     make_topic(kafka_bootstrap, kafka_names.topic, 2)
     ends = produce(kafka_bootstrap, kafka_names.topic, model_events(4000, 2))
-    # ~50 events per ms of delay: slow enough to be killed mid-stream, checkpoints every 500 events.
-    args = ("--batch-size", "50", "--checkpoint-events", "500", "--delay-s", "0.01")
+    # About 1,600 events/s: slow enough to be killed mid-stream; checkpoints every 500 events.
+    args = ("--batch-size", "50", "--checkpoint-events", "500", "--delay-s", "0.03")
     victim = RunnerProcess(kafka_bootstrap, kafka_names, *args)
     try:
         line = victim.next_line(

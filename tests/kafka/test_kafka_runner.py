@@ -139,7 +139,7 @@ def test_rebalance_second_consumer_hands_over_state(kafka_bootstrap: str, kafka_
     )
 
     def slow_factory(topic: str, partition: int) -> CountingProcessor:
-        return CountingProcessor(topic, partition, delay_s=0.01)  # about 5,000 events/s per member
+        return CountingProcessor(topic, partition, delay_s=0.04)  # about 1,250 events/s per member
 
     first = ConsumerRunner(settings, slow_factory, logger=logging.getLogger("runner.first"))
     second = ConsumerRunner(settings, slow_factory, logger=logging.getLogger("runner.second"))
