@@ -23,7 +23,7 @@ MAX_HISTORY = 10_000  # blocks kept for restore
 
 
 class SequentialDetector(Protocol):
-    def update(self, values: F64, weights: npt.NDArray[Any], block: int) -> list[int]: ...
+    def update(self, values: npt.NDArray[Any], weights: npt.NDArray[Any], block: int) -> list[int]: ...
 
     def state(self) -> dict[str, Any]: ...
 
@@ -46,18 +46,28 @@ class AdwinDetector:
         return drift.ADWIN(delta=self.delta, clock=1, grace_period=10, min_window_length=5)
 
     def update(self, values: npt.NDArray[Any], weights: npt.NDArray[Any], block: int) -> list[int]:
-        """``values``: per-event sums of the item values; ``weights``: items per event."""
+        """``values``: per-event sums of the item values; ``weights``: items per event.
+
+        Returns the batch positions of the events that closed a block in which ADWIN saw a change.
+        """
+        n = int(values.shape[0])
+        first = block - self._count
+        ends = np.arange(first, n + 1, block)
+        cv = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+        cw = np.concatenate([[0.0], np.cumsum(weights, dtype=np.float64)])
         out: list[int] = []
-        for i in range(values.shape[0]):  # one step per event, cheap scalar work; ADWIN once per block
-            self._sum += float(values[i])
-            self._weight += float(weights[i])
-            self._count += 1
-            if self._count < block:
-                continue
-            if self._weight > 0 and self._step(self._sum / self._weight):
-                out.append(i)
+        prev = 0
+        for e in ends.tolist():  # one step per block
+            s = self._sum + cv[e] - cv[prev]
+            w = self._weight + cw[e] - cw[prev]
             self._sum = self._weight = 0.0
             self._count = 0
+            prev = e
+            if w > 0 and self._step(s / w):
+                out.append(e - 1)
+        self._sum += float(cv[n] - cv[prev])
+        self._weight += float(cw[n] - cw[prev])
+        self._count += n - prev
         return out
 
     def _step(self, x: float) -> bool:

@@ -33,6 +33,17 @@ def js_distance(p: F64, q: F64) -> F64:
     return np.sqrt(np.maximum(0.5 * (kp + kq), 0.0))
 
 
+class LabelIndex(dict[str, int]):
+    """A label-to-column dict whose missing labels map to the ``other`` column."""
+
+    def __init__(self, index: dict[str, int], other: int) -> None:
+        super().__init__(index)
+        self.other = other
+
+    def __missing__(self, key: str) -> int:
+        return self.other
+
+
 @dataclass
 class CategoricalFeaturizer:
     """Counts over a fixed vocabulary (reference labels, capped) plus ``other``."""
@@ -40,6 +51,7 @@ class CategoricalFeaturizer:
     labels: tuple[str, ...]
     ref_probs: F64
     stat_names: tuple[str, ...] = ("js_distance",)
+    _lookup: LabelIndex | None = None
 
     @property
     def n_features(self) -> int:
@@ -57,6 +69,12 @@ class CategoricalFeaturizer:
 
     def index(self) -> dict[str, int]:
         return {k: i for i, k in enumerate(self.labels)}
+
+    def lookup(self) -> LabelIndex:
+        """Label -> column, unknown labels -> ``other``; built once (C-speed ``map`` over it)."""
+        if self._lookup is None:
+            self._lookup = LabelIndex(self.index(), len(self.labels) - 1)
+        return self._lookup
 
     def rows(self, event_of_item: I64, label_index: I64, n_events: int) -> F64:
         """(n_events, L) counts from flat per-item arrays (event position, label index)."""

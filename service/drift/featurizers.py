@@ -52,9 +52,7 @@ def event_rows(featurizer: Featurizer, column: ItemColumn, n_events: int) -> tup
             return np.zeros((n_events, f)), items
         return per_event_sums(featurizer.transform(column.values), column.event, n_events), items
     if isinstance(featurizer, CategoricalFeaturizer):
-        index = featurizer.index()
-        other = f - 1
-        idx = np.fromiter((index.get(v, other) for v in column.values), dtype=np.int64, count=len(column))
+        idx = np.fromiter(map(featurizer.lookup().__getitem__, column.values), dtype=np.int64, count=len(column))
     elif isinstance(featurizer, BinnedFeaturizer):
         idx = featurizer.bin_index(np.asarray(column.values, dtype=np.float64))
     else:  # pragma: no cover - programming error

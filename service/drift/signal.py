@@ -173,9 +173,13 @@ class SignalWindow:
                 ratio[ws.positions, j] = r[m, best]
                 stat_i[ws.positions, j] = best
                 value[ws.positions, j] = st[m, best]
-            else:
-                for p, rr, bb, vv in zip(ws.positions, r[m, best], best, st[m, best], strict=True):
-                    ratio[p:, j], stat_i[p:, j], value[p:, j] = rr, bb, vv
+            else:  # forward-fill each block's value until the next block closes
+                last = np.searchsorted(ws.positions, np.arange(n), side="right") - 1
+                have = last >= 0
+                src = np.maximum(last, 0)
+                ratio[have, j] = r[m, best][src[have]]
+                stat_i[have, j] = best[src[have]]
+                value[have, j] = st[m, best][src[have]]
             self.last_values[j] = st[-1]
         safe = np.nan_to_num(ratio, nan=-np.inf)
         best_w = np.argmax(safe, axis=1)

@@ -46,4 +46,7 @@ class MonitorConfig(BaseModel):
     calibration_splits: int = Field(6, ge=2, le=64, description="Random reference splits used to calibrate.")
     seed: int = Field(0, description="Seed of every random choice (splits, features, reservoirs).")
     max_labels: int = Field(64, ge=2, le=1000, description="Label vocabulary cap per signal (rest: other).")
+    display_sample: int = Field(
+        300, ge=0, le=5000, description="Reference events kept after calibration for pages and lookups."
+    )
     outlier_examples: int = Field(10, ge=0, le=100, description="Most out-of-reference recent events kept.")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from service.drift.detectors import AdwinDetector
-from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer
+from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelIndex
 from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn, per_event_sums
 from service.drift.signal import SignalWindow
@@ -238,9 +238,10 @@ class ModelMonitor:
         if self.profile is None:
             return
         vocab = self._confidence_labels()
-        index = {k: i for i, k in enumerate(vocab)}
-        other = len(vocab) - 1
-        idx = np.fromiter((index.get(v, other) for v in labels.values), np.int64, count=len(labels))
+        sig = self.profile.signals.get("entity_label")
+        lookup = (sig.featurizer.lookup() if sig is not None and isinstance(sig.featurizer, CategoricalFeaturizer)
+                  else LabelIndex({}, 0))
+        idx = np.fromiter(map(lookup.__getitem__, labels.values), np.int64, count=len(labels))
         L = len(vocab)
         sums = np.bincount(scores.event * L + idx, weights=scores.values, minlength=n * L).reshape(n, L)
         counts = np.bincount(scores.event * L + idx, minlength=n * L).reshape(n, L)

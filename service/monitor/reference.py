@@ -75,6 +75,19 @@ class ReferenceSample:
             all_keys = all_keys[keep]
         self._columns, self._keys, self._texts = merged, all_keys, all_texts
 
+    def thinned(self, capacity: int) -> ReferenceSample:
+        """A uniform sub-sample of at most ``capacity`` events (for display and similar-sample lookup)."""
+        out = ReferenceSample(capacity, 0)
+        out.seen, out.label_counts, out.rng = self.seen, Counter(self.label_counts), self.rng
+        if self._columns is None or self.size <= capacity:
+            out._columns, out._keys, out._texts = self._columns, self._keys, list(self._texts)
+            return out
+        keep = np.sort(np.argsort(self._keys, kind="stable")[:capacity])
+        out._columns = {k: c.select_events(keep, self.size) for k, c in self._columns.items()}
+        out._keys = self._keys[keep]
+        out._texts = [self._texts[i] for i in keep]
+        return out
+
     def columns(self) -> dict[str, ItemColumn]:
         if self._columns is None:
             raise ReferenceTooSmall("no reference events yet")
@@ -160,8 +173,9 @@ class ReferenceProfile:
                     n_random_features=config.random_features, max_labels=config.max_labels, rng=rng)
             except ValueError as exc:
                 unavailable[spec.name] = f"cannot calibrate: {exc}"
+        # keep a small uniform sample for display and similar-sample lookup, not the whole reference
         return cls(source, n, signals, unavailable, dict(sample.label_counts),
-                   time.perf_counter() - t0, sample, model, model_version)
+                   time.perf_counter() - t0, sample.thinned(config.display_sample), model, model_version)
 
     def state(self) -> dict[str, Any]:
         return {"kind": PROFILE_KIND, "model": self.model, "model_version": self.model_version,

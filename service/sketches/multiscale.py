@@ -8,7 +8,6 @@ block_events) rows, independent of the number of events seen.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,9 +65,12 @@ class MultiScaleWindow:
         self._block_items = 0.0
         self._block_count = 0
         self._block_t0 = np.nan
-        # completed blocks, newest last
+        # completed blocks, newest last: sums, items, first and last event time
         self._max_blocks = max(self.long, default=0) // self.block
-        self._blocks: deque[tuple[Array, float, float, float]] = deque(maxlen=max(self._max_blocks, 1))
+        self._hist_rows = np.zeros((0, n_features))
+        self._hist_items = np.zeros(0)
+        self._hist_t0 = np.zeros(0)
+        self._hist_t1 = np.zeros(0)
         self.events_seen = 0
 
     # -- streaming -------------------------------------------------------------------------------------
@@ -115,62 +117,69 @@ class MultiScaleWindow:
         return out
 
     def _long_windows(self, rows: Array, items: Array, times: Array) -> list[WindowSums]:
+        """Close the blocks completed in this batch; long windows are sliding sums over block sums."""
         n = rows.shape[0]
-        results: dict[int, tuple[list[int], list[Array], list[float]]] = {w: ([], [], []) for w in self.long}
-        i = 0
-        while i < n:
-            take = min(self.block - self._block_count, n - i)
+        b = self.block
+        first = b - self._block_count  # events of this batch that complete the open block
+        ends = np.arange(first, n + 1, b)  # exclusive batch ends of completed blocks
+        if ends.size == 0:
             if self._block_count == 0:
-                self._block_t0 = times[i]
-            self._block_rows = self._block_rows + rows[i:i + take].sum(axis=0)
-            self._block_items += float(items[i:i + take].sum())
-            self._block_count += take
-            i += take
-            if self._block_count == self.block:
-                t1 = float(times[i - 1])
-                self._blocks.append((self._block_rows, self._block_items, float(self._block_t0), t1))
-                self._block_rows = np.zeros(self.n_features)
-                self._block_items = 0.0
-                self._block_count = 0
-                self._close_long(i - 1, t1, results)
+                self._block_t0 = times[0]
+            self._block_rows = self._block_rows + rows.sum(axis=0)
+            self._block_items += float(items.sum())
+            self._block_count += n
+            return []
+        starts = np.concatenate([[0], ends[:-1]])
+        rest = int(ends[-1])  # events after the last completed block start the next open block
+        new_rows = np.add.reduceat(rows[:rest], starts, axis=0)
+        new_rows[0] += self._block_rows
+        new_items = np.add.reduceat(items[:rest], starts)
+        new_items[0] += self._block_items
+        t0 = times[starts].copy()
+        if self._block_count:
+            t0[0] = self._block_t0
+        t1 = times[ends - 1]
+        # the open block after this batch
+        self._block_rows = rows[rest:].sum(axis=0) if rest < n else np.zeros(self.n_features)
+        self._block_items = float(items[rest:].sum()) if rest < n else 0.0
+        self._block_count = n - rest
+        self._block_t0 = times[rest] if rest < n else np.nan
+        # sliding sums over (kept blocks + new blocks)
+        h = self._hist_rows.shape[0]
+        all_rows = np.concatenate([self._hist_rows, new_rows])
+        all_items = np.concatenate([self._hist_items, new_items])
+        all_t0 = np.concatenate([self._hist_t0, t0])
+        all_t1 = np.concatenate([self._hist_t1, t1])
+        csum = np.zeros((all_rows.shape[0] + 1, self.n_features))
+        np.cumsum(all_rows, axis=0, out=csum[1:])
+        citems = np.concatenate([[0.0], np.cumsum(all_items)])
+        stop = np.arange(h, h + ends.size) + 1
         out = []
-        for w, (pos, sums, its) in results.items():
-            if pos:
-                out.append(WindowSums(w, np.asarray(pos, dtype=np.int64), np.vstack(sums), np.asarray(its)))
+        for w in self.long:
+            need = w // b
+            begin = stop - need
+            ok = begin >= 0
+            if self.max_age is not None:
+                ok &= ~(all_t1[stop - 1] - all_t0[np.maximum(begin, 0)] > self.max_age)
+            if ok.any():
+                e, s0 = stop[ok], begin[ok]
+                out.append(WindowSums(w, (ends[ok] - 1).astype(np.int64), csum[e] - csum[s0],
+                                      citems[e] - citems[s0]))
+        keep = min(self._max_blocks, all_rows.shape[0])
+        cut = all_rows.shape[0] - keep
+        self._hist_rows, self._hist_items = all_rows[cut:].copy(), all_items[cut:].copy()
+        self._hist_t0, self._hist_t1 = all_t0[cut:].copy(), all_t1[cut:].copy()
         return out
-
-    def _close_long(self, position: int, t_end: float,
-                    results: dict[int, tuple[list[int], list[Array], list[float]]]) -> None:
-        blocks = list(self._blocks)
-        acc = np.zeros(self.n_features)
-        acc_items = 0.0
-        count = 0
-        for w in self.long:  # sorted ascending: extend the same running sum
-            need = w // self.block
-            while count < need and count < len(blocks):
-                b = blocks[-1 - count]
-                if self.max_age is not None and t_end - b[2] > self.max_age:
-                    break
-                acc = acc + b[0]
-                acc_items += b[1]
-                count += 1
-            if count < need:
-                break
-            pos, sums, its = results[w]
-            pos.append(position)
-            sums.append(acc.copy())
-            its.append(acc_items)
 
     # -- state -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything needed to resume exactly (arrays and numbers only)."""
-        blocks = list(self._blocks)
         return {
             "ring_rows": self._ring_rows, "ring_items": self._ring_items, "ring_times": self._ring_times,
             "block_rows": self._block_rows, "block_items": self._block_items,
             "block_count": self._block_count, "block_t0": float(self._block_t0),
-            "blocks_rows": np.vstack([b[0] for b in blocks]) if blocks else np.zeros((0, self.n_features)),
-            "blocks_meta": np.asarray([[b[1], b[2], b[3]] for b in blocks]).reshape(-1, 3),
+            "blocks_rows": self._hist_rows,
+            "blocks_meta": np.stack([self._hist_items, self._hist_t0, self._hist_t1], axis=1),
             "events_seen": self.events_seen,
         }
 
@@ -182,11 +191,9 @@ class MultiScaleWindow:
         self._block_items = float(s["block_items"])
         self._block_count = int(s["block_count"])
         self._block_t0 = float(s["block_t0"])
-        self._blocks.clear()
-        rows = np.asarray(s["blocks_rows"], dtype=np.float64).reshape(-1, self.n_features)
+        self._hist_rows = np.asarray(s["blocks_rows"], dtype=np.float64).reshape(-1, self.n_features)
         meta = np.asarray(s["blocks_meta"], dtype=np.float64).reshape(-1, 3)
-        for r, m in zip(rows, meta, strict=True):
-            self._blocks.append((r.copy(), float(m[0]), float(m[1]), float(m[2])))
+        self._hist_items, self._hist_t0, self._hist_t1 = meta[:, 0].copy(), meta[:, 1].copy(), meta[:, 2].copy()
         self.events_seen = int(s["events_seen"])
 
     def current_sums(self, window: int) -> tuple[Array, float] | None:
@@ -196,7 +203,6 @@ class MultiScaleWindow:
                 return None
             return self._ring_rows[-window:].sum(axis=0), float(self._ring_items[-window:].sum())
         need = window // self.block
-        if len(self._blocks) < need:
+        if self._hist_rows.shape[0] < need:
             return None
-        blocks = list(self._blocks)[-need:]
-        return np.sum([b[0] for b in blocks], axis=0), float(sum(b[1] for b in blocks))
+        return self._hist_rows[-need:].sum(axis=0), float(self._hist_items[-need:].sum())
