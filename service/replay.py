@@ -110,8 +110,9 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def terminal_progress(stream: Any = sys.stderr) -> Callable[[int, int, float], None] | None:
-    """A progress printer when ``stream`` is a terminal, else None."""
+def terminal_progress(stream: Any = None) -> Callable[[int, int, float], None] | None:
+    """A progress printer when ``stream`` (default: standard error) is a terminal, else None."""
+    stream = stream if stream is not None else sys.stderr
     if not getattr(stream, "isatty", lambda: False)():
         return None
 

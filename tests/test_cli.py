@@ -1,0 +1,93 @@
+"""The command line: replay end to end on files, schema, calibrate, and one-line errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.demo import generate_events
+
+
+def write(path: Path, events: list[dict], extra_lines: tuple[str, ...] = ()) -> Path:
+    lines = [json.dumps(e) for e in events] + list(extra_lines)
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    ref = write(d / "ref.jsonl.gz", generate_events(800, seed=2))
+    events = generate_events(1600, seed=2, drift_at=1000)
+    ev = write(d / "events.jsonl", events[:500] + [{"event_id": "x"}] + events[500:], ("{broken",))
+    cfg = d / "monitor.yaml"
+    cfg.write_text("monitor:\n  calibration_splits: 2\n  auto_baseline_events: 400\n")
+    return ref, ev, cfg
+
+
+def test_replay_reports_alarms_invalid_lines_and_summary(files: tuple[Path, Path, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    ref, ev, cfg = files
+    report_path = tmp_path / "r.json"
+    assert main(["replay", "--reference", str(ref), str(ev), "--report", str(report_path),
+                 "--config", str(cfg)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["events"] == 1602 and report["invalid"] == 2
+    assert {r["event_index"] for r in report["first_invalid"]} == {500, 1601}
+    assert report["invalid_reasons"] == {"missing_field": 1, "malformed_json": 1}
+    alerts = report["alerts"]
+    assert alerts and all(a["event_index"] > 1000 for a in alerts)  # drift at event 1000 (+1 bad line before)
+    first = alerts[0]
+    assert set(first) >= {"model", "model_version", "signal", "event_index", "event_id", "score", "threshold"}
+    lines = ev.read_text().splitlines()
+    assert json.loads(lines[first["event_index"]])["event_id"] == first["event_id"]
+    model = report["models"]["demo-ner/1"]
+    assert model["reference"]["source"] == "reference" and model["signals"]["embedding"]["drift"]
+    out = capsys.readouterr().out
+    assert "1602 events, 2 invalid" in out and "alarm at event" in out
+
+
+def test_calibrate_then_replay_with_saved_profile(files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ref, ev, cfg = files
+    assert main(["calibrate", str(ref), "--out", str(tmp_path), "--config", str(cfg)]) == 0
+    profile = next(tmp_path.glob("*.nlpmon"))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    main(["replay", "--reference", str(ref), str(ev), "--report", str(a), "--config", str(cfg)])
+    main(["replay", "--reference", str(profile), str(ev), "--report", str(b), "--config", str(cfg)])
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert [x["event_index"] for x in ra["alerts"]] == [x["event_index"] for x in rb["alerts"]]
+
+
+def test_auto_baseline_when_no_reference(files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, ev, cfg = files
+    out = tmp_path / "r.json"
+    assert main(["replay", str(ev), "--report", str(out), "--config", str(cfg)]) == 0
+    model = json.loads(out.read_text())["models"]["demo-ner/1"]
+    assert model["reference"]["source"] == "auto-baseline" and model["reference"]["events"] == 400
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["replay", "missing.jsonl"], "file not found: missing.jsonl"),
+    (["replay", "{ev}", "--false-alarm-rate", "2"], "bad monitor setting false_alarm_rate"),
+    (["replay", "{ev}", "--config", "nope.yaml"], "config file not found"),
+])
+def test_user_errors_are_one_line(files: tuple[Path, Path, Path], argv: list[str], message: str) -> None:
+    _, ev, _ = files
+    argv = [a.replace("{ev}", str(ev)) for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "service.cli", *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"event_id", "model", "embedding", "entities", "tokens"} <= set(schema["properties"])
