@@ -1,0 +1,165 @@
+"""Settings of ``nlpmon run``: command-line flags > ``NLPMON_*`` environment variables > YAML file > defaults.
+
+Nested keys use ``__`` in environment variables, e.g. ``NLPMON_MONITOR__FALSE_ALARM_RATE=1e-5`` or
+``NLPMON_KAFKA__SESSION_TIMEOUT_MS=6000``. Every value is validated; a bad one stops the service with one
+line naming the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from service.kafka.settings import KafkaSettings
+from service.monitor.config import MonitorConfig
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message is one line naming it."""
+
+
+class ServiceSettings(BaseSettings):
+    """Everything ``nlpmon run`` needs. See docs/configuration.md for the full list."""
+
+    model_config = SettingsConfigDict(env_prefix="NLPMON_", env_nested_delimiter="__", extra="forbid",
+                                      frozen=True)
+
+    bootstrap_servers: str | None = Field(
+        None, description="Kafka bootstrap servers (HOST:PORT,...). Unset: start the embedded Tansu broker.")
+    topic: str = Field("nlpmon.predictions", min_length=1, description="Topic of prediction events.")
+    group_id: str = Field("nlpmon", min_length=1, description="Consumer group id.")
+    dead_letter_topic: str = Field("nlpmon.dead-letter", min_length=1, description="Where invalid events go.")
+    state_topic: str = Field("nlpmon.state", min_length=1, description="Compacted topic of state snapshots.")
+    partitions: int = Field(1, ge=1, le=1000, description="Partitions when nlpmon creates the event topic.")
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds (0.0.0.0 in containers).")
+    port: int = Field(9308, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /models.")
+    reference: tuple[Path, ...] = Field(
+        (), description="Reference event files (JSONL[.gz]) or saved profiles; each event's model says whose.")
+    liveness_limit_s: float = Field(60.0, gt=0, description="/healthz fails when the loop has not polled for this long.")
+    retire_after_s: float = Field(3600.0, gt=0, description="A model silent this long leaves the metrics.")
+    max_models: int = Field(50, ge=1, description="Models with their own metric series; the rest go to 'other'.")
+    max_labels: int = Field(30, ge=1, description="Labels per model with their own series; the rest: 'other'.")
+    progress_interval_s: float = Field(10.0, gt=0, description="Seconds between progress lines on stderr.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Drift monitor settings.")
+    kafka: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further consumer-loop settings (service.kafka.settings.KafkaSettings fields), "
+                    "including librdkafka pass-through options under librdkafka_options.")
+
+    @field_validator("reference")
+    @classmethod
+    def _files_exist(cls, v: tuple[Path, ...]) -> tuple[Path, ...]:
+        for p in v:
+            if not Path(p).is_file():
+                raise ValueError(f"reference file not found: {p}")
+        return v
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # flags > environment > YAML (the file named by model_config["yaml_file"], see load_settings)
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+    def kafka_settings(self, bootstrap_servers: str | None = None) -> KafkaSettings:
+        """The consumer-loop settings (raises SettingsError on a bad ``kafka`` entry)."""
+        data = {"bootstrap_servers": bootstrap_servers or self.bootstrap_servers, "topic": self.topic,
+                "group_id": self.group_id, "dead_letter_topic": self.dead_letter_topic,
+                "state_topic": self.state_topic, **self.kafka}
+        try:
+            return KafkaSettings(**data)
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc, prefix="kafka.")) from None
+
+
+def load_settings(config_file: str | None = None, **flags: Any) -> ServiceSettings:
+    """Build settings from flags (None = not given), environment and an optional YAML file.
+
+    Raises SettingsError with one line naming the bad setting.
+    """
+    if config_file is not None and not Path(config_file).is_file():
+        raise SettingsError(f"config file not found: {config_file}")
+    cls: type[ServiceSettings] = ServiceSettings
+    if config_file is not None:
+        cls = type("ServiceSettingsFromFile", (ServiceSettings,),
+                   {"model_config": {**ServiceSettings.model_config, "yaml_file": config_file}})
+    try:
+        return cls(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+    except Exception as exc:  # a YAML syntax error, an unreadable file
+        raise SettingsError(f"cannot read settings: {exc}".splitlines()[0]) from None
+
+
+def _one_line(exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    where = prefix + ".".join(str(x) for x in err["loc"])
+    value = err.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+    more = f"; {exc.error_count() - 1} more problem(s)" if exc.error_count() > 1 else ""
+    return f"setting {where}: {err['msg']}{shown}{more}"
+
+
+def configuration_markdown() -> str:
+    """docs/configuration.md, generated from the settings declarations (a test keeps the file in sync)."""
+    from service.kafka.settings import KafkaSettings
+
+    def rows(model: type[Any], env_prefix: str, yaml_prefix: str) -> list[str]:
+        out = []
+        for name, f in model.model_fields.items():
+            if name in ("monitor", "kafka"):
+                continue
+            default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg]
+            shown = "unset" if default is None else f"`{default}`"
+            out.append(f"| `{yaml_prefix}{name}` | `{env_prefix}{name.upper()}` | {shown} | {f.description or ''} |")
+        return out
+
+    lines = [
+        "# Configuration of `nlpmon run`",
+        "",
+        "Precedence: command-line flags > environment variables > the YAML file given with `--config` > "
+        "defaults. Nested settings use `__` in environment variables. Generated from the settings "
+        "declarations (`service/app/settings.py`, `service/monitor/config.py`, `service/kafka/settings.py`).",
+        "",
+        "## Service",
+        "",
+        "| YAML key | environment variable | default | meaning |",
+        "|---|---|---|---|",
+        *rows(ServiceSettings, "NLPMON_", ""),
+        "",
+        "## Monitor (`monitor:`)",
+        "",
+        "| YAML key | environment variable | default | meaning |",
+        "|---|---|---|---|",
+        *rows(MonitorConfig, "NLPMON_MONITOR__", "monitor."),
+        "",
+        "## Consumer loop (`kafka:`)",
+        "",
+        "Topic, group and bootstrap settings come from the service section above.",
+        "",
+        "| YAML key | environment variable | default | meaning |",
+        "|---|---|---|---|",
+        *[r for r in rows(KafkaSettings, "NLPMON_KAFKA__", "kafka.")
+          if not any(f"`kafka.{k}`" in r for k in ("bootstrap_servers", "topic", "group_id",
+                                                      "dead_letter_topic", "state_topic"))],
+        "",
+        "Example `nlpmon.yaml`:",
+        "",
+        "```yaml",
+        "bootstrap_servers: kafka:9092",
+        "topic: predictions",
+        "reference: [/data/reference.jsonl.gz]",
+        "monitor:",
+        "  false_alarm_rate: 1.0e-6",
+        "  max_window_age_seconds: 3600",
+        "kafka:",
+        "  session_timeout_ms: 10000",
+        "  librdkafka_options: {security.protocol: SASL_SSL}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
