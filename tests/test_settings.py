@@ -54,7 +54,7 @@ def test_unknown_yaml_key_and_bad_kafka_entry(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="topik"):
         load_settings(str(cfg))
     cfg.write_text("kafka:\n  batch_size: -1\n")
-    with pytest.raises(SettingsError, match="kafka.batch_size"):
+    with pytest.raises(SettingsError, match=r"kafka\.batch_size"):
         load_settings(str(cfg)).kafka_settings("127.0.0.1:1")
     with pytest.raises(SettingsError, match="config file not found"):
         load_settings(str(tmp_path / "missing.yaml"))

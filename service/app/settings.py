@@ -38,7 +38,8 @@ class ServiceSettings(BaseSettings):
     port: int = Field(9308, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /models.")
     reference: tuple[Path, ...] = Field(
         (), description="Reference event files (JSONL[.gz]) or saved profiles; each event's model says whose.")
-    liveness_limit_s: float = Field(60.0, gt=0, description="/healthz fails when the loop has not polled for this long.")
+    liveness_limit_s: float = Field(
+        60.0, gt=0, description="/healthz fails when the loop has not polled for this long.")
     retire_after_s: float = Field(3600.0, gt=0, description="A model silent this long leaves the metrics.")
     max_models: int = Field(50, ge=1, description="Models with their own metric series; the rest go to 'other'.")
     max_labels: int = Field(30, ge=1, description="Labels per model with their own series; the rest: 'other'.")
@@ -58,10 +59,11 @@ class ServiceSettings(BaseSettings):
         return v
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # flags > environment > YAML (the file named by model_config["yaml_file"], see load_settings)
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
 
