@@ -1,0 +1,559 @@
+"""Every Prometheus metric of nlpmon, declared once (``METRICS``), and the object that keeps them current.
+
+``NlpmonMetrics`` registers the metrics on the ``CollectorRegistry`` it is given (never the global one)
+and is fed three ways, each called once per batch or per report refresh, never per event:
+
+- ``observe_batch``: batch duration, event ages (vectorised histogram), rejected events by reason;
+- ``observe_runner``: a ``RunnerMetrics`` copy from the Kafka loop (lag, dead letters, circuit, polls);
+- ``observe_reports``: the merged model reports (``{"model/version": ModelMonitor.report()}``) and the
+  alarms raised since the previous call.
+
+Scores are on the core's normalised scale: ``nlpmon_drift_score`` is the largest statistic/threshold
+ratio over a signal's windows, so the threshold is 1.0 for every signal and ``score > 1`` means drift.
+
+Cardinality: at most ``max_models`` (model, version) pairs get their own series (first seen, first
+served; a retired model frees its slot); the others are aggregated under ``model="other",
+model_version="other"``. Per model, at most ``max_labels`` labels get their own series; the rest are
+aggregated under ``label="other"``. A model whose event counts have not moved for ``retire_after_s``
+(injected clock) loses every per-model series. Gauges of a model absent from the latest reports are
+removed at once (another group member owns it now); its counters stay until it retires.
+
+Not thread-safe for writers: call the ``observe_*`` methods from one thread (the consumer loop).
+Scrapes (``generate_latest``) may run concurrently from any thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from service import __version__
+
+MetricType = Literal["counter", "gauge", "histogram"]
+OTHER = "other"  # label value of aggregated overflow models and labels
+ALL_LABELS = "__all__"  # label value of quantiles over every label
+LABEL_SOURCES = ("entity_label", "token_tag", "prediction_label")
+CONFIDENCE_SOURCES = ("confidence", "prediction_confidence")
+STATUSES = ("monitoring", "reference_pending", "collecting_baseline")  # ModelMonitor.status values
+MODEL_LABELS = ("model", "model_version")
+
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+EVENT_AGE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                     21600.0, 86400.0)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One exported metric: its exposed name (counters end in ``_total``), type, label names and help."""
+
+    name: str
+    type: MetricType
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def per_model(self) -> bool:
+        return self.labels[:2] == MODEL_LABELS
+
+
+def _m(name: str, type_: MetricType, labels: tuple[str, ...], help_: str,
+       buckets: tuple[float, ...] = ()) -> MetricSpec:
+    return MetricSpec(name, type_, labels, help_, buckets)
+
+
+_SIG = (*MODEL_LABELS, "signal")
+
+#: The one declaration of every metric; ``metric_catalogue``, docs/metrics.md and the tests read it.
+METRICS: tuple[MetricSpec, ...] = (
+    # -- process --------------------------------------------------------------------------------------
+    _m("nlpmon_build_info", "gauge", ("version",), "Always 1; the nlpmon version that serves these metrics."),
+    _m("nlpmon_tracked_models", "gauge", ("series",),
+       "Models currently exported: series=own (their own series, at most max_models) or series=other "
+       "(aggregated under model=\"other\")."),
+    # -- events ---------------------------------------------------------------------------------------
+    _m("nlpmon_events_total", "counter", (*MODEL_LABELS, "split"),
+       "Valid events folded into the model's monitor, by split (production|reference)."),
+    _m("nlpmon_invalid_events_total", "counter", ("reason",),
+       "Events rejected by validation, by reason code (see docs/events.md); they go to the dead-letter topic."),
+    _m("nlpmon_batch_seconds", "histogram", (),
+       "Wall time to decode, validate and monitor one consumed batch.", BATCH_SECONDS_BUCKETS),
+    _m("nlpmon_event_age_seconds", "histogram", (),
+       "Processing time minus event time (the event's timestamp), per event; negative ages count as 0.",
+       EVENT_AGE_BUCKETS),
+    _m("nlpmon_last_event_timestamp_seconds", "gauge", MODEL_LABELS,
+       "Event time (epoch seconds) of the newest monitored event of the model."),
+    # -- drift ----------------------------------------------------------------------------------------
+    _m("nlpmon_drift_score", "gauge", _SIG,
+       "Latest largest statistic/threshold ratio over the signal's windows; 1 = calibrated threshold, "
+       "above 1 = drift."),
+    _m("nlpmon_drift_threshold", "gauge", _SIG,
+       "Alarm threshold on the normalised score scale: always 1.0 (each window's raw threshold is "
+       "calibrated to the false-alarm rate)."),
+    _m("nlpmon_drift_detected", "gauge", _SIG,
+       "1 while the signal's drift flag is raised (score above 1, cleared after a quiet stretch), else 0."),
+    _m("nlpmon_drift_alarms_total", "counter", _SIG,
+       "Drift alarms (no-drift to drift transitions) raised for the signal."),
+    _m("nlpmon_label_share", "gauge", (*MODEL_LABELS, "source", "label", "window"),
+       "Share of a label in the reference or the current (longest full) window, for the labels whose "
+       "share moved most; source = entity_label|token_tag|prediction_label, window = reference|current."),
+    _m("nlpmon_confidence_quantile", "gauge", (*MODEL_LABELS, "source", "label", "quantile", "window"),
+       "Confidence quantile in the reference or the current (longest full) window; source = "
+       "confidence|prediction_confidence; label=\"__all__\" (per-label quantiles are not computed yet)."),
+    _m("nlpmon_label_confidence_mean", "gauge", (*MODEL_LABELS, "label"),
+       "Mean entity confidence per predicted label over the longest distribution window."),
+    _m("nlpmon_window_events", "gauge", MODEL_LABELS,
+       "Events in the longest full window of the model (the window label shares and quantiles describe)."),
+    _m("nlpmon_reference_events", "gauge", MODEL_LABELS,
+       "Events in the model's reference (collected so far, while it is not calibrated yet)."),
+    _m("nlpmon_model_status", "gauge", (*MODEL_LABELS, "status"),
+       "1 for the model's current status (monitoring|reference_pending|collecting_baseline), 0 for the "
+       "others; for model=\"other\", the number of aggregated models in that status."),
+    # -- consumer loop --------------------------------------------------------------------------------
+    _m("nlpmon_consumer_lag", "gauge", ("topic", "partition"),
+       "Messages between the partition's high watermark and the next offset to process."),
+    _m("nlpmon_assigned_partitions", "gauge", (), "Partitions assigned to this group member."),
+    _m("nlpmon_batches_total", "counter", (), "Consumed batches processed by the consumer loop."),
+    _m("nlpmon_dead_letters_total", "counter", (), "Invalid events written to the dead-letter topic."),
+    _m("nlpmon_commit_failures_total", "counter", (), "Offset commits that failed (retried at the next checkpoint)."),
+    _m("nlpmon_rebalances_total", "counter", (), "Consumer-group rebalances seen by this member."),
+    _m("nlpmon_circuit_open", "gauge", (),
+       "1 while the invalid-event circuit breaker is open or half-open (consumption paused or on trial)."),
+    _m("nlpmon_circuit_trips_total", "counter", (), "Times the invalid-event circuit breaker opened."),
+    _m("nlpmon_last_poll_age_seconds", "gauge", (),
+       "Seconds since the consumer loop last polled Kafka (since start-up before the first poll); "
+       "computed at scrape time."),
+)
+SPECS: dict[str, MetricSpec] = {s.name: s for s in METRICS}
+
+
+def metric_catalogue() -> list[dict[str, Any]]:
+    """Every exported metric as ``{"name", "type", "labels", "help"}``, in declaration order.
+
+    Histograms are listed under their base name (Prometheus adds ``_bucket``, ``_sum``, ``_count``).
+    """
+    return [{"name": s.name, "type": s.type, "labels": list(s.labels), "help": s.help} for s in METRICS]
+
+
+def catalogue_markdown() -> str:
+    """The metrics table of docs/metrics.md (the docs test checks that the file contains it)."""
+    rows = ["| name | type | labels | meaning |", "|---|---|---|---|"]
+    for m in metric_catalogue():
+        labels = ", ".join(f"`{x}`" for x in m["labels"]) or "-"
+        rows.append(f"| `{m['name']}` | {m['type']} | {labels} | {m['help'].replace('|', '&#124;')} |")
+    return "\n".join(rows) + "\n"
+
+
+# -- what the observe_* methods read (structural, so this module never imports Kafka) --------------------
+class AlarmLike(Protocol):
+    """What ``observe_reports`` reads of a ``service.monitor.model_monitor.Alarm``."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def model_version(self) -> str: ...
+    @property
+    def signal(self) -> str: ...
+
+
+class RunnerMetricsLike(Protocol):
+    """What ``observe_runner`` reads of a ``service.kafka.runner.RunnerMetrics``."""
+
+    @property
+    def dead_letters_sent(self) -> int: ...
+    @property
+    def batches(self) -> int: ...
+    @property
+    def commit_failures(self) -> int: ...
+    @property
+    def rebalances(self) -> int: ...
+    @property
+    def circuit_trips(self) -> int: ...
+    @property
+    def circuit_state(self) -> str: ...
+    @property
+    def last_poll_monotonic(self) -> float | None: ...
+    @property
+    def assigned(self) -> tuple[tuple[str, int], ...]: ...
+    @property
+    def lag(self) -> dict[tuple[str, int], int]: ...
+
+
+class VectorHistogram(Collector):
+    """A label-less histogram fed whole numpy arrays (one ``searchsorted`` per batch, not a call per value).
+
+    Thread-safe: ``observe_many`` and scrapes take a lock.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last cell: above the largest bound
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: npt.ArrayLike) -> None:
+        """Count every finite value of ``values``; NaN and infinite values are ignored."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return
+        counts = np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=self._counts.size)
+        with self._lock:
+            self._counts += counts
+            self._sum += float(v.sum())
+
+    def _family(self, counts: npt.NDArray[np.int64] | None, total: float) -> HistogramMetricFamily:
+        if counts is None:
+            return HistogramMetricFamily(self.name, self.documentation)
+        cum = np.cumsum(counts)
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        return HistogramMetricFamily(self.name, self.documentation,
+                                     buckets=[(le, float(c)) for le, c in zip(les, cum, strict=True)],
+                                     sum_value=total)
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family(None, 0.0)]
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            counts, total = self._counts.copy(), self._sum
+        return [self._family(counts, total)]
+
+
+@dataclass
+class _ModelState:
+    """Bookkeeping of one (model, version): which series it writes to, its counter baselines, activity."""
+
+    series: tuple[str, str]  # (model, version) own series, or (OTHER, OTHER)
+    last_active: float
+    totals: dict[str, int] = field(default_factory=dict)  # events per split at the last report
+    labels: set[str] = field(default_factory=set)  # labels with their own series (own-series models)
+    retired: bool = False
+
+    @property
+    def own(self) -> bool:
+        return self.series != (OTHER, OTHER)
+
+
+Child = Any  # a prometheus_client labelled child (Counter, Gauge)
+SeriesKey = tuple[str, tuple[str, ...]]  # (metric name, label values)
+
+
+class NlpmonMetrics:
+    """Registers every metric of ``METRICS`` on ``registry`` and keeps them current.
+
+    ``clock`` is wall time (epoch seconds): event ages and retirement use it. ``monotonic`` must be the
+    clock the consumer loop stamps ``last_poll_monotonic`` with. Raises ValueError on a non-positive cap
+    and prometheus_client's ValueError when ``registry`` already holds an nlpmon metric.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, max_models: int = 50, max_labels: int = 30,
+                 retire_after_s: float = 3600.0, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if max_models < 1 or max_labels < 1 or retire_after_s <= 0:
+            raise ValueError("max_models and max_labels must be >= 1 and retire_after_s > 0")
+        self.registry = registry
+        self.max_models, self.max_labels, self.retire_after_s = max_models, max_labels, retire_after_s
+        self._clock, self._monotonic = clock, monotonic
+        self._metrics: dict[str, Any] = {}
+        for spec in METRICS:
+            self._metrics[spec.name] = self._declare(spec)
+        self._event_age: VectorHistogram = self._metrics["nlpmon_event_age_seconds"]
+        self._children: dict[SeriesKey, Child] = {}
+        self._series_of: dict[tuple[str, str], set[SeriesKey]] = {}  # model series -> its children
+        self._gauges: set[SeriesKey] = set()  # per-model gauge children set by the last report refresh
+        self._models: dict[tuple[str, str], _ModelState] = {}
+        self._own_count = 0
+        self._reasons: set[str] = set()
+        self._lag: set[tuple[str, str]] = set()
+        self._runner_totals: dict[str, int] = {}
+        self._last_poll: float | None = None
+        self._started = monotonic()
+        self._metrics["nlpmon_build_info"].labels(__version__).set(1)
+        self._metrics["nlpmon_last_poll_age_seconds"].set_function(self._poll_age)
+        for s in ("own", OTHER):
+            self._metrics["nlpmon_tracked_models"].labels(s).set(0)
+
+    def _declare(self, spec: MetricSpec) -> Any:
+        kw: dict[str, Any] = {"labelnames": spec.labels, "registry": self.registry}
+        if spec.type == "counter":
+            return Counter(spec.name, spec.help, **kw)
+        if spec.type == "gauge":
+            return Gauge(spec.name, spec.help, **kw)
+        if spec.name == "nlpmon_event_age_seconds":
+            hist = VectorHistogram(spec.name, spec.help, spec.buckets)
+            self.registry.register(hist)
+            return hist
+        return Histogram(spec.name, spec.help, buckets=spec.buckets, **kw)
+
+    # -- children -----------------------------------------------------------------------------------------
+    def _child(self, name: str, values: tuple[str, ...]) -> Child:
+        key = (name, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics[name].labels(*values)
+            if SPECS[name].per_model:
+                self._series_of.setdefault((values[0], values[1]), set()).add(key)
+        return child
+
+    def _remove(self, key: SeriesKey) -> None:
+        if self._children.pop(key, None) is not None:
+            self._metrics[key[0]].remove(*key[1])
+            if SPECS[key[0]].per_model:
+                self._series_of.get((key[1][0], key[1][1]), set()).discard(key)
+
+    def _set(self, name: str, values: tuple[str, ...], value: float, seen: set[SeriesKey]) -> None:
+        self._child(name, values).set(value)
+        seen.add((name, values))
+
+    def series_count(self) -> int:
+        """Labelled children currently exported (for tests and capacity checks)."""
+        return len(self._children)
+
+    # -- per batch ----------------------------------------------------------------------------------------
+    def observe_batch(self, *, seconds: float | None = None,
+                      event_timestamps: Sequence[float | None] | npt.NDArray[np.float64] = (),
+                      rejected_reasons: Iterable[str] = (), now: float | None = None) -> None:
+        """Record one processed batch: its duration, the event times (epoch s; None/NaN skipped) of its
+        valid events, and the reason code of each rejected event. Never blocks; O(batch) in numpy."""
+        if seconds is not None:
+            self._metrics["nlpmon_batch_seconds"].observe(seconds)
+        ts = np.asarray(event_timestamps, dtype=np.float64)
+        if ts.size:
+            now = self._clock() if now is None else now
+            self._event_age.observe_many(np.maximum(now - ts, 0.0))
+        for reason, n in Tally(rejected_reasons).items():
+            if reason not in self._reasons:
+                if len(self._reasons) >= self.max_labels:
+                    reason = OTHER
+                else:
+                    self._reasons.add(reason)
+            self._child("nlpmon_invalid_events_total", (reason,)).inc(n)
+
+    def observe_runner(self, m: RunnerMetricsLike) -> None:
+        """Copy the consumer loop's state (a ``RunnerMetrics``): lag, partitions, counters, circuit, poll."""
+        for name, total in (("nlpmon_dead_letters_total", m.dead_letters_sent), ("nlpmon_batches_total", m.batches),
+                            ("nlpmon_commit_failures_total", m.commit_failures),
+                            ("nlpmon_rebalances_total", m.rebalances),
+                            ("nlpmon_circuit_trips_total", m.circuit_trips)):
+            self._metrics[name].inc(_delta(self._runner_totals, name, total))
+        self._metrics["nlpmon_assigned_partitions"].set(len(m.assigned))
+        self._metrics["nlpmon_circuit_open"].set(0 if m.circuit_state == "closed" else 1)
+        self._last_poll = m.last_poll_monotonic
+        lag = {(t, str(p)): v for (t, p), v in m.lag.items()}
+        for key, v in lag.items():
+            self._child("nlpmon_consumer_lag", key).set(v)
+        for key in self._lag - lag.keys():
+            self._remove(("nlpmon_consumer_lag", key))
+        self._lag = set(lag)
+
+    def _poll_age(self) -> float:
+        return max(0.0, self._monotonic() - (self._started if self._last_poll is None else self._last_poll))
+
+    # -- per report refresh -------------------------------------------------------------------------------
+    def observe_reports(self, reports: Mapping[str, Mapping[str, Any]], alarms: Iterable[AlarmLike] = (),
+                        *, now: float | None = None) -> None:
+        """Refresh every per-model metric from the complete current reports (``{"model/version": report}``,
+        as from ``MonitorSet.report()``, merged over partitions) and count ``alarms`` (raised since the
+        previous call). Also retires models silent for ``retire_after_s``.
+
+        Event counters advance by the growth of each report's ``events``; a count that went down (state
+        restored from an older snapshot) re-bases without counting. Cost: O(models x signals x labels)
+        dictionary work, with cached children; call it once per batch or less often.
+        """
+        now = self._clock() if now is None else now
+        present: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for rep in reports.values():
+            key = (str(rep["model"]), str(rep["model_version"]))
+            present[key] = rep
+            st = self._state(key, now)
+            totals = {str(k): int(v) for k, v in rep.get("events", {}).items()}
+            if totals != st.totals:
+                st.last_active = now
+                if st.retired:
+                    self._readmit(key, st)
+            for split, total in totals.items():
+                d = _delta(st.totals, split, total)
+                if d and not st.retired:
+                    self._child("nlpmon_events_total", (*st.series, split)).inc(d)
+        for a in alarms:
+            st = self._state((a.model, a.model_version), now)
+            st.last_active = now
+            if st.retired:
+                self._readmit((a.model, a.model_version), st)
+            self._child("nlpmon_drift_alarms_total", (*st.series, a.signal)).inc()
+        self._retire_silent(now, present)
+        seen: set[SeriesKey] = set()
+        overflow: list[Mapping[str, Any]] = []
+        for key, rep in present.items():
+            st = self._models[key]
+            if st.retired:
+                continue
+            if st.own:
+                self._own_gauges(st, rep, seen)
+            else:
+                overflow.append(rep)
+        if overflow:
+            self._other_gauges(overflow, seen)
+        for stale in self._gauges - seen:
+            self._remove(stale)
+        self._gauges = seen
+        active = [st for st in self._models.values() if not st.retired]
+        own = sum(st.own for st in active)
+        self._metrics["nlpmon_tracked_models"].labels("own").set(own)
+        self._metrics["nlpmon_tracked_models"].labels(OTHER).set(len(active) - own)
+
+    def _state(self, key: tuple[str, str], now: float) -> _ModelState:
+        st = self._models.get(key)
+        if st is None:
+            st = self._models[key] = _ModelState(self._claim(key), now)
+        elif not st.own and not st.retired and self._own_count < self.max_models:
+            st.series = self._claim(key)  # a slot was freed: promote (its earlier counts stay in "other")
+        return st
+
+    def _claim(self, key: tuple[str, str]) -> tuple[str, str]:
+        if self._own_count < self.max_models:
+            self._own_count += 1
+            return key
+        return (OTHER, OTHER)
+
+    def _readmit(self, key: tuple[str, str], st: _ModelState) -> None:
+        st.retired = False
+        st.series = self._claim(key)
+        st.labels = set()
+
+    def _retire_silent(self, now: float, present: Mapping[tuple[str, str], Any]) -> None:
+        for key, st in list(self._models.items()):
+            if st.retired:
+                if key not in present:
+                    del self._models[key]  # forget it; if it comes back, it is a new model
+                continue
+            if now - st.last_active <= self.retire_after_s:
+                continue
+            st.retired = True
+            if st.own:
+                self._own_count -= 1
+                for series_key in list(self._series_of.pop(st.series, set())):
+                    self._remove(series_key)
+            if key not in present:
+                del self._models[key]
+
+    def retired_models(self) -> list[tuple[str, str]]:
+        """Models that are retired but still present in the reports (they come back when they see events)."""
+        return sorted(k for k, st in self._models.items() if st.retired)
+
+    def _label(self, st: _ModelState, label: str) -> str:
+        if label in st.labels:
+            return label
+        if len(st.labels) < self.max_labels:
+            st.labels.add(label)
+            return label
+        return OTHER
+
+    def _own_gauges(self, st: _ModelState, rep: Mapping[str, Any], seen: set[SeriesKey]) -> None:
+        m, v = st.series
+        status = str(rep.get("status", ""))
+        for s in dict.fromkeys((*STATUSES, status)):
+            if s:
+                self._set("nlpmon_model_status", (m, v, s), float(s == status), seen)
+        ref = rep.get("reference") or {}
+        self._set("nlpmon_reference_events", (m, v), float(ref.get("events", 0) or 0), seen)
+        if rep.get("last_event_time") is not None:
+            self._set("nlpmon_last_event_timestamp_seconds", (m, v), float(rep["last_event_time"]), seen)
+        signals: Mapping[str, Any] = rep.get("signals") or {}
+        window = 0
+        for name, sig in signals.items():
+            self._set("nlpmon_drift_score", (m, v, name), _num(sig.get("score")), seen)
+            self._set("nlpmon_drift_threshold", (m, v, name), _num(sig.get("threshold", 1.0)), seen)
+            self._set("nlpmon_drift_detected", (m, v, name), float(bool(sig.get("drift"))), seen)
+            ev = sig.get("evidence") or {}
+            window = max(window, int(ev.get("window", 0) or 0))
+        self._set("nlpmon_window_events", (m, v), float(window), seen)
+        shares: dict[tuple[str, str, str], float] = {}
+        for source in LABEL_SOURCES:
+            for moved in ((signals.get(source) or {}).get("evidence") or {}).get("moved_labels", ()):
+                label = self._label(st, str(moved["label"]))
+                for w in ("reference", "current"):
+                    shares[(source, label, w)] = shares.get((source, label, w), 0.0) + _num(moved.get(w))
+        for (source, label, w), share in shares.items():
+            self._set("nlpmon_label_share", (m, v, source, label, w), share, seen)
+        for source in CONFIDENCE_SOURCES:
+            ev = (signals.get(source) or {}).get("evidence") or {}
+            levels = ev.get("levels") or ()
+            for w, field_name in (("reference", "reference_quantiles"), ("current", "current_quantiles")):
+                for level, q in zip(levels, ev.get(field_name) or (), strict=False):
+                    self._set("nlpmon_confidence_quantile", (m, v, source, ALL_LABELS, _level(level), w),
+                              _num(q), seen)
+        weighted: dict[str, list[float]] = {}
+        for label, lc in (rep.get("label_confidence") or {}).items():
+            acc = weighted.setdefault(self._label(st, str(label)), [0.0, 0.0])
+            n = float(lc.get("count", 0) or 0)
+            acc[0] += _num(lc.get("mean")) * n
+            acc[1] += n
+        for label, (total, n) in weighted.items():
+            if n > 0:
+                self._set("nlpmon_label_confidence_mean", (m, v, label), total / n, seen)
+
+    def _other_gauges(self, reps: list[Mapping[str, Any]], seen: set[SeriesKey]) -> None:
+        """Aggregates of the overflow models: max score and flag, status counts, summed event gauges."""
+        o = (OTHER, OTHER)
+        status = Tally(str(r.get("status", "")) for r in reps)
+        for s in dict.fromkeys((*STATUSES, *status)):
+            if s:
+                self._set("nlpmon_model_status", (*o, s), float(status.get(s, 0)), seen)
+        score: dict[str, float] = {}
+        drift: dict[str, float] = {}
+        ref = window = 0.0
+        last: float | None = None
+        for r in reps:
+            ref += float((r.get("reference") or {}).get("events", 0) or 0)
+            if r.get("last_event_time") is not None:
+                last = max(last or -math.inf, float(r["last_event_time"]))
+            w = 0
+            for name, sig in (r.get("signals") or {}).items():
+                score[name] = max(score.get(name, -math.inf), _num(sig.get("score")))
+                drift[name] = max(drift.get(name, 0.0), float(bool(sig.get("drift"))))
+                w = max(w, int((sig.get("evidence") or {}).get("window", 0) or 0))
+            window += w
+        for name in score:
+            self._set("nlpmon_drift_score", (*o, name), score[name], seen)
+            self._set("nlpmon_drift_threshold", (*o, name), 1.0, seen)
+            self._set("nlpmon_drift_detected", (*o, name), drift[name], seen)
+        self._set("nlpmon_reference_events", o, ref, seen)
+        self._set("nlpmon_window_events", o, window, seen)
+        if last is not None:
+            self._set("nlpmon_last_event_timestamp_seconds", o, last, seen)
+
+    def per_model_series(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """Every exported per-model child as (metric name, label values)."""
+        for keys in self._series_of.values():
+            yield from keys
+
+
+def _delta(last: dict[str, int], key: str, total: int) -> int:
+    """Growth of a cumulative count since the previous call; 0 (and re-based) when it went down."""
+    prev = last.get(key, 0)
+    last[key] = total
+    return total - prev if total > prev else 0
+
+
+def _num(x: Any) -> float:
+    """A report number as float; None becomes NaN."""
+    return math.nan if x is None else float(x)
+
+
+def _level(level: Any) -> str:
+    return f"{float(level):g}"
