@@ -1,0 +1,23 @@
+"""Observability of nlpmon: Prometheus metrics (declared once in ``metrics``) and the HTTP server.
+
+- ``metrics``: ``METRICS`` (the declaration), ``metric_catalogue()``, ``NlpmonMetrics`` (fed once per batch).
+- ``http``: ``ObservabilityServer`` serving ``/metrics``, ``/healthz``, ``/readyz`` and the model reports.
+
+Both take what varies as arguments (registry, clocks, address, report and health callables); neither
+touches the global Prometheus registry, Kafka or the monitors.
+"""
+
+from service.observability.http import HttpBindError, ObservabilityServer, json_bytes, to_jsonable
+from service.observability.metrics import METRICS, MetricSpec, NlpmonMetrics, catalogue_markdown, metric_catalogue
+
+__all__ = [
+    "METRICS",
+    "HttpBindError",
+    "MetricSpec",
+    "NlpmonMetrics",
+    "ObservabilityServer",
+    "catalogue_markdown",
+    "json_bytes",
+    "metric_catalogue",
+    "to_jsonable",
+]
