@@ -100,6 +100,76 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from service.app.demo import DemoPlan
+    from service.app.service import NlpmonService
+    from service.app.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topic=args.topic,
+                                 port=args.port, host=args.host, group_id=args.group_id,
+                                 reference=tuple(args.reference) if args.reference else None)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("nlpmon").setLevel(logging.INFO)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("nlpmon").warning("signal %d: finishing the batch, saving state, stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    demo = DemoPlan(rate=args.demo_rate) if args.demo else None
+    from service.kafka.broker import BrokerError
+    from service.kafka.runner import RunnerError
+
+    try:
+        return NlpmonService(settings).run(stop, demo=demo)
+    except (BrokerError, RunnerError, OSError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import threading
+
+    from service.app.demo import DemoPlan, publish_demo
+
+    stop = threading.Event()
+    plan = DemoPlan(rate=args.rate, max_events=args.events, drift_after=args.drift_after)
+
+    def show(n: int) -> None:
+        if n % 1000 == 0:
+            print(f"\rdemo: {n:,} production events per model", end="", file=sys.stderr, flush=True)
+
+    try:
+        acked = publish_demo(args.bootstrap_servers, args.topic, stop, plan, progress=show)
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    print(f"\ndemo: {acked:,} events acknowledged", file=sys.stderr)
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from service.kafka.publish import publish_file
+
+    if not Path(args.events).is_file():
+        raise UsageError(f"file not found: {args.events}")
+
+    def show(r: Any) -> None:
+        print(f"\rpublished {r.sent:,} events, {r.acked:,} acknowledged", end="", file=sys.stderr, flush=True)
+
+    res = publish_file(args.events, args.bootstrap_servers, args.topic, progress=show)
+    print(f"\n{res.sent:,} sent, {res.acked:,} acknowledged, {res.failed:,} failed", file=sys.stderr)
+    return 0 if res.failed == 0 and res.acked == res.sent else 1
+
+
 def _safe(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
 
@@ -130,6 +200,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--false-alarm-rate", type=float, help="alarms per signal per stationary event (1e-6)")
     p.add_argument("--config", metavar="FILE", help="YAML file with monitor settings")
     p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("run", help="run the service (embedded broker when no bootstrap servers are set)")
+    p.add_argument("--bootstrap-servers", help="Kafka HOST:PORT[,...] (env NLPMON_BOOTSTRAP_SERVERS)")
+    p.add_argument("--topic", help="topic of prediction events (env NLPMON_TOPIC)")
+    p.add_argument("--group-id", help="consumer group (env NLPMON_GROUP_ID)")
+    p.add_argument("--port", type=int, help="HTTP port for /metrics, /healthz, /readyz, /models (9308)")
+    p.add_argument("--host", help="HTTP bind address (127.0.0.1)")
+    p.add_argument("--reference", action="append", metavar="FILE", help="reference events or profile")
+    p.add_argument("--config", metavar="FILE", help="YAML settings file")
+    p.add_argument("--demo", action="store_true", help="also publish drifting synthetic demo traffic")
+    p.add_argument("--demo-rate", type=float, default=200.0, help="demo events/s per model")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="publish drifting synthetic NER traffic to a topic")
+    p.add_argument("--bootstrap-servers", required=True)
+    p.add_argument("--topic", default="nlpmon.predictions")
+    p.add_argument("--rate", type=float, default=200.0, help="production events/s per model")
+    p.add_argument("--events", type=int, default=200_000, help="production events per model")
+    p.add_argument("--drift-after", type=int, default=4000, help="ner-news drifts after this many events")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("publish", help="publish a JSONL[.gz] file of events, keyed by model")
+    p.add_argument("events")
+    p.add_argument("--bootstrap-servers", required=True)
+    p.add_argument("--topic", default="nlpmon.predictions")
+    p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("calibrate", help="calibrate reference profiles once and save them")
     p.add_argument("reference", help="reference events file")

@@ -44,7 +44,7 @@ class ServiceSettings(BaseSettings):
     max_models: int = Field(50, ge=1, description="Models with their own metric series; the rest go to 'other'.")
     max_labels: int = Field(30, ge=1, description="Labels per model with their own series; the rest: 'other'.")
     progress_interval_s: float = Field(10.0, gt=0, description="Seconds between progress lines on stderr.")
-    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Drift monitor settings.")
+    monitor: MonitorConfig = Field(MonitorConfig(), description="Drift monitor settings.")
     kafka: dict[str, Any] = Field(
         default_factory=dict,
         description="Further consumer-loop settings (service.kafka.settings.KafkaSettings fields), "
@@ -115,7 +115,7 @@ def configuration_markdown() -> str:
         for name, f in model.model_fields.items():
             if name in ("monitor", "kafka"):
                 continue
-            default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg]
+            default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg,unused-ignore]
             shown = "unset" if default is None else f"`{default}`"
             out.append(f"| `{yaml_prefix}{name}` | `{env_prefix}{name.upper()}` | {shown} | {f.description or ''} |")
         return out

@@ -155,7 +155,8 @@ class ConsumerRunner:
     """Runs the consume -> process -> dead-letter -> snapshot -> commit loop for one group member.
 
     ``settings.bootstrap_servers`` must be set (see ``broker.bootstrap_servers_for``). ``on_batch`` is
-    called on the loop thread after each processed batch. ``clock`` drives checkpoint timing and the
+    called on the loop thread after each processed batch, ``on_poll`` after every poll (also empty ones),
+    for work that must happen when the stream is idle (refreshing reports). ``clock`` drives checkpoint timing and the
     circuit breaker. ``consumer_factory``/``producer_factory`` build the clients from a librdkafka config
     (tests inject failures through them).
     """
@@ -166,6 +167,7 @@ class ConsumerRunner:
         processor_factory: ProcessorFactory,
         *,
         on_batch: Callable[[BatchReport], None] | None = None,
+        on_poll: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
         consumer_factory: ConsumerFactory = Consumer,
@@ -179,6 +181,7 @@ class ConsumerRunner:
         self._bootstrap: str = settings.bootstrap_servers
         self._factory = processor_factory
         self._on_batch = on_batch
+        self._on_poll = on_poll
         self._clock = clock
         self._log = logger or logging.getLogger(__name__)
         self._consumer_factory = consumer_factory
@@ -306,6 +309,7 @@ class ConsumerRunner:
             restore_timeout_s=settings.restore_timeout_s,
             queue_timeout_s=settings.delivery_timeout_s,
             max_snapshot_bytes=settings.max_snapshot_bytes,
+            chunk_bytes=settings.snapshot_chunk_bytes,
             clock=self._clock,
             logger=self._log,
         )
@@ -359,6 +363,8 @@ class ConsumerRunner:
         )
         if due:
             self._checkpoint(list(self._partitions.values()), self._settings.delivery_timeout_s)
+        if self._on_poll is not None:
+            self._on_poll()
 
     def _process_batch(self, messages: Sequence[Message]) -> None:
         # Messages without an error always have topic, partition and offset; typed loosely for speed.

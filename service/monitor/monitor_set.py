@@ -32,6 +32,7 @@ class BatchResult:
     alarms: list[Alarm]  # positions are indices into the batch
     rejected: list[Rejection]
     accepted: int
+    event_times: list[float | None]  # the accepted events' own timestamps (epoch seconds), for age metrics
 
 
 class MonitorSet:
@@ -103,7 +104,8 @@ class MonitorSet:
                 continue
             events.append(e)
             positions.append(i)
-        return BatchResult(self.process_events(events, positions), rejected, len(events))
+        return BatchResult(self.process_events(events, positions), rejected, len(events),
+                           [e.timestamp for e in events])
 
     def report(self) -> dict[str, Any]:
         return {f"{m}/{v}": mon.report() for (m, v), mon in sorted(self.monitors.items())}

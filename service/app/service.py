@@ -1,0 +1,194 @@
+"""The ``nlpmon run`` process: broker (embedded when none is configured), consumer loop, HTTP, progress.
+
+Threads: the consumer loop runs on the calling thread and owns every processor; after each batch it
+refreshes a copy of the model reports and the metrics (at most every ``report_interval_s``). The HTTP
+server threads only read that copy. The optional demo publisher runs on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from prometheus_client import CollectorRegistry
+
+from service.app.demo import DemoPlan, publish_demo
+from service.app.processor import MonitorPartitionProcessor, References
+from service.app.settings import ServiceSettings
+from service.kafka.broker import bootstrap_servers_for
+from service.kafka.publish import create_topic
+from service.kafka.runner import BatchReport, ConsumerRunner
+from service.monitor.model_monitor import Alarm
+from service.observability.http import ObservabilityServer
+from service.observability.metrics import NlpmonMetrics
+from service.replay import load_references
+
+log = logging.getLogger("nlpmon")
+
+
+class NlpmonService:
+    """One group member of the nlpmon service. ``run`` blocks until ``stop`` is set or the loop fails."""
+
+    def __init__(self, settings: ServiceSettings, *, registry: CollectorRegistry | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 progress_stream: TextIO | None = None, report_interval_s: float = 1.0) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.clock, self.wall = clock, wall
+        self.metrics = NlpmonMetrics(self.registry, max_models=settings.max_models,
+                                     max_labels=settings.max_labels, retire_after_s=settings.retire_after_s,
+                                     clock=wall)
+        self.progress_stream = progress_stream if progress_stream is not None else sys.stderr
+        self.report_interval_s = report_interval_s
+        self.references = References()
+        self.reference_error: str | None = None
+        self.runner: ConsumerRunner | None = None
+        self.bootstrap: str | None = None
+        self._processors: dict[tuple[str, int], MonitorPartitionProcessor] = {}
+        self._lock = threading.Lock()
+        self._reports: dict[str, Any] = {}
+        self._pending_alarms: list[Alarm] = []
+        self._last_report = -1e18
+        self._last_progress = clock()
+        self._events_seen = 0
+        self._events_at_last_progress = 0
+        self._dirty = False
+
+    # -- wiring -----------------------------------------------------------------------------------------
+    def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
+        proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor, self.references,
+                                         on_alarms=self._collect_alarms)
+        self._processors[(topic, partition)] = proc
+        return proc
+
+    def _collect_alarms(self, alarms: list[Alarm]) -> None:
+        self._pending_alarms.extend(alarms)
+
+    def _on_batch(self, batch: BatchReport) -> None:
+        runner = self.runner
+        assert runner is not None
+        self._events_seen += sum(p.events for p in batch.partitions)
+        seconds, times, reasons = 0.0, [], []
+        for proc in self._processors.values():
+            stats = proc.batch_stats.drain()
+            seconds += stats.seconds
+            times.extend(stats.event_times)
+            reasons.extend(stats.rejected_reasons)
+        self.metrics.observe_batch(seconds=seconds, event_timestamps=times, rejected_reasons=reasons,
+                                   now=self.wall())
+        self.metrics.observe_runner(runner.metrics())
+        self._dirty = True
+
+    def _on_poll(self) -> None:
+        """After every poll: refresh reports and metrics when due (also when the stream went idle)."""
+        runner = self.runner
+        assert runner is not None
+        now = self.clock()
+        if self._dirty and (now - self._last_report >= self.report_interval_s or self._pending_alarms):
+            self._refresh(runner)
+            self._last_report = now
+            self._dirty = False
+        elif now - self._last_report >= 10 * self.report_interval_s:  # idle: runner state, retirements
+            self.metrics.observe_runner(runner.metrics())
+            self._refresh(runner)
+            self._last_report = now
+        if now - self._last_progress >= self.settings.progress_interval_s:
+            self._progress(now)
+
+    def _refresh(self, runner: ConsumerRunner) -> None:
+        assigned = set(runner.metrics().assigned)
+        for key in [k for k in self._processors if k not in assigned]:
+            del self._processors[key]  # revoked or lost: its state lives with the new owner
+        reports: dict[str, Any] = {}
+        for proc in self._processors.values():
+            reports.update(proc.monitors.report())
+        alarms, self._pending_alarms = self._pending_alarms, []
+        self.metrics.observe_reports(reports, alarms)
+        for a in alarms:
+            log.warning("drift alarm: %s/%s %s score %.2f (%s over %d events) at event %s",
+                        a.model, a.model_version, a.signal, a.score, a.statistic, a.window, a.event_id)
+        with self._lock:
+            self._reports = reports
+
+    def _progress(self, now: float) -> None:
+        rate = (self._events_seen - self._events_at_last_progress) / max(now - self._last_progress, 1e-9)
+        self._last_progress, self._events_at_last_progress = now, self._events_seen
+        with self._lock:
+            reports = self._reports
+        parts = []
+        for key, rep in sorted(reports.items()):
+            drifting = [s for s, v in rep.get("signals", {}).items() if v.get("drift")]
+            state = f"DRIFT {','.join(drifting)}" if drifting else rep["status"].replace("_", " ")
+            parts.append(f"{key}: {state}")
+        lag = sum(self.runner.metrics().lag.values()) if self.runner else 0
+        self.progress_stream.write(f"nlpmon: {self._events_seen:,} events ({rate:,.0f}/s), lag {lag:,}; "
+                                   f"{'; '.join(parts) or 'no model yet'}\n")
+        self.progress_stream.flush()
+
+    # -- what HTTP reads --------------------------------------------------------------------------------
+    def reports(self) -> dict[str, Any]:
+        """A copy of the latest model reports (safe from any thread)."""
+        with self._lock:
+            return dict(self._reports)
+
+    def readiness(self) -> dict[str, bool]:
+        runner = self.runner
+        m = runner.metrics() if runner is not None else None
+        return {
+            "broker_reachable": m is not None and m.last_poll_monotonic is not None
+            and getattr(m, "broker_reachable", True),
+            "partitions_assigned": m is not None and len(m.assigned) > 0,
+            "references_loaded": self.reference_error is None,
+        }
+
+    def last_poll(self) -> float | None:
+        return self.runner.metrics().last_poll_monotonic if self.runner is not None else None
+
+    # -- the process ------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, *, demo: DemoPlan | None = None,
+            on_ready: Callable[[str, int], None] | None = None) -> int:
+        """Run until ``stop`` is set. Returns 0 on a clean stop. Raises on fatal set-up errors."""
+        s = self.settings
+        if s.reference:
+            loaded = load_references(s.reference)
+            self.references = References(loaded.events, loaded.profiles)
+            log.info("loaded %d reference events and %d profiles from %d file(s) (%d invalid lines)",
+                     len(loaded.events), len(loaded.profiles), len(s.reference), loaded.invalid)
+        with bootstrap_servers_for(s.kafka_settings(), logger=log) as bootstrap:
+            self.bootstrap = bootstrap
+            ks = s.kafka_settings(bootstrap)
+            if create_topic(bootstrap, s.topic, s.partitions):
+                log.info("created topic %s with %d partition(s)", s.topic, s.partitions)
+            self.runner = ConsumerRunner(ks, self._factory, on_batch=self._on_batch,
+                                         on_poll=self._on_poll, clock=self.clock, logger=log)
+            http = ObservabilityServer(self.registry, host=s.host, port=s.port, reports=self.reports,
+                                       readiness=self.readiness, last_poll=self.last_poll,
+                                       liveness_limit_s=s.liveness_limit_s, clock=self.clock)
+            http.start()
+            log.warning("nlpmon: consuming %s on %s; metrics and models at http://%s:%d/", s.topic, bootstrap,
+                        s.host, http.port)
+            if on_ready is not None:
+                on_ready(bootstrap, http.port)
+            demo_thread = None
+            if demo is not None:
+                demo_thread = threading.Thread(target=self._demo, args=(bootstrap, stop, demo), daemon=True,
+                                               name="nlpmon-demo")
+                demo_thread.start()
+            try:
+                self.runner.run(stop)
+            finally:
+                stop.set()
+                http.stop()
+                if demo_thread is not None:
+                    demo_thread.join(timeout=10)
+        return 0
+
+    def _demo(self, bootstrap: str, stop: threading.Event, plan: DemoPlan) -> None:
+        try:
+            publish_demo(bootstrap, self.settings.topic, stop, plan)
+        except Exception as exc:  # the demo must never take the service down
+            log.warning("demo publisher stopped: %s", exc)

@@ -1,0 +1,206 @@
+"""`nlpmon run` end to end against a real broker: publish -> metrics, dead letters, SIGTERM, SIGKILL + restart.
+
+The service runs as a separate process (`python -m service.cli run`), configured through NLPMON_*
+environment variables, exactly as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from service.demo import SyntheticStream
+from service.monitor.config import MonitorConfig
+from service.monitor.monitor_set import MonitorSet
+from service.observability.http import to_jsonable
+from tests.core.test_monitor import assert_close_tree
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+MONITOR_ENV = {"NLPMON_MONITOR__CALIBRATION_SPLITS": "2"}
+CONFIG = MonitorConfig(calibration_splits=2)
+
+
+def wait_until(cond: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def event_lines(n_ref: int, n: int, drift_at: int, seed: int = 5) -> list[str]:
+    ref = SyntheticStream(seed=seed)
+    ref.rng = __import__("numpy").random.default_rng(77)
+    prod = SyntheticStream(seed=seed, drift_at=drift_at)
+    return ([json.dumps(e) for e in ref.events(n_ref, "reference")] +
+            [json.dumps(e) for e in prod.events(n)])
+
+
+class Service:
+    """A `nlpmon run` subprocess; its HTTP port is read from its start-up line."""
+
+    def __init__(self, bootstrap: str, names: dict[str, str], log: Path) -> None:
+        env = {**os.environ, **MONITOR_ENV, "NLPMON_BOOTSTRAP_SERVERS": bootstrap, "NLPMON_PORT": "0",
+               "NLPMON_TOPIC": names["topic"], "NLPMON_GROUP_ID": names["group"],
+               "NLPMON_STATE_TOPIC": names["state"], "NLPMON_DEAD_LETTER_TOPIC": names["dlq"],
+               "NLPMON_PROGRESS_INTERVAL_S": "1", "NLPMON_KAFKA__SESSION_TIMEOUT_MS": "2000",
+               "NLPMON_KAFKA__STATISTICS_INTERVAL_MS": "300", "NLPMON_KAFKA__BATCH_SIZE": "300",
+               "NLPMON_KAFKA__CHECKPOINT_INTERVAL_EVENTS": "700", "NLPMON_KAFKA__CHECKPOINT_INTERVAL_S": "30",
+               "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2"}
+        self.log = log
+        self.fh = log.open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run"], cwd=ROOT, env=env,
+                                     stdout=self.fh, stderr=subprocess.STDOUT)
+        m = wait_until(lambda: re.search(r"models at http://127\.0\.0\.1:(\d+)/", log.read_text())
+                       or self._dead(), 60, "the service to start")
+        self.port = int(m.group(1))
+
+    def _dead(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"service exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def json(self, path: str) -> Any:
+        return json.loads(self.get(path)[1])
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        text = self.get("/metrics")[1].decode()
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith(name + "{" if labels else name + " "):
+                got = line[len(name):].split(" ")[0]
+                parsed = ",".join(sorted(got.strip("{}").split(","))) if labels else ""
+                if parsed == want:
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            self.fh.close()
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    s = uuid.uuid4().hex[:8]
+    return {"topic": f"pred-{s}", "group": f"nlpmon-{s}", "state": f"state-{s}", "dlq": f"dlq-{s}"}
+
+
+@pytest.fixture
+def publish(kafka_bootstrap: str, names: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    def send(lines: list[str], name: str) -> None:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        proc = subprocess.run([sys.executable, "-m", "service.cli", "publish", str(path), "--bootstrap-servers",
+                               kafka_bootstrap, "--topic", names["topic"]], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert f"{len(lines):,} acknowledged" in proc.stderr
+    yield send
+
+
+def dead_letters(bootstrap: str, topic: str, expected: int) -> list[Any]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    c.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + 30
+    while len(out) < expected and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            out.append(m)
+    c.close()
+    return out
+
+
+def test_publish_to_metrics_end_to_end(kafka_bootstrap: str, names: dict[str, str], publish: Any,
+                                       tmp_path: Path) -> None:
+    svc = Service(kafka_bootstrap, names, tmp_path / "service.log")
+    try:
+        lines = event_lines(800, 1500, drift_at=700)
+        lines[900:900] = ['{"event_id": "bad-1"}', "not json at all", json.dumps({**json.loads(lines[901]),
+                                                                                  "task": "summarisation"})]
+        publish(lines, "events")
+        labels = {"model": "demo-ner", "model_version": "1", "signal": "embedding"}
+        wait_until(lambda: svc.metric("nlpmon_drift_detected", **labels) == 1.0, 90, "an embedding drift flag")
+        wait_until(lambda: svc.metric("nlpmon_events_total", model="demo-ner", model_version="1",
+                                      split="production") == 1500, 30, "all production events counted")
+        assert svc.metric("nlpmon_events_total", model="demo-ner", model_version="1", split="reference") == 800
+        assert svc.metric("nlpmon_drift_alarms_total", **labels) >= 1
+        assert svc.metric("nlpmon_invalid_events_total", reason="malformed_json") == 1
+        assert svc.metric("nlpmon_invalid_events_total", reason="missing_field") == 1
+        assert svc.metric("nlpmon_invalid_events_total", reason="unknown_task") == 1
+        assert svc.metric("nlpmon_drift_threshold", **labels) == 1.0
+        model = svc.json("/api/models/demo-ner")
+        assert model["status"] == "monitoring" and model["signals"]["embedding"]["drift"] is True
+        assert model["outliers"] and all(o["index"] >= 700 for o in model["outliers"])
+        assert svc.get("/healthz")[0] == 200 and svc.get("/readyz")[0] == 200
+        dl = dead_letters(kafka_bootstrap, names["dlq"], 3)
+        assert len(dl) == 3
+        headers = dict(dl[0].headers())
+        assert headers["nlpmon-source-topic"].decode() == names["topic"]
+        assert {dict(m.headers())["nlpmon-reason"].decode() for m in dl} == {"missing_field", "malformed_json",
+                                                                              "unknown_task"}
+    finally:
+        code = svc.stop(signal.SIGTERM)
+    assert code == 0, svc.log.read_text()[-2000:]
+
+
+def test_sigkill_mid_stream_then_restart_equals_uninterrupted(kafka_bootstrap: str, names: dict[str, str],
+                                                              publish: Any, tmp_path: Path) -> None:
+    lines = event_lines(800, 2400, drift_at=1600, seed=9)
+    svc = Service(kafka_bootstrap, names, tmp_path / "first.log")
+    publish(lines[:2000], "first")
+
+    def processed() -> int:
+        reps = svc.json("/api/models")["models"]
+        return sum(r["events"]["production"] for r in reps) if reps else 0
+
+    wait_until(lambda: processed() >= 600, 90, "part of the stream processed")
+    assert svc.stop(signal.SIGKILL) == -signal.SIGKILL
+    publish(lines[2000:], "rest")
+    svc2 = Service(kafka_bootstrap, names, tmp_path / "second.log")
+    try:
+        wait_until(lambda: svc2.json("/api/models")["models"] and
+                   svc2.json("/api/models")["models"][0]["events"]["production"] >= 2400, 120,
+                   "the whole stream processed after the restart")
+        time.sleep(1.5)  # one more report refresh interval, then the report must be final
+        got = svc2.json("/api/models/demo-ner")
+    finally:
+        assert svc2.stop(signal.SIGTERM) == 0
+    assert got["events"] == {"production": 2400, "reference": 800}, "an event was lost or counted twice"
+    ms = MonitorSet(CONFIG)
+    for i in range(0, len(lines), 500):
+        ms.process_lines(lines[i:i + 500])
+    want = json.loads(json.dumps(to_jsonable(ms.report()["demo-ner/1"])))
+    got.pop("key", None)
+    for r in (want, got):
+        r["reference"].pop("calibration_seconds")
+    assert_close_tree(want, got)
+    restored = re.search(r"assigned \S+\[0\]@(\d+)", (tmp_path / "second.log").read_text())
+    assert restored and 0 < int(restored.group(1)) <= 2000, "the restart did not resume from a snapshot"
