@@ -22,16 +22,16 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from consume_rate import raw_consume_rate  # noqa: E402
+from consume_rate import raw_consume_rate
 
-from service.app.processor import MonitorPartitionProcessor, References  # noqa: E402
-from service.demo import SyntheticStream  # noqa: E402
-from service.kafka.broker import EmbeddedBroker  # noqa: E402
-from service.kafka.publish import create_topic  # noqa: E402
-from service.kafka.runner import ConsumerRunner  # noqa: E402
-from service.kafka.settings import KafkaSettings  # noqa: E402
-from service.monitor.config import MonitorConfig  # noqa: E402
-from service.monitor.monitor_set import MonitorSet  # noqa: E402
+from service.app.processor import MonitorPartitionProcessor, References
+from service.demo import SyntheticStream
+from service.kafka.broker import EmbeddedBroker
+from service.kafka.publish import create_topic
+from service.kafka.runner import ConsumerRunner
+from service.kafka.settings import KafkaSettings
+from service.monitor.config import MonitorConfig
+from service.monitor.monitor_set import MonitorSet
 
 
 def produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:

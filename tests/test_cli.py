@@ -26,7 +26,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     d = tmp_path_factory.mktemp("cli")
     ref = write(d / "ref.jsonl.gz", generate_events(800, seed=2))
     events = generate_events(1600, seed=2, drift_at=1000)
-    ev = write(d / "events.jsonl", events[:500] + [{"event_id": "x"}] + events[500:], ("{broken",))
+    ev = write(d / "events.jsonl", [*events[:500], {"event_id": "x"}, *events[500:]], ("{broken",))
     cfg = d / "monitor.yaml"
     cfg.write_text("monitor:\n  calibration_splits: 2\n  auto_baseline_events: 400\n")
     return ref, ev, cfg
