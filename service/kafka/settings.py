@@ -119,10 +119,17 @@ class KafkaSettings(BaseModel):
         default=2000, ge=100, description="librdkafka statistics period; consumer lag is taken from these."
     )
     max_snapshot_bytes: int = Field(
-        default=900_000,
+        default=256 * 1024 * 1024,
         ge=1024,
-        description="Largest snapshot message; raise it together with the broker's and producer's "
-        "message.max.bytes.",
+        description="Largest snapshot (all its chunks together); a larger one stops the runner before it "
+        "commits.",
+    )
+    snapshot_chunk_bytes: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest message of a snapshot chunk (snapshots are split into chunks); keep it below "
+        "the broker's and the producer's message.max.bytes (1 MB by default).",
     )
 
     circuit_window_events: int = Field(
@@ -190,12 +197,24 @@ class KafkaSettings(BaseModel):
             managed = _MANAGED_OPTIONS & options.keys()
             if managed:
                 raise ValueError(f"{name} may not set {sorted(managed)}: the runner manages them")
+        producer = {**self.librdkafka_options, **self.producer_options}
+        message_max = int(producer.get("message.max.bytes", _LIBRDKAFKA_MESSAGE_MAX_BYTES))
+        if self.snapshot_chunk_bytes + _CHUNK_KEY_ALLOWANCE > message_max:
+            raise ValueError(
+                f"snapshot_chunk_bytes={self.snapshot_chunk_bytes} leaves no room below the producer's "
+                f"message.max.bytes={message_max}; lower it or raise message.max.bytes (on the broker too)"
+            )
         return self
 
     def effective_heartbeat_ms(self) -> int:
         """The heartbeat interval in force (explicit, or a third of the session timeout)."""
         return self.heartbeat_interval_ms or max(100, self.session_timeout_ms // 3)
 
+
+#: librdkafka's default ``message.max.bytes`` (a produced key + value larger than it is refused).
+_LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
+#: Room left for a snapshot chunk's key next to its value.
+_CHUNK_KEY_ALLOWANCE = 1024
 
 #: Options whose value the at-least-once contract depends on; extra options may not override them.
 _MANAGED_OPTIONS = frozenset(
