@@ -359,3 +359,31 @@ class RunnerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
+
+
+def compacted_view(bootstrap: str, topic: str, partition: int) -> dict[bytes, bytes]:
+    """What compaction would keep of ``topic[partition]``: the last value of each key, tombstoned keys
+    dropped (keyless messages are ignored)."""
+    view: dict[bytes, bytes] = {}
+    for message in read_partition(bootstrap, topic, partition):
+        key = message.key()
+        if key is None:
+            continue
+        if message.value() is None:
+            view.pop(key, None)
+        else:
+            view[key] = message.value()
+    return view
+
+
+def assert_commits_never_backwards(timeline: list[tuple[str, Any]]) -> dict[tuple[str, int], int]:
+    """No successful commit in a recording timeline moves a partition's offset backwards; returns the
+    last committed offset of each partition."""
+    last: dict[tuple[str, int], int] = {}
+    for kind, offsets in timeline:
+        if kind != "commit":
+            continue
+        for topic, partition, offset in offsets:
+            assert offset >= last.get((topic, partition), -1), f"commit went backwards: {offsets} after {last}"
+            last[(topic, partition)] = offset
+    return last
