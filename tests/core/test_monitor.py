@@ -155,3 +155,15 @@ def test_models_are_monitored_separately() -> None:
     assert rep["a/1"]["status"] == "monitoring" and rep["a/1"]["monitored_events"] == 100
     assert rep["b/2"]["events"]["production"] == 300
     assert rep["b/2"]["status"] == "collecting_baseline"
+
+
+def test_state_does_not_grow_with_the_number_of_events() -> None:
+    """RELIABILITY 11: per-model memory is bounded (window sums, not events)."""
+    ms = MonitorSet(CONFIG)
+    ms.process_lines(lines(800, 12, split="reference", ref_rng=3))
+    data = lines(6000, 12)
+    replay(ms, data[:2000])
+    size_2k = len(ms.snapshot())
+    replay(ms, data[2000:])
+    size_6k = len(ms.snapshot())
+    assert size_6k <= size_2k * 1.02, (size_2k, size_6k)
