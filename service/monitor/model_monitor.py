@@ -95,7 +95,6 @@ class ModelMonitor:
         self.flags = dict.fromkeys(self.windows, False)
         self._last_drift = {}
         self.scores = {}
-        self.alarm_counts = self.alarm_counts or {}
         labels = self._confidence_labels()
         longest = max(cfg.distribution_windows)
         self.label_confidence = MultiScaleWindow(2 * len(labels), (longest,), cfg.block_events)

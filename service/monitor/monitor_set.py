@@ -63,17 +63,15 @@ class MonitorSet:
 
     def _check_dims(self, e: Event) -> None:
         """Raises InvalidEvent when an embedding's size differs from the model's first one."""
-        key = e.model
-        for path, emb in [("embedding", e.embedding)] + [
-                (f"entities[{i}].embedding", x.embedding) for i, x in enumerate(e.entities)
-                if x.embedding is not None]:
+        checks = [("document", "embedding", e.embedding)] + [
+            ("entity", f"entities[{i}].embedding", x.embedding) for i, x in enumerate(e.entities)]
+        for kind, path, emb in checks:
             if emb is None:
                 continue
-            dim_key = f"{key}|{path.split('.')[-1] if '.' in path else path}"
-            want = self.embedding_dims.setdefault(dim_key, int(emb.shape[0]))
+            want = self.embedding_dims.setdefault(f"{e.model}|{kind}", int(emb.shape[0]))
             if emb.shape[0] != want:
                 raise InvalidEvent("bad_embedding",
-                                   f"{path}: size {emb.shape[0]} differs from model {key!r}'s {want}")
+                                   f"{path}: size {emb.shape[0]} differs from model {e.model!r}'s {want}")
 
     def process_events(self, events: Sequence[Event], positions: Sequence[int]) -> list[Alarm]:
         """Route valid events (with their batch positions) to their monitors; alarms carry batch positions."""

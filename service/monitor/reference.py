@@ -19,7 +19,7 @@ import numpy as np
 from service.drift.items import ItemColumn
 from service.drift.signal import SignalModel, calibrate_signal
 from service.monitor.config import MonitorConfig
-from service.monitor.signals import SCORED_LABELS, SIGNALS
+from service.monitor.signals import SIGNALS
 from service.state import decode_state, encode_state
 
 PROFILE_KIND = "nlpmon.reference_profile"
@@ -203,4 +203,4 @@ class ReferenceProfile:
         return cls.from_state(decode_state(Path(path).read_bytes()))
 
 
-__all__ = ["SCORED_LABELS", "ReferenceProfile", "ReferenceSample", "ReferenceTooSmall"]
+__all__ = ["ReferenceProfile", "ReferenceSample", "ReferenceTooSmall"]

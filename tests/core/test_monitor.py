@@ -167,3 +167,14 @@ def test_state_does_not_grow_with_the_number_of_events() -> None:
     replay(ms, data[2000:])
     size_6k = len(ms.snapshot())
     assert size_6k <= size_2k * 1.02, (size_2k, size_6k)
+
+
+def test_entity_and_document_embeddings_have_separate_sizes() -> None:
+    ms = MonitorSet(CONFIG)
+    e = json.loads(lines(1, 13)[0])
+    e["entities"] = [{"label": "PER", "score": 0.9, "embedding": [0.1] * 8}]
+    assert ms.process_lines([json.dumps(e).encode()]).rejected == []  # 384-d document, 8-d entity: fine
+    e["event_id"] = "other"
+    e["entities"][0]["embedding"] = [0.1] * 9
+    rej = ms.process_lines([json.dumps(e).encode()]).rejected
+    assert [(r.reason, r.detail.split(":")[0]) for r in rej] == [("bad_embedding", "entities[0].embedding")]
