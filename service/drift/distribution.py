@@ -93,14 +93,14 @@ class CategoricalFeaturizer:
         total = float(sums.sum())
         return {k: (float(v) / total if total > 0 else 0.0) for k, v in zip(self.labels, sums, strict=True)}
 
-    def moved(self, sums: F64, top: int = 8) -> list[dict[str, float | str]]:
-        """Labels whose share changed most, reference vs window."""
+    def moved(self, sums: F64, top: int | None = None) -> list[dict[str, float | str]]:
+        """Every label (or the ``top`` ones) with its reference and window share, largest change first."""
         total = float(sums.sum())
         if total <= 0:
             return []
         cur = sums / total
         delta = cur - self.ref_probs
-        order = np.argsort(-np.abs(delta))[:top]
+        order = np.argsort(-np.abs(delta), kind="stable")[:top]
         return [{"label": self.labels[i], "reference": float(self.ref_probs[i]), "current": float(cur[i]),
                  "change": float(delta[i])} for i in order]
 

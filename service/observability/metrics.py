@@ -107,8 +107,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_drift_alarms_total", "counter", _SIG,
        "Drift alarms (no-drift to drift transitions) raised for the signal."),
     _m("nlpmon_label_share", "gauge", (*MODEL_LABELS, "source", "label", "window"),
-       "Share of a label in the reference or the current (longest full) window, for the labels whose "
-       "share moved most; source = entity_label|token_tag|prediction_label, window = reference|current."),
+       "Share of a label in the reference or the current (longest full) window, for every label of the "
+       "reference vocabulary; source = entity_label|token_tag|prediction_label, window = reference|current."),
     _m("nlpmon_confidence_quantile", "gauge", (*MODEL_LABELS, "source", "label", "quantile", "window"),
        "Confidence quantile in the reference or the current (longest full) window; source = "
        "confidence|prediction_confidence; label=\"__all__\" (per-label quantiles are not computed yet)."),
