@@ -7,6 +7,7 @@ events into one ``ItemColumn`` per signal; everything after it is vectorised ove
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -39,6 +40,9 @@ SIGNALS: tuple[SignalSpec, ...] = (
 )
 SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
 SCORED_LABELS = "_scored_labels"  # labels of the scored entities, aligned with the confidence column
+
+
+_TAG = attrgetter("tag")
 
 
 def _pos(counts: list[int]) -> np.ndarray:
@@ -94,9 +98,10 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
                 if ent.embedding is not None:
                     ent_emb_pos.append(i)
                     ent_emb.append(ent.embedding)
-        if e.tokens:
-            tok_counts[i] = len(e.tokens)
-            tags.extend([t.tag for t in e.tokens])
+        toks = e.tokens
+        if toks:
+            tok_counts[i] = len(toks)
+            tags.extend(map(_TAG, toks))
         if e.text is not None:
             len_pos.append(i)
             lengths.append(float(len(e.text)))
