@@ -17,7 +17,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests benchmarks
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# promtool/amtool for tests/deploy: installed when CI is set, or when promtool is missing and we are root.
+.PHONY: monitoring-tools
+monitoring-tools:
+	@if [ -n "$$CI" ] || { ! command -v promtool >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; }; then \
+		bash scripts/install-monitoring-tools.sh; fi
+
+pytest: $(STAMP) monitoring-tools
 	$(BIN)/python -m pytest -q
 
 test: lint pytest
