@@ -77,7 +77,7 @@ def runner_metrics(**kw: Any) -> RunnerMetrics:
         checkpoints_skipped=0, snapshots_written=0, commit_failures=0, rebalances=0, lost_assignments=0,
         offset_gaps=0, last_poll_monotonic=None, assigned=(), paused=False, next_offsets={},
         committed_offsets={}, lag={}, circuit_state="closed", circuit_trips=0, circuit_reason="",
-        last_client_error="")
+        last_client_error="", broker_reachable=True)
     return RunnerMetrics(**{**base, **kw})
 
 

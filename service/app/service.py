@@ -139,8 +139,7 @@ class NlpmonService:
         runner = self.runner
         m = runner.metrics() if runner is not None else None
         return {
-            "broker_reachable": m is not None and m.last_poll_monotonic is not None
-            and getattr(m, "broker_reachable", True),
+            "broker_reachable": m is not None and m.broker_reachable is True,
             "partitions_assigned": m is not None and len(m.assigned) > 0,
             "references_loaded": self.reference_error is None,
         }

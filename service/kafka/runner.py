@@ -106,6 +106,7 @@ class RunnerMetrics:
     circuit_trips: int
     circuit_reason: str
     last_client_error: str
+    broker_reachable: bool | None  # None until the first statistics arrive
 
 
 @dataclass(slots=True)
@@ -134,6 +135,7 @@ class _Counters:
     hi_offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)
     last_poll: float | None = None
     last_client_error: str = ""
+    broker_up: bool | None = None  # from librdkafka statistics: any broker connection in state UP
 
 
 class _StatsPartition(msgspec.Struct):
@@ -144,8 +146,13 @@ class _StatsTopic(msgspec.Struct):
     partitions: dict[str, _StatsPartition] = {}
 
 
+class _StatsBroker(msgspec.Struct):
+    state: str = ""
+
+
 class _Stats(msgspec.Struct):
     topics: dict[str, _StatsTopic] = {}
+    brokers: dict[str, _StatsBroker] = {}
 
 
 _stats_decoder = msgspec.json.Decoder(_Stats)
@@ -246,6 +253,7 @@ class ConsumerRunner:
                 circuit_trips=self._breaker.trips,
                 circuit_reason=self._breaker.last_reason,
                 last_client_error=c.last_client_error,
+                broker_reachable=c.broker_up,
             )
 
     def run(self, stop_event: threading.Event) -> None:
@@ -658,6 +666,8 @@ class ConsumerRunner:
             stats = _stats_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
+        with self._lock:
+            self._counters.broker_up = any(b.state == "UP" for b in stats.brokers.values())
         topic = stats.topics.get(self._settings.topic)
         if topic is None:
             return

@@ -204,3 +204,32 @@ def test_sigkill_mid_stream_then_restart_equals_uninterrupted(kafka_bootstrap: s
     assert_close_tree(want, got)
     restored = re.search(r"assigned \S+\[0\]@(\d+)", (tmp_path / "second.log").read_text())
     assert restored and 0 < int(restored.group(1)) <= 2000, "the restart did not resume from a snapshot"
+
+
+def test_readiness_reports_an_unreachable_broker(names: dict[str, str], tmp_path: Path) -> None:
+    """/readyz reports a broker outage and recovers: first the broker process is frozen (SIGSTOP: the
+    group session lapses, partitions are lost) and resumed; then it is killed (connections refused).
+    /healthz stays 200 throughout: the loop keeps polling, so the process is alive, just not ready."""
+    from service.kafka.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        svc = Service(broker.bootstrap_servers, names, tmp_path / "svc.log")
+        try:
+            wait_until(lambda: svc.get("/readyz")[0] == 200, 60, "ready")
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                body = wait_until(lambda: (r := svc.get("/readyz"))[0] == 503 and json.loads(r[1]), 60,
+                                  "readiness to report the frozen broker")
+                assert set(body["failing"]) <= {"broker_reachable", "partitions_assigned"} and body["failing"]
+                assert svc.get("/healthz")[0] == 200
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            wait_until(lambda: svc.get("/readyz")[0] == 200, 60, "ready again after the broker came back")
+            os.kill(broker.pid, signal.SIGKILL)
+            body = wait_until(lambda: (r := svc.get("/readyz"))[0] == 503
+                              and "broker_reachable" in json.loads(r[1])["failing"] and json.loads(r[1]), 60,
+                              "readiness to report the dead broker")
+            assert svc.get("/healthz")[0] == 200
+        finally:
+            svc.stop(signal.SIGTERM, timeout_s=40)
