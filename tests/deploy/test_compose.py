@@ -163,6 +163,12 @@ def test_docker_compose_config_validates() -> None:
         assert res.returncode == 0, res.stderr
 
 
+def test_every_bind_mounted_path_exists(compose: dict[str, Any]) -> None:
+    missing = [f"{name}: {src}" for name, svc in compose["services"].items() for src, _ in _binds(svc)
+               if not (ROOT / src).exists()]
+    assert not missing, f"bind-mounted paths missing from the repository: {missing}"
+
+
 def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
     declared = set(compose.get("volumes") or {})
     used = {src for svc in compose["services"].values() for src, _ in _mounts(svc) if not src.startswith((".", "/"))}
