@@ -1,0 +1,202 @@
+"""A sliding window of labelled documents with per-label TP/FP/FN kept as mergeable sums.
+
+The window holds the last ``max_documents`` labelled documents that are not older than ``max_age``
+(seconds of event time before the ``now`` handed to :meth:`QualityWindow.expire`). Each document
+contributes per-label TP/FP/FN rows (see :mod:`service.quality.spans`); the window keeps their sums,
+adding a batch's rows when it arrives and subtracting the rows of documents as they leave, so a
+report costs O(labels), not O(documents). The rows of the documents inside the window are kept
+(compactly, as int64 arrays) because expiry must know what to subtract.
+
+Text classification uses the same sums (one span per document, see ``spans``): accuracy is
+the TP total over the number of documents.
+
+Also kept per document: the label delay (label event time - prediction event time, NaN when
+either is unknown), for a histogram, and per predicted span its confidence and correctness, for the
+calibration gap of :mod:`service.quality.estimate`.
+
+Documents without a time (NaN) never age out; they leave by count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.quality.spans import BatchCounts, match_batch
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+__all__ = ["QualityWindow", "ratio", "scores_from_counts"]
+
+
+def ratio(num: float, den: float) -> float | None:
+    """``num / den``, or None when the denominator is 0 (the figure is undefined)."""
+    return None if den == 0 else float(num) / float(den)
+
+
+def scores_from_counts(counts: I64, names: list[str]) -> dict[str, Any]:
+    """Precision, recall, F1 and support per label, and micro/macro F1, from (L, 3) TP/FP/FN sums.
+
+    F1 is ``2 TP / (2 TP + FP + FN)`` (the harmonic mean of precision and recall, and 0 when either
+    is 0). Labels with no TP, FP or FN are left out; macro F1 is the mean over the labels reported
+    (those predicted or in the gold standard), as seqeval averages. Undefined figures are None.
+    """
+    per_label: dict[str, dict[str, Any]] = {}
+    f1s: list[float] = []
+    for name, (tp, fp, fn) in zip(names, counts.tolist(), strict=False):
+        if tp + fp + fn == 0:
+            continue
+        f1 = ratio(2 * tp, 2 * tp + fp + fn)
+        assert f1 is not None
+        f1s.append(f1)
+        per_label[name] = {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "f1": f1,
+                           "support": int(tp + fn), "tp": int(tp), "fp": int(fp), "fn": int(fn)}
+    tp, fp, fn = (int(x) for x in counts.sum(axis=0)) if counts.size else (0, 0, 0)
+    return {
+        "labels": per_label,
+        "micro": {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+                  "f1": ratio(2 * tp, 2 * tp + fp + fn), "support": tp + fn},
+        "macro_f1": float(np.mean(f1s)) if f1s else None,
+    }
+
+
+class QualityWindow:
+    """Last ``max_documents`` labelled documents, at most ``max_age`` seconds old. Pure, no clock."""
+
+    def __init__(self, max_documents: int, max_age: float | None = None) -> None:
+        if max_documents < 1:
+            raise ValueError("max_documents must be >= 1")
+        if max_age is not None and not max_age > 0:
+            raise ValueError("max_age must be > 0")
+        self.max_documents = int(max_documents)
+        self.max_age = max_age
+        self.next_seq = 0
+        # per document, in arrival order
+        self._doc_seq = np.zeros(0, dtype=np.int64)
+        self._doc_time = np.zeros(0)
+        self._doc_delay = np.zeros(0)
+        # per (document, label) with a non-zero count: [seq, label, tp, fp, fn]
+        self._rows = np.zeros((0, 5), dtype=np.int64)
+        # per deduplicated predicted span: [seq, label, correct] and its confidence (NaN: none)
+        self._pred = np.zeros((0, 3), dtype=np.int64)
+        self._pred_score = np.zeros(0)
+        self.sums = np.zeros((0, 3), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self._doc_seq.size)
+
+    # -- updates ---------------------------------------------------------------------------------------
+    def _grow(self, n_labels: int) -> None:
+        if n_labels > self.sums.shape[0]:
+            self.sums = np.concatenate([self.sums, np.zeros((n_labels - self.sums.shape[0], 3), np.int64)])
+
+    def add(self, times: F64, delays: F64, pred: I64, pred_scores: F64, gold: I64, n_labels: int) -> BatchCounts:
+        """Add ``n = len(times)`` labelled documents and return their matching counts.
+
+        ``pred`` / ``gold`` are (m, 4) rows ``[doc, start, end, label_id]`` with ``doc`` in ``0..n-1``;
+        ``pred_scores`` (m,) the confidence of each predicted span (NaN when unknown). Afterwards only
+        the last ``max_documents`` documents are kept.
+        """
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        delays = np.asarray(delays, dtype=np.float64).reshape(-1)
+        n = times.size
+        self._grow(n_labels)
+        n_labels = max(n_labels, self.sums.shape[0], 1)
+        batch = match_batch(pred, gold, n, n_labels)
+        seq = self.next_seq + np.arange(n, dtype=np.int64)
+        self.next_seq += n
+        doc, lab = np.nonzero(batch.counts.any(axis=2))
+        rows = np.column_stack([seq[doc], lab, batch.counts[doc, lab]]).astype(np.int64).reshape(-1, 5)
+        self._grow(n_labels)
+        self.sums += batch.counts.sum(axis=0)
+        scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)[batch.pred_first]
+        pred_rows = np.column_stack([seq[batch.pred_unique[:, 0]], batch.pred_unique[:, 3],
+                                     batch.pred_correct.astype(np.int64)]).reshape(-1, 3)
+        self._doc_seq = np.concatenate([self._doc_seq, seq])
+        self._doc_time = np.concatenate([self._doc_time, times])
+        self._doc_delay = np.concatenate([self._doc_delay, delays])
+        self._rows = np.concatenate([self._rows, rows])
+        self._pred = np.concatenate([self._pred, pred_rows])
+        self._pred_score = np.concatenate([self._pred_score, scores])
+        excess = self._doc_seq.size - self.max_documents
+        if excess > 0:
+            drop = np.zeros(self._doc_seq.size, dtype=bool)
+            drop[:excess] = True
+            self._remove(drop)
+        return batch
+
+    def expire(self, now: float) -> int:
+        """Remove documents older than ``max_age`` before ``now``; returns how many left."""
+        if self.max_age is None or self._doc_seq.size == 0:
+            return 0
+        drop = self._doc_time < now - self.max_age  # NaN compares False: kept
+        if drop.any():
+            self._remove(drop)
+        return int(drop.sum())
+
+    def _remove(self, drop: npt.NDArray[np.bool_]) -> None:
+        gone = self._doc_seq[drop]
+        out = np.isin(self._rows[:, 0], gone)
+        if out.any():
+            leaving = self._rows[out]
+            for k in range(3):  # float64 weights: exact for counts below 2**53
+                self.sums[:, k] -= np.bincount(leaving[:, 1], weights=leaving[:, 2 + k],
+                                               minlength=self.sums.shape[0]).astype(np.int64)
+        self._rows = self._rows[~out]
+        keep_pred = ~np.isin(self._pred[:, 0], gone)
+        self._pred, self._pred_score = self._pred[keep_pred], self._pred_score[keep_pred]
+        keep = ~drop
+        self._doc_seq, self._doc_time, self._doc_delay = (
+            self._doc_seq[keep], self._doc_time[keep], self._doc_delay[keep])
+
+    # -- figures ---------------------------------------------------------------------------------------
+    def label_sums(self, n_labels: int) -> I64:
+        """(n_labels, 3) TP/FP/FN sums over the window (labels never seen are 0)."""
+        self._grow(n_labels)
+        return self.sums[:n_labels].copy()
+
+    def figures(self, names: list[str], classification: bool = False) -> dict[str, Any]:
+        """Per-label precision/recall/F1/support, micro and macro F1 (and accuracy for classification)."""
+        out = scores_from_counts(self.sums, names)
+        out["documents"] = len(self)
+        if classification:
+            out["accuracy"] = ratio(int(self.sums[:, 0].sum()), len(self))
+        return out
+
+    def delays(self) -> F64:
+        """Label delays (seconds) of the documents in the window whose delay is known."""
+        return self._doc_delay[np.isfinite(self._doc_delay)].copy()
+
+    def delay_histogram(self, edges: F64) -> I64:
+        """Counts of known label delays per bucket ``[edges[i], edges[i+1])`` (``len(edges) - 1`` buckets)."""
+        counts, _ = np.histogram(self.delays(), bins=np.asarray(edges, dtype=np.float64))
+        return counts.astype(np.int64)
+
+    def scored_predictions(self) -> tuple[I64, F64, npt.NDArray[np.bool_]]:
+        """Label id, confidence and correctness of the predicted spans in the window that have a confidence."""
+        ok = np.isfinite(self._pred_score)
+        return self._pred[ok, 1].copy(), self._pred_score[ok].copy(), self._pred[ok, 2].astype(bool)
+
+    # -- state -----------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "max_documents": self.max_documents, "max_age": self.max_age, "next_seq": self.next_seq,
+            "doc_seq": self._doc_seq, "doc_time": self._doc_time, "doc_delay": self._doc_delay,
+            "rows": self._rows, "pred": self._pred, "pred_score": self._pred_score, "sums": self.sums,
+        }
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> QualityWindow:
+        w = cls(int(s["max_documents"]), None if s["max_age"] is None else float(s["max_age"]))
+        w.next_seq = int(s["next_seq"])
+        w._doc_seq = np.asarray(s["doc_seq"], dtype=np.int64).reshape(-1)
+        w._doc_time = np.asarray(s["doc_time"], dtype=np.float64).reshape(-1)
+        w._doc_delay = np.asarray(s["doc_delay"], dtype=np.float64).reshape(-1)
+        w._rows = np.asarray(s["rows"], dtype=np.int64).reshape(-1, 5)
+        w._pred = np.asarray(s["pred"], dtype=np.int64).reshape(-1, 3)
+        w._pred_score = np.asarray(s["pred_score"], dtype=np.float64).reshape(-1)
+        w.sums = np.asarray(s["sums"], dtype=np.int64).reshape(-1, 3)
+        return w
