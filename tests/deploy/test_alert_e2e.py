@@ -27,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +37,12 @@ import yaml
 
 from service.demo import SyntheticStream
 from tests.deploy.conftest import RULES, require_tools
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 FOR_RE = re.compile(r"^(\s*for:\s*)\S+", re.M)
 ALERT_DEADLINE_S = 120.0
-
-
-def wait_until(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def free_port() -> int:

@@ -27,22 +27,12 @@ from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
 from service.observability.http import to_jsonable
 from tests.core.test_monitor import assert_close_tree
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 MONITOR_ENV = {"NLPMON_MONITOR__CALIBRATION_SPLITS": "2"}
 CONFIG = MonitorConfig(calibration_splits=2)
-
-
-def wait_until(cond: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def event_lines(n_ref: int, n: int, drift_at: int, seed: int = 5) -> list[str]:
