@@ -1,0 +1,188 @@
+"""QualityMonitor end to end on decoded events: figures equal an offline join, restarts change nothing."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.events import Event, decode_event
+from service.quality.events import GroundTruth, decode_ground_truth
+from service.quality.quality_monitor import QualityConfig, QualityMonitor
+from service.quality.spans import LabelVocab
+from service.quality.window import scores_from_counts
+from service.state import decode_state, encode_state
+from tests.quality.test_spans import oracle
+
+LABELS = ["PER", "LOC", "ORG"]
+
+
+def random_spans(rng: random.Random, n: int) -> list[tuple[int, int, str]]:
+    out = []
+    for _ in range(n):
+        s = rng.randint(0, 8)
+        out.append((s, s + rng.randint(1, 2), rng.choice(LABELS)))
+    return out
+
+
+def ner_event(eid: str, t: float, spans: list[tuple[int, int, str]], rng: random.Random,
+              split: str = "production") -> Event:
+    return decode_event(json.dumps({
+        "event_id": eid, "model": "ner", "model_version": "1", "timestamp": t, "split": split,
+        "entities": [{"label": lab, "start": s, "end": e, "score": round(rng.random(), 3)} for s, e, lab in spans]}))
+
+
+def gt_event(eid: str, t: float, spans: list[tuple[int, int, str]]) -> GroundTruth:
+    return decode_ground_truth(json.dumps({
+        "event_id": eid, "model": "ner", "timestamp": t,
+        "entities": [{"label": lab, "start": s, "end": e} for s, e, lab in spans]}))
+
+
+def restart(m: QualityMonitor) -> QualityMonitor:
+    return QualityMonitor.from_state(decode_state(encode_state(m.state())))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 60))
+def test_late_and_out_of_order_labels_give_the_offline_figures(seed: int, n: int) -> None:
+    rng = random.Random(seed)
+    preds = {f"e{i}": random_spans(rng, rng.randint(0, 4)) for i in range(n)}
+    golds = {eid: (random_spans(rng, rng.randint(0, 3)) if rng.random() < 0.5 else list(spans))
+             for eid, spans in preds.items() if rng.random() < 0.8}
+    golds.update({f"orphan{i}": random_spans(rng, 1) for i in range(rng.randint(0, 3))})
+    stream: list[tuple[str, str]] = [("p", e) for e in preds] + [("l", e) for e in golds]
+    rng.shuffle(stream)
+    config = QualityConfig(window_documents=10**6)
+    m = QualityMonitor("ner", "1", config)
+    twin = QualityMonitor("ner", "1", config)  # restarted at random points
+    for t, (kind, eid) in enumerate(stream):
+        if kind == "p":
+            batch = [ner_event(eid, t, preds[eid], random.Random(eid))]
+            m.add_predictions(batch, now=t)
+            twin.add_predictions(batch, now=t)
+        else:
+            m.add_labels([gt_event(eid, t + 0.5, golds[eid])], now=t)
+            twin.add_labels([gt_event(eid, t + 0.5, golds[eid])], now=t)
+        if rng.random() < 0.25:
+            twin = restart(twin)
+    vocab = LabelVocab(names=LABELS)
+    sums = np.zeros((3, 3), dtype=np.int64)
+    both = set(preds) & set(golds)
+    for eid in both:
+        for lab, counts in oracle(preds[eid], golds[eid]).items():
+            sums[vocab.id(lab)] += counts
+    want = scores_from_counts(sums, LABELS)
+    report = m.report()
+    assert report["labels"] == want["labels"]
+    assert report["micro"] == want["micro"]
+    assert report["macro_f1"] == pytest.approx(want["macro_f1"], abs=1e-12)  # label order differs
+    assert report["documents"] == len(both)
+    assert report["join"]["matched"] == len(both)
+    assert report["join"]["pending_predictions"] == len(set(preds) - set(golds))
+    assert report["join"]["pending_labels"] == len(set(golds) - set(preds))
+    assert twin.report() == report
+    json.dumps(report, allow_nan=False)
+
+
+def test_expiry_and_memory_mid_stream_restart_equals_uninterrupted() -> None:
+    rng = random.Random(7)
+    config = QualityConfig(window_documents=30, window_max_age_seconds=40, join_ttl_seconds=15,
+                           max_join_bytes=10000)
+    a, b = QualityMonitor("ner", "1", config), QualityMonitor("ner", "1", config)
+    pending: list[tuple[float, str, list[tuple[int, int, str]]]] = []
+    for i in range(400):
+        t = float(i)
+        spans = random_spans(rng, rng.randint(0, 4))
+        ev = [ner_event(f"e{i}", t, spans, rng)]
+        a.add_predictions(ev, now=t)
+        b.add_predictions(ev, now=t)
+        if rng.random() < 0.7:
+            pending.append((t + rng.expovariate(1 / 10), f"e{i}", spans if rng.random() < 0.6 else []))
+        due = [p for p in pending if p[0] <= t]
+        pending = [p for p in pending if p[0] > t]
+        labels = [gt_event(eid, lt, g) for lt, eid, g in due]
+        a.add_labels(labels, now=t)
+        b.add_labels(labels, now=t)
+        if i % 10 == 0:
+            a.expire(t)
+            b.expire(t)
+        if i % 37 == 0:
+            b = restart(b)
+    ra, rb = a.report(), b.report()
+    assert ra == rb
+    j = ra["join"]
+    assert j["prediction_expired_unlabelled"] > 0 and j["label_for_expired_prediction"] > 0
+    assert j["bytes"] <= 10000 and j["prediction_evicted_memory"] + j["label_evicted_memory"] > 0
+    assert ra["documents"] <= 30
+    hist = ra["label_delay_histogram"]
+    assert sum(hist["counts"]) == ra["documents"] and hist["below_first_edge"] == hist["unknown"] == 0
+    assert 0 < ra["labelled_fraction"] < 1
+
+
+def clf_event(eid: str, label: str | None, score: float, split: str = "production") -> Event:
+    raw: dict[str, Any] = {"event_id": eid, "model": "sent", "task": "text-classification", "split": split}
+    if label is not None:
+        raw["prediction"] = {"label": label, "score": score}
+    return decode_event(json.dumps(raw))
+
+
+def test_text_classification_accuracy_and_per_class_f1() -> None:
+    m = QualityMonitor("sent", "unversioned")
+    truth = ["pos", "neg", "pos", "neu", "pos"]
+    pred = ["pos", "pos", None, "neu", "neg"]
+    m.add_predictions([clf_event(f"d{i}", p, 0.8) for i, p in enumerate(pred)], now=0)
+    m.add_labels([decode_ground_truth(json.dumps({"event_id": f"d{i}", "model": "sent", "label": t}))
+                  for i, t in enumerate(truth)], now=1)
+    r = m.report()
+    assert r["task"] == "text-classification" and r["accuracy"] == 2 / 5
+    assert r["labels"]["pos"] == {"precision": 0.5, "recall": 1 / 3, "f1": 2 / 5, "support": 3,
+                                  "tp": 1, "fp": 1, "fn": 2}
+    assert r["labels"]["neu"]["f1"] == 1.0 and r["labels"]["neg"]["f1"] == 0.0
+    assert r["macro_f1"] == (2 / 5 + 1 + 0) / 3
+    assert r["estimated_precision"] == {"pos": 0.800000011920929, "neu": 0.800000011920929,
+                                        "neg": 0.800000011920929}
+    assert r["calibrated"] is False
+
+
+def test_reference_labels_calibrate_and_the_gap_sees_over_confidence() -> None:
+    rng = np.random.default_rng(5)
+    config = QualityConfig(calibration_method="histogram", window_documents=4000, estimate_documents=4000)
+    m = QualityMonitor("sent", "unversioned", config)
+
+    def feed(prefix: str, n: int, power: float, split: str, t: float) -> dict[str, Any]:
+        s = rng.uniform(0.3, 1.0, n)
+        ok = rng.random(n) < s**power
+        m.add_predictions([clf_event(f"{prefix}{i}", "pos", float(s[i]), split) for i in range(n)], now=t)
+        m.add_labels([decode_ground_truth(json.dumps(
+            {"event_id": f"{prefix}{i}", "model": "sent", "label": "pos" if ok[i] else "neg"})) for i in range(n)],
+            now=t)
+        return m.report()
+
+    r = feed("r", 4000, 2.0, "reference", 0)  # over-confident on the reference: calibration corrects it
+    assert r["calibrated"] and r["calibration_spans"] == 4000 and r["documents"] == 0
+    assert r["estimated_precision"] == {}  # reference predictions are not production traffic
+    r = feed("p", 4000, 2.0, "production", 1)  # same behaviour in production: estimate holds
+    assert abs(r["calibration_gap_overall"]["gap"]) < 0.02
+    assert abs(r["estimated_precision"]["pos"] - r["labels"]["pos"]["precision"]) < 0.03
+    r = feed("q", 4000, 4.0, "production", 2)  # concept shift: confidences unchanged, more errors
+    assert r["calibration_gap_overall"]["gap"] < -0.08
+    assert r["documents"] == 4000  # the window now holds only the shifted traffic
+
+
+def test_other_models_and_offsetless_entities_are_counted() -> None:
+    m = QualityMonitor("ner", "1")
+    m.add_predictions([
+        decode_event('{"event_id": "a", "model": "other", "model_version": "1"}'),
+        decode_event('{"event_id": "b", "model": "ner", "model_version": "2"}'),
+        decode_event('{"event_id": "c", "model": "ner", "model_version": "1", '
+                     '"entities": [{"label": "PER", "score": 0.9}, {"label": "PER", "start": 0, "end": 2}]}'),
+    ], now=0)
+    r = m.report()
+    assert r["counters"]["ignored_other_model"] == 2 and r["counters"]["entities_without_offsets"] == 1
+    assert r["join"]["predictions"] == 1
+    assert r["labelled_fraction"] is None and r["calibration_gap_overall"] is None
