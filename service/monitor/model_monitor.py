@@ -170,8 +170,10 @@ class ModelMonitor:
                 cols, _ = extract_columns(take)
                 self.auto_baseline.add(cols, len(take), [e.text for e in take])
             skip = len(take)
-            if self.auto_baseline.seen >= self.config.auto_baseline_events:
-                self._calibrate(self.auto_baseline, "auto-baseline")
+            if (self.auto_baseline.seen >= self.config.auto_baseline_events
+                    and self._calibrate(self.auto_baseline, "auto-baseline")):
+                # the profile keeps its own thinned sample; the full one would only bloat every snapshot
+                self.auto_baseline = ReferenceSample(self.config.reference_reservoir, self.config.seed + 1)
             if self.profile is None or skip == len(events):
                 return []
         alarms: list[Alarm] = []

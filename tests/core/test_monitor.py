@@ -178,3 +178,13 @@ def test_entity_and_document_embeddings_have_separate_sizes() -> None:
     e["entities"][0]["embedding"] = [0.1] * 9
     rej = ms.process_lines([json.dumps(e).encode()]).rejected
     assert [(r.reason, r.detail.split(":")[0]) for r in rej] == [("bad_embedding", "entities[0].embedding")]
+
+
+def test_auto_baseline_sample_is_released_after_calibration() -> None:
+    ms = MonitorSet(CONFIG)
+    data = lines(700, 14)
+    ms.process_lines(data[:599])
+    collecting = len(ms.snapshot())
+    ms.process_lines(data[599:])
+    assert ms.report()["demo-ner/1"]["status"] == "monitoring"
+    assert len(ms.snapshot()) < collecting  # the 600-event baseline is no longer carried in the state
