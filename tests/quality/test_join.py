@@ -148,3 +148,21 @@ def test_random_streams_bounded_accounted_and_restartable(seed: int, max_bytes: 
     assert [None if m is None else m.prediction.event_id for m in out_a] == \
            [None if m is None else m.prediction.event_id for m in out_b]
     assert a.counters == b.counters and a.state()["pred_ids"] == b.state()["pred_ids"]
+
+
+def test_byte_estimate_is_close_to_the_measured_allocation() -> None:
+    import tracemalloc
+
+    for k in (0, 3, 10):
+        tracemalloc.start()
+        try:
+            j = JoinBuffer("m", ttl=BIG, max_bytes=BIG)
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(2000):  # fresh ids and arrays, as after decoding
+                j.add_prediction(Prediction(f"7f9c2a6e-{i:08d}", "m", "1", float(i), SPANS, False,
+                                            np.zeros((k, 3), np.int64), np.zeros(k, np.float32)), i)
+                j.add_label(Label(f"other-{i:08d}", "m", float(i), SPANS, np.zeros((k, 3), np.int64)), i)
+            measured = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert 0.8 < measured / j.bytes < 1.25, (k, measured, j.bytes)
