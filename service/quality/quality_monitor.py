@@ -15,6 +15,10 @@ The shell hands it decoded prediction events (:class:`service.events.Event`) and
 * Every production prediction, labelled or not, enters the :class:`~service.quality.estimate.ScoreWindow`
   of the label-free estimate.
 
+``labelled_fraction`` is cumulative since the start (or the restored state), over every prediction of
+this model and version whose fate is known: matched / (matched + expired unlabelled + evicted); the
+pending ones are reported apart. Reference predictions count too.
+
 Token classification: entities without both offsets cannot be matched and are counted
 (``entities_without_offsets``), not joined. Text classification: the prediction is
 ``prediction.label`` (a missing prediction is counted wrong) with ``prediction.score`` as confidence.
@@ -38,6 +42,12 @@ from service.quality.window import QualityWindow
 __all__ = ["QualityConfig", "QualityMonitor"]
 
 _NONE_SPANS = np.zeros((0, 3), dtype=np.int64)
+OFFSET_MAX = 2**62  # the contracts allow any non-negative integer; larger offsets are clamped to fit int64
+
+
+def _off(x: int | None) -> int:
+    assert x is not None
+    return x if x < OFFSET_MAX else OFFSET_MAX
 
 
 class QualityConfig(BaseModel):
@@ -46,7 +56,8 @@ class QualityConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     window_documents: int = Field(5000, ge=1, description="The quality window: last N labelled documents.")
-    window_max_age_seconds: float | None = Field(None, gt=0, description="...and at most this old (event time).")
+    window_max_age_seconds: float | None = Field(
+        None, gt=0, description="...and at most this old (event time); also bounds the estimate's window.")
     join_ttl_seconds: float = Field(7 * 86400.0, gt=0, description="How long a prediction waits for its label.")
     tombstone_ttl_seconds: float | None = Field(
         None, gt=0, description="How long a joined/expired id is remembered (default: the join TTL).")
@@ -75,7 +86,8 @@ def _prediction(event: Event, vocab: LabelVocab) -> tuple[Prediction, int]:
         kind, skipped = CLASS, 0
     else:
         usable = [e for e in event.entities if e.start is not None and e.end is not None]
-        spans = np.array([[e.start, e.end, vocab.id(e.label)] for e in usable], dtype=np.int64).reshape(-1, 3)
+        spans = np.array([[_off(e.start), _off(e.end), vocab.id(e.label)] for e in usable],
+                         dtype=np.int64).reshape(-1, 3)
         scores = np.array([np.nan if e.score is None else e.score for e in usable], dtype=np.float32)
         kind, skipped = SPANS, len(event.entities) - len(usable)
     return Prediction(event.event_id, event.model, event.model_version, ts, kind,
@@ -86,7 +98,7 @@ def _label(event: GroundTruth, vocab: LabelVocab) -> Label:
     ts = float("nan") if event.timestamp is None else float(event.timestamp)
     if event.label is not None:
         return Label(event.event_id, event.model, ts, CLASS, np.array([[0, 0, vocab.id(event.label)]], np.int64))
-    spans = np.array([[s.start, s.end, vocab.id(s.label)] for s in event.entities or ()],
+    spans = np.array([[_off(s.start), _off(s.end), vocab.id(s.label)] for s in event.entities or ()],
                      dtype=np.int64).reshape(-1, 3)
     return Label(event.event_id, event.model, ts, SPANS, spans)
 

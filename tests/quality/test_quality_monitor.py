@@ -186,3 +186,13 @@ def test_other_models_and_offsetless_entities_are_counted() -> None:
     assert r["counters"]["ignored_other_model"] == 2 and r["counters"]["entities_without_offsets"] == 1
     assert r["join"]["predictions"] == 1
     assert r["labelled_fraction"] is None and r["calibration_gap_overall"] is None
+
+
+def test_huge_offsets_are_clamped_not_fatal() -> None:
+    m = QualityMonitor("ner", "1")
+    huge = 10**23
+    m.add_predictions([decode_event(json.dumps({"event_id": "a", "model": "ner", "model_version": "1", "entities": [
+        {"label": "PER", "start": huge, "end": huge, "score": 0.5}]}))], now=0)
+    m.add_labels([decode_ground_truth(json.dumps({"event_id": "a", "model": "ner", "entities": [
+        {"label": "PER", "start": huge, "end": huge + 1}]}))], now=1)
+    assert m.report()["labels"]["PER"]["tp"] == 1  # both clamped to the same offsets
