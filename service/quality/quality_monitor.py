@@ -20,7 +20,9 @@ this model and version whose fate is known: matched / (matched + expired unlabel
 pending ones are reported apart. Reference predictions count too.
 
 Token classification: entities without both offsets cannot be matched and are counted
-(``entities_without_offsets``), not joined. Text classification: the prediction is
+(``entities_without_offsets``), not joined. Repeated ``(start, end, label)`` spans in one document are
+matched once (seqeval's set semantics, see ``spans``) and counted (``duplicate_predicted_spans``,
+``duplicate_gold_spans``). Text classification: the prediction is
 ``prediction.label`` (a missing prediction is counted wrong) with ``prediction.score`` as confidence.
 """
 
@@ -129,7 +131,8 @@ class QualityMonitor:
                                      config.min_calibration_per_label)
         self.calib_data = np.zeros((0, 3))  # [label_id, score, correct] of joined reference spans
         self.counters: dict[str, int] = {"ignored_other_model": 0, "entities_without_offsets": 0,
-                                         "reference_matched": 0}
+                                         "reference_matched": 0, "duplicate_predicted_spans": 0,
+                                         "duplicate_gold_spans": 0}
         self.classification = False
 
     # -- inputs ----------------------------------------------------------------------------------------
@@ -187,11 +190,13 @@ class QualityMonitor:
             lt = np.array([m.label.timestamp for m in ms])
             at = np.array([t for _, t in prod])
             times = np.where(np.isfinite(pt), pt, np.where(np.isfinite(lt), lt, at))
-            self.window.add(times, lt - pt, p, s, g, len(self.vocab))
+            batch = self.window.add(times, lt - pt, p, s, g, len(self.vocab))
+            self._count_duplicates(batch.duplicates)
         if ref:
             self.counters["reference_matched"] += len(ref)
             p, g, s = _rows(ref)
             batch = match_batch(p, g, len(ref), max(len(self.vocab), 1))
+            self._count_duplicates(batch.duplicates)
             new = np.column_stack([batch.pred_unique[:, 3], s[batch.pred_first],
                                    batch.pred_correct.astype(np.float64)]).reshape(-1, 3)
             new = new[np.isfinite(new[:, 1])]
@@ -199,6 +204,11 @@ class QualityMonitor:
                 self.calib_data = np.concatenate([self.calib_data, new])[-self.config.max_calibration_spans:]
                 self.calibrator.fit(self.calib_data[:, 0].astype(np.int64), self.calib_data[:, 1],
                                     self.calib_data[:, 2] > 0.5)
+
+    def _count_duplicates(self, duplicates: Any) -> None:
+        pred, gold = (int(x) for x in duplicates.sum(axis=0))
+        self.counters["duplicate_predicted_spans"] += pred
+        self.counters["duplicate_gold_spans"] += gold
 
     def expire(self, now: float) -> None:
         """Apply the join TTL and the windows' maximum age at ``now``."""
@@ -258,6 +268,6 @@ class QualityMonitor:
         m.scores = ScoreWindow.from_state(s["scores"])
         m.calibrator = Calibrator.from_state(s["calibrator"])
         m.calib_data = np.asarray(s["calib_data"], np.float64).reshape(-1, 3)
-        m.counters = {k: int(v) for k, v in s["counters"].items()}
+        m.counters.update({k: int(v) for k, v in s["counters"].items()})
         m.classification = bool(s["classification"])
         return m

@@ -196,3 +196,15 @@ def test_huge_offsets_are_clamped_not_fatal() -> None:
     m.add_labels([decode_ground_truth(json.dumps({"event_id": "a", "model": "ner", "entities": [
         {"label": "PER", "start": huge, "end": huge + 1}]}))], now=1)
     assert m.report()["labels"]["PER"]["tp"] == 1  # both clamped to the same offsets
+
+
+def test_duplicate_spans_count_once_and_are_counted() -> None:
+    m = QualityMonitor("ner", "1")
+    ent = {"label": "PER", "start": 0, "end": 4, "score": 0.9}
+    m.add_predictions([decode_event(json.dumps({"event_id": "a", "model": "ner", "model_version": "1",
+                                                "entities": [ent, ent, {**ent, "start": 1}]}))], now=0)
+    m.add_labels([decode_ground_truth(json.dumps({"event_id": "a", "model": "ner", "entities": [
+        {"label": "PER", "start": 0, "end": 4}] * 3}))], now=1)
+    r = m.report()
+    assert (r["labels"]["PER"]["tp"], r["labels"]["PER"]["fp"], r["labels"]["PER"]["fn"]) == (1, 1, 0)
+    assert r["counters"]["duplicate_predicted_spans"] == 1 and r["counters"]["duplicate_gold_spans"] == 2
