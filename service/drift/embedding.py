@@ -75,7 +75,9 @@ class EmbeddingFeaturizer:
             raise ValueError(f"need at least 20 reference embeddings, got {n}")
         mean = x.mean(axis=0)
         xc = (x - mean).astype(np.float64)
-        k = int(min(n_components, d - 1, n // 10))
+        k = like.k if like is not None else int(min(n_components, d - 1, n // 10))
+        if k >= min(n, d):
+            raise ValueError(f"need more than {k} embeddings of dimension > {k} for {k} components, got {n}")
         # eigen-decomposition of the d x d covariance: O(n d^2), much cheaper than an SVD of (n, d)
         evals, evecs = np.linalg.eigh(xc.T @ xc / max(n - 1, 1))
         order = np.argsort(evals)[::-1][:k]
@@ -132,7 +134,13 @@ class EmbeddingFeaturizer:
         proj = xc @ self._unit_basis()
         r = np.einsum("ij,ij->i", xc, xc) - np.einsum("ij,ij->i", proj, proj)
         rz = np.minimum((r - self.r_mean) / self.r_scale, self.r_clip).astype(np.float32)
-        return np.concatenate([z, phi, rz[:, None]], axis=1)
+        rows = np.concatenate([z, phi, rz[:, None]], axis=1)
+        bad = ~np.isfinite(rows).all(axis=1)
+        if bad.any():  # values so large that float32 overflows: as far out as the clip allows, no NaN
+            rows[bad, : self.k] = 0.0
+            rows[bad, self.k:-1] = np.cos(self.phase) * np.float32(np.sqrt(2.0 / self.omega.shape[1]))
+            rows[bad, -1] = self.r_clip
+        return rows
 
     def outlier_scores(self, rows: F32) -> F64:
         """Per-item distance from the reference, for evidence: mean squared z plus standardised residual."""

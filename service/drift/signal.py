@@ -99,6 +99,8 @@ def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *
     Raises ValueError when the reference is too small to fit (the message says what is missing).
     """
     windows = tuple(sorted(set(windows)))
+    # calibration fits see half of the items: the live fit keeps no more components than they can
+    n_components = max(2, min(n_components, (len(column) // 2) // 10))
     fit_kw: dict[str, Any] = {"n_components": n_components, "n_random_features": n_random_features,
                               "max_labels": max_labels}
     featurizer = fit_featurizer(kind, column, rng=rng, **fit_kw)

@@ -7,7 +7,8 @@ order, and each monitor gets one vectorised update per batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from service.monitor.reference import ReferenceProfile
 from service.state import decode_state, encode_state
 
 STATE_KIND = "nlpmon.monitor_set"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,25 +55,40 @@ class MonitorSet:
         m = self.monitors.get(key)
         if m is None:
             m = ModelMonitor(model, version, self.config, self.profiles.get(key))
+            self.monitors[key] = m
             ref = self._reference_events.pop(key, None)
             if ref:
+                usable = []
                 for e in ref:
-                    self._check_dims(e)
-                m.add_reference(ref)
-            self.monitors[key] = m
+                    try:
+                        self._check_dims(e)
+                        usable.append(e)
+                    except InvalidEvent as exc:
+                        log.warning("%s/%s: reference event %s skipped: %s", model, version, e.event_id, exc)
+                m.add_reference(usable)
         return m
 
     def _check_dims(self, e: Event) -> None:
-        """Raises InvalidEvent when an embedding's size differs from the model's first one."""
-        checks = [("document", "embedding", e.embedding)] + [
-            ("entity", f"entities[{i}].embedding", x.embedding) for i, x in enumerate(e.entities)]
-        for kind, path, emb in checks:
-            if emb is None:
-                continue
-            want = self.embedding_dims.setdefault(f"{e.model}|{kind}", int(emb.shape[0]))
+        """Raises InvalidEvent when an embedding's size differs from the first one of its (model, version).
+
+        Sizes are recorded only once the whole event passed.
+        """
+        new: dict[str, int] = {}
+        for kind, emb, where in self._embeddings(e):
+            dim_key = f"{e.model}|{e.model_version}|{kind}"
+            want = self.embedding_dims.get(dim_key, new.setdefault(dim_key, int(emb.shape[0])))
             if emb.shape[0] != want:
-                raise InvalidEvent("bad_embedding",
-                                   f"{path}: size {emb.shape[0]} differs from model {e.model!r}'s {want}")
+                raise InvalidEvent("bad_embedding", f"{where}: size {emb.shape[0]} differs from "
+                                   f"{e.model!r} version {e.model_version!r}'s {want}")
+        self.embedding_dims.update(new)
+
+    @staticmethod
+    def _embeddings(e: Event) -> Iterator[tuple[str, Any, str]]:
+        if e.embedding is not None:
+            yield "document", e.embedding, "embedding"
+        for i, x in enumerate(e.entities):
+            if x.embedding is not None:
+                yield "entity", x.embedding, f"entities[{i}].embedding"
 
     def process_events(self, events: Sequence[Event], positions: Sequence[int]) -> list[Alarm]:
         """Route valid events (with their batch positions) to their monitors; alarms carry batch positions."""

@@ -188,3 +188,35 @@ def test_auto_baseline_sample_is_released_after_calibration() -> None:
     ms.process_lines(data[599:])
     assert ms.report()["demo-ner/1"]["status"] == "monitoring"
     assert len(ms.snapshot()) < collecting  # the 600-event baseline is no longer carried in the state
+
+
+def test_embedding_size_is_per_model_version_and_bad_reference_events_are_skipped() -> None:
+    v1 = lines(3, 15)
+    v2 = [json.dumps(dict(json.loads(x), model_version="2", embedding=[0.5] * 16)).encode() for x in lines(3, 16)]
+    ms = MonitorSet(CONFIG)
+    res = ms.process_lines(v1 + v2)
+    assert res.accepted == 6 and res.rejected == []
+    # a reference file whose embeddings have another size than production: skipped, never raised
+    from service.events import decode_event
+
+    ref = [decode_event(x) for x in lines(300, 17, split="reference")]
+    bad = decode_event(json.dumps(dict(json.loads(lines(1, 18)[0]), embedding=[0.1] * 7)))
+    ms2 = MonitorSet(CONFIG, reference_events=[bad, *ref])
+    res2 = ms2.process_lines(lines(5, 19))
+    assert res2.accepted == 5
+    assert ms2.report()["demo-ner/1"]["events"]["reference"] == 300
+
+
+def test_absurd_embedding_values_do_not_blind_the_embedding_signal() -> None:
+    ms = MonitorSet(CONFIG)
+    ms.process_lines(lines(800, 20, split="reference", ref_rng=4))
+    drifted = lines(600, 20, drift_at=0)
+    poisoned = []
+    for i, x in enumerate(drifted):
+        e = json.loads(x)
+        if i % 4 == 0:
+            e["embedding"] = [1e30] * 384
+        poisoned.append(json.dumps(e).encode())
+    alarms = replay(ms, poisoned)
+    assert ("embedding" in {s for s, _ in alarms}), alarms
+    assert np.isfinite(ms.report()["demo-ner/1"]["signals"]["embedding"]["score"])
