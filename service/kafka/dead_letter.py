@@ -21,6 +21,8 @@ DETAIL_HEADER = "nlpmon-detail"
 SOURCE_TOPIC_HEADER = "nlpmon-source-topic"
 SOURCE_PARTITION_HEADER = "nlpmon-source-partition"
 SOURCE_OFFSET_HEADER = "nlpmon-source-offset"
+TRUNCATED_HEADER = "nlpmon-truncated-from-bytes"  # set when the original value was cut to fit
+MAX_VALUE_BYTES = 900_000  # below librdkafka's default message.max.bytes (1,000,000) with room for headers
 
 _MAX_DETAIL_CHARS = 1000
 
@@ -39,8 +41,10 @@ class DeadLetterWriter:
         *,
         queue_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        max_value_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
         self._producer = producer
+        self._max_value_bytes = max_value_bytes
         self._topic = topic
         self._queue_timeout_s = queue_timeout_s
         self._clock = clock
@@ -85,9 +89,14 @@ class DeadLetterWriter:
                 *source,
                 (SOURCE_OFFSET_HEADER, str(record.offset).encode()),
             ]
+            value = record.value
+            if value is not None and len(value) > self._max_value_bytes:
+                # a dead letter must always be writable, or the partition could never move past it
+                headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+                value = value[: self._max_value_bytes]
             kwargs: dict[str, Any] = {
                 "topic": self._topic,
-                "value": record.value,
+                "value": value,
                 "key": record.key,
                 "headers": headers,
                 "on_delivery": self._tracker.on_delivery,

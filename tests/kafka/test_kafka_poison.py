@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from counting_processor import CountingProcessor
 from kafka_test_helpers import (
     Names,
@@ -184,3 +185,26 @@ def test_circuit_breaker_pauses_on_all_invalid_input(
     finally:
         worker.finish()
     assert worker.error is None, worker.error
+
+
+def test_oversized_poison_event_is_dead_lettered_truncated(kafka_bootstrap: str, kafka_names: Names) -> None:
+    """An invalid event too large to copy whole into a dead letter is cut (and says so); the partition
+    moves past it instead of stopping at it forever."""
+    make_topic(kafka_bootstrap, kafka_names.topic, 1)
+    big = b"{" + b"x" * 1_010_000  # not JSON; accepted by the broker (1,048,588) but not by a default producer
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 2_000_000})
+    producer.produce(kafka_names.topic, big, key=b"m", partition=0)
+    producer.produce(kafka_names.topic, event("m", 1), key=b"m", partition=0)
+    assert producer.flush(30) == 0
+    ends = {0: 2}
+    runner = ConsumerRunner(settings_for_test(kafka_bootstrap, kafka_names), counting_factory)
+    worker = RunnerThread(runner).start()
+    try:
+        wait_until(lambda: reached([runner], kafka_names.topic, ends) or worker.done, 30, "both events processed")
+    finally:
+        worker.finish()
+    assert worker.error is None, worker.error
+    assert committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 1) == ends
+    (dead,) = read_partition(kafka_bootstrap, kafka_names.dead_letter_topic, 0)
+    assert headers_of(dead)["nlpmon-truncated-from-bytes"] == str(len(big))
+    assert dead.value() == big[:900_000]
