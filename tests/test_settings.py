@@ -63,3 +63,9 @@ def test_unknown_yaml_key_and_bad_kafka_entry(tmp_path: Path) -> None:
 def test_configuration_doc_is_generated_from_the_declarations() -> None:
     assert (ROOT / "docs" / "configuration.md").read_text() == configuration_markdown(), \
         "regenerate: python -c 'from service.app.settings import configuration_markdown as m; print(m(), end=\"\")'"
+
+
+def test_contradictory_monitor_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NLPMON_MONITOR__MIN_REFERENCE_EVENTS", "3000")
+    with pytest.raises(SettingsError, match="could never be calibrated"):
+        load_settings()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class MonitorConfig(BaseModel):
@@ -50,3 +50,12 @@ class MonitorConfig(BaseModel):
         300, ge=0, le=5000, description="Reference events kept after calibration for pages and lookups."
     )
     outlier_examples: int = Field(10, ge=0, le=100, description="Most out-of-reference recent events kept.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MonitorConfig:
+        if self.min_reference_events > min(self.auto_baseline_events, self.reference_reservoir):
+            raise ValueError(
+                f"min_reference_events ({self.min_reference_events}) must not exceed auto_baseline_events "
+                f"({self.auto_baseline_events}) or reference_reservoir ({self.reference_reservoir}), "
+                "or a model could never be calibrated")
+        return self
