@@ -22,7 +22,8 @@ class WindowSums:
     """Sums over one window size at several end positions.
 
     ``positions`` are 0-based indices into the batch of the event that closes each window;
-    ``sums`` is (m, F), ``items`` is (m,) (entities, tokens or documents counted).
+    ``sums`` is (m, F), ``items`` is (m,) (entities, tokens or documents counted). A long window that
+    is full but spans more than ``max_age`` of event time has NaN sums and items.
     """
 
     window: int
@@ -158,13 +159,16 @@ class MultiScaleWindow:
         for w in self.long:
             need = w // b
             begin = stop - need
-            ok = begin >= 0
-            if self.max_age is not None:
-                ok &= ~(all_t1[stop - 1] - all_t0[np.maximum(begin, 0)] > self.max_age)
-            if ok.any():
-                e, s0 = stop[ok], begin[ok]
-                out.append(WindowSums(w, (ends[ok] - 1).astype(np.int64), csum[e] - csum[s0],
-                                      citems[e] - citems[s0]))
+            full = begin >= 0
+            if full.any():
+                e, s0 = stop[full], begin[full]
+                sums, its = csum[e] - csum[s0], citems[e] - citems[s0]
+                if self.max_age is not None:
+                    # a full window spanning too much event time is reported as NaN, so that its last
+                    # value stops standing in for it
+                    stale = all_t1[e - 1] - all_t0[s0] > self.max_age
+                    sums[stale], its[stale] = np.nan, np.nan
+                out.append(WindowSums(w, (ends[full] - 1).astype(np.int64), sums, its))
         keep = min(self._max_blocks, all_rows.shape[0])
         cut = all_rows.shape[0] - keep
         self._hist_rows, self._hist_items = all_rows[cut:].copy(), all_items[cut:].copy()

@@ -220,3 +220,20 @@ def test_absurd_embedding_values_do_not_blind_the_embedding_signal() -> None:
     alarms = replay(ms, poisoned)
     assert ("embedding" in {s for s, _ in alarms}), alarms
     assert np.isfinite(ms.report()["demo-ner/1"]["signals"]["embedding"]["score"])
+
+
+def test_max_window_age_stops_an_old_window_from_flagging_new_traffic() -> None:
+    """A drifting episode, then a week of silence: new normal events are not judged by the old window."""
+    cfg = CONFIG.model_copy(update={"max_window_age_seconds": 3600.0})
+    ms = MonitorSet(cfg)
+    ms.process_lines(lines(800, 21, split="reference", ref_rng=6))
+    drifted = lines(1200, 21, drift_at=0)
+    replay(ms, drifted)
+    assert ms.report()["demo-ner/1"]["signals"]["embedding"]["drift"]
+    week_later = [json.dumps(dict(json.loads(x), timestamp=json.loads(x)["timestamp"] + 7 * 86400)).encode()
+                  for x in lines(150, 21, ref_rng=99)]
+    replay(ms, week_later)
+    sig = ms.report()["demo-ner/1"]["signals"]
+    assert not sig["embedding"]["drift"], sig["embedding"]
+    stale = [w for w in sig["embedding"]["windows"] if w["window"] > 150 and w["statistic"] == "mean_shift"]
+    assert stale and all(w["value"] is None for w in stale), stale

@@ -58,10 +58,12 @@ def test_max_age_excludes_windows_spanning_old_events() -> None:
     times[30:] += 1000.0  # a long pause after event 29
     got = run(rows, np.ones(n), times, [17, 40], max_age=100.0)
     for w in WINDOWS:
-        for end in got[w]:
+        for end, (_, items) in got[w].items():
             start = end - w + 1
-            assert times[end] - times[start] <= 100.0
+            fresh = times[end] - times[start] <= 100.0
+            assert fresh == (not np.isnan(items)), (w, end)  # long windows: stale ones come as NaN
     assert 29 in got[10] and 31 not in got[10] and 39 in got[10]
+    assert np.isnan(got[40][39][1]) and not np.isnan(got[20][49][1])
 
 
 @settings(max_examples=30, deadline=None)
