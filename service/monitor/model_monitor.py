@@ -64,6 +64,9 @@ class ModelMonitor:
         self.auto_baseline = ReferenceSample(config.reference_reservoir, config.seed + 1)
         self.reference_error: str | None = None
         self.events_total = {"production": 0, "reference": 0}
+        # events this process handed to this monitor (not part of the state): Prometheus counters grow by
+        # these, so a restored or handed-over monitor does not count its history again
+        self.events_here = {"production": 0, "reference": 0}
         self.monitored_events = 0
         self.last_event_time: float | None = None
         self.windows: dict[str, SignalWindow] = {}
@@ -133,6 +136,7 @@ class ModelMonitor:
         cols, _ = extract_columns(events)
         self.pending_reference.add(cols, len(events), [e.text for e in events])
         self.events_total["reference"] += len(events)
+        self.events_here["reference"] += len(events)
 
     # -- streaming --------------------------------------------------------------------------------------
     def process(self, events: list[Any]) -> list[Alarm]:
@@ -159,6 +163,7 @@ class ModelMonitor:
 
     def _production(self, events: list[Any], offset: int) -> list[Alarm]:
         self.events_total["production"] += len(events)
+        self.events_here["production"] += len(events)
         # new reference events since the last calibration
         if self.pending_reference.size and self._calibrate(self.pending_reference, "reference"):
             self.pending_reference = ReferenceSample(self.config.reference_reservoir, self.config.seed)
@@ -267,7 +272,8 @@ class ModelMonitor:
         """JSON-ready state of this monitor: status, every signal's score, threshold, flag and evidence."""
         out: dict[str, Any] = {
             "model": self.model, "model_version": self.model_version, "status": self.status,
-            "events": dict(self.events_total), "monitored_events": self.monitored_events,
+            "events": dict(self.events_total), "events_processed_here": dict(self.events_here),
+            "monitored_events": self.monitored_events,
             "last_event_time": self.last_event_time, "reference_error": self.reference_error,
         }
         if self.profile is None:

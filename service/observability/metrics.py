@@ -239,7 +239,8 @@ class _ModelState:
 
     series: tuple[str, str]  # (model, version) own series, or (OTHER, OTHER)
     last_active: float
-    totals: dict[str, int] = field(default_factory=dict)  # events per split at the last report
+    totals: dict[str, int] = field(default_factory=dict)  # counted events per split at the last report
+    seen_events: dict[str, int] = field(default_factory=dict)  # the report's cumulative events, for activity
     labels: set[str] = field(default_factory=set)  # labels with their own series (own-series models)
     retired: bool = False
 
@@ -380,11 +381,16 @@ class NlpmonMetrics:
             key = (str(rep["model"]), str(rep["model_version"]))
             present[key] = rep
             st = self._state(key, now)
-            totals = {str(k): int(v) for k, v in rep.get("events", {}).items()}
-            if totals != st.totals:
+            events = {str(k): int(v) for k, v in rep.get("events", {}).items()}
+            if events != st.seen_events:
+                st.seen_events = events
                 st.last_active = now
                 if st.retired:
                     self._readmit(key, st)
+            # counters grow by this process's own work, so a restored or handed-over monitor's history
+            # is not counted again (reports without it: the cumulative counts, re-based when they drop)
+            here = rep.get("events_processed_here")
+            totals = events if here is None else {str(k): int(v) for k, v in here.items()}
             for split, total in totals.items():
                 d = _delta(st.totals, split, total)
                 if d and not st.retired:
