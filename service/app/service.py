@@ -57,6 +57,7 @@ class NlpmonService:
         self._events_seen = 0
         self._events_at_last_progress = 0
         self._dirty = False
+        self._split_models: set[str] = set()
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
@@ -104,8 +105,14 @@ class NlpmonService:
         for key in [k for k in self._processors if k not in assigned]:
             del self._processors[key]  # revoked or lost: its state lives with the new owner
         reports: dict[str, Any] = {}
-        for proc in self._processors.values():
-            reports.update(proc.monitors.report())
+        for (topic, partition), proc in self._processors.items():
+            for key, rep in proc.monitors.report().items():
+                if key in reports and key not in self._split_models:
+                    self._split_models.add(key)
+                    log.warning("%s arrives on several partitions (now also %s[%d]): key events by model, "
+                                "or each partition monitors it separately and /models shows one", key, topic,
+                                partition)
+                reports[key] = rep
         alarms, self._pending_alarms = self._pending_alarms, []
         self.metrics.observe_reports(reports, alarms)
         for a in alarms:

@@ -314,7 +314,7 @@ class ModelMonitor:
         return {}
 
     def label_confidence_report(self) -> dict[str, dict[str, float]]:
-        """Per-label mean confidence and count over the longest distribution window (or less, early on)."""
+        """Per-label mean confidence and count over the longest distribution window (empty until it is full)."""
         if self.profile is None:
             return {}
         vocab = self._confidence_labels()
