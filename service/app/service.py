@@ -106,13 +106,13 @@ class NlpmonService:
             del self._processors[key]  # revoked or lost: its state lives with the new owner
         reports: dict[str, Any] = {}
         for (topic, partition), proc in self._processors.items():
-            for key, rep in proc.monitors.report().items():
-                if key in reports and key not in self._split_models:
-                    self._split_models.add(key)
+            for model_key, rep in proc.monitors.report().items():
+                if model_key in reports and model_key not in self._split_models:
+                    self._split_models.add(model_key)
                     log.warning("%s arrives on several partitions (now also %s[%d]): key events by model, "
-                                "or each partition monitors it separately and /models shows one", key, topic,
-                                partition)
-                reports[key] = rep
+                                "or each partition monitors it separately and /models shows one", model_key,
+                                topic, partition)
+                reports[model_key] = rep
         alarms, self._pending_alarms = self._pending_alarms, []
         self.metrics.observe_reports(reports, alarms)
         for a in alarms:
