@@ -7,8 +7,8 @@ property tests hold the two together), at a fraction of the cost. Rejections rai
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Annotated, Any, Final
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 import numpy as np
@@ -43,6 +43,8 @@ __all__ = [
     "decode_lines",
     "pydantic_validate",
 ]
+
+T = TypeVar("T")
 
 _Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _Offset = Annotated[int, msgspec.Meta(ge=0)]
@@ -203,14 +205,20 @@ def decode_lines(lines: Iterable[bytes | str]) -> tuple[list[Event], list[tuple[
     Every item is one event: blank lines are rejected as ``malformed_json``. Never raises
     :class:`InvalidEvent`.
     """
-    events: list[Event] = []
+    return decode_batch(decode_event, lines)
+
+
+def decode_batch(decode: Callable[[bytes | str], T], lines: Iterable[bytes | str],
+                 ) -> tuple[list[T], list[tuple[int, InvalidEvent]]]:
+    """Apply ``decode`` to each line: the decoded items, and ``(input index, error)`` for the rejected."""
+    items: list[T] = []
     errors: list[tuple[int, InvalidEvent]] = []
     for index, line in enumerate(lines):
         try:
-            events.append(decode_event(line))
+            items.append(decode(line))
         except InvalidEvent as exc:
             errors.append((index, exc))
-    return events, errors
+    return items, errors
 
 
 def pydantic_validate(raw: bytes | str) -> PredictionEvent:

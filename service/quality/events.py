@@ -30,6 +30,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError, from_json
 
+from service.events.decode import decode_batch
 from service.events.errors import InvalidEvent, from_msgspec_error, from_pydantic_error, malformed_json
 from service.events.schema import MAX_LABEL_CHARS, Timestamp, parse_timestamp
 
@@ -130,14 +131,7 @@ def decode_ground_truth_lines(
     lines: Iterable[bytes | str],
 ) -> tuple[list[GroundTruth], list[tuple[int, InvalidEvent]]]:
     """Decode a batch: the good label events, and ``(input index, error)`` for the others. Never raises."""
-    events: list[GroundTruth] = []
-    errors: list[tuple[int, InvalidEvent]] = []
-    for index, line in enumerate(lines):
-        try:
-            events.append(decode_ground_truth(line))
-        except InvalidEvent as exc:
-            errors.append((index, exc))
-    return events, errors
+    return decode_batch(decode_ground_truth, lines)
 
 
 # ----------------------------------------------------------------------------- pydantic schema
