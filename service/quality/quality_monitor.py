@@ -1,23 +1,32 @@
-"""Quality of one (model, version) from delayed ground truth: join, windowed figures, estimates. Pure.
+"""Quality of one model from delayed ground truth: join, windowed figures per version, estimates. Pure.
 
 The shell hands it decoded prediction events (:class:`service.events.Event`) and decoded label events
-(:class:`service.quality.events.GroundTruth`) with the current time, and reads :meth:`report`.
+(:class:`service.quality.events.GroundTruth`) of one model with their arrival times, and reads
+:meth:`QualityMonitor.report` per version.
 
-* Predictions wait in a :class:`~service.quality.join.JoinBuffer` for their labels (and labels for
-  their predictions).
-* A joined **production** prediction enters the :class:`~service.quality.window.QualityWindow`
-  (exact span matching, per-label precision / recall / F1, micro and macro F1, accuracy for text
-  classification, label delays). Its window time is the prediction's event time (else the label's,
-  else ``now``); the label delay is label time - prediction time when both are known.
-* A joined **reference** prediction (``split: "reference"``) feeds the calibration of the label-free
-  estimate instead (:mod:`service.quality.estimate`); the calibration is refitted when new reference
-  spans arrive (at most ``max_calibration_spans``, the most recent).
-* Every production prediction, labelled or not, enters the :class:`~service.quality.estimate.ScoreWindow`
-  of the label-free estimate.
+* One :class:`~service.quality.join.JoinBuffer` per **model**: a label joins its prediction whatever
+  version made it (labels need not say; the prediction's version is the one reported), so a label
+  that arrives first waits for a prediction of any version.
+* A joined **production** prediction enters its version's
+  :class:`~service.quality.window.QualityWindow` (exact span matching, per-label precision / recall /
+  F1, micro and macro F1, accuracy for text classification, label delays). Its window time is the
+  prediction's event time (else the label's, else the arrival time); the label delay is label time -
+  prediction time when both are known.
+* A joined **reference** prediction (``split: "reference"``) feeds its version's reference figures
+  (the baseline of the F1-drop test) and the calibration of the label-free estimate
+  (:mod:`service.quality.estimate`), refitted when new reference spans arrive (at most
+  ``max_calibration_spans``, the most recent). Without labelled reference events the first
+  ``baseline_documents`` labelled production documents become the baseline (``source: baseline``).
+* Every production prediction, labelled or not, enters the version's
+  :class:`~service.quality.estimate.ScoreWindow` of the label-free estimate.
+* :mod:`service.quality.significance` decides when micro F1 dropped and when realised and estimated
+  precision parted, at the false-alarm rate ``false_alarm_rate``.
 
 ``labelled_fraction`` is cumulative since the start (or the restored state), over every prediction of
-this model and version whose fate is known: matched / (matched + expired unlabelled + evicted); the
-pending ones are reported apart. Reference predictions count too.
+the model whose fate is known: matched / (matched + expired unlabelled + evicted); the pending ones are
+reported apart. Reference predictions count too. ``join_here`` and ``label_delay_seconds`` count only
+what this object saw since it was built or restored (like ``events_processed_here``), so Prometheus
+counters fed from them never count a restored history twice.
 
 Token classification: entities without both offsets cannot be matched and are counted
 (``entities_without_offsets``), not joined. Repeated ``(start, end, label)`` spans in one document are
@@ -38,7 +47,8 @@ from service.events import Event
 from service.quality.estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision
 from service.quality.events import GroundTruth
 from service.quality.join import CLASS, SPANS, JoinBuffer, Label, Matched, Prediction
-from service.quality.spans import LabelVocab, match_batch
+from service.quality.significance import calibration_gap_score, f1_drop_score, micro_f1_with_se, z_threshold
+from service.quality.spans import LabelVocab
 from service.quality.window import QualityWindow
 
 __all__ = ["QualityConfig", "QualityMonitor"]
@@ -73,6 +83,15 @@ class QualityConfig(BaseModel):
     delay_buckets: tuple[float, ...] = Field(
         (0, 60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400),
         description="Edges (seconds) of the label-delay histogram; the last bucket is open-ended.")
+    baseline_documents: int = Field(
+        1000, ge=1, description="Labelled documents of the F1 baseline (reference split, else first production).")
+    false_alarm_rate: float = Field(
+        1e-6, gt=0, lt=0.5, description="Per-evaluation false-alarm rate of the F1-drop and calibration-gap tests.")
+    min_test_documents: int = Field(
+        200, ge=2, description="Labelled documents (or scored spans) both sides need before a test runs.")
+    min_f1_drop: float = Field(0.02, ge=0, le=1, description="Smallest micro-F1 drop that flags (absolute).")
+    min_calibration_gap: float = Field(
+        0.05, ge=0, le=1, description="Smallest realised - estimated precision gap that flags (absolute).")
 
 
 def _prediction(event: Event, vocab: LabelVocab) -> tuple[Prediction, int]:
@@ -116,47 +135,81 @@ def _rows(matches: Sequence[Matched]) -> tuple[Any, Any, Any]:
     return p, g, s
 
 
-class QualityMonitor:
-    """Delayed-ground-truth quality of one (model, model_version). See the module docstring."""
+class _Version:
+    """The windows, baseline and calibration of one model version."""
 
-    def __init__(self, model: str, model_version: str, config: QualityConfig | None = None) -> None:
-        self.model = model
-        self.model_version = model_version
-        self.config = config = config or QualityConfig()
-        self.vocab = LabelVocab(config.max_labels)
-        self.join = JoinBuffer(model, config.join_ttl_seconds, config.max_join_bytes, config.tombstone_ttl_seconds)
+    def __init__(self, config: QualityConfig) -> None:
         self.window = QualityWindow(config.window_documents, config.window_max_age_seconds)
+        self.reference = QualityWindow(config.baseline_documents)
+        self.reference_source: str | None = None  # "reference" | "baseline" | None
         self.scores = ScoreWindow(config.estimate_documents, config.window_max_age_seconds)
         self.calibrator = Calibrator(config.calibration_method, config.calibration_bins,
                                      config.min_calibration_per_label)
         self.calib_data = np.zeros((0, 3))  # [label_id, score, correct] of joined reference spans
+        self.classification = False
+        self.delay_counts = np.zeros(len(config.delay_buckets) + 1, dtype=np.int64)  # here, not restored
+        self.delay_sum = 0.0
+
+    def state(self) -> dict[str, Any]:
+        return {"window": self.window.state(), "reference": self.reference.state(),
+                "reference_source": self.reference_source, "scores": self.scores.state(),
+                "calibrator": self.calibrator.state(), "calib_data": self.calib_data,
+                "classification": self.classification}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any], config: QualityConfig) -> _Version:
+        v = cls(config)
+        v.window = QualityWindow.from_state(s["window"])
+        v.reference = QualityWindow.from_state(s["reference"])
+        v.reference_source = None if s["reference_source"] is None else str(s["reference_source"])
+        v.scores = ScoreWindow.from_state(s["scores"])
+        v.calibrator = Calibrator.from_state(s["calibrator"])
+        v.calib_data = np.asarray(s["calib_data"], np.float64).reshape(-1, 3)
+        v.classification = bool(s["classification"])
+        return v
+
+
+class QualityMonitor:
+    """Delayed-ground-truth quality of one model, per version. See the module docstring."""
+
+    def __init__(self, model: str, config: QualityConfig | None = None) -> None:
+        self.model = model
+        self.config = config = config or QualityConfig()
+        self.vocab = LabelVocab(config.max_labels)
+        self.join = JoinBuffer(model, config.join_ttl_seconds, config.max_join_bytes, config.tombstone_ttl_seconds)
+        self.versions: dict[str, _Version] = {}
         self.counters: dict[str, int] = {"ignored_other_model": 0, "entities_without_offsets": 0,
                                          "reference_matched": 0, "duplicate_predicted_spans": 0,
                                          "duplicate_gold_spans": 0}
-        self.classification = False
+        self._join_base = dict(self.join.counters)  # join counters when this object took the model over
+
+    def version(self, model_version: str) -> _Version:
+        v = self.versions.get(model_version)
+        if v is None:
+            v = self.versions[model_version] = _Version(self.config)
+        return v
 
     # -- inputs ----------------------------------------------------------------------------------------
     def add_predictions(self, events: Iterable[Event], now: float | None = None) -> None:
-        """Add decoded prediction events of this (model, version); others are counted and ignored.
+        """Add decoded prediction events of this model; others are counted and ignored.
 
         ``now`` is the arrival time for the join's TTL (default: each event's timestamp, else the
         latest time seen).
         """
         matches: list[tuple[Matched, float]] = []
-        times: list[float] = []
-        doc: list[int] = []
-        labels: list[Any] = []
-        scores: list[Any] = []
+        batches: dict[str, tuple[list[float], list[int], list[Any], list[Any]]] = {}
         for event in events:
-            if event.model != self.model or event.model_version != self.model_version:
+            if event.model != self.model:
                 self.counters["ignored_other_model"] += 1
                 continue
             pred, skipped = _prediction(event, self.vocab)
             self.counters["entities_without_offsets"] += skipped
-            self.classification = self.classification or pred.kind == CLASS
+            ver = self.version(pred.model_version)
+            ver.classification = ver.classification or pred.kind == CLASS
             arrival = now if now is not None else (pred.timestamp if np.isfinite(pred.timestamp)
                                                    else self.join.watermark)
             if not pred.reference:
+                times, doc, labels, scores = batches.setdefault(pred.model_version, ([], [], [], []))
                 # window time: event time, else the arrival time handed in, else unknown (never ages)
                 times.append(pred.timestamp if np.isfinite(pred.timestamp)
                              else float("nan") if now is None else float(now))
@@ -166,9 +219,9 @@ class QualityMonitor:
             m = self.join.add_prediction(pred, arrival)
             if m is not None:
                 matches.append((m, float(self.join.watermark)))
-        if times:
-            self.scores.add(np.asarray(times), np.asarray(doc, dtype=np.int64),
-                            np.concatenate(labels), np.concatenate(scores).astype(np.float64))
+        for version, (times, doc, labels, scores) in batches.items():
+            self.versions[version].scores.add(np.asarray(times), np.asarray(doc, dtype=np.int64),
+                                              np.concatenate(labels), np.concatenate(scores).astype(np.float64))
         self._process(matches)
 
     def add_labels(self, label_events: Iterable[GroundTruth], now: float) -> None:
@@ -181,29 +234,59 @@ class QualityMonitor:
         self._process(matches)
 
     def _process(self, matches: list[tuple[Matched, float]]) -> None:
-        prod = [(m, t) for m, t in matches if not m.prediction.reference]
-        ref = [m for m, _ in matches if m.prediction.reference]
-        if prod:
-            ms = [m for m, _ in prod]
-            p, g, s = _rows(ms)
-            pt = np.array([m.prediction.timestamp for m in ms])
-            lt = np.array([m.label.timestamp for m in ms])
-            at = np.array([t for _, t in prod])
-            times = np.where(np.isfinite(pt), pt, np.where(np.isfinite(lt), lt, at))
-            batch = self.window.add(times, lt - pt, p, s, g, len(self.vocab))
-            self._count_duplicates(batch.duplicates)
-        if ref:
-            self.counters["reference_matched"] += len(ref)
-            p, g, s = _rows(ref)
-            batch = match_batch(p, g, len(ref), max(len(self.vocab), 1))
-            self._count_duplicates(batch.duplicates)
-            new = np.column_stack([batch.pred_unique[:, 3], s[batch.pred_first],
-                                   batch.pred_correct.astype(np.float64)]).reshape(-1, 3)
-            new = new[np.isfinite(new[:, 1])]
-            if new.size:
-                self.calib_data = np.concatenate([self.calib_data, new])[-self.config.max_calibration_spans:]
-                self.calibrator.fit(self.calib_data[:, 0].astype(np.int64), self.calib_data[:, 1],
-                                    self.calib_data[:, 2] > 0.5)
+        by_version: dict[str, list[tuple[Matched, float]]] = {}
+        for m, t in matches:
+            by_version.setdefault(m.prediction.model_version, []).append((m, t))
+        for version, found in by_version.items():
+            ver = self.versions[version]
+            prod = [(m, t) for m, t in found if not m.prediction.reference]
+            ref = [m for m, _ in found if m.prediction.reference]
+            if ref:
+                self.counters["reference_matched"] += len(ref)
+                self._add_reference(ver, ref)
+            if prod:
+                self._add_production(ver, prod)
+
+    def _add_production(self, ver: _Version, prod: list[tuple[Matched, float]]) -> None:
+        ms = [m for m, _ in prod]
+        p, g, s = _rows(ms)
+        pt = np.array([m.prediction.timestamp for m in ms])
+        lt = np.array([m.label.timestamp for m in ms])
+        at = np.array([t for _, t in prod])
+        times = np.where(np.isfinite(pt), pt, np.where(np.isfinite(lt), lt, at))
+        delays = lt - pt
+        batch = ver.window.add(times, delays, p, s, g, len(self.vocab))
+        self._count_duplicates(batch.duplicates)
+        known = delays[np.isfinite(delays)]
+        if known.size:
+            edges = np.asarray(self.config.delay_buckets, np.float64)
+            ver.delay_counts += np.bincount(np.searchsorted(edges, known, side="left"),
+                                            minlength=edges.size + 1)
+            ver.delay_sum += float(known.sum())
+        if ver.reference_source is None:  # no labelled reference: the first labelled documents are the baseline
+            take = min(len(ms), self.config.baseline_documents - len(ver.reference))
+            if take > 0:
+                first = p[:, 0] < take
+                ver.reference.add(times[:take], delays[:take], p[first], s[first], g[g[:, 0] < take],
+                                  len(self.vocab))
+            if len(ver.reference) >= self.config.baseline_documents:
+                ver.reference_source = "baseline"
+
+    def _add_reference(self, ver: _Version, ref: list[Matched]) -> None:
+        p, g, s = _rows(ref)
+        if ver.reference_source != "reference":  # labelled reference events replace a production baseline
+            ver.reference = QualityWindow(self.config.baseline_documents)
+            ver.reference_source = "reference"
+        times = np.array([m.prediction.timestamp for m in ref])
+        batch = ver.reference.add(times, np.full(len(ref), np.nan), p, s, g, len(self.vocab))
+        self._count_duplicates(batch.duplicates)
+        new = np.column_stack([batch.pred_unique[:, 3], s[batch.pred_first],
+                               batch.pred_correct.astype(np.float64)]).reshape(-1, 3)
+        new = new[np.isfinite(new[:, 1])]
+        if new.size:
+            ver.calib_data = np.concatenate([ver.calib_data, new])[-self.config.max_calibration_spans:]
+            ver.calibrator.fit(ver.calib_data[:, 0].astype(np.int64), ver.calib_data[:, 1],
+                               ver.calib_data[:, 2] > 0.5)
 
     def _count_duplicates(self, duplicates: Any) -> None:
         pred, gold = (int(x) for x in duplicates.sum(axis=0))
@@ -213,61 +296,96 @@ class QualityMonitor:
     def expire(self, now: float) -> None:
         """Apply the join TTL and the windows' maximum age at ``now``."""
         self.join.expire(now)
-        self.window.expire(now)
-        self.scores.expire(now)
+        for ver in self.versions.values():
+            ver.window.expire(now)
+            ver.scores.expire(now)
 
     # -- output ----------------------------------------------------------------------------------------
-    def report(self) -> dict[str, Any]:
-        """Windowed quality figures, label-free estimates, calibration gap and join counters (JSON-ready)."""
+    def report(self, model_version: str) -> dict[str, Any]:
+        """Windowed figures, baseline, F1-drop and calibration tests, estimates and join counters of one
+        version (JSON-ready; see docs/quality.md). Join counters and ``labelled_fraction`` are the model's."""
+        ver = self.versions.get(model_version) or _Version(self.config)
+        cfg = self.config
         names = self.vocab.names
         n_labels = max(len(names), 1)
-        out: dict[str, Any] = {"model": self.model, "model_version": self.model_version,
-                               "task": "text-classification" if self.classification else "token-classification"}
-        out.update(self.window.figures(names, classification=self.classification))
-        lab, sc = self.scores.spans()
-        est, n_est = estimated_precision(self.calibrator, lab, sc, n_labels)
+        task = "text-classification" if ver.classification else "token-classification"
+        out: dict[str, Any] = {"model": self.model, "model_version": model_version, "task": task}
+        out.update(_figures(ver.window, names, ver.classification))
+        out["reference"] = {"source": ver.reference_source, **_figures(ver.reference, names, ver.classification)}
+        threshold = z_threshold(cfg.false_alarm_rate)
+        ref_f1 = micro_f1_with_se(*ver.reference.document_counts())
+        now_f1 = micro_f1_with_se(*ver.window.document_counts())
+        enough = (ver.reference_source is not None and len(ver.window) >= cfg.min_test_documents
+                  and len(ver.reference) >= cfg.min_test_documents)
+        score = f1_drop_score(ref_f1, now_f1) if enough else float("nan")
+        out["f1_drop"] = {"score": _finite(score), "threshold": threshold,
+                          "drift": bool(score > threshold and ref_f1[0] - now_f1[0] >= cfg.min_f1_drop),
+                          "reference_f1": _finite(ref_f1[0]), "current_f1": _finite(now_f1[0])}
+        lab, sc = ver.scores.spans()
+        est, n_est = estimated_precision(ver.calibrator, lab, sc, n_labels)
         out["estimated_precision"] = {names[i]: float(est[i]) for i in range(len(names)) if n_est[i] > 0}
-        out["calibrated"] = self.calibrator.calibrated
-        out["calibration_spans"] = self.calibrator.fitted_on
-        wl, ws, wc = self.window.scored_predictions()
-        gap, overall, n_gap = calibration_gap(self.calibrator, wl, ws, wc, n_labels)
+        out["calibrated"] = ver.calibrator.calibrated
+        out["calibration_spans"] = ver.calibrator.fitted_on
+        wl, ws, wc = ver.window.scored_predictions()
+        gap, overall, n_gap = calibration_gap(ver.calibrator, wl, ws, wc, n_labels)
         out["calibration_gap"] = {names[i]: float(gap[i]) for i in range(len(names)) if n_gap[i] > 0}
-        out["calibration_gap_overall"] = None if not np.isfinite(overall[2]) else {
-            "realised": float(overall[0]), "estimated": float(overall[1]), "gap": float(overall[2])}
+        if np.isfinite(overall[2]):
+            gscore = (calibration_gap_score(ver.calibrator.apply(wl, ws), wc, ver.calibrator.fitted_on)
+                      if ver.calibrator.calibrated and wl.size >= cfg.min_test_documents else float("nan"))
+            out["calibration_gap_overall"] = {
+                "realised": float(overall[0]), "estimated": float(overall[1]), "gap": float(overall[2]),
+                "score": _finite(gscore), "threshold": threshold,
+                "drift": bool(gscore > threshold and abs(overall[2]) >= cfg.min_calibration_gap)}
+        else:
+            out["calibration_gap_overall"] = None
         c = self.join.counters
         resolved = c["matched"] + c["prediction_expired_unlabelled"] + c["prediction_evicted_memory"]
         out["labelled_fraction"] = None if resolved == 0 else c["matched"] / resolved
-        edges = np.asarray([*self.config.delay_buckets, np.inf])
-        delays = self.window.delays()
-        out["label_delay_histogram"] = {"edges": list(self.config.delay_buckets),
-                                        "counts": self.window.delay_histogram(edges).tolist(),
+        edges = np.asarray([*cfg.delay_buckets, np.inf])
+        delays = ver.window.delays()
+        out["label_delay_histogram"] = {"edges": list(cfg.delay_buckets),
+                                        "counts": ver.window.delay_histogram(edges).tolist(),
                                         "below_first_edge": int((delays < edges[0]).sum()),
-                                        "unknown": len(self.window) - int(delays.size)}
+                                        "unknown": len(ver.window) - int(delays.size)}
+        out["label_delay_seconds"] = {"edges": list(cfg.delay_buckets),
+                                      "cumulative_counts": np.cumsum(ver.delay_counts).tolist(),
+                                      "sum": ver.delay_sum, "count": int(ver.delay_counts.sum())}
         out["join"] = {**c, "pending_predictions": self.join.pending_predictions,
                        "pending_labels": self.join.pending_labels, "bytes": self.join.bytes}
+        out["join_here"] = {k: c[k] - self._join_base.get(k, 0) for k in c}
         out["counters"] = dict(self.counters)
         return out
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        """``{version: report(version)}`` for every version seen."""
+        return {v: self.report(v) for v in sorted(self.versions)}
 
     # -- state -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything needed to resume exactly (for ``service.state.encode_state``)."""
         return {
-            "model": self.model, "model_version": self.model_version,
-            "config": self.config.model_dump(mode="json"), "vocab": self.vocab.state(),
-            "join": self.join.state(), "window": self.window.state(), "scores": self.scores.state(),
-            "calibrator": self.calibrator.state(), "calib_data": self.calib_data,
-            "counters": dict(self.counters), "classification": self.classification,
+            "model": self.model, "config": self.config.model_dump(mode="json"), "vocab": self.vocab.state(),
+            "join": self.join.state(), "counters": dict(self.counters),
+            "versions": {name: v.state() for name, v in self.versions.items()},
         }
 
     @classmethod
-    def from_state(cls, s: dict[str, Any]) -> QualityMonitor:
-        m = cls(str(s["model"]), str(s["model_version"]), QualityConfig.model_validate(s["config"]))
+    def from_state(cls, s: dict[str, Any], config: QualityConfig | None = None) -> QualityMonitor:
+        """Resume from :meth:`state`; ``config`` (default: the saved one) may change the bounds."""
+        m = cls(str(s["model"]), config or QualityConfig.model_validate(s["config"]))
         m.vocab = LabelVocab.from_state(s["vocab"])
         m.join = JoinBuffer.from_state(s["join"])
-        m.window = QualityWindow.from_state(s["window"])
-        m.scores = ScoreWindow.from_state(s["scores"])
-        m.calibrator = Calibrator.from_state(s["calibrator"])
-        m.calib_data = np.asarray(s["calib_data"], np.float64).reshape(-1, 3)
         m.counters.update({k: int(v) for k, v in s["counters"].items()})
-        m.classification = bool(s["classification"])
+        m.versions = {str(k): _Version.from_state(v, m.config) for k, v in s["versions"].items()}
+        m._join_base = dict(m.join.counters)
         return m
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _figures(window: QualityWindow, names: list[str], classification: bool) -> dict[str, Any]:
+    out = window.figures(names, classification=classification)
+    out["macro"] = {"f1": out.pop("macro_f1")}
+    return out

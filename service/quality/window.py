@@ -166,6 +166,14 @@ class QualityWindow:
             out["accuracy"] = ratio(int(self.sums[:, 0].sum()), len(self))
         return out
 
+    def document_counts(self) -> tuple[F64, F64]:
+        """Per document in the window (arrival order): TP and TP + FP + FN summed over its labels."""
+        pos = np.searchsorted(self._doc_seq, self._rows[:, 0])
+        n = self._doc_seq.size
+        tp = np.bincount(pos, weights=self._rows[:, 2], minlength=n).astype(np.float64)
+        total = np.bincount(pos, weights=self._rows[:, 2:5].sum(axis=1), minlength=n).astype(np.float64)
+        return tp, total
+
     def delays(self) -> F64:
         """Label delays (seconds) of the documents in the window whose delay is known."""
         return self._doc_delay[np.isfinite(self._doc_delay)].copy()

@@ -20,6 +20,7 @@ from service.state import decode_state, encode_state
 from tests.quality.test_spans import oracle
 
 LABELS = ["PER", "LOC", "ORG"]
+VERSION = "1"
 
 
 def random_spans(rng: random.Random, n: int) -> list[tuple[int, int, str]]:
@@ -47,6 +48,11 @@ def restart(m: QualityMonitor) -> QualityMonitor:
     return QualityMonitor.from_state(decode_state(encode_state(m.state())))
 
 
+def stable(report: dict[str, Any]) -> dict[str, Any]:
+    """A report without what counts only this object's own work (reset by a restart)."""
+    return {k: v for k, v in report.items() if k not in ("join_here", "label_delay_seconds")}
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32), st.integers(1, 60))
 def test_late_and_out_of_order_labels_give_the_offline_figures(seed: int, n: int) -> None:
@@ -58,8 +64,8 @@ def test_late_and_out_of_order_labels_give_the_offline_figures(seed: int, n: int
     stream: list[tuple[str, str]] = [("p", e) for e in preds] + [("l", e) for e in golds]
     rng.shuffle(stream)
     config = QualityConfig(window_documents=10**6)
-    m = QualityMonitor("ner", "1", config)
-    twin = QualityMonitor("ner", "1", config)  # restarted at random points
+    m = QualityMonitor("ner", config)
+    twin = QualityMonitor("ner", config)  # restarted at random points
     for t, (kind, eid) in enumerate(stream):
         if kind == "p":
             batch = [ner_event(eid, t, preds[eid], random.Random(eid))]
@@ -77,15 +83,15 @@ def test_late_and_out_of_order_labels_give_the_offline_figures(seed: int, n: int
         for lab, counts in oracle(preds[eid], golds[eid]).items():
             sums[vocab.id(lab)] += counts
     want = scores_from_counts(sums, LABELS)
-    report = m.report()
+    report = m.report(VERSION)
     assert report["labels"] == want["labels"]
     assert report["micro"] == want["micro"]
-    assert report["macro_f1"] == pytest.approx(want["macro_f1"], abs=1e-12)  # label order differs
+    assert report["macro"]["f1"] == pytest.approx(want["macro_f1"], abs=1e-12)  # label order differs
     assert report["documents"] == len(both)
     assert report["join"]["matched"] == len(both)
     assert report["join"]["pending_predictions"] == len(set(preds) - set(golds))
     assert report["join"]["pending_labels"] == len(set(golds) - set(preds))
-    assert twin.report() == report
+    assert stable(twin.report(VERSION)) == stable(report)
     json.dumps(report, allow_nan=False)
 
 
@@ -93,7 +99,7 @@ def test_expiry_and_memory_mid_stream_restart_equals_uninterrupted() -> None:
     rng = random.Random(7)
     config = QualityConfig(window_documents=30, window_max_age_seconds=40, join_ttl_seconds=15,
                            max_join_bytes=10000)
-    a, b = QualityMonitor("ner", "1", config), QualityMonitor("ner", "1", config)
+    a, b = QualityMonitor("ner", config), QualityMonitor("ner", config)
     pending: list[tuple[float, str, list[tuple[int, int, str]]]] = []
     for i in range(400):
         t = float(i)
@@ -113,8 +119,8 @@ def test_expiry_and_memory_mid_stream_restart_equals_uninterrupted() -> None:
             b.expire(t)
         if i % 37 == 0:
             b = restart(b)
-    ra, rb = a.report(), b.report()
-    assert ra == rb
+    ra, rb = a.report(VERSION), b.report(VERSION)
+    assert stable(ra) == stable(rb)
     j = ra["join"]
     assert j["prediction_expired_unlabelled"] > 0 and j["label_for_expired_prediction"] > 0
     assert j["bytes"] <= 10000 and j["prediction_evicted_memory"] + j["label_evicted_memory"] > 0
@@ -132,18 +138,18 @@ def clf_event(eid: str, label: str | None, score: float, split: str = "productio
 
 
 def test_text_classification_accuracy_and_per_class_f1() -> None:
-    m = QualityMonitor("sent", "unversioned")
+    m = QualityMonitor("sent")
     truth = ["pos", "neg", "pos", "neu", "pos"]
     pred = ["pos", "pos", None, "neu", "neg"]
     m.add_predictions([clf_event(f"d{i}", p, 0.8) for i, p in enumerate(pred)], now=0)
     m.add_labels([decode_ground_truth(json.dumps({"event_id": f"d{i}", "model": "sent", "label": t}))
                   for i, t in enumerate(truth)], now=1)
-    r = m.report()
+    r = m.report("unversioned")
     assert r["task"] == "text-classification" and r["accuracy"] == 2 / 5
     assert r["labels"]["pos"] == {"precision": 0.5, "recall": 1 / 3, "f1": 2 / 5, "support": 3,
                                   "tp": 1, "fp": 1, "fn": 2}
     assert r["labels"]["neu"]["f1"] == 1.0 and r["labels"]["neg"]["f1"] == 0.0
-    assert r["macro_f1"] == (2 / 5 + 1 + 0) / 3
+    assert r["macro"]["f1"] == (2 / 5 + 1 + 0) / 3
     assert r["estimated_precision"] == {"pos": 0.800000011920929, "neu": 0.800000011920929,
                                         "neg": 0.800000011920929}
     assert r["calibrated"] is False
@@ -152,7 +158,7 @@ def test_text_classification_accuracy_and_per_class_f1() -> None:
 def test_reference_labels_calibrate_and_the_gap_sees_over_confidence() -> None:
     rng = np.random.default_rng(5)
     config = QualityConfig(calibration_method="histogram", window_documents=4000, estimate_documents=4000)
-    m = QualityMonitor("sent", "unversioned", config)
+    m = QualityMonitor("sent", config)
 
     def feed(prefix: str, n: int, power: float, split: str, t: float) -> dict[str, Any]:
         s = rng.uniform(0.3, 1.0, n)
@@ -161,7 +167,7 @@ def test_reference_labels_calibrate_and_the_gap_sees_over_confidence() -> None:
         m.add_labels([decode_ground_truth(json.dumps(
             {"event_id": f"{prefix}{i}", "model": "sent", "label": "pos" if ok[i] else "neg"})) for i in range(n)],
             now=t)
-        return m.report()
+        return m.report("unversioned")
 
     r = feed("r", 4000, 2.0, "reference", 0)  # over-confident on the reference: calibration corrects it
     assert r["calibrated"] and r["calibration_spans"] == 4000 and r["documents"] == 0
@@ -175,36 +181,51 @@ def test_reference_labels_calibrate_and_the_gap_sees_over_confidence() -> None:
 
 
 def test_other_models_and_offsetless_entities_are_counted() -> None:
-    m = QualityMonitor("ner", "1")
+    m = QualityMonitor("ner")
     m.add_predictions([
         decode_event('{"event_id": "a", "model": "other", "model_version": "1"}'),
         decode_event('{"event_id": "b", "model": "ner", "model_version": "2"}'),
         decode_event('{"event_id": "c", "model": "ner", "model_version": "1", '
                      '"entities": [{"label": "PER", "score": 0.9}, {"label": "PER", "start": 0, "end": 2}]}'),
     ], now=0)
-    r = m.report()
-    assert r["counters"]["ignored_other_model"] == 2 and r["counters"]["entities_without_offsets"] == 1
-    assert r["join"]["predictions"] == 1
+    r = m.report(VERSION)
+    assert r["counters"]["ignored_other_model"] == 1 and r["counters"]["entities_without_offsets"] == 1
+    assert r["join"]["predictions"] == 2  # one join per model: version 2 waits in it too
+    assert sorted(m.versions) == ["1", "2"]
     assert r["labelled_fraction"] is None and r["calibration_gap_overall"] is None
 
 
+def test_a_label_without_version_joins_the_version_that_made_the_prediction() -> None:
+    m = QualityMonitor("ner")
+    ent = {"label": "PER", "start": 0, "end": 4}
+    m.add_labels([gt_event("b", 0.5, [(0, 4, "PER")])], now=0.5)  # label first, no version
+    for eid, version in (("a", "1"), ("b", "2")):
+        m.add_predictions([decode_event(json.dumps({"event_id": eid, "model": "ner", "model_version": version,
+                                                    "entities": [{**ent, "score": 0.9}]}))], now=1)
+    m.add_labels([gt_event("a", 2, [(0, 4, "LOC")])], now=2)
+    r1, r2 = m.report("1"), m.report("2")
+    assert (r1["labels"]["PER"]["fp"], r1["labels"]["LOC"]["fn"], r1["documents"]) == (1, 1, 1)
+    assert (r2["labels"]["PER"]["tp"], r2["documents"]) == (1, 1)
+    assert r1["join"]["matched"] == 2 and r1["join"] == r2["join"]
+
+
 def test_huge_offsets_are_clamped_not_fatal() -> None:
-    m = QualityMonitor("ner", "1")
+    m = QualityMonitor("ner")
     huge = 10**23
     m.add_predictions([decode_event(json.dumps({"event_id": "a", "model": "ner", "model_version": "1", "entities": [
         {"label": "PER", "start": huge, "end": huge, "score": 0.5}]}))], now=0)
     m.add_labels([decode_ground_truth(json.dumps({"event_id": "a", "model": "ner", "entities": [
         {"label": "PER", "start": huge, "end": huge + 1}]}))], now=1)
-    assert m.report()["labels"]["PER"]["tp"] == 1  # both clamped to the same offsets
+    assert m.report(VERSION)["labels"]["PER"]["tp"] == 1  # both clamped to the same offsets
 
 
 def test_duplicate_spans_count_once_and_are_counted() -> None:
-    m = QualityMonitor("ner", "1")
+    m = QualityMonitor("ner")
     ent = {"label": "PER", "start": 0, "end": 4, "score": 0.9}
     m.add_predictions([decode_event(json.dumps({"event_id": "a", "model": "ner", "model_version": "1",
                                                 "entities": [ent, ent, {**ent, "start": 1}]}))], now=0)
     m.add_labels([decode_ground_truth(json.dumps({"event_id": "a", "model": "ner", "entities": [
         {"label": "PER", "start": 0, "end": 4}] * 3}))], now=1)
-    r = m.report()
+    r = m.report(VERSION)
     assert (r["labels"]["PER"]["tp"], r["labels"]["PER"]["fp"], r["labels"]["PER"]["fn"]) == (1, 1, 0)
     assert r["counters"]["duplicate_predicted_spans"] == 1 and r["counters"]["duplicate_gold_spans"] == 2
