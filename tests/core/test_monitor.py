@@ -113,11 +113,15 @@ def test_snapshot_restore_mid_stream_equals_uninterrupted() -> None:
     for r in (ra, rb):
         r["demo-ner/1"]["reference"].pop("calibration_seconds")  # wall time, not state
         r["demo-ner/1"].pop("events_processed_here")  # this process's work, not state
+    # outlier scores are clipped, so many tie: which of the tied ones is kept depends on float rounding
+    oa, ob = (sorted(o["score"] for o in r["demo-ner/1"].pop("outliers")) for r in (ra, rb))
+    assert oa == pytest.approx(ob, rel=1e-6)
     assert_close_tree(ra, rb)
 
 
 def assert_close_tree(a: object, b: object, path: str = "") -> None:
-    """Equal structure and values; floats equal up to summation-order rounding (batch splits differ)."""
+    """Equal structure and values; floats equal up to float32 summation-order rounding (batch splits give
+    BLAS other shapes, and some OpenBLAS kernels round differently per shape)."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), path
         for k in a:
@@ -127,7 +131,7 @@ def assert_close_tree(a: object, b: object, path: str = "") -> None:
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_close_tree(x, y, f"{path}[{i}]")
     elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), path
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9, nan_ok=True), path
     else:
         assert a == b, path
 
