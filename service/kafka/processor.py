@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,15 @@ class PartitionProcessor(Protocol):
 
     def restore(self, data: bytes) -> None:
         """Replace the state by one returned by :meth:`snapshot`; raise ValueError if unreadable."""
+        ...
+
+
+@runtime_checkable
+class LabelledPartitionProcessor(PartitionProcessor, Protocol):
+    """A processor that also takes the same partition of the ground-truth topic (see the runner)."""
+
+    def process_labels(self, records: Sequence[Record]) -> list[Rejected]:
+        """Apply ground-truth ``records`` (offset order) to the state; return those refused. Pure."""
         ...
 
 

@@ -13,6 +13,13 @@ the work and restore seeks to the snapshot's offset) and is retried at the next 
 Checkpoints happen every ``checkpoint_interval_events`` events or ``checkpoint_interval_s`` seconds, on
 revocation, and on shutdown. On assignment each partition's latest snapshot is restored into a fresh
 processor and consumption starts at its ``next_offset``. Lost partitions are dropped without a commit.
+
+**Ground truth.** With ``ground_truth_topic`` set, the runner also subscribes to it. Both topics are keyed
+by model and have the same partition count, and the range assignor gives partition ``p`` of both to one
+member, so the records of label partition ``p`` go to the processor of input partition ``p``
+(``process_labels``). That processor's snapshot covers both: its header carries ``label_next_offset``,
+restore seeks the label partition there, and a checkpoint commits both offsets after the one snapshot is
+acknowledged. A crash therefore neither loses nor double-joins a label.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     OFFSET_INVALID,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
@@ -38,7 +46,13 @@ from confluent_kafka import (
 
 from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
 from service.kafka.dead_letter import DeadLetterWriter
-from service.kafka.processor import PartitionProcessor, ProcessorFactory, Record
+from service.kafka.processor import (
+    LabelledPartitionProcessor,
+    PartitionProcessor,
+    ProcessorFactory,
+    Record,
+    Rejected,
+)
 from service.kafka.publish import create_topic, topic_partition_count
 from service.kafka.settings import KafkaSettings
 from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
@@ -117,6 +131,17 @@ class _PartitionState:
     next_offset: int  # first offset not yet applied; -1 = unknown until the first record arrives
     snapshot_offset: int  # next_offset covered by the last acknowledged (or restored) snapshot; -1 = none
     committed_offset: int  # last committed next offset; -1 = none
+    # the same three for partition `partition` of the ground-truth topic (all -1 without one)
+    label_next: int = -1
+    label_snapshot: int = -1
+    label_committed: int = -1
+
+    def moved(self) -> bool:
+        """Has anything been applied since the last snapshot?"""
+        return self.next_offset > self.snapshot_offset or self.label_next > self.label_snapshot
+
+    def uncommitted(self) -> bool:
+        return self.next_offset > self.committed_offset or self.label_next > self.label_committed
 
 
 @dataclass(slots=True)
@@ -226,6 +251,10 @@ class ConsumerRunner:
         with self._lock:
             c = self._counters
             next_offsets = {k: s.next_offset for k, s in self._partitions.items() if s.next_offset >= 0}
+            labels_topic = self._settings.ground_truth_topic
+            label_next = {(labels_topic, p): s.label_next for (_, p), s in self._partitions.items()
+                          if labels_topic is not None and s.label_next >= 0}
+            next_offsets.update(label_next)
             lag = {
                 k: max(0, c.hi_offsets[k] - offset)
                 for k, offset in next_offsets.items()
@@ -244,10 +273,14 @@ class ConsumerRunner:
                 lost_assignments=c.lost,
                 offset_gaps=c.offset_gaps,
                 last_poll_monotonic=c.last_poll,
-                assigned=tuple(sorted(self._partitions)),
+                assigned=tuple(sorted(self._assigned_keys())),
                 paused=self._paused,
                 next_offsets=next_offsets,
-                committed_offsets={k: s.committed_offset for k, s in self._partitions.items()},
+                committed_offsets={
+                    **{k: s.committed_offset for k, s in self._partitions.items()},
+                    **{(labels_topic, p): s.label_committed for (_, p), s in self._partitions.items()
+                       if labels_topic is not None},
+                },
                 lag=lag,
                 circuit_state=self._breaker.state.value,
                 circuit_trips=self._breaker.trips,
@@ -255,6 +288,13 @@ class ConsumerRunner:
                 last_client_error=c.last_client_error,
                 broker_reachable=c.broker_up,
             )
+
+    def _assigned_keys(self) -> list[TopicPartitionKey]:
+        keys = list(self._partitions)
+        labels_topic = self._settings.ground_truth_topic
+        if labels_topic is not None:
+            keys += [(labels_topic, p) for _, p in self._partitions]
+        return keys
 
     def run(self, stop_event: threading.Event) -> None:
         """Consume until ``stop_event`` is set, then finish the in-flight batch, checkpoint and close.
@@ -299,6 +339,7 @@ class ConsumerRunner:
                 "enable.auto.offset.store": False,
                 "stats_cb": self._on_stats,
                 "error_cb": self._on_client_error,
+                **({"partition.assignment.strategy": "range"} if settings.ground_truth_topic else {}),
             }
         )
         self._producer, self._consumer = producer, consumer
@@ -330,9 +371,8 @@ class ConsumerRunner:
             settings.checkpoint_interval_events,
             settings.checkpoint_interval_s,
         )
-        consumer.subscribe(
-            [settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        topics = [settings.topic] + ([settings.ground_truth_topic] if settings.ground_truth_topic else [])
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
             while not stop_event.is_set():
                 self._poll_once()
@@ -395,10 +435,15 @@ class ConsumerRunner:
                 grouped[message_key] = [record]
             else:
                 bucket.append(record)
-        dead_letters = self._require(self._dead_letters)
         reports: list[PartitionBatch] = []
         key: TopicPartitionKey
+        labels_topic = self._settings.ground_truth_topic
         for key, records in grouped.items():
+            if key[0] == labels_topic:
+                report = self._process_labels(key, records)
+                if report is not None:
+                    reports.append(report)
+                continue
             state = self._partitions.get(key)
             if state is None:
                 continue  # fetched before a revocation: the new owner reads it again
@@ -418,28 +463,46 @@ class ConsumerRunner:
                 with self._lock:
                     self._counters.offset_gaps += 1
             rejected = state.processor.process(records)
-            dead_letters.send(key[0], key[1], records, rejected)
-            if rejected:
-                rejected_offsets = {r.offset for r in rejected}
-                self._breaker.observe(bytes(r.offset in rejected_offsets for r in records))
-            else:
-                self._breaker.observe(bytes(len(records)))
             with self._lock:
                 state.next_offset = records[-1].offset + 1
-                c = self._counters
-                c.events[key] = c.events.get(key, 0) + len(records)
-                c.invalid[key] = c.invalid.get(key, 0) + len(rejected)
-                c.dead_letters += len(rejected)
-            self._events_since_checkpoint += len(records)
-            reports.append(
-                PartitionBatch(
-                    key[0], key[1], len(records), len(rejected), records[0].offset, state.next_offset
-                )
-            )
+            reports.append(self._account(key, records, rejected, state.next_offset))
         with self._lock:
             self._counters.batches += 1
         if reports and self._on_batch is not None:
             self._on_batch(BatchReport(tuple(reports), self._breaker.state))
+
+    def _process_labels(self, key: TopicPartitionKey, records: list[Record]) -> PartitionBatch | None:
+        """Hand ground-truth records to the processor of the same input partition."""
+        state = self._partitions.get((self._settings.topic, key[1]))
+        if state is None:
+            return None  # fetched before a revocation: the new owner reads it again
+        if state.label_next >= 0 and records[0].offset < state.label_next:
+            records = [r for r in records if r.offset >= state.label_next]  # already in the state
+            if not records:
+                return None
+        processor = state.processor
+        assert isinstance(processor, LabelledPartitionProcessor)  # checked on assignment
+        rejected = processor.process_labels(records)
+        with self._lock:
+            state.label_next = records[-1].offset + 1
+        return self._account(key, records, rejected, state.label_next)
+
+    def _account(self, key: TopicPartitionKey, records: list[Record], rejected: list[Rejected],
+                 next_offset: int) -> PartitionBatch:
+        """Dead-letter the rejected records, feed the circuit breaker, count; the batch's report."""
+        self._require(self._dead_letters).send(key[0], key[1], records, rejected)
+        if rejected:
+            rejected_offsets = {r.offset for r in rejected}
+            self._breaker.observe(bytes(r.offset in rejected_offsets for r in records))
+        else:
+            self._breaker.observe(bytes(len(records)))
+        with self._lock:
+            c = self._counters
+            c.events[key] = c.events.get(key, 0) + len(records)
+            c.invalid[key] = c.invalid.get(key, 0) + len(rejected)
+            c.dead_letters += len(rejected)
+        self._events_since_checkpoint += len(records)
+        return PartitionBatch(key[0], key[1], len(records), len(rejected), records[0].offset, next_offset)
 
     def _on_message_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -465,8 +528,8 @@ class ConsumerRunner:
         """Dead letters acked -> snapshots acked -> commit. Raises DeliveryError before any commit."""
         self._events_since_checkpoint = 0
         self._last_checkpoint = self._clock()
-        to_snapshot = [s for s in states if s.next_offset > s.snapshot_offset]
-        to_commit = [s for s in states if s.next_offset > s.committed_offset]
+        to_snapshot = [s for s in states if s.moved()]
+        to_commit = [s for s in states if s.uncommitted()]
         if not to_snapshot and not to_commit:
             return
         if not self._require_consumer().memberid():
@@ -483,13 +546,15 @@ class ConsumerRunner:
         store = self._require(self._store)
         self._require(self._dead_letters).wait_all_acked(timeout_s)
         for state in to_snapshot:
-            store.write(
-                PartitionSnapshot(state.topic, state.partition, state.next_offset, state.processor.snapshot())
-            )
+            # labels may move before the first input record: offset 0 then means "from the start"
+            # (an offset below the log start resets to earliest, as an unknown position would)
+            store.write(PartitionSnapshot(state.topic, state.partition, max(state.next_offset, 0),
+                                          state.processor.snapshot(), state.label_next))
         store.wait_all_acked(timeout_s)
         with self._lock:
             for state in to_snapshot:
                 state.snapshot_offset = state.next_offset
+                state.label_snapshot = state.label_next
             self._counters.checkpoints += 1
             self._counters.snapshots += len(to_snapshot)
         self._commit(to_commit)
@@ -500,7 +565,12 @@ class ConsumerRunner:
         if not states:
             return
         consumer = self._require_consumer()
-        offsets = [TopicPartition(s.topic, s.partition, s.next_offset) for s in states]
+        offsets = [TopicPartition(s.topic, s.partition, s.next_offset) for s in states
+                   if s.next_offset > s.committed_offset]
+        labels_topic = self._settings.ground_truth_topic
+        if labels_topic is not None:
+            offsets += [TopicPartition(labels_topic, s.partition, s.label_next) for s in states
+                        if s.label_next > s.label_committed]
         failures: list[str] = []
         result: list[TopicPartition] = []
         try:
@@ -514,6 +584,9 @@ class ConsumerRunner:
                 offset = committed.get((state.topic, state.partition))
                 if offset is not None and offset > state.committed_offset:
                     state.committed_offset = offset
+                offset = committed.get((labels_topic, state.partition)) if labels_topic else None
+                if offset is not None and offset > state.label_committed:
+                    state.label_committed = offset
             if failures:
                 self._counters.commit_failures += 1
         if not failures:
@@ -561,8 +634,17 @@ class ConsumerRunner:
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         store = self._require(self._store)
+        labels_topic = self._settings.ground_truth_topic
+        label_tps = {tp.partition: tp for tp in partitions if tp.topic == labels_topic}
+        inputs = [tp for tp in partitions if tp.topic != labels_topic]
+        if labels_topic is not None and set(label_tps) != {tp.partition for tp in inputs}:
+            raise TopicSetupError(
+                f"assigned {self._settings.topic} partitions {sorted(tp.partition for tp in inputs)} but "
+                f"{labels_topic} partitions {sorted(label_tps)}: both topics need the same partition count and "
+                "every group member the range assignor (partition.assignment.strategy=range)"
+            )
         by_topic: dict[str, list[int]] = {}
-        for tp in partitions:
+        for tp in inputs:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
         snapshots = {
             (topic, p): snap
@@ -572,9 +654,11 @@ class ConsumerRunner:
         committed_list = consumer.committed(partitions, timeout=self._settings.restore_timeout_s)
         committed = {(tp.topic, tp.partition): tp.offset for tp in committed_list if tp.error is None}
         states: dict[TopicPartitionKey, _PartitionState] = {}
-        for tp in partitions:
+        for tp in inputs:
             key = (tp.topic, tp.partition)
             processor = self._factory(tp.topic, tp.partition)
+            if labels_topic is not None and not isinstance(processor, LabelledPartitionProcessor):
+                raise TypeError(f"{type(processor).__name__} has no process_labels(); it cannot take {labels_topic}")
             committed_offset = committed.get(key, OFFSET_INVALID)
             committed_offset = committed_offset if committed_offset >= 0 else -1
             snapshot = snapshots.get(key)
@@ -609,9 +693,12 @@ class ConsumerRunner:
             else:
                 tp.offset = OFFSET_INVALID  # auto.offset.reset decides (earliest by default)
                 start = snapshot_offset = -1
-            states[key] = _PartitionState(
+            state = states[key] = _PartitionState(
                 tp.topic, tp.partition, processor, start, snapshot_offset, committed_offset
             )
+            label_tp = label_tps.get(tp.partition)
+            if label_tp is not None:
+                self._place_labels(state, label_tp, snapshot, committed.get((label_tp.topic, label_tp.partition)))
         consumer.assign(partitions)
         with self._lock:
             self._partitions.update(states)
@@ -627,10 +714,24 @@ class ConsumerRunner:
             or "nothing",
         )
 
+    def _place_labels(self, state: _PartitionState, tp: TopicPartition, snapshot: PartitionSnapshot | None,
+                      committed: int | None) -> None:
+        """Where the label partition starts: the snapshot's label offset, else the committed one, else reset."""
+        state.label_committed = committed if committed is not None and committed >= 0 else -1
+        if snapshot is not None:
+            # the state holds exactly the labels below the snapshot's label offset (none when it has none)
+            start = snapshot.label_next_offset
+            tp.offset = start if start >= 0 else OFFSET_BEGINNING
+            state.label_next = state.label_snapshot = start
+        elif state.label_committed >= 0:
+            tp.offset = state.label_next = state.label_committed  # no snapshot at all: as for the input
+        else:
+            tp.offset = OFFSET_INVALID
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Checkpoint (snapshot + commit) the revoked partitions, then drop their state."""
         keys = [(tp.topic, tp.partition) for tp in partitions]
-        states = [self._partitions[k] for k in keys if k in self._partitions]
+        states = [self._partitions[k] for k in keys if k in self._partitions]  # input partitions only
         try:
             if not self._failed and states:
                 self._checkpoint(states, self._settings.delivery_timeout_s)
@@ -653,10 +754,13 @@ class ConsumerRunner:
         )
 
     def _drop(self, keys: Sequence[TopicPartitionKey]) -> None:
+        """Forget the partitions (a label partition goes with the input partition of its number)."""
         with self._lock:
             for key in keys:
                 self._partitions.pop(key, None)
                 self._counters.hi_offsets.pop(key, None)
+                if key[0] == self._settings.ground_truth_topic:
+                    self._partitions.pop((self._settings.topic, key[1]), None)
 
     # ------------------------------------------------------------------ client callbacks
 
@@ -668,14 +772,15 @@ class ConsumerRunner:
             return
         with self._lock:
             self._counters.broker_up = any(b.state == "UP" for b in stats.brokers.values())
-        topic = stats.topics.get(self._settings.topic)
-        if topic is None:
-            return
-        with self._lock:
-            for name, partition in topic.partitions.items():
-                key = (self._settings.topic, int(name))
-                if key in self._partitions and partition.hi_offset >= 0:
-                    self._counters.hi_offsets[key] = partition.hi_offset
+            names = [self._settings.topic] + [t for t in (self._settings.ground_truth_topic,) if t is not None]
+            for name in names:
+                topic = stats.topics.get(name)
+                if topic is None:
+                    continue
+                for number, partition in topic.partitions.items():
+                    key = (name, int(number))
+                    if (self._settings.topic, key[1]) in self._partitions and partition.hi_offset >= 0:
+                        self._counters.hi_offsets[key] = partition.hi_offset
 
     def _on_client_error(self, error: KafkaError) -> None:
         with self._lock:
@@ -702,8 +807,14 @@ class ConsumerRunner:
         for name, config in (
             (settings.state_topic, {"cleanup.policy": "compact"}),
             (settings.dead_letter_topic, {}),
+            *([(settings.ground_truth_topic, {})] if settings.ground_truth_topic else []),
         ):
             existing = topic_partition_count(self._bootstrap, name, client_options=options)
+            if name == settings.ground_truth_topic and existing is not None and existing != partitions:
+                raise TopicSetupError(
+                    f"ground-truth topic {name} has {existing} partitions but {settings.topic} has {partitions}; "
+                    "they must match (labels of a model must land on its predictions' partition)"
+                )
             if existing is None:
                 if not settings.create_missing_topics:
                     raise TopicSetupError(f"topic {name} does not exist and create_missing_topics is off")

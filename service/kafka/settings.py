@@ -51,6 +51,12 @@ class KafkaSettings(BaseModel):
         description="Compacted topic of per-partition snapshots; created with the input topic's partition "
         "count and cleanup.policy=compact when missing.",
     )
+    ground_truth_topic: str | None = Field(
+        default=None,
+        description="Topic of ground-truth (label) events, keyed by model like the input topic and with the "
+        "same partition count (created so when missing): partition p of both topics goes to one processor "
+        "(range assignment), whose snapshot covers both offsets. None: no ground truth.",
+    )
     client_id: str = Field(
         default="nlpmon", min_length=1, description="client.id of every Kafka client (logs, quotas)."
     )
@@ -168,10 +174,10 @@ class KafkaSettings(BaseModel):
         description="Extra librdkafka options for the producer only (win over the rest).",
     )
 
-    @field_validator("topic", "dead_letter_topic", "state_topic")
+    @field_validator("topic", "dead_letter_topic", "state_topic", "ground_truth_topic")
     @classmethod
-    def _valid_topic(cls, value: str) -> str:
-        return _check_topic_name(value)
+    def _valid_topic(cls, value: str | None) -> str | None:
+        return None if value is None else _check_topic_name(value)
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -185,9 +191,14 @@ class KafkaSettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> KafkaSettings:
-        names = {self.topic, self.dead_letter_topic, self.state_topic}
-        if len(names) != 3:
-            raise ValueError("topic, dead_letter_topic and state_topic must be three different topics")
+        names = [self.topic, self.dead_letter_topic, self.state_topic]
+        names += [self.ground_truth_topic] if self.ground_truth_topic is not None else []
+        if len(set(names)) != len(names):
+            raise ValueError("topic, dead_letter_topic, state_topic and ground_truth_topic must be different topics")
+        strategy = {**self.librdkafka_options, **self.consumer_options}.get("partition.assignment.strategy")
+        if self.ground_truth_topic is not None and strategy not in (None, "range"):
+            raise ValueError(f"partition.assignment.strategy={strategy!r} cannot keep partition p of the input and "
+                             "ground-truth topics together; leave it unset (range) or drop ground_truth_topic")
         if self.circuit_min_events > self.circuit_window_events:
             raise ValueError("circuit_min_events must not exceed circuit_window_events")
         if self.heartbeat_interval_ms is not None and self.heartbeat_interval_ms >= self.session_timeout_ms:

@@ -1,7 +1,8 @@
 """Per-partition snapshots in a compacted Kafka topic, each stored together with the offset it covers.
 
-**Body.** A snapshot of input partition ``p`` is a small versioned header (topic, partition, next_offset)
-followed by the processor's own bytes:
+**Body.** A snapshot of input partition ``p`` is a small versioned header (topic, partition, next_offset,
+and ``label_next_offset``, the next offset of partition ``p`` of the ground-truth topic whose labels the
+processor state already holds, -1 when none) followed by the processor's own bytes:
 
     b"NLPMSNAP" | version (1 byte) | header length (4 bytes, big-endian) | header JSON | processor bytes
 
@@ -114,6 +115,7 @@ class PartitionSnapshot:
     partition: int
     next_offset: int
     payload: bytes
+    label_next_offset: int = -1  # next offset of the same partition of the ground-truth topic; -1: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +147,11 @@ class Selection:
     unreadable: bool
 
 
-class _Header(msgspec.Struct, frozen=True):
+class _Header(msgspec.Struct, frozen=True, omit_defaults=True):
     topic: str
     partition: int
     next_offset: int
+    label_next_offset: int = -1  # absent in snapshots of builds without the ground-truth topic
 
 
 class _ChunkHeader(msgspec.Struct, frozen=True):
@@ -178,15 +181,19 @@ def new_snapshot_id(next_offset: int) -> str:
     return f"{next_offset}-{secrets.token_hex(8)}"
 
 
+def _header(snapshot: PartitionSnapshot) -> _Header:
+    return _Header(snapshot.topic, snapshot.partition, snapshot.next_offset, snapshot.label_next_offset)
+
+
 def encode_snapshot(snapshot: PartitionSnapshot) -> bytes:
     """Serialise a snapshot body (header + processor bytes). Pure."""
-    header = msgspec.json.encode(_Header(snapshot.topic, snapshot.partition, snapshot.next_offset))
+    header = msgspec.json.encode(_header(snapshot))
     return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + snapshot.payload
 
 
 def snapshot_body_length(snapshot: PartitionSnapshot) -> int:
     """``len(encode_snapshot(snapshot))`` without copying the payload."""
-    header = msgspec.json.encode(_Header(snapshot.topic, snapshot.partition, snapshot.next_offset))
+    header = msgspec.json.encode(_header(snapshot))
     return _PREFIX.size + len(header) + len(snapshot.payload)
 
 
@@ -211,7 +218,8 @@ def decode_snapshot(data: bytes) -> PartitionSnapshot:
         raise SnapshotFormatError(f"bad snapshot header: {exc}") from None
     if header.next_offset < 0 or header.partition < 0:
         raise SnapshotFormatError(f"bad snapshot header: {header}")
-    return PartitionSnapshot(header.topic, header.partition, header.next_offset, data[end:])
+    return PartitionSnapshot(header.topic, header.partition, header.next_offset, data[end:],
+                             max(header.label_next_offset, -1))
 
 
 def encode_chunks(
