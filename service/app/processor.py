@@ -1,7 +1,13 @@
-"""The partition processor of ``nlpmon run``: Kafka records in, a ``MonitorSet`` updated, rejections out.
+"""The partition processor of ``nlpmon run``: Kafka records in, a ``MonitorSet`` and a ``QualitySet``
+updated, rejections out.
 
-One ``MonitorPartitionProcessor`` per assigned partition (events are keyed by model, so a model's state
-lives with one partition owner). Its snapshot is the MonitorSet's versioned snapshot.
+One ``MonitorPartitionProcessor`` per assigned partition of the prediction topic; it also receives the
+records of the same partition of the ground-truth topic (``process_labels``): both topics are keyed by
+model, so a model's predictions and labels meet in one processor and its join state lives in one
+snapshot with the offsets of both. Arrival time of the join is the Kafka record timestamp.
+
+Snapshot: ``encode_state({"kind": "nlpmon.partition", "monitor_set": <MonitorSet snapshot bytes>,
+"quality": <QualitySet state>})``; a bare MonitorSet snapshot of earlier builds is still restored.
 """
 
 from __future__ import annotations
@@ -9,13 +15,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from service.events import Event
 from service.kafka.processor import Record, Rejected
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm
+from service.monitor.monitor_set import STATE_KIND as MONITOR_SET_KIND
 from service.monitor.monitor_set import MonitorSet
 from service.monitor.reference import ReferenceProfile
+from service.quality.quality_monitor import QualityConfig
+from service.quality.quality_set import QualitySet
+from service.state import decode_state, encode_state
+
+STATE_KIND = "nlpmon.partition"
 
 
 @dataclass
@@ -49,24 +64,60 @@ class MonitorPartitionProcessor:
     """Implements ``service.kafka.processor.PartitionProcessor`` over a MonitorSet. Not thread-safe."""
 
     def __init__(self, topic: str, partition: int, config: MonitorConfig, references: References,
-                 on_alarms: Callable[[list[Alarm]], None] | None = None) -> None:
+                 on_alarms: Callable[[list[Alarm]], None] | None = None,
+                 quality: QualityConfig | None = None) -> None:
         self.topic = topic
         self.partition = partition
         self.monitors = MonitorSet(config, references.profiles, references.events)
+        self.quality = QualitySet(quality)
         self._on_alarms = on_alarms
         self.batch_stats = BatchStats()
 
     def process(self, records: Sequence[Record]) -> list[Rejected]:
-        """Decode, validate and monitor the records (one vectorised update per model)."""
+        """Decode, validate and monitor the records (one vectorised update per model); join them."""
         t0 = time.perf_counter()
         result = self.monitors.process_lines([r.value for r in records])
+        if result.events:
+            self.quality.add_predictions(result.events, now=_arrival(records))
         self.batch_stats.add(time.perf_counter() - t0, result.event_times, [r.reason for r in result.rejected])
         if result.alarms and self._on_alarms is not None:
             self._on_alarms(result.alarms)
         return [Rejected(records[r.position].offset, r.reason, r.detail) for r in result.rejected]
 
+    def process_labels(self, records: Sequence[Record]) -> list[Rejected]:
+        """Decode and join ground-truth records of the same partition of the ground-truth topic."""
+        t0 = time.perf_counter()
+        rejected = self.quality.add_label_lines([r.value for r in records], now=_arrival(records))
+        reasons: list[str] = [exc.reason for _, exc in rejected]
+        no_times: list[float | None] = []  # label times are not prediction ages
+        self.batch_stats.add(time.perf_counter() - t0, no_times, reasons)
+        return [Rejected(records[i].offset, exc.reason, exc.detail) for i, exc in rejected]
+
+    def report(self) -> dict[str, Any]:
+        """``MonitorSet.report()`` with each (model, version)'s quality report under ``"quality"``."""
+        reports = self.monitors.report()
+        for key, q in self.quality.report().items():
+            rep = reports.get(key)
+            if rep is not None:  # quality of a version not yet monitored is shown once it is
+                rep["quality"] = q
+        return reports
+
     def snapshot(self) -> bytes:
-        return self.monitors.snapshot()
+        inner = np.frombuffer(self.monitors.snapshot(), dtype=np.uint8)
+        return encode_state({"kind": STATE_KIND, "monitor_set": inner, "quality": self.quality.state()})
 
     def restore(self, data: bytes) -> None:
-        self.monitors.restore(data)
+        s = decode_state(data)
+        if s.get("kind") == MONITOR_SET_KIND:  # a snapshot of a build without the quality join
+            self.monitors.restore(data)
+            return
+        if s.get("kind") != STATE_KIND:
+            raise ValueError("not an nlpmon partition snapshot")
+        self.monitors.restore(np.asarray(s["monitor_set"], dtype=np.uint8).tobytes())
+        self.quality.restore(s["quality"])
+
+
+def _arrival(records: Sequence[Record]) -> float | None:
+    """The batch's arrival time for the join: its newest record timestamp (seconds), if any."""
+    stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None and r.timestamp_ms > 0]
+    return max(stamps) / 1000.0 if stamps else None

@@ -62,7 +62,7 @@ class NlpmonService:
     # -- wiring -----------------------------------------------------------------------------------------
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
         proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor, self.references,
-                                         on_alarms=self._collect_alarms)
+                                         on_alarms=self._collect_alarms, quality=self.settings.quality)
         self._processors[(topic, partition)] = proc
         return proc
 
@@ -106,7 +106,7 @@ class NlpmonService:
             del self._processors[key]  # revoked or lost: its state lives with the new owner
         reports: dict[str, Any] = {}
         for (topic, partition), proc in self._processors.items():
-            for model_key, rep in proc.monitors.report().items():
+            for model_key, rep in proc.report().items():
                 if model_key in reports and model_key not in self._split_models:
                     self._split_models.add(model_key)
                     log.warning("%s arrives on several partitions (now also %s[%d]): key events by model, "
@@ -195,6 +195,7 @@ class NlpmonService:
 
     def _demo(self, bootstrap: str, stop: threading.Event, plan: DemoPlan) -> None:
         try:
-            publish_demo(bootstrap, self.settings.topic, stop, plan)
+            publish_demo(bootstrap, self.settings.topic, stop, plan,
+                         labels_topic=self.settings.ground_truth_topic or None)
         except Exception as exc:  # the demo must never take the service down
             log.warning("demo publisher stopped: %s", exc)

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from service.kafka.settings import KafkaSettings
 from service.monitor.config import MonitorConfig
+from service.quality.quality_monitor import QualityConfig
 
 
 class SettingsError(ValueError):
@@ -33,6 +34,10 @@ class ServiceSettings(BaseSettings):
     group_id: str = Field("nlpmon", min_length=1, description="Consumer group id.")
     dead_letter_topic: str = Field("nlpmon.dead-letter", min_length=1, description="Where invalid events go.")
     state_topic: str = Field("nlpmon.state", min_length=1, description="Compacted topic of state snapshots.")
+    ground_truth_topic: str | None = Field(
+        "nlpmon.ground-truth",
+        description="Topic of ground-truth (label) events, keyed by model; created with the event topic's "
+        "partition count when missing. Empty string or null: no ground truth.")
     partitions: int = Field(1, ge=1, le=1000, description="Partitions when nlpmon creates the event topic.")
     host: str = Field("127.0.0.1", description="Address the HTTP server binds (0.0.0.0 in containers).")
     port: int = Field(9308, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /models.")
@@ -45,6 +50,7 @@ class ServiceSettings(BaseSettings):
     max_labels: int = Field(30, ge=1, description="Labels per model with their own series; the rest: 'other'.")
     progress_interval_s: float = Field(10.0, gt=0, description="Seconds between progress lines on stderr.")
     monitor: MonitorConfig = Field(MonitorConfig(), description="Drift monitor settings.")
+    quality: QualityConfig = Field(QualityConfig(), description="Ground-truth join and quality settings.")
     kafka: dict[str, Any] = Field(
         default_factory=dict,
         description="Further consumer-loop settings (service.kafka.settings.KafkaSettings fields), "
@@ -71,7 +77,8 @@ class ServiceSettings(BaseSettings):
         """The consumer-loop settings (raises SettingsError on a bad ``kafka`` entry)."""
         data = {"bootstrap_servers": bootstrap_servers or self.bootstrap_servers, "topic": self.topic,
                 "group_id": self.group_id, "dead_letter_topic": self.dead_letter_topic,
-                "state_topic": self.state_topic, **self.kafka}
+                "state_topic": self.state_topic, "ground_truth_topic": self.ground_truth_topic or None,
+                **self.kafka}
         try:
             return KafkaSettings(**data)
         except ValidationError as exc:
@@ -113,7 +120,7 @@ def configuration_markdown() -> str:
     def rows(model: type[Any], env_prefix: str, yaml_prefix: str) -> list[str]:
         out = []
         for name, f in model.model_fields.items():
-            if name in ("monitor", "kafka"):
+            if name in ("monitor", "quality", "kafka"):
                 continue
             default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg,unused-ignore]
             shown = "unset" if default is None else f"`{default}`"
@@ -139,6 +146,12 @@ def configuration_markdown() -> str:
         "|---|---|---|---|",
         *rows(MonitorConfig, "NLPMON_MONITOR__", "monitor."),
         "",
+        "## Ground truth and quality (`quality:`)",
+        "",
+        "| YAML key | environment variable | default | meaning |",
+        "|---|---|---|---|",
+        *rows(QualityConfig, "NLPMON_QUALITY__", "quality."),
+        "",
         "## Consumer loop (`kafka:`)",
         "",
         "Topic, group and bootstrap settings come from the service section above.",
@@ -147,7 +160,8 @@ def configuration_markdown() -> str:
         "|---|---|---|---|",
         *[r for r in rows(KafkaSettings, "NLPMON_KAFKA__", "kafka.")
           if not any(f"`kafka.{k}`" in r for k in ("bootstrap_servers", "topic", "group_id",
-                                                      "dead_letter_topic", "state_topic"))],
+                                                      "dead_letter_topic", "state_topic",
+                                                      "ground_truth_topic"))],
         "",
         "Example `nlpmon.yaml`:",
         "",

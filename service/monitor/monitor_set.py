@@ -35,6 +35,7 @@ class BatchResult:
     rejected: list[Rejection]
     accepted: int
     event_times: list[float | None]  # the accepted events' own timestamps (epoch seconds), for age metrics
+    events: list[Event]  # the accepted events, decoded (for the quality join)
 
 
 class MonitorSet:
@@ -120,7 +121,7 @@ class MonitorSet:
             events.append(e)
             positions.append(i)
         return BatchResult(self.process_events(events, positions), rejected, len(events),
-                           [e.timestamp for e in events])
+                           [e.timestamp for e in events], events)
 
     def report(self) -> dict[str, Any]:
         return {f"{m}/{v}": mon.report() for (m, v), mon in sorted(self.monitors.items())}

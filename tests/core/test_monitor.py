@@ -120,8 +120,9 @@ def test_snapshot_restore_mid_stream_equals_uninterrupted() -> None:
 
 
 def assert_close_tree(a: object, b: object, path: str = "") -> None:
-    """Equal structure and values; floats equal up to float32 summation-order rounding (batch splits give
-    BLAS other shapes, and some OpenBLAS kernels round differently per shape)."""
+    """Equal structure and values (integers, so event counts, exactly); floats up to float32 summation-order
+    rounding: batch splits give BLAS other shapes, some OpenBLAS kernels round differently per shape, and
+    the statistics take differences of float32 window means (seen: 7e-6 relative on an AMD EPYC)."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), path
         for k in a:
@@ -131,7 +132,7 @@ def assert_close_tree(a: object, b: object, path: str = "") -> None:
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_close_tree(x, y, f"{path}[{i}]")
     elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-6, abs=1e-9, nan_ok=True), path
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-9, nan_ok=True), path
     else:
         assert a == b, path
 

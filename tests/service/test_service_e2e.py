@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
 from service.demo import SyntheticStream
+from service.demo.generator import LABELS
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
 from service.observability.http import to_jsonable
@@ -37,7 +39,7 @@ CONFIG = MonitorConfig(calibration_splits=2)
 
 def event_lines(n_ref: int, n: int, drift_at: int, seed: int = 5) -> list[str]:
     ref = SyntheticStream(seed=seed)
-    ref.rng = __import__("numpy").random.default_rng(77)
+    ref.rng = np.random.default_rng(77)
     prod = SyntheticStream(seed=seed, drift_at=drift_at)
     return ([json.dumps(e) for e in ref.events(n_ref, "reference")] +
             [json.dumps(e) for e in prod.events(n)])
@@ -50,6 +52,7 @@ class Service:
         env = {**os.environ, **MONITOR_ENV, "NLPMON_BOOTSTRAP_SERVERS": bootstrap, "NLPMON_PORT": "0",
                "NLPMON_TOPIC": names["topic"], "NLPMON_GROUP_ID": names["group"],
                "NLPMON_STATE_TOPIC": names["state"], "NLPMON_DEAD_LETTER_TOPIC": names["dlq"],
+               "NLPMON_GROUND_TRUTH_TOPIC": names["labels"],
                "NLPMON_PROGRESS_INTERVAL_S": "1", "NLPMON_KAFKA__SESSION_TIMEOUT_MS": "2000",
                "NLPMON_KAFKA__STATISTICS_INTERVAL_MS": "300", "NLPMON_KAFKA__BATCH_SIZE": "300",
                "NLPMON_KAFKA__CHECKPOINT_INTERVAL_EVENTS": "700", "NLPMON_KAFKA__CHECKPOINT_INTERVAL_S": "30",
@@ -98,16 +101,17 @@ class Service:
 @pytest.fixture
 def names() -> dict[str, str]:
     s = uuid.uuid4().hex[:8]
-    return {"topic": f"pred-{s}", "group": f"nlpmon-{s}", "state": f"state-{s}", "dlq": f"dlq-{s}"}
+    return {"topic": f"pred-{s}", "group": f"nlpmon-{s}", "state": f"state-{s}", "dlq": f"dlq-{s}",
+            "labels": f"labels-{s}"}
 
 
 @pytest.fixture
 def publish(kafka_bootstrap: str, names: dict[str, str], tmp_path: Path) -> Iterator[Any]:
-    def send(lines: list[str], name: str) -> None:
+    def send(lines: list[str], name: str, topic: str | None = None) -> None:
         path = tmp_path / f"{name}.jsonl"
         path.write_text("\n".join(lines) + "\n")
         proc = subprocess.run([sys.executable, "-m", "service.cli", "publish", str(path), "--bootstrap-servers",
-                               kafka_bootstrap, "--topic", names["topic"]], cwd=ROOT, capture_output=True,
+                               kafka_bootstrap, "--topic", topic or names["topic"]], cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert f"{len(lines):,} acknowledged" in proc.stderr
@@ -192,6 +196,10 @@ def test_sigkill_mid_stream_then_restart_equals_uninterrupted(kafka_bootstrap: s
     for r in (want, got):
         r["reference"].pop("calibration_seconds")
         r.pop("events_processed_here")
+    assert got.pop("quality")["join"]["predictions"] == 3200  # each prediction joined once (none labelled)
+    # outlier scores are clipped, so many tie: which tied ones are kept depends on float rounding
+    oa, ob = (sorted(o["score"] for o in r.pop("outliers")) for r in (want, got))
+    assert oa == pytest.approx(ob, rel=1e-4)
     assert_close_tree(want, got)
     restored = re.search(r"assigned \S+\[0\]@(\d+)", (tmp_path / "second.log").read_text())
     assert restored and 0 < int(restored.group(1)) <= 2000, "the restart did not resume from a snapshot"
@@ -224,3 +232,74 @@ def test_readiness_reports_an_unreachable_broker(names: dict[str, str], tmp_path
             assert svc.get("/healthz")[0] == 200
         finally:
             svc.stop(signal.SIGTERM, timeout_s=40)
+
+
+def labelled_lines(n_ref: int, n: int, seed: int = 3) -> tuple[list[str], dict[str, list[tuple[int, int, str]]],
+                                                                 dict[str, list[tuple[int, int, str]]]]:
+    """Events with unique ids, their predicted spans and gold spans (right, shifted or relabelled)."""
+    import random
+
+    rng = random.Random(seed)
+    lines, pred, gold = [], {}, {}
+    for i, e in enumerate(json.loads(x) for x in event_lines(n_ref, n, drift_at=n, seed=seed)):
+        e["event_id"] = eid = f"ev-{i}"
+        lines.append(json.dumps(e))
+        if e["split"] == "production":
+            pred[eid] = [(x["start"], x["end"], x["label"]) for x in e["entities"]]
+            roll = rng.random()
+            gold[eid] = (pred[eid] if roll < 0.6 else [(s, t + 1, lab) for s, t, lab in pred[eid]] if roll < 0.8
+                         else [(s, t, "MISC") for s, t, _ in pred[eid]] + [(0, 1, "PER")])
+    return lines, pred, gold
+
+
+def label_line(eid: str, spans: list[tuple[int, int, str]]) -> str:
+    return json.dumps({"event_id": eid, "model": "demo-ner",
+                       "entities": [{"label": lab, "start": s, "end": t} for s, t, lab in spans]})
+
+
+def test_pending_joins_survive_sigkill_and_late_labels_give_exact_span_figures(
+        kafka_bootstrap: str, names: dict[str, str], publish: Any, tmp_path: Path) -> None:
+    import random
+
+    from service.quality.spans import LabelVocab
+    from service.quality.window import scores_from_counts
+    from tests.quality.test_spans import oracle
+
+    lines, pred, gold = labelled_lines(600, 1500)
+    ids = sorted(gold)
+    random.Random(4).shuffle(ids)
+    first, rest = ids[:500], ids[500:]
+    svc = Service(kafka_bootstrap, names, tmp_path / "first.log")
+    publish([label_line(e, gold[e]) for e in first[:150]], "early", names["labels"])  # before their predictions
+    publish(lines, "events")
+    publish([label_line(e, gold[e]) for e in first[150:]], "late", names["labels"])
+
+    def quality(s: Service) -> dict[str, Any]:
+        return s.json("/api/models/demo-ner").get("quality") or {"join": {"matched": 0, "labels": 0}}
+
+    wait_until(lambda: quality(svc)["join"]["matched"] == 500, 120, "the first labels joined")
+    q = quality(svc)
+    # 1000 unlabelled production and 600 reference predictions wait (in the snapshot too, or re-read)
+    assert q["join"]["pending_predictions"] == 1600 and q["join"]["pending_labels"] == 0
+    assert svc.stop(signal.SIGKILL) == -signal.SIGKILL
+    publish([label_line(e, gold[e]) for e in rest] + [label_line(e, gold[e]) for e in first[:7]], "rest",
+            names["labels"])
+    svc2 = Service(kafka_bootstrap, names, tmp_path / "second.log")
+    try:
+        wait_until(lambda: quality(svc2)["join"]["labels"] == 1507, 120, "every label read after the restart")
+        time.sleep(1.5)  # one more report refresh, then the figures must be final
+        q = quality(svc2)
+    finally:
+        assert svc2.stop(signal.SIGTERM) == 0
+    j = q["join"]
+    assert j["predictions"] == 2100, "a prediction was lost or counted twice"
+    assert j["matched"] == 1500 and j["duplicate_label"] == 7, "a label was lost or joined twice"
+    assert j["pending_predictions"] == 600 and j["pending_labels"] == 0  # the unlabelled reference
+    vocab = LabelVocab(names=[*LABELS, "MISC", "PER"])
+    sums = np.zeros((len(vocab), 3), dtype=np.int64)
+    for eid in ids:
+        for lab, counts in oracle(pred[eid], gold[eid]).items():
+            sums[vocab.id(lab)] += counts
+    want = scores_from_counts(sums, vocab.names)
+    assert q["labels"] == want["labels"]
+    assert q["micro"] == want["micro"] and q["documents"] == 1500

@@ -1,0 +1,102 @@
+"""The quality monitors of one stream (a Kafka partition, or a replay), keyed by model. Pure.
+
+The one code path of ``nlpmon run`` and ``nlpmon replay`` for delayed ground truth: decoded prediction
+events and raw label lines in, per-(model, version) quality reports out. A label line that breaks the
+contract (:mod:`service.quality.events`) is returned as a rejection, never raised.
+
+Arrival times (``now``) are what the join's TTL counts in: the shell passes the Kafka record timestamps
+(or, in a replay, the events' own times). Without one, an event's own timestamp is used, else the
+latest time the model's join has seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from service.events import Event
+from service.events.errors import InvalidEvent
+from service.quality.events import GroundTruth, decode_ground_truth_lines
+from service.quality.quality_monitor import QualityConfig, QualityMonitor
+
+STATE_KIND = "nlpmon.quality_set"
+
+__all__ = ["QualitySet"]
+
+
+class QualitySet:
+    """Per-model :class:`QualityMonitor` objects of one stream. Not thread-safe."""
+
+    def __init__(self, config: QualityConfig | None = None) -> None:
+        self.config = config or QualityConfig()
+        self.monitors: dict[str, QualityMonitor] = {}
+
+    def monitor(self, model: str) -> QualityMonitor:
+        m = self.monitors.get(model)
+        if m is None:
+            m = self.monitors[model] = QualityMonitor(model, self.config)
+        return m
+
+    def add_predictions(self, events: Sequence[Event], now: float | None = None) -> None:
+        """Decoded, valid prediction events (any models); ``now`` their arrival time (None: event times)."""
+        by_model: dict[str, list[Event]] = {}
+        for e in events:
+            by_model.setdefault(e.model, []).append(e)
+        for model, group in by_model.items():
+            mon = self.monitor(model)
+            mon.add_predictions(group, now=now)
+            _expire(mon, now)
+
+    def add_label_lines(self, lines: Sequence[bytes | str | None], now: float | None = None
+                        ) -> list[tuple[int, InvalidEvent]]:
+        """Decode raw label events, join them; returns ``(position, error)`` of the invalid ones."""
+        present = [(i, raw) for i, raw in enumerate(lines) if raw is not None]
+        good, bad = decode_ground_truth_lines([raw for _, raw in present])
+        rejected = [(present[i][0], exc) for i, exc in bad]
+        rejected += [(i, InvalidEvent("malformed_json", "message has no value"))
+                     for i, raw in enumerate(lines) if raw is None]
+        self.add_labels(good, now)
+        return sorted(rejected, key=lambda r: r[0])
+
+    def add_labels(self, labels: Sequence[GroundTruth], now: float | None = None) -> None:
+        """Decoded label events (any models); ``now`` their arrival time (None: their own times)."""
+        by_model: dict[str, list[GroundTruth]] = {}
+        for g in labels:
+            by_model.setdefault(g.model, []).append(g)
+        for model, group in by_model.items():
+            mon = self.monitor(model)
+            if now is not None:
+                mon.add_labels(group, now)
+            else:
+                for g in group:  # one by one, each at its own time
+                    t = g.timestamp if g.timestamp is not None else mon.join.watermark
+                    mon.add_labels([g], t if math.isfinite(t) else 0.0)
+            _expire(mon, now)
+
+    def expire(self, now: float) -> None:
+        for mon in self.monitors.values():
+            mon.expire(now)
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """``{"model/version": QualityMonitor.report(version)}`` for every version with predictions."""
+        return {f"{model}/{version}": rep for model, mon in sorted(self.monitors.items())
+                for version, rep in mon.reports().items()}
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"kind": STATE_KIND, "monitors": [m.state() for m in self.monitors.values()]}
+
+    def restore(self, s: dict[str, Any]) -> None:
+        if s.get("kind") != STATE_KIND:
+            raise ValueError("not an nlpmon quality-set state")
+        self.monitors = {}
+        for ms in s["monitors"]:
+            mon = QualityMonitor.from_state(ms, self.config)
+            self.monitors[mon.model] = mon
+
+
+def _expire(mon: QualityMonitor, now: float | None) -> None:
+    t = mon.join.watermark if now is None else now
+    if math.isfinite(t):
+        mon.expire(t)
