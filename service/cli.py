@@ -17,33 +17,51 @@ import yaml
 from pydantic import ValidationError
 
 from service.monitor.config import MonitorConfig
+from service.quality.quality_monitor import QualityConfig
 
 
 class UsageError(Exception):
     """A problem the user can fix; printed as one line without a traceback."""
 
 
+def _yaml_settings(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {p} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"config file {p} must hold a mapping of settings")
+    return loaded
+
+
 def load_monitor_config(path: str | None, overrides: dict[str, Any]) -> MonitorConfig:
     """MonitorConfig from a YAML file (top-level keys, or under ``monitor:``) plus CLI overrides."""
-    data: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise UsageError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UsageError(f"config file {p} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise UsageError(f"config file {p} must hold a mapping of settings")
-        data = dict(loaded.get("monitor", loaded))
+    loaded = _yaml_settings(path)
+    data = dict(loaded.get("monitor", {k: v for k, v in loaded.items() if k != "quality"}))
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return MonitorConfig(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise UsageError(f"bad monitor setting {where}: {err['msg']}") from None
+        raise UsageError(_bad_setting("monitor", exc)) from None
+
+
+def load_quality_config(path: str | None) -> QualityConfig:
+    """QualityConfig from the ``quality:`` section of a YAML file (defaults without one)."""
+    try:
+        return QualityConfig(**dict(_yaml_settings(path).get("quality") or {}))
+    except ValidationError as exc:
+        raise UsageError(_bad_setting("quality", exc)) from None
+
+
+def _bad_setting(section: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err["loc"])
+    return f"bad {section} setting {where}: {err['msg']}"
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -57,11 +75,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from service.replay import replay, summary, terminal_progress
 
     config = load_monitor_config(args.config, {"false_alarm_rate": args.false_alarm_rate})
-    for p in [args.events, *(args.reference or [])]:
+    for p in [args.events, *(args.reference or []), *([args.ground_truth] if args.ground_truth else [])]:
         if not Path(p).is_file():
             raise UsageError(f"file not found: {p}")
     progress = terminal_progress()
-    report = replay(args.events, args.reference or [], config, progress=progress)
+    quality = load_quality_config(args.config) if args.ground_truth else None
+    report = replay(args.events, args.reference or [], config, ground_truth_path=args.ground_truth,
+                    quality_config=quality, progress=progress)
     if progress is not None:
         sys.stderr.write("\n")
     if args.report:
@@ -148,7 +168,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"\rdemo: {n:,} production events per model", end="", file=sys.stderr, flush=True)
 
     try:
-        acked = publish_demo(args.bootstrap_servers, args.topic, stop, plan, progress=show)
+        acked = publish_demo(args.bootstrap_servers, args.topic, stop, plan, labels_topic=args.ground_truth_topic,
+                             progress=show)
     except KeyboardInterrupt:
         stop.set()
         return 130
@@ -197,8 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="append", metavar="FILE",
                    help="reference events file or saved profile (repeatable); default: auto-baseline")
     p.add_argument("--report", metavar="REPORT.json", help="write the full report here")
+    p.add_argument("--ground-truth", metavar="LABELS.jsonl",
+                   help="ground-truth events (docs/events.md): adds span precision/recall/F1 per model")
     p.add_argument("--false-alarm-rate", type=float, help="alarms per signal per stationary event (1e-6)")
-    p.add_argument("--config", metavar="FILE", help="YAML file with monitor settings")
+    p.add_argument("--config", metavar="FILE", help="YAML file with monitor settings (and a quality: section)")
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("run", help="run the service (embedded broker when no bootstrap servers are set)")
@@ -219,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0, help="production events/s per model")
     p.add_argument("--events", type=int, default=200_000, help="production events per model")
     p.add_argument("--drift-after", type=int, default=4000, help="ner-news drifts after this many events")
+    p.add_argument("--ground-truth-topic", help="also publish late ground-truth events for 30%% of them here")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("publish", help="publish a JSONL[.gz] file of events, keyed by model")

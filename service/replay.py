@@ -5,6 +5,7 @@ Event indices in the report are 0-based positions among the non-blank lines of E
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import Counter
@@ -13,11 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from service.events import Event, InvalidEvent, decode_event
 from service.io import iter_batches
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
 from service.monitor.reference import ReferenceProfile
+from service.quality.events import GroundTruth, decode_ground_truth_lines
+from service.quality.quality_monitor import QualityConfig
+from service.quality.quality_set import QualitySet
 from service.state import SnapshotError
 from service.state.codec import MAGIC
 
@@ -56,11 +62,49 @@ def load_references(paths: Sequence[str | Path]) -> LoadedReference:
     return out
 
 
+@dataclass
+class LoadedLabels:
+    """Ground-truth events of a file, in the order they are fed: by timestamp, those without one last."""
+
+    labels: list[GroundTruth] = field(default_factory=list)
+    lines: int = 0
+    invalid: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def load_labels(path: str | Path) -> LoadedLabels:
+    """Decode a JSONL(.gz) file of ground-truth events; invalid lines are counted and skipped."""
+    out = LoadedLabels()
+    for batch in iter_batches(path, 5000):
+        good, bad = decode_ground_truth_lines(batch)
+        for i, exc in bad:
+            out.invalid += 1
+            if len(out.reasons) < MAX_REASONS:
+                out.reasons.append(f"line {out.lines + i + 1}: {exc.reason}: {exc.detail}")
+        out.labels.extend(good)
+        out.lines += len(batch)
+    out.labels.sort(key=lambda g: math.inf if g.timestamp is None else g.timestamp)
+    return out
+
+
 def replay(events_path: str | Path, reference_paths: Sequence[str | Path], config: MonitorConfig, *,
+           ground_truth_path: str | Path | None = None, quality_config: QualityConfig | None = None,
            batch_size: int = 2000, progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
-    """Run EVENTS through a fresh MonitorSet; return the report (see docs/replay.md)."""
+    """Run EVENTS through a fresh MonitorSet (and, with ``ground_truth_path``, a QualitySet); return the
+    report (see docs/replay.md).
+
+    Labels are fed as they would have arrived: after each batch, those whose timestamp is not later than
+    the newest event time so far; labels without a timestamp after the last event. Events of the reference
+    files join their labels too (as reference predictions: they calibrate the label-free estimate).
+    """
     ref = load_references(reference_paths)
     monitors = MonitorSet(config, ref.profiles, ref.events)
+    quality = QualitySet(quality_config) if ground_truth_path is not None else None
+    truth = load_labels(ground_truth_path) if ground_truth_path is not None else LoadedLabels()
+    fed = 0
+    newest = -math.inf
+    if quality is not None and ref.events:
+        quality.add_predictions([msgspec.structs.replace(e, split="reference") for e in ref.events])
     n = invalid = 0
     reasons: Counter[str] = Counter()
     first_reasons: list[dict[str, Any]] = []
@@ -77,16 +121,32 @@ def replay(events_path: str | Path, reference_paths: Sequence[str | Path], confi
             d = a.as_dict()
             d["event_index"] = n + d.pop("position")
             alerts.append(d)
+        if quality is not None:
+            quality.add_predictions(res.events)
+            newest = max([newest, *(e.timestamp for e in res.events if e.timestamp is not None)])
+            due = fed
+            while due < len(truth.labels) and (truth.labels[due].timestamp or math.inf) <= newest:
+                due += 1
+            quality.add_labels(truth.labels[fed:due])
+            fed = due
         n += len(batch)
         if progress is not None:
             progress(n, len(alerts), time.perf_counter() - t0)
+    models = monitors.report()
+    if quality is not None:
+        quality.add_labels(truth.labels[fed:])
+        for key, q in quality.report().items():
+            if key in models:
+                models[key]["quality"] = q
     return {
         "events": n, "invalid": invalid, "invalid_reasons": dict(reasons), "first_invalid": first_reasons,
         "reference": {"events": len(ref.events), "invalid": ref.invalid, "first_invalid": ref.reasons,
                       "profiles": [f"{m}/{v}" for m, v in ref.profiles]},
         "seconds": round(time.perf_counter() - t0, 3),
         "alerts": alerts,
-        "models": monitors.report(),
+        "models": models,
+        **({"ground_truth": {"lines": truth.lines, "labels": len(truth.labels), "invalid": truth.invalid,
+                             "first_invalid": truth.reasons}} if quality is not None else {}),
     }
 
 
@@ -102,12 +162,25 @@ def summary(report: dict[str, Any]) -> str:
                      f"{m['monitored_events']} monitored; drifting now: {', '.join(drifting) or 'none'}")
         if m.get("reference_error"):
             lines.append(f"    reference problem: {m['reference_error']}")
+        q = m.get("quality")
+        if q is not None:
+            f1, ref = q["micro"]["f1"], q["reference"]["micro"]["f1"]
+            lines.append(f"    quality: {q['documents']} labelled documents, micro F1 {_num(f1)} (reference "
+                         f"{_num(ref)}, {q['reference']['source'] or 'none yet'}), labelled fraction "
+                         f"{_num(q['labelled_fraction'])}{'; F1 DROP' if q['f1_drop']['drift'] else ''}")
     for a in report["alerts"][:10]:
         lines.append(f"  alarm at event {a['event_index']}: {a['model']}/{a['model_version']} {a['signal']} "
                      f"score {a['score']:.2f} ({a['statistic']} over {a['window']} events)")
+    gt = report.get("ground_truth")
+    if gt is not None:
+        lines.append(f"  ground truth: {gt['labels']} labels, {gt['invalid']} invalid lines")
     if len(report["alerts"]) > 10:
         lines.append(f"  ... {len(report['alerts']) - 10} more alarms in the report")
     return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def terminal_progress(stream: Any = None) -> Callable[[int, int, float], None] | None:
@@ -124,4 +197,5 @@ def terminal_progress(stream: Any = None) -> Callable[[int, int, float], None] |
     return show
 
 
-__all__ = ["LoadedReference", "SnapshotError", "load_references", "replay", "summary", "terminal_progress"]
+__all__ = ["LoadedLabels", "LoadedReference", "SnapshotError", "load_labels", "load_references", "replay", "summary",
+           "terminal_progress"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.cli import main
@@ -91,3 +92,57 @@ def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert {"event_id", "model", "embedding", "entities", "tokens"} <= set(schema["properties"])
+
+
+def test_replay_with_ground_truth_reports_exact_span_figures(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Labels in their own file, some timestamped before, some long after their predictions, some without a
+    time, plus reference labels (they calibrate the estimate) and bad lines: the figures equal the oracle."""
+    import random
+
+    from service.quality.spans import LabelVocab
+    from service.quality.window import scores_from_counts
+    from tests.quality.test_spans import oracle
+
+    rng = random.Random(5)
+    ref = generate_events(300, seed=4, split="reference", model="ner")
+    events = generate_events(900, seed=6, model="ner")
+    for i, e in enumerate(ref + events):
+        e["event_id"] = f"id-{i}"
+    labels, gold = [], {}
+    for e in ref + events:
+        spans = [(x["start"], x["end"], x["label"]) for x in e["entities"]]
+        if rng.random() < 0.3:
+            spans = [(s, t, "MISC") for s, t, _ in spans] or [(0, 2, "PERSON")]
+        gold[e["event_id"]] = spans
+        label: dict = {"event_id": e["event_id"], "model": "ner",
+                       "entities": [{"label": lab, "start": s, "end": t} for s, t, lab in spans]}
+        roll = rng.random()
+        if roll < 0.8:
+            label["timestamp"] = e["timestamp"] + rng.uniform(-5, 3600)
+        labels.append(label)
+    rng.shuffle(labels)
+    gt = write(tmp_path / "labels.jsonl.gz", labels, ('{"event_id": "z", "model": "ner"}', "nope"))
+    ev = write(tmp_path / "events.jsonl", ref + events)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("monitor:\n  calibration_splits: 2\n  auto_baseline_events: 400\nquality:\n"
+                   "  baseline_documents: 300\n  min_test_documents: 100\n")
+    out = tmp_path / "r.json"
+    assert main(["replay", str(ev), "--ground-truth", str(gt), "--config", str(cfg), "--report", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["ground_truth"]["labels"] == 1200 and report["ground_truth"]["invalid"] == 2
+    q = report["models"]["ner/1"]["quality"]
+    vocab = LabelVocab(names=sorted({s[2] for spans in gold.values() for s in spans} |
+                                    {x["label"] for e in events for x in e["entities"]}))
+    sums = np.zeros((len(vocab), 3), dtype=np.int64)
+    for e in events:
+        pred = [(x["start"], x["end"], x["label"]) for x in e["entities"]]
+        for lab, counts in oracle(pred, gold[e["event_id"]]).items():
+            sums[vocab.id(lab)] += counts
+    want = scores_from_counts(sums, vocab.names)
+    assert q["labels"] == want["labels"] and q["micro"] == want["micro"] and q["documents"] == 900
+    assert q["join"]["matched"] == 1200 and q["reference"]["source"] == "reference"
+    assert q["calibrated"] and q["calibration_spans"] > 0 and q["labelled_fraction"] == 1.0
+    assert not q["f1_drop"]["drift"]  # the same labelling noise in reference and production
+    assert "quality: 900 labelled documents" in capsys.readouterr().out
+    assert main(["replay", str(ev), "--ground-truth", str(tmp_path / "missing.jsonl")]) == 2
