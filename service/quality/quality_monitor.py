@@ -22,9 +22,9 @@ The shell hands it decoded prediction events (:class:`service.events.Event`) and
 * :mod:`service.quality.significance` decides when micro F1 dropped and when realised and estimated
   precision parted, at the false-alarm rate ``false_alarm_rate``.
 
-``labelled_fraction`` is cumulative since the start (or the restored state), over every prediction of
-the model whose fate is known: matched / (matched + expired unlabelled + evicted); the pending ones are
-reported apart. Reference predictions count too. ``join_here`` and ``label_delay_seconds`` count only
+``labelled_fraction`` is cumulative since the start (or the restored state): matched / (matched +
+expired unlabelled + evicted + still waiting), the share of the model's predictions labelled so far (the
+waiting ones may still be; ``join.pending_predictions`` says how many). Reference predictions count too. ``join_here`` and ``label_delay_seconds`` count only
 what this object saw since it was built or restored (like ``events_processed_here``), so Prometheus
 counters fed from them never count a restored history twice.
 
@@ -339,8 +339,9 @@ class QualityMonitor:
         else:
             out["calibration_gap_overall"] = None
         c = self.join.counters
-        resolved = c["matched"] + c["prediction_expired_unlabelled"] + c["prediction_evicted_memory"]
-        out["labelled_fraction"] = None if resolved == 0 else c["matched"] / resolved
+        seen = (c["matched"] + c["prediction_expired_unlabelled"] + c["prediction_evicted_memory"]
+                + self.join.pending_predictions)
+        out["labelled_fraction"] = None if seen == 0 else c["matched"] / seen
         edges = np.asarray([*cfg.delay_buckets, np.inf])
         delays = ver.window.delays()
         out["label_delay_histogram"] = {"edges": list(cfg.delay_buckets),

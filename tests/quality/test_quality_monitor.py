@@ -192,7 +192,7 @@ def test_other_models_and_offsetless_entities_are_counted() -> None:
     assert r["counters"]["ignored_other_model"] == 1 and r["counters"]["entities_without_offsets"] == 1
     assert r["join"]["predictions"] == 2  # one join per model: version 2 waits in it too
     assert sorted(m.versions) == ["1", "2"]
-    assert r["labelled_fraction"] is None and r["calibration_gap_overall"] is None
+    assert r["labelled_fraction"] == 0.0 and r["calibration_gap_overall"] is None  # 2 waiting, none labelled
 
 
 def test_a_label_without_version_joins_the_version_that_made_the_prediction() -> None:
