@@ -1,7 +1,8 @@
 """The partition processor of ``nlpmon run``: Kafka records in, a ``MonitorSet`` and a ``QualitySet``
 updated, rejections out.
 
-One ``MonitorPartitionProcessor`` per assigned partition of the prediction topic; it also receives the
+One ``MonitorPartitionProcessor`` per assigned partition of the prediction topic. With a ``quality``
+config (the service has a ground-truth topic) it also receives the
 records of the same partition of the ground-truth topic (``process_labels``): both topics are keyed by
 model, so a model's predictions and labels meet in one processor and its join state lives in one
 snapshot with the offsets of both. Arrival time of the join is the Kafka record timestamp.
@@ -70,6 +71,7 @@ class MonitorPartitionProcessor:
         self.partition = partition
         self.monitors = MonitorSet(config, references.profiles, references.events)
         self.quality = QualitySet(quality)
+        self.joins = quality is not None  # None: no ground-truth topic, predictions skip the join
         self._on_alarms = on_alarms
         self.batch_stats = BatchStats()
 
@@ -77,7 +79,7 @@ class MonitorPartitionProcessor:
         """Decode, validate and monitor the records (one vectorised update per model); join them."""
         t0 = time.perf_counter()
         result = self.monitors.process_lines([r.value for r in records])
-        if result.events:
+        if result.events and self.joins:
             self.quality.add_predictions(result.events, now=_arrival(records))
         self.batch_stats.add(time.perf_counter() - t0, result.event_times, [r.reason for r in result.rejected])
         if result.alarms and self._on_alarms is not None:

@@ -62,7 +62,8 @@ class NlpmonService:
     # -- wiring -----------------------------------------------------------------------------------------
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
         proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor, self.references,
-                                         on_alarms=self._collect_alarms, quality=self.settings.quality)
+                                         on_alarms=self._collect_alarms,
+                                         quality=self.settings.quality if self.settings.ground_truth_topic else None)
         self._processors[(topic, partition)] = proc
         return proc
 

@@ -7,7 +7,9 @@ Pure core, like :mod:`service.monitor`: no Kafka, no HTTP, no wall clock, no glo
 - :mod:`service.quality.window`: sliding window of labelled documents with mergeable TP/FP/FN sums.
 - :mod:`service.quality.join`: the bounded join buffer of predictions and labels.
 - :mod:`service.quality.estimate`: label-free precision estimate and the calibration gap.
+- :mod:`service.quality.significance`: the F1-drop and calibration-gap tests.
 - :mod:`service.quality.quality_monitor`: :class:`QualityMonitor`, all of the above for one model.
+- :mod:`service.quality.quality_set`: :class:`QualitySet`, the monitors of one stream keyed by model.
 """
 
 from service.quality.estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision
@@ -21,6 +23,7 @@ from service.quality.events import (
 )
 from service.quality.join import JoinBuffer, Label, Matched, Prediction
 from service.quality.quality_monitor import QualityConfig, QualityMonitor
+from service.quality.quality_set import QualitySet
 from service.quality.spans import LabelVocab, confusion_counts, match_batch, match_document
 from service.quality.window import QualityWindow
 
@@ -36,6 +39,7 @@ __all__ = [
     "Prediction",
     "QualityConfig",
     "QualityMonitor",
+    "QualitySet",
     "QualityWindow",
     "ScoreWindow",
     "calibration_gap",

@@ -24,9 +24,10 @@ The shell hands it decoded prediction events (:class:`service.events.Event`) and
 
 ``labelled_fraction`` is cumulative since the start (or the restored state): matched / (matched +
 expired unlabelled + evicted + still waiting), the share of the model's predictions labelled so far (the
-waiting ones may still be; ``join.pending_predictions`` says how many). Reference predictions count too. ``join_here`` and ``label_delay_seconds`` count only
-what this object saw since it was built or restored (like ``events_processed_here``), so Prometheus
-counters fed from them never count a restored history twice.
+waiting ones may still be; ``join.pending_predictions`` says how many). Reference predictions count too.
+``join_here`` and ``label_delay_seconds`` count only what this object saw since it was built or restored
+(like ``events_processed_here``), so Prometheus counters fed from them never count a restored history
+twice.
 
 Token classification: entities without both offsets cannot be matched and are counted
 (``entities_without_offsets``), not joined. Repeated ``(start, end, label)`` spans in one document are
@@ -37,10 +38,12 @@ matched once (seqeval's set semantics, see ``spans``) and counted (``duplicate_p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.events import Event
@@ -53,7 +56,6 @@ from service.quality.window import QualityWindow
 
 __all__ = ["QualityConfig", "QualityMonitor"]
 
-_NONE_SPANS = np.zeros((0, 3), dtype=np.int64)
 OFFSET_MAX = 2**62  # the contracts allow any non-negative integer; larger offsets are clamped to fit int64
 
 
@@ -94,25 +96,44 @@ class QualityConfig(BaseModel):
         0.05, ge=0, le=1, description="Smallest realised - estimated precision gap that flags (absolute).")
 
 
-def _prediction(event: Event, vocab: LabelVocab) -> tuple[Prediction, int]:
-    """The join entry of a decoded event and the number of entities skipped for lack of offsets."""
-    ts = float("nan") if event.timestamp is None else float(event.timestamp)
-    if event.task == "text-classification":
-        p = event.prediction
-        if p is None:
-            spans, scores = _NONE_SPANS, np.zeros(0, dtype=np.float32)
+class _Batch(NamedTuple):
+    predictions: list[Prediction]
+    spans: npt.NDArray[np.int64]  # (rows, 3) every prediction's spans; prediction i has rows bounds[i]:bounds[i+1]
+    scores: npt.NDArray[np.float32]
+    bounds: npt.NDArray[np.int64]
+    skipped: int  # entities without offsets
+
+
+def _predictions(events: Sequence[Event], vocab: LabelVocab) -> _Batch:
+    """Join entries of a batch of decoded events. One array build per batch: each entry holds slices of it."""
+    rows: list[tuple[int, int, int]] = []
+    scores: list[float] = []
+    bounds = [0]
+    kinds: list[int] = []
+    skipped = 0
+    nan = math.nan
+    for e in events:
+        if e.task == "text-classification":
+            p = e.prediction
+            if p is not None:
+                rows.append((0, 0, vocab.id(p.label)))
+                scores.append(nan if p.score is None else p.score)
+            kinds.append(CLASS)
         else:
-            spans = np.array([[0, 0, vocab.id(p.label)]], dtype=np.int64)
-            scores = np.array([np.nan if p.score is None else p.score], dtype=np.float32)
-        kind, skipped = CLASS, 0
-    else:
-        usable = [e for e in event.entities if e.start is not None and e.end is not None]
-        spans = np.array([[_off(e.start), _off(e.end), vocab.id(e.label)] for e in usable],
-                         dtype=np.int64).reshape(-1, 3)
-        scores = np.array([np.nan if e.score is None else e.score for e in usable], dtype=np.float32)
-        kind, skipped = SPANS, len(event.entities) - len(usable)
-    return Prediction(event.event_id, event.model, event.model_version, ts, kind,
-                      event.split == "reference", spans, scores), skipped
+            for x in e.entities:
+                if x.start is None or x.end is None:
+                    skipped += 1
+                    continue
+                rows.append((_off(x.start), _off(x.end), vocab.id(x.label)))
+                scores.append(nan if x.score is None else x.score)
+            kinds.append(SPANS)
+        bounds.append(len(rows))
+    spans = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    confidences = np.array(scores, dtype=np.float32)
+    preds = [Prediction(e.event_id, e.model, e.model_version, nan if e.timestamp is None else float(e.timestamp),
+                        kind, e.split == "reference", spans[a:b], confidences[a:b])
+             for e, kind, a, b in zip(events, kinds, bounds[:-1], bounds[1:], strict=True)]
+    return _Batch(preds, spans, confidences, np.asarray(bounds, dtype=np.int64), skipped)
 
 
 def _label(event: GroundTruth, vocab: LabelVocab) -> Label:
@@ -126,12 +147,18 @@ def _label(event: GroundTruth, vocab: LabelVocab) -> Label:
 
 def _rows(matches: Sequence[Matched]) -> tuple[Any, Any, Any]:
     """Batch rows ``[doc, start, end, label]`` of predicted and gold spans, and predicted scores."""
-    pred = [np.column_stack([np.full(len(m.prediction.spans), i), m.prediction.spans]) for i, m in enumerate(matches)]
-    gold = [np.column_stack([np.full(len(m.label.spans), i), m.label.spans]) for i, m in enumerate(matches)]
-    p = np.concatenate(pred).astype(np.int64).reshape(-1, 4) if pred else np.zeros((0, 4), np.int64)
-    g = np.concatenate(gold).astype(np.int64).reshape(-1, 4) if gold else np.zeros((0, 4), np.int64)
-    s = (np.concatenate([m.prediction.scores for m in matches]).astype(np.float64) if matches
-         else np.zeros(0))
+    if not matches:
+        return np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64), np.zeros(0)
+    docs = np.arange(len(matches))
+
+    def stack(spans: list[Any]) -> Any:
+        lengths = np.fromiter(map(len, spans), np.int64, len(spans))
+        rows = np.concatenate(spans).astype(np.int64, copy=False).reshape(-1, 3)
+        return np.column_stack([np.repeat(docs, lengths), rows])
+
+    p = stack([m.prediction.spans for m in matches])
+    g = stack([m.label.spans for m in matches])
+    s = np.concatenate([m.prediction.scores for m in matches]).astype(np.float64)
     return p, g, s
 
 
@@ -190,38 +217,42 @@ class QualityMonitor:
         return v
 
     # -- inputs ----------------------------------------------------------------------------------------
-    def add_predictions(self, events: Iterable[Event], now: float | None = None) -> None:
+    def add_predictions(self, events: Sequence[Event], now: float | None = None) -> None:
         """Add decoded prediction events of this model; others are counted and ignored.
 
         ``now`` is the arrival time for the join's TTL (default: each event's timestamp, else the
         latest time seen).
         """
+        mine = [e for e in events if e.model == self.model]
+        self.counters["ignored_other_model"] += len(events) - len(mine)
+        batch = _predictions(mine, self.vocab)
+        preds, bounds = batch.predictions, batch.bounds
+        self.counters["entities_without_offsets"] += batch.skipped
         matches: list[tuple[Matched, float]] = []
-        batches: dict[str, tuple[list[float], list[int], list[Any], list[Any]]] = {}
-        for event in events:
-            if event.model != self.model:
-                self.counters["ignored_other_model"] += 1
-                continue
-            pred, skipped = _prediction(event, self.vocab)
-            self.counters["entities_without_offsets"] += skipped
-            ver = self.version(pred.model_version)
-            ver.classification = ver.classification or pred.kind == CLASS
-            arrival = now if now is not None else (pred.timestamp if np.isfinite(pred.timestamp)
-                                                   else self.join.watermark)
+        production: dict[str, list[int]] = {}
+        join = self.join
+        for i, pred in enumerate(preds):
+            ver = self.versions.get(pred.model_version) or self.version(pred.model_version)
+            if pred.kind == CLASS:
+                ver.classification = True
+            finite = math.isfinite(pred.timestamp)
+            arrival = now if now is not None else (pred.timestamp if finite else join.watermark)
             if not pred.reference:
-                times, doc, labels, scores = batches.setdefault(pred.model_version, ([], [], [], []))
-                # window time: event time, else the arrival time handed in, else unknown (never ages)
-                times.append(pred.timestamp if np.isfinite(pred.timestamp)
-                             else float("nan") if now is None else float(now))
-                doc.extend([len(times) - 1] * len(pred.spans))
-                labels.append(pred.spans[:, 2])
-                scores.append(pred.scores)
-            m = self.join.add_prediction(pred, arrival)
+                production.setdefault(pred.model_version, []).append(i)
+            m = join.add_prediction(pred, arrival)
             if m is not None:
-                matches.append((m, float(self.join.watermark)))
-        for version, (times, doc, labels, scores) in batches.items():
-            self.versions[version].scores.add(np.asarray(times), np.asarray(doc, dtype=np.int64),
-                                              np.concatenate(labels), np.concatenate(scores).astype(np.float64))
+                matches.append((m, float(join.watermark)))
+        if preds:
+            spans, scores = batch.spans, batch.scores
+            for version, idx in production.items():
+                sel = np.asarray(idx, dtype=np.int64)
+                # window time: event time, else the arrival time handed in, else unknown (never ages)
+                t = np.array([preds[i].timestamp for i in idx])
+                t = np.where(np.isfinite(t), t, np.nan if now is None else float(now))
+                lengths = bounds[sel + 1] - bounds[sel]
+                rows = np.repeat(bounds[sel] - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+                doc = np.repeat(np.arange(sel.size), lengths)
+                self.versions[version].scores.add(t, doc, spans[rows, 2], scores[rows].astype(np.float64))
         self._process(matches)
 
     def add_labels(self, label_events: Iterable[GroundTruth], now: float) -> None:

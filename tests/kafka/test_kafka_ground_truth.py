@@ -15,6 +15,7 @@ from kafka_test_helpers import Names, RunnerThread, make_topic, produce, read_pa
 from service.app.processor import MonitorPartitionProcessor, References
 from service.kafka.runner import ConsumerRunner
 from service.monitor.config import MonitorConfig
+from service.quality import QualityConfig
 from service.quality.spans import LabelVocab
 from service.quality.window import scores_from_counts
 from tests.quality.test_spans import oracle
@@ -59,7 +60,7 @@ class Runners:
         self.processors: dict[int, MonitorPartitionProcessor] = {}
 
     def factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
-        proc = MonitorPartitionProcessor(topic, partition, MonitorConfig(), References())
+        proc = MonitorPartitionProcessor(topic, partition, MonitorConfig(), References(), quality=QualityConfig())
         self.processors[partition] = proc
         return proc
 
