@@ -398,3 +398,20 @@ def test_a_restored_monitor_does_not_count_its_history_again(stream: Stream) -> 
     restored.process_lines(more)
     metrics.observe_reports(restored.report())
     assert value(registry, "nlpmon_events_total", **labels) == 50
+
+
+def test_mirrored_histogram_rejects_malformed_growth() -> None:
+    from service.observability.histograms import MirroredHistogram
+
+    hist = MirroredHistogram("h", "doc", ("a",))
+    series = hist.labels("x")
+    with pytest.raises(ValueError):
+        series.add([1.0, 2.0], [1, 2], 0.0)  # needs 3 values
+    with pytest.raises(ValueError):
+        series.add([1.0], [1, -1], 0.0)
+    with pytest.raises(ValueError):
+        hist.labels("x", "y")
+    assert series.add([1.0], [1, 2], 3.0) and not series.add([2.0], [1, 1], 0.0)
+    (fam,) = hist.collect()
+    assert [(s.name, s.labels.get("le"), s.value) for s in fam.samples] == [
+        ("h_bucket", "1.0", 1.0), ("h_bucket", "+Inf", 2.0), ("h_count", None, 2.0), ("h_sum", None, 3.0)]

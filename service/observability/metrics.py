@@ -25,7 +25,6 @@ Scrapes (``generate_latest``) may run concurrently from any thread.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,11 +34,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from service import __version__
+from service.observability.histograms import VectorHistogram
 
 MetricType = Literal["counter", "gauge", "histogram"]
 OTHER = "other"  # label value of aggregated overflow models and labels
@@ -189,48 +186,6 @@ class RunnerMetricsLike(Protocol):
     def assigned(self) -> tuple[tuple[str, int], ...]: ...
     @property
     def lag(self) -> dict[tuple[str, int], int]: ...
-
-
-class VectorHistogram(Collector):
-    """A label-less histogram fed whole numpy arrays (one ``searchsorted`` per batch, not a call per value).
-
-    Thread-safe: ``observe_many`` and scrapes take a lock.
-    """
-
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
-        self.name, self.documentation = name, documentation
-        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
-        self._counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last cell: above the largest bound
-        self._sum = 0.0
-        self._lock = threading.Lock()
-
-    def observe_many(self, values: npt.ArrayLike) -> None:
-        """Count every finite value of ``values``; NaN and infinite values are ignored."""
-        v = np.asarray(values, dtype=np.float64).ravel()
-        v = v[np.isfinite(v)]
-        if v.size == 0:
-            return
-        counts = np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=self._counts.size)
-        with self._lock:
-            self._counts += counts
-            self._sum += float(v.sum())
-
-    def _family(self, counts: npt.NDArray[np.int64] | None, total: float) -> HistogramMetricFamily:
-        if counts is None:
-            return HistogramMetricFamily(self.name, self.documentation)
-        cum = np.cumsum(counts)
-        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
-        return HistogramMetricFamily(self.name, self.documentation,
-                                     buckets=[(le, float(c)) for le, c in zip(les, cum, strict=True)],
-                                     sum_value=total)
-
-    def describe(self) -> Iterable[Metric]:
-        return [self._family(None, 0.0)]
-
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            counts, total = self._counts.copy(), self._sum
-        return [self._family(counts, total)]
 
 
 @dataclass
