@@ -574,13 +574,16 @@ def test_join_counters_grow_by_join_here_and_rebase_when_it_drops(stream: Stream
     assert value(reg, "nlpmon_join_events_total", **m, kind="labels") == 50
     assert value(reg, "nlpmon_join_total", **m, outcome="matched") == 38
     assert value(reg, "nlpmon_join_total", **m, outcome="label_for_expired_prediction") == 9
-    # a new owner process / restored state counts from 0 again: re-base, never backwards
-    observe(predictions=10, labels=5, matched=2)
+    # a new owner process counts from 0 again: every counter re-bases together, never backwards, even
+    # those whose new count happens to be higher (counting 12 - 9 would be a made-up number)
+    observe(predictions=10, labels=5, matched=2, label_for_expired_prediction=12)
     assert value(reg, "nlpmon_join_total", **m, outcome="matched") == 38
     assert value(reg, "nlpmon_join_events_total", **m, kind="labels") == 50
-    observe(predictions=20, labels=9, matched=5)
+    assert value(reg, "nlpmon_join_total", **m, outcome="label_for_expired_prediction") == 9
+    observe(predictions=20, labels=9, matched=5, label_for_expired_prediction=13)
     assert value(reg, "nlpmon_join_total", **m, outcome="matched") == 41
     assert value(reg, "nlpmon_join_events_total", **m, kind="labels") == 54
+    assert value(reg, "nlpmon_join_total", **m, outcome="label_for_expired_prediction") == 10
 
 
 def test_label_delay_is_a_cumulative_histogram_that_never_goes_backwards(stream: Stream) -> None:

@@ -469,17 +469,19 @@ class NlpmonMetrics:
     def _count_quality(self, st: _ModelState, quality: Mapping[str, Any],
                        other_join: dict[str, dict[tuple[str, str], int]]) -> None:
         """Advance the join counters and the label-delay histogram by the growth of the report's
-        ``join_here`` and ``label_delay_seconds`` (this process's own counts; a drop re-bases).
+        ``join_here`` and ``label_delay_seconds`` (this process's own counts). When any of their counts went
+        down (the core counts again from 0: it took the model over anew), all of them re-base together
+        without counting, so the counters stay consistent with each other (matched never above labels).
 
         Every join series is created at once, at 0, so that a ratio such as matched / labels exists while
         nothing matches. Overflow models add their join growth to ``other_join`` (the caller counts each
         model once: all its versions report the same join).
         """
-        for counter, total in (quality.get("join_here") or {}).items():
-            growth = _delta(st.join_totals, str(counter), int(total))
+        totals = {str(k): int(v) for k, v in (quality.get("join_here") or {}).items()}
+        for counter, growth in _join_growth(st.join_totals, totals).items():
             if st.retired:
                 continue
-            series = join_series(str(counter))
+            series = join_series(counter)
             if st.own:
                 self._child(series[0], (*st.series, series[1])).inc(growth)
             else:
@@ -634,6 +636,15 @@ def _sum_over_models(growth: Mapping[str, Mapping[tuple[str, str], int]]) -> dic
         for series, g in per_model.items():
             out[series] = out.get(series, 0) + g
     return out
+
+
+def _join_growth(last: dict[str, int], totals: Mapping[str, int]) -> dict[str, int]:
+    """Growth of every count of ``totals`` since ``last`` (updated in place); all 0 when one went down."""
+    dropped = any(total < last.get(key, 0) for key, total in totals.items())
+    growth = {key: 0 if dropped else total - last.get(key, 0) for key, total in totals.items()}
+    last.clear()
+    last.update(totals)
+    return growth
 
 
 def _delta(last: dict[str, int], key: str, total: int) -> int:
