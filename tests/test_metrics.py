@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -619,6 +620,19 @@ def test_label_delay_is_a_cumulative_histogram_that_never_goes_backwards(stream:
     observe([0, 0, 9], 1900.0, edges=[10.0, 100.0])
     assert buckets() == [1, 7, 14, 15, 17]
     assert value(reg, bucket, **m, le="10.0") is None
+
+
+def test_join_counters_of_the_contract_map_to_documented_series() -> None:
+    from service.observability.quality_series import JOIN_OUTCOMES, join_series
+
+    assert {join_series(k) for k in JOIN_KEYS} == {
+        ("nlpmon_join_events_total", "predictions"), ("nlpmon_join_events_total", "labels"),
+        *(("nlpmon_join_total", o) for o in JOIN_OUTCOMES)}
+    assert len(JOIN_OUTCOMES) == len(JOIN_KEYS) - 2
+    table = DOCS.read_text().split("| outcome | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {x for row in table.splitlines() if row.strip().startswith("| `")
+                  for x in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == set(JOIN_OUTCOMES)
 
 
 def test_mirrored_histogram_rejects_malformed_growth() -> None:

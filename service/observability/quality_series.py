@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
-    "FIGURES", "JOIN_INPUTS", "JOIN_OUTCOMES", "MACRO", "MICRO", "QUALITY_SIGNALS", "join_series",
+    "FIGURES", "JOIN_INPUTS", "JOIN_OUTCOMES", "MACRO", "MICRO", "QUALITY_TESTS", "join_series",
     "other_quality_gauges", "quality_gauges",
 ]
 
@@ -29,7 +29,7 @@ OTHER = "other"
 ALL = "__all__"  # label of text-classification accuracy and of the overall calibration gap
 MICRO, MACRO = "__micro__", "__macro__"
 FIGURES = ("precision", "recall", "f1", "support")  # per label; MICRO has all four, MACRO only f1
-QUALITY_SIGNALS = ("f1_drop", "calibration_gap")
+QUALITY_TESTS = {"f1_drop": "f1_drop", "calibration_gap": "calibration_gap_overall"}  # signal -> report key
 JOIN_INPUTS = {"predictions": "predictions", "labels": "labels"}  # join counter -> kind of join_events_total
 #: Where an input of the join ended (the core's counter names; docs/metrics.md explains each).
 JOIN_OUTCOMES = (
@@ -142,7 +142,8 @@ def _defined(name: str, values: tuple[str, ...], x: Any) -> Iterator[Sample]:
 def _test_samples(q: Mapping[str, Any]) -> Iterator[Sample]:
     """Score, threshold and flag of the F1-drop and calibration-gap tests; a flag whenever its block is
     there (the core's ``drift`` is False while the test cannot be made), the score only when defined."""
-    for signal, block in (("f1_drop", q.get("f1_drop")), ("calibration_gap", q.get("calibration_gap_overall"))):
+    for signal, key in QUALITY_TESTS.items():
+        block = q.get(key)
         if not block:
             continue
         yield "nlpmon_quality_drift", (signal,), float(bool(block.get("drift")))
