@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,7 +353,9 @@ def test_registries_are_independent_and_the_global_one_is_untouched() -> None:
 def test_catalogue_lists_every_exported_metric_with_its_help_and_labels(stream: Stream) -> None:
     reg = CollectorRegistry()
     metrics = NlpmonMetrics(reg, clock=FakeClock())
-    metrics.observe_reports(stream.reports, stream.alarms)
+    reports = {k: with_quality(r, quality(join_here={"labels": 1}, delays=[0, 1, 1, 1, 1]))
+               for k, r in stream.reports.items()}
+    metrics.observe_reports(reports, stream.alarms)
     metrics.observe_batch(seconds=0.1, event_timestamps=[1.0], rejected_reasons=["malformed_json"])
     metrics.observe_runner(runner_metrics(lag={("t", 0): 1}, assigned=(("t", 0),)))
     catalogue = {c["name"]: c for c in metric_catalogue()}
@@ -398,3 +401,350 @@ def test_a_restored_monitor_does_not_count_its_history_again(stream: Stream) -> 
     restored.process_lines(more)
     metrics.observe_reports(restored.report())
     assert value(registry, "nlpmon_events_total", **labels) == 50
+
+
+# -- quality from delayed ground truth -------------------------------------------------------------------------
+JOIN_KEYS = ("predictions", "labels", "matched", "prediction_expired_unlabelled", "label_expired_unmatched",
+             "label_for_expired_prediction", "duplicate_label", "duplicate_prediction", "label_wrong_model",
+             "task_mismatch", "prediction_evicted_memory", "label_evicted_memory")
+DELAY_EDGES = [0.0, 60.0, 600.0, 3600.0]
+QUALITY_FAMILIES = ("nlpmon_quality", "nlpmon_join")
+
+
+def label_figures(tp: int, fp: int, fn: int) -> dict[str, Any]:
+    """One label's figures as the core reports them (None where undefined, f1 0 then)."""
+    p = tp / (tp + fp) if tp + fp else None
+    r = tp / (tp + fn) if tp + fn else None
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return {"precision": p, "recall": r, "f1": f1, "support": tp + fn, "tp": tp, "fp": fp, "fn": fn}
+
+
+def figures(counts: dict[str, tuple[int, int, int]], documents: int) -> dict[str, Any]:
+    labels = {k: label_figures(*c) for k, c in counts.items()}
+    tp, fp, fn = (sum(c[i] for c in counts.values()) for i in range(3))
+    micro = label_figures(tp, fp, fn)
+    return {"documents": documents, "labels": labels,
+            "micro": {"precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1"]},
+            "macro": {"f1": sum(x["f1"] for x in labels.values()) / len(labels) if labels else None}}
+
+
+def quality(model: str = "demo-ner", version: str = "1", *, join_here: dict[str, int] | None = None,
+            delays: list[int] | None = None, delay_sum: float = 0.0, **over: Any) -> dict[str, Any]:
+    """A hand-built quality report of the contract's shape (token classification)."""
+    current = figures({"PER": (40, 10, 5), "LOC": (30, 5, 15), "MISC": (0, 0, 3)}, documents=120)
+    q: dict[str, Any] = {
+        "model": model, "model_version": version, "task": "token-classification", **current,
+        "reference": {"source": "reference", **figures({"PER": (90, 5, 5), "LOC": (80, 10, 10)}, documents=200)},
+        "f1_drop": {"score": 4.2, "threshold": 3.72, "drift": True, "reference_f1": 0.91, "current_f1": 0.7},
+        "estimated_precision": {"PER": 0.81, "LOC": 0.86},
+        "calibrated": True, "calibration_spans": 170,
+        "calibration_gap": {"PER": -0.01, "LOC": 0.0},
+        "calibration_gap_overall": {"realised": 0.82, "estimated": 0.835, "gap": -0.015, "score": 0.9,
+                                    "threshold": 3.72, "drift": False},
+        "labelled_fraction": 0.4,
+        "label_delay_seconds": {"edges": DELAY_EDGES, "cumulative_counts": delays or [0, 0, 0, 0, 0],
+                                "sum": delay_sum, "count": (delays or [0])[-1]},
+        "join": {**dict.fromkeys(JOIN_KEYS, 0), "matched": 120, "pending_predictions": 300, "pending_labels": 7,
+                 "bytes": 52_000},
+        "join_here": {**dict.fromkeys(JOIN_KEYS, 0), **(join_here or {})},
+    }
+    return {**q, **over}
+
+
+def with_quality(report: dict[str, Any], q: dict[str, Any] | None, model: str | None = None,
+                 version: str = "1") -> dict[str, Any]:
+    out = renamed(report, model, version) if model else dict(report)
+    if q is not None:
+        out["quality"] = q
+    return out
+
+
+def quality_samples(registry: CollectorRegistry) -> list[Any]:
+    return [s for fam in registry.collect() if fam.name.startswith(QUALITY_FAMILIES) for s in fam.samples]
+
+
+def test_quality_figures_are_exported_and_undefined_ones_omitted(stream: Stream) -> None:
+    reg = CollectorRegistry()
+    q = quality()
+    NlpmonMetrics(reg, clock=FakeClock()).observe_reports({"demo-ner/1": with_quality(stream.reports["demo-ner/1"], q)})
+    m = {"model": "demo-ner", "model_version": "1"}
+
+    for name, block in (("nlpmon_quality", q), ("nlpmon_quality_reference", q["reference"])):
+        for label, fig in block["labels"].items():
+            for metric in ("precision", "recall", "f1", "support"):
+                want = fig[metric]
+                assert value(reg, name, **m, label=label, metric=metric) == want, (name, label, metric)
+        for metric in ("precision", "recall", "f1"):
+            assert value(reg, name, **m, label="__micro__", metric=metric) == block["micro"][metric]
+        assert value(reg, name, **m, label="__micro__", metric="support") == sum(
+            f["support"] for f in block["labels"].values())
+        assert value(reg, name, **m, label="__macro__", metric="f1") == block["macro"]["f1"]
+        assert value(reg, name, **m, label="__all__", metric="accuracy") is None  # token classification
+    assert q["labels"]["MISC"]["precision"] is None  # never predicted: no precision series, the rest is there
+    assert value(reg, "nlpmon_quality", **m, label="MISC", metric="recall") == 0.0
+    assert value(reg, "nlpmon_quality_reference", **m, label="MISC", metric="f1") is None  # not in the reference
+    assert value(reg, "nlpmon_quality_documents", **m) == 120
+    assert value(reg, "nlpmon_quality_f1_drop_score", **m) == 4.2
+    assert value(reg, "nlpmon_quality_f1_drop_threshold", **m) == 3.72
+    assert value(reg, "nlpmon_quality_drift", **m, signal="f1_drop") == 1
+    assert value(reg, "nlpmon_quality_drift", **m, signal="calibration_gap") == 0
+    assert value(reg, "nlpmon_quality_calibration_gap_score", **m) == 0.9
+    assert value(reg, "nlpmon_quality_calibration_gap_threshold", **m) == 3.72
+    assert value(reg, "nlpmon_quality_calibration_gap", **m, label="__all__") == -0.015
+    assert value(reg, "nlpmon_quality_calibration_gap", **m, label="PER") == -0.01
+    assert value(reg, "nlpmon_quality_estimated_precision", **m, label="LOC") == 0.86
+    assert value(reg, "nlpmon_quality_estimated_precision", **m, label="MISC") is None
+    assert value(reg, "nlpmon_quality_calibrated", **m) == 1
+    assert value(reg, "nlpmon_quality_labelled_fraction", **m) == 0.4
+    assert value(reg, "nlpmon_join_pending", **m, kind="predictions") == 300
+    assert value(reg, "nlpmon_join_pending", **m, kind="labels") == 7
+    assert value(reg, "nlpmon_join_buffer_bytes", **m) == 52_000
+    samples = quality_samples(reg)
+    assert samples and not any(math.isnan(s.value) for s in samples)
+
+
+def test_quality_without_baseline_or_tests_omits_those_series(stream: Stream) -> None:
+    """Nothing undefined becomes a NaN gauge: no baseline yet -> no reference figures; a test that cannot be
+    made yet -> its flag (0) and threshold but no score; no overall gap -> no calibration-gap series."""
+    reg = CollectorRegistry()
+    empty = {"documents": 0, "labels": {}, "micro": {"precision": None, "recall": None, "f1": None},
+             "macro": {"f1": None}}
+    collecting = figures({"PER": (5, 1, 1)}, documents=7)  # a baseline still being collected
+    q = quality(**empty, reference={"source": None, **collecting},
+                f1_drop={"score": None, "threshold": 3.72, "drift": False, "reference_f1": None, "current_f1": None},
+                estimated_precision={"PER": 0.7}, calibrated=False, calibration_spans=0, calibration_gap={},
+                calibration_gap_overall=None, labelled_fraction=None)
+    NlpmonMetrics(reg, clock=FakeClock()).observe_reports({"demo-ner/1": with_quality(stream.reports["demo-ner/1"], q)})
+    m = {"model": "demo-ner", "model_version": "1"}
+    names = {s.name for s in quality_samples(reg)}
+    assert "nlpmon_quality" not in names and "nlpmon_quality_reference" not in names
+    assert value(reg, "nlpmon_quality_documents", **m) == 0
+    assert value(reg, "nlpmon_quality_drift", **m, signal="f1_drop") == 0
+    assert value(reg, "nlpmon_quality_f1_drop_threshold", **m) == 3.72
+    assert value(reg, "nlpmon_quality_f1_drop_score", **m) is None
+    assert value(reg, "nlpmon_quality_drift", **m, signal="calibration_gap") is None
+    assert "nlpmon_quality_calibration_gap" not in names and "nlpmon_quality_calibration_gap_score" not in names
+    assert value(reg, "nlpmon_quality_labelled_fraction", **m) is None
+    assert value(reg, "nlpmon_quality_estimated_precision", **m, label="PER") == 0.7
+    assert value(reg, "nlpmon_quality_calibrated", **m) == 0
+    assert not any(math.isnan(s.value) for s in quality_samples(reg))
+
+
+def test_text_classification_exports_accuracy(stream: Stream) -> None:
+    reg = CollectorRegistry()
+    cur = {**figures({"pos": (50, 10, 5), "neg": (30, 5, 10)}, documents=110), "accuracy": 80 / 110}
+    ref = {"source": "baseline", **figures({"pos": (60, 5, 5), "neg": (40, 5, 5)}, documents=115),
+           "accuracy": 100 / 115}
+    q = quality(task="text-classification", **cur, reference=ref)
+    NlpmonMetrics(reg, clock=FakeClock()).observe_reports({"demo-ner/1": with_quality(stream.reports["demo-ner/1"], q)})
+    m = {"model": "demo-ner", "model_version": "1", "label": "__all__", "metric": "accuracy"}
+    assert value(reg, "nlpmon_quality", **m) == 80 / 110
+    assert value(reg, "nlpmon_quality_reference", **m) == 100 / 115
+    assert value(reg, "nlpmon_quality", model="demo-ner", model_version="1", label="neg", metric="f1") == \
+        cur["labels"]["neg"]["f1"]
+
+
+def test_models_without_quality_export_no_quality_series(stream: Stream) -> None:
+    reg = CollectorRegistry()
+    metrics = NlpmonMetrics(reg, clock=FakeClock())
+    rep = stream.reports["demo-ner/1"]
+    metrics.observe_reports({"demo-ner/1": rep, "b/1": with_quality(rep, quality("b"), model="b")})
+    assert quality_samples(reg)
+    assert not [s for s in quality_samples(reg) if s.labels.get("model") == "demo-ner"]
+    assert value(reg, "nlpmon_events_total", model="demo-ner", model_version="1", split="production") == N_PROD
+
+
+def test_join_counters_grow_by_join_here_and_rebase_when_it_drops(stream: Stream) -> None:
+    reg = CollectorRegistry()
+    metrics = NlpmonMetrics(reg, clock=FakeClock())
+    rep = stream.reports["demo-ner/1"]
+    m = {"model": "demo-ner", "model_version": "1"}
+
+    def observe(**join_here: int) -> None:
+        metrics.observe_reports({"demo-ner/1": with_quality(rep, quality(join_here=join_here))})
+
+    observe()  # every outcome exists from the start, at 0: matched / labels is defined while nothing matches
+    for key in JOIN_KEYS[2:]:
+        assert value(reg, "nlpmon_join_total", **m, outcome=key) == 0, key
+    assert value(reg, "nlpmon_join_events_total", **m, kind="predictions") == 0
+    assert value(reg, "nlpmon_join_events_total", **m, kind="labels") == 0
+    assert value(reg, "nlpmon_join_total", **m, outcome="predictions") is None  # inputs are not outcomes
+    observe(predictions=100, labels=40, matched=30, label_for_expired_prediction=6)
+    observe(predictions=150, labels=50, matched=38, label_for_expired_prediction=9)
+    assert value(reg, "nlpmon_join_events_total", **m, kind="predictions") == 150
+    assert value(reg, "nlpmon_join_events_total", **m, kind="labels") == 50
+    assert value(reg, "nlpmon_join_total", **m, outcome="matched") == 38
+    assert value(reg, "nlpmon_join_total", **m, outcome="label_for_expired_prediction") == 9
+    # a new owner process counts from 0 again: every counter re-bases together, never backwards, even
+    # those whose new count happens to be higher (counting 12 - 9 would be a made-up number)
+    observe(predictions=10, labels=5, matched=2, label_for_expired_prediction=12)
+    assert value(reg, "nlpmon_join_total", **m, outcome="matched") == 38
+    assert value(reg, "nlpmon_join_events_total", **m, kind="labels") == 50
+    assert value(reg, "nlpmon_join_total", **m, outcome="label_for_expired_prediction") == 9
+    observe(predictions=20, labels=9, matched=5, label_for_expired_prediction=13)
+    assert value(reg, "nlpmon_join_total", **m, outcome="matched") == 41
+    assert value(reg, "nlpmon_join_events_total", **m, kind="labels") == 54
+    assert value(reg, "nlpmon_join_total", **m, outcome="label_for_expired_prediction") == 10
+
+
+def test_label_delay_is_a_cumulative_histogram_that_never_goes_backwards(stream: Stream) -> None:
+    reg = CollectorRegistry()
+    metrics = NlpmonMetrics(reg, clock=FakeClock())
+    rep = stream.reports["demo-ner/1"]
+    m = {"model": "demo-ner", "model_version": "1"}
+    bucket = "nlpmon_quality_label_delay_seconds_bucket"
+
+    def observe(cumulative: list[int], total: float, edges: list[float] = DELAY_EDGES) -> None:
+        q = quality(delays=cumulative, delay_sum=total)
+        q["label_delay_seconds"]["edges"] = edges
+        metrics.observe_reports({"demo-ner/1": with_quality(rep, q)})
+
+    def buckets() -> list[float | None]:
+        return [value(reg, bucket, **m, le=le) for le in ("0.0", "60.0", "600.0", "3600.0", "+Inf")]
+
+    observe([0, 0, 0, 0, 0], 0.0)
+    assert buckets() == [0, 0, 0, 0, 0]  # the series exists before the first label
+    observe([1, 4, 9, 10, 12], 30_000.0)  # 1 at 0 s, 3 within a minute, ..., 2 above an hour
+    assert buckets() == [1, 4, 9, 10, 12]
+    assert value(reg, "nlpmon_quality_label_delay_seconds_count", **m) == 12
+    assert value(reg, "nlpmon_quality_label_delay_seconds_sum", **m) == 30_000.0
+    observe([1, 6, 12, 13, 15], 31_000.0)
+    assert buckets() == [1, 6, 12, 13, 15]
+    observe([0, 1, 1, 1, 2], 100.0)  # a new owner counts from 0: re-based, nothing counted
+    assert buckets() == [1, 6, 12, 13, 15]
+    assert value(reg, "nlpmon_quality_label_delay_seconds_sum", **m) == 31_000.0
+    observe([0, 2, 3, 3, 4], 200.0)
+    assert buckets() == [1, 7, 14, 15, 17]
+    assert value(reg, "nlpmon_quality_label_delay_seconds_sum", **m) == 31_100.0
+    observe([0, 0, 5], 900.0, edges=[10.0, 100.0])  # other buckets than the series': ignored, not reset
+    observe([0, 0, 9], 1900.0, edges=[10.0, 100.0])
+    assert buckets() == [1, 7, 14, 15, 17]
+    assert value(reg, bucket, **m, le="10.0") is None
+
+
+def test_join_counters_of_the_contract_map_to_documented_series() -> None:
+    from service.observability.quality_series import JOIN_OUTCOMES, join_series
+
+    assert {join_series(k) for k in JOIN_KEYS} == {
+        ("nlpmon_join_events_total", "predictions"), ("nlpmon_join_events_total", "labels"),
+        *(("nlpmon_join_total", o) for o in JOIN_OUTCOMES)}
+    assert len(JOIN_OUTCOMES) == len(JOIN_KEYS) - 2
+    table = DOCS.read_text().split("| outcome | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {x for row in table.splitlines() if row.strip().startswith("| `")
+                  for x in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == set(JOIN_OUTCOMES)
+
+
+def test_mirrored_histogram_rejects_malformed_growth() -> None:
+    from service.observability.histograms import MirroredHistogram
+
+    hist = MirroredHistogram("h", "doc", ("a",))
+    series = hist.labels("x")
+    with pytest.raises(ValueError):
+        series.add([1.0, 2.0], [1, 2], 0.0)  # needs 3 values
+    with pytest.raises(ValueError):
+        series.add([1.0], [1, -1], 0.0)
+    with pytest.raises(ValueError):
+        hist.labels("x", "y")
+    assert series.add([1.0], [1, 2], 3.0) and not series.add([2.0], [1, 1], 0.0)
+    (fam,) = hist.collect()
+    assert [(s.name, s.labels.get("le"), s.value) for s in fam.samples] == [
+        ("h_bucket", "1.0", 1.0), ("h_bucket", "+Inf", 2.0), ("h_count", None, 2.0), ("h_sum", None, 3.0)]
+
+
+def test_quality_labels_share_the_label_cap_and_overflow_is_pooled_from_counts(stream: Stream) -> None:
+    rep = stream.reports["demo-ner/1"]
+    n = 40
+    counts = {f"Q{i:03d}": (i, i % 7, i % 5) for i in range(n)}
+    q = quality(**figures(counts, documents=500), reference={"source": "reference", **figures(counts, 900)},
+                estimated_precision={k: 0.5 for k in counts}, calibration_gap={k: 0.01 for k in counts})
+    reg = CollectorRegistry()
+    NlpmonMetrics(reg, max_labels=30, clock=FakeClock()).observe_reports({"demo-ner/1": with_quality(rep, q)})
+    m = {"model": "demo-ner", "model_version": "1"}
+    shared = {s.labels["label"] for fam in reg.collect() for s in fam.samples
+              if fam.name in ("nlpmon_label_share", "nlpmon_label_confidence_mean", "nlpmon_quality",
+                              "nlpmon_quality_estimated_precision")} - {"__micro__", "__macro__"}
+    assert len(shared) == 31 and "other" in shared  # one cap of 30 labels per model, for every label metric
+    own_quality = {s.labels["label"] for s in quality_samples(reg) if s.name == "nlpmon_quality"} - {
+        "__micro__", "__macro__", "other"}
+    pooled = [counts[k] for k in counts if k not in own_quality]
+    assert len(pooled) >= n - 30
+    tp, fp, fn = (sum(c[i] for c in pooled) for i in range(3))
+    for name in ("nlpmon_quality", "nlpmon_quality_reference"):
+        assert value(reg, name, **m, label="other", metric="precision") == pytest.approx(tp / (tp + fp))
+        assert value(reg, name, **m, label="other", metric="recall") == pytest.approx(tp / (tp + fn))
+        assert value(reg, name, **m, label="other", metric="f1") == pytest.approx(2 * tp / (2 * tp + fp + fn))
+        assert value(reg, name, **m, label="other", metric="support") == tp + fn
+        assert value(reg, name, **m, label="__micro__", metric="support") == sum(c[0] + c[2] for c in counts.values())
+    # estimates and gaps cannot be pooled without span counts: no "other" series for them
+    assert value(reg, "nlpmon_quality_estimated_precision", **m, label="other") is None
+    assert value(reg, "nlpmon_quality_calibration_gap", **m, label="other") is None
+    assert value(reg, "nlpmon_quality_calibration_gap", **m, label="__all__") == -0.015
+
+
+def test_quality_of_overflow_models_is_aggregated_under_other(stream: Stream) -> None:
+    rep = stream.reports["demo-ner/1"]
+    reg = CollectorRegistry()
+    metrics = NlpmonMetrics(reg, max_models=1, clock=FakeClock())
+    calm = {"score": 1.0, "threshold": 3.72, "drift": False, "reference_f1": 0.9, "current_f1": 0.89}
+
+    def reports(growth: int) -> dict[str, Any]:
+        here = {"labels": 10 * growth, "matched": 8 * growth}
+        out = {"own/1": with_quality(rep, quality("own", join_here=here, f1_drop=calm), model="own")}
+        # "x" runs two versions: its join (the model's) must count once; "y" drifts
+        for model, version, drop in (("x", "1", calm), ("x", "2", calm),
+                                     ("y", "1", {**calm, "score": 5.0, "drift": True})):
+            q = quality(model, version, join_here=here, f1_drop=drop,
+                        delays=[0, growth, growth, 2 * growth, 2 * growth])
+            out[f"{model}/{version}"] = with_quality(rep, q, model=model, version=version)
+        return out
+
+    metrics.observe_reports(reports(1))
+    metrics.observe_reports(reports(3))
+    o = {"model": "other", "model_version": "other"}
+    assert value(reg, "nlpmon_tracked_models", series="other") == 3
+    assert value(reg, "nlpmon_join_total", **o, outcome="matched") == 2 * 24  # x and y, 24 each
+    assert value(reg, "nlpmon_join_events_total", **o, kind="labels") == 2 * 30
+    assert value(reg, "nlpmon_join_total", model="own", model_version="1", outcome="matched") == 24
+    assert value(reg, "nlpmon_join_pending", **o, kind="predictions") == 2 * 300  # per distinct model
+    assert value(reg, "nlpmon_join_buffer_bytes", **o) == 2 * 52_000
+    assert value(reg, "nlpmon_quality_documents", **o) == 3 * 120  # per version: windows are per version
+    assert value(reg, "nlpmon_quality_drift", **o, signal="f1_drop") == 1
+    assert value(reg, "nlpmon_quality_f1_drop_score", **o) == 5.0
+    assert value(reg, "nlpmon_quality_f1_drop_threshold", **o) == 3.72
+    assert value(reg, "nlpmon_quality_drift", **o, signal="calibration_gap") == 0
+    assert value(reg, "nlpmon_quality_label_delay_seconds_count", **o) == 3 * 6  # versions' delays add up
+    assert value(reg, "nlpmon_quality_label_delay_seconds_bucket", **o, le="60.0") == 3 * 3
+    assert not [s for s in quality_samples(reg) if s.labels.get("model") == "other" and "label" in s.labels]
+    assert value(reg, "nlpmon_quality_labelled_fraction", **o) is None  # no ratio for the aggregate
+    assert value(reg, "nlpmon_quality_drift", model="own", model_version="1", signal="f1_drop") == 0
+
+
+def test_quality_series_follow_absence_and_retirement(stream: Stream) -> None:
+    """Absent from the reports (partition moved): quality gauges go at once, join counters and the delay
+    histogram stay; retired (no event for retire_after_s): everything goes, and the slot is freed."""
+    rep = stream.reports["demo-ner/1"]
+    clock = FakeClock(0.0)
+    reg = CollectorRegistry()
+    metrics = NlpmonMetrics(reg, max_models=1, retire_after_s=60, clock=clock)
+    m = {"model": "demo-ner", "model_version": "1"}
+    q = quality(join_here={"labels": 5, "matched": 4}, delays=[0, 2, 3, 4, 4], delay_sum=500.0)
+    metrics.observe_reports({"demo-ner/1": with_quality(rep, q)})
+    assert value(reg, "nlpmon_quality", **m, label="PER", metric="f1") is not None
+    clock.t = 10.0
+    metrics.observe_reports({})
+    left = {s.name for s in quality_samples(reg) if s.labels.get("model") == "demo-ner"}
+    assert left == {"nlpmon_join_total", "nlpmon_join_events_total", "nlpmon_join_created",
+                    "nlpmon_join_events_created", "nlpmon_quality_label_delay_seconds_bucket",
+                    "nlpmon_quality_label_delay_seconds_count", "nlpmon_quality_label_delay_seconds_sum"}
+    assert value(reg, "nlpmon_join_total", **m, outcome="matched") == 4
+    assert value(reg, "nlpmon_quality_label_delay_seconds_count", **m) == 4
+    clock.t = 61.0
+    metrics.observe_reports({})
+    assert not [s for s in quality_samples(reg) if s.labels.get("model") == "demo-ner"]
+    assert metrics.series_count() == 0
+    # the freed slot goes to the next model, whose quality series are its own
+    clock.t = 70.0
+    metrics.observe_reports({"b/1": with_quality(rep, quality("b"), model="b")})
+    assert value(reg, "nlpmon_quality_documents", model="b", model_version="1") == 120
+    assert value(reg, "nlpmon_tracked_models", series="other") == 0

@@ -1,6 +1,8 @@
 """Observability of nlpmon: Prometheus metrics (declared once in ``metrics``) and the HTTP server.
 
 - ``metrics``: ``METRICS`` (the declaration), ``metric_catalogue()``, ``NlpmonMetrics`` (fed once per batch).
+- ``quality_series``: which samples a report's quality block (delayed ground truth) makes.
+- ``histograms``: the vectorised event-age histogram and the mirrored label-delay histogram.
 - ``http``: ``ObservabilityServer`` serving ``/metrics``, ``/healthz``, ``/readyz`` and the model reports.
 
 Both take what varies as arguments (registry, clocks, address, report and health callables); neither

@@ -6,7 +6,8 @@ and is fed three ways, each called once per batch or per report refresh, never p
 - ``observe_batch``: batch duration, event ages (vectorised histogram), rejected events by reason;
 - ``observe_runner``: a ``RunnerMetrics`` copy from the Kafka loop (lag, dead letters, circuit, polls);
 - ``observe_reports``: the merged model reports (``{"model/version": ModelMonitor.report()}``) and the
-  alarms raised since the previous call.
+  alarms raised since the previous call. A report's optional ``"quality"`` block (delayed ground truth)
+  feeds the ``nlpmon_quality*`` and ``nlpmon_join*`` metrics (``quality_series`` says which samples).
 
 Scores are on the core's normalised scale: ``nlpmon_drift_score`` is the largest statistic/threshold
 ratio over a signal's windows, so the threshold is 1.0 for every signal and ``score > 1`` means drift.
@@ -25,7 +26,6 @@ Scrapes (``generate_latest``) may run concurrently from any thread.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,11 +35,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from service import __version__
+from service.observability.histograms import MirroredHistogram, VectorHistogram
+from service.observability.quality_series import join_series, other_quality_gauges, quality_gauges
 
 MetricType = Literal["counter", "gauge", "histogram"]
 OTHER = "other"  # label value of aggregated overflow models and labels
@@ -75,6 +74,7 @@ def _m(name: str, type_: MetricType, labels: tuple[str, ...], help_: str,
 
 
 _SIG = (*MODEL_LABELS, "signal")
+_FIG = (*MODEL_LABELS, "label", "metric")
 
 #: The one declaration of every metric; ``metric_catalogue``, docs/metrics.md and the tests read it.
 METRICS: tuple[MetricSpec, ...] = (
@@ -87,7 +87,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_events_total", "counter", (*MODEL_LABELS, "split"),
        "Valid events folded into the model's monitor, by split (production|reference)."),
     _m("nlpmon_invalid_events_total", "counter", ("reason",),
-       "Events rejected by validation, by reason code (see docs/events.md); they go to the dead-letter topic."),
+       "Events (predictions and ground-truth labels) rejected by validation, by reason code (see "
+       "docs/events.md); they go to the dead-letter topic."),
     _m("nlpmon_batch_seconds", "histogram", (),
        "Wall time to decode, validate and monitor one consumed batch.", BATCH_SECONDS_BUCKETS),
     _m("nlpmon_event_age_seconds", "histogram", (),
@@ -121,6 +122,54 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_model_status", "gauge", (*MODEL_LABELS, "status"),
        "1 for the model's current status (monitoring|reference_pending|collecting_baseline), 0 for the "
        "others; for model=\"other\", the number of aggregated models in that status."),
+    # -- quality from delayed ground truth (reports with a "quality" block; docs/metrics.md) ----------
+    _m("nlpmon_quality", "gauge", _FIG,
+       "Quality over the sliding window of labelled production documents: metric = precision|recall|f1|"
+       "support per label, label=\"__micro__\" (precision|recall|f1|support), \"__macro__\" (f1), "
+       "\"__all__\" (accuracy, text classification); undefined figures have no series."),
+    _m("nlpmon_quality_reference", "gauge", _FIG,
+       "The same figures for the baseline the F1 drop is tested against (labelled reference events, or the "
+       "first full labelled production window); no series before there is one."),
+    _m("nlpmon_quality_documents", "gauge", MODEL_LABELS,
+       "Labelled production documents in the model version's quality window."),
+    _m("nlpmon_quality_f1_drop_score", "gauge", MODEL_LABELS,
+       "z statistic of reference micro-F1 minus current micro-F1 (no series until both have enough documents)."),
+    _m("nlpmon_quality_f1_drop_threshold", "gauge", MODEL_LABELS,
+       "Threshold of the F1-drop z statistic, calibrated from the false-alarm rate."),
+    _m("nlpmon_quality_drift", "gauge", (*MODEL_LABELS, "signal"),
+       "1 while the quality test flags, else 0; signal = f1_drop|calibration_gap."),
+    _m("nlpmon_quality_estimated_precision", "gauge", (*MODEL_LABELS, "label"),
+       "Label-free precision estimate per predicted label from the (calibrated) confidences of recent "
+       "production predictions, labelled or not."),
+    _m("nlpmon_quality_calibration_gap", "gauge", (*MODEL_LABELS, "label"),
+       "Realised minus estimated precision over the labelled window, per label; label=\"__all__\" over "
+       "every label (negative: the model is over-confident)."),
+    _m("nlpmon_quality_calibration_gap_score", "gauge", MODEL_LABELS,
+       "|z| of the overall calibration gap (no series until the estimate is calibrated and enough spans are "
+       "labelled)."),
+    _m("nlpmon_quality_calibration_gap_threshold", "gauge", MODEL_LABELS,
+       "Threshold of the calibration-gap |z|, calibrated from the false-alarm rate."),
+    _m("nlpmon_quality_calibrated", "gauge", MODEL_LABELS,
+       "1 when the precision estimate is calibrated on labelled reference predictions, 0 while it uses the "
+       "raw confidences."),
+    _m("nlpmon_quality_labelled_fraction", "gauge", MODEL_LABELS,
+       "Of the model's predictions whose fate is known, the share that got a label: matched / (matched + "
+       "expired unlabelled + evicted); the model's figure, on each of its versions."),
+    _m("nlpmon_quality_label_delay_seconds", "histogram", MODEL_LABELS,
+       "Label time minus prediction time of the joined production predictions, counted by this process "
+       "since it took the model over; buckets = the quality config's delay_buckets."),
+    _m("nlpmon_join_events_total", "counter", (*MODEL_LABELS, "kind"),
+       "Events entering the model's prediction/label join, kind = predictions|labels, counted by this "
+       "process; the model's figure, on each of its versions."),
+    _m("nlpmon_join_total", "counter", (*MODEL_LABELS, "outcome"),
+       "Where the join's inputs ended, by outcome (matched, prediction_expired_unlabelled, "
+       "label_expired_unmatched, ...; docs/metrics.md), counted by this process; the model's figure, on "
+       "each of its versions."),
+    _m("nlpmon_join_pending", "gauge", (*MODEL_LABELS, "kind"),
+       "Predictions waiting for their label and labels waiting for their prediction (kind = "
+       "predictions|labels) in the model's join buffer."),
+    _m("nlpmon_join_buffer_bytes", "gauge", MODEL_LABELS,
+       "Estimated memory of the model's join buffer (bounded by the quality config's max_join_bytes)."),
     # -- consumer loop --------------------------------------------------------------------------------
     _m("nlpmon_consumer_lag", "gauge", ("topic", "partition"),
        "Messages between the partition's high watermark and the next offset to process."),
@@ -191,58 +240,43 @@ class RunnerMetricsLike(Protocol):
     def lag(self) -> dict[tuple[str, int], int]: ...
 
 
-class VectorHistogram(Collector):
-    """A label-less histogram fed whole numpy arrays (one ``searchsorted`` per batch, not a call per value).
+@dataclass(frozen=True, slots=True)
+class _DelaysSeen:
+    """A quality report's ``label_delay_seconds`` as last seen: the baseline its growth is measured from."""
 
-    Thread-safe: ``observe_many`` and scrapes take a lock.
-    """
+    edges: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    sum: float
 
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
-        self.name, self.documentation = name, documentation
-        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
-        self._counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last cell: above the largest bound
-        self._sum = 0.0
-        self._lock = threading.Lock()
 
-    def observe_many(self, values: npt.ArrayLike) -> None:
-        """Count every finite value of ``values``; NaN and infinite values are ignored."""
-        v = np.asarray(values, dtype=np.float64).ravel()
-        v = v[np.isfinite(v)]
-        if v.size == 0:
-            return
-        counts = np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=self._counts.size)
-        with self._lock:
-            self._counts += counts
-            self._sum += float(v.sum())
-
-    def _family(self, counts: npt.NDArray[np.int64] | None, total: float) -> HistogramMetricFamily:
-        if counts is None:
-            return HistogramMetricFamily(self.name, self.documentation)
-        cum = np.cumsum(counts)
-        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
-        return HistogramMetricFamily(self.name, self.documentation,
-                                     buckets=[(le, float(c)) for le, c in zip(les, cum, strict=True)],
-                                     sum_value=total)
-
-    def describe(self) -> Iterable[Metric]:
-        return [self._family(None, 0.0)]
-
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            counts, total = self._counts.copy(), self._sum
-        return [self._family(counts, total)]
+def _delay_growth(last: _DelaysSeen | None, delay: Mapping[str, Any]) -> tuple[_DelaysSeen, list[int], float]:
+    """The new baseline and the growth of the cumulative bucket counts and sum since ``last``; no growth
+    (re-based) when a count went down or the edges changed (the core started counting again)."""
+    now = _DelaysSeen(tuple(float(e) for e in delay["edges"]),
+                      tuple(int(c) for c in delay["cumulative_counts"]), float(delay.get("sum") or 0.0))
+    if len(now.cumulative) != len(now.edges) + 1:
+        raise ValueError(f"label_delay_seconds: {len(now.edges)} edges need {len(now.edges) + 1} cumulative "
+                         f"counts, got {len(now.cumulative)}")
+    if last is None:
+        last = _DelaysSeen(now.edges, (0,) * len(now.cumulative), 0.0)
+    if last.edges != now.edges or any(n < p for n, p in zip(now.cumulative, last.cumulative, strict=True)):
+        return now, [0] * len(now.cumulative), 0.0
+    return now, [n - p for n, p in zip(now.cumulative, last.cumulative, strict=True)], max(now.sum - last.sum, 0.0)
 
 
 @dataclass
 class _ModelState:
     """Bookkeeping of one (model, version): which series it writes to, its counter baselines, activity."""
 
+    key: tuple[str, str]  # (model, version) of the reports
     series: tuple[str, str]  # (model, version) own series, or (OTHER, OTHER)
     last_active: float
     totals: dict[str, int] = field(default_factory=dict)  # counted events per split at the last report
     seen_events: dict[str, int] = field(default_factory=dict)  # the report's cumulative events, for activity
     labels: set[str] = field(default_factory=set)  # labels with their own series (own-series models)
     retired: bool = False
+    join_totals: dict[str, int] = field(default_factory=dict)  # the quality report's join_here, last seen
+    delays: _DelaysSeen | None = None  # the quality report's label_delay_seconds, last seen
 
     @property
     def own(self) -> bool:
@@ -298,6 +332,10 @@ class NlpmonMetrics:
             hist = VectorHistogram(spec.name, spec.help, spec.buckets)
             self.registry.register(hist)
             return hist
+        if spec.name == "nlpmon_quality_label_delay_seconds":  # buckets come from the quality reports
+            mirrored = MirroredHistogram(spec.name, spec.help, spec.labels)
+            self.registry.register(mirrored)
+            return mirrored
         return Histogram(spec.name, spec.help, buckets=spec.buckets, **kw)
 
     # -- children -----------------------------------------------------------------------------------------
@@ -377,6 +415,7 @@ class NlpmonMetrics:
         """
         now = self._clock() if now is None else now
         present: dict[tuple[str, str], Mapping[str, Any]] = {}
+        other_join: dict[str, dict[tuple[str, str], int]] = {}  # overflow model -> growth per join series
         for rep in reports.values():
             key = (str(rep["model"]), str(rep["model_version"]))
             present[key] = rep
@@ -395,6 +434,11 @@ class NlpmonMetrics:
                 d = _delta(st.totals, split, total)
                 if d and not st.retired:
                     self._child("nlpmon_events_total", (*st.series, split)).inc(d)
+            quality = rep.get("quality")
+            if quality:
+                self._count_quality(st, quality, other_join)
+        for series_key, growth in _sum_over_models(other_join).items():
+            self._child(series_key[0], (OTHER, OTHER, series_key[1])).inc(growth)
         for a in alarms:
             st = self._state((a.model, a.model_version), now)
             st.last_active = now
@@ -422,10 +466,38 @@ class NlpmonMetrics:
         self._metrics["nlpmon_tracked_models"].labels("own").set(own)
         self._metrics["nlpmon_tracked_models"].labels(OTHER).set(len(active) - own)
 
+    def _count_quality(self, st: _ModelState, quality: Mapping[str, Any],
+                       other_join: dict[str, dict[tuple[str, str], int]]) -> None:
+        """Advance the join counters and the label-delay histogram by the growth of the report's
+        ``join_here`` and ``label_delay_seconds`` (this process's own counts). When any of their counts went
+        down (the core counts again from 0: it took the model over anew), all of them re-base together
+        without counting, so the counters stay consistent with each other (matched never above labels).
+
+        Every join series is created at once, at 0, so that a ratio such as matched / labels exists while
+        nothing matches. Overflow models add their join growth to ``other_join`` (the caller counts each
+        model once: all its versions report the same join).
+        """
+        totals = {str(k): int(v) for k, v in (quality.get("join_here") or {}).items()}
+        for counter, growth in _join_growth(st.join_totals, totals).items():
+            if st.retired:
+                continue
+            series = join_series(counter)
+            if st.own:
+                self._child(series[0], (*st.series, series[1])).inc(growth)
+            else:
+                per_model = other_join.setdefault(st.key[0], {})
+                per_model[series] = min(per_model.get(series, growth), growth)
+        delay = quality.get("label_delay_seconds")
+        if delay:
+            st.delays, growth_counts, growth_sum = _delay_growth(st.delays, delay)
+            if not st.retired:
+                self._child("nlpmon_quality_label_delay_seconds", st.series).add(
+                    st.delays.edges, growth_counts, growth_sum)
+
     def _state(self, key: tuple[str, str], now: float) -> _ModelState:
         st = self._models.get(key)
         if st is None:
-            st = self._models[key] = _ModelState(self._claim(key), now)
+            st = self._models[key] = _ModelState(key, self._claim(key), now)
         elif not st.own and not st.retired and self._own_count < self.max_models:
             st.series = self._claim(key)  # a slot was freed: promote (its earlier counts stay in "other")
         return st
@@ -512,6 +584,10 @@ class NlpmonMetrics:
         for label, (total, n) in weighted.items():
             if n > 0:
                 self._set("nlpmon_label_confidence_mean", (m, v, label), total / n, seen)
+        quality = rep.get("quality")
+        if quality:
+            for name, values, value in quality_gauges(quality, lambda label: self._label(st, label)):
+                self._set(name, (m, v, *values), value, seen)
 
     def _other_gauges(self, reps: list[Mapping[str, Any]], seen: set[SeriesKey]) -> None:
         """Aggregates of the overflow models: max score and flag, status counts, summed event gauges."""
@@ -542,11 +618,33 @@ class NlpmonMetrics:
         self._set("nlpmon_window_events", o, window, seen)
         if last is not None:
             self._set("nlpmon_last_event_timestamp_seconds", o, last, seen)
+        qualities = [(str(r["model"]), r["quality"]) for r in reps if r.get("quality")]
+        if qualities:
+            for name, values, value in other_quality_gauges(qualities):
+                self._set(name, (*o, *values), value, seen)
 
     def per_model_series(self) -> Iterator[tuple[str, tuple[str, ...]]]:
         """Every exported per-model child as (metric name, label values)."""
         for keys in self._series_of.values():
             yield from keys
+
+
+def _sum_over_models(growth: Mapping[str, Mapping[tuple[str, str], int]]) -> dict[tuple[str, str], int]:
+    """Join growth per series of the ``other`` aggregate: summed over models, each model counted once."""
+    out: dict[tuple[str, str], int] = {}
+    for per_model in growth.values():
+        for series, g in per_model.items():
+            out[series] = out.get(series, 0) + g
+    return out
+
+
+def _join_growth(last: dict[str, int], totals: Mapping[str, int]) -> dict[str, int]:
+    """Growth of every count of ``totals`` since ``last`` (updated in place); all 0 when one went down."""
+    dropped = any(total < last.get(key, 0) for key, total in totals.items())
+    growth = {key: 0 if dropped else total - last.get(key, 0) for key, total in totals.items()}
+    last.clear()
+    last.update(totals)
+    return growth
 
 
 def _delta(last: dict[str, int], key: str, total: int) -> int:

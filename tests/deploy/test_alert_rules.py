@@ -25,6 +25,7 @@ from tests.deploy.conftest import (
     RULE_TESTS,
     RULES,
 )
+from tests.deploy.test_dashboard import promql_problems
 
 Tools = Callable[..., dict[str, str]]
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -32,9 +33,11 @@ EXPECTED_ALERTS = {  # name -> severity; a new alert must be added here, tested 
     "NlpmonDown": "critical", "NlpmonTargetMissing": "critical", "NlpmonLoopStalled": "critical",
     "NlpmonCircuitOpen": "critical", "NlpmonConsumerLagGrowing": "warning", "NlpmonInvalidEventsHigh": "warning",
     "NlpmonDriftDetected": "warning", "NlpmonConfidenceDrop": "warning", "NlpmonModelSilent": "warning",
-    "NlpmonNoReference": "warning",
+    "NlpmonNoReference": "warning", "NlpmonQualityF1Drop": "warning", "NlpmonCalibrationGap": "warning",
+    "NlpmonLabelsNotJoining": "warning",
 }
-PER_MODEL = {"NlpmonDriftDetected", "NlpmonConfidenceDrop", "NlpmonModelSilent", "NlpmonNoReference"}
+PER_MODEL = {"NlpmonDriftDetected", "NlpmonConfidenceDrop", "NlpmonModelSilent", "NlpmonNoReference",
+             "NlpmonQualityF1Drop", "NlpmonCalibrationGap", "NlpmonLabelsNotJoining"}
 
 
 def run(cmd: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -115,6 +118,34 @@ def test_rules_only_use_exported_metrics() -> None:
                 unknown.setdefault(rule["alert"], set()).add(name)
     assert not unknown, f"metrics not in metric_catalogue(): {unknown}"
     assert used_metric_names({"expr": "rate(nlpmon_batch_seconds_bucket[5m])"}) == {"nlpmon_batch_seconds_bucket"}
+
+
+_QUERY_TEMPLATE = re.compile(r'printf\s+\\?"((?:[^"\\]|\\.)*?)\\?"\s+\$labels')
+
+
+def annotation_queries(rule: dict[str, Any]) -> list[str]:
+    """The PromQL of every ``printf "...%q..." $labels... | query`` template in the annotations, with the
+    %q placeholders filled."""
+    out = []
+    for text in rule.get("annotations", {}).values():
+        for m in _QUERY_TEMPLATE.finditer(text):
+            out.append(m.group(1).replace('\\"', '"').replace("%q", '"x"'))
+    return out
+
+
+def test_rule_expressions_and_annotation_queries_use_exported_labels() -> None:
+    """A misspelt label in an expression matches nothing (the alert never fires); in an annotation query
+    the annotation shows "unknown". Both are checked against the catalogue's labels (plus job, instance)."""
+    problems = {}
+    for rule in rules():
+        for expr in (rule["expr"], *annotation_queries(rule)):
+            if found := promql_problems(expr):
+                problems.setdefault(rule["alert"], []).append((expr, found))
+    assert not problems
+    assert sum(len(annotation_queries(r)) for r in rules()) >= 5  # the templates were found
+    bad = {"annotations": {"d": 'x {{ with printf "nlpmon_quality{model=%q,lable=\\"f1\\"}" $labels.model | query }}'}}
+    assert annotation_queries(bad) == ['nlpmon_quality{model="x",lable="f1"}']
+    assert promql_problems(annotation_queries(bad)[0])
 
 
 def test_alerts_have_severity_for_and_links() -> None:

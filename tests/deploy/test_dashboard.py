@@ -198,6 +198,16 @@ def test_dashboard_shows_what_operators_need() -> None:
     assert panel_with("histogram_quantile(0.99,", "rate(nlpmon_batch_seconds_bucket[5m])")
     assert panel_with("nlpmon_circuit_open")
     assert panel_with("nlpmon_event_age_seconds_bucket")
+    # quality from delayed ground truth
+    assert panel_with('nlpmon_quality{', 'nlpmon_quality_reference{', 'label="__micro__",metric="f1"'), "F1 vs ref"
+    assert panel_with('nlpmon_quality{', 'metric="f1",label!~"__.*__"'), "per-label F1"
+    assert panel_with("nlpmon_quality_estimated_precision{", 'metric="precision"'), "estimated vs realised"
+    assert panel_with("nlpmon_quality_calibration_gap{")
+    assert panel_with("nlpmon_quality_drift{")
+    assert panel_with("nlpmon_quality_labelled_fraction{")
+    assert panel_with("histogram_quantile(", "rate(nlpmon_quality_label_delay_seconds_bucket{")
+    assert panel_with("rate(nlpmon_join_total{", "rate(nlpmon_join_events_total{")
+    assert panel_with("nlpmon_join_pending{", "nlpmon_join_buffer_bytes{")
     # per model: one row repeated over the model variable
     rows = [p for p in load_dashboard()["panels"] if p["type"] == "row"]
     assert any(r.get("repeat") == "model" for r in rows)
