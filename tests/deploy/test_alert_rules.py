@@ -85,6 +85,8 @@ def test_amtool_check_config(tools: Tools) -> None:
     ("alertname=NlpmonDown instance=nlpmon:9308 severity=critical", "pager"),
     ("alertname=NlpmonCircuitOpen instance=nlpmon:9308 severity=critical", "pager"),
     ("alertname=NlpmonDriftDetected model=x severity=critical", "pager"),
+    ("alertname=NlpmonQualityF1Drop model=x severity=warning", "team"),
+    ("alertname=NlpmonLabelsNotJoining model=x severity=warning", "team"),
 ])
 def test_amtool_routes(tools: Tools, labels: str, receiver: str) -> None:
     out = run([tools("amtool")["amtool"], "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
@@ -96,6 +98,9 @@ def test_drift_alerts_grouped_by_alertname_and_model() -> None:
     cfg = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     drift = [r for r in cfg["route"]["routes"] if any("NlpmonDriftDetected" in m for m in r.get("matchers", []))]
     assert len(drift) == 1 and drift[0]["group_by"] == ["alertname", "model"] and drift[0]["receiver"] == "team"
+    quality = [r for r in cfg["route"]["routes"] if any("NlpmonQualityF1Drop" in m for m in r.get("matchers", []))]
+    assert len(quality) == 1 and quality[0]["group_by"] == ["alertname", "model"]
+    assert all(a in quality[0]["matchers"][0] for a in ("NlpmonCalibrationGap", "NlpmonLabelsNotJoining"))
     critical = [r for r in cfg["route"]["routes"] if 'severity="critical"' in r.get("matchers", [])]
     assert critical and critical[0]["receiver"] == "pager"
     assert cfg["route"]["routes"].index(critical[0]) == 0, "critical alerts must be routed before the others"

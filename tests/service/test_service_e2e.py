@@ -289,6 +289,13 @@ def test_pending_joins_survive_sigkill_and_late_labels_give_exact_span_figures(
         wait_until(lambda: quality(svc2)["join"]["labels"] == 1507, 120, "every label read after the restart")
         time.sleep(1.5)  # one more report refresh, then the figures must be final
         q = quality(svc2)
+        series = {"model": "demo-ner", "model_version": "1"}
+        assert svc2.metric("nlpmon_quality", **series, label="__micro__", metric="f1") == pytest.approx(
+            q["micro"]["f1"])
+        assert svc2.metric("nlpmon_quality_documents", **series) == 1500
+        # this process's own work only: the labels joined before the SIGKILL are not counted again
+        assert svc2.metric("nlpmon_join_total", **series, outcome="duplicate_label") == 7
+        assert svc2.metric("nlpmon_join_events_total", **series, kind="labels") == q["join_here"]["labels"]
     finally:
         assert svc2.stop(signal.SIGTERM) == 0
     j = q["join"]
