@@ -104,6 +104,15 @@ class MonitorPartitionProcessor:
                 rep["quality"] = q
         return reports
 
+    def orphan_labels(self) -> dict[str, int]:
+        """Models with labels on this partition but no prediction here: ``{model: labels received}``.
+
+        Their labels can never join (a partitioner or key mismatch between the two topics, or labels for
+        a model that never sends predictions), and no (model, version) report carries them.
+        """
+        return {model: mon.join.counters["labels"] for model, mon in self.quality.monitors.items()
+                if not mon.versions and mon.join.counters["labels"]}
+
     def snapshot(self) -> bytes:
         inner = np.frombuffer(self.monitors.snapshot(), dtype=np.uint8)
         return encode_state({"kind": STATE_KIND, "monitor_set": inner, "quality": self.quality.state()})

@@ -58,6 +58,7 @@ class NlpmonService:
         self._events_at_last_progress = 0
         self._dirty = False
         self._split_models: set[str] = set()
+        self._orphan_warned: set[tuple[str, int]] = set()
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
@@ -114,6 +115,13 @@ class NlpmonService:
                                 "or each partition monitors it separately and /models shows one", model_key,
                                 topic, partition)
                 reports[model_key] = rep
+            for model, labels in proc.orphan_labels().items():
+                if (model, partition) not in self._orphan_warned:
+                    self._orphan_warned.add((model, partition))
+                    log.warning("%d ground-truth events for model %s arrived on %s[%d], where none of its "
+                                "predictions are: key labels by model and use the predictions' partitioner "
+                                "(docs/events.md); they cannot join", labels, model,
+                                self.settings.ground_truth_topic, partition)
         alarms, self._pending_alarms = self._pending_alarms, []
         self.metrics.observe_reports(reports, alarms)
         for a in alarms:
