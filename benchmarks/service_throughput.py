@@ -32,6 +32,7 @@ from service.kafka.runner import ConsumerRunner
 from service.kafka.settings import KafkaSettings
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
+from service.quality import QualityConfig
 
 
 def produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
@@ -47,10 +48,13 @@ def produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
     p.flush(120)
 
 
-def monitor_rate(bootstrap: str, topic: str, n: int, references: References, config: MonitorConfig) -> float:
+def monitor_rate(bootstrap: str, topic: str, n: int, references: References, config: MonitorConfig,
+                 ground_truth: bool = False) -> float:
     s = uuid.uuid4().hex[:8]
     settings = KafkaSettings(bootstrap_servers=bootstrap, topic=topic, group_id=f"b-{s}", state_topic=f"bs-{s}",
-                             dead_letter_topic=f"bd-{s}", session_timeout_ms=2000, batch_size=5000)
+                             dead_letter_topic=f"bd-{s}", session_timeout_ms=2000, batch_size=5000,
+                             ground_truth_topic=f"bg-{s}" if ground_truth else None)
+    quality = QualityConfig() if ground_truth else None
     done = threading.Event()
     marks: list[float] = []
     firsts: list[int] = []
@@ -63,7 +67,8 @@ def monitor_rate(bootstrap: str, topic: str, n: int, references: References, con
         if total >= n:
             done.set()
 
-    runner = ConsumerRunner(settings, lambda t, p: MonitorPartitionProcessor(t, p, config, references),
+    runner = ConsumerRunner(settings, lambda t, p: MonitorPartitionProcessor(t, p, config, references,
+                                                                             quality=quality),
                             on_batch=on_batch)
     th = threading.Thread(target=runner.run, args=(done,), daemon=True)
     th.start()
@@ -79,6 +84,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = MonitorConfig()
+    print("ground-truth join: predictions enter the join (no labels published); the rest as without\n")
     print("| events | raw consume (msg/s) | nlpmon loop (events/s) | ratio |")
     print("|---|---|---|---|")
     with EmbeddedBroker() as broker:
@@ -98,10 +104,12 @@ def main() -> int:
             topic = f"bench-{uuid.uuid4().hex[:8]}"
             produce(broker.bootstrap_servers, topic, lines)
             raw, _ = raw_consume_rate(broker.bootstrap_servers, topic, args.events)
-            loop = monitor_rate(broker.bootstrap_servers, topic, args.events, references, config)
             kind = ("base64 float32" if b64 else "JSON list") + ("" if tokens else ", no tokens")
             size = sum(map(len, lines)) / len(lines)
-            print(f"| {kind} ({size / 1024:.1f} KB/event) | {raw:,.0f} | {loop:,.0f} | {loop / raw:.2f} |")
+            for ground_truth in (False, True) if b64 and tokens else (False,):
+                loop = monitor_rate(broker.bootstrap_servers, topic, args.events, references, config, ground_truth)
+                label = kind + (" + ground-truth join" if ground_truth else "")
+                print(f"| {label} ({size / 1024:.1f} KB/event) | {raw:,.0f} | {loop:,.0f} | {loop / raw:.2f} |")
     return 0
 
 
