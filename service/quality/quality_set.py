@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from service.events import Event
 from service.events.errors import InvalidEvent
@@ -21,6 +21,7 @@ from service.quality.events import GroundTruth, decode_ground_truth_lines
 from service.quality.quality_monitor import QualityConfig, QualityMonitor
 
 STATE_KIND = "nlpmon.quality_set"
+_E = TypeVar("_E", Event, GroundTruth)
 
 __all__ = ["QualitySet"]
 
@@ -40,10 +41,7 @@ class QualitySet:
 
     def add_predictions(self, events: Sequence[Event], now: float | None = None) -> None:
         """Decoded, valid prediction events (any models); ``now`` their arrival time (None: event times)."""
-        by_model: dict[str, list[Event]] = {}
-        for e in events:
-            by_model.setdefault(e.model, []).append(e)
-        for model, group in by_model.items():
+        for model, group in _by_model(events).items():
             mon = self.monitor(model)
             mon.add_predictions(group, now=now)
             _expire(mon, now)
@@ -61,10 +59,7 @@ class QualitySet:
 
     def add_labels(self, labels: Sequence[GroundTruth], now: float | None = None) -> None:
         """Decoded label events (any models); ``now`` their arrival time (None: their own times)."""
-        by_model: dict[str, list[GroundTruth]] = {}
-        for g in labels:
-            by_model.setdefault(g.model, []).append(g)
-        for model, group in by_model.items():
+        for model, group in _by_model(labels).items():
             mon = self.monitor(model)
             if now is not None:
                 mon.add_labels(group, now)
@@ -94,6 +89,14 @@ class QualitySet:
         for ms in s["monitors"]:
             mon = QualityMonitor.from_state(ms, self.config)
             self.monitors[mon.model] = mon
+
+
+def _by_model(items: Sequence[_E]) -> dict[str, list[_E]]:
+    """``items`` grouped by their ``model``, each group in input order."""
+    groups: dict[str, list[_E]] = {}
+    for x in items:
+        groups.setdefault(x.model, []).append(x)
+    return groups
 
 
 def _expire(mon: QualityMonitor, now: float | None) -> None:
