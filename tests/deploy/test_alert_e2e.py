@@ -142,7 +142,8 @@ def start_nlpmon(bootstrap: str, tmp: Path) -> tuple[Proc, int, str]:
     topic = f"alerts-{s}"
     env = {**os.environ, "NLPMON_BOOTSTRAP_SERVERS": bootstrap, "NLPMON_PORT": "0", "NLPMON_TOPIC": topic,
            "NLPMON_GROUP_ID": f"nlpmon-{s}", "NLPMON_STATE_TOPIC": f"state-{s}",
-           "NLPMON_DEAD_LETTER_TOPIC": f"dlq-{s}", "NLPMON_MONITOR__CALIBRATION_SPLITS": "2",
+           "NLPMON_DEAD_LETTER_TOPIC": f"dlq-{s}", "NLPMON_GROUND_TRUTH_TOPIC": f"labels-{s}",
+           "NLPMON_MONITOR__CALIBRATION_SPLITS": "2",
            "NLPMON_KAFKA__SESSION_TIMEOUT_MS": "2000", "NLPMON_PROGRESS_INTERVAL_S": "1",
            "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2"}
     proc = Proc("nlpmon", [sys.executable, "-m", "service.cli", "run"], tmp / "nlpmon.log", env)
