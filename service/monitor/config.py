@@ -49,7 +49,20 @@ class MonitorConfig(BaseModel):
     display_sample: int = Field(
         300, ge=0, le=5000, description="Reference events kept after calibration for pages and lookups."
     )
-    outlier_examples: int = Field(10, ge=0, le=100, description="Most out-of-reference recent events kept.")
+    outlier_examples: int = Field(
+        10, ge=0, le=100,
+        description="Most out-of-reference recent events kept; as many lowest-confidence and smallest-margin ones.",
+    )
+    history_points: int = Field(
+        240, ge=0, le=10000, description="Points of score history kept in memory for the model pages (0: none)."
+    )
+    history_events_per_point: int = Field(50, ge=1, description="Monitored events per point of score history.")
+    projection_points: int = Field(
+        200, ge=0, le=5000, description="Recent embeddings kept in memory for the model page's projection."
+    )
+    confidence_sample: int = Field(
+        2000, ge=0, le=100000, description="Recent scored predictions kept for per-label confidence quantiles."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> MonitorConfig:

@@ -23,6 +23,18 @@ from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn, per_event_sums
 from service.drift.signal import SignalWindow
 from service.monitor.config import MonitorConfig
+from service.monitor.examples import (
+    QUANTILE_LEVELS,
+    LowestScores,
+    RecentConfidences,
+    RecentEmbeddings,
+    per_event_min,
+    quantiles_by_label,
+    top_two,
+    top_two_margins,
+)
+from service.monitor.history import ScoreHistory
+from service.monitor.projection import ReferenceView, projection_report
 from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall
 from service.monitor.signals import SCORED_LABELS, extract_columns
 from service.sketches.multiscale import MultiScaleWindow
@@ -49,6 +61,15 @@ class Alarm:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _prediction_detail(event: Any, _i: int) -> dict[str, Any]:
+    p = event.prediction
+    return {} if p is None else {"prediction": {"label": p.label, "score": p.score}}
+
+
+def _margin_detail(event: Any, i: int) -> dict[str, Any]:
+    return {**_prediction_detail(event, i), "top_two": top_two(event.prediction.probabilities)}
 
 
 class ModelMonitor:
@@ -78,6 +99,7 @@ class ModelMonitor:
         self.change_points: list[dict[str, Any]] = []
         self._last_drift: dict[str, int] = {}
         self._outliers: list[tuple[float, int, str, str | None, list[dict[str, Any]]]] = []
+        self._reset_page_state()
         if profile is not None:
             self._start(profile)
 
@@ -102,10 +124,25 @@ class ModelMonitor:
         longest = max(cfg.distribution_windows)
         self.label_confidence = MultiScaleWindow(2 * len(labels), (longest,), cfg.block_events)
         self.confidence_adwin = None
+        self._reset_page_state()
         if "confidence" in profile.signals:
             # ADWIN's delta bounds its false detections per check; one check per block
             self.confidence_adwin = AdwinDetector(delta=min(0.01, cfg.false_alarm_rate * cfg.block_events))
         self.reference_error = None
+
+    def _reset_page_state(self) -> None:
+        """In-memory evidence for the pages (not in the snapshot): history, examples, recent embeddings."""
+        cfg = self.config
+        self.history = ScoreHistory(tuple(self.windows), cfg.history_points, cfg.history_events_per_point)
+        recent = max(cfg.distribution_windows)
+        self.lowest_confidence = LowestScores(cfg.outlier_examples, recent)
+        self.smallest_margin = LowestScores(cfg.outlier_examples, recent)
+        self.margins_seen = False
+        self.recent_embeddings = RecentEmbeddings(cfg.projection_points)
+        self.recent_confidences = RecentConfidences(cfg.confidence_sample)
+        self._outlier_embeddings: dict[int, Any] = {}
+        self._reference_view: tuple[int, ReferenceView | None, dict[str, Any]] | None = None
+        self._page_cache: tuple[int, dict[str, Any]] | None = None
 
     def _confidence_labels(self) -> tuple[str, ...]:
         assert self.profile is not None
@@ -193,7 +230,10 @@ class ModelMonitor:
         if finite.size:
             self.last_event_time = float(finite.max())
         self.monitored_events += n
+        base = self.monitored_events - n
         alarms: list[Alarm] = []
+        ratios: dict[str, np.ndarray] = {}
+        flags: dict[str, np.ndarray] = {}
         for name, win in self.windows.items():
             col = cols[name]
             feat = win.model.featurizer
@@ -203,7 +243,9 @@ class ModelMonitor:
                 items = np.bincount(col.event, minlength=n).astype(np.float64)
                 upd = win.update_rows(rows, items, times)
                 if name == "embedding" and len(col):
-                    self._track_outliers(feat.outlier_scores(item_rows), col.event, events)
+                    scores = feat.outlier_scores(item_rows)
+                    self._track_outliers(scores, col.event, events)
+                    self.recent_embeddings.add(base, col.event, scores, events)
             else:
                 upd = win.update(col, n, times)
             # hysteresis: a flag clears only after `clear_after_events` events with every statistic below
@@ -223,9 +265,12 @@ class ModelMonitor:
                                     float(win.model.thresholds[j, k])))
             self.alarm_counts[name] = self.alarm_counts.get(name, 0) + len(flips)
             self.flags[name] = bool(flag[-1])
+            ratios[name], flags[name] = upd.ratio, flag
             self.scores[name] = {"score": float(upd.ratio[-1]), "window": int(upd.window[-1]),
                                  "statistic": win.model.stat_names[int(upd.stat[-1])]}
         self._update_label_confidence(cols[SCORED_LABELS], cols["confidence"], n, times)
+        self.history.add(base, times, ratios, flags)
+        self._track_examples(cols, events, base)
         alarms.sort(key=lambda a: a.position)
         return alarms
 
@@ -242,7 +287,36 @@ class ModelMonitor:
             e = events[int(event_pos[t])]
             ents = [{"label": x.label, "start": x.start, "end": x.end, "score": x.score} for x in e.entities]
             kept.append((float(scores[t]), base + int(event_pos[t]), e.event_id, e.text, ents))
+            if e.embedding is not None:
+                self._outlier_embeddings[base + int(event_pos[t])] = e.embedding
         self._outliers = heapq.nlargest(k, kept, key=lambda o: o[0])
+        keep = {o[1] for o in self._outliers}
+        self._outlier_embeddings = {i: v for i, v in self._outlier_embeddings.items() if i in keep}
+
+    def _track_examples(self, cols: dict[str, ItemColumn], events: list[Any], base: int) -> None:
+        """Lowest-confidence and smallest-margin examples, recent confidences: vectorised per batch."""
+        n = len(events)
+        ent, doc = cols["confidence"], cols["prediction_confidence"]
+        pred = cols["prediction_label"]
+        doc_labels: list[str] = []
+        if len(doc):  # the predicted class of each scored document prediction
+            at = np.searchsorted(pred.event, doc.event)
+            doc_labels = [pred.values[int(i)] for i in at]
+        self.recent_confidences.add(list(cols[SCORED_LABELS].values) + doc_labels,
+                                    np.concatenate([ent.values, doc.values]))
+        if self.config.outlier_examples == 0:
+            return
+        if len(ent) or len(doc):
+            per_event, _ = per_event_min(np.concatenate([ent.values, doc.values]),
+                                         np.concatenate([ent.event, doc.event]), n)
+            self.lowest_confidence.offer(per_event, base, events, _prediction_detail)
+        if len(pred):
+            pos, margins = top_two_margins(events, pred.event)
+            if pos.size:
+                self.margins_seen = True
+                per_event = np.full(n, np.inf)
+                per_event[pos] = margins
+                self.smallest_margin.offer(per_event, base, events, _margin_detail)
 
     def _update_label_confidence(self, labels: ItemColumn, scores: ItemColumn, n: int, times: np.ndarray) -> None:
         if self.profile is None:
@@ -295,7 +369,88 @@ class ModelMonitor:
         out["change_points"] = list(self.change_points)
         out["outliers"] = [{"score": o[0], "index": o[1], "event_id": o[2], "text": o[3], "entities": o[4]}
                            for o in self._outliers]
+        out["history"] = self.history.report()
+        rate, span = self.history.events_per_second()
+        out["throughput"] = {"events_per_second": rate, "over_seconds": span, "clock": "event time"}
+        page = self._page_views()
+        near = page["outlier_neighbours"]
+        for o in out["outliers"]:
+            o["nearest_reference"] = near.get(o["index"], [])
+        out["examples"] = page["examples"]
+        out["projection"] = page["projection"]
+        out["confidence_by_label"] = page["confidence_by_label"]
         return out
+
+    # -- page views: computed when the report is built, cached until new events arrive ---------------
+    def _reference_side(self) -> tuple[ReferenceView | None, dict[str, Any]]:
+        """The reference display sample in embedding coordinates and its per-label confidence quantiles
+        (once per profile)."""
+        assert self.profile is not None
+        if self._reference_view is not None and self._reference_view[0] == id(self.profile):
+            return self._reference_view[1], self._reference_view[2]
+        p = self.profile
+        sig = p.signals.get("embedding")
+        view = (ReferenceView.build(sig.featurizer, p.sample, p.outlier_quantiles)
+                if sig is not None and isinstance(sig.featurizer, EmbeddingFeaturizer) else None)
+        ref_conf: dict[str, Any] = {}
+        if p.sample is not None and p.sample.size:
+            cols = p.sample.columns()
+            labels: list[str] = list(cols[SCORED_LABELS].values) if SCORED_LABELS in cols else []
+            scores = [np.asarray(cols["confidence"].values, np.float64)] if labels else []
+            pred, doc = cols.get("prediction_label"), cols.get("prediction_confidence")
+            if pred is not None and doc is not None and len(doc):
+                at = np.searchsorted(pred.event, doc.event)
+                labels += [pred.values[int(i)] for i in at]
+                scores.append(np.asarray(doc.values, np.float64))
+            if labels:
+                ref_conf = quantiles_by_label(np.asarray(labels, dtype=object), np.concatenate(scores))
+        self._reference_view = (id(p), view, ref_conf)
+        return view, ref_conf
+
+    def _page_views(self) -> dict[str, Any]:
+        if self._page_cache is not None and self._page_cache[0] == self.monitored_events:
+            return self._page_cache[1]
+        view, ref_conf = self._reference_side()
+        cur_conf = quantiles_by_label(self.recent_confidences.labels, self.recent_confidences.scores)
+        rows: list[dict[str, Any]] = []
+        for label in sorted(set(ref_conf) | set(cur_conf)):
+            r, c = ref_conf.get(label), cur_conf.get(label)
+            rows.append({"label": label, "reference_count": r[0] if r else 0, "reference": r[1] if r else None,
+                         "current_count": c[0] if c else 0, "current": c[1] if c else None,
+                         "median_change": (c[1][2] - r[1][2]) if r and c else None})
+        rows.sort(key=lambda x: (-abs(x["median_change"]) if x["median_change"] is not None else 0.0,
+                                 -x["current_count"], x["label"]))
+        low, margin = self.lowest_confidence.items, self.smallest_margin.items
+        if view is not None:
+            near_low = view.neighbours([x.embedding for x in low])
+            near_margin = view.neighbours([x.embedding for x in margin])
+            idx = [o[1] for o in self._outliers]
+            near_out = dict(zip(idx, view.neighbours([self._outlier_embeddings.get(i) for i in idx]), strict=True))
+            ids = self.recent_embeddings.arrays()
+            projection: dict[str, Any] | None = {**projection_report(view, *ids), "reference_events": len(view),
+                                                 "current_events": len(ids[0])}
+        else:
+            near_low, near_margin, near_out = [[] for _ in low], [[] for _ in margin], {}
+            projection = None
+        margin_note = None if self.margins_seen else (
+            "no event carried prediction.probabilities for two or more classes: margins need per-class "
+            "probabilities (text classification); entities carry a single score")
+        page = {
+            "examples": {
+                "lowest_confidence": [{**x.as_dict(), "nearest_reference": nr} for x, nr in zip(low, near_low,
+                                                                                               strict=True)],
+                "smallest_margin": [{**x.as_dict(), "nearest_reference": nr} for x, nr in zip(margin, near_margin,
+                                                                                            strict=True)],
+                "margin_available": self.margins_seen, "margin_note": margin_note,
+                "recent_events": max(self.config.distribution_windows),
+            },
+            "projection": projection,
+            "confidence_by_label": {"levels": list(QUANTILE_LEVELS), "current_sample": self.config.confidence_sample,
+                                    "labels": rows},
+            "outlier_neighbours": near_out,
+        }
+        self._page_cache = (self.monitored_events, page)
+        return page
 
     def _evidence(self, name: str, win: SignalWindow) -> dict[str, Any]:
         feat = win.model.featurizer

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn
 from service.drift.signal import SignalModel, calibrate_signal
 from service.monitor.config import MonitorConfig
@@ -134,6 +135,9 @@ class ReferenceProfile:
     sample: ReferenceSample | None = field(default=None, repr=False)
     model: str = ""
     model_version: str = ""
+    # out-of-sample quantiles of the embedding outlier score (for the page's projection); None in profiles
+    # saved before they existed
+    outlier_quantiles: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def model_key(self) -> tuple[str, str]:
@@ -173,9 +177,16 @@ class ReferenceProfile:
                     n_random_features=config.random_features, max_labels=config.max_labels, rng=rng)
             except ValueError as exc:
                 unavailable[spec.name] = f"cannot calibrate: {exc}"
+        quantiles = None
+        emb = signals.get("embedding")
+        if emb is not None and isinstance(emb.featurizer, EmbeddingFeaturizer):
+            from service.monitor.projection import out_of_sample_quantiles
+
+            quantiles = out_of_sample_quantiles(emb.featurizer, cols["embedding"].values, config.seed + 2)
         # keep a small uniform sample for display and similar-sample lookup, not the whole reference
         return cls(source, n, signals, unavailable, dict(sample.label_counts),
-                   time.perf_counter() - t0, sample.thinned(config.display_sample), model, model_version)
+                   time.perf_counter() - t0, sample.thinned(config.display_sample), model, model_version,
+                   quantiles)
 
     def state(self) -> dict[str, Any]:
         return {"kind": PROFILE_KIND, "model": self.model, "model_version": self.model_version,
@@ -183,7 +194,8 @@ class ReferenceProfile:
                 "signals": {k: v.state() for k, v in self.signals.items()},
                 "unavailable": self.unavailable, "label_counts": self.label_counts,
                 "calibration_seconds": self.calibration_seconds,
-                "sample": None if self.sample is None else self.sample.state()}
+                "sample": None if self.sample is None else self.sample.state(),
+                "outlier_quantiles": self.outlier_quantiles}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> ReferenceProfile:
@@ -193,7 +205,8 @@ class ReferenceProfile:
                    {k: SignalModel.from_state(v) for k, v in s["signals"].items()},
                    dict(s["unavailable"]), dict(s["label_counts"]), float(s["calibration_seconds"]),
                    None if s["sample"] is None else ReferenceSample.from_state(s["sample"]),
-                   s["model"], s["model_version"])
+                   s["model"], s["model_version"],
+                   None if s.get("outlier_quantiles") is None else np.asarray(s["outlier_quantiles"], np.float64))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(encode_state(self.state()))

@@ -1,0 +1,171 @@
+"""Recent examples kept for the model pages: lowest scores, recent embeddings, recent confidences.
+
+All bounded, all updated once per batch with numpy, none part of the snapshot (after a restore they
+refill from new events):
+
+- ``LowestScores``: the ``k`` events with the smallest per-event score (lowest confidence, or smallest
+  margin between the top two class probabilities) among the last ``horizon`` monitored events.
+- ``RecentEmbeddings``: the document embeddings of the last ``capacity`` monitored events with their
+  out-of-reference score, for the 2-D projection and the similar-sample lookup.
+- ``RecentConfidences``: the labels and confidences of the last ``capacity`` scored predictions, for
+  per-label confidence quantiles.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+def entity_spans(event: Any) -> list[dict[str, Any]]:
+    """The entities of a decoded event as JSON-ready spans (label, start, end, score)."""
+    return [{"label": x.label, "start": x.start, "end": x.end, "score": x.score} for x in event.entities]
+
+
+def per_event_min(values: F64, event_of_item: I64, n_events: int) -> tuple[F64, I64]:
+    """Per event: the smallest item value (inf when the event has none) and that item's index (-1)."""
+    best = np.full(n_events, np.inf)
+    which = np.full(n_events, -1, dtype=np.int64)
+    if values.size == 0:
+        return best, which
+    order = np.lexsort((values, event_of_item))  # by event, then value: the first of each event is its min
+    ev = event_of_item[order]
+    first = np.flatnonzero(np.concatenate([[True], ev[1:] != ev[:-1]]))
+    best[ev[first]] = values[order[first]]
+    which[ev[first]] = order[first]
+    return best, which
+
+
+@dataclass(order=True)
+class Example:
+    """One kept event: its score and monitored-event index, and what the page shows of it."""
+
+    score: float
+    index: int
+    event_id: str = field(compare=False)
+    text: str | None = field(compare=False)
+    entities: list[dict[str, Any]] = field(compare=False)
+    detail: dict[str, Any] = field(compare=False, default_factory=dict)
+    embedding: npt.NDArray[Any] | None = field(compare=False, default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "index": self.index, "event_id": self.event_id, "text": self.text,
+                "entities": self.entities, **self.detail}
+
+
+class LowestScores:
+    """The ``k`` recent events with the smallest score; ties go to the older event."""
+
+    def __init__(self, k: int, horizon: int) -> None:
+        self.k, self.horizon = k, horizon
+        self.items: list[Example] = []
+
+    def offer(self, per_event: F64, base: int, events: list[Any], detail: Any = None) -> None:
+        """Offer a batch: ``per_event[i]`` is event ``i``'s score (inf: none), ``base`` the monitored index of
+        ``events[0]``. ``detail(event, i)`` adds fields to a kept example (called for at most ``k`` events)."""
+        n = len(events)
+        horizon = base + n - self.horizon
+        kept = [x for x in self.items if x.index >= horizon]
+        if self.k and n:
+            finite = np.flatnonzero(np.isfinite(per_event))
+            if finite.size > self.k:
+                part = np.argpartition(per_event[finite], self.k - 1)[: self.k]
+                finite = finite[part]
+            for i in finite.tolist():
+                e = events[i]
+                kept.append(Example(float(per_event[i]), base + i, e.event_id, e.text, entity_spans(e),
+                                    detail(e, i) if detail is not None else {}, e.embedding))
+        self.items = heapq.nsmallest(self.k, kept)
+
+    def report(self) -> list[dict[str, Any]]:
+        return [x.as_dict() for x in self.items]
+
+
+class RecentEmbeddings:
+    """Document embeddings of the last ``capacity`` monitored events, with their out-of-reference score."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: deque[tuple[int, str, str | None, npt.NDArray[Any], float]] = deque(maxlen=max(capacity, 1))
+
+    def __len__(self) -> int:
+        return len(self.items) if self.capacity else 0
+
+    def add(self, base: int, event_pos: I64, scores: F64, events: list[Any]) -> None:
+        """Add the embeddings of ``events[event_pos]`` (``scores`` aligned with ``event_pos``); only the last
+        ``capacity`` are looked at."""
+        if self.capacity == 0 or event_pos.size == 0:
+            return
+        tail = slice(max(0, event_pos.size - self.capacity), None)
+        for p, s in zip(event_pos[tail].tolist(), scores[tail].tolist(), strict=True):
+            e = events[p]
+            self.items.append((base + p, e.event_id, e.text, e.embedding, s))
+
+    def arrays(self) -> tuple[list[int], list[str], list[str | None], npt.NDArray[np.float32], F64]:
+        """Indices, event ids, texts, embeddings (m, d) and scores of the kept events, oldest first."""
+        if not len(self):
+            return [], [], [], np.zeros((0, 0), np.float32), np.zeros(0)
+        idx, ids, texts, embs, scores = zip(*self.items, strict=True)
+        return list(idx), list(ids), list(texts), np.vstack(embs).astype(np.float32), np.asarray(scores)
+
+
+class RecentConfidences:
+    """Labels and confidences of the last ``capacity`` scored predictions (entities or documents)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.labels = np.zeros(0, dtype=object)
+        self.scores = np.zeros(0)
+
+    def add(self, labels: list[str], scores: F64) -> None:
+        if self.capacity == 0 or not len(labels):
+            return
+        lab = np.asarray(labels[-self.capacity:], dtype=object)
+        sc = np.asarray(scores, np.float64)[-self.capacity:]
+        self.labels = np.concatenate([self.labels, lab])[-self.capacity:]
+        self.scores = np.concatenate([self.scores, sc])[-self.capacity:]
+
+
+QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def quantiles_by_label(labels: npt.NDArray[Any], scores: F64) -> dict[str, tuple[int, list[float]]]:
+    """Per label: how many scores and their quantiles at ``QUANTILE_LEVELS`` (numpy's linear method)."""
+    out: dict[str, tuple[int, list[float]]] = {}
+    if scores.size == 0:
+        return out
+    names, inverse = np.unique(labels.astype(str), return_inverse=True)
+    for j, name in enumerate(names.tolist()):
+        s = scores[inverse == j]
+        out[name] = (int(s.size), [float(q) for q in np.quantile(s, QUANTILE_LEVELS)])
+    return out
+
+
+def top_two_margins(events: list[Any], with_prediction: I64) -> tuple[I64, F64]:
+    """Event positions and margins (top probability - second) of the events among ``with_prediction``
+    whose prediction carries ``probabilities`` for at least two classes. Visits only those events."""
+    pos: list[int] = []
+    margins: list[float] = []
+    for i in with_prediction.tolist():
+        probs = events[i].prediction.probabilities
+        if probs is not None and len(probs) >= 2:
+            a, b = heapq.nlargest(2, probs.values())
+            pos.append(i)
+            margins.append(a - b)
+    return np.asarray(pos, np.int64), np.asarray(margins, np.float64)
+
+
+def top_two(probabilities: dict[str, float] | None) -> list[dict[str, Any]]:
+    """The two most probable classes with their probabilities (for display)."""
+    if not probabilities:
+        return []
+    return [{"label": k, "probability": v}
+            for k, v in heapq.nlargest(2, probabilities.items(), key=lambda kv: kv[1])]

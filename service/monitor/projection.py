@@ -1,0 +1,149 @@
+"""The 2-D projection of reference and current embeddings, and the similar-sample lookup. Computed on demand.
+
+Both use the PCA the embedding signal already fitted (``EmbeddingFeaturizer``), nothing new is fitted:
+
+- **projection**: the first two whitened principal coordinates (``project2d``) of the reference display
+  sample (``ReferenceProfile.sample``, ``display_sample`` events) and of the recent events. Each current
+  point carries its out-of-reference score (the one the outlier list uses: mean squared whitened
+  coordinate plus standardised residual) and that score's percentile among **out-of-sample** reference
+  scores: at calibration each reference event is scored by a PCA fitted without it (3 folds, as the
+  featurizer's own clip levels are), and 201 quantiles are kept in the profile
+  (``ReferenceProfile.outlier_quantiles``). In-sample scores would be far lower (the PCA fitted those
+  very points): on a stationary stream about a quarter of the recent points would look "outside".
+  Profiles saved before this existed fall back to the display sample's in-sample scores, and say so.
+- **nearest reference examples**: Euclidean distance in the top-k principal subspace (un-whitened, so
+  distances are those of the embeddings restricted to the directions the reference varies in), by one
+  matrix product of the queries against the display sample.
+
+The reference side is computed once per profile (``ReferenceView``); a query costs O(q * m * k) for q
+queries and m reference points. Called when the report is built (the service does at most once a
+second), never per event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.drift.embedding import EmbeddingFeaturizer, _out_of_sample
+
+if TYPE_CHECKING:
+    from service.monitor.reference import ReferenceSample
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+PERCENTILE_BANDS = (0.9, 0.99)  # current points are coloured by which band of the reference they fall in
+QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
+
+
+def out_of_sample_quantiles(featurizer: EmbeddingFeaturizer, x: F32, seed: int) -> F64:
+    """Quantiles (at ``QUANTILE_LEVELS``) of the out-of-reference scores of reference embeddings ``x``,
+    each scored by a PCA fitted on the other folds, with the featurizer's clipping. A fresh generator
+    from ``seed``: the calibration's own random stream is not touched."""
+    x = np.asarray(x, np.float32)
+    znorm, resid = _out_of_sample(x, featurizer.k, np.random.default_rng(seed))
+    z2 = np.minimum(znorm, featurizer.z_clip) ** 2 / featurizer.k
+    r = np.minimum((resid - featurizer.r_mean) / featurizer.r_scale, featurizer.r_clip)
+    return np.quantile(z2 + r, QUANTILE_LEVELS)
+
+
+def subspace(featurizer: EmbeddingFeaturizer, x: F32) -> F32:
+    """Coordinates (n, k) of embeddings in the featurizer's top-k principal subspace (unit axes, centred)."""
+    x = np.asarray(x, np.float32).reshape(-1, featurizer.dim)
+    return (x - featurizer.mean) @ featurizer._unit_basis()  # the axes the drift statistics use
+
+
+@dataclass
+class ReferenceView:
+    """The display sample of one profile in the featurizer's coordinates."""
+
+    featurizer: EmbeddingFeaturizer
+    xy: F32  # (m, 2) whitened principal coordinates
+    sub: F32  # (m, k) principal-subspace coordinates, for distances
+    sub_sq: F64  # (m,) their squared norms
+    texts: list[str | None]
+    scores_sorted: F64  # out-of-reference scores of the sample, sorted (the fallback scale)
+    oos_quantiles: F64 | None = None  # out-of-sample score quantiles at QUANTILE_LEVELS (the scale used)
+
+    @property
+    def scale(self) -> str:
+        return "out-of-sample" if self.oos_quantiles is not None else "in-sample (older profile)"
+
+    @classmethod
+    def build(cls, featurizer: EmbeddingFeaturizer, sample: ReferenceSample | None,
+              oos_quantiles: F64 | None = None) -> ReferenceView:
+        emb = np.zeros((0, featurizer.dim), np.float32)
+        texts: list[str | None] = []
+        if sample is not None and sample.size:
+            col = sample.columns().get("embedding")
+            if col is not None and len(col):
+                emb = np.asarray(col.values, np.float32)
+                all_texts = sample.texts()
+                texts = [all_texts[int(i)] for i in col.event]
+        sub = subspace(featurizer, emb)
+        scores = featurizer.outlier_scores(featurizer.transform(emb)) if len(emb) else np.zeros(0)
+        return cls(featurizer, featurizer.project2d(emb), sub, np.einsum("ij,ij->i", sub, sub).astype(np.float64),
+                   texts, np.sort(scores), None if oos_quantiles is None else np.asarray(oos_quantiles, np.float64))
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+    def percentile(self, scores: F64) -> F64:
+        """Each score's percentile (0..1) among the reference's out-of-sample scores (else the display
+        sample's in-sample ones); NaN without either."""
+        if self.oos_quantiles is not None:
+            q = self.oos_quantiles  # fraction strictly below: a score at the clip, shared by several
+            below = np.searchsorted(q, scores, side="left")  # quantiles, gets the lowest of their levels
+            return np.clip((below - 1) / (q.size - 1), 0.0, 1.0)
+        if not self.scores_sorted.size:
+            return np.full(np.shape(scores), np.nan)
+        return np.searchsorted(self.scores_sorted, scores, side="left") / self.scores_sorted.size
+
+    def nearest(self, embeddings: F32, k: int = 3) -> tuple[I64, F64]:
+        """Indices (q, k') into the sample of each query's ``k`` nearest reference points, nearest first,
+        and their distances; k' = min(k, sample size)."""
+        q = int(embeddings.shape[0])
+        k = min(k, len(self))
+        if q == 0 or k == 0:
+            return np.zeros((q, 0), np.int64), np.zeros((q, 0))
+        a = subspace(self.featurizer, embeddings).astype(np.float64)
+        d2 = np.einsum("ij,ij->i", a, a)[:, None] + self.sub_sq[None, :] - 2.0 * (a @ self.sub.T.astype(np.float64))
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        rows = np.arange(q)[:, None]
+        order = np.argsort(d2[rows, part], axis=1, kind="stable")
+        idx = part[rows, order]
+        return idx.astype(np.int64), np.sqrt(np.maximum(d2[rows, idx], 0.0))
+
+    def neighbours(self, embeddings: list[Any], k: int = 3) -> list[list[dict[str, Any]]]:
+        """For each embedding (or None), its nearest reference examples as JSON-ready dicts."""
+        have = [i for i, e in enumerate(embeddings) if e is not None and np.shape(e) == (self.featurizer.dim,)]
+        out: list[list[dict[str, Any]]] = [[] for _ in embeddings]
+        if not have or not len(self):
+            return out
+        idx, dist = self.nearest(np.vstack([embeddings[i] for i in have]).astype(np.float32), k)
+        for row, i in enumerate(have):
+            out[i] = [{"reference": int(j), "distance": float(d), "text": self.texts[int(j)] if self.texts else None}
+                      for j, d in zip(idx[row].tolist(), dist[row].tolist(), strict=True)]
+        return out
+
+
+def projection_report(view: ReferenceView, index: list[int], event_ids: list[str], texts: list[str | None],
+                      embeddings: F32, scores: F64, k: int = 3) -> dict[str, Any]:
+    """JSON-ready projection: reference and current points (columnar), with each current point's score,
+    percentile and nearest reference points (indices into ``reference``)."""
+    xy = view.featurizer.project2d(embeddings) if len(index) else np.zeros((0, 2), np.float32)
+    near, dist = view.nearest(embeddings, k) if len(index) else (np.zeros((0, 0), np.int64), np.zeros((0, 0)))
+    pct = view.percentile(scores)
+    return {
+        "method": "pca", "axes": ["principal component 1 (whitened)", "principal component 2 (whitened)"],
+        "percentile_bands": list(PERCENTILE_BANDS), "percentile_scale": view.scale,
+        "reference": {"x": view.xy[:, 0].tolist(), "y": view.xy[:, 1].tolist(), "text": list(view.texts)},
+        "current": {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "index": list(index),
+                    "event_id": list(event_ids), "text": list(texts), "score": np.asarray(scores).tolist(),
+                    "percentile": [None if np.isnan(p) else float(p) for p in pct.tolist()],
+                    "nearest": near.tolist(), "distance": np.round(dist, 4).tolist()},
+    }
