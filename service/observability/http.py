@@ -1,16 +1,22 @@
 """The small HTTP server of ``nlpmon run``: Prometheus metrics, health probes and the model reports.
 
-Endpoints (GET only):
+Endpoints (GET only; docs/api.md documents the JSON, docs/pages.md the pages):
 
 - ``/metrics``: ``generate_latest(registry)`` in the Prometheus text format.
 - ``/healthz``: liveness. 200 when the consumer loop polled within ``liveness_limit_s`` (by the injected
   ``last_poll()`` and ``clock``; before the first poll, the age counts from ``start()``), else 503.
 - ``/readyz``: readiness. 200 only when every check returned by ``readiness()`` is true, else 503 with
   the failing checks.
-- ``/models`` and ``/api/models``: every model with its status and each signal's score, threshold, flag.
-- ``/models/<model>`` and ``/api/models/<model>`` (URL-encoded name, ``?version=`` to pick a version):
-  the model's full report (signals with evidence, label confidence, change points, outliers); 404 when
-  unknown, 400 when the model has several versions and none was given.
+- ``/api/models`` (JSON): every model with its status, each signal's score, threshold, flag, its
+  throughput and labelled fraction.
+- ``/api/models/<model>`` (JSON; URL-encoded name, ``?version=`` to pick a version): the model's full
+  report (signals with evidence, history, label confidence, projection, examples); 404 when unknown,
+  400 when the model has several versions and none was given.
+- ``/`` and ``/models`` (HTML): every model at a glance. ``/models/<model>`` (HTML, ``?version=``,
+  ``?example=<event id>``, ``?refresh=<seconds>``): what drifted. ``/static/nlpmon.{js,css}``: the
+  bundled script and style sheet of the pages.
+
+Unknown or repeated query parameters and bad values are a 400 with a one-line message.
 
 The server never touches Kafka or the monitors: it only calls the injected callables, from its own
 threads. ``reports()`` must therefore return a snapshot the caller no longer mutates (a copy made under
@@ -29,11 +35,15 @@ import time
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from service.observability import pages
+from service.observability.markup import model_href
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +51,39 @@ ReportsFn = Callable[[], Mapping[str, Mapping[str, Any]]]
 ReadinessFn = Callable[[], Mapping[str, bool]]
 LastPollFn = Callable[[], float | None]
 JSON_TYPE = "application/json; charset=utf-8"
-MODEL_PREFIXES = ("/api/models/", "/models/")
+HTML_TYPE = "text/html; charset=utf-8"
+STATIC = {"nlpmon.js": "text/javascript; charset=utf-8", "nlpmon.css": "text/css; charset=utf-8"}
+DEFAULT_REFRESH_S = 5
+MAX_REFRESH_S = 3600
+
+
+class BadQuery(ValueError):
+    """A query parameter is unknown, repeated or invalid (the message says which, in one line)."""
+
+
+def query_params(raw: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query string as a dict; raises BadQuery on an unknown or repeated parameter."""
+    try:
+        parsed = parse_qs(raw, keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=20)
+    except ValueError as exc:
+        raise BadQuery(f"malformed query string: {exc}") from None
+    for k, v in parsed.items():
+        if k not in allowed:
+            raise BadQuery(f"unknown query parameter {k!r}; allowed: {', '.join(allowed) or 'none'}")
+        if len(v) > 1:
+            raise BadQuery(f"query parameter {k!r} given {len(v)} times; give it once")
+        if v[0] == "":
+            raise BadQuery(f"query parameter {k!r} is empty")
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def refresh_seconds(params: dict[str, str]) -> int:
+    raw = params.get("refresh")
+    if raw is None:
+        return DEFAULT_REFRESH_S
+    if not raw.isdigit() or int(raw) > MAX_REFRESH_S:
+        raise BadQuery(f"refresh must be a whole number of seconds from 0 (off) to {MAX_REFRESH_S}, got {raw!r}")
+    return int(raw)
 
 
 class HttpBindError(OSError):
@@ -79,10 +121,12 @@ def json_bytes(obj: Any) -> bytes:
 def model_summary(key: str, report: Mapping[str, Any]) -> dict[str, Any]:
     """The ``/models`` entry of one report: status, counts and each signal's score/threshold/drift."""
     signals = report.get("signals") or {}
+    quality = report.get("quality") or {}
     return {
         "key": key, "model": report.get("model"), "model_version": report.get("model_version"),
         "status": report.get("status"), "events": report.get("events"),
         "last_event_time": report.get("last_event_time"),
+        "throughput": report.get("throughput"), "labelled_fraction": quality.get("labelled_fraction"),
         "drift": any(bool(s.get("drift")) for s in signals.values()),
         "drifting_signals": sorted(n for n, s in signals.items() if s.get("drift")),
         "signals": {n: {"score": s.get("score"), "threshold": s.get("threshold"), "drift": s.get("drift"),
@@ -100,7 +144,7 @@ class ObservabilityServer:
     def __init__(self, registry: CollectorRegistry, *, reports: ReportsFn, readiness: ReadinessFn,
                  last_poll: LastPollFn, host: str = "127.0.0.1", port: int = 0,
                  liveness_limit_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 request_timeout_s: float = 10.0) -> None:
+                 request_timeout_s: float = 10.0, wall: Callable[[], float] = time.time) -> None:
         if liveness_limit_s <= 0:
             raise ValueError("liveness_limit_s must be > 0")
         self.registry = registry
@@ -108,6 +152,9 @@ class ObservabilityServer:
         self.host, self._port = host, port
         self.liveness_limit_s = liveness_limit_s
         self.clock = clock
+        self.wall = wall  # epoch seconds, for "last event 3 s ago" on the pages
+        self.static = {name: resources.files("service.observability").joinpath("static", name).read_bytes()
+                       for name in STATIC}
         self.request_timeout_s = request_timeout_s
         self.started_at: float | None = None
         self._httpd: ThreadingHTTPServer | None = None
@@ -190,6 +237,13 @@ class ObservabilityServer:
         return 200, {"models": [model_summary(k, r) for k, r in sorted(reports.items())]}
 
     def model(self, name: str, version: str | None) -> tuple[int, Any]:
+        status, found = self._find(name, version)
+        if status != 200:
+            return status, found
+        return 200, {"key": found["key"], **found["report"]}
+
+    def _find(self, name: str, version: str | None) -> tuple[int, dict[str, Any]]:
+        """(200, {"key", "report"}) or (404/400, {"error", "models" or "versions"})."""
         reports = self.reports()
         found = {str(r.get("model_version")): (k, r) for k, r in reports.items() if r.get("model") == name}
         if not found:
@@ -203,7 +257,24 @@ class ObservabilityServer:
         if version not in found:
             return 404, {"error": f"unknown version {version!r} of model {name!r}", "versions": sorted(found)}
         key, report = found[version]
-        return 200, {"key": key, **report}
+        return 200, {"key": key, "report": report}
+
+    # -- pages ------------------------------------------------------------------------------------------
+    def overview_page(self, params: dict[str, str]) -> tuple[int, str]:
+        refresh = refresh_seconds(params)
+        reports = self.reports()
+        summaries = [model_summary(k, r) for k, r in sorted(reports.items())]
+        return 200, pages.overview_page(summaries, self.wall(), refresh)
+
+    def model_page(self, name: str, params: dict[str, str]) -> tuple[int, str]:
+        refresh = refresh_seconds(params)
+        status, found = self._find(name, params.get("version"))
+        if status == 404 and "models" in found:
+            return 404, pages.error_page(404, found["error"], [(model_href(m), m) for m in found["models"]])
+        if status != 200:
+            return status, pages.error_page(status, found["error"],
+                                            [(model_href(name, v), f"{name} version {v}") for v in found["versions"]])
+        return 200, pages.model_page(found["key"], found["report"], self.wall(), refresh, params.get("example"))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -215,35 +286,72 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         raw = parts.path.rstrip("/") or "/"
+        api = raw == "/api" or raw.startswith("/api/") or raw in ("/healthz", "/readyz")
         try:
             if raw == "/metrics":
                 self._send(*self.app.metrics())
                 return
-            if raw == "/healthz":
-                status, body = self.app.health()
-            elif raw == "/readyz":
-                status, body = self.app.ready()
-            elif raw in ("/models", "/api/models"):
-                status, body = self.app.models()
-            elif raw.startswith(MODEL_PREFIXES):
-                name = unquote(raw.split("/models/", 1)[1])
-                version = parse_qs(parts.query).get("version", [None])[-1]
-                status, body = self.app.model(name, version)
-            elif raw == "/":
-                status, body = 200, {"endpoints": ["/metrics", "/healthz", "/readyz", "/models",
-                                                   "/api/models", "/api/models/<model>?version=<version>"]}
+            if raw.startswith("/static/"):
+                name = raw[len("/static/"):]
+                if name in STATIC:
+                    self._send(200, STATIC[name], self.app.static[name], cache="max-age=300")
+                    return
+                self._send(404, JSON_TYPE, json_bytes({"error": f"no such file: {parts.path}"}))
+                return
+            if api:
+                status, body = self._api(raw, parts.query)
+                self._send(status, JSON_TYPE, json_bytes(body))
+                return
+            status, page = self._page(raw, parts.query)
+            self._send(status, HTML_TYPE, page.encode())
+        except BadQuery as exc:
+            if api:
+                self._send(400, JSON_TYPE, json_bytes({"error": str(exc)}))
             else:
-                status, body = 404, {"error": f"no such endpoint: {parts.path}"}
-            self._send(status, JSON_TYPE, json_bytes(body))
+                self._send(400, HTML_TYPE, pages.error_page(400, str(exc)).encode())
         except Exception as exc:
             log.exception("HTTP %s failed", self.path)
-            self._send(500, JSON_TYPE, json_bytes({"error": f"{type(exc).__name__}: {exc}"}))
+            message = f"{type(exc).__name__}: {exc}"
+            if api:
+                self._send(500, JSON_TYPE, json_bytes({"error": message}))
+            else:
+                self._send(500, HTML_TYPE, pages.error_page(500, message).encode())
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def _api(self, raw: str, qs: str) -> tuple[int, Any]:
+        if raw == "/healthz":
+            query_params(qs, ())
+            return self.app.health()
+        if raw == "/readyz":
+            query_params(qs, ())
+            return self.app.ready()
+        if raw == "/api":
+            return 200, {"endpoints": ["/metrics", "/healthz", "/readyz", "/api/models",
+                                       "/api/models/<model>?version=<version>", "/", "/models/<model>"]}
+        if raw == "/api/models":
+            query_params(qs, ())
+            return self.app.models()
+        if raw.startswith("/api/models/"):
+            params = query_params(qs, ("version",))
+            return self.app.model(unquote(raw[len("/api/models/"):]), params.get("version"))
+        return 404, {"error": f"no such endpoint: {raw}"}
+
+    def _page(self, raw: str, qs: str) -> tuple[int, str]:
+        if raw in ("/", "/models"):
+            return self.app.overview_page(query_params(qs, ("refresh",)))
+        if raw.startswith("/models/"):
+            params = query_params(qs, ("version", "example", "refresh"))
+            return self.app.model_page(unquote(raw[len("/models/"):]), params)
+        return 404, pages.error_page(404, f"no such page: {raw}", [("/", "All models"), ("/api", "JSON API")])
+
+    def _send(self, status: int, content_type: str, body: bytes, cache: str = "no-store") -> None:
         self.send_response(status, HTTPStatus(status).phrase)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache)
+        if content_type.startswith("text/html"):  # the pages load nothing from elsewhere, and run no inline script
+            self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                             "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+            self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(body)
 

@@ -1,0 +1,394 @@
+"""The HTML pages of ``nlpmon run``: ``/`` (every model at a glance) and ``/models/<model>`` (what drifted).
+
+Server-rendered from the same reports as the JSON API (``ModelMonitor.report()``, plus an optional
+``"quality"`` key shaped like ``QualityMonitor.report()``), with inline SVG and one small bundled script
+(``static/nlpmon.js``) that swaps in a fresh ``<main>`` every few seconds. No CDN, no external request.
+Landmarks (header, nav, main, footer), one ``<h1>``, section headings, table headers with ``scope``,
+charts with ``<title>``/``<desc>``; state is always said in words, never by colour alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from service.monitor.signals import SIGNALS
+from service.observability.charts import projection_chart, score_chart
+from service.observability.markup import (
+    DASH,
+    age,
+    esc,
+    highlight,
+    is_number,
+    model_href,
+    num,
+    pct,
+    query,
+    signed_pp,
+    url_segment,
+    utc,
+)
+
+SIGNAL_MEANING = {s.name: s.meaning for s in SIGNALS}
+LABEL_SIGNALS = ("entity_label", "prediction_label", "token_tag")
+
+
+def layout(title: str, content: str, *, refresh_s: int, crumbs: Sequence[tuple[str, str]] = ()) -> str:
+    """A whole page: head, header with breadcrumbs, the refresh control, ``<main id="content">``."""
+    nav = " › ".join([f'<a href="{esc(h)}">{esc(t)}</a>' for h, t in crumbs])
+    control = ("" if refresh_s <= 0 else
+               f'<button type="button" id="refresh-toggle" aria-pressed="false">Pause auto-refresh</button> '
+               f'<span id="refresh-status">Refreshes every {refresh_s} s.</span>')
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<title>{esc(title)}</title><link rel="stylesheet" href="/static/nlpmon.css"></head>'
+            f'<body data-refresh="{refresh_s}" data-refreshed="0">'
+            f'<a class="skip" href="#content">Skip to content</a>'
+            f'<header><nav aria-label="Breadcrumb"><a href="/">nlpmon</a>{" › " + nav if nav else ""}</nav>'
+            f'<div class="refresh">{control}</div>'
+            f'<div id="announce" class="visually-hidden" aria-live="polite"></div></header>'
+            f'{content}'
+            f'<footer><p>nlpmon. Data: <a href="/api/models">/api/models</a> (JSON), '
+            f'<a href="/metrics">/metrics</a> (Prometheus).</p></footer>'
+            f'<script src="/static/nlpmon.js" defer></script></body></html>')
+
+
+def error_page(status: int, message: str, links: Sequence[tuple[str, str]] = ()) -> str:
+    """A page for 400/404: the one-line message and where to go instead."""
+    items = "".join(f'<li><a href="{esc(h)}">{esc(t)}</a></li>' for h, t in links)
+    content = (f'<main id="content"><h1>{status}: {esc(message)}</h1>'
+               + (f'<ul>{items}</ul>' if items else "") + '<p><a href="/">All models</a></p></main>')
+    return layout(f"{status} — nlpmon", content, refresh_s=0)
+
+
+# -- overview -------------------------------------------------------------------------------------------
+def overview_page(summaries: Sequence[Mapping[str, Any]], now: float, refresh_s: int) -> str:
+    signals = [s.name for s in SIGNALS if any(s.name in (m.get("signals") or {}) for m in summaries)]
+    drifting = [m for m in summaries if m.get("drift")]
+    if not summaries:
+        banner = '<p id="drift-summary" class="banner">No model has sent events yet.</p>'
+    elif drifting:
+        names = "; ".join(f'{esc(m["model"])} {esc(m["model_version"])} ({esc(", ".join(m["drifting_signals"]))})'
+                          for m in drifting)
+        banner = (f'<p id="drift-summary" class="banner drift"><strong>Drift:</strong> {len(drifting)} of '
+                  f'{len(summaries)} model versions: {names}.</p>')
+    else:
+        banner = f'<p id="drift-summary" class="banner ok">No drift in {len(summaries)} model versions.</p>'
+    head = "".join(f'<th scope="col">{esc(s)}</th>' for s in signals)
+    rows = []
+    for m in summaries:
+        sigs = m.get("signals") or {}
+        cells = "".join(_flag_cell(sigs.get(s)) for s in signals)
+        ev = m.get("events") or {}
+        rate = (m.get("throughput") or {}).get("events_per_second")
+        rows.append(
+            f'<tr data-model="{esc(m["model"])}" data-drift="{str(bool(m.get("drift"))).lower()}">'
+            f'<th scope="row"><a href="{esc(model_href(m["model"], m["model_version"]))}">{esc(m["model"])}</a></th>'
+            f'<td>{esc(m["model_version"])}</td><td>{esc(str(m.get("status", "")).replace("_", " "))}</td>{cells}'
+            f'<td class="num">{num(ev.get("production"))}</td><td class="num">{num(rate, 1)}</td>'
+            f'<td>{esc(utc(m.get("last_event_time")))}<br><span class="muted">'
+            f'{esc(age(m.get("last_event_time"), now))}</span></td>'
+            f'<td class="num">{pct(m.get("labelled_fraction"))}</td></tr>')
+    table = (f'<table class="models"><caption>Every model version, its drift flag per signal, traffic and '
+             f'labelled fraction</caption><thead><tr><th scope="col">Model</th><th scope="col">Version</th>'
+             f'<th scope="col">Status</th>{head}<th scope="col">Production events</th>'
+             f'<th scope="col">Events/s (event time)</th><th scope="col">Last event</th>'
+             f'<th scope="col">Labelled</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+             if summaries else "")
+    content = f'<main id="content"><h1>Models</h1>{banner}{table}</main>'
+    return layout("nlpmon — models", content, refresh_s=refresh_s)
+
+
+def _flag_cell(sig: Mapping[str, Any] | None) -> str:
+    if sig is None:
+        return f'<td class="flag na">{DASH}<span class="visually-hidden"> not available</span></td>'
+    if sig.get("drift"):
+        return f'<td class="flag drift" data-drift="true">DRIFT <span class="muted">{num(sig.get("score"))}</span></td>'
+    return f'<td class="flag ok" data-drift="false">ok <span class="muted">{num(sig.get("score"))}</span></td>'
+
+
+# -- one model --------------------------------------------------------------------------------------------
+def model_page(key: str, report: Mapping[str, Any], now: float, refresh_s: int, selected: str | None = None) -> str:
+    model, version = report.get("model"), report.get("model_version")
+    signals: Mapping[str, Any] = report.get("signals") or {}
+    drifting = [n for n, s in signals.items() if s.get("drift")]
+    parts = [f'<h1>Model {esc(model)} <span class="muted">version {esc(version)}</span></h1>']
+    if report.get("status") != "monitoring":
+        ref = report.get("reference") or {}
+        parts.append(f'<p id="drift-summary" class="banner">Not monitoring yet: '
+                     f'{esc(str(report.get("status", "")).replace("_", " "))} ({num(ref.get("events"))} of '
+                     f'{num(ref.get("needed"))} reference events).'
+                     + (f' {esc(report["reference_error"])}' if report.get("reference_error") else "") + '</p>')
+    elif drifting:
+        parts.append(f'<p id="drift-summary" class="banner drift"><strong>Drift</strong> in '
+                     f'{esc(", ".join(drifting))}: the current window no longer looks like the reference.</p>')
+    else:
+        parts.append('<p id="drift-summary" class="banner ok">No drift: every signal is below its threshold.</p>')
+    parts.append(_facts(report, now))
+    if signals:
+        parts.append(_signals_section(signals, report.get("history") or {}))
+        parts.append(_labels_section(signals))
+        parts.append(_confidence_section(report.get("confidence_by_label") or {}, signals))
+    if report.get("projection") is not None or signals:
+        parts.append(_projection_section(report.get("projection"), selected, model, version))
+    if selected is not None:
+        parts.append(_selected_section(report, selected))
+    if signals:
+        parts.append(_examples_section(report, model, version))
+    if report.get("quality"):
+        parts.append(_quality_section(report["quality"]))
+    parts.append(_notes_section(report))
+    api = f"/api/models/{url_segment(model)}{query({'version': version})}"
+    parts.append(f'<p>This page as JSON: <a href="{esc(api)}">{esc(api)}</a></p>')
+    content = f'<main id="content" data-key="{esc(key)}">{"".join(parts)}</main>'
+    title = f"{'DRIFT ' if drifting else ''}{model} {version} — nlpmon"
+    return layout(title, content, refresh_s=refresh_s, crumbs=[(model_href(model, version), f"{model} {version}")])
+
+
+def _facts(report: Mapping[str, Any], now: float) -> str:
+    ev = report.get("events") or {}
+    ref = report.get("reference") or {}
+    rate = (report.get("throughput") or {}).get("events_per_second")
+    quality = report.get("quality") or {}
+    items = [
+        ("Status", esc(str(report.get("status", "")).replace("_", " "))),
+        ("Production events", num(ev.get("production"))),
+        ("Monitored events", num(report.get("monitored_events"))),
+        ("Events per second (event time)", num(rate, 1)),
+        ("Last event", f'{esc(utc(report.get("last_event_time")))} ({esc(age(report.get("last_event_time"), now))})'),
+        ("Reference", f'{esc(ref.get("source", DASH))}, {num(ref.get("events"))} events'),
+        ("False-alarm rate per signal and event", esc(ref.get("false_alarm_rate", DASH))),
+        ("Labelled fraction", pct(quality.get("labelled_fraction"))),
+    ]
+    return '<dl class="facts">' + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in items) + "</dl>"
+
+
+def _signals_section(signals: Mapping[str, Any], history: Mapping[str, Any]) -> str:
+    hs = history.get("signals") or {}
+    rows = []
+    for i, (name, s) in enumerate(signals.items()):
+        h = hs.get(name) or {}
+        chart = score_chart(f"hist-{i}", name, history.get("event") or [], history.get("time") or [],
+                            h.get("score") or [], h.get("drift") or [])
+        state = ('<strong class="state drift">DRIFT</strong>' if s.get("drift") else
+                 '<span class="state ok">no drift</span>')
+        rows.append(f'<tr data-signal="{esc(name)}" data-drift="{str(bool(s.get("drift"))).lower()}">'
+                    f'<th scope="row">{esc(name)}<br>'
+                    f'<span class="muted">{esc(SIGNAL_MEANING.get(name, ""))}</span></th>'
+                    f'<td>{state}</td><td class="num">{num(s.get("score"))}</td><td class="num">1.00</td>'
+                    f'<td>{esc(s.get("statistic") or DASH)} over {num(s.get("window"))} events</td>'
+                    f'<td class="num">{num(s.get("alarms"))}</td><td>{chart}</td></tr>')
+    every = history.get("events_per_point")
+    return (f'<section id="signals" aria-labelledby="signals-h"><h2 id="signals-h">Signals</h2>'
+            f'<p>Score = the largest statistic/threshold ratio over the windows; above 1 is drift. Charts: the '
+            f'largest score per {num(every)} events (log scale), threshold dashed, drifted points red. History '
+            f'is kept in memory and starts again after a restart.</p>'
+            f'<table class="signals"><caption>Each signal against its threshold</caption><thead><tr>'
+            f'<th scope="col">Signal</th><th scope="col">State</th><th scope="col">Score</th>'
+            f'<th scope="col">Threshold</th><th scope="col">Worst statistic</th><th scope="col">Alarms</th>'
+            f'<th scope="col">Recent history</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
+
+
+def _labels_section(signals: Mapping[str, Any]) -> str:
+    tables = []
+    for name in LABEL_SIGNALS:
+        sig = signals.get(name) or {}
+        moved = (sig.get("evidence") or {}).get("moved_labels")
+        if not moved:
+            continue
+        window = (sig.get("evidence") or {}).get("window")
+        rows = "".join(
+            f'<tr><th scope="row">{esc(m["label"])}</th><td class="num">{pct(m["reference"])}</td>'
+            f'<td class="num">{pct(m["current"])}</td><td class="num change">{signed_pp(m["change"])}</td>'
+            f'<td aria-hidden="true"><span class="bar ref" style="width:{_bar(m["reference"])}px"></span><br>'
+            f'<span class="bar cur" style="width:{_bar(m["current"])}px"></span></td></tr>' for m in moved)
+        table = (f'<table class="shares"><caption>{esc(name)}: share of each label, reference against the last '
+                 f'{num(window)} events, largest change first{"; DRIFT" if sig.get("drift") else ""}</caption>'
+                 f'<thead><tr><th scope="col">Label</th><th scope="col">Reference</th><th scope="col">Current</th>'
+                 f'<th scope="col">Change</th><th scope="col"><span class="visually-hidden">Bars</span>'
+                 f'<span aria-hidden="true">reference / current</span></th></tr></thead><tbody>{rows}</tbody></table>')
+        tables.append(f'<details id="shares-{esc(name)}"><summary>{esc(name)}</summary>{table}</details>'
+                      if name == "token_tag" else table)
+    if not tables:
+        return ""
+    return ('<section id="labels" aria-labelledby="labels-h"><h2 id="labels-h">Which labels moved</h2>'
+            + "".join(tables) + "</section>")
+
+
+def _bar(share: Any) -> str:
+    return f"{160 * float(share):.0f}" if is_number(share) else "0"
+
+
+def _confidence_section(conf: Mapping[str, Any], signals: Mapping[str, Any]) -> str:
+    levels = conf.get("levels") or []
+    rows = []
+    for r in conf.get("labels") or []:
+        ref, cur = r.get("reference") or [], r.get("current") or []
+        rows.append(f'<tr><th scope="row">{esc(r["label"])}</th>'
+                    f'<td class="num">{num(r.get("reference_count"))}</td>'
+                    f'<td>{" / ".join(num(q) for q in ref) or DASH}</td>'
+                    f'<td class="num">{num(r.get("current_count"))}</td>'
+                    f'<td>{" / ".join(num(q) for q in cur) or DASH}</td>'
+                    f'<td class="num change">{num(r.get("median_change"))}</td></tr>')
+    overall = ""
+    for name in ("confidence", "prediction_confidence"):
+        ev = ((signals.get(name) or {}).get("evidence") or {})
+        if ev.get("current_quantiles"):
+            overall += (f'<p>{esc(name)} (all labels, last {num(ev.get("window"))} events): reference '
+                        f'{" / ".join(num(q) for q in ev["reference_quantiles"])}, current '
+                        f'{" / ".join(num(q) for q in ev["current_quantiles"])}'
+                        f'{" — DRIFT" if signals[name].get("drift") else ""}.</p>')
+    if not rows and not overall:
+        return ""
+    q = " / ".join(f"{100 * float(v):.0f}" for v in levels)
+    table = (f'<table class="confidence"><caption>Confidence quantiles ({esc(q)} %) per predicted label, '
+             f'reference sample against the last {num(conf.get("current_sample"))} scored predictions, largest '
+             f'median change first</caption><thead><tr><th scope="col">Label</th><th scope="col">Reference n</th>'
+             f'<th scope="col">Reference quantiles</th><th scope="col">Current n</th>'
+             f'<th scope="col">Current quantiles</th><th scope="col">Median change</th></tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table>' if rows else "")
+    return ('<section id="confidence" aria-labelledby="confidence-h"><h2 id="confidence-h">Confidence</h2>'
+            f'{overall}{table}</section>')
+
+
+def _projection_section(proj: Mapping[str, Any] | None, selected: str | None, model: Any, version: Any) -> str:
+    head = '<section id="projection-section" aria-labelledby="projection-h"><h2 id="projection-h">Embeddings</h2>'
+    if proj is None:
+        return head + '<p class="muted">No document embeddings: nothing to project.</p></section>'
+    svg, counts = projection_chart(dict(proj), selected)
+    bands = proj.get("percentile_bands") or [0.9, 0.99]
+    legend = (f'<ul class="legend"><li><span class="key ref" aria-hidden="true"></span> reference '
+              f'({num(proj.get("reference_events"))} events)</li>'
+              f'<li><span class="key inside" aria-hidden="true"></span> recent, inside the reference '
+              f'({num(counts.get("inside"))})</li>'
+              f'<li><span class="key edge" aria-hidden="true">◆</span> recent, at its edge: above the '
+              f'{100 * bands[0]:.0f}th percentile ({num(counts.get("edge"))})</li>'
+              f'<li><span class="key outside" aria-hidden="true">▲</span> recent, outside: above the '
+              f'{100 * bands[-1]:.0f}th percentile ({num(counts.get("outside"))})</li></ul>')
+    return (f'{head}<figure>{svg}<figcaption>The first two principal components of the reference\'s PCA: '
+            f'reference sample and the last {num(proj.get("current_events"))} events, each coloured by how far '
+            f'out of the reference it lies (its out-of-reference score against the reference sample\'s own '
+            f'scores). Hover a point for its text; click a recent one to select it.{legend}</figcaption>'
+            f'</figure></section>')
+
+
+def _find_example(report: Mapping[str, Any], event_id: str) -> dict[str, Any] | None:
+    ex = report.get("examples") or {}
+    for item in [*(report.get("outliers") or []), *(ex.get("lowest_confidence") or []),
+                 *(ex.get("smallest_margin") or [])]:
+        if item.get("event_id") == event_id:
+            return dict(item)
+    cur = (report.get("projection") or {}).get("current") or {}
+    ref_text = ((report.get("projection") or {}).get("reference") or {}).get("text") or []
+    for i, eid in enumerate(cur.get("event_id") or []):
+        if eid == event_id:
+            near = [{"reference": j, "distance": d, "text": ref_text[j] if j < len(ref_text) else None}
+                    for j, d in zip(cur["nearest"][i], cur["distance"][i], strict=True)]
+            return {"event_id": eid, "text": cur["text"][i], "entities": [], "score": cur["score"][i],
+                    "index": cur["index"][i], "nearest_reference": near}
+    return None
+
+
+def _selected_section(report: Mapping[str, Any], selected: str) -> str:
+    item = _find_example(report, selected)
+    head = '<section id="selected" aria-labelledby="selected-h"><h2 id="selected-h">Selected example</h2>'
+    if item is None:
+        return (f'{head}<p>Event {esc(selected)} is no longer among the recent examples (they change as events '
+                f'arrive).</p></section>')
+    return (f'{head}<p>Event <code>{esc(item.get("event_id"))}</code> (monitored event {num(item.get("index"))}, '
+            f'score {num(item.get("score"))}):</p><blockquote class="text">'
+            f'{highlight(item.get("text"), item.get("entities") or [])}</blockquote>'
+            f'<h3>Nearest reference examples</h3>{_neighbours(item.get("nearest_reference"))}</section>')
+
+
+def _neighbours(near: Any) -> str:
+    if not near:
+        return '<p class="muted">No reference embedding to compare with (or restored from a snapshot).</p>'
+    return ('<ol class="near">' + "".join(f'<li><span class="muted">distance {num(n.get("distance"))}:</span> '
+                                          f'{esc(n.get("text") or "(no text)")}</li>' for n in near) + "</ol>")
+
+
+def _uid(kind: str, event_id: Any) -> str:
+    return f"near-{kind}-{hashlib.sha1(str(event_id).encode()).hexdigest()[:12]}"
+
+
+def _example_list(kind: str, items: Sequence[Mapping[str, Any]], model: Any, version: Any, score_name: str,
+                  weakest: bool = False) -> str:
+    if not items:
+        return '<p class="muted">None in the recent events.</p>'
+    lis = []
+    for it in items:
+        extra = ""
+        if it.get("top_two"):
+            extra = " — " + " vs ".join(f'{esc(t["label"])} {num(t["probability"])}' for t in it["top_two"])
+        elif it.get("prediction"):
+            extra = f' — predicted {esc(it["prediction"].get("label"))} {num(it["prediction"].get("score"))}'
+        href = model_href(model, version, example=it.get("event_id")) + "#selected"
+        near = it.get("nearest_reference") or []
+        lis.append(f'<li><p class="meta">{esc(score_name)} {num(it.get("score"), 3)}{extra} · event '
+                   f'<code>{esc(it.get("event_id"))}</code> · <a href="{esc(href)}">select</a></p>'
+                   f'<p class="text">{highlight(it.get("text"), it.get("entities") or [], weakest)}</p>'
+                   f'<details id="{_uid(kind, it.get("event_id"))}"><summary>Similar reference texts '
+                   f'({len(near)})</summary>{_neighbours(near)}</details></li>')
+    return f'<ol class="examples {esc(kind)}">{"".join(lis)}</ol>'
+
+
+def _examples_section(report: Mapping[str, Any], model: Any, version: Any) -> str:
+    ex = report.get("examples") or {}
+    recent = num(ex.get("recent_events"))
+    margin = (_example_list("margin", ex.get("smallest_margin") or [], model, version, "margin")
+              if ex.get("margin_available") else
+              f'<p class="muted">Not available for this model: {esc(ex.get("margin_note") or "")}.</p>')
+    return (f'<section id="examples" aria-labelledby="examples-h"><h2 id="examples-h">Example texts</h2>'
+            f'<h3 id="outliers-h">Texts that look new (most out of the reference)</h3>'
+            f'{_example_list("outlier", report.get("outliers") or [], model, version, "out-of-reference score")}'
+            f'<h3 id="lowconf-h">Lowest-confidence predictions (last {recent} events)</h3>'
+            f'{_example_list("lowconf", ex.get("lowest_confidence") or [], model, version, "confidence", True)}'
+            f'<h3 id="margin-h">Closest to a class boundary: smallest margin between the top two probabilities '
+            f'(last {recent} events)</h3>{margin}</section>')
+
+
+def _quality_section(q: Mapping[str, Any]) -> str:
+    labels: Mapping[str, Any] = q.get("labels") or {}
+    est: Mapping[str, Any] = q.get("estimated_precision") or {}
+    gap: Mapping[str, Any] = q.get("calibration_gap") or {}
+    rows = "".join(
+        f'<tr><th scope="row">{esc(name)}</th><td class="num">{num(v.get("precision"), 3)}</td>'
+        f'<td class="num">{num(v.get("recall"), 3)}</td><td class="num">{num(v.get("f1"), 3)}</td>'
+        f'<td class="num">{num(v.get("support"))}</td><td class="num">{num(est.get(name), 3)}</td>'
+        f'<td class="num">{num(gap.get(name), 3)}</td></tr>'
+        for name, v in sorted(labels.items()))
+    micro = q.get("micro") or {}
+    overall = q.get("calibration_gap_overall") or {}
+    facts = [("Labelled fraction", pct(q.get("labelled_fraction"))), ("Labelled documents in window",
+                                                                      num(q.get("documents"))),
+             ("Micro precision / recall / F1", f'{num(micro.get("precision"), 3)} / {num(micro.get("recall"), 3)} / '
+                                               f'{num(micro.get("f1"), 3)}'),
+             ("Macro F1", num(q.get("macro_f1"), 3))]
+    if "accuracy" in q:
+        facts.append(("Accuracy", num(q.get("accuracy"), 3)))
+    facts.append(("Calibration gap (realised − estimated precision)",
+                  f'{num(overall.get("gap"), 3)} (realised {num(overall.get("realised"), 3)}, estimated '
+                  f'{num(overall.get("estimated"), 3)})' if overall else DASH))
+    facts.append(("Estimate calibrated on labelled reference",
+                  "yes" if q.get("calibrated") else "no (raw confidences)"))
+    dl = '<dl class="facts">' + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts) + "</dl>"
+    table = (f'<table class="quality"><caption>Per label, from delayed ground truth over the quality window'
+             f'</caption><thead><tr><th scope="col">Label</th><th scope="col">Precision</th>'
+             f'<th scope="col">Recall</th><th scope="col">F1</th><th scope="col">Support</th>'
+             f'<th scope="col">Estimated precision</th><th scope="col">Calibration gap</th></tr></thead>'
+             f'<tbody>{rows}</tbody></table>' if rows else '<p class="muted">No labelled predictions yet.</p>')
+    return f'<section id="quality" aria-labelledby="quality-h"><h2 id="quality-h">Quality</h2>{dl}{table}</section>'
+
+
+def _notes_section(report: Mapping[str, Any]) -> str:
+    notes = []
+    for name, why in ((report.get("reference") or {}).get("unavailable") or {}).items():
+        notes.append(f"<li>Signal {esc(name)} unavailable: {esc(why)}</li>")
+    for cp in (report.get("change_points") or [])[-5:]:
+        notes.append(f'<li>Change point in {esc(cp.get("signal"))} at monitored event {num(cp.get("event"))}</li>')
+    if not notes:
+        return ""
+    return ('<section id="notes" aria-labelledby="notes-h"><h2 id="notes-h">Notes</h2><ul>'
+            + "".join(notes) + "</ul></section>")
