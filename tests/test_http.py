@@ -139,7 +139,7 @@ def test_readyz_lists_the_failing_checks(served: tuple[ObservabilityServer, Fake
 def test_models_list_with_status_and_signal_scores(served: tuple[ObservabilityServer, Fakes, CollectorRegistry],
                                                     reports: dict[str, Any]) -> None:
     server, _, _ = served
-    for path in ("/models", "/api/models", "/api/models/"):
+    for path in ("/api/models", "/api/models/"):
         status, body = get_json(server, path)
         assert status == 200
         assert [m["key"] for m in body["models"]] == sorted(reports)
@@ -147,6 +147,7 @@ def test_models_list_with_status_and_signal_scores(served: tuple[ObservabilitySe
     rep = reports["demo-ner/1"]
     assert first["status"] == "monitoring" and first["model"] == "demo-ner" and first["model_version"] == "1"
     assert first["drift"] is True and "embedding" in first["drifting_signals"]
+    assert first["throughput"] == rep["throughput"] and first["labelled_fraction"] is None  # no quality yet
     for name, sig in rep["signals"].items():
         assert first["signals"][name] == {"score": sig["score"], "threshold": 1.0, "drift": sig["drift"],
                                           "alarms": sig["alarms"]}
@@ -162,7 +163,10 @@ def test_model_detail_is_the_full_report(served: tuple[ObservabilityServer, Fake
     assert body["signals"]["entity_label"]["evidence"]["moved_labels"]
     assert body["signals"]["embedding"]["windows"][0]["threshold"] > 0
     assert body["outliers"] and body["outliers"][0]["text"] == rep["outliers"][0]["text"]
-    assert get_json(server, "/models/demo-ner?version=2")[1]["key"] == "demo-ner/2"
+    assert get_json(server, "/api/models/demo-ner?version=2")[1]["key"] == "demo-ner/2"
+    for path in ("/", "/models", "/models/demo-ner?version=1"):  # the pages are HTML now
+        status, ctype, _ = get(server, path)
+        assert status == 200 and ctype == "text/html; charset=utf-8", path
 
 
 def test_url_encoded_model_name_and_numpy_nan_encoding(
@@ -185,8 +189,11 @@ def test_unknown_models_versions_and_paths(served: tuple[ObservabilityServer, Fa
     assert status == 404 and body["versions"] == ["1", "2"]
     status, body = get_json(server, "/api/models/demo-ner")  # two versions and none given
     assert status == 400 and body["versions"] == ["1", "2"]
-    assert get_json(server, "/nothing-here")[0] == 404
-    assert get_json(server, "/")[0] == 200
+    assert get_json(server, "/api/nothing-here")[0] == 404
+    status, ctype, _ = get(server, "/nothing-here")
+    assert status == 404 and ctype.startswith("text/html")
+    status, body = get_json(server, "/api")
+    assert status == 200 and "/api/models" in body["endpoints"]
 
 
 def test_report_callable_failure_is_a_json_500(served: tuple[ObservabilityServer, Fakes, CollectorRegistry]) -> None:

@@ -62,28 +62,51 @@ class Example:
 
 
 class LowestScores:
-    """The ``k`` recent events with the smallest score; ties go to the older event."""
+    """The ``k`` events with the smallest score among the recent ones; ties go to the older event.
 
-    def __init__(self, k: int, horizon: int) -> None:
-        self.k, self.horizon = k, horizon
-        self.items: list[Example] = []
+    Exact over a window of whole buckets: events are grouped in buckets of ``bucket`` monitored events,
+    each bucket keeps its own ``k`` lowest, and the answer is the ``k`` lowest over the newest
+    ``ceil(horizon / bucket)`` buckets (the one being filled included). At most that many times ``k``
+    examples are kept.
+    """
+
+    def __init__(self, k: int, horizon: int, bucket: int) -> None:
+        self.k, self.bucket = k, bucket
+        self.n_buckets = max(1, -(-horizon // bucket))
+        self.buckets: dict[int, list[Example]] = {}
 
     def offer(self, per_event: F64, base: int, events: list[Any], detail: Any = None) -> None:
         """Offer a batch: ``per_event[i]`` is event ``i``'s score (inf: none), ``base`` the monitored index of
-        ``events[0]``. ``detail(event, i)`` adds fields to a kept example (called for at most ``k`` events)."""
+        ``events[0]``. ``detail(event, i)`` adds fields to a kept example (called for at most ``k`` events per
+        bucket)."""
         n = len(events)
-        horizon = base + n - self.horizon
-        kept = [x for x in self.items if x.index >= horizon]
-        if self.k and n:
-            finite = np.flatnonzero(np.isfinite(per_event))
-            if finite.size > self.k:
-                part = np.argpartition(per_event[finite], self.k - 1)[: self.k]
-                finite = finite[part]
-            for i in finite.tolist():
+        if self.k == 0 or n == 0:
+            return
+        oldest = (base + n - 1) // self.bucket - self.n_buckets + 1
+        pos = np.flatnonzero(np.isfinite(per_event) & ((base + np.arange(n)) // self.bucket >= oldest))
+        if pos.size:
+            b = (base + pos) // self.bucket
+            order = np.lexsort((pos, per_event[pos], b))  # by bucket, then score, then position
+            fb = b[order]
+            first = np.flatnonzero(np.concatenate([[True], fb[1:] != fb[:-1]]))
+            rank = np.arange(order.size) - np.repeat(first, np.diff(np.concatenate([first, [order.size]])))
+            touched: set[int] = set()
+            for j in order[rank < self.k].tolist():
+                i = int(pos[j])
                 e = events[i]
-                kept.append(Example(float(per_event[i]), base + i, e.event_id, e.text, entity_spans(e),
-                                    detail(e, i) if detail is not None else {}, e.embedding))
-        self.items = heapq.nsmallest(self.k, kept)
+                key = (base + i) // self.bucket
+                self.buckets.setdefault(key, []).append(
+                    Example(float(per_event[i]), base + i, e.event_id, e.text, entity_spans(e),
+                            detail(e, i) if detail is not None else {}, e.embedding))
+                touched.add(key)
+            for key in touched:
+                self.buckets[key] = heapq.nsmallest(self.k, self.buckets[key])
+        for key in [key for key in self.buckets if key < oldest]:
+            del self.buckets[key]
+
+    @property
+    def items(self) -> list[Example]:
+        return heapq.nsmallest(self.k, (x for xs in self.buckets.values() for x in xs))
 
     def report(self) -> list[dict[str, Any]]:
         return [x.as_dict() for x in self.items]

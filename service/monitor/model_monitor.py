@@ -135,8 +135,8 @@ class ModelMonitor:
         cfg = self.config
         self.history = ScoreHistory(tuple(self.windows), cfg.history_points, cfg.history_events_per_point)
         recent = max(cfg.distribution_windows)
-        self.lowest_confidence = LowestScores(cfg.outlier_examples, recent)
-        self.smallest_margin = LowestScores(cfg.outlier_examples, recent)
+        self.lowest_confidence = LowestScores(cfg.outlier_examples, recent, cfg.block_events)
+        self.smallest_margin = LowestScores(cfg.outlier_examples, recent, cfg.block_events)
         self.margins_seen = False
         self.recent_embeddings = RecentEmbeddings(cfg.projection_points)
         self.recent_confidences = RecentConfidences(cfg.confidence_sample)
@@ -442,7 +442,7 @@ class ModelMonitor:
                 "smallest_margin": [{**x.as_dict(), "nearest_reference": nr} for x, nr in zip(margin, near_margin,
                                                                                             strict=True)],
                 "margin_available": self.margins_seen, "margin_note": margin_note,
-                "recent_events": max(self.config.distribution_windows),
+                "recent_events": self.lowest_confidence.n_buckets * self.lowest_confidence.bucket,
             },
             "projection": projection,
             "confidence_by_label": {"levels": list(QUANTILE_LEVELS), "current_sample": self.config.confidence_sample,

@@ -96,9 +96,10 @@ class ReferenceView:
         """Each score's percentile (0..1) among the reference's out-of-sample scores (else the display
         sample's in-sample ones); NaN without either."""
         if self.oos_quantiles is not None:
-            q = self.oos_quantiles  # fraction strictly below: a score at the clip, shared by several
-            below = np.searchsorted(q, scores, side="left")  # quantiles, gets the lowest of their levels
-            return np.clip((below - 1) / (q.size - 1), 0.0, 1.0)
+            q = self.oos_quantiles  # mid-rank: a score at the clip, which several quantiles share, gets
+            below = np.searchsorted(q, scores, side="left")  # the middle of their levels
+            upto = np.searchsorted(q, scores, side="right")
+            return np.clip((below + upto) / (2.0 * q.size), 0.0, 1.0)
         if not self.scores_sorted.size:
             return np.full(np.shape(scores), np.nan)
         return np.searchsorted(self.scores_sorted, scores, side="left") / self.scores_sorted.size
