@@ -23,7 +23,13 @@ monitoring-tools:
 	@if [ -n "$$CI" ] || { ! command -v promtool >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; }; then \
 		bash scripts/install-monitoring-tools.sh; fi
 
-pytest: $(STAMP) monitoring-tools
+# chromium for the browser test of the pages: installed when CI is set, or when missing and we are root.
+.PHONY: chromium
+chromium:
+	@if [ -n "$$CI" ] || { ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; }; then \
+		bash scripts/install-chromium.sh; fi
+
+pytest: $(STAMP) monitoring-tools chromium
 	$(BIN)/python -m pytest -q
 
 test: lint pytest
@@ -33,6 +39,7 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/replay_throughput.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/pages_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

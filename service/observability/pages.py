@@ -125,6 +125,8 @@ def model_page(key: str, report: Mapping[str, Any], now: float, refresh_s: int, 
                      f'{esc(", ".join(drifting))}: the current window no longer looks like the reference.</p>')
     else:
         parts.append('<p id="drift-summary" class="banner ok">No drift: every signal is below its threshold.</p>')
+    if drifting:
+        parts.append(_what_changed(report))
     parts.append(_facts(report, now))
     if signals:
         parts.append(_signals_section(signals, report.get("history") or {}))
@@ -144,6 +146,37 @@ def model_page(key: str, report: Mapping[str, Any], now: float, refresh_s: int, 
     content = f'<main id="content" data-key="{esc(key)}">{"".join(parts)}</main>'
     title = f"{'DRIFT ' if drifting else ''}{model} {version} — nlpmon"
     return layout(title, content, refresh_s=refresh_s, crumbs=[(model_href(model, version), f"{model} {version}")])
+
+
+def _what_changed(report: Mapping[str, Any]) -> str:
+    """Three lines for whoever was paged: which labels moved, how many recent texts look new, confidence."""
+    signals: Mapping[str, Any] = report.get("signals") or {}
+    items = []
+    for name in LABEL_SIGNALS[:2]:
+        moved = ((signals.get(name) or {}).get("evidence") or {}).get("moved_labels") or []
+        top = [m for m in moved[:3] if is_number(m.get("change")) and abs(m["change"]) >= 0.01]
+        if top:
+            items.append(f'<li><a href="#labels">Labels that moved most</a> ({esc(name)}): ' + ", ".join(
+                f'{esc(m["label"])} {pct(m["reference"], 0)} → {pct(m["current"], 0)}' for m in top) + "</li>")
+    proj = report.get("projection") or {}
+    cur = proj.get("current") or {}
+    bands = proj.get("percentile_bands") or [0.9, 0.99]
+    pcts = [p for p in cur.get("percentile") or [] if is_number(p)]
+    if pcts:
+        out = sum(1 for p in pcts if p >= bands[-1])
+        items.append(f'<li><a href="#projection-section">Recent texts outside the reference</a>: {out} of '
+                     f'{len(pcts)} (expected about {len(pcts) * (1 - bands[-1]):.0f} without drift); '
+                     f'<a href="#examples">the ones that look newest</a>.</li>')
+    for name in ("confidence", "prediction_confidence"):
+        ev = (signals.get(name) or {}).get("evidence") or {}
+        ref, cur_q = ev.get("reference_quantiles") or [], ev.get("current_quantiles") or []
+        if len(ref) >= 3 and len(cur_q) >= 3:
+            items.append(f'<li><a href="#confidence">Median {esc(name)}</a>: {num(ref[2])} in the reference, '
+                         f'{num(cur_q[2])} now.</li>')
+    if not items:
+        return ""
+    return (f'<section aria-labelledby="changed-h"><h2 id="changed-h">What changed</h2><ul>{"".join(items)}</ul>'
+            '</section>')
 
 
 def _facts(report: Mapping[str, Any], now: float) -> str:
@@ -170,7 +203,7 @@ def _signals_section(signals: Mapping[str, Any], history: Mapping[str, Any]) -> 
     for i, (name, s) in enumerate(signals.items()):
         h = hs.get(name) or {}
         chart = score_chart(f"hist-{i}", name, history.get("event") or [], history.get("time") or [],
-                            h.get("score") or [], h.get("drift") or [])
+                            h.get("score") or [], h.get("drift") or [], height=90)
         state = ('<strong class="state drift">DRIFT</strong>' if s.get("drift") else
                  '<span class="state ok">no drift</span>')
         rows.append(f'<tr data-signal="{esc(name)}" data-drift="{str(bool(s.get("drift"))).lower()}">'
