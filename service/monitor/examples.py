@@ -140,35 +140,71 @@ class RecentEmbeddings:
         return list(idx), list(ids), list(texts), np.vstack(embs).astype(np.float32), np.asarray(scores)
 
 
+class LabelCodes(dict[str, int]):
+    """Label -> small integer, assigned on first sight; beyond ``cap`` labels every new one is ``__other__``."""
+
+    def __init__(self, cap: int = 256) -> None:
+        super().__init__()
+        self.cap = cap
+        self.names: list[str] = []
+
+    def __missing__(self, label: str) -> int:
+        if len(self.names) >= self.cap - 1:
+            label = "__other__"
+            if label in self:
+                return dict.__getitem__(self, label)
+        code = len(self.names)
+        self.names.append(label)
+        self[label] = code
+        return code
+
+    def encode(self, labels: list[str]) -> I64:
+        return np.fromiter(map(self.__getitem__, labels), np.int64, count=len(labels))
+
+
 class RecentConfidences:
-    """Labels and confidences of the last ``capacity`` scored predictions (entities or documents)."""
+    """Labels (as ``LabelCodes``) and confidences of the last ``capacity`` scored predictions."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.labels = np.zeros(0, dtype=object)
+        self.codes = LabelCodes()
+        self.labels = np.zeros(0, dtype=np.int64)
         self.scores = np.zeros(0)
 
     def add(self, labels: list[str], scores: F64) -> None:
         if self.capacity == 0 or not len(labels):
             return
-        lab = np.asarray(labels[-self.capacity:], dtype=object)
+        lab = self.codes.encode(labels[-self.capacity:])
         sc = np.asarray(scores, np.float64)[-self.capacity:]
         self.labels = np.concatenate([self.labels, lab])[-self.capacity:]
         self.scores = np.concatenate([self.scores, sc])[-self.capacity:]
+
+    def quantiles(self) -> dict[str, tuple[int, list[float]]]:
+        return quantiles_by_label(self.labels, self.scores, self.codes.names)
 
 
 QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def quantiles_by_label(labels: npt.NDArray[Any], scores: F64) -> dict[str, tuple[int, list[float]]]:
-    """Per label: how many scores and their quantiles at ``QUANTILE_LEVELS`` (numpy's linear method)."""
+def quantiles_by_label(labels: I64, scores: F64, names: list[str]) -> dict[str, tuple[int, list[float]]]:
+    """Per label (``names[code]``): how many scores and their quantiles at ``QUANTILE_LEVELS`` (numpy's
+    default linear method, from one sort of all scores by label then value)."""
     out: dict[str, tuple[int, list[float]]] = {}
     if scores.size == 0:
         return out
-    names, inverse = np.unique(labels.astype(str), return_inverse=True)
-    for j, name in enumerate(names.tolist()):
-        s = scores[inverse == j]
-        out[name] = (int(s.size), [float(q) for q in np.quantile(s, QUANTILE_LEVELS)])
+    lab = np.asarray(labels, np.int64)
+    order = np.lexsort((scores, lab))
+    lab_sorted, s_sorted = lab[order], scores[order]
+    starts = np.flatnonzero(np.concatenate([[True], lab_sorted[1:] != lab_sorted[:-1]]))
+    ends = np.concatenate([starts[1:], [lab_sorted.size]])
+    levels = np.asarray(QUANTILE_LEVELS)
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        group = s_sorted[a:b]
+        pos = levels * (group.size - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, group.size - 1)
+        q = group[lo] + (group[hi] - group[lo]) * (pos - lo)
+        out[names[int(lab_sorted[a])]] = (int(group.size), [float(v) for v in q])
     return out
 
 

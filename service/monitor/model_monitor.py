@@ -25,6 +25,7 @@ from service.drift.signal import SignalWindow
 from service.monitor.config import MonitorConfig
 from service.monitor.examples import (
     QUANTILE_LEVELS,
+    LabelCodes,
     LowestScores,
     RecentConfidences,
     RecentEmbeddings,
@@ -34,7 +35,7 @@ from service.monitor.examples import (
     top_two_margins,
 )
 from service.monitor.history import ScoreHistory
-from service.monitor.projection import ReferenceView, projection_report
+from service.monitor.projection import ReferenceView, page_lookups, projection_report
 from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall
 from service.monitor.signals import SCORED_LABELS, extract_columns
 from service.sketches.multiscale import MultiScaleWindow
@@ -403,7 +404,8 @@ class ModelMonitor:
                 labels += [pred.values[int(i)] for i in at]
                 scores.append(np.asarray(doc.values, np.float64))
             if labels:
-                ref_conf = quantiles_by_label(np.asarray(labels, dtype=object), np.concatenate(scores))
+                codes = LabelCodes(cap=10**9)
+                ref_conf = quantiles_by_label(codes.encode(labels), np.concatenate(scores), codes.names)
         self._reference_view = (id(p), view, ref_conf)
         return view, ref_conf
 
@@ -411,7 +413,7 @@ class ModelMonitor:
         if self._page_cache is not None and self._page_cache[0] == self.monitored_events:
             return self._page_cache[1]
         view, ref_conf = self._reference_side()
-        cur_conf = quantiles_by_label(self.recent_confidences.labels, self.recent_confidences.scores)
+        cur_conf = self.recent_confidences.quantiles()
         rows: list[dict[str, Any]] = []
         for label in sorted(set(ref_conf) | set(cur_conf)):
             r, c = ref_conf.get(label), cur_conf.get(label)
@@ -422,13 +424,15 @@ class ModelMonitor:
                                  -x["current_count"], x["label"]))
         low, margin = self.lowest_confidence.items, self.smallest_margin.items
         if view is not None:
-            near_low = view.neighbours([x.embedding for x in low])
-            near_margin = view.neighbours([x.embedding for x in margin])
             idx = [o[1] for o in self._outliers]
-            near_out = dict(zip(idx, view.neighbours([self._outlier_embeddings.get(i) for i in idx]), strict=True))
             ids = self.recent_embeddings.arrays()
-            projection: dict[str, Any] | None = {**projection_report(view, *ids), "reference_events": len(view),
-                                                 "current_events": len(ids[0])}
+            near_cur, (near_low, near_margin, near_outliers) = page_lookups(
+                view, ids[3] if len(ids[0]) else np.zeros((0, view.featurizer.dim), np.float32),
+                [[x.embedding for x in low], [x.embedding for x in margin],
+                 [self._outlier_embeddings.get(i) for i in idx]])
+            near_out = dict(zip(idx, near_outliers, strict=True))
+            projection: dict[str, Any] | None = {**projection_report(view, *ids, near_cur),
+                                                 "reference_events": len(view), "current_events": len(ids[0])}
         else:
             near_low, near_margin, near_out = [[] for _ in low], [[] for _ in margin], {}
             projection = None

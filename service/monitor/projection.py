@@ -63,7 +63,7 @@ class ReferenceView:
 
     featurizer: EmbeddingFeaturizer
     xy: F32  # (m, 2) whitened principal coordinates
-    sub: F32  # (m, k) principal-subspace coordinates, for distances
+    sub: F64  # (m, k) principal-subspace coordinates, for distances
     sub_sq: F64  # (m,) their squared norms
     texts: list[str | None]
     scores_sorted: F64  # out-of-reference scores of the sample, sorted (the fallback scale)
@@ -84,9 +84,9 @@ class ReferenceView:
                 emb = np.asarray(col.values, np.float32)
                 all_texts = sample.texts()
                 texts = [all_texts[int(i)] for i in col.event]
-        sub = subspace(featurizer, emb)
+        sub = subspace(featurizer, emb).astype(np.float64)
         scores = featurizer.outlier_scores(featurizer.transform(emb)) if len(emb) else np.zeros(0)
-        return cls(featurizer, featurizer.project2d(emb), sub, np.einsum("ij,ij->i", sub, sub).astype(np.float64),
+        return cls(featurizer, featurizer.project2d(emb), sub, np.einsum("ij,ij->i", sub, sub),
                    texts, np.sort(scores), None if oos_quantiles is None else np.asarray(oos_quantiles, np.float64))
 
     def __len__(self) -> int:
@@ -112,32 +112,56 @@ class ReferenceView:
         if q == 0 or k == 0:
             return np.zeros((q, 0), np.int64), np.zeros((q, 0))
         a = subspace(self.featurizer, embeddings).astype(np.float64)
-        d2 = np.einsum("ij,ij->i", a, a)[:, None] + self.sub_sq[None, :] - 2.0 * (a @ self.sub.T.astype(np.float64))
+        d2 = np.einsum("ij,ij->i", a, a)[:, None] + self.sub_sq[None, :] - 2.0 * (a @ self.sub.T)
         part = np.argpartition(d2, k - 1, axis=1)[:, :k]
         rows = np.arange(q)[:, None]
         order = np.argsort(d2[rows, part], axis=1, kind="stable")
         idx = part[rows, order]
         return idx.astype(np.int64), np.sqrt(np.maximum(d2[rows, idx], 0.0))
 
-    def neighbours(self, embeddings: list[Any], k: int = 3) -> list[list[dict[str, Any]]]:
-        """For each embedding (or None), its nearest reference examples as JSON-ready dicts."""
+    def neighbours(self, embeddings: list[Any], k: int = 3,
+                   found: tuple[I64, F64] | None = None) -> list[list[dict[str, Any]]]:
+        """For each embedding (or None), its nearest reference examples as JSON-ready dicts. ``found``: the
+        result of ``nearest`` on the usable embeddings, when already computed."""
         have = [i for i, e in enumerate(embeddings) if e is not None and np.shape(e) == (self.featurizer.dim,)]
         out: list[list[dict[str, Any]]] = [[] for _ in embeddings]
         if not have or not len(self):
             return out
-        idx, dist = self.nearest(np.vstack([embeddings[i] for i in have]).astype(np.float32), k)
+        idx, dist = found if found is not None else self.nearest(
+            np.vstack([embeddings[i] for i in have]).astype(np.float32), k)
         for row, i in enumerate(have):
             out[i] = [{"reference": int(j), "distance": float(d), "text": self.texts[int(j)] if self.texts else None}
                       for j, d in zip(idx[row].tolist(), dist[row].tolist(), strict=True)]
         return out
 
 
+def usable(view: ReferenceView, embeddings: list[Any]) -> list[Any]:
+    """The embeddings a lookup can use (right size), in order."""
+    return [e for e in embeddings if e is not None and np.shape(e) == (view.featurizer.dim,)]
+
+
+def page_lookups(view: ReferenceView, current: F32, examples: list[list[Any]], k: int = 3
+                 ) -> tuple[tuple[I64, F64], list[list[list[dict[str, Any]]]]]:
+    """Nearest reference points of the current points and of each list of example embeddings, in one
+    matrix product: (indices, distances) of the current points, and per list its neighbours."""
+    lists = [usable(view, xs) for xs in examples]
+    stacked = [current.reshape(-1, view.featurizer.dim), *(np.vstack(u).astype(np.float32) for u in lists if u)]
+    idx, dist = view.nearest(np.vstack(stacked), k) if len(view) else (
+        np.zeros((sum(len(x) for x in stacked), 0), np.int64), np.zeros((sum(len(x) for x in stacked), 0)))
+    n = current.shape[0]
+    out, at = [], n
+    for xs, u in zip(examples, lists, strict=True):
+        out.append(view.neighbours(xs, k, (idx[at:at + len(u)], dist[at:at + len(u)])) if u else [[] for _ in xs])
+        at += len(u)
+    return (idx[:n], dist[:n]), out
+
+
 def projection_report(view: ReferenceView, index: list[int], event_ids: list[str], texts: list[str | None],
-                      embeddings: F32, scores: F64, k: int = 3) -> dict[str, Any]:
+                      embeddings: F32, scores: F64, near: tuple[I64, F64]) -> dict[str, Any]:
     """JSON-ready projection: reference and current points (columnar), with each current point's score,
-    percentile and nearest reference points (indices into ``reference``)."""
+    percentile and nearest reference points (``near``, indices into ``reference``)."""
     xy = view.featurizer.project2d(embeddings) if len(index) else np.zeros((0, 2), np.float32)
-    near, dist = view.nearest(embeddings, k) if len(index) else (np.zeros((0, 0), np.int64), np.zeros((0, 0)))
+    near_idx, dist = near
     pct = view.percentile(scores)
     return {
         "method": "pca", "axes": ["principal component 1 (whitened)", "principal component 2 (whitened)"],
@@ -146,5 +170,5 @@ def projection_report(view: ReferenceView, index: list[int], event_ids: list[str
         "current": {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "index": list(index),
                     "event_id": list(event_ids), "text": list(texts), "score": np.asarray(scores).tolist(),
                     "percentile": [None if np.isnan(p) else float(p) for p in pct.tolist()],
-                    "nearest": near.tolist(), "distance": np.round(dist, 4).tolist()},
+                    "nearest": near_idx.tolist(), "distance": np.round(dist, 4).tolist()},
     }
