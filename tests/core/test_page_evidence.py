@@ -212,7 +212,7 @@ def test_restore_keeps_decisions_and_refills_the_in_memory_evidence(batched: Mon
     from service.monitor.model_monitor import ModelMonitor
 
     old = ModelMonitor.from_state(state, CONFIG)
-    ref, prod = stream_lines()
+    prod = stream_lines()[1]
     old.process([decode_event(x) for x in prod[:30]])
     proj = old.report()["projection"]
     assert proj["percentile_scale"].startswith("in-sample") and proj["current_events"] == 30
