@@ -68,18 +68,25 @@ def drifted() -> dict[str, Any]:
     return ms.report()["demo-ner/1"]
 
 
-QUALITY = {  # shaped like QualityMonitor.report()
+QUALITY = {  # shaped like QualityMonitor.report(version)
     "model": "demo-ner", "model_version": "1", "task": "token-classification",
     "labels": {"PERSON": {"precision": 0.91, "recall": 0.8, "f1": 0.8514, "support": 120, "tp": 96, "fp": 9,
                           "fn": 24},
                "ORG": {"precision": None, "recall": 0.0, "f1": 0.0, "support": 7, "tp": 0, "fp": 0, "fn": 7}},
-    "micro": {"precision": 0.9143, "recall": 0.7559, "f1": 0.8276, "support": 127}, "macro_f1": 0.4257,
-    "documents": 250, "estimated_precision": {"PERSON": 0.88}, "calibrated": True, "calibration_spans": 500,
-    "calibration_gap": {"PERSON": 0.03}, "calibration_gap_overall": {"realised": 0.91, "estimated": 0.88,
-                                                                     "gap": 0.03},
+    "micro": {"precision": 0.9143, "recall": 0.7559, "f1": 0.8276, "support": 127}, "documents": 250,
+    "macro": {"f1": 0.4257},
+    "reference": {"source": "reference", "labels": {"PERSON": {"precision": 0.97, "recall": 0.95, "f1": 0.9599,
+                                                               "support": 80}},
+                  "micro": {"precision": 0.97, "recall": 0.95, "f1": 0.9599, "support": 80}, "documents": 90,
+                  "macro": {"f1": 0.9599}},
+    "f1_drop": {"score": 7.5, "threshold": 4.75, "drift": True, "reference_f1": 0.9599, "current_f1": 0.8276},
+    "estimated_precision": {"PERSON": 0.88}, "calibrated": True, "calibration_spans": 500,
+    "calibration_gap": {"PERSON": 0.03},
+    "calibration_gap_overall": {"realised": 0.91, "estimated": 0.88, "gap": 0.03, "score": 1.2, "threshold": 4.75,
+                                "drift": False},
     "labelled_fraction": 0.25, "label_delay_histogram": {"edges": [0, 60], "counts": [3, 1], "below_first_edge": 0,
                                                          "unknown": 0},
-    "join": {}, "counters": {},
+    "join": {}, "join_here": {}, "counters": {},
 }
 
 
@@ -220,7 +227,8 @@ def test_quality_section_renders_the_quality_report(server: ObservabilityServer)
     dom = page(server, "/models/labelled")
     assert dom.find("section", id="quality")
     text = dom.all_text()
-    for figure in ("25.0 %", "0.910", "0.800", "0.851", "120", "0.880", "0.030", "0.828", "0.426", "250"):
+    for figure in ("25.0 %", "0.910", "0.800", "0.851", "120", "0.880", "0.030", "0.828", "0.426", "250",
+                   "0.960 → 0.828", "DROP", "score 7.50, threshold 4.75", "no significant change"):
         assert figure in text, figure
     rendered = pages.model_page("k", {**QUALITY, "model": "m", "model_version": "1", "status": "monitoring",
                                       "signals": {}, "quality": QUALITY}, NOW, 5)

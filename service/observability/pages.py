@@ -383,34 +383,53 @@ def _examples_section(report: Mapping[str, Any], model: Any, version: Any) -> st
 
 
 def _quality_section(q: Mapping[str, Any]) -> str:
+    """Delayed-ground-truth figures (``QualityMonitor.report(version)``): the window against the labelled
+    reference, the F1-drop and calibration tests, per label precision/recall/F1 and the label-free estimate."""
     labels: Mapping[str, Any] = q.get("labels") or {}
+    ref = q.get("reference") or {}
+    ref_labels: Mapping[str, Any] = ref.get("labels") or {}
     est: Mapping[str, Any] = q.get("estimated_precision") or {}
     gap: Mapping[str, Any] = q.get("calibration_gap") or {}
     rows = "".join(
         f'<tr><th scope="row">{esc(name)}</th><td class="num">{num(v.get("precision"), 3)}</td>'
         f'<td class="num">{num(v.get("recall"), 3)}</td><td class="num">{num(v.get("f1"), 3)}</td>'
+        f'<td class="num">{num((ref_labels.get(name) or {}).get("f1"), 3)}</td>'
         f'<td class="num">{num(v.get("support"))}</td><td class="num">{num(est.get(name), 3)}</td>'
         f'<td class="num">{num(gap.get(name), 3)}</td></tr>'
-        for name, v in sorted(labels.items()))
+        for name, v in sorted(labels.items(), key=lambda kv: (-(kv[1].get("support") or 0), kv[0])))
     micro = q.get("micro") or {}
+    macro = (q.get("macro") or {}).get("f1", q.get("macro_f1"))
+    drop = q.get("f1_drop") or {}
     overall = q.get("calibration_gap_overall") or {}
-    facts = [("Labelled fraction", pct(q.get("labelled_fraction"))), ("Labelled documents in window",
-                                                                      num(q.get("documents"))),
+
+    def test(t: Mapping[str, Any]) -> str:
+        if not is_number(t.get("score")):
+            return "not tested yet (too few labelled documents)"
+        verdict = "<strong class=\"state drift\">DROP</strong>" if t.get("drift") else "no significant change"
+        return f'{verdict} (score {num(t.get("score"))}, threshold {num(t.get("threshold"))})'
+
+    facts = [("Labelled fraction", pct(q.get("labelled_fraction"))),
+             ("Labelled documents in window", num(q.get("documents"))),
              ("Micro precision / recall / F1", f'{num(micro.get("precision"), 3)} / {num(micro.get("recall"), 3)} / '
                                                f'{num(micro.get("f1"), 3)}'),
-             ("Macro F1", num(q.get("macro_f1"), 3))]
+             ("Macro F1", num(macro, 3))]
     if "accuracy" in q:
         facts.append(("Accuracy", num(q.get("accuracy"), 3)))
+    if drop:
+        facts.append(("Micro F1, reference → now", f'{num(drop.get("reference_f1"), 3)} → '
+                                                   f'{num(drop.get("current_f1"), 3)}: {test(drop)}'))
     facts.append(("Calibration gap (realised − estimated precision)",
                   f'{num(overall.get("gap"), 3)} (realised {num(overall.get("realised"), 3)}, estimated '
-                  f'{num(overall.get("estimated"), 3)})' if overall else DASH))
+                  f'{num(overall.get("estimated"), 3)})' + (f"; {test(overall)}" if "score" in overall else "")
+                  if overall else DASH))
     facts.append(("Estimate calibrated on labelled reference",
                   "yes" if q.get("calibrated") else "no (raw confidences)"))
     dl = '<dl class="facts">' + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts) + "</dl>"
-    table = (f'<table class="quality"><caption>Per label, from delayed ground truth over the quality window'
-             f'</caption><thead><tr><th scope="col">Label</th><th scope="col">Precision</th>'
-             f'<th scope="col">Recall</th><th scope="col">F1</th><th scope="col">Support</th>'
-             f'<th scope="col">Estimated precision</th><th scope="col">Calibration gap</th></tr></thead>'
+    table = (f'<table class="quality"><caption>Per label, from delayed ground truth over the quality window, '
+             f'largest support first</caption><thead><tr><th scope="col">Label</th><th scope="col">Precision</th>'
+             f'<th scope="col">Recall</th><th scope="col">F1</th><th scope="col">Reference F1</th>'
+             f'<th scope="col">Support</th><th scope="col">Estimated precision</th>'
+             f'<th scope="col">Calibration gap</th></tr></thead>'
              f'<tbody>{rows}</tbody></table>' if rows else '<p class="muted">No labelled predictions yet.</p>')
     return f'<section id="quality" aria-labelledby="quality-h"><h2 id="quality-h">Quality</h2>{dl}{table}</section>'
 
