@@ -294,3 +294,13 @@ def test_static_assets_are_served_and_nothing_else(server: ObservabilityServer) 
     assert get(server, "/static/../http.py")[0] == 404 and get(server, "/static/other.js")[0] == 404
     with urllib.request.urlopen(server.url + "/models/demo-ner", timeout=TIMEOUT) as r:
         assert "default-src 'self'" in r.headers["Content-Security-Policy"]  # no inline or foreign script runs
+
+
+def test_pages_before_any_model_or_reference() -> None:
+    empty = Dom(pages.overview_page([], NOW, 5))
+    assert "No model has sent events yet." in empty.all_text() and not empty.find("table")
+    waiting = pages.model_page("m/1", {"model": "m", "model_version": "1", "status": "collecting_baseline",
+                                       "reference": {"events": 120, "needed": 2000}}, NOW, 5)
+    text = Dom(waiting).all_text()
+    assert "Not monitoring yet: collecting baseline (120 of 2,000 reference events)" in text
+    assert "Signals" not in text and "Embeddings" not in text

@@ -3,7 +3,10 @@
 - ``metrics``: ``METRICS`` (the declaration), ``metric_catalogue()``, ``NlpmonMetrics`` (fed once per batch).
 - ``quality_series``: which samples a report's quality block (delayed ground truth) makes.
 - ``histograms``: the vectorised event-age histogram and the mirrored label-delay histogram.
-- ``http``: ``ObservabilityServer`` serving ``/metrics``, ``/healthz``, ``/readyz`` and the model reports.
+- ``http``: ``ObservabilityServer`` serving ``/metrics``, ``/healthz``, ``/readyz``, the JSON API
+  (``/api/models``) and the HTML pages (``/``, ``/models/<model>``).
+- ``pages``, ``charts``, ``markup``: the pages, their inline SVG charts and the escaping helpers; the
+  bundled script and style sheet are in ``static/``.
 
 Both take what varies as arguments (registry, clocks, address, report and health callables); neither
 touches the global Prometheus registry, Kafka or the monitors.
