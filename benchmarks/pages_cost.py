@@ -4,9 +4,10 @@ Prints markdown tables; every cost is set against a reference measured in the sa
 
 * monitor µs/event (384-dim base64 events, batches of 2,000 as in replay and of 20 as a busy service
   polls them) with the page evidence on (defaults) against off (``history_points=0,
-  projection_points=0, confidence_sample=0``); with ``--baseline-tree DIR`` (a source tree of an older
-  nlpmon, e.g. ``git archive main | tar -x -C /tmp/base``) also against that code, in a subprocess on
-  the same events;
+  projection_points=0, confidence_sample=0``, the lowest-confidence lists still kept), in one process
+  with the runs interleaved; with ``--baseline-tree DIR`` (a source tree of an older nlpmon, e.g.
+  ``git archive main | tar -x -C /tmp/base``) also against that code, in another process on the same
+  events (run after, so machine load can differ);
 * ``ModelMonitor.report()`` after new events (projection and neighbour lookups recomputed) and
   unchanged (cached), against the pre-existing part of the report;
 * rendering ``/models/<model>`` (HTML) and encoding ``/api/models/<model>`` (JSON), and a GET of each
@@ -49,36 +50,36 @@ from service.demo import SyntheticStream
 from service.events import decode_event
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
-n, batches, overrides = int(sys.argv[2]), [int(b) for b in sys.argv[3].split(",")], json.loads(sys.argv[4])
+n, batches, configs = int(sys.argv[2]), [int(b) for b in sys.argv[3].split(",")], json.loads(sys.argv[4])
 ref = [json.dumps(e) for e in SyntheticStream(seed=1).events(3000, "reference")]
 s = SyntheticStream(seed=1, drift_at=3000 + n // 2)
 s.index = 3000
 lines = [json.dumps(e) for e in s.events(n)]
 events = [decode_event(x) for x in lines]
-cfg = MonitorConfig(**overrides)
-base = MonitorSet(cfg)
+cfgs = [MonitorConfig(**c) for c in configs]
+base = MonitorSet(cfgs[0])
 base.process_lines(ref)
 base.process_lines(lines[:1])
-snap = base.snapshot()
-out = {}
-for b in batches:
-    best = float("inf")
-    for _ in range(3):
-        ms = MonitorSet(cfg)
-        ms.restore(snap)
-        t0 = time.perf_counter()
-        for i in range(0, n, b):
-            ms.process_events(events[i:i + b], list(range(min(b, n - i))))
-        best = min(best, time.perf_counter() - t0)
-    out[b] = 1e6 * best / n
-print(json.dumps(out))
+snap = base.snapshot()  # the page settings do not change the state: one calibration serves every config
+best = [[float("inf")] * len(batches) for _ in cfgs]
+for _ in range(3):  # rounds interleave the configs, so a change of machine load hits all of them alike
+    for c, cfg in enumerate(cfgs):
+        for j, b in enumerate(batches):
+            ms = MonitorSet(cfg)
+            ms.restore(snap)
+            t0 = time.perf_counter()
+            for i in range(0, n, b):
+                ms.process_events(events[i:i + b], list(range(min(b, n - i))))
+            best[c][j] = min(best[c][j], time.perf_counter() - t0)
+print(json.dumps([{b: 1e6 * t / n for b, t in zip(batches, row)} for row in best]))
 """
 
 
-def monitor_cost(tree: str, n: int, batches: list[int], overrides: dict[str, Any]) -> dict[int, float]:
+def monitor_cost(tree: str, n: int, batches: list[int], configs: list[dict[str, Any]]) -> list[dict[int, float]]:
+    """µs/event per batch size for each config, measured in one process of ``tree`` (rounds interleaved)."""
     res = subprocess.run([sys.executable, "-c", CHILD, tree, str(n), ",".join(map(str, batches)),
-                          json.dumps(overrides)], capture_output=True, text=True, check=True, timeout=1800)
-    return {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+                          json.dumps(configs)], capture_output=True, text=True, check=True, timeout=3600)
+    return [{int(k): v for k, v in row.items()} for row in json.loads(res.stdout.strip().splitlines()[-1])]
 
 
 def timed(fn: Callable[[], Any], repeats: int = 20) -> float:
@@ -100,9 +101,8 @@ def main() -> int:
     batches = [2000, 20]
     print(f"python {sys.version.split()[0]}; {args.events} events of 384-dim base64 embeddings, reference 3,000, "
           "best of 3\n")
-    on = monitor_cost(here, args.events, batches, {})
-    off = monitor_cost(here, args.events, batches, OFF)
-    base = monitor_cost(args.baseline_tree, args.events, batches, {}) if args.baseline_tree else None
+    on, off = monitor_cost(here, args.events, batches, [{}, OFF])
+    base = monitor_cost(args.baseline_tree, args.events, batches, [{}])[0] if args.baseline_tree else None
     print("| batch | monitor µs/event, page evidence on | off | on / off |"
           + (" baseline tree | on / baseline |" if base else ""))
     print("|---|---|---|---|" + ("---|---|" if base else ""))
