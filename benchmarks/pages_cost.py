@@ -96,13 +96,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=10000)
     ap.add_argument("--baseline-tree", help="source tree of an older nlpmon to compare the monitor's cost with")
+    ap.add_argument("--no-compare", action="store_true", help="skip the on/off (and baseline) monitor runs")
     args = ap.parse_args()
     here = str(Path(__file__).resolve().parents[1])
     batches = [2000, 20]
-    print(f"python {sys.version.split()[0]}; {args.events} events of 384-dim base64 embeddings, reference 3,000, "
+    n = args.events
+    print(f"python {sys.version.split()[0]}; {n} events of 384-dim base64 embeddings, reference 3,000, "
           "best of 3\n")
-    on, off = monitor_cost(here, args.events, batches, [{}, OFF])
-    base = monitor_cost(args.baseline_tree, args.events, batches, [{}])[0] if args.baseline_tree else None
+    if not args.no_compare:
+        compare(here, n, batches, args.baseline_tree)
+    share(n, batches)
+    pages_and_api()
+    return 0
+
+
+def compare(here: str, n: int, batches: list[int], baseline_tree: str | None) -> None:
+    on, off = monitor_cost(here, n, batches, [{}, OFF])
+    base = monitor_cost(baseline_tree, n, batches, [{}])[0] if baseline_tree else None
     print("| batch | monitor µs/event, page evidence on | off | on / off |"
           + (" baseline tree | on / baseline |" if base else ""))
     print("|---|---|---|---|" + ("---|---|" if base else ""))
@@ -112,7 +122,50 @@ def main() -> int:
             row += f" {base[b]:.1f} | {on[b] / base[b]:.3f} |"
         print(row)
 
-    # report, page and API on one drifted model
+
+
+def share(n: int, batches: list[int]) -> None:
+    """The share of the monitor's time spent collecting the page evidence, timed inside the same runs."""
+    ref = [json.dumps(e) for e in SyntheticStream(seed=1).events(3000, "reference")]
+    s = SyntheticStream(seed=1, drift_at=3000 + n // 2)
+    s.index = 3000
+    lines = [json.dumps(e) for e in s.events(n)]
+    events = [decode_event(x) for x in lines]
+    first = MonitorSet(MonitorConfig())
+    first.process_lines(ref)
+    first.process_lines(lines[:1])
+    snap = first.snapshot()
+    print("\n| batch | monitor µs/event | of which page evidence µs/event | share |")
+    print("|---|---|---|---|")
+    for b in batches:
+        ms = MonitorSet(MonitorConfig())
+        ms.restore(snap)
+        mon = ms.monitors[("demo-ner", "1")]
+        spent = [0.0]
+
+        def timing(fn: Callable[..., Any], spent: list[float] = spent) -> Callable[..., Any]:
+            def wrapped(*a: Any, **k: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    spent[0] += time.perf_counter() - t0
+            return wrapped
+
+        mon.history.add = timing(mon.history.add)  # type: ignore[method-assign]
+        mon._track_examples = timing(mon._track_examples)  # type: ignore[method-assign]
+        mon.recent_embeddings.add = timing(mon.recent_embeddings.add)  # type: ignore[method-assign]
+        t0 = time.perf_counter()
+        for i in range(0, n, b):
+            ms.process_events(events[i:i + b], list(range(min(b, n - i))))
+        total = time.perf_counter() - t0
+        print(f"| {b:,} | {1e6 * total / n:.1f} | {1e6 * spent[0] / n:.2f} | "
+              f"{spent[0] / total:.1%} |")
+
+
+
+def pages_and_api() -> None:
+    """report(), page rendering and the API on one drifted model."""
     ref = [json.dumps(e) for e in SyntheticStream(seed=1).events(3000, "reference")]
     s = SyntheticStream(seed=1, drift_at=4000)
     s.index = 3000
@@ -159,7 +212,6 @@ def main() -> int:
     print(f"| encode /api/models/<model> JSON ({size_json / 1024:.0f} KiB) | {1e3 * t_json:.2f} | 1.00 |")
     print(f"| GET /models/<model> on 127.0.0.1 | {1e3 * t_get_page:.2f} | {t_get_page / t_get_json:.2f} x API |")
     print(f"| GET /api/models/<model> on 127.0.0.1 | {1e3 * t_get_json:.2f} | 1.00 |")
-    return 0
 
 
 if __name__ == "__main__":

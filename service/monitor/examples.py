@@ -91,10 +91,15 @@ class LowestScores:
             first = np.flatnonzero(np.concatenate([[True], fb[1:] != fb[:-1]]))
             rank = np.arange(order.size) - np.repeat(first, np.diff(np.concatenate([first, [order.size]])))
             touched: set[int] = set()
+            # a full bucket only takes candidates below its k-th (kept lists are sorted): build no Example
+            # for the others
+            bar = {key: (xs[-1].score, xs[-1].index) for key, xs in self.buckets.items() if len(xs) >= self.k}
             for j in order[rank < self.k].tolist():
                 i = int(pos[j])
-                e = events[i]
                 key = (base + i) // self.bucket
+                if key in bar and (float(per_event[i]), base + i) >= bar[key]:
+                    continue
+                e = events[i]
                 self.buckets.setdefault(key, []).append(
                     Example(float(per_event[i]), base + i, e.event_id, e.text, entity_spans(e),
                             detail(e, i) if detail is not None else {}, e.embedding))
