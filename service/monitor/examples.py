@@ -25,11 +25,6 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
-def entity_spans(event: Any) -> list[dict[str, Any]]:
-    """The entities of a decoded event as JSON-ready spans (label, start, end, score)."""
-    return [{"label": x.label, "start": x.start, "end": x.end, "score": x.score} for x in event.entities]
-
-
 def per_event_min(values: F64, event_of_item: I64, n_events: int) -> tuple[F64, I64]:
     """Per event: the smallest item value (inf when the event has none) and that item's index (-1)."""
     best = np.full(n_events, np.inf)
@@ -52,13 +47,14 @@ class Example:
     index: int
     event_id: str = field(compare=False)
     text: str | None = field(compare=False)
-    entities: list[dict[str, Any]] = field(compare=False)
+    entities: list[Any] = field(compare=False)  # the decoded EntityOut objects; spans built in as_dict
     detail: dict[str, Any] = field(compare=False, default_factory=dict)
     embedding: npt.NDArray[Any] | None = field(compare=False, default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"score": self.score, "index": self.index, "event_id": self.event_id, "text": self.text,
-                "entities": self.entities, **self.detail}
+                "entities": [{"label": x.label, "start": x.start, "end": x.end, "score": x.score}
+                             for x in self.entities], **self.detail}
 
 
 class LowestScores:
@@ -101,7 +97,7 @@ class LowestScores:
                     continue
                 e = events[i]
                 self.buckets.setdefault(key, []).append(
-                    Example(float(per_event[i]), base + i, e.event_id, e.text, entity_spans(e),
+                    Example(float(per_event[i]), base + i, e.event_id, e.text, e.entities,
                             detail(e, i) if detail is not None else {}, e.embedding))
                 touched.add(key)
             for key in touched:
