@@ -1,6 +1,8 @@
 """The README's run command: `nlpmon run --demo` with no Kafka configured (embedded broker, demo traffic).
 
-A newcomer must see the drifting demo model flagged in /metrics, the stable one not, and a clean stop.
+A newcomer must see the drifting demo model flagged in /metrics, the stable one not, the demo's late labels
+joined into quality figures, and a clean stop on Ctrl-C (SIGINT to the whole foreground process group, as a
+terminal sends it: the embedded broker must outlive nlpmon's final checkpoint).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def test_run_demo_on_the_embedded_broker_shows_drift(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--demo", "--port", "0"], cwd=ROOT,
-                                env={**env, "NLPMON_PROGRESS_INTERVAL_S": "2"}, stdout=fh, stderr=subprocess.STDOUT)
+                                env={**env, "NLPMON_PROGRESS_INTERVAL_S": "2"}, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group, like a terminal's job
         try:
             deadline = time.monotonic() + 150
             port = None
@@ -41,14 +44,18 @@ def test_run_demo_on_the_embedded_broker_shows_drift(tmp_path: Path) -> None:
                                         r'signal="embedding"\} 1\.0', metrics)
                     stable = re.search(r'nlpmon_drift_detected\{model="ner-support",model_version="1",'
                                        r'signal="embedding"\} 0\.0', metrics)
-                    if flagged and stable:
+                    quality = re.search(r'nlpmon_quality\{label="__micro__",metric="f1",model="ner-support",'
+                                        r'model_version="1"\} 0\.\d+', metrics)
+                    if flagged and stable and quality:
                         break
                 time.sleep(1)
             assert flagged and stable, f"no drift flag on the demo model in time:\n{log.read_text()[-3000:]}"
+            assert quality, "the demo's labels gave no quality figures"
             assert "starting the embedded Tansu broker" in log.read_text()
             assert re.search(r"nlpmon: [\d,]+ events \([\d,]+/s\)", log.read_text()), "no progress line"
         finally:
-            proc.send_signal(signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
             code = proc.wait(30)
-    assert code == 0
-    assert "embedded broker stopped" in log.read_text()
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "embedded broker stopped" in text and "DeliveryError" not in text
