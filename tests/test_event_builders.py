@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -235,3 +237,11 @@ def test_spacy_doc() -> None:
     assert e.entities[0].embedding is not None and float(e.entities[0].embedding[0]) == 0.5
     with pytest.raises(BuilderError, match="outside"):
         event_from_spacy_doc(doc, model="m", entity_scores={(11, 15, "PERSON"): 1.5})
+
+
+def test_nlpmon_imports_none_of_the_client_libraries() -> None:
+    code = ("import sys, service.cli, service.app.service, service.events.builders, service.integrations.faust_agent; "
+            "print(','.join(m for m in ('spacy', 'transformers', 'torch', 'tokenizers', 'faust', 'thinc') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "", f"imported at import time: {out.stdout.strip()}"
