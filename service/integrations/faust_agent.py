@@ -94,6 +94,7 @@ class FaustMonitor:
         self._reports: dict[str, Any] = {}
         self._dirty = False
         self._started = False
+        self._assigned_now: set[int] | None = None
         self._core = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlpmon-core")
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.topic = app.topic(topic, **raw)
@@ -172,7 +173,8 @@ class FaustMonitor:
         """Every ``report_interval_s``: liveness (the app's loop runs), then on the core thread revoked
         partitions dropped, reports and metrics refreshed."""
         self.last_tick = self.clock()
-        await self._on_core(self._refresh, self._assigned())
+        self._assigned_now = self._assigned()  # read on the loop; readiness() (HTTP threads) reads this copy
+        await self._on_core(self._refresh, self._assigned_now)
 
     def _refresh(self, assigned: set[int] | None) -> None:
         if assigned is not None:
@@ -210,8 +212,7 @@ class FaustMonitor:
             return dict(self._reports)
 
     def readiness(self) -> dict[str, bool]:
-        assigned = self._assigned()
-        return {"partitions_assigned": bool(assigned), "references_loaded": self.reference_error is None}
+        return {"partitions_assigned": bool(self._assigned_now), "references_loaded": self.reference_error is None}
 
     def stop(self) -> None:
         """Stop the HTTP server and the core thread (the Faust worker stops the agents)."""
