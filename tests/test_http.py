@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -223,3 +224,34 @@ def test_bind_error_is_one_line_and_stop_closes_the_port() -> None:
 def test_to_jsonable_handles_nested_numpy_values() -> None:
     value = {1: [np.float64("nan"), np.int32(2)], "m": np.arange(3).reshape(1, 3), "s": {np.float32(1.5)}}
     assert to_jsonable(value) == {"1": [None, 2], "m": [[0, 1, 2]], "s": [1.5]}
+
+
+def raw_request(server: ObservabilityServer, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and the exact bytes after them (HTTP/1.0: the server closes the connection)."""
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_head_is_answered_on_every_endpoint(served: tuple[ObservabilityServer, Fakes, CollectorRegistry]) -> None:
+    server, fakes, _ = served
+    fakes.checks = {"broker_reachable": False}
+    paths = ["/metrics", "/healthz", "/readyz", "/api", "/api/models", "/api/models/demo-ner", "/", "/models",
+             "/models/demo-ner", "/static/nlpmon.js", "/static/nlpmon.css", "/api/models/nope", "/nope",
+             "/models/demo-ner?refresh=x"]
+    statuses = set()
+    for path in paths:
+        status, headers, body = raw_request(server, "GET", path)
+        h_status, h_headers, h_body = raw_request(server, "HEAD", path)
+        assert (h_status, h_body) == (status, b""), path
+        assert h_headers["Content-Type"] == headers["Content-Type"], path
+        slack = 32 if path == "/metrics" else 0  # nlpmon_last_poll_age_seconds is computed at each scrape
+        assert abs(int(h_headers["Content-Length"]) - len(body)) <= slack and len(body) > 0, path
+        statuses.add(status)
+    assert statuses == {200, 400, 404, 503}

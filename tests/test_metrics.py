@@ -356,7 +356,8 @@ def test_catalogue_lists_every_exported_metric_with_its_help_and_labels(stream: 
     reports = {k: with_quality(r, quality(join_here={"labels": 1}, delays=[0, 1, 1, 1, 1]))
                for k, r in stream.reports.items()}
     metrics.observe_reports(reports, stream.alarms)
-    metrics.observe_batch(seconds=0.1, event_timestamps=[1.0], rejected_reasons=["malformed_json"])
+    metrics.observe_batch(seconds=0.1, event_timestamps=[1.0], rejected_reasons=["malformed_json"],
+                          unkeyed={"t": 1})
     metrics.observe_runner(runner_metrics(lag={("t", 0): 1}, assigned=(("t", 0),)))
     catalogue = {c["name"]: c for c in metric_catalogue()}
     exported: dict[str, set[str]] = {}
@@ -377,6 +378,15 @@ def test_catalogue_lists_every_exported_metric_with_its_help_and_labels(stream: 
         assert c["help"] and c["type"] in {"counter", "gauge", "histogram"}
         assert c["name"].startswith("nlpmon_")
         assert c["name"].endswith("_total") == (c["type"] == "counter")
+
+
+def test_unkeyed_events_are_counted_per_topic() -> None:
+    reg = CollectorRegistry()
+    metrics = NlpmonMetrics(reg, clock=FakeClock())
+    metrics.observe_batch(unkeyed={"predictions": 3, "labels": 0})
+    metrics.observe_batch(unkeyed={"predictions": 2, "labels": 4})
+    assert reg.get_sample_value("nlpmon_unkeyed_events_total", {"topic": "predictions"}) == 5
+    assert reg.get_sample_value("nlpmon_unkeyed_events_total", {"topic": "labels"}) == 4
 
 
 def test_docs_table_lists_exactly_the_catalogue() -> None:

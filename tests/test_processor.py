@@ -70,3 +70,19 @@ def test_labels_of_a_model_with_no_prediction_here_are_reported_as_orphans() -> 
     p.process(records([prediction("c")]))
     p.process_labels(records([label("c")], start=2))
     assert p.orphan_labels() == {"elsewhere": 2}
+
+
+def test_valid_events_without_a_kafka_key_are_counted() -> None:
+    p = MonitorPartitionProcessor("preds", 3, MonitorConfig(), References(), quality=DEFAULT, labels_topic="gt")
+    values = [prediction("a"), prediction("b", model="pos"), b"{broken", prediction("c"), prediction("d", "pos")]
+    keys = [None, b"", None, b"ner", None]  # empty and null keys both fail to key by model
+    batch = [Record(i, json.dumps(v).encode() if isinstance(v, dict) else v, k, 1_700_000_000_000)
+             for i, (v, k) in enumerate(zip(values, keys, strict=True))]
+    assert [r.reason for r in p.process(batch)] == ["malformed_json"]  # a keyless invalid one is a dead letter
+    stats = p.batch_stats.drain()
+    assert stats.unkeyed == {"preds": 3} and stats.unkeyed_models == ["ner", "pos"]
+    p.process(records([prediction("e")], start=5))  # keyed
+    assert p.batch_stats.drain().unkeyed == {}
+    p.process_labels([Record(0, json.dumps(label("a")).encode(), None, 1_700_000_000_000),
+                      Record(1, b"{broken", None, 1_700_000_000_000)])
+    assert p.batch_stats.drain().unkeyed == {"gt": 1}

@@ -32,6 +32,7 @@ from service.quality.quality_set import QualitySet
 from service.state import decode_state, encode_state
 
 STATE_KIND = "nlpmon.partition"
+UNKEYED_MODELS_KEPT = 5
 
 
 @dataclass
@@ -41,15 +42,24 @@ class BatchStats:
     seconds: float = 0.0
     event_times: list[float | None] = field(default_factory=list)
     rejected_reasons: list[str] = field(default_factory=list)
+    unkeyed: dict[str, int] = field(default_factory=dict)  # topic -> valid records without a Kafka key
+    unkeyed_models: list[str] = field(default_factory=list)  # models of the first few (for the log line)
 
     def add(self, seconds: float, times: list[float | None], reasons: list[str]) -> None:
         self.seconds += seconds
         self.event_times.extend(times)
         self.rejected_reasons.extend(reasons)
 
+    def add_unkeyed(self, topic: str, count: int, models: Sequence[str] = ()) -> None:
+        if count:
+            self.unkeyed[topic] = self.unkeyed.get(topic, 0) + count
+            self.unkeyed_models.extend(m for m in dict.fromkeys(models) if m not in self.unkeyed_models)
+            del self.unkeyed_models[UNKEYED_MODELS_KEPT:]
+
     def drain(self) -> BatchStats:
-        out = BatchStats(self.seconds, self.event_times, self.rejected_reasons)
+        out = BatchStats(self.seconds, self.event_times, self.rejected_reasons, self.unkeyed, self.unkeyed_models)
         self.seconds, self.event_times, self.rejected_reasons = 0.0, [], []
+        self.unkeyed, self.unkeyed_models = {}, []
         return out
 
 
@@ -66,8 +76,9 @@ class MonitorPartitionProcessor:
 
     def __init__(self, topic: str, partition: int, config: MonitorConfig, references: References,
                  on_alarms: Callable[[list[Alarm]], None] | None = None,
-                 quality: QualityConfig | None = None) -> None:
+                 quality: QualityConfig | None = None, labels_topic: str = "ground-truth") -> None:
         self.topic = topic
+        self.labels_topic = labels_topic
         self.partition = partition
         self.monitors = MonitorSet(config, references.profiles, references.events)
         self.quality = QualitySet(quality)
@@ -76,12 +87,18 @@ class MonitorPartitionProcessor:
         self.batch_stats = BatchStats()
 
     def process(self, records: Sequence[Record]) -> list[Rejected]:
-        """Decode, validate and monitor the records (one vectorised update per model); join them."""
+        """Decode, validate and monitor the records (one vectorised update per model); join them. Valid
+        records without a Kafka key (or with an empty one) are counted in ``batch_stats.unkeyed``."""
         t0 = time.perf_counter()
         result = self.monitors.process_lines([r.value for r in records])
         if result.events and self.joins:
             self.quality.add_predictions(result.events, now=_arrival(records))
         self.batch_stats.add(time.perf_counter() - t0, result.event_times, [r.reason for r in result.rejected])
+        if any(not r.key for r in records):
+            refused = {r.position for r in result.rejected}
+            valid = (r for i, r in enumerate(records) if i not in refused)  # in step with result.events
+            models = [e.model for r, e in zip(valid, result.events, strict=True) if not r.key]
+            self.batch_stats.add_unkeyed(self.topic, len(models), models)
         if result.alarms and self._on_alarms is not None:
             self._on_alarms(result.alarms)
         return [Rejected(records[r.position].offset, r.reason, r.detail) for r in result.rejected]
@@ -91,6 +108,10 @@ class MonitorPartitionProcessor:
         t0 = time.perf_counter()
         rejected = self.quality.add_label_lines([r.value for r in records], now=_arrival(records))
         reasons: list[str] = [exc.reason for _, exc in rejected]
+        if any(not r.key for r in records):
+            refused = {i for i, _ in rejected}
+            self.batch_stats.add_unkeyed(self.labels_topic, sum(1 for i, r in enumerate(records)
+                                                           if not r.key and i not in refused))
         no_times: list[float | None] = []  # label times are not prediction ages
         self.batch_stats.add(time.perf_counter() - t0, no_times, reasons)
         return [Rejected(records[i].offset, exc.reason, exc.detail) for i, exc in rejected]

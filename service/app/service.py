@@ -59,12 +59,14 @@ class NlpmonService:
         self._dirty = False
         self._split_models: set[str] = set()
         self._orphan_warned: set[tuple[str, int]] = set()
+        self._unkeyed_warned: set[tuple[str, int]] = set()
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
         proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor, self.references,
                                          on_alarms=self._collect_alarms,
-                                         quality=self.settings.quality if self.settings.ground_truth_topic else None)
+                                         quality=self.settings.quality if self.settings.ground_truth_topic else None,
+                                         labels_topic=self.settings.ground_truth_topic or "ground-truth")
         self._processors[(topic, partition)] = proc
         return proc
 
@@ -76,15 +78,30 @@ class NlpmonService:
         assert runner is not None
         self._events_seen += sum(p.events for p in batch.partitions)
         seconds, times, reasons = 0.0, [], []
-        for proc in self._processors.values():
+        unkeyed: dict[str, int] = {}
+        for (topic, partition), proc in self._processors.items():
             stats = proc.batch_stats.drain()
             seconds += stats.seconds
             times.extend(stats.event_times)
             reasons.extend(stats.rejected_reasons)
+            for name, n in stats.unkeyed.items():
+                unkeyed[name] = unkeyed.get(name, 0) + n
+                self._warn_unkeyed(name, partition, n, stats.unkeyed_models if name == topic else [])
         self.metrics.observe_batch(seconds=seconds, event_timestamps=times, rejected_reasons=reasons,
-                                   now=self.wall())
+                                   unkeyed=unkeyed, now=self.wall())
         self.metrics.observe_runner(runner.metrics())
         self._dirty = True
+
+    def _warn_unkeyed(self, topic: str, partition: int, count: int, models: list[str]) -> None:
+        """One warning per partition of each topic the first time it carries valid events without a key."""
+        if (topic, partition) in self._unkeyed_warned:
+            return
+        self._unkeyed_warned.add((topic, partition))
+        which = f" (models: {', '.join(models)})" if models else ""
+        log.warning("%d events without a Kafka key on %s[%d]%s: key every message by its model name "
+                    "(docs/events.md), or one model's events spread over partitions and are monitored as "
+                    "separate streams; counted in nlpmon_unkeyed_events_total, warned once per partition",
+                    count, topic, partition, which)
 
     def _on_poll(self) -> None:
         """After every poll: refresh reports and metrics when due (also when the stream went idle)."""

@@ -1,6 +1,7 @@
 """The small HTTP server of ``nlpmon run``: Prometheus metrics, health probes and the model reports.
 
-Endpoints (GET only; docs/api.md documents the JSON, docs/pages.md the pages):
+Endpoints (GET, and HEAD for each: the same status and headers without the body; docs/api.md documents
+the JSON, docs/pages.md the pages):
 
 - ``/metrics``: ``generate_latest(registry)`` in the Prometheus text format.
 - ``/healthz``: liveness. 200 when the consumer loop polled within ``liveness_limit_s`` (by the injected
@@ -282,8 +283,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     app: ObservabilityServer
     server_version = "nlpmon"
+    head_only = False
 
     def do_GET(self) -> None:
+        self.head_only = False
+        self._respond()
+
+    def do_HEAD(self) -> None:
+        """Every GET endpoint answers HEAD: the same status and headers, no body (curl -I, probes)."""
+        self.head_only = True
+        self._respond()
+
+    def _respond(self) -> None:
         parts = urlsplit(self.path)
         raw = parts.path.rstrip("/") or "/"
         api = raw == "/api" or raw.startswith("/api/") or raw in ("/healthz", "/readyz")
@@ -353,7 +364,8 @@ class _Handler(BaseHTTPRequestHandler):
                              "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
             self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
-        self.wfile.write(body)
+        if not self.head_only:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -89,6 +89,9 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_invalid_events_total", "counter", ("reason",),
        "Events (predictions and ground-truth labels) rejected by validation, by reason code (see "
        "docs/events.md); they go to the dead-letter topic."),
+    _m("nlpmon_unkeyed_events_total", "counter", ("topic",),
+       "Valid events (predictions or ground-truth labels) that arrived without a Kafka key, by topic; key every "
+       "message by its model name (docs/events.md)."),
     _m("nlpmon_batch_seconds", "histogram", (),
        "Wall time to decode, validate and monitor one consumed batch.", BATCH_SECONDS_BUCKETS),
     _m("nlpmon_event_age_seconds", "histogram", (),
@@ -365,9 +368,11 @@ class NlpmonMetrics:
     # -- per batch ----------------------------------------------------------------------------------------
     def observe_batch(self, *, seconds: float | None = None,
                       event_timestamps: Sequence[float | None] | npt.NDArray[np.float64] = (),
-                      rejected_reasons: Iterable[str] = (), now: float | None = None) -> None:
+                      rejected_reasons: Iterable[str] = (), unkeyed: Mapping[str, int] | None = None,
+                      now: float | None = None) -> None:
         """Record one processed batch: its duration, the event times (epoch s; None/NaN skipped) of its
-        valid events, and the reason code of each rejected event. Never blocks; O(batch) in numpy."""
+        valid events, the reason code of each rejected event, and ``{topic: valid events without a Kafka
+        key}``. Never blocks; O(batch) in numpy."""
         if seconds is not None:
             self._metrics["nlpmon_batch_seconds"].observe(seconds)
         ts = np.asarray(event_timestamps, dtype=np.float64)
@@ -381,6 +386,9 @@ class NlpmonMetrics:
                 else:
                     self._reasons.add(reason)
             self._child("nlpmon_invalid_events_total", (reason,)).inc(n)
+        for topic, n in (unkeyed or {}).items():
+            if n:
+                self._child("nlpmon_unkeyed_events_total", (topic,)).inc(n)
 
     def observe_runner(self, m: RunnerMetricsLike) -> None:
         """Copy the consumer loop's state (a ``RunnerMetrics``): lag, partitions, counters, circuit, poll."""
