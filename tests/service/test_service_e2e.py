@@ -28,7 +28,7 @@ from service.demo.generator import LABELS
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
 from service.observability.http import to_jsonable
-from tests.core.test_monitor import assert_close_tree
+from tests.core.test_monitor import EMBEDDING_TOL, assert_close_tree
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -202,8 +202,8 @@ def test_sigkill_mid_stream_then_restart_equals_uninterrupted(kafka_bootstrap: s
             r.pop(key)  # in memory only, for the pages: they start again after the restart
     # outlier scores are clipped, so many tie: which tied ones are kept depends on float rounding
     oa, ob = (sorted(o["score"] for o in r.pop("outliers")) for r in (want, got))
-    assert oa == pytest.approx(ob, rel=1e-4)
-    assert_close_tree(want, got)
+    assert oa == pytest.approx(ob, rel=EMBEDDING_TOL, abs=EMBEDDING_TOL)
+    assert_close_tree(want, got, EMBEDDING_TOL)
     restored = re.search(r"assigned \S+\[0\]@(\d+)", (tmp_path / "second.log").read_text())
     assert restored and 0 < int(restored.group(1)) <= 2000, "the restart did not resume from a snapshot"
 
