@@ -345,7 +345,7 @@ def test_registries_are_independent_and_the_global_one_is_untouched() -> None:
     assert value(a, "nlpmon_invalid_events_total", reason="x") == 1
     assert value(b, "nlpmon_invalid_events_total", reason="x") is None
     assert prometheus_client.REGISTRY.get_sample_value("nlpmon_build_info", {"version": "0.1.0"}) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
         NlpmonMetrics(a)  # the same metrics twice on one registry
 
 
@@ -650,11 +650,11 @@ def test_mirrored_histogram_rejects_malformed_growth() -> None:
 
     hist = MirroredHistogram("h", "doc", ("a",))
     series = hist.labels("x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"needs len\(edges\) \+ 1 = 3 values >= 0"):
         series.add([1.0, 2.0], [1, 2], 0.0)  # needs 3 values
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"values >= 0, got \[1.0, -1.0\]"):
         series.add([1.0], [1, -1], 0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"h takes labels \('a',\), got \('x', 'y'\)"):
         hist.labels("x", "y")
     assert series.add([1.0], [1, 2], 3.0) and not series.add([2.0], [1, 1], 0.0)
     (fam,) = hist.collect()

@@ -86,8 +86,10 @@ class EmbeddingFeaturizer:
         # a deterministic orientation: each axis points where the reference's (or `like`'s) axis points
         anchor = like._unit_basis() if like is not None and like.k == k else None
         signs = np.sign(np.sum(basis * anchor, axis=0)) if anchor is not None else np.sign(basis[0] + 1e-30)
-        basis = (basis * np.where(signs == 0, 1.0, signs)).astype(np.float32)
-        components = (basis / sd).astype(np.float32)
+        # C order, as from_state gives them: a restored featurizer then takes the same BLAS kernels and
+        # rounds exactly like the fitted one (an F-ordered operand rounds differently on small batches)
+        basis = np.ascontiguousarray(basis * np.where(signs == 0, 1.0, signs), dtype=np.float32)
+        components = np.ascontiguousarray(basis / sd, dtype=np.float32)
         z = (xc.astype(np.float32)) @ components
         # Norm clip and residual scale come from out-of-sample values (cross-fitted PCA): new texts lie
         # further from a fitted subspace than the texts that fitted it, and thresholds must hold for them.
@@ -183,11 +185,11 @@ class EmbeddingFeaturizer:
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> EmbeddingFeaturizer:
-        f = cls(np.asarray(s["mean"], np.float32), np.asarray(s["components"], np.float32),
+        f = cls(np.asarray(s["mean"], np.float32), np.ascontiguousarray(s["components"], np.float32),
                 float(s["z_clip"]), np.asarray(s["omega"], np.float32), np.asarray(s["phase"], np.float32),
                 float(s["r_mean"]), float(s["r_scale"]), float(s["r_clip"]),
                 np.asarray(s["ref_row_mean"], np.float64), float(s["sigma"]))
-        f._basis = np.asarray(s["basis"], np.float32)
+        f._basis = np.ascontiguousarray(s["basis"], np.float32)
         return f
 
 

@@ -48,7 +48,7 @@ def test_rejects_foreign_truncated_and_newer_data() -> None:
 
 
 def test_refuses_objects() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="cannot store object in a state"):
         encode_state({"x": object()})
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"cannot store arrays of dtype \|O"):
         encode_state({"x": np.array(["a"], dtype=object)})

@@ -88,12 +88,32 @@ def test_state_round_trip_resumes_exactly(n: int, cut: int, seed: int) -> None:
 
 
 def test_current_sums_merge_blocks_like_one_sketch() -> None:
+    """Fed in odd batches that cut blocks (so block sums are merged from partial sums, across a state round
+    trip too), the window's current sums equal those of one window fed everything at once and the brute
+    force. Integer-valued rows: float64 sums are exact in any order, so the comparison is exact."""
     rng = np.random.default_rng(1)
-    rows = rng.normal(size=(97, 4))
-    win = MultiScaleWindow(4, WINDOWS, BLOCK)
-    win.update(rows, np.ones(97), np.zeros(97))
-    s, it = win.current_sums(40)  # type: ignore[misc]
-    np.testing.assert_allclose(s, rows[95 - 40:95].sum(axis=0))  # 19 full blocks: events 0..94
-    assert it == 40
-    s5, _ = win.current_sums(5)  # type: ignore[misc]
-    np.testing.assert_allclose(s5, rows[-5:].sum(axis=0))
+    n = 97
+    rows = rng.integers(-50, 50, size=(n, 4)).astype(np.float64)
+    items = rng.integers(0, 3, n).astype(np.float64)
+    times = np.zeros(n)
+    one = MultiScaleWindow(4, WINDOWS, BLOCK)
+    one.update(rows, items, times)
+    merged = MultiScaleWindow(4, WINDOWS, BLOCK)
+    for a, b in itertools.pairwise([0, 3, 4, 11, 37, 38, 60, n]):
+        merged.update(rows[a:b], items[a:b], times[a:b])
+        if b == 37:  # mid-block: the open block's partial sum goes through the state
+            restored = MultiScaleWindow(4, WINDOWS, BLOCK)
+            restored.load_state(merged.state())
+            merged = restored
+    for w in WINDOWS:
+        end = n if w <= BLOCK else n - n % BLOCK  # long windows: whole blocks only (events 0..94)
+        want_sums, want_items = rows[end - w:end].sum(axis=0).tolist(), float(items[end - w:end].sum())
+        for win in (one, merged):
+            got = win.current_sums(w)
+            assert got is not None, w
+            assert got[0].tolist() == want_sums and got[1] == want_items, w
+    fresh = MultiScaleWindow(4, WINDOWS, BLOCK)
+    fresh.update(rows[:7], items[:7], times[:7])  # one whole block and a partial one
+    assert fresh.current_sums(10) is None and fresh.current_sums(40) is None
+    five = fresh.current_sums(5)
+    assert five is not None and five[0].tolist() == rows[2:7].sum(axis=0).tolist()

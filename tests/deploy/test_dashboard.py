@@ -244,9 +244,10 @@ def test_datasource_provisioning_points_at_prometheus() -> None:
     assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090" and ds["isDefault"] is True
     mounts = _grafana_mounts()
     assert mounts["deploy/grafana/provisioning/datasources"] == "/etc/grafana/provisioning/datasources"
-    if PROMETHEUS_CONFIG.is_file():  # the dashboard's $__interval floor matches the scrape interval
-        scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text()).get("global", {}).get("scrape_interval", "1m")
-        assert ds["jsonData"]["timeInterval"] == scrape
+    # the dashboard's $__interval floor matches the scrape interval of the shipped Prometheus config
+    assert PROMETHEUS_CONFIG.is_file(), "deploy/prometheus/prometheus.yml is shipped: it is missing"
+    scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text()).get("global", {}).get("scrape_interval", "1m")
+    assert ds["jsonData"]["timeInterval"] == scrape
 
 
 def test_dashboard_provider_points_at_the_mounted_dashboard_folder() -> None:
@@ -263,8 +264,7 @@ def test_dashboard_provider_points_at_the_mounted_dashboard_folder() -> None:
 
 
 def test_job_matchers_name_a_scrape_job() -> None:
-    if not PROMETHEUS_CONFIG.is_file():
-        pytest.skip("deploy/prometheus/prometheus.yml is not in the repository")
+    assert PROMETHEUS_CONFIG.is_file(), "deploy/prometheus/prometheus.yml is shipped: it is missing"
     jobs = {j["job_name"] for j in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
     used = {m for _, t in all_targets() for m in re.findall(r'job\s*=\s*"([^"]*)"', t["expr"])}
     assert used and used <= jobs

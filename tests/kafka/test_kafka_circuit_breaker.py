@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
@@ -117,15 +119,15 @@ def test_accepts_bytes_and_ignores_empty_batches() -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "message"),
     [
-        {"min_events": 200},
-        {"window_events": 0},
-        {"max_invalid_ratio": 0.0},
-        {"pause_s": 0.0},
-        {"max_consecutive_invalid": 0},
+        ({"min_events": 200}, "min_events <= window_events"),
+        ({"window_events": 0}, "1 <= min_events <= window_events"),
+        ({"max_invalid_ratio": 0.0}, "0 < max_invalid_ratio <= 1"),
+        ({"pause_s": 0.0}, "pause_s > 0"),
+        ({"max_consecutive_invalid": 0}, "max_consecutive_invalid >= 1"),
     ],
 )
-def test_rejects_bad_limits(overrides: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+def test_rejects_bad_limits(overrides: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
         breaker(FakeClock(), **overrides)

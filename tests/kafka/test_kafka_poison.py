@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -143,13 +144,39 @@ def test_failed_dead_letter_delivery_blocks_the_commit(kafka_bootstrap: str, kaf
     assert all(offset <= 150 for kind, offsets in timeline if kind == "commit" for _, _, offset in offsets)
 
 
+class SteppedClock:
+    """The runner's clock: ``time.monotonic()`` plus an offset that a test advances. The jump is applied in
+    the runner's ``on_poll`` (its own thread, between two polls), so no deadline the runner waits on inside
+    a poll (acks, queue space) ever sees it; only the pause of the circuit breaker does."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._offset = self._pending = 0.0
+        self.polls = 0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._pending += seconds
+
+    def on_poll(self) -> None:
+        with self._lock:
+            self._offset += self._pending
+            self._pending = 0.0
+            self.polls += 1
+
+
 def test_circuit_breaker_pauses_on_all_invalid_input(
     kafka_bootstrap: str, kafka_names: Names, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Scenario 7: with only invalid input the breaker opens, the partitions pause (nothing more is read
-    while open), the metrics and one log line say so; after the pause a trial batch re-opens it."""
+    while open), the metrics and one log line say so; when the pause is over a trial batch re-opens it.
+    The pause is an hour of the runner's (injected) clock: only advancing that clock ends it."""
     make_topic(kafka_bootstrap, kafka_names.topic, 1)
     produce(kafka_bootstrap, kafka_names.topic, [(0, None, b"garbage %d" % i) for i in range(3000)])
+    pause_s = 3600.0
     settings = settings_for_test(
         kafka_bootstrap,
         kafka_names,
@@ -158,10 +185,11 @@ def test_circuit_breaker_pauses_on_all_invalid_input(
         circuit_min_events=100,
         circuit_max_invalid_ratio=0.5,
         circuit_max_consecutive_invalid=150,
-        circuit_pause_s=1.5,
+        circuit_pause_s=pause_s,
     )
     logger = logging.getLogger("runner.breaker")
-    runner = ConsumerRunner(settings, counting_factory, logger=logger)
+    clock = SteppedClock()
+    runner = ConsumerRunner(settings, counting_factory, logger=logger, clock=clock, on_poll=clock.on_poll)
     worker = RunnerThread(runner).start()
     try:
         with caplog.at_level(logging.ERROR, logger="runner.breaker"):
@@ -171,13 +199,16 @@ def test_circuit_breaker_pauses_on_all_invalid_input(
             assert "invalid" in opened.circuit_reason
             processed_at_open = sum(opened.events_processed.values())
             assert processed_at_open < 3000
-            # While open (1.5 s) nothing more is consumed.
-            deadline = time.monotonic() + 0.8
-            while time.monotonic() < deadline:
-                assert sum(runner.metrics().events_processed.values()) == processed_at_open
-                time.sleep(0.05)
+            # While open nothing more is consumed: the loop keeps polling (5 polls), reading nothing.
+            polls_at_open = clock.polls
+            wait_until(lambda: clock.polls >= polls_at_open + 5, 20, "five polls while paused")
+            still = runner.metrics()
+            assert sum(still.events_processed.values()) == processed_at_open
+            assert still.paused and still.circuit_state == "open" and still.circuit_trips == 1
+            assert runner.circuit_breaker.seconds_until_retry() > pause_s - 600
+            clock.advance(pause_s)
             wait_until(
-                lambda: runner.metrics().circuit_trips >= 2, 10, "the trial batch to re-open the breaker"
+                lambda: runner.metrics().circuit_trips >= 2, 20, "the trial batch to re-open the breaker"
             )
             assert sum(runner.metrics().events_processed.values()) > processed_at_open
         lines = [r.getMessage() for r in caplog.records if "circuit breaker OPEN" in r.getMessage()]

@@ -32,23 +32,18 @@ def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(
     process restores the snapshots and ends with exactly the state of an uninterrupted run."""
     make_topic(kafka_bootstrap, kafka_names.topic, 2)
     ends = produce(kafka_bootstrap, kafka_names.topic, model_events(4000, 2))
-    # About 1,600 events/s: slow enough to be killed mid-stream; checkpoints every 500 events.
-    args = ("--batch-size", "50", "--checkpoint-events", "500", "--delay-s", "0.03")
-    victim = RunnerProcess(kafka_bootstrap, kafka_names, *args)
+    # Checkpoints every 500 events; after 1200 the victim blocks before its next batch (whatever the machine's
+    # speed), holding about 200 processed events that no checkpoint covers.
+    args = ("--batch-size", "50", "--checkpoint-events", "500")
+    victim = RunnerProcess(kafka_bootstrap, kafka_names, *args, "--hang-after-events", "1200")
     try:
-        line = victim.next_line(
-            lambda m: (
-                m["event"] == "batch"
-                and m["processed"] >= 1200
-                and any(int(o) > m["committed"].get(p, -1) for p, o in m["next_offsets"].items())
-            ),
-            30,
-            "1200 events processed with uncommitted work",
-        )
+        line = victim.next_line(lambda m: m["event"] == "batch" and m["processed"] >= 1200, 30, "1200 events")
+        victim.next_line(lambda m: m["event"] == "hanging", 30, "the victim to block before its next batch")
     finally:
         victim.kill()  # SIGKILL: no checkpoint, no leave-group
     assert victim.process.returncode == -signal.SIGKILL
-    assert line["processed"] < 4000
+    assert 1200 <= line["processed"] < 4000
+    assert any(int(o) > line["committed"].get(p, -1) for p, o in line["next_offsets"].items()), line
     committed_at_kill = committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 2)
     assert sum(max(o, 0) for o in committed_at_kill.values()) < line["processed"]
 
@@ -80,7 +75,8 @@ def test_sigterm_finishes_in_flight_batch_and_saves_within_grace(
     kafka_bootstrap: str, kafka_names: Names
 ) -> None:
     """Scenario 8: SIGTERM lands while a (slow) batch is in the processor; that batch completes, its
-    snapshot and offsets are saved, and the process exits within the 5 s grace period."""
+    snapshot and offsets are saved, and the process exits within the 5 s grace period. The batch waits in
+    the processor for the signal (``--hold-until-signal-at``), so the signal is in flight by construction."""
     make_topic(kafka_bootstrap, kafka_names.topic, 1)
     ends = produce(kafka_bootstrap, kafka_names.topic, model_events(3000, 1))
     runner = RunnerProcess(
@@ -90,18 +86,19 @@ def test_sigterm_finishes_in_flight_batch_and_saves_within_grace(
         "100",
         "--checkpoint-events",
         "100000",
-        "--delay-s",
+        "--delay-s",  # slow batches: the fetch statistics (the lag) arrive long before the end
         "0.4",
         "--grace-s",
         "5",
+        "--hold-until-signal-at",
+        "299",
     )
     try:
         # Lag comes from the fetch statistics (hi_offset), not from the watermarks Tansu gets wrong.
         with_lag = runner.next_line(lambda m: m["event"] == "batch" and m["lag"].get("0", 0) > 0, 30, "a lag")
         assert with_lag["lag"]["0"] + with_lag["next_offsets"]["0"] == ends[0]
-        in_flight = runner.next_line(
-            lambda m: m["event"] == "processing" and m["last_offset"] >= 299, 30, "a batch in the processor"
-        )
+        in_flight = runner.next_line(lambda m: m["event"] == "processing" and m["held"], 30, "a held batch")
+        assert in_flight["last_offset"] >= 299
         signalled = time.monotonic()
         runner.process.send_signal(signal.SIGTERM)
         exit_line = runner.next_line(lambda m: m["event"] == "exit", 10, "the exit line")
@@ -116,6 +113,6 @@ def test_sigterm_finishes_in_flight_batch_and_saves_within_grace(
     committed = committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 1)[0]
     finals = final_states(kafka_bootstrap, kafka_names, 1)
     assert committed == finals[0]["next_offset"] == exit_line["processed"], (committed, finals[0], exit_line)
-    assert saved <= committed < ends[0], "the in-flight batch must be finished and saved, the rest left"
+    assert committed == saved < ends[0], "the in-flight batch must be finished and saved, nothing after it"
     assert finals[0]["last_offset"] + 1 == committed and finals[0]["records"] == committed
     assert finals[0]["duplicates"] == 0

@@ -133,24 +133,35 @@ def test_rebalance_second_consumer_hands_over_state(kafka_bootstrap: str, kafka_
     """Scenario 4: a second member joins mid-stream; revoked partitions are checkpointed and restored by
     their new owner: no gap, no double count in any partition."""
     make_topic(kafka_bootstrap, kafka_names.topic, 4)
-    ends = produce(kafka_bootstrap, kafka_names.topic, model_events(4000, 4, models=8))
+    ends = produce(kafka_bootstrap, kafka_names.topic, model_events(1000, 4, models=8))
+    next_id = 1000
     settings = settings_for_test(
         kafka_bootstrap, kafka_names, batch_size=50, checkpoint_interval_events=10_000
     )
 
-    def slow_factory(topic: str, partition: int) -> CountingProcessor:
-        return CountingProcessor(topic, partition, delay_s=0.04)  # about 1,250 events/s per member
+    def more(n: int) -> None:
+        nonlocal next_id
+        acked = produce(kafka_bootstrap, kafka_names.topic, model_events(n, 4, models=8, start_id=next_id))
+        for p, end in acked.items():
+            ends[p] = max(ends.get(p, 0), end)
+        next_id += n
 
-    first = ConsumerRunner(settings, slow_factory, logger=logging.getLogger("runner.first"))
-    second = ConsumerRunner(settings, slow_factory, logger=logging.getLogger("runner.second"))
+    first = ConsumerRunner(settings, counting_factory, logger=logging.getLogger("runner.first"))
+    second = ConsumerRunner(settings, counting_factory, logger=logging.getLogger("runner.second"))
     workers = [RunnerThread(first).start()]
     try:
         wait_until(
-            lambda: sum(first.metrics().events_processed.values()) >= 200, 20, "the first member to start"
+            lambda: all(first.metrics().events_processed.get((kafka_names.topic, p), 0) >= 50 for p in range(4)),
+            20, "the first member to work on every partition",
         )
         workers.append(RunnerThread(second).start())
-        wait_until(lambda: second.metrics().assigned or workers[1].done, 20, "the second member's assignment")
-        assert sum(first.metrics().events_processed.values()) < 4000, "the stream ended before the rebalance"
+        # The stream keeps flowing until the second member holds partitions: the handover happens mid-stream
+        # however long the join takes (JoinGroup is held for session.timeout.ms / 2).
+        deadline = time.monotonic() + 30
+        while not (second.metrics().assigned or workers[1].done):
+            assert time.monotonic() < deadline and next_id < 100_000, "the second member got no assignment"
+            more(100)
+        more(1000)  # and goes on after it, for both owners
         wait_until(
             lambda: reached([first, second], kafka_names.topic, ends) or any(w.done for w in workers),
             40,
@@ -164,21 +175,27 @@ def test_rebalance_second_consumer_hands_over_state(kafka_bootstrap: str, kafka_
         for worker in workers:
             worker.finish()
     assert all(w.error is None for w in workers), [w.error for w in workers]
+    total = next_id
     assert committed_offsets(kafka_bootstrap, kafka_names.group, kafka_names.topic, 4) == ends
+    assert sum(ends.values()) == total
     finals = final_states(kafka_bootstrap, kafka_names, 4)
     reference = reference_states(kafka_bootstrap, kafka_names.topic, 4)
     assert {p: {k: v for k, v in s.items() if k != "next_offset"} for p, s in finals.items()} == reference
     assert all(s["duplicates"] == 0 for s in finals.values())
-    assert sum(sum(s["counts"].values()) for s in finals.values()) == 4000
+    assert sum(sum(s["counts"].values()) for s in finals.values()) == total
+    # The second member's partitions had state from the first, handed over through the snapshots.
+    taken = [(t, p) for t, p in owned_second if t == kafka_names.topic]
+    assert taken and all(first.metrics().events_processed[k] > 0 for k in taken)
+    assert all(second.metrics().events_processed.get(k, 0) > 0 for k in taken)
     # Together the members processed each event once: the handover re-read nothing and skipped nothing.
     processed = sum(first.metrics().events_processed.values()) + sum(
         second.metrics().events_processed.values()
     )
-    assert processed == 4000
+    assert processed == total
 
 
 def test_lost_partitions_are_dropped_and_restored(kafka_bootstrap: str, kafka_names: Names) -> None:
-    """Scenario 5: the member stalls in its processor past max.poll.interval.ms and the group drops it.
+    """Scenario 5: the member stalls in its processor until max.poll.interval.ms made it leave the group.
     Its commits for the lost partitions fail (nothing is committed past the last checkpoint), their state
     is dropped, and on re-assignment it is restored from the snapshots: the final state equals the
     uninterrupted run."""
@@ -192,22 +209,31 @@ def test_lost_partitions_are_dropped_and_restored(kafka_bootstrap: str, kafka_na
         consumer_options={"max.poll.interval.ms": 2500},
     )
     stalled: list[int] = []
+    consumers: list[Any] = []
 
     def stalling_factory(topic: str, partition: int) -> CountingProcessor:
         processor = CountingProcessor(topic, partition)
         original = processor.process
 
         def process(records: Any) -> Any:
-            if records[0].offset >= 400 and not stalled:  # once, mid-stream, longer than the poll interval
+            if records[0].offset >= 400 and not stalled:  # once, mid-stream, until the group drops the member
                 stalled.append(partition)
-                time.sleep(3.5)
+                wait_until(lambda: not consumers[0].memberid(), 30, "max.poll.interval.ms to drop the member")
             return original(records)
 
         processor.process = process  # type: ignore[method-assign]
         return processor
 
     timeline: list[tuple[str, Any]] = []
-    runner = ConsumerRunner(settings, stalling_factory, **recording_factories(timeline))
+    factories = recording_factories(timeline)
+    make_consumer = factories["consumer_factory"]
+
+    def consumer_factory(config: dict[str, Any]) -> Any:
+        consumers.append(make_consumer(config))
+        return consumers[-1]
+
+    factories["consumer_factory"] = consumer_factory
+    runner = ConsumerRunner(settings, stalling_factory, **factories)
     worker = RunnerThread(runner).start()
     try:
         wait_until(lambda: stalled or worker.done, 30, "the stall")

@@ -261,16 +261,33 @@ def test_store_keeps_the_two_newest_acknowledged_snapshots_and_tombstones_the_re
 
 
 def test_store_commits_nothing_to_retention_until_every_chunk_is_acknowledged() -> None:
-    """A failed chunk delivery raises DeliveryError (the runner then never commits) and tombstones
-    nothing: the previous snapshots stay."""
-    producer = FakeProducer(fail=frozenset({8}))  # the 4th chunk of the second snapshot
-    store = fake_store(producer)
-    store.write(PartitionSnapshot("t", 3, 10, b"a" * 2500))
-    store.wait_all_acked(1)
-    store.write(PartitionSnapshot("t", 3, 20, b"b" * 2500))
+    """Retention (tombstoning the snapshots that fall out of the newest two) happens only once every chunk
+    of the newer snapshot is acknowledged: a failed chunk raises DeliveryError (the runner then never
+    commits) and tombstones nothing, so the two previous snapshots stay and the newest complete one is what
+    a restore finds. The same writes with every chunk acknowledged do tombstone the oldest one."""
+
+    def three_snapshots(producer: FakeProducer) -> StateStore:
+        store = fake_store(producer)
+        for offset in (10, 20):
+            store.write(PartitionSnapshot("t", 3, offset, bytes([offset]) * 2500))
+            store.wait_all_acked(1)
+        store.write(PartitionSnapshot("t", 3, 30, b"c" * 2500))
+        return store
+
+    healthy = FakeProducer()
+    three_snapshots(healthy).wait_all_acked(1)
+    assert [v for _, _, v in healthy.log].count(None) == 5  # snapshot 10's five chunks tombstoned
+
+    failing = FakeProducer(fail=frozenset({12}))  # the 3rd chunk of the third snapshot
+    store = three_snapshots(failing)
     with pytest.raises(DeliveryError, match="1 of 5 messages failed"):
         store.wait_all_acked(1)
-    assert all(value is not None for _, _, value in producer.log)
+    assert len(failing.log) == 15 and all(value is not None for _, _, value in failing.log)
+    assert store.tombstones_written_total == 0
+    delivered = live_of([(key, value) for i, (_, key, value) in enumerate(failing.log) if i not in failing.fail])
+    assert sorted({int(decode_chunk(v).snapshot_id.split("-")[0]) for _, v in delivered.values()}) == [10, 20, 30]
+    restored = select_latest("t", 3, BASE, delivered).snapshot
+    assert restored is not None and restored.next_offset == 20  # the torn one is not taken
 
 
 def test_store_refuses_an_oversized_snapshot_in_one_line_and_writes_nothing() -> None:
@@ -288,13 +305,22 @@ def test_settings_chunk_defaults_and_bounds() -> None:
     settings = KafkaSettings()
     assert settings.snapshot_chunk_bytes == DEFAULT_CHUNK_BYTES == 512 * 1024
     assert settings.max_snapshot_bytes == DEFAULT_MAX_SNAPSHOT_BYTES == 256 * 1024 * 1024
-    for bad in ({"snapshot_chunk_bytes": MIN_CHUNK_BYTES - 1}, {"snapshot_chunk_bytes": 65 * 1024 * 1024}):
-        with pytest.raises(ValueError):
+    for bad, message in (
+        ({"snapshot_chunk_bytes": MIN_CHUNK_BYTES - 1},
+         rf"snapshot_chunk_bytes\s+Input should be greater than or equal to {MIN_CHUNK_BYTES}"),
+        ({"snapshot_chunk_bytes": 65 * 1024 * 1024},
+         r"snapshot_chunk_bytes\s+Input should be less than or equal to 67108864"),
+    ):
+        with pytest.raises(ValueError, match=message):
             KafkaSettings(**bad)
-    with pytest.raises(ValueError, match=r"message\.max\.bytes=1000000"):
+    with pytest.raises(ValueError, match=r"snapshot_chunk_bytes=999500 leaves no room .*message\.max\.bytes=1000000"):
         KafkaSettings(snapshot_chunk_bytes=999_500)
+    # a chunk larger than the default message.max.bytes is accepted once the producer's limit is raised
+    with pytest.raises(ValueError, match=r"message\.max\.bytes=1000000"):
+        KafkaSettings(snapshot_chunk_bytes=2 * 1024 * 1024)
     raised = {"message.max.bytes": 4_000_000}
-    assert KafkaSettings(snapshot_chunk_bytes=2 * 1024 * 1024, producer_options=raised).snapshot_chunk_bytes
+    settings = KafkaSettings(snapshot_chunk_bytes=2 * 1024 * 1024, producer_options=raised)
+    assert settings.snapshot_chunk_bytes == 2 * 1024 * 1024 and settings.producer_options == raised
 
 
 # ---------------------------------------------------------------------- a real broker

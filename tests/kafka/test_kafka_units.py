@@ -45,19 +45,20 @@ def test_settings_defaults_and_validation() -> None:
     assert settings.batch_size == 5000 and settings.session_timeout_ms == 10_000
     assert settings.effective_heartbeat_ms() == 3333
     assert KafkaSettings(bootstrap_servers=" a:1 , b:2 ").bootstrap_servers == "a:1,b:2"
-    for bad in (
-        {"topic": "bad topic"},
-        {"bootstrap_servers": "nohostport"},
-        {"state_topic": "nlpmon.predictions"},
-        {"circuit_min_events": 2000},
-        {"consumer_options": {"enable.auto.commit": True}},
-        {"heartbeat_interval_ms": 20_000},
-        {"unknown_field": 1},
+    for bad, message in (
+        ({"topic": "bad topic"}, r"\ntopic\s+Value error, invalid Kafka topic name 'bad topic'"),
+        ({"bootstrap_servers": "nohostport"}, r"bootstrap_servers 'nohostport' must be host:port"),
+        ({"state_topic": "nlpmon.predictions"}, r"state_topic .*must be different topics"),
+        ({"circuit_min_events": 2000}, r"circuit_min_events must not exceed circuit_window_events"),
+        ({"consumer_options": {"enable.auto.commit": True}},
+         r"consumer_options may not set \['enable\.auto\.commit'\]"),
+        ({"heartbeat_interval_ms": 20_000}, r"heartbeat_interval_ms must be smaller than session_timeout_ms"),
+        ({"unknown_field": 1}, r"unknown_field\s+Extra inputs are not permitted"),
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=message):
             KafkaSettings(**bad)
-    with pytest.raises(ValueError):
-        KafkaSettings().batch_size = 3  # frozen
+    with pytest.raises(ValueError, match=r"batch_size\s+Instance is frozen"):
+        KafkaSettings().batch_size = 3
 
 
 def test_snapshot_codec_round_trip_and_errors() -> None:
@@ -65,14 +66,14 @@ def test_snapshot_codec_round_trip_and_errors() -> None:
     data = encode_snapshot(snapshot)
     assert decode_snapshot(data) == snapshot
     assert snapshot_key("g", "t", 3) == b"g/t/3"
-    for bad in (
-        b"",
-        b"XXXXXXXX" + data[8:],
-        data[:8] + b"\x09" + data[9:],
-        data[:14] + b"!" + data[15:],
-        data[:20],
+    for bad, message in (
+        (b"", "too short"),
+        (b"XXXXXXXX" + data[8:], "bad magic"),
+        (data[:8] + b"\x09" + data[9:], "format version 9"),
+        (data[:14] + b"!" + data[15:], "bad snapshot header"),
+        (data[:20], "bad snapshot header"),
     ):
-        with pytest.raises(SnapshotFormatError):
+        with pytest.raises(SnapshotFormatError, match=message):
             decode_snapshot(bad)
 
 

@@ -47,7 +47,7 @@ def test_undefined_cases() -> None:
     assert np.isnan(f1_drop_score((0.8, np.nan), (0.7, 0.01)))
     assert f1_drop_score((0.9, 0.0), (0.9, 0.0)) == 0.0 and f1_drop_score((0.9, 0.0), (0.8, 0.0)) == np.inf
     assert np.isnan(calibration_gap_score(np.zeros(0), np.zeros(0, bool), 10))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\)"):
         z_threshold(0)
 
 

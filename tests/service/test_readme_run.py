@@ -32,7 +32,7 @@ def test_run_demo_on_the_embedded_broker_shows_drift(tmp_path: Path) -> None:
         try:
             deadline = time.monotonic() + 150
             port = None
-            flagged = stable = None
+            flagged = stable = quality = None
             while time.monotonic() < deadline:
                 assert proc.poll() is None, log.read_text()[-3000:]
                 text = log.read_text()
