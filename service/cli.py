@@ -34,6 +34,8 @@ def _yaml_settings(path: str | None) -> dict[str, Any]:
         loaded = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {p} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"config file {p} nests too deep to read") from None
     if not isinstance(loaded, dict):
         raise UsageError(f"config file {p} must hold a mapping of settings")
     return loaded

@@ -29,7 +29,7 @@ from service.monitor.monitor_set import MonitorSet
 from service.monitor.reference import ReferenceProfile
 from service.quality.quality_monitor import QualityConfig
 from service.quality.quality_set import QualitySet
-from service.state import decode_state, encode_state
+from service.state import SnapshotError, decode_state, encode_state, malformed_state
 
 STATE_KIND = "nlpmon.partition"
 
@@ -118,14 +118,19 @@ class MonitorPartitionProcessor:
         return encode_state({"kind": STATE_KIND, "monitor_set": inner, "quality": self.quality.state()})
 
     def restore(self, data: bytes) -> None:
+        """Replace the state by a :meth:`snapshot`. Raises SnapshotError (a ValueError: the runner's
+        StateRestoreError) on any bytes that are not one, however corrupt or hostile."""
         s = decode_state(data)
-        if s.get("kind") == MONITOR_SET_KIND:  # a snapshot of a build without the quality join
-            self.monitors.restore(data)
-            return
-        if s.get("kind") != STATE_KIND:
-            raise ValueError("not an nlpmon partition snapshot")
-        self.monitors.restore(np.asarray(s["monitor_set"], dtype=np.uint8).tobytes())
-        self.quality.restore(s["quality"])
+        with malformed_state(f"snapshot of {self.topic}[{self.partition}]"):
+            if not isinstance(s, dict):
+                raise SnapshotError("not an nlpmon partition snapshot")
+            if s.get("kind") == MONITOR_SET_KIND:  # a snapshot of a build without the quality join
+                self.monitors.restore(data)
+                return
+            if s.get("kind") != STATE_KIND:
+                raise SnapshotError("not an nlpmon partition snapshot")
+            self.monitors.restore(np.asarray(s["monitor_set"], dtype=np.uint8).tobytes())
+            self.quality.restore(s["quality"])
 
 
 def _arrival(records: Sequence[Record]) -> float | None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.events import Event, InvalidEvent, decode_event
+from service.events import Event, EventDecoder, InvalidEvent
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm, ModelMonitor
 from service.monitor.reference import ReferenceProfile
@@ -109,11 +109,12 @@ class MonitorSet:
         events: list[Event] = []
         positions: list[int] = []
         rejected: list[Rejection] = []
+        decoder = EventDecoder()
         for i, raw in enumerate(lines):
             try:
                 if raw is None:
                     raise InvalidEvent("malformed_json", "message has no value")
-                e = decode_event(raw)
+                e = decoder.decode(raw)
                 self._check_dims(e)
             except InvalidEvent as exc:
                 rejected.append(Rejection(i, exc.reason, exc.detail))
