@@ -356,7 +356,8 @@ def test_catalogue_lists_every_exported_metric_with_its_help_and_labels(stream: 
     reports = {k: with_quality(r, quality(join_here={"labels": 1}, delays=[0, 1, 1, 1, 1]))
                for k, r in stream.reports.items()}
     metrics.observe_reports(reports, stream.alarms)
-    metrics.observe_batch(seconds=0.1, event_timestamps=[1.0], rejected_reasons=["malformed_json"])
+    metrics.observe_batch(seconds=0.1, event_timestamps=[1.0], rejected_reasons=["malformed_json"],
+                          clock_skew={("demo-ner", "1", "future"): 1})
     metrics.observe_runner(runner_metrics(lag={("t", 0): 1}, assigned=(("t", 0),)))
     catalogue = {c["name"]: c for c in metric_catalogue()}
     exported: dict[str, set[str]] = {}

@@ -5,7 +5,12 @@ One ``MonitorPartitionProcessor`` per assigned partition of the prediction topic
 config (the service has a ground-truth topic) it also receives the
 records of the same partition of the ground-truth topic (``process_labels``): both topics are keyed by
 model, so a model's predictions and labels meet in one processor and its join state lives in one
-snapshot with the offsets of both. Arrival time of the join is the Kafka record timestamp.
+snapshot with the offsets of both. Arrival time of the join is the Kafka record timestamp (never later
+than the processing time plus ``max_clock_skew_seconds``).
+
+Processing time: the injected ``clock`` (wall time, epoch seconds), read once per batch and handed to the
+pure core, which checks every event's clock against it (``MonitorSet.process_lines``): skewed prediction
+times are clamped for the metrics and unknown to windows; skewed label times are unknown to the join.
 
 Snapshot: ``encode_state({"kind": "nlpmon.partition", "monitor_set": <MonitorSet snapshot bytes>,
 "quality": <QualitySet state>})``; a bare MonitorSet snapshot of earlier builds is still restored.
@@ -14,6 +19,7 @@ Snapshot: ``encode_state({"kind": "nlpmon.partition", "monitor_set": <MonitorSet
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +31,7 @@ from service.kafka.processor import Record, Rejected
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm
 from service.monitor.monitor_set import STATE_KIND as MONITOR_SET_KIND
-from service.monitor.monitor_set import MonitorSet
+from service.monitor.monitor_set import ClockSkew, MonitorSet
 from service.monitor.reference import ReferenceProfile
 from service.quality.quality_monitor import QualityConfig
 from service.quality.quality_set import QualitySet
@@ -41,15 +47,19 @@ class BatchStats:
     seconds: float = 0.0
     event_times: list[float | None] = field(default_factory=list)
     rejected_reasons: list[str] = field(default_factory=list)
+    # events with a skewed clock, by (model, version, direction): future or past
+    clock_skew: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
-    def add(self, seconds: float, times: list[float | None], reasons: list[str]) -> None:
+    def add(self, seconds: float, times: list[float | None], reasons: list[str],
+            skews: Sequence[ClockSkew] = ()) -> None:
         self.seconds += seconds
         self.event_times.extend(times)
         self.rejected_reasons.extend(reasons)
+        self.clock_skew.update((s.model, s.model_version, s.direction) for s in skews)
 
     def drain(self) -> BatchStats:
-        out = BatchStats(self.seconds, self.event_times, self.rejected_reasons)
-        self.seconds, self.event_times, self.rejected_reasons = 0.0, [], []
+        out = BatchStats(self.seconds, self.event_times, self.rejected_reasons, self.clock_skew)
+        self.seconds, self.event_times, self.rejected_reasons, self.clock_skew = 0.0, [], [], Counter()
         return out
 
 
@@ -62,13 +72,18 @@ class References:
 
 
 class MonitorPartitionProcessor:
-    """Implements ``service.kafka.processor.PartitionProcessor`` over a MonitorSet. Not thread-safe."""
+    """Implements ``service.kafka.processor.PartitionProcessor`` over a MonitorSet. Not thread-safe.
+
+    ``clock``: the processing time (epoch seconds), read once per batch (see the module docstring).
+    """
 
     def __init__(self, topic: str, partition: int, config: MonitorConfig, references: References,
                  on_alarms: Callable[[list[Alarm]], None] | None = None,
-                 quality: QualityConfig | None = None) -> None:
+                 quality: QualityConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.topic = topic
         self.partition = partition
+        self.config = config
+        self._clock = clock
         self.monitors = MonitorSet(config, references.profiles, references.events)
         self.quality = QualitySet(quality)
         self.joins = quality is not None  # None: no ground-truth topic, predictions skip the join
@@ -78,10 +93,12 @@ class MonitorPartitionProcessor:
     def process(self, records: Sequence[Record]) -> list[Rejected]:
         """Decode, validate and monitor the records (one vectorised update per model); join them."""
         t0 = time.perf_counter()
-        result = self.monitors.process_lines([r.value for r in records])
+        now = self._clock()
+        result = self.monitors.process_lines([r.value for r in records], now=now)
         if result.events and self.joins:
-            self.quality.add_predictions(result.events, now=_arrival(records))
-        self.batch_stats.add(time.perf_counter() - t0, result.event_times, [r.reason for r in result.rejected])
+            self.quality.add_predictions(result.events, now=self._arrival(records, now))
+        self.batch_stats.add(time.perf_counter() - t0, result.event_times, [r.reason for r in result.rejected],
+                             result.clock_skew)
         if result.alarms and self._on_alarms is not None:
             self._on_alarms(result.alarms)
         return [Rejected(records[r.position].offset, r.reason, r.detail) for r in result.rejected]
@@ -89,7 +106,11 @@ class MonitorPartitionProcessor:
     def process_labels(self, records: Sequence[Record]) -> list[Rejected]:
         """Decode and join ground-truth records of the same partition of the ground-truth topic."""
         t0 = time.perf_counter()
-        rejected = self.quality.add_label_lines([r.value for r in records], now=_arrival(records))
+        now = self._clock()
+        cfg = self.config
+        rejected = self.quality.add_label_lines(
+            [r.value for r in records], now=self._arrival(records, now),
+            clock_range=(now - cfg.max_event_age_seconds, now + cfg.max_clock_skew_seconds))
         reasons: list[str] = [exc.reason for _, exc in rejected]
         no_times: list[float | None] = []  # label times are not prediction ages
         self.batch_stats.add(time.perf_counter() - t0, no_times, reasons)
@@ -132,8 +153,10 @@ class MonitorPartitionProcessor:
             self.monitors.restore(np.asarray(s["monitor_set"], dtype=np.uint8).tobytes())
             self.quality.restore(s["quality"])
 
-
-def _arrival(records: Sequence[Record]) -> float | None:
-    """The batch's arrival time for the join: its newest record timestamp (seconds), if any."""
-    stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None and r.timestamp_ms > 0]
-    return max(stamps) / 1000.0 if stamps else None
+    def _arrival(self, records: Sequence[Record], now: float) -> float | None:
+        """The batch's arrival time for the join: its newest record timestamp (seconds), if any, never later
+        than ``now`` plus the clock skew allowed (a producer sets record timestamps too)."""
+        stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None and r.timestamp_ms > 0]
+        if not stamps:
+            return None
+        return min(max(stamps) / 1000.0, now + self.config.max_clock_skew_seconds)

@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -64,7 +65,8 @@ class NlpmonService:
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
         proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor, self.references,
                                          on_alarms=self._collect_alarms,
-                                         quality=self.settings.quality if self.settings.ground_truth_topic else None)
+                                         quality=self.settings.quality if self.settings.ground_truth_topic else None,
+                                         clock=self.wall)
         self._processors[(topic, partition)] = proc
         return proc
 
@@ -76,13 +78,15 @@ class NlpmonService:
         assert runner is not None
         self._events_seen += sum(p.events for p in batch.partitions)
         seconds, times, reasons = 0.0, [], []
+        skew: Counter[tuple[str, str, str]] = Counter()
         for proc in self._processors.values():
             stats = proc.batch_stats.drain()
             seconds += stats.seconds
             times.extend(stats.event_times)
             reasons.extend(stats.rejected_reasons)
+            skew.update(stats.clock_skew)
         self.metrics.observe_batch(seconds=seconds, event_timestamps=times, rejected_reasons=reasons,
-                                   now=self.wall())
+                                   now=self.wall(), clock_skew=skew)
         self.metrics.observe_runner(runner.metrics())
         self._dirty = True
 

@@ -92,10 +92,16 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_batch_seconds", "histogram", (),
        "Wall time to decode, validate and monitor one consumed batch.", BATCH_SECONDS_BUCKETS),
     _m("nlpmon_event_age_seconds", "histogram", (),
-       "Processing time minus event time (the event's timestamp), per event; negative ages count as 0.",
+       "Processing time minus event time (the event's timestamp), per event; negative ages count as 0; a "
+       "skewed event time counts clamped (at most max_event_age_seconds).",
        EVENT_AGE_BUCKETS),
     _m("nlpmon_last_event_timestamp_seconds", "gauge", MODEL_LABELS,
-       "Event time (epoch seconds) of the newest monitored event of the model."),
+       "Event time (epoch seconds) of the newest monitored event of the model; a skewed event time counts "
+       "clamped (at most max_clock_skew_seconds after the processing time)."),
+    _m("nlpmon_clock_skew_events_total", "counter", (*MODEL_LABELS, "direction"),
+       "Events whose timestamp lies more than max_clock_skew_seconds after (direction=future) or "
+       "max_event_age_seconds before (direction=past) the processing time; monitored with their time "
+       "unknown to windows, or dead-lettered (reason clock_skew) with reject_clock_skew."),
     # -- drift ----------------------------------------------------------------------------------------
     _m("nlpmon_drift_score", "gauge", _SIG,
        "Latest largest statistic/threshold ratio over the signal's windows; 1 = calibrated threshold, "
@@ -365,9 +371,11 @@ class NlpmonMetrics:
     # -- per batch ----------------------------------------------------------------------------------------
     def observe_batch(self, *, seconds: float | None = None,
                       event_timestamps: Sequence[float | None] | npt.NDArray[np.float64] = (),
-                      rejected_reasons: Iterable[str] = (), now: float | None = None) -> None:
+                      rejected_reasons: Iterable[str] = (), now: float | None = None,
+                      clock_skew: Mapping[tuple[str, str, str], int] | None = None) -> None:
         """Record one processed batch: its duration, the event times (epoch s; None/NaN skipped) of its
-        valid events, and the reason code of each rejected event. Never blocks; O(batch) in numpy."""
+        valid events, the reason code of each rejected event, and the events with a skewed clock
+        (``(model, version, direction) -> count``). Never blocks; O(batch) in numpy."""
         if seconds is not None:
             self._metrics["nlpmon_batch_seconds"].observe(seconds)
         ts = np.asarray(event_timestamps, dtype=np.float64)
@@ -381,6 +389,12 @@ class NlpmonMetrics:
                 else:
                     self._reasons.add(reason)
             self._child("nlpmon_invalid_events_total", (reason,)).inc(n)
+        if clock_skew:
+            stamp = self._clock() if now is None else now
+            for (model, version, direction), n in clock_skew.items():
+                st = self._state((model, version), stamp)
+                if not st.retired:
+                    self._child("nlpmon_clock_skew_events_total", (*st.series, direction)).inc(n)
 
     def observe_runner(self, m: RunnerMetricsLike) -> None:
         """Copy the consumer loop's state (a ``RunnerMetrics``): lag, partitions, counters, circuit, poll."""
