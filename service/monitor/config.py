@@ -75,6 +75,16 @@ class MonitorConfig(BaseModel):
     projection_points: int = Field(
         200, ge=0, le=5000, description="Recent embeddings kept in memory for the model page's projection."
     )
+    max_text_chars: int = Field(
+        1000, ge=16, le=1_000_000,
+        description="Characters of an event's text kept for the pages, the API and snapshots (reference "
+        "sample, examples, projection, outliers); longer texts are cut, the cut marked.",
+    )
+    duplicate_window_events: int = Field(
+        1000, ge=0, le=1_000_000,
+        description="An event whose event_id is among the last N distinct ids of its model version and split "
+        "is a duplicate: counted once (nlpmon_duplicate_events_total), kept in snapshots; 0: no check.",
+    )
     confidence_sample: int = Field(
         2000, ge=0, le=100000, description="Recent scored predictions kept for per-label confidence quantiles."
     )

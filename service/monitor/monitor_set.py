@@ -2,7 +2,9 @@
 
 ``MonitorSet.process_lines`` is the one code path shared by ``nlpmon run`` and ``nlpmon replay``: raw
 JSON lines in, alarms and rejections out. Events are grouped by (model, version) preserving stream
-order, and each monitor gets one vectorised update per batch.
+order, and each monitor gets one vectorised update per batch. An event whose ``event_id`` is among the
+last ``duplicate_window_events`` ids of its (model, version) and split is a duplicate: not monitored, not joined,
+counted in the monitor's ``duplicate_events`` (the window is part of the snapshot).
 
 Clocks: given the processing time (``now``, from the shell: the service's wall clock), an event whose
 timestamp lies outside ``[now - max_event_age_seconds, now + max_clock_skew_seconds]`` has a skewed
@@ -157,6 +159,11 @@ class MonitorSet:
                 self._check_dims(e)
             except InvalidEvent as exc:
                 rejected.append(Rejection(i, exc.reason, exc.detail))
+                continue
+            mon = self.monitor(e.model, e.model_version)
+            if not mon.recent_ids.admit(f"{e.split}\0{e.event_id}"):  # a recent event again: counted once
+                mon.duplicates += 1
+                mon.duplicates_here += 1
                 continue
             if skewed:
                 assert t is not None

@@ -86,6 +86,9 @@ METRICS: tuple[MetricSpec, ...] = (
     # -- events ---------------------------------------------------------------------------------------
     _m("nlpmon_events_total", "counter", (*MODEL_LABELS, "split"),
        "Valid events folded into the model's monitor, by split (production|reference)."),
+    _m("nlpmon_duplicate_events_total", "counter", MODEL_LABELS,
+       "Valid events dropped because their event_id was among the last duplicate_window_events ids of "
+       "the model version (a producer's retry): each event is monitored once."),
     _m("nlpmon_invalid_events_total", "counter", ("reason",),
        "Events (predictions and ground-truth labels) rejected by validation, by reason code (see "
        "docs/events.md); they go to the dead-letter topic."),
@@ -448,6 +451,10 @@ class NlpmonMetrics:
                 d = _delta(st.totals, split, total)
                 if d and not st.retired:
                     self._child("nlpmon_events_total", (*st.series, split)).inc(d)
+            if "duplicate_events_here" in rep:
+                d = _delta(st.totals, "__duplicates__", int(rep["duplicate_events_here"]))
+                if not st.retired:  # exported at 0 too, so that a rate of it exists
+                    self._child("nlpmon_duplicate_events_total", st.series).inc(d)
             quality = rep.get("quality")
             if quality:
                 self._count_quality(st, quality, other_join)
