@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from service.monitor.config import MonitorConfig
+from service.observability.oneline import OneLineFormatter
 from service.quality.quality_monitor import QualityConfig
 
 
@@ -34,6 +35,8 @@ def _yaml_settings(path: str | None) -> dict[str, Any]:
         loaded = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {p} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"config file {p} nests too deep to read") from None
     if not isinstance(loaded, dict):
         raise UsageError(f"config file {p} must hold a mapping of settings")
     return loaded
@@ -263,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     from threadpoolctl import threadpool_limits
 
     # nlpmon works on one core by design (vectorised per batch); BLAS threads only contend with it

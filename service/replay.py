@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from service.events import Event, InvalidEvent, decode_event
+from service.events import Event, EventDecoder, InvalidEvent
 from service.io import iter_batches
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
@@ -52,9 +52,10 @@ def load_references(paths: Sequence[str | Path]) -> LoadedReference:
             out.profiles[(model, version)] = prof_file
             continue
         for batch in iter_batches(p, 5000):
+            decoder = EventDecoder()
             for i, raw in enumerate(batch):
                 try:
-                    out.events.append(decode_event(raw))
+                    out.events.append(decoder.decode(raw))
                 except InvalidEvent as exc:
                     out.invalid += 1
                     if len(out.reasons) < MAX_REASONS:

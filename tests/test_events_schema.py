@@ -209,6 +209,12 @@ INF_F16 = b64([float("inf"), 0.5], "float16")
 REJECTED: list[tuple[str, str | bytes, str, str]] = [
     # id, raw, reason, detail prefix (the field path)
     ("not-json", "{not json", "malformed_json", "<event>"),
+    ("deep-metadata", '{"event_id": "e", "model": "m", "metadata": {"x": ' + "[" * 10_000 + "]" * 10_000 + "}}",
+     "too_deep", "<event>"),
+    ("deep-entities", '{"event_id": "e", "model": "m", "entities": ' + "[" * 1_000 + "]" * 1_000 + "}",
+     "too_deep", "<event>"),
+    ("deep-top-level", "[" * 10_000 + "]" * 10_000, "too_deep", "<event>"),
+    ("deep-unclosed", '{"event_id": "e", "model": "m", "x": ' + '{"a": ' * 65, "too_deep", "<event>"),
     ("nan-token", '{"event_id": "e", "model": "m", "metadata": {"x": NaN}}', "malformed_json", "<event>"),
     ("trailing-garbage", event() + "x", "malformed_json", "<event>"),
     ("bad-utf8", b'{"event_id": "\xff", "model": "m"}', "malformed_json", "<event>"),

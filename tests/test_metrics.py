@@ -357,7 +357,7 @@ def test_catalogue_lists_every_exported_metric_with_its_help_and_labels(stream: 
                for k, r in stream.reports.items()}
     metrics.observe_reports(reports, stream.alarms)
     metrics.observe_batch(seconds=0.1, event_timestamps=[1.0], rejected_reasons=["malformed_json"],
-                          unkeyed={"t": 1})
+                          unkeyed={"t": 1}, clock_skew={("demo-ner", "1", "future"): 1})
     metrics.observe_runner(runner_metrics(lag={("t", 0): 1}, assigned=(("t", 0),)))
     catalogue = {c["name"]: c for c in metric_catalogue()}
     exported: dict[str, set[str]] = {}

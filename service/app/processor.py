@@ -5,7 +5,12 @@ One ``MonitorPartitionProcessor`` per assigned partition of the prediction topic
 config (the service has a ground-truth topic) it also receives the
 records of the same partition of the ground-truth topic (``process_labels``): both topics are keyed by
 model, so a model's predictions and labels meet in one processor and its join state lives in one
-snapshot with the offsets of both. Arrival time of the join is the Kafka record timestamp.
+snapshot with the offsets of both. Arrival time of the join is the Kafka record timestamp (never later
+than the processing time plus ``max_clock_skew_seconds``).
+
+Processing time: the injected ``clock`` (wall time, epoch seconds), read once per batch and handed to the
+pure core, which checks every event's clock against it (``MonitorSet.process_lines``): skewed prediction
+times are clamped for the metrics and unknown to windows; skewed label times are unknown to the join.
 
 Snapshot: ``encode_state({"kind": "nlpmon.partition", "monitor_set": <MonitorSet snapshot bytes>,
 "quality": <QualitySet state>})``; a bare MonitorSet snapshot of earlier builds is still restored.
@@ -14,6 +19,7 @@ Snapshot: ``encode_state({"kind": "nlpmon.partition", "monitor_set": <MonitorSet
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +31,11 @@ from service.kafka.processor import Record, Rejected
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm
 from service.monitor.monitor_set import STATE_KIND as MONITOR_SET_KIND
-from service.monitor.monitor_set import MonitorSet
+from service.monitor.monitor_set import ClockSkew, MonitorSet
 from service.monitor.reference import ReferenceProfile
 from service.quality.quality_monitor import QualityConfig
 from service.quality.quality_set import QualitySet
-from service.state import decode_state, encode_state
+from service.state import SnapshotError, decode_state, encode_state, malformed_state
 
 STATE_KIND = "nlpmon.partition"
 UNKEYED_MODELS_KEPT = 5
@@ -44,11 +50,15 @@ class BatchStats:
     rejected_reasons: list[str] = field(default_factory=list)
     unkeyed: dict[str, int] = field(default_factory=dict)  # topic -> valid records without a Kafka key
     unkeyed_models: list[str] = field(default_factory=list)  # models of the first few (for the log line)
+    # events with a skewed clock, by (model, version, direction): future or past
+    clock_skew: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
-    def add(self, seconds: float, times: list[float | None], reasons: list[str]) -> None:
+    def add(self, seconds: float, times: list[float | None], reasons: list[str],
+            skews: Sequence[ClockSkew] = ()) -> None:
         self.seconds += seconds
         self.event_times.extend(times)
         self.rejected_reasons.extend(reasons)
+        self.clock_skew.update((s.model, s.model_version, s.direction) for s in skews)
 
     def add_unkeyed(self, topic: str, count: int, models: Sequence[str] = ()) -> None:
         if count:
@@ -57,8 +67,9 @@ class BatchStats:
             del self.unkeyed_models[UNKEYED_MODELS_KEPT:]
 
     def drain(self) -> BatchStats:
-        out = BatchStats(self.seconds, self.event_times, self.rejected_reasons, self.unkeyed, self.unkeyed_models)
-        self.seconds, self.event_times, self.rejected_reasons = 0.0, [], []
+        out = BatchStats(self.seconds, self.event_times, self.rejected_reasons, self.unkeyed, self.unkeyed_models,
+                         self.clock_skew)
+        self.seconds, self.event_times, self.rejected_reasons, self.clock_skew = 0.0, [], [], Counter()
         self.unkeyed, self.unkeyed_models = {}, []
         return out
 
@@ -72,14 +83,20 @@ class References:
 
 
 class MonitorPartitionProcessor:
-    """Implements ``service.kafka.processor.PartitionProcessor`` over a MonitorSet. Not thread-safe."""
+    """Implements ``service.kafka.processor.PartitionProcessor`` over a MonitorSet. Not thread-safe.
+
+    ``clock``: the processing time (epoch seconds), read once per batch (see the module docstring).
+    """
 
     def __init__(self, topic: str, partition: int, config: MonitorConfig, references: References,
                  on_alarms: Callable[[list[Alarm]], None] | None = None,
-                 quality: QualityConfig | None = None, labels_topic: str = "ground-truth") -> None:
+                 quality: QualityConfig | None = None, labels_topic: str = "ground-truth",
+                 clock: Callable[[], float] = time.time) -> None:
         self.topic = topic
         self.labels_topic = labels_topic
         self.partition = partition
+        self.config = config
+        self._clock = clock
         self.monitors = MonitorSet(config, references.profiles, references.events)
         self.quality = QualitySet(quality)
         self.joins = quality is not None  # None: no ground-truth topic, predictions skip the join
@@ -90,14 +107,14 @@ class MonitorPartitionProcessor:
         """Decode, validate and monitor the records (one vectorised update per model); join them. Valid
         records without a Kafka key (or with an empty one) are counted in ``batch_stats.unkeyed``."""
         t0 = time.perf_counter()
-        result = self.monitors.process_lines([r.value for r in records])
+        now = self._clock()
+        result = self.monitors.process_lines([r.value for r in records], now=now)
         if result.events and self.joins:
-            self.quality.add_predictions(result.events, now=_arrival(records))
-        self.batch_stats.add(time.perf_counter() - t0, result.event_times, [r.reason for r in result.rejected])
+            self.quality.add_predictions(result.events, now=self._arrival(records, now))
+        self.batch_stats.add(time.perf_counter() - t0, result.event_times, [r.reason for r in result.rejected],
+                             result.clock_skew)
         if any(not r.key for r in records):
-            refused = {r.position for r in result.rejected}
-            valid = (r for i, r in enumerate(records) if i not in refused)  # in step with result.events
-            models = [e.model for r, e in zip(valid, result.events, strict=True) if not r.key]
+            models = [e.model for i, e in zip(result.positions, result.events, strict=True) if not records[i].key]
             self.batch_stats.add_unkeyed(self.topic, len(models), models)
         if result.alarms and self._on_alarms is not None:
             self._on_alarms(result.alarms)
@@ -106,7 +123,11 @@ class MonitorPartitionProcessor:
     def process_labels(self, records: Sequence[Record]) -> list[Rejected]:
         """Decode and join ground-truth records of the same partition of the ground-truth topic."""
         t0 = time.perf_counter()
-        rejected = self.quality.add_label_lines([r.value for r in records], now=_arrival(records))
+        now = self._clock()
+        cfg = self.config
+        rejected = self.quality.add_label_lines(
+            [r.value for r in records], now=self._arrival(records, now),
+            clock_range=(now - cfg.max_event_age_seconds, now + cfg.max_clock_skew_seconds))
         reasons: list[str] = [exc.reason for _, exc in rejected]
         if any(not r.key for r in records):
             refused = {i for i, _ in rejected}
@@ -139,17 +160,24 @@ class MonitorPartitionProcessor:
         return encode_state({"kind": STATE_KIND, "monitor_set": inner, "quality": self.quality.state()})
 
     def restore(self, data: bytes) -> None:
+        """Replace the state by a :meth:`snapshot`. Raises SnapshotError (a ValueError: the runner's
+        StateRestoreError) on any bytes that are not one, however corrupt or hostile."""
         s = decode_state(data)
-        if s.get("kind") == MONITOR_SET_KIND:  # a snapshot of a build without the quality join
-            self.monitors.restore(data)
-            return
-        if s.get("kind") != STATE_KIND:
-            raise ValueError("not an nlpmon partition snapshot")
-        self.monitors.restore(np.asarray(s["monitor_set"], dtype=np.uint8).tobytes())
-        self.quality.restore(s["quality"])
+        with malformed_state(f"snapshot of {self.topic}[{self.partition}]"):
+            if not isinstance(s, dict):
+                raise SnapshotError("not an nlpmon partition snapshot")
+            if s.get("kind") == MONITOR_SET_KIND:  # a snapshot of a build without the quality join
+                self.monitors.restore(data)
+                return
+            if s.get("kind") != STATE_KIND:
+                raise SnapshotError("not an nlpmon partition snapshot")
+            self.monitors.restore(np.asarray(s["monitor_set"], dtype=np.uint8).tobytes())
+            self.quality.restore(s["quality"])
 
-
-def _arrival(records: Sequence[Record]) -> float | None:
-    """The batch's arrival time for the join: its newest record timestamp (seconds), if any."""
-    stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None and r.timestamp_ms > 0]
-    return max(stamps) / 1000.0 if stamps else None
+    def _arrival(self, records: Sequence[Record], now: float) -> float | None:
+        """The batch's arrival time for the join: its newest record timestamp (seconds), if any, never later
+        than ``now`` plus the clock skew allowed (a producer sets record timestamps too)."""
+        stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None and r.timestamp_ms > 0]
+        if not stamps:
+            return None
+        return min(max(stamps) / 1000.0, now + self.config.max_clock_skew_seconds)

@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -25,9 +26,34 @@ from service.kafka.runner import BatchReport, ConsumerRunner
 from service.monitor.model_monitor import Alarm
 from service.observability.http import ObservabilityServer
 from service.observability.metrics import NlpmonMetrics
+from service.observability.oneline import one_line
 from service.replay import load_references
 
 log = logging.getLogger("nlpmon")
+
+
+#: Models named in one progress line (drifting ones first); the rest are counted.
+PROGRESS_MODELS = 10
+PROGRESS_NAME_CHARS = 64
+
+
+def progress_line(events: int, rate: float, lag: int, reports: dict[str, Any],
+                  max_models: int | None = PROGRESS_MODELS) -> str:
+    """One progress line: counts, then up to ``max_models`` models (drifting first, names escaped and cut
+    to ``PROGRESS_NAME_CHARS``) and how many more there are, so that its length is bounded whatever the
+    number of models or their names (None: every model, the unbounded form, for measurements)."""
+    entries = []
+    for key, rep in sorted(reports.items()):
+        drifting = [s for s, v in rep.get("signals", {}).items() if v.get("drift")]
+        state = f"DRIFT {','.join(drifting)}" if drifting else str(rep["status"]).replace("_", " ")
+        entries.append((not drifting, f"{one_line(key, PROGRESS_NAME_CHARS)}: {state}"))
+    shown = entries if max_models is None else sorted(sorted(entries, key=lambda e: e[0])[:max_models],
+                                                      key=lambda e: e[1])
+    parts = [text for _, text in shown]
+    if len(entries) > len(shown):
+        more_drifting = sum(not quiet for quiet, _ in entries) - sum(not quiet for quiet, _ in shown)
+        parts.append(f"and {len(entries) - len(shown):,} more model versions ({more_drifting:,} drifting; see /)")
+    return f"nlpmon: {events:,} events ({rate:,.0f}/s), lag {lag:,}; {'; '.join(parts) or 'no model yet'}"
 
 
 class NlpmonService:
@@ -66,7 +92,8 @@ class NlpmonService:
         proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor, self.references,
                                          on_alarms=self._collect_alarms,
                                          quality=self.settings.quality if self.settings.ground_truth_topic else None,
-                                         labels_topic=self.settings.ground_truth_topic or "ground-truth")
+                                         labels_topic=self.settings.ground_truth_topic or "ground-truth",
+                                         clock=self.wall)
         self._processors[(topic, partition)] = proc
         return proc
 
@@ -79,6 +106,7 @@ class NlpmonService:
         self._events_seen += sum(p.events for p in batch.partitions)
         seconds, times, reasons = 0.0, [], []
         unkeyed: dict[str, int] = {}
+        skew: Counter[tuple[str, str, str]] = Counter()
         for (topic, partition), proc in self._processors.items():
             stats = proc.batch_stats.drain()
             seconds += stats.seconds
@@ -87,8 +115,9 @@ class NlpmonService:
             for name, n in stats.unkeyed.items():
                 unkeyed[name] = unkeyed.get(name, 0) + n
                 self._warn_unkeyed(name, partition, n, stats.unkeyed_models if name == topic else [])
+            skew.update(stats.clock_skew)
         self.metrics.observe_batch(seconds=seconds, event_timestamps=times, rejected_reasons=reasons,
-                                   unkeyed=unkeyed, now=self.wall())
+                                   unkeyed=unkeyed, now=self.wall(), clock_skew=skew)
         self.metrics.observe_runner(runner.metrics())
         self._dirty = True
 
@@ -152,14 +181,8 @@ class NlpmonService:
         self._last_progress, self._events_at_last_progress = now, self._events_seen
         with self._lock:
             reports = self._reports
-        parts = []
-        for key, rep in sorted(reports.items()):
-            drifting = [s for s, v in rep.get("signals", {}).items() if v.get("drift")]
-            state = f"DRIFT {','.join(drifting)}" if drifting else rep["status"].replace("_", " ")
-            parts.append(f"{key}: {state}")
         lag = sum(self.runner.metrics().lag.values()) if self.runner else 0
-        self.progress_stream.write(f"nlpmon: {self._events_seen:,} events ({rate:,.0f}/s), lag {lag:,}; "
-                                   f"{'; '.join(parts) or 'no model yet'}\n")
+        self.progress_stream.write(progress_line(self._events_seen, rate, lag, reports) + "\n")
         self.progress_stream.flush()
 
     # -- what HTTP reads --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ See ``docs/events.md`` for the field table, examples and the rejection reasons.
 from service.events.decode import (
     EntityOut,
     Event,
+    EventDecoder,
     PredictionOut,
     TokenOut,
     decode_event,
@@ -33,6 +34,7 @@ __all__ = [
     "Entity",
     "EntityOut",
     "Event",
+    "EventDecoder",
     "InvalidEvent",
     "Prediction",
     "PredictionEvent",

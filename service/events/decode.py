@@ -15,12 +15,14 @@ import numpy as np
 from pydantic import ValidationError
 from pydantic_core import from_json
 
+from service.events.depth import MAX_JSON_DEPTH, exceeds_depth
 from service.events.errors import (
     InvalidEvent,
     constraint_error,
     from_msgspec_error,
     from_pydantic_error,
     malformed_json,
+    too_deep,
 )
 from service.events.schema import (
     FLOAT32_MAX,
@@ -36,6 +38,7 @@ from service.events.schema import (
 __all__ = [
     "EntityOut",
     "Event",
+    "EventDecoder",
     "InvalidEvent",
     "PredictionOut",
     "TokenOut",
@@ -134,6 +137,42 @@ class _WireEvent(msgspec.Struct):
 _DECODER: Final = msgspec.json.Decoder(_WireEvent)
 
 
+# The same wire types refusing unknown fields: an event without any (the usual case) decodes in one typed pass
+# whose nesting is bounded by the schema everywhere but in ``metadata``, whose depth is then counted on the
+# decoded values, so it needs no depth scan of its bytes. Anything else this decoder refuses (an unknown
+# field, an invalid event) is decoded again by ``_DECODER`` (see ``_lenient_wire``).
+class _StrictB64(_B64, forbid_unknown_fields=True):
+    pass
+
+
+_StrictEmbedding = _EmbeddingList | _StrictB64 | None
+
+
+class _StrictToken(TokenOut, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictPrediction(PredictionOut, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictEntity(_WireEntity, forbid_unknown_fields=True):
+    embedding: _StrictEmbedding = None
+
+
+class _StrictEvent(_WireEvent, forbid_unknown_fields=True):
+    embedding: _StrictEmbedding = None
+    entities: list[_StrictEntity] = []  # type: ignore[assignment]
+    tokens: list[_StrictToken] = []  # type: ignore[assignment]
+    prediction: _StrictPrediction | None = None
+
+
+_STRICT_DECODER: Final = msgspec.json.Decoder(_StrictEvent)
+#: Deepest level of the contract's own containers (event, entities, an entity, its embedding): an ignored
+#: field sits in one of them, so its value starts at most one level below.
+_SCHEMA_LEVELS: Final = 4
+
+
 def _embedding(value: list[float] | _B64, path: str) -> np.ndarray:
     if type(value) is list:  # values already checked: finite and within float32 range
         return np.asarray(value, dtype=np.float32)
@@ -184,19 +223,128 @@ def _build(wire: _WireEvent) -> Event:
     )
 
 
-def decode_event(raw: bytes | str) -> Event:
-    """Decode and validate one JSON event (UTF-8 bytes or str).
+def _containers(value: object) -> tuple[int, int]:
+    """(nesting depth, number of arrays and objects) of a decoded JSON value; iterative."""
+    deepest = count = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            count += 1
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest, count
 
-    Raises:
-        InvalidEvent: the input is not valid JSON (``malformed_json``) or breaks the contract.
+
+def _known_containers(wire: _WireEvent, metadata_containers: int) -> int:
+    """A lower bound of the arrays and objects the decoded known fields of ``wire`` were written with."""
+    n = 1 + metadata_containers
+    if wire.entities:
+        n += 1 + len(wire.entities) + sum(1 for e in wire.entities if e.embedding is not None)
+    if wire.tokens:
+        n += 1 + len(wire.tokens)
+    if wire.embedding is not None:
+        n += 1
+    if wire.prediction is not None:
+        n += 1 + (wire.prediction.probabilities is not None)
+    return n
+
+
+def _checked_metadata(wire: _WireEvent) -> int:
+    """Raise ``too_deep`` when ``metadata`` nests past the limit; returns its number of containers."""
+    if not wire.metadata:
+        return 0
+    depth, count = _containers(wire.metadata)
+    if 1 + depth > MAX_JSON_DEPTH:  # the event object holds it
+        raise too_deep(MAX_JSON_DEPTH)
+    return count
+
+
+def _lenient_wire(raw: bytes | str) -> _WireEvent:
+    """The permissive typed decode (unknown fields ignored), with the depth limit enforced exactly.
+
+    At most ``MAX_JSON_DEPTH`` opening brackets in all: nothing to check. Otherwise the typed decode goes
+    first (it recurses only through ``metadata`` and ignored fields; ``RecursionError`` means too deep):
+    ``metadata`` is measured on its decoded values, and the byte scan runs only when the opening brackets
+    not accounted for by decoded known fields (those of ignored fields, or inside strings) could nest
+    past the limit. An invalid event is scanned before its error is explained (which parses it again).
     """
+    opening = raw.count("[") + raw.count("{") if isinstance(raw, str) else raw.count(b"[") + raw.count(b"{")
+    if opening <= MAX_JSON_DEPTH:
+        return decode_wire(_DECODER, raw, scanned=True)
     try:
         wire = _DECODER.decode(raw)
+    except RecursionError:
+        raise too_deep(MAX_JSON_DEPTH) from None
+    except (msgspec.MsgspecError, UnicodeError):
+        return decode_wire(_DECODER, raw)  # raises: too_deep, or the reason of the invalid event
+    unaccounted = opening - _known_containers(wire, _checked_metadata(wire))
+    if _SCHEMA_LEVELS + unaccounted > MAX_JSON_DEPTH and exceeds_depth(raw):
+        raise too_deep(MAX_JSON_DEPTH)
+    return wire
+
+
+class EventDecoder:
+    """Decodes the events of one batch (or stream); the verdicts are those of :func:`decode_event`.
+
+    Tries first the typed decode that refuses unknown fields (one pass, no depth scan: its nesting is
+    bounded by the schema but in ``metadata``, measured on the decoded values). An event it refuses is
+    decoded permissively (:func:`_lenient_wire`); after ``strict_misses`` valid events with unknown fields,
+    the strict attempt is skipped for the rest of the batch (a producer that adds fields adds them to
+    every event). Pure; the choice changes the cost, never the result.
+    """
+
+    def __init__(self, strict_misses: int = 8) -> None:
+        self.misses_left = strict_misses
+
+    def decode(self, raw: bytes | str) -> Event:
+        """Decode and validate one JSON event (UTF-8 bytes or str).
+
+        Raises:
+            InvalidEvent: the input nests too deep (``too_deep``), is not valid JSON (``malformed_json``)
+                or breaks the contract; never any other exception, whatever the bytes.
+        """
+        if self.misses_left > 0:
+            try:
+                strict: _WireEvent = _STRICT_DECODER.decode(raw)
+            except (msgspec.MsgspecError, UnicodeError, RecursionError):
+                pass
+            else:
+                _checked_metadata(strict)
+                return _build(strict)
+            wire = _lenient_wire(raw)
+            self.misses_left -= 1  # valid JSON of the contract's types, with unknown fields
+            return _build(wire)
+        return _build(_lenient_wire(raw))
+
+
+def decode_wire(decoder: msgspec.json.Decoder[T], raw: bytes | str, *, scanned: bool = False) -> T:
+    """``decoder.decode(raw)`` for any input: every failure becomes an :class:`InvalidEvent`.
+
+    Nesting deeper than ``MAX_JSON_DEPTH`` is refused (``too_deep``) before parsing (``scanned``: the
+    caller knows it is not), so that no parser recurses past it; the ``RecursionError`` guard is for a
+    caller deep in the stack already.
+    """
+    if not scanned and exceeds_depth(raw):
+        raise too_deep(MAX_JSON_DEPTH)
+    try:
+        return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise from_msgspec_error(exc, raw) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeError) as exc:
         raise malformed_json(exc) from None
-    return _build(wire)
+    except RecursionError:
+        raise too_deep(MAX_JSON_DEPTH) from None
+
+
+def decode_event(raw: bytes | str) -> Event:
+    """Decode and validate one JSON event (UTF-8 bytes or str); see :class:`EventDecoder`.
+
+    Raises:
+        InvalidEvent: the input nests too deep (``too_deep``), is not valid JSON (``malformed_json``) or
+            breaks the contract; never any other exception, whatever the bytes.
+    """
+    return EventDecoder().decode(raw)
 
 
 def decode_lines(lines: Iterable[bytes | str]) -> tuple[list[Event], list[tuple[int, InvalidEvent]]]:
@@ -205,7 +353,7 @@ def decode_lines(lines: Iterable[bytes | str]) -> tuple[list[Event], list[tuple[
     Every item is one event: blank lines are rejected as ``malformed_json``. Never raises
     :class:`InvalidEvent`.
     """
-    return decode_batch(decode_event, lines)
+    return decode_batch(EventDecoder().decode, lines)
 
 
 def decode_batch(decode: Callable[[bytes | str], T], lines: Iterable[bytes | str],
@@ -229,9 +377,11 @@ def pydantic_validate(raw: bytes | str) -> PredictionEvent:
     Raises:
         InvalidEvent: with the same reason codes and field paths as :func:`decode_event`.
     """
+    if exceeds_depth(raw):
+        raise too_deep(MAX_JSON_DEPTH)
     try:
         data = from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: a str that UTF-8 cannot encode (lone surrogates)
         raise malformed_json(exc) from None
     try:
         return PredictionEvent.model_validate(data, strict=True)

@@ -15,7 +15,10 @@ from typing import Any, Final, Literal, get_args
 import msgspec
 from pydantic import ValidationError
 
+from service.events.depth import MAX_JSON_DEPTH
+
 Reason = Literal[
+    "too_deep",
     "malformed_json",
     "wrong_type",
     "missing_field",
@@ -157,6 +160,12 @@ def _lookup(tree: object, parts: Sequence[PathPart]) -> object:
     return node
 
 
+def too_deep(limit: int) -> InvalidEvent:
+    """The rejection for input nested deeper than ``limit`` levels (checked before parsing)."""
+    return InvalidEvent("too_deep", f"<event>: arrays and objects nested deeper than {limit} levels; "
+                        "flatten it (metadata included)")
+
+
 def malformed_json(exc: Exception) -> InvalidEvent:
     """The rejection for input that is not one well-formed JSON document."""
     return InvalidEvent("malformed_json", f"<event>: malformed JSON ({exc})")
@@ -166,14 +175,17 @@ def from_msgspec_error(exc: msgspec.ValidationError, raw: bytes | str) -> Invali
     """Translate a msgspec validation error for ``raw`` into an :class:`InvalidEvent`.
 
     The typed decoder stops at the first wrong value, possibly before a syntax error further
-    on; like the pydantic path, a document that is not well-formed JSON is ``malformed_json``.
+    on; like the pydantic path, a document that is not well-formed JSON is ``malformed_json``. The
+    caller checked the nesting depth (``service.events.depth``) first: this parses ``raw`` again.
     """
     try:
         tree: object = msgspec.json.decode(raw)
     except msgspec.ValidationError:  # a number out of float range; reported below
         tree = ...
-    except (msgspec.DecodeError, UnicodeDecodeError) as decode_exc:
+    except (msgspec.DecodeError, UnicodeError) as decode_exc:
         return malformed_json(decode_exc)
+    except RecursionError:  # not below MAX_JSON_DEPTH; a guard should a caller skip the depth check
+        return too_deep(MAX_JSON_DEPTH)
     match = _MSGSPEC_MESSAGE.fullmatch(str(exc))
     msg = match["msg"] if match else str(exc)
     parts = _split_msgspec_path(match["path"] or "") if match else []

@@ -214,7 +214,7 @@ def decode_snapshot(data: bytes) -> PartitionSnapshot:
     end = _PREFIX.size + header_length
     try:
         header = msgspec.json.decode(data[_PREFIX.size : end], type=_Header)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:  # deep unknown fields recurse
         raise SnapshotFormatError(f"bad snapshot header: {exc}") from None
     if header.next_offset < 0 or header.partition < 0:
         raise SnapshotFormatError(f"bad snapshot header: {header}")
@@ -271,7 +271,7 @@ def decode_chunk(value: bytes) -> SnapshotChunk:
     end = _PREFIX.size + header_length
     try:
         header = msgspec.json.decode(value[_PREFIX.size : end], type=_ChunkHeader)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:  # deep unknown fields recurse
         raise SnapshotFormatError(f"bad chunk header: {exc}") from None
     if not 0 <= header.index < header.count or header.total_length < 0 or len(header.sha256) != 64:
         raise SnapshotFormatError(f"bad chunk header: {header}")

@@ -39,7 +39,22 @@ class MonitorConfig(BaseModel):
         50, ge=1, description="A drift flag clears after this many events with every statistic below threshold.",
     )
     max_window_age_seconds: float | None = Field(
-        None, gt=0, description="Events older than this (event time) never form a window with newer ones."
+        None, gt=0, description="Events older than this (event time) never form a window with newer ones. "
+        "Events with a skewed clock (below) have no event time here: they neither break nor age a window."
+    )
+    max_clock_skew_seconds: float = Field(
+        300.0, gt=0,
+        description="An event time later than the processing time plus this is a skewed clock (`clock_skew`).",
+    )
+    max_event_age_seconds: float = Field(
+        7 * 86400.0, gt=0,
+        description="An event time earlier than the processing time minus this is a skewed clock "
+        "(`clock_skew`); raise it to backfill older events.",
+    )
+    reject_clock_skew: bool = Field(
+        False,
+        description="Dead-letter events with a skewed clock (reason `clock_skew`) instead of monitoring them "
+        "with their time unknown to windows and history and clamped for the metrics.",
     )
     pca_components: int = Field(32, ge=2, le=256, description="PCA components kept for embeddings.")
     random_features: int = Field(128, ge=16, le=2048, description="Random Fourier features for the MMD.")
@@ -59,6 +74,16 @@ class MonitorConfig(BaseModel):
     history_events_per_point: int = Field(50, ge=1, description="Monitored events per point of score history.")
     projection_points: int = Field(
         200, ge=0, le=5000, description="Recent embeddings kept in memory for the model page's projection."
+    )
+    max_text_chars: int = Field(
+        1000, ge=16, le=1_000_000,
+        description="Characters of an event's text kept for the pages, the API and snapshots (reference "
+        "sample, examples, projection, outliers); longer texts are cut, the cut marked.",
+    )
+    duplicate_window_events: int = Field(
+        1000, ge=0, le=1_000_000,
+        description="An event whose event_id is among the last N distinct ids of its model version and split "
+        "is a duplicate: counted once (nlpmon_duplicate_events_total), kept in snapshots; 0: no check.",
     )
     confidence_sample: int = Field(
         2000, ge=0, le=100000, description="Recent scored predictions kept for per-label confidence quantiles."

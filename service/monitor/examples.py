@@ -39,6 +39,21 @@ def per_event_min(values: F64, event_of_item: I64, n_events: int) -> tuple[F64, 
     return best, which
 
 
+#: Default of ``MonitorConfig.max_text_chars``: characters of an event's text kept for pages and snapshots.
+MAX_TEXT_CHARS = 1000
+
+
+def cut_text(text: str | None, max_chars: int = MAX_TEXT_CHARS) -> str | None:
+    """``text`` cut to ``max_chars`` characters, the cut marked at its end (None stays None).
+
+    >>> cut_text("abcdefgh", 3)
+    'abc… [cut: 5 more characters]'
+    """
+    if text is None or len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}… [cut: {len(text) - max_chars:,} more characters]"
+
+
 @dataclass(order=True)
 class Example:
     """One kept event: its score and monitored-event index, and what the page shows of it."""
@@ -66,7 +81,8 @@ class LowestScores:
     examples are kept.
     """
 
-    def __init__(self, k: int, horizon: int, bucket: int) -> None:
+    def __init__(self, k: int, horizon: int, bucket: int, max_text_chars: int = MAX_TEXT_CHARS) -> None:
+        self.max_text_chars = max_text_chars
         self.k, self.bucket = k, bucket
         self.n_buckets = max(1, -(-horizon // bucket))
         self.buckets: dict[int, list[Example]] = {}
@@ -97,8 +113,8 @@ class LowestScores:
                     continue
                 e = events[i]
                 self.buckets.setdefault(key, []).append(
-                    Example(float(per_event[i]), base + i, e.event_id, e.text, e.entities,
-                            detail(e, i) if detail is not None else {}, e.embedding))
+                    Example(float(per_event[i]), base + i, e.event_id, cut_text(e.text, self.max_text_chars),
+                            e.entities, detail(e, i) if detail is not None else {}, e.embedding))
                 touched.add(key)
             for key in touched:
                 self.buckets[key] = heapq.nsmallest(self.k, self.buckets[key])
@@ -116,7 +132,8 @@ class LowestScores:
 class RecentEmbeddings:
     """Document embeddings of the last ``capacity`` monitored events, with their out-of-reference score."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_text_chars: int = MAX_TEXT_CHARS) -> None:
+        self.max_text_chars = max_text_chars
         self.capacity = capacity
         self.items: deque[tuple[int, str, str | None, npt.NDArray[Any], float]] = deque(maxlen=max(capacity, 1))
 
@@ -131,7 +148,7 @@ class RecentEmbeddings:
         tail = slice(max(0, event_pos.size - self.capacity), None)
         for p, s in zip(event_pos[tail].tolist(), scores[tail].tolist(), strict=True):
             e = events[p]
-            self.items.append((base + p, e.event_id, e.text, e.embedding, s))
+            self.items.append((base + p, e.event_id, cut_text(e.text, self.max_text_chars), e.embedding, s))
 
     def arrays(self) -> tuple[list[int], list[str], list[str | None], npt.NDArray[np.float32], F64]:
         """Indices, event ids, texts, embeddings (m, d) and scores of the kept events, oldest first."""

@@ -23,12 +23,14 @@ from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn, per_event_sums
 from service.drift.signal import SignalWindow
 from service.monitor.config import MonitorConfig
+from service.monitor.duplicates import RecentIds
 from service.monitor.examples import (
     QUANTILE_LEVELS,
     LabelCodes,
     LowestScores,
     RecentConfidences,
     RecentEmbeddings,
+    cut_text,
     per_event_min,
     quantiles_by_label,
     top_two,
@@ -90,6 +92,9 @@ class ModelMonitor:
         # these, so a restored or handed-over monitor does not count its history again
         self.events_here = {"production": 0, "reference": 0}
         self.monitored_events = 0
+        self.recent_ids = RecentIds(config.duplicate_window_events)
+        self.duplicates = 0  # events dropped as duplicates of a recent event_id (in the state)
+        self.duplicates_here = 0  # of which this process saw (not in the state), for the counter
         self.last_event_time: float | None = None
         self.windows: dict[str, SignalWindow] = {}
         self.flags: dict[str, bool] = {}
@@ -136,10 +141,10 @@ class ModelMonitor:
         cfg = self.config
         self.history = ScoreHistory(tuple(self.windows), cfg.history_points, cfg.history_events_per_point)
         recent = max(cfg.distribution_windows)
-        self.lowest_confidence = LowestScores(cfg.outlier_examples, recent, cfg.block_events)
-        self.smallest_margin = LowestScores(cfg.outlier_examples, recent, cfg.block_events)
+        self.lowest_confidence = LowestScores(cfg.outlier_examples, recent, cfg.block_events, cfg.max_text_chars)
+        self.smallest_margin = LowestScores(cfg.outlier_examples, recent, cfg.block_events, cfg.max_text_chars)
         self.margins_seen = False
-        self.recent_embeddings = RecentEmbeddings(cfg.projection_points)
+        self.recent_embeddings = RecentEmbeddings(cfg.projection_points, cfg.max_text_chars)
         self.recent_confidences = RecentConfidences(cfg.confidence_sample)
         self._outlier_embeddings: dict[int, Any] = {}
         self._reference_view: tuple[int, ReferenceView | None, dict[str, Any]] | None = None
@@ -172,7 +177,7 @@ class ModelMonitor:
         if not events:
             return
         cols, _ = extract_columns(events)
-        self.pending_reference.add(cols, len(events), [e.text for e in events])
+        self.pending_reference.add(cols, len(events), [cut_text(e.text, self.config.max_text_chars) for e in events])
         self.events_total["reference"] += len(events)
         self.events_here["reference"] += len(events)
 
@@ -211,7 +216,7 @@ class ModelMonitor:
             take = events[: max(need, 0)]
             if take:
                 cols, _ = extract_columns(take)
-                self.auto_baseline.add(cols, len(take), [e.text for e in take])
+                self.auto_baseline.add(cols, len(take), [cut_text(e.text, self.config.max_text_chars) for e in take])
             skip = len(take)
             if (self.auto_baseline.seen >= self.config.auto_baseline_events
                     and self._calibrate(self.auto_baseline, "auto-baseline")):
@@ -287,7 +292,8 @@ class ModelMonitor:
         for t in top:
             e = events[int(event_pos[t])]
             ents = [{"label": x.label, "start": x.start, "end": x.end, "score": x.score} for x in e.entities]
-            kept.append((float(scores[t]), base + int(event_pos[t]), e.event_id, e.text, ents))
+            kept.append((float(scores[t]), base + int(event_pos[t]), e.event_id,
+                         cut_text(e.text, self.config.max_text_chars), ents))
             if e.embedding is not None:
                 self._outlier_embeddings[base + int(event_pos[t])] = e.embedding
         self._outliers = heapq.nlargest(k, kept, key=lambda o: o[0])
@@ -348,6 +354,7 @@ class ModelMonitor:
         out: dict[str, Any] = {
             "model": self.model, "model_version": self.model_version, "status": self.status,
             "events": dict(self.events_total), "events_processed_here": dict(self.events_here),
+            "duplicate_events": self.duplicates, "duplicate_events_here": self.duplicates_here,
             "monitored_events": self.monitored_events,
             "last_event_time": self.last_event_time, "reference_error": self.reference_error,
         }
@@ -500,6 +507,7 @@ class ModelMonitor:
             "adwin": None if self.confidence_adwin is None else self.confidence_adwin.state(),
             "change_points": self.change_points,
             "outliers": [list(o) for o in self._outliers],
+            "recent_ids": self.recent_ids.state(), "duplicate_events": self.duplicates,
         }
 
     @classmethod
@@ -524,4 +532,7 @@ class ModelMonitor:
             m.confidence_adwin.load_state(s["adwin"])
         m.change_points = list(s["change_points"])
         m._outliers = [(float(o[0]), int(o[1]), o[2], o[3], o[4]) for o in s["outliers"]]
+        if s.get("recent_ids") is not None:  # snapshots of earlier builds have none
+            m.recent_ids = RecentIds.from_state(s["recent_ids"], config.duplicate_window_events)
+            m.duplicates = int(s["duplicate_events"])
         return m

@@ -2,17 +2,29 @@
 
 ``MonitorSet.process_lines`` is the one code path shared by ``nlpmon run`` and ``nlpmon replay``: raw
 JSON lines in, alarms and rejections out. Events are grouped by (model, version) preserving stream
-order, and each monitor gets one vectorised update per batch.
+order, and each monitor gets one vectorised update per batch. An event whose ``event_id`` is among the
+last ``duplicate_window_events`` ids of its (model, version) and split is a duplicate: not monitored, not joined,
+counted in the monitor's ``duplicate_events`` (the window is part of the snapshot).
+
+Clocks: given the processing time (``now``, from the shell: the service's wall clock), an event whose
+timestamp lies outside ``[now - max_event_age_seconds, now + max_clock_skew_seconds]`` has a skewed
+clock. It is reported in ``BatchResult.clock_skew``; with ``reject_clock_skew`` it is rejected
+(``clock_skew``), otherwise it is monitored as an event without a timestamp (windows, their
+``max_window_age_seconds``, the history, throughput and the quality join do not see its time) while the
+metrics see its time clamped into that range (``event_times`` and the model's ``last_event_time``), so
+that one event cannot pin the newest-event gauge in year 9999 nor add 56 years to the age histogram.
+Without ``now`` (replay: no processing clock) event times are used as they are.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from service.events import Event, InvalidEvent, decode_event
+from service.events import Event, EventDecoder, InvalidEvent
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm, ModelMonitor
 from service.monitor.reference import ReferenceProfile
@@ -30,12 +42,25 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockSkew:
+    """An event whose timestamp lies outside the accepted range around the processing time."""
+
+    model: str
+    model_version: str
+    direction: Literal["future", "past"]
+    rejected: bool
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     alarms: list[Alarm]  # positions are indices into the batch
     rejected: list[Rejection]
     accepted: int
-    event_times: list[float | None]  # the accepted events' own timestamps (epoch seconds), for age metrics
-    events: list[Event]  # the accepted events, decoded (for the quality join)
+    # the accepted events' timestamps (epoch seconds), for age metrics; skewed ones clamped into the range
+    event_times: list[float | None]
+    events: list[Event]  # the accepted events, decoded (for the quality join); skewed ones without timestamp
+    clock_skew: list[ClockSkew] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # batch position of each accepted event
 
 
 class MonitorSet:
@@ -104,24 +129,60 @@ class MonitorSet:
         alarms.sort(key=lambda a: a.position)
         return alarms
 
-    def process_lines(self, lines: Sequence[bytes | str | None]) -> BatchResult:
-        """Decode, validate and monitor a batch of raw events. Invalid ones are returned, never raised."""
+    def process_lines(self, lines: Sequence[bytes | str | None], now: float | None = None) -> BatchResult:
+        """Decode, validate and monitor a batch of raw events. Invalid ones are returned, never raised.
+
+        ``now``: the processing time (epoch seconds) that event clocks are checked against (module
+        docstring); None: no check.
+        """
         events: list[Event] = []
         positions: list[int] = []
         rejected: list[Rejection] = []
+        times: list[float | None] = []
+        skews: list[ClockSkew] = []
+        clamped: dict[tuple[str, str], float] = {}
+        cfg = self.config
+        lo, hi = ((now - cfg.max_event_age_seconds, now + cfg.max_clock_skew_seconds) if now is not None
+                  else (-math.inf, math.inf))
+        decoder = EventDecoder()
         for i, raw in enumerate(lines):
             try:
                 if raw is None:
                     raise InvalidEvent("malformed_json", "message has no value")
-                e = decode_event(raw)
+                e = decoder.decode(raw)
+                t = e.timestamp
+                skewed = t is not None and not lo <= t <= hi
+                if skewed and cfg.reject_clock_skew:
+                    assert t is not None and now is not None
+                    skews.append(ClockSkew(e.model, e.model_version, "future" if t > hi else "past", True))
+                    rejected.append(Rejection(i, "clock_skew", _skew_detail(t, now, cfg)))
+                    continue
                 self._check_dims(e)
             except InvalidEvent as exc:
                 rejected.append(Rejection(i, exc.reason, exc.detail))
                 continue
+            mon = self.monitor(e.model, e.model_version)
+            if not mon.recent_ids.admit(f"{e.split}\0{e.event_id}"):  # a recent event again: counted once
+                mon.duplicates += 1
+                mon.duplicates_here += 1
+                continue
+            if skewed:
+                assert t is not None
+                edge = hi if t > hi else lo
+                skews.append(ClockSkew(e.model, e.model_version, "future" if t > hi else "past", False))
+                key = (e.model, e.model_version)
+                clamped[key] = max(clamped.get(key, -math.inf), edge)
+                e.timestamp = None
+                t = edge
             events.append(e)
             positions.append(i)
-        return BatchResult(self.process_events(events, positions), rejected, len(events),
-                           [e.timestamp for e in events], events)
+            times.append(t)
+        alarms = self.process_events(events, positions)
+        for key, edge in clamped.items():
+            mon = self.monitors[key]
+            if mon.profile is not None:  # like the times of monitored events (baseline events set none)
+                mon.last_event_time = edge if mon.last_event_time is None else max(mon.last_event_time, edge)
+        return BatchResult(alarms, rejected, len(events), times, events, skews, positions)
 
     def report(self) -> dict[str, Any]:
         return {f"{m}/{v}": mon.report() for (m, v), mon in sorted(self.monitors.items())}
@@ -141,6 +202,14 @@ class MonitorSet:
             mon = ModelMonitor.from_state(ms, self.config)
             self.monitors[(mon.model, mon.model_version)] = mon
             self._reference_events.pop((mon.model, mon.model_version), None)
+
+
+def _skew_detail(t: float, now: float, cfg: MonitorConfig) -> str:
+    if t > now:
+        return (f"timestamp: {t:.0f} is {t - now:,.0f} s after the processing time {now:.0f} (more than "
+                f"max_clock_skew_seconds={cfg.max_clock_skew_seconds:g}): check the producer's clock")
+    return (f"timestamp: {t:.0f} is {now - t:,.0f} s before the processing time {now:.0f} (more than "
+            f"max_event_age_seconds={cfg.max_event_age_seconds:g}): check the producer's clock")
 
 
 def _moved(a: Alarm, position: int) -> Alarm:

@@ -21,7 +21,7 @@ from service.drift.items import ItemColumn
 from service.drift.signal import SignalModel, calibrate_signal
 from service.monitor.config import MonitorConfig
 from service.monitor.signals import SIGNALS
-from service.state import decode_state, encode_state
+from service.state import decode_state, encode_state, malformed_state
 
 PROFILE_KIND = "nlpmon.reference_profile"
 
@@ -213,7 +213,12 @@ class ReferenceProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceProfile:
-        return cls.from_state(decode_state(Path(path).read_bytes()))
+        """Read a saved profile. Raises SnapshotError (a ValueError) on a file that is not a valid one."""
+        state = decode_state(Path(path).read_bytes())
+        with malformed_state(f"reference profile {path}"):
+            if not isinstance(state, dict):
+                raise ValueError("not an nlpmon reference profile")
+            return cls.from_state(state)
 
 
 __all__ = ["ReferenceProfile", "ReferenceSample", "ReferenceTooSmall"]

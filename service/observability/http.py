@@ -8,14 +8,17 @@ the JSON, docs/pages.md the pages):
   ``last_poll()`` and ``clock``; before the first poll, the age counts from ``start()``), else 503.
 - ``/readyz``: readiness. 200 only when every check returned by ``readiness()`` is true, else 503 with
   the failing checks.
-- ``/api/models`` (JSON): every model with its status, each signal's score, threshold, flag, its
-  throughput and labelled fraction.
+- ``/api/models`` (JSON; ``?offset=&limit=``): the model versions with their status, each signal's score,
+  threshold, flag, throughput and labelled fraction; at most ``limit`` (default ``PAGE_MODELS``, at
+  most ``MAX_PAGE_MODELS``) from ``offset`` (drifting ones first, then by name), with ``total`` and
+  ``omitted`` counts.
 - ``/api/models/<model>`` (JSON; URL-encoded name, ``?version=`` to pick a version): the model's full
   report (signals with evidence, history, label confidence, projection, examples); 404 when unknown,
   400 when the model has several versions and none was given.
-- ``/`` and ``/models`` (HTML): every model at a glance. ``/models/<model>`` (HTML, ``?version=``,
-  ``?example=<event id>``, ``?refresh=<seconds>``): what drifted. ``/static/nlpmon.{js,css}``: the
-  bundled script and style sheet of the pages.
+- ``/`` and ``/models`` (HTML, ``?offset=``): the model versions at a glance, a page of ``PAGE_MODELS``
+  at a time (drifting ones first), with the count of the others and links to them.
+  ``/models/<model>`` (HTML, ``?version=``, ``?example=<event id>``, ``?refresh=<seconds>``): what
+  drifted. ``/static/nlpmon.{js,css}``: the bundled script and style sheet of the pages.
 
 Unknown or repeated query parameters and bad values are a 400 with a one-line message.
 
@@ -117,6 +120,33 @@ def to_jsonable(obj: Any) -> Any:
 def json_bytes(obj: Any) -> bytes:
     """Strict JSON (no NaN tokens) of ``to_jsonable(obj)``, UTF-8."""
     return json.dumps(to_jsonable(obj), allow_nan=False, separators=(",", ":")).encode()
+
+
+#: Model versions per overview page and per ``/api/models`` answer by default, and the largest ``limit``.
+PAGE_MODELS = 200
+MAX_PAGE_MODELS = 1000
+
+
+def page_of_models(reports: Mapping[str, Mapping[str, Any]], params: dict[str, str],
+                   default_limit: int | None = PAGE_MODELS) -> dict[str, Any]:
+    """The summaries of one page of models (drifting first, then by key) with ``total``, ``offset``,
+    ``limit``, ``omitted`` and ``drifting`` (over all models). ``default_limit=None``: every model."""
+    summaries = sorted((model_summary(k, r) for k, r in reports.items()), key=lambda m: (not m["drift"], m["key"]))
+    offset = _int_param(params, "offset", 0, 0, 10**9)
+    limit = _int_param(params, "limit", default_limit, 1, MAX_PAGE_MODELS) if default_limit is not None else None
+    page = summaries[offset:] if limit is None else summaries[offset:offset + limit]
+    return {"models": page, "total": len(summaries), "offset": offset, "limit": limit,
+            "omitted": len(summaries) - len(page), "drifting": sum(1 for m in summaries if m["drift"])}
+
+
+def _int_param(params: dict[str, str], name: str, default: int | None, lo: int, hi: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        assert default is not None
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise BadQuery(f"{name} must be an integer from {lo} to {hi}, got {raw[:20]!r}")
+    return int(raw)
 
 
 def model_summary(key: str, report: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,9 +263,8 @@ class ObservabilityServer:
         ok = bool(checks) and not failing
         return (200 if ok else 503), {"ready": ok, "checks": checks, "failing": failing}
 
-    def models(self) -> tuple[int, Any]:
-        reports = self.reports()
-        return 200, {"models": [model_summary(k, r) for k, r in sorted(reports.items())]}
+    def models(self, params: dict[str, str] | None = None) -> tuple[int, Any]:
+        return 200, page_of_models(self.reports(), params or {})
 
     def model(self, name: str, version: str | None) -> tuple[int, Any]:
         status, found = self._find(name, version)
@@ -263,9 +292,7 @@ class ObservabilityServer:
     # -- pages ------------------------------------------------------------------------------------------
     def overview_page(self, params: dict[str, str]) -> tuple[int, str]:
         refresh = refresh_seconds(params)
-        reports = self.reports()
-        summaries = [model_summary(k, r) for k, r in sorted(reports.items())]
-        return 200, pages.overview_page(summaries, self.wall(), refresh)
+        return 200, pages.overview_page(page_of_models(self.reports(), params), self.wall(), refresh)
 
     def model_page(self, name: str, params: dict[str, str]) -> tuple[int, str]:
         refresh = refresh_seconds(params)
@@ -339,8 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"endpoints": ["/metrics", "/healthz", "/readyz", "/api/models",
                                        "/api/models/<model>?version=<version>", "/", "/models/<model>"]}
         if raw == "/api/models":
-            query_params(qs, ())
-            return self.app.models()
+            return self.app.models(query_params(qs, ("offset", "limit")))
         if raw.startswith("/api/models/"):
             params = query_params(qs, ("version",))
             return self.app.model(unquote(raw[len("/api/models/"):]), params.get("version"))
@@ -348,7 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _page(self, raw: str, qs: str) -> tuple[int, str]:
         if raw in ("/", "/models"):
-            return self.app.overview_page(query_params(qs, ("refresh",)))
+            return self.app.overview_page(query_params(qs, ("refresh", "offset")))
         if raw.startswith("/models/"):
             params = query_params(qs, ("version", "example", "refresh"))
             return self.app.model_page(unquote(raw[len("/models/"):]), params)

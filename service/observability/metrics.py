@@ -86,6 +86,9 @@ METRICS: tuple[MetricSpec, ...] = (
     # -- events ---------------------------------------------------------------------------------------
     _m("nlpmon_events_total", "counter", (*MODEL_LABELS, "split"),
        "Valid events folded into the model's monitor, by split (production|reference)."),
+    _m("nlpmon_duplicate_events_total", "counter", MODEL_LABELS,
+       "Valid events dropped because their event_id was among the last duplicate_window_events ids of "
+       "the model version (a producer's retry): each event is monitored once."),
     _m("nlpmon_invalid_events_total", "counter", ("reason",),
        "Events (predictions and ground-truth labels) rejected by validation, by reason code (see "
        "docs/events.md); they go to the dead-letter topic."),
@@ -95,10 +98,16 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_batch_seconds", "histogram", (),
        "Wall time to decode, validate and monitor one consumed batch.", BATCH_SECONDS_BUCKETS),
     _m("nlpmon_event_age_seconds", "histogram", (),
-       "Processing time minus event time (the event's timestamp), per event; negative ages count as 0.",
+       "Processing time minus event time (the event's timestamp), per event; negative ages count as 0; a "
+       "skewed event time counts clamped (at most max_event_age_seconds).",
        EVENT_AGE_BUCKETS),
     _m("nlpmon_last_event_timestamp_seconds", "gauge", MODEL_LABELS,
-       "Event time (epoch seconds) of the newest monitored event of the model."),
+       "Event time (epoch seconds) of the newest monitored event of the model; a skewed event time counts "
+       "clamped (at most max_clock_skew_seconds after the processing time)."),
+    _m("nlpmon_clock_skew_events_total", "counter", (*MODEL_LABELS, "direction"),
+       "Events whose timestamp lies more than max_clock_skew_seconds after (direction=future) or "
+       "max_event_age_seconds before (direction=past) the processing time; monitored with their time "
+       "unknown to windows, or dead-lettered (reason clock_skew) with reject_clock_skew."),
     # -- drift ----------------------------------------------------------------------------------------
     _m("nlpmon_drift_score", "gauge", _SIG,
        "Latest largest statistic/threshold ratio over the signal's windows; 1 = calibrated threshold, "
@@ -369,10 +378,12 @@ class NlpmonMetrics:
     def observe_batch(self, *, seconds: float | None = None,
                       event_timestamps: Sequence[float | None] | npt.NDArray[np.float64] = (),
                       rejected_reasons: Iterable[str] = (), unkeyed: Mapping[str, int] | None = None,
-                      now: float | None = None) -> None:
+                      now: float | None = None,
+                      clock_skew: Mapping[tuple[str, str, str], int] | None = None) -> None:
         """Record one processed batch: its duration, the event times (epoch s; None/NaN skipped) of its
-        valid events, the reason code of each rejected event, and ``{topic: valid events without a Kafka
-        key}``. Never blocks; O(batch) in numpy."""
+        valid events, the reason code of each rejected event, ``{topic: valid events without a Kafka
+        key}``, and the events with a skewed clock (``(model, version, direction) -> count``). Never
+        blocks; O(batch) in numpy."""
         if seconds is not None:
             self._metrics["nlpmon_batch_seconds"].observe(seconds)
         ts = np.asarray(event_timestamps, dtype=np.float64)
@@ -389,6 +400,12 @@ class NlpmonMetrics:
         for topic, n in (unkeyed or {}).items():
             if n:
                 self._child("nlpmon_unkeyed_events_total", (topic,)).inc(n)
+        if clock_skew:
+            stamp = self._clock() if now is None else now
+            for (model, version, direction), n in clock_skew.items():
+                st = self._state((model, version), stamp)
+                if not st.retired:
+                    self._child("nlpmon_clock_skew_events_total", (*st.series, direction)).inc(n)
 
     def observe_runner(self, m: RunnerMetricsLike) -> None:
         """Copy the consumer loop's state (a ``RunnerMetrics``): lag, partitions, counters, circuit, poll."""
@@ -442,6 +459,10 @@ class NlpmonMetrics:
                 d = _delta(st.totals, split, total)
                 if d and not st.retired:
                     self._child("nlpmon_events_total", (*st.series, split)).inc(d)
+            if "duplicate_events_here" in rep:
+                d = _delta(st.totals, "__duplicates__", int(rep["duplicate_events_here"]))
+                if not st.retired:  # exported at 0 too, so that a rate of it exists
+                    self._child("nlpmon_duplicate_events_total", st.series).inc(d)
             quality = rep.get("quality")
             if quality:
                 self._count_quality(st, quality, other_join)

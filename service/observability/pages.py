@@ -63,18 +63,32 @@ def error_page(status: int, message: str, links: Sequence[tuple[str, str]] = ())
 
 
 # -- overview -------------------------------------------------------------------------------------------
-def overview_page(summaries: Sequence[Mapping[str, Any]], now: float, refresh_s: int) -> str:
+#: Drifting model versions named in the overview's banner; the others are counted.
+BANNER_MODELS = 20
+
+
+def overview_page(page: Mapping[str, Any] | Sequence[Mapping[str, Any]], now: float, refresh_s: int) -> str:
+    """The overview: one page of model summaries (``http.page_of_models``: drifting first; a plain list of
+    summaries is one page of all of them), its banner over every model, and links to the other pages when
+    some were left out."""
+    if not isinstance(page, Mapping):
+        page = {"models": list(page), "total": len(page), "offset": 0, "limit": None, "omitted": 0,
+                "drifting": sum(1 for m in page if m.get("drift"))}
+    summaries: Sequence[Mapping[str, Any]] = page["models"]
+    total, n_drifting = int(page["total"]), int(page["drifting"])
     signals = [s.name for s in SIGNALS if any(s.name in (m.get("signals") or {}) for m in summaries)]
-    drifting = [m for m in summaries if m.get("drift")]
-    if not summaries:
+    drifting = [m for m in summaries if m.get("drift")][:BANNER_MODELS]
+    if not total:
         banner = '<p id="drift-summary" class="banner">No model has sent events yet.</p>'
-    elif drifting:
+    elif n_drifting:
         names = "; ".join(f'{esc(m["model"])} {esc(m["model_version"])} ({esc(", ".join(m["drifting_signals"]))})'
                           for m in drifting)
-        banner = (f'<p id="drift-summary" class="banner drift"><strong>Drift:</strong> {len(drifting)} of '
-                  f'{len(summaries)} model versions: {names}.</p>')
+        more = f" and {n_drifting - len(drifting):,} more" if n_drifting > len(drifting) else ""
+        banner = (f'<p id="drift-summary" class="banner drift"><strong>Drift:</strong> {n_drifting} of '
+                  f'{total} model versions: {names}{more}.</p>')
     else:
-        banner = f'<p id="drift-summary" class="banner ok">No drift in {len(summaries)} model versions.</p>'
+        banner = f'<p id="drift-summary" class="banner ok">No drift in {total} model versions.</p>'
+    banner += _pager(page)
     head = "".join(f'<th scope="col">{esc(s)}</th>' for s in signals)
     rows = []
     for m in summaries:
@@ -98,6 +112,22 @@ def overview_page(summaries: Sequence[Mapping[str, Any]], now: float, refresh_s:
              if summaries else "")
     content = f'<main id="content"><h1>Models</h1>{banner}{table}</main>'
     return layout("nlpmon — models", content, refresh_s=refresh_s)
+
+
+def _pager(page: Mapping[str, Any]) -> str:
+    """"Model versions 201-400 of 10,000" and links to the previous and next pages, when some are left out."""
+    if not page["omitted"]:
+        return ""
+    offset, shown, total = int(page["offset"]), len(page["models"]), int(page["total"])
+    step = int(page["limit"] or shown or 1)
+    links = []
+    if offset > 0:
+        links.append(f'<a href="/{esc(query({"offset": max(offset - step, 0)}))}">previous</a>')
+    if offset + shown < total:
+        links.append(f'<a href="/{esc(query({"offset": offset + shown}))}">next</a>')
+    first = f"{offset + 1:,}-{offset + shown:,}" if shown else "none"
+    return (f'<p id="pager" class="muted">Model versions {first} of {total:,} (drifting first; '
+            f'{page["omitted"]:,} not on this page): {" · ".join(links)}</p>')
 
 
 def _flag_cell(sig: Mapping[str, Any] | None) -> str:

@@ -30,8 +30,9 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError, from_json
 
-from service.events.decode import decode_batch
-from service.events.errors import InvalidEvent, from_msgspec_error, from_pydantic_error, malformed_json
+from service.events.decode import decode_batch, decode_wire
+from service.events.depth import MAX_JSON_DEPTH, exceeds_depth
+from service.events.errors import InvalidEvent, from_pydantic_error, malformed_json, too_deep
 from service.events.schema import MAX_LABEL_CHARS, Timestamp, parse_timestamp
 
 __all__ = [
@@ -116,15 +117,10 @@ def decode_ground_truth(raw: bytes | str) -> GroundTruth:
     """Decode and validate one JSON label event.
 
     Raises:
-        InvalidEvent: not valid JSON (``malformed_json``) or breaks the contract.
+        InvalidEvent: nested too deep (``too_deep``), not valid JSON (``malformed_json``) or breaks the
+            contract; never any other exception, whatever the bytes.
     """
-    try:
-        wire = _DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise from_msgspec_error(exc, raw) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise malformed_json(exc) from None
-    return _build(wire)
+    return _build(decode_wire(_DECODER, raw))
 
 
 def decode_ground_truth_lines(
@@ -186,9 +182,11 @@ def pydantic_validate_ground_truth(raw: bytes | str) -> GroundTruthEvent:
     Raises:
         InvalidEvent: same reason codes and field paths as :func:`decode_ground_truth`.
     """
+    if exceeds_depth(raw):
+        raise too_deep(MAX_JSON_DEPTH)
     try:
         data = from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: a str that UTF-8 cannot encode (lone surrogates)
         raise malformed_json(exc) from None
     try:
         return GroundTruthEvent.model_validate(data, strict=True)

@@ -46,11 +46,20 @@ class QualitySet:
             mon.add_predictions(group, now=now)
             _expire(mon, now)
 
-    def add_label_lines(self, lines: Sequence[bytes | str | None], now: float | None = None
-                        ) -> list[tuple[int, InvalidEvent]]:
-        """Decode raw label events, join them; returns ``(position, error)`` of the invalid ones."""
+    def add_label_lines(self, lines: Sequence[bytes | str | None], now: float | None = None,
+                        clock_range: tuple[float, float] | None = None) -> list[tuple[int, InvalidEvent]]:
+        """Decode raw label events, join them; returns ``(position, error)`` of the invalid ones.
+
+        ``clock_range``: ``(earliest, latest)`` plausible label times around the processing time; a label
+        whose timestamp lies outside is joined as one without a timestamp (its delay is not measured).
+        """
         present = [(i, raw) for i, raw in enumerate(lines) if raw is not None]
         good, bad = decode_ground_truth_lines([raw for _, raw in present])
+        if clock_range is not None:
+            lo, hi = clock_range
+            for g in good:
+                if g.timestamp is not None and not lo <= g.timestamp <= hi:
+                    g.timestamp = None
         rejected = [(present[i][0], exc) for i, exc in bad]
         rejected += [(i, InvalidEvent("malformed_json", "message has no value"))
                      for i, raw in enumerate(lines) if raw is None]

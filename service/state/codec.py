@@ -3,24 +3,50 @@
 Layout: ``b"NLPMON"`` | format version (uint16 LE) | header length (uint32 LE) | JSON header | array
 bytes. The header is the state tree with every numpy array replaced by
 ``{"__nd__": [offset, dtype, shape]}``. Decoding builds only dicts, lists, strings, numbers and numpy
-arrays of plain numeric dtypes, so a file or topic that others can write cannot run code (unlike pickle).
+arrays of plain numeric dtypes, so a file or topic that others can write cannot run code (unlike pickle);
+whatever the bytes, it raises nothing but :class:`SnapshotError` (a header nested deeper than
+``MAX_STATE_DEPTH`` is refused before it is parsed). Readers of the decoded tree wrap themselves in
+:func:`malformed_state`, so that a well-formed tree of the wrong shape is a SnapshotError too.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
 
 import numpy as np
+
+from service.events.depth import exceeds_depth
 
 MAGIC = b"NLPMON"
 FORMAT_VERSION = 1
 _ALLOWED_DTYPES = {"<f2", "<f4", "<f8", "<i8", "<i4", "|b1", "|u1", "<u8"}
+#: Deepest header nesting read back; the states nlpmon writes nest about 10 levels.
+MAX_STATE_DEPTH: Final = 64
 
 
 class SnapshotError(ValueError):
     """Raised when bytes are not a valid nlpmon state of a supported version."""
+
+
+@contextmanager
+def malformed_state(what: str) -> Iterator[None]:
+    """Report the errors that reading a decoded state tree of the wrong shape raises as one SnapshotError.
+
+    For code that turns a tree from :func:`decode_state` into objects (``from_state``): a missing key, a
+    list where a dict was expected, an array of the wrong shape... become ``SnapshotError("<what> is
+    malformed: ...")`` instead of escaping as KeyError, TypeError or ValueError.
+    """
+    try:
+        yield
+    except SnapshotError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, OverflowError, RecursionError) as exc:
+        raise SnapshotError(f"{what} is malformed ({type(exc).__name__}: {exc})") from None
 
 
 def encode_state(tree: Any) -> bytes:
@@ -63,24 +89,33 @@ def decode_state(data: bytes) -> Any:
     if version > FORMAT_VERSION:
         raise SnapshotError(f"state format {version} is newer than this nlpmon ({FORMAT_VERSION}); upgrade")
     start = len(MAGIC) + 6
+    raw_header = data[start:start + hlen]
+    if exceeds_depth(raw_header, MAX_STATE_DEPTH):
+        raise SnapshotError(f"corrupt state header: nested deeper than {MAX_STATE_DEPTH} levels")
     try:
-        header = json.loads(data[start:start + hlen])
-    except ValueError as exc:
+        header = json.loads(raw_header)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSON and UTF-8 errors
         raise SnapshotError(f"corrupt state header: {exc}") from None
     body = memoryview(data)[start + hlen:]
+
+    def array(ref: Any) -> np.ndarray:
+        if not (isinstance(ref, list) and len(ref) == 3 and type(ref[0]) is int and isinstance(ref[2], list)
+                and all(type(d) is int and d >= 0 for d in ref[2])):
+            raise SnapshotError(f"corrupt state header: bad array reference {str(ref)[:80]}")
+        off, dt, shape = ref
+        if not isinstance(dt, str) or dt not in _ALLOWED_DTYPES:
+            raise SnapshotError(f"unsupported array dtype {str(dt)[:20]!r}")
+        dtype = np.dtype(dt)
+        count = math.prod(shape)
+        end = off + count * dtype.itemsize
+        if off < 0 or end > len(body):
+            raise SnapshotError("truncated state")
+        return np.frombuffer(body[off:end], dtype=dtype).reshape(shape).copy()
 
     def walk(x: Any) -> Any:
         if isinstance(x, dict):
             if "__nd__" in x and len(x) == 1:
-                off, dt, shape = x["__nd__"]
-                if dt not in _ALLOWED_DTYPES:
-                    raise SnapshotError(f"unsupported array dtype {dt!r}")
-                dtype = np.dtype(dt)
-                count = int(np.prod(shape)) if shape else 1
-                end = off + count * dtype.itemsize
-                if off < 0 or end > len(body):
-                    raise SnapshotError("truncated state")
-                return np.frombuffer(body[off:end], dtype=dtype).reshape(shape).copy()
+                return array(x["__nd__"])
             return {k: walk(v) for k, v in x.items()}
         if isinstance(x, list):
             return [walk(v) for v in x]

@@ -35,12 +35,15 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 MONITOR_ENV = {"NLPMON_MONITOR__CALIBRATION_SPLITS": "2"}
 CONFIG = MonitorConfig(calibration_splits=2)
+# event times an hour before the test: within the service's clock-skew range, so that the service (which
+# checks event clocks against its wall clock) and the replay (which has no clock) see the same times
+T0 = time.time() - 3600
 
 
 def event_lines(n_ref: int, n: int, drift_at: int, seed: int = 5) -> list[str]:
-    ref = SyntheticStream(seed=seed)
+    ref = SyntheticStream(seed=seed, t0=T0)
     ref.rng = np.random.default_rng(77)
-    prod = SyntheticStream(seed=seed, drift_at=drift_at)
+    prod = SyntheticStream(seed=seed, drift_at=drift_at, t0=T0 + n_ref / 100)
     return ([json.dumps(e) for e in ref.events(n_ref, "reference")] +
             [json.dumps(e) for e in prod.events(n)])
 
