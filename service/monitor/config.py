@@ -31,6 +31,11 @@ class MonitorConfig(BaseModel):
         (50, 100, 200, 500, 1000),
         description="Window sizes (events) of the label, tag, confidence, density and length signals.",
     )
+    outlier_level: float = Field(
+        0.005, gt=0, lt=0.5,
+        description="embedding_outliers marks an event beyond this upper quantile of the reference's "
+                    "out-of-sample scores (0.005: the 99.5th percentile).",
+    )
     block_events: int = Field(
         50, ge=5,
         description="Windows up to this size are evaluated at every event; larger ones per block of this many.",
