@@ -10,8 +10,8 @@ import numpy.typing as npt
 
 from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelShareFeaturizer
 from service.drift.embedding import EmbeddingFeaturizer
-from service.drift.outliers import OutlierShareFeaturizer
 from service.drift.items import ItemColumn, per_event_counts, per_event_sums
+from service.drift.outliers import OutlierShareFeaturizer
 
 F64 = npt.NDArray[np.float64]
 Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers"]

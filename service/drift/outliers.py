@@ -80,7 +80,8 @@ class OutlierShareFeaturizer:
         return self.exceedances / (self.reference_items + 1)
 
     @classmethod
-    def fit(cls, reference_scores: F64, level: float, max_items: int, tail_probability: float) -> OutlierShareFeaturizer:
+    def fit(cls, reference_scores: F64, level: float, max_items: int,
+            tail_probability: float) -> OutlierShareFeaturizer:
         """From out-of-sample reference scores. Raises ValueError with fewer than 20 scores."""
         s = np.sort(np.asarray(reference_scores, np.float64))[::-1]
         m = int(s.size)
@@ -111,7 +112,7 @@ class OutlierShareFeaturizer:
         n = int(items)
         c = float(sums[0])
         thr = float(self.threshold_counts(np.array([float(n)]))[0])
-        return {"items": n, "marked": int(round(c)), "share": c / n if n else 0.0,
+        return {"items": n, "marked": round(c), "share": c / n if n else 0.0,
                 "expected_share": self.expected_share, "alarm_count": int(thr),
                 "threshold_share": thr / n if n else 0.0}
 
