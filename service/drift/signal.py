@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.drift.calibration import calibrate_threshold
+from service.drift.distribution import LabelShareFeaturizer
 from service.drift.embedding import EmbeddingFeaturizer, out_of_sample_scores
 from service.drift.featurizers import (
     Featurizer,
@@ -38,6 +39,7 @@ I64 = npt.NDArray[np.int64]
 #: A window is evaluated only when the reference's held-out half holds at least this many times its
 #: events (see ``usable_windows``).
 HELD_OUT_PER_WINDOW = 1.0
+OUTLIER_BLOCK = 10
 SAMPLE_BUDGET = 200_000  # resampled events per split and window size: windows = budget / window size
 MIN_SAMPLES = 4000
 GATHER_MAX_WINDOW = 64
@@ -182,9 +184,18 @@ class SignalWindow:
 
     def __init__(self, model: SignalModel, block_events: int, max_age: float | None) -> None:
         self.model = model
+        every_event = True
         if isinstance(model.featurizer, OutlierShareFeaturizer):
-            block_events = max(model.windows)  # one count per event: every window at every event is cheap
-        self.windows = MultiScaleWindow(model.featurizer.n_features, model.windows, block_events, max_age)
+            # counts of one number per event, judged every 10 events (a count seen at most 9 events late)
+            # when every window is a multiple of 10, else at every event
+            if all(w % OUTLIER_BLOCK == 0 for w in model.windows):
+                block_events, every_event = OUTLIER_BLOCK, False
+            else:
+                block_events = max(model.windows)
+        elif isinstance(model.featurizer, LabelShareFeaturizer) and all(w % block_events == 0 for w in model.windows):
+            every_event = False  # a label's share builds up over many events: judged once per block
+        self.windows = MultiScaleWindow(model.featurizer.n_features, model.windows, block_events, max_age,
+                                        every_event)
         self._detail = getattr(model.featurizer, "statistics_detail", None)
         self.last_detail = np.full(len(model.windows), -1, dtype=np.int64)
         n_w, n_s = model.thresholds.shape
@@ -197,6 +208,12 @@ class SignalWindow:
         return self.update_rows(rows, items, times)
 
     def update_rows(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
+        """Fold a batch of event rows (n, F) with item counts and event times; per-event drift flags."""
+        if not self.windows.short:
+            return self._update_blocks(rows, items, times)
+        return self._update_events(rows, items, times)
+
+    def _update_events(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
         n = rows.shape[0]
         thr = self.model.thresholds
         n_w = thr.shape[0]
@@ -206,12 +223,13 @@ class SignalWindow:
         detail = np.full((n, n_w), -1, dtype=np.int64) if self._detail is not None else None
         # long windows hold their last value until their next block closes (also across batches)
         for j, w in enumerate(self.model.windows):
-            if w > self.windows.block and not np.isnan(self.last_values[j]).all():
+            if w not in self.windows.short and not np.isnan(self.last_values[j]).all():
                 r = self.last_values[j] / thr[j]
                 k = int(np.argmax(r))
                 ratio[:, j], stat_i[:, j], value[:, j] = r[k], k, self.last_values[j, k]
                 if detail is not None:
                     detail[:, j] = self.last_detail[j]
+        fill: tuple[I64, int, I64] | None = None
         for ws in self.windows.update(rows, items, times):
             j = self._widx[ws.window]
             if self._detail is not None:
@@ -221,21 +239,22 @@ class SignalWindow:
             r = st / thr[j]
             best = np.argmax(r, axis=1)
             m = np.arange(r.shape[0])
-            if ws.window <= self.windows.block:
+            if ws.window in self.windows.short:
                 ratio[ws.positions, j] = r[m, best]
                 stat_i[ws.positions, j] = best
                 value[ws.positions, j] = st[m, best]
                 if detail is not None and det is not None:
                     detail[ws.positions, j] = det
             else:  # forward-fill each block's value until the next block closes
-                last = np.searchsorted(ws.positions, np.arange(n), side="right") - 1
-                have = last >= 0
-                src = np.maximum(last, 0)
-                ratio[have, j] = r[m, best][src[have]]
-                stat_i[have, j] = best[src[have]]
-                value[have, j] = st[m, best][src[have]]
+                if fill is None or not np.array_equal(fill[0], ws.positions):  # the same for most windows
+                    first = int(ws.positions[0])
+                    fill = (ws.positions, first, np.searchsorted(ws.positions, np.arange(first, n), side="right") - 1)
+                _, first, src = fill
+                ratio[first:, j] = r[m, best][src]
+                stat_i[first:, j] = best[src]
+                value[first:, j] = st[m, best][src]
                 if detail is not None and det is not None:
-                    detail[have, j] = det[src[have]]
+                    detail[first:, j] = det[src]
             self.last_values[j] = st[-1]
             if det is not None:
                 self.last_detail[j] = det[-1]
@@ -251,6 +270,48 @@ class SignalWindow:
             stat=stat_i[rows_i, best_w],
             value=np.where(any_full, value[rows_i, best_w], np.nan),
             detail=None if detail is None else np.where(any_full, detail[rows_i, best_w], -1),
+        )
+
+    def _update_blocks(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
+        """``update_rows`` when every window is judged once per block: the state changes only where a block
+        closes, so the windows are compared at those few positions and the result is spread over the events."""
+        n = rows.shape[0]
+        thr = self.model.thresholds
+        n_w, n_s = thr.shape
+        found = self.windows.update(rows, items, times)
+        ends = np.unique(np.concatenate([ws.positions for ws in found])) if found else np.zeros(0, np.int64)
+        m = ends.shape[0] + 1  # row 0: the values carried in from before this batch
+        values = np.repeat(self.last_values[None, :, :], m, axis=0)  # (m, n_w, n_s)
+        details = np.repeat(self.last_detail[None, :], m, axis=0)
+        for ws in found:
+            j = self._widx[ws.window]
+            if self._detail is not None:
+                st, det = self._detail(ws.sums, ws.items)
+            else:
+                st, det = self.model.featurizer.statistics(ws.sums, ws.items), None
+            at = int(np.searchsorted(ends, ws.positions[0])) + 1  # a full window stays full: a suffix of ends
+            values[at:, j] = st
+            if det is not None:
+                details[at:, j] = det
+            self.last_values[j] = st[-1]
+            if det is not None:
+                self.last_detail[j] = det[-1]
+        ratio = np.nan_to_num(values / thr[None, :, :], nan=-np.inf)  # (m, n_w, n_s)
+        flat = ratio.reshape(m, n_w * n_s)
+        best = np.argmax(flat, axis=1)
+        rows_i = np.arange(m)
+        best_ratio = flat[rows_i, best]
+        w_i, s_i = best // n_s, best % n_s
+        full = np.isfinite(best_ratio)
+        row_of = np.searchsorted(ends, np.arange(n), side="right")
+        r = np.where(full, best_ratio, 0.0)[row_of]
+        return SignalUpdate(
+            drift=r > 1.0,
+            ratio=r,
+            window=np.where(full, np.asarray(self.model.windows)[w_i], 0).astype(np.int64)[row_of],
+            stat=s_i.astype(np.int64)[row_of],
+            value=np.where(full, values[rows_i, w_i, s_i], np.nan)[row_of],
+            detail=None if self._detail is None else np.where(full, details[rows_i, w_i], -1)[row_of],
         )
 
     def current(self) -> dict[str, Any]:

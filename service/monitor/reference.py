@@ -162,6 +162,9 @@ class ReferenceProfile:
         signals: dict[str, SignalModel] = {}
         unavailable: dict[str, str] = {}
         for spec in SIGNALS:
+            if spec.name in config.disabled_signals:
+                unavailable[spec.name] = "disabled by configuration (disabled_signals)"
+                continue
             col = cols[spec.column]
             have_events = int(np.unique(col.event).shape[0]) if len(col) else 0
             if len(col) < spec.min_reference_items or have_events < config.min_reference_events // 2:
@@ -178,7 +181,7 @@ class ReferenceProfile:
                         continue
                     # its own generator: the other signals' calibration draws stay as they were
                     signals[spec.name] = calibrate_outlier_signal(
-                        spec.name, base.featurizer, col, n, windows=windows,
+                        spec.name, base.featurizer, col, n, windows=config.outlier_windows,
                         false_alarm_rate=config.false_alarm_rate, level=config.outlier_level,
                         rng=np.random.default_rng(config.seed + 3))
                     continue
