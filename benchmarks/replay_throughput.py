@@ -251,7 +251,7 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
             mon.share_history.add(mon.monitored_events, rows[:, 0], items)
             mon._track_marked(marks, col.event, raw, ev, mon.monitored_events)
 
-        timed("embedding_outliers: marks, 6 windows every 10 events, page evidence", outliers)
+        timed("embedding_outliers: marks, 6 windows every 5 events, page evidence", outliers)
         for name, source in (("entity_label_share", "entity_label"), ("token_tag_share", "token_tag")):
             rows, items = event_rows(mon.windows[source].model.featurizer, cols[source], k)  # shared, not counted
             timed(f"{name}: windows + statistics (rows shared with {source})",

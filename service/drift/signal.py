@@ -39,7 +39,7 @@ I64 = npt.NDArray[np.int64]
 #: A window is evaluated only when the reference's held-out half holds at least this many times its
 #: events (see ``usable_windows``).
 HELD_OUT_PER_WINDOW = 1.0
-OUTLIER_BLOCK = 10
+OUTLIER_BLOCK = 5
 SAMPLE_BUDGET = 200_000  # resampled events per split and window size: windows = budget / window size
 MIN_SAMPLES = 4000
 GATHER_MAX_WINDOW = 64
@@ -186,8 +186,8 @@ class SignalWindow:
         self.model = model
         every_event = True
         if isinstance(model.featurizer, OutlierShareFeaturizer):
-            # counts of one number per event, judged every 10 events (a count seen at most 9 events late)
-            # when every window is a multiple of 10, else at every event
+            # counts of one number per event, judged every 5 events (a count seen at most 4 events late)
+            # when every window is a multiple of 5, else at every event
             if all(w % OUTLIER_BLOCK == 0 for w in model.windows):
                 block_events, every_event = OUTLIER_BLOCK, False
             else:

@@ -36,7 +36,7 @@ class MonitorConfig(BaseModel):
     )
     outlier_windows: tuple[int, ...] = Field(
         (20, 50, 100, 200, 500, 1000),
-        description="Window sizes (events) of embedding_outliers; judged every 10 events when multiples of 10.",
+        description="Window sizes (events) of embedding_outliers; judged every 5 events when multiples of 5.",
     )
     outlier_level: float = Field(
         0.005, gt=0, lt=0.5,

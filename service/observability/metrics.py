@@ -565,11 +565,6 @@ class NlpmonMetrics:
             ev = sig.get("evidence") or {}
             window = max(window, int(ev.get("window", 0) or 0))
         self._set("nlpmon_window_events", (m, v), float(window), seen)
-        for name, sig in signals.items():
-            for r in ((sig.get("evidence") or {}).get("rising_labels") or ())[:RISING_LABELS]:
-                if _num(r.get("score")) > 0:
-                    self._set("nlpmon_drift_label_score", (m, v, name, self._label(st, str(r["label"]))),
-                              _num(r.get("score")), seen)
         shares: dict[tuple[str, str, str], float] = {}
         for source in LABEL_SOURCES:
             for moved in ((signals.get(source) or {}).get("evidence") or {}).get("moved_labels", ()):
@@ -594,6 +589,12 @@ class NlpmonMetrics:
         for label, (total, n) in weighted.items():
             if n > 0:
                 self._set("nlpmon_label_confidence_mean", (m, v, label), total / n, seen)
+        # after the label shares: the rising labels are reference labels that already hold their slots
+        for sig_name, sig in signals.items():
+            for r in ((sig.get("evidence") or {}).get("rising_labels") or ())[:RISING_LABELS]:
+                if _num(r.get("score")) > 0:
+                    self._set("nlpmon_drift_label_score", (m, v, sig_name, self._label(st, str(r["label"]))),
+                              _num(r.get("score")), seen)
         quality = rep.get("quality")
         if quality:
             for name, values, value in quality_gauges(quality, lambda label: self._label(st, label)):
