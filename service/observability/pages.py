@@ -291,12 +291,21 @@ def _partial_drift_section(signals: Mapping[str, Any], history: Mapping[str, Any
             continue
         ev = sig.get("evidence") or {}
         ranked = [r for r in ev.get("rising_labels") or () if is_number(r.get("score")) and r["score"] > 0]
-        lead = (f'<p data-label="{esc(ev["label"])}">Label <strong>{esc(ev["label"])}</strong> rose most: '
-                f'score {num(ranked[0]["score"])} (1 = threshold).</p>' if ev.get("label") and ranked else
-                '<p>No label\'s share is above the reference\'s.</p>')
+        def named(label: Any) -> str:
+            return (f'<strong>{esc(label)}</strong>' + (" (labels the reference never saw)" if label == "__other__"
+                                                         else ""))
+        if ev.get("label") and ranked:
+            top = ranked[0]
+            above = is_number(top["score"]) and top["score"] > 1
+            lead = (f'<p data-label="{esc(top["label"])}">Label {named(top["label"])} '
+                    f'{"rose above its threshold" if above else "rose most, below its threshold"}: score '
+                    f'{num(top["score"])} (1 = threshold), {pct(top["current"])} of the last {num(top["window"])} '
+                    f'events\' items against {pct(top["reference"])} in the reference.</p>')
+        else:
+            lead = '<p>No label\'s share is above the reference\'s.</p>'
         rows = "".join(
             f'<tr><th scope="row">{esc(r["label"])}</th><td class="num">{pct(r["reference"])}</td>'
-            f'<td class="num">{pct(r["current"])}</td><td class="num">{num(r["count"])}</td>'
+            f'<td class="num">{pct(r["current"])}</td><td class="num">{num(r["count"], 0)}</td>'
             f'<td class="num">{num(r["score"])}</td><td class="num">{num(r["window"])}</td></tr>' for r in ranked)
         table = (f'<table class="shares"><caption>{esc(name)}: labels whose share rose (score: excess over the '
                  f'threshold, largest over the windows)</caption><thead><tr><th scope="col">Label</th>'
