@@ -54,18 +54,11 @@ def test_outlier_share_is_no_slower_than_the_baseline_and_silent_before_the_chan
     ours = delay([x["event_index"] for x in report["alerts"] if x["signal"] == "embedding_outliers"])
     theirs = delay(base)
     assert ours < INF and ours <= theirs + OUTLIER_BLOCK, f"{a} + {p:.0%}: embedding_outliers {ours}, baseline {theirs}"
+    if (a, p) in TARGETS:  # the targets where the development data allow them (docs/benchmarks.md)
+        assert ours <= TARGETS[(a, p)], f"{a} + {p:.0%}: embedding_outliers delay {ours}, target {TARGETS[(a, p)]}"
 
 
-# The targets where the development data allow them (docs/benchmarks.md gives every row, met or not).
 TARGETS = {("pydocs", 0.05): 400, ("pydocs", 0.1): 100, ("pydocs", 0.3): 25}
-
-
-def test_pydocs_plus_quotes_targets(mixture: tuple[str, float, dict[str, Any], list[int]]) -> None:
-    a, p, report, _ = mixture
-    if (a, p) not in TARGETS:
-        pytest.skip("quotes + pydocs: targets not met, see docs/benchmarks.md (beating the baseline is tested)")
-    ours = delay([x["event_index"] for x in report["alerts"] if x["signal"] == "embedding_outliers"])
-    assert ours <= TARGETS[(a, p)], f"{a} + {p:.0%}: embedding_outliers delay {ours}"
 
 
 @pytest.mark.parametrize("size", [300, 600, 1000])
