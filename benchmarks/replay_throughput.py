@@ -175,6 +175,91 @@ def quality_costs(n: int, tmp: Path) -> list[tuple[str, str]]:
             (f"state with {n:,} pending predictions", f"{state / 2**20:.1f} MB, encoded in {1e3 * t_state:.0f} ms")]
 
 
+PARTIAL_DRIFT_SIGNALS = ("embedding_outliers", "entity_label_share", "token_tag_share")
+
+
+def partial_drift_cost(n: int, tmp: Path, rounds: int = 7) -> tuple[float, float]:
+    """Monitor µs/event with the partial-drift signals on and off (384-dim base64, batches of 2,000), the
+    two configurations alternating in the same process; best round of each."""
+    ref_path, ev_path = tmp / "pd-ref.jsonl", tmp / "pd-ev.jsonl"
+    write_stream(ref_path, 3000, 384, True, "reference", seed=1)
+    write_stream(ev_path, n, 384, True, "production", seed=1)
+    ref, lines = read_lines(ref_path), read_lines(ev_path)
+    events = [decode_event(x) for x in lines]
+    snapshots = {}
+    for on in (True, False):
+        config = MonitorConfig(disabled_signals=() if on else PARTIAL_DRIFT_SIGNALS)
+        ms = MonitorSet(config)
+        ms.process_lines(ref)
+        ms.process_lines(lines[:1])
+        snapshots[on] = (config, ms.snapshot())
+
+    def run(on: bool) -> float:
+        config, snap = snapshots[on]
+        ms = MonitorSet(config)
+        ms.restore(snap)
+        t0 = time.perf_counter()
+        for i in range(0, n, BATCH):
+            ms.process_events(events[i:i + BATCH], list(range(min(BATCH, n - i))))
+        return time.perf_counter() - t0
+
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(rounds):
+        for on in (True, False):
+            best[on] = min(best[on], run(on))
+    return 1e6 * best[True] / n, 1e6 * best[False] / n
+
+
+def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
+    """µs/event of each piece of work the partial-drift signals add, timed inside one monitor's batches
+    (their rows reuse the embedding scores and label counts the other signals compute anyway)."""
+    from service.drift.featurizers import event_rows
+
+    ref_path, ev_path = tmp / "pdp-ref.jsonl", tmp / "pdp-ev.jsonl"
+    write_stream(ref_path, 3000, 384, True, "reference", seed=1)
+    write_stream(ev_path, n, 384, True, "production", seed=1)
+    lines = read_lines(ev_path)
+    events = [decode_event(x) for x in lines]
+    ms = MonitorSet(MonitorConfig())
+    ms.process_lines(read_lines(ref_path))
+    ms.process_lines(lines[:1])
+    mon = ms.monitors[("demo-ner", "1")]
+    acc: dict[str, float] = {}
+
+    def timed(name: str, fn):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        out = fn()
+        acc[name] = acc.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    emb = mon.windows["embedding"].model.featurizer
+    for i in range(0, n, BATCH):
+        ev = events[i:i + BATCH]
+        k = len(ev)
+        cols, times = extract_columns(ev)
+        col = cols["embedding"]
+        timed("embedding rows without scores (reference for scale)", lambda col=col: emb.transform(col.values))
+        _, raw = timed("embedding rows with the unclipped scores", lambda col=col: emb.transform_scored(col.values))
+        win = mon.windows["embedding_outliers"]
+        feat = win.model.featurizer
+
+        def outliers(win=win, feat=feat, col=col, raw=raw, k=k, times=times, ev=ev) -> None:  # type: ignore[no-untyped-def]
+            marks = feat.marks(raw)
+            rows = np.bincount(col.event, weights=marks, minlength=k)[:, None]
+            items = np.bincount(col.event, minlength=k).astype(np.float64)
+            win.update_rows(rows, items, times)
+            mon.share_history.add(mon.monitored_events, rows[:, 0], items)
+            mon._track_marked(marks, col.event, raw, ev, mon.monitored_events)
+
+        timed("embedding_outliers: marks, 6 windows every 5 events, page evidence", outliers)
+        for name, source in (("entity_label_share", "entity_label"), ("token_tag_share", "token_tag")):
+            rows, items = event_rows(mon.windows[source].model.featurizer, cols[source], k)  # shared, not counted
+            timed(f"{name}: windows + statistics (rows shared with {source})",
+                  lambda name=name, rows=rows, items=items, times=times: mon.windows[name].update_rows(rows, items,
+                                                                                                        times))
+    return [(name, 1e6 * v / n) for name, v in acc.items()]
+
+
 def blas() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -188,7 +273,21 @@ def blas() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--only-partial-drift", action="store_true", help="only the partial-drift cost row")
     args = ap.parse_args()
+    if args.only_partial_drift:
+        with tempfile.TemporaryDirectory() as d:
+            on, off = partial_drift_cost(args.events, Path(d))
+        print(f"python {sys.version.split()[0]}, numpy {np.__version__}, BLAS: {blas()}; {args.events} events\n")
+        print("| monitor µs/event, on | off | added by the three partial-drift signals |")
+        print("|---|---|---|")
+        print(f"| {on:.2f} | {off:.2f} | {on - off:.2f} |")
+        with tempfile.TemporaryDirectory() as d:
+            parts = partial_drift_parts(args.events, Path(d))
+        print("\n| part | µs/event |\n|---|---|")
+        for name, us in parts:
+            print(f"| {name} | {us:.2f} |")
+        return 0
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, BLAS: {blas()}")
     print(f"{args.events} events per run, batches of {BATCH}, best of 3; reference 3,000 events\n")
     print("| embedding | decode only (ev/s) | replay (ev/s) | replay / decode | monitor µs/event "
@@ -205,6 +304,15 @@ def main() -> int:
         print("| part | µs/event |")
         print("|---|---|")
         for name, us in breakdown(args.events, Path(d)):
+            print(f"| {name} | {us:.2f} |")
+        on, off = partial_drift_cost(args.events, Path(d))
+        print("\nThe partial-drift signals (embedding_outliers, entity_label_share, token_tag_share), on and off in "
+              "the same run (384-dim base64, batches of 2,000, best of 7 alternating rounds):\n")
+        print("| monitor µs/event, on | off | added by the three signals |")
+        print("|---|---|---|")
+        print(f"| {on:.2f} | {off:.2f} | {on - off:.2f} |\n")
+        print("| part | µs/event |\n|---|---|")
+        for name, us in partial_drift_parts(args.events, Path(d)):
             print(f"| {name} | {us:.2f} |")
         print("\nWhat the ground-truth join adds (384-dim base64 events, batches of 2,000; compare with the "
               "monitor µs/event above):\n")

@@ -95,7 +95,8 @@ def test_report_values_are_exported_exactly(stream: Stream) -> None:
     assert value(reg, "nlpmon_events_total", **m, split="production") == N_PROD
     assert value(reg, "nlpmon_events_total", **m, split="reference") == N_REF
     assert value(reg, "nlpmon_reference_events", **m) == N_REF
-    assert value(reg, "nlpmon_window_events", **m) == 1000  # longest distribution window is full
+    # the longest distribution window evaluated: a 300-event reference calibrates windows up to 150 events
+    assert value(reg, "nlpmon_window_events", **m) == 100
     assert value(reg, "nlpmon_model_status", **m, status="monitoring") == 1
     assert value(reg, "nlpmon_model_status", **m, status="reference_pending") == 0
     assert value(reg, "nlpmon_model_status", **m, status="collecting_baseline") == 0
@@ -120,6 +121,11 @@ def test_report_values_are_exported_exactly(stream: Stream) -> None:
         for x in moved:
             for w in ("reference", "current"):
                 assert value(reg, "nlpmon_label_share", **m, source=source, label=x["label"], window=w) == x[w]
+
+    for source in ("entity_label_share", "token_tag_share"):  # the labels behind the per-label signals
+        ranked = [x for x in rep["signals"][source]["evidence"]["rising_labels"] if x["score"] > 0]
+        for x in ranked[:5]:
+            assert value(reg, "nlpmon_drift_label_score", **m, signal=source, label=x["label"]) == x["score"]
 
     ev = rep["signals"]["confidence"]["evidence"]
     assert ev["levels"] == [0.05, 0.25, 0.5, 0.75, 0.95]

@@ -156,7 +156,11 @@ def test_api_model_detail_contract(server: ObservabilityServer, drifted: dict[st
     assert status == 200
     rep = json.loads(body)
     h = rep["history"]
-    assert set(h) == {"events_per_point", "points", "max_points", "event", "time", "signals"}
+    assert set(h) == {"events_per_point", "points", "max_points", "event", "time", "signals", "outlier_share"}
+    share = h["outlier_share"]  # embedding_outliers' share over the trailing window, per history point
+    assert len(share["event"]) == len(share["share"]) == len(share["threshold_share"]) <= h["max_points"]
+    assert all(0 <= x <= 1 for x in share["share"]) and 0 < share["expected_share"] < 0.05
+    assert set(share["event"]) <= set(h["event"])
     assert 0 < h["points"] == len(h["event"]) == len(h["time"]) <= h["max_points"]
     assert h["event"] == sorted(h["event"]) and h["event"][-1] == rep["monitored_events"] - 1
     assert set(h["signals"]) == set(rep["signals"])

@@ -128,21 +128,30 @@ class EmbeddingFeaturizer:
 
     def transform(self, x: F32) -> F32:
         """Feature rows (n, k + D + 1), float32. Vectorised over the batch."""
+        return self.transform_scored(x)[0]
+
+    def transform_scored(self, x: F32) -> tuple[F32, F64]:
+        """Feature rows (as ``transform``) and each item's unclipped out-of-reference score
+        ``||z||^2 / k + (r - r_mean) / r_scale`` (the outlier-share signal marks these), in one pass."""
         xc = np.asarray(x, dtype=np.float32) - self.mean
         z = xc @ self.components
-        z = _clip_rows(z, self.z_clip)
+        z2 = np.einsum("ij,ij->i", z, z)
+        z = _clip_rows(z, self.z_clip, z2)
         phi = np.cos(z @ self.omega + self.phase)
         phi *= np.float32(np.sqrt(2.0 / self.omega.shape[1]))
         proj = xc @ self._unit_basis()
         r = np.einsum("ij,ij->i", xc, xc) - np.einsum("ij,ij->i", proj, proj)
-        rz = np.minimum((r - self.r_mean) / self.r_scale, self.r_clip).astype(np.float32)
+        r_std = (r - self.r_mean) / self.r_scale
+        rz = np.minimum(r_std, self.r_clip).astype(np.float32)
         rows = np.concatenate([z, phi, rz[:, None]], axis=1)
+        scores = (z2 / self.k + r_std).astype(np.float64)
         bad = ~np.isfinite(rows).all(axis=1)
         if bad.any():  # values so large that float32 overflows: as far out as the clip allows, no NaN
             rows[bad, : self.k] = 0.0
             rows[bad, self.k:-1] = np.cos(self.phase) * np.float32(np.sqrt(2.0 / self.omega.shape[1]))
             rows[bad, -1] = self.r_clip
-        return rows
+            scores[bad] = np.inf
+        return rows, scores
 
     def outlier_scores(self, rows: F32) -> F64:
         """Per-item distance from the reference, for evidence: mean squared z plus standardised residual."""
@@ -216,7 +225,15 @@ def _out_of_sample(x: F32, k: int, rng: np.random.Generator, folds: int = 3) -> 
     return znorm, resid
 
 
-def _clip_rows(z: F32, limit: float) -> F32:
-    norms = np.sqrt(np.einsum("ij,ij->i", z, z))
+def out_of_sample_scores(featurizer: EmbeddingFeaturizer, x: F32, rng: np.random.Generator) -> F64:
+    """Unclipped out-of-reference scores (as ``transform_scored``) of reference embeddings ``x``, each
+    from a PCA fitted without it (3 folds), standardised with the featurizer's own residual scale."""
+    znorm, resid = _out_of_sample(np.asarray(x, np.float32), featurizer.k, rng)
+    return znorm**2 / featurizer.k + (resid - featurizer.r_mean) / featurizer.r_scale
+
+
+def _clip_rows(z: F32, limit: float, squared_norms: F32 | None = None) -> F32:
+    sq = np.einsum("ij,ij->i", z, z) if squared_norms is None else squared_norms
+    norms = np.sqrt(sq)
     scale = np.minimum(1.0, limit / np.maximum(norms, 1e-12)).astype(z.dtype)
     return z * scale[:, None]

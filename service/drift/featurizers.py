@@ -8,12 +8,13 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer
+from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelShareFeaturizer
 from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn, per_event_counts, per_event_sums
+from service.drift.outliers import OutlierShareFeaturizer
 
 F64 = npt.NDArray[np.float64]
-Kind = Literal["embedding", "categorical", "binned"]
+Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers"]
 
 
 class Featurizer(Protocol):
@@ -36,10 +37,13 @@ def fit_featurizer(kind: Kind, column: ItemColumn, *, n_components: int, n_rando
     if kind == "embedding":
         return EmbeddingFeaturizer.fit(column.values, n_components, n_random_features, rng,
                                        like if isinstance(like, EmbeddingFeaturizer) else None)
-    if kind == "categorical":
+    if kind in ("categorical", "label_share"):
         if len(column) == 0:
             raise ValueError("no reference labels")
-        return CategoricalFeaturizer.fit(dict(Counter(column.values)), max_labels)
+        cls = LabelShareFeaturizer if kind == "label_share" else CategoricalFeaturizer
+        return cls.fit(dict(Counter(column.values)), max_labels)
+    if kind == "outliers":  # pragma: no cover - programming error: see service.drift.outliers
+        raise TypeError("outlier-share signals are fitted from an embedding featurizer (calibrate_outlier_signal)")
     return BinnedFeaturizer.fit(np.asarray(column.values, dtype=np.float64))
 
 
@@ -55,6 +59,10 @@ def event_rows(featurizer: Featurizer, column: ItemColumn, n_events: int) -> tup
         idx = np.fromiter(map(featurizer.lookup().__getitem__, column.values), dtype=np.int64, count=len(column))
     elif isinstance(featurizer, BinnedFeaturizer):
         idx = featurizer.bin_index(np.asarray(column.values, dtype=np.float64))
+    elif isinstance(featurizer, OutlierShareFeaturizer):
+        # the column's values are the items' out-of-reference scores (EmbeddingFeaturizer.transform_scored)
+        marks = featurizer.marks(np.asarray(column.values, np.float64))
+        return np.bincount(column.event, weights=marks, minlength=n_events).astype(np.float64)[:, None], items
     else:  # pragma: no cover - programming error
         raise TypeError(f"unknown featurizer {type(featurizer).__name__}")
     flat = np.bincount(column.event * f + idx, minlength=n_events * f)
@@ -68,6 +76,10 @@ def featurizer_state(featurizer: Featurizer) -> dict[str, Any]:
 def kind_of(featurizer: Featurizer) -> Kind:
     if isinstance(featurizer, EmbeddingFeaturizer):
         return "embedding"
+    if isinstance(featurizer, OutlierShareFeaturizer):
+        return "outliers"
+    if isinstance(featurizer, LabelShareFeaturizer):
+        return "label_share"
     if isinstance(featurizer, CategoricalFeaturizer):
         return "categorical"
     return "binned"
@@ -81,4 +93,8 @@ def featurizer_from_state(s: dict[str, Any]) -> Featurizer:
         return CategoricalFeaturizer.from_state(s)
     if kind == "binned":
         return BinnedFeaturizer.from_state(s)
+    if kind == "label_share":
+        return LabelShareFeaturizer.from_state(s)
+    if kind == "outliers":
+        return OutlierShareFeaturizer.from_state(s)
     raise ValueError(f"unknown featurizer kind {kind!r}")

@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.drift.calibration import calibrate_threshold
+from service.drift.distribution import LabelShareFeaturizer
+from service.drift.embedding import EmbeddingFeaturizer, out_of_sample_scores
 from service.drift.featurizers import (
     Featurizer,
     Kind,
@@ -28,11 +30,16 @@ from service.drift.featurizers import (
     fit_featurizer,
 )
 from service.drift.items import ItemColumn
+from service.drift.outliers import OutlierShareFeaturizer
 from service.sketches.multiscale import MultiScaleWindow
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
+#: A window is evaluated only when the reference's held-out half holds at least this many times its
+#: events (see ``usable_windows``).
+HELD_OUT_PER_WINDOW = 1.0
+OUTLIER_BLOCK = 5
 SAMPLE_BUDGET = 200_000  # resampled events per split and window size: windows = budget / window size
 MIN_SAMPLES = 4000
 GATHER_MAX_WINDOW = 64
@@ -90,6 +97,18 @@ def resample_window_sums(rows: F64, items: F64, window: int, count: int,
     return sums.astype(np.float64), (weights @ items.astype(np.float32)).astype(np.float64)
 
 
+def usable_windows(windows: tuple[int, ...], n_events: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(evaluated, not evaluated) window sizes for a reference of ``n_events`` events.
+
+    Resampling calibrates a window from the held-out half of the reference; a window longer than that
+    half would mostly repeat its events, and its statistic's null spread is then dominated by the error
+    of the reference's own mean, of which the calibration sees one draw per split. Such windows are not
+    evaluated until the reference is large enough (at least ``2 * w`` events for a window of ``w``)."""
+    held_out = n_events - n_events // 2
+    ok = tuple(w for w in windows if w * HELD_OUT_PER_WINDOW <= held_out)
+    return ok, tuple(w for w in windows if w not in ok)
+
+
 def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *,
                      windows: tuple[int, ...], false_alarm_rate: float, splits: int,
                      n_components: int = 32, n_random_features: int = 128, max_labels: int = 64,
@@ -98,7 +117,9 @@ def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *
 
     Raises ValueError when the reference is too small to fit (the message says what is missing).
     """
-    windows = tuple(sorted(set(windows)))
+    windows, skipped = usable_windows(tuple(sorted(set(windows))), n_events)
+    if not windows:
+        raise ValueError(f"a reference of {n_events} events is too small for any window of {sorted(skipped)}")
     # calibration fits see half of the items: the live fit keeps no more components than they can
     n_components = max(2, min(n_components, (len(column) // 2) // 10))
     fit_kw: dict[str, Any] = {"n_components": n_components, "n_random_features": n_random_features,
@@ -123,7 +144,27 @@ def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *
             thresholds[j, k] = calibrate_threshold(pooled[:, k], per_test)
     return SignalModel(name, featurizer, windows, thresholds, false_alarm_rate, n_events,
                        {"splits": splits, "samples_per_window": [splits * samples_for_window(w) for w in windows],
-                        "tail_probability_per_test": per_test, "items": len(column)})
+                        "tail_probability_per_test": per_test, "items": len(column),
+                        "windows_not_evaluated": list(skipped)})
+
+
+def calibrate_outlier_signal(name: str, embedding: EmbeddingFeaturizer, column: ItemColumn, n_events: int, *,
+                             windows: tuple[int, ...], false_alarm_rate: float, level: float,
+                             rng: np.random.Generator) -> SignalModel:
+    """The outlier-share signal of the deployed ``embedding`` featurizer (see ``service.drift.outliers``).
+
+    Every reference embedding is scored out of sample; the thresholds are exact beta-binomial counts, so
+    every window is calibrated whatever the reference size. Raises ValueError with too few embeddings.
+    """
+    windows = tuple(sorted(set(windows)))
+    scores = out_of_sample_scores(embedding, column.values, rng)
+    per_test = false_alarm_rate / len(windows)
+    feat = OutlierShareFeaturizer.fit(scores, level, max(windows), per_test)
+    return SignalModel(name, feat, windows, np.ones((len(windows), 1)), false_alarm_rate, n_events,
+                       {"method": "beta-binomial (exact)", "marking_level": level,
+                        "reference_exceedances": feat.exceedances, "scored_items": feat.reference_items,
+                        "tail_probability_per_test": per_test, "items": len(column),
+                        "windows_not_evaluated": []})
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +176,7 @@ class SignalUpdate:
     window: I64  # (n,) window size of that largest ratio (0 when no window is full yet)
     stat: I64  # (n,) index of that statistic
     value: F64  # (n,) its raw value
+    detail: I64 | None = None  # (n,) e.g. the label index behind that value (per-label signals), -1: none
 
 
 class SignalWindow:
@@ -142,7 +184,20 @@ class SignalWindow:
 
     def __init__(self, model: SignalModel, block_events: int, max_age: float | None) -> None:
         self.model = model
-        self.windows = MultiScaleWindow(model.featurizer.n_features, model.windows, block_events, max_age)
+        every_event = True
+        if isinstance(model.featurizer, OutlierShareFeaturizer):
+            # counts of one number per event, judged every 5 events (a count seen at most 4 events late)
+            # when every window is a multiple of 5, else at every event
+            if all(w % OUTLIER_BLOCK == 0 for w in model.windows):
+                block_events, every_event = OUTLIER_BLOCK, False
+            else:
+                block_events = max(model.windows)
+        elif isinstance(model.featurizer, LabelShareFeaturizer) and all(w % block_events == 0 for w in model.windows):
+            every_event = False  # a label's share builds up over many events: judged once per block
+        self.windows = MultiScaleWindow(model.featurizer.n_features, model.windows, block_events, max_age,
+                                        every_event)
+        self._detail = getattr(model.featurizer, "statistics_detail", None)
+        self.last_detail = np.full(len(model.windows), -1, dtype=np.int64)
         n_w, n_s = model.thresholds.shape
         self.last_values = np.full((n_w, n_s), np.nan)  # latest statistic per window
         self._widx = {w: j for j, w in enumerate(model.windows)}
@@ -153,36 +208,56 @@ class SignalWindow:
         return self.update_rows(rows, items, times)
 
     def update_rows(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
+        """Fold a batch of event rows (n, F) with item counts and event times; per-event drift flags."""
+        if not self.windows.short:
+            return self._update_blocks(rows, items, times)
+        return self._update_events(rows, items, times)
+
+    def _update_events(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
         n = rows.shape[0]
         thr = self.model.thresholds
         n_w = thr.shape[0]
         ratio = np.full((n, n_w), np.nan)
         stat_i = np.zeros((n, n_w), dtype=np.int64)
         value = np.full((n, n_w), np.nan)
+        detail = np.full((n, n_w), -1, dtype=np.int64) if self._detail is not None else None
         # long windows hold their last value until their next block closes (also across batches)
         for j, w in enumerate(self.model.windows):
-            if w > self.windows.block and not np.isnan(self.last_values[j]).all():
+            if w not in self.windows.short and not np.isnan(self.last_values[j]).all():
                 r = self.last_values[j] / thr[j]
                 k = int(np.argmax(r))
                 ratio[:, j], stat_i[:, j], value[:, j] = r[k], k, self.last_values[j, k]
+                if detail is not None:
+                    detail[:, j] = self.last_detail[j]
+        fill: tuple[I64, int, I64] | None = None
         for ws in self.windows.update(rows, items, times):
             j = self._widx[ws.window]
-            st = self.model.featurizer.statistics(ws.sums, ws.items)
+            if self._detail is not None:
+                st, det = self._detail(ws.sums, ws.items)
+            else:
+                st, det = self.model.featurizer.statistics(ws.sums, ws.items), None
             r = st / thr[j]
             best = np.argmax(r, axis=1)
             m = np.arange(r.shape[0])
-            if ws.window <= self.windows.block:
+            if ws.window in self.windows.short:
                 ratio[ws.positions, j] = r[m, best]
                 stat_i[ws.positions, j] = best
                 value[ws.positions, j] = st[m, best]
+                if detail is not None and det is not None:
+                    detail[ws.positions, j] = det
             else:  # forward-fill each block's value until the next block closes
-                last = np.searchsorted(ws.positions, np.arange(n), side="right") - 1
-                have = last >= 0
-                src = np.maximum(last, 0)
-                ratio[have, j] = r[m, best][src[have]]
-                stat_i[have, j] = best[src[have]]
-                value[have, j] = st[m, best][src[have]]
+                if fill is None or not np.array_equal(fill[0], ws.positions):  # the same for most windows
+                    first = int(ws.positions[0])
+                    fill = (ws.positions, first, np.searchsorted(ws.positions, np.arange(first, n), side="right") - 1)
+                _, first, src = fill
+                ratio[first:, j] = r[m, best][src]
+                stat_i[first:, j] = best[src]
+                value[first:, j] = st[m, best][src]
+                if detail is not None and det is not None:
+                    detail[first:, j] = det[src]
             self.last_values[j] = st[-1]
+            if det is not None:
+                self.last_detail[j] = det[-1]
         safe = np.nan_to_num(ratio, nan=-np.inf)
         best_w = np.argmax(safe, axis=1)
         rows_i = np.arange(n)
@@ -194,6 +269,49 @@ class SignalWindow:
             window=np.where(any_full, np.asarray(self.model.windows)[best_w], 0).astype(np.int64),
             stat=stat_i[rows_i, best_w],
             value=np.where(any_full, value[rows_i, best_w], np.nan),
+            detail=None if detail is None else np.where(any_full, detail[rows_i, best_w], -1),
+        )
+
+    def _update_blocks(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
+        """``update_rows`` when every window is judged once per block: the state changes only where a block
+        closes, so the windows are compared at those few positions and the result is spread over the events."""
+        n = rows.shape[0]
+        thr = self.model.thresholds
+        n_w, n_s = thr.shape
+        found = self.windows.update(rows, items, times)
+        ends = np.unique(np.concatenate([ws.positions for ws in found])) if found else np.zeros(0, np.int64)
+        m = ends.shape[0] + 1  # row 0: the values carried in from before this batch
+        values = np.repeat(self.last_values[None, :, :], m, axis=0)  # (m, n_w, n_s)
+        details = np.repeat(self.last_detail[None, :], m, axis=0)
+        for ws in found:
+            j = self._widx[ws.window]
+            if self._detail is not None:
+                st, det = self._detail(ws.sums, ws.items)
+            else:
+                st, det = self.model.featurizer.statistics(ws.sums, ws.items), None
+            at = int(np.searchsorted(ends, ws.positions[0])) + 1  # a full window stays full: a suffix of ends
+            values[at:, j] = st
+            if det is not None:
+                details[at:, j] = det
+            self.last_values[j] = st[-1]
+            if det is not None:
+                self.last_detail[j] = det[-1]
+        ratio = np.nan_to_num(values / thr[None, :, :], nan=-np.inf)  # (m, n_w, n_s)
+        flat = ratio.reshape(m, n_w * n_s)
+        best = np.argmax(flat, axis=1)
+        rows_i = np.arange(m)
+        best_ratio = flat[rows_i, best]
+        w_i, s_i = best // n_s, best % n_s
+        full = np.isfinite(best_ratio)
+        row_of = np.searchsorted(ends, np.arange(n), side="right")
+        r = np.where(full, best_ratio, 0.0)[row_of]
+        return SignalUpdate(
+            drift=r > 1.0,
+            ratio=r,
+            window=np.where(full, np.asarray(self.model.windows)[w_i], 0).astype(np.int64)[row_of],
+            stat=s_i.astype(np.int64)[row_of],
+            value=np.where(full, values[rows_i, w_i, s_i], np.nan)[row_of],
+            detail=None if self._detail is None else np.where(full, details[rows_i, w_i], -1)[row_of],
         )
 
     def current(self) -> dict[str, Any]:
@@ -208,8 +326,10 @@ class SignalWindow:
         return {"windows": out}
 
     def state(self) -> dict[str, Any]:
-        return {"windows": self.windows.state(), "last_values": self.last_values}
+        return {"windows": self.windows.state(), "last_values": self.last_values, "last_detail": self.last_detail}
 
     def load_state(self, s: dict[str, Any]) -> None:
         self.windows.load_state(s["windows"])
         self.last_values = np.asarray(s["last_values"], np.float64)
+        if "last_detail" in s:
+            self.last_detail = np.asarray(s["last_detail"], np.int64).reshape(len(self.model.windows))

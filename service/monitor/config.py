@@ -31,6 +31,18 @@ class MonitorConfig(BaseModel):
         (50, 100, 200, 500, 1000),
         description="Window sizes (events) of the label, tag, confidence, density and length signals.",
     )
+    disabled_signals: tuple[str, ...] = Field(
+        (), description="Signals not calibrated nor run (names as in docs/drift.md), e.g. to measure their cost.",
+    )
+    outlier_windows: tuple[int, ...] = Field(
+        (20, 50, 100, 200, 500, 1000),
+        description="Window sizes (events) of embedding_outliers; judged every 5 events when multiples of 5.",
+    )
+    outlier_level: float = Field(
+        0.005, gt=0, lt=0.5,
+        description="embedding_outliers marks an event beyond this upper quantile of the reference's "
+                    "out-of-sample scores (0.005: the 99.5th percentile).",
+    )
     block_events: int = Field(
         50, ge=5,
         description="Windows up to this size are evaluated at every event; larger ones per block of this many.",
@@ -96,4 +108,9 @@ class MonitorConfig(BaseModel):
                 f"min_reference_events ({self.min_reference_events}) must not exceed auto_baseline_events "
                 f"({self.auto_baseline_events}) or reference_reservoir ({self.reference_reservoir}), "
                 "or a model could never be calibrated")
+        from service.monitor.signals import SIGNAL_NAMES  # here: signals imports the drift package
+
+        unknown = sorted(set(self.disabled_signals) - set(SIGNAL_NAMES))
+        if unknown:
+            raise ValueError(f"disabled_signals: unknown signal(s) {unknown}; known: {', '.join(SIGNAL_NAMES)}")
         return self

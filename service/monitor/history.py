@@ -108,3 +108,63 @@ class ScoreHistory:
             "signals": {s: {"score": [None if math.isnan(x) else x for x in self.score[s]],
                             "drift": list(self.drift[s])} for s in self.signals},
         }
+
+
+class ShareHistory:
+    """Bounded per-bucket counts of the events ``embedding_outliers`` marked, for the model page.
+
+    Bucket ``b`` holds the monitored events ``[b * E, (b + 1) * E)``: marked events and scored items.
+    The report turns them into the marked share over the trailing ``window`` events at each bucket end,
+    beside the share the reference predicts and the share that alarms at that many items. In memory
+    only, like ``ScoreHistory``; independent of how the stream was split into batches.
+    """
+
+    def __init__(self, points: int, events_per_point: int, window: int = 200) -> None:
+        if events_per_point < 1:
+            raise ValueError("events_per_point must be >= 1")
+        self.points = points
+        self.events_per_point = events_per_point
+        self.per_share = max(1, window // events_per_point)  # buckets per plotted share
+        cap = max(points, 1) + self.per_share
+        self.bucket: deque[int] = deque(maxlen=cap)
+        self.marked: deque[float] = deque(maxlen=cap)
+        self.items: deque[float] = deque(maxlen=cap)
+
+    def add(self, first_event: int, marks: F64, items: F64) -> None:
+        """Fold one batch: per-event marked counts and scored items of monitored events from ``first_event``."""
+        n = int(marks.shape[0])
+        if self.points == 0 or n == 0:
+            return
+        b = (first_event + np.arange(n, dtype=np.int64)) // self.events_per_point
+        starts = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))
+        buckets = b[starts].tolist()
+        mk = np.add.reduceat(np.asarray(marks, np.float64), starts).tolist()
+        it = np.add.reduceat(np.asarray(items, np.float64), starts).tolist()
+        if self.bucket and self.bucket[-1] == buckets[0]:
+            self.marked[-1] += mk[0]
+            self.items[-1] += it[0]
+            buckets, mk, it = buckets[1:], mk[1:], it[1:]
+        self.bucket.extend(buckets)
+        self.marked.extend(mk)
+        self.items.extend(it)
+
+    def report(self, featurizer: Any) -> dict[str, Any]:
+        """``event`` (last event of each bucket), ``share`` over the trailing window, ``threshold_share``
+        at that window's item count, ``expected_share``; only buckets with a full trailing window."""
+        w = self.per_share
+        mk, it, bk = np.asarray(self.marked), np.asarray(self.items), list(self.bucket)
+        out: dict[str, Any] = {"window_events": w * self.events_per_point, "event": [], "share": [],
+                               "threshold_share": [], "expected_share": float(featurizer.expected_share)}
+        if len(bk) < w:
+            return out
+        cm, ci = np.concatenate([[0.0], np.cumsum(mk)]), np.concatenate([[0.0], np.cumsum(it)])
+        ends = np.arange(w, len(bk) + 1)
+        contiguous = np.asarray([bk[e - 1] - bk[e - w] == w - 1 for e in ends])
+        ends = ends[contiguous][-self.points:]
+        m, n = cm[ends] - cm[ends - w], ci[ends] - ci[ends - w]
+        thr = featurizer.threshold_counts(n)
+        safe = np.maximum(n, 1.0)
+        out["event"] = [(bk[e - 1] + 1) * self.events_per_point - 1 for e in ends.tolist()]
+        out["share"] = np.where(n > 0, m / safe, 0.0).tolist()
+        out["threshold_share"] = np.where(n > 0, thr / safe, 0.0).tolist()
+        return out

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from service.drift.detectors import AdwinDetector
-from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelIndex
+from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelIndex, LabelShareFeaturizer
 from service.drift.embedding import EmbeddingFeaturizer
+from service.drift.featurizers import event_rows
 from service.drift.items import ItemColumn, per_event_sums
+from service.drift.outliers import OutlierShareFeaturizer
 from service.drift.signal import SignalWindow
 from service.monitor.config import MonitorConfig
 from service.monitor.duplicates import RecentIds
@@ -36,13 +38,14 @@ from service.monitor.examples import (
     top_two,
     top_two_margins,
 )
-from service.monitor.history import ScoreHistory
+from service.monitor.history import ScoreHistory, ShareHistory
 from service.monitor.projection import ReferenceView, page_lookups, projection_report
 from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall
-from service.monitor.signals import SCORED_LABELS, extract_columns
+from service.monitor.signals import SCORED_LABELS, SIGNALS, extract_columns
 from service.sketches.multiscale import MultiScaleWindow
 
 log = logging.getLogger(__name__)
+SPECS = {s.name: s for s in SIGNALS}
 MAX_CHUNK = 2048  # events per vectorised update; larger batches are split (measured fastest around 2,000)
 
 
@@ -61,6 +64,7 @@ class Alarm:
     window: int
     value: float  # the raw statistic
     value_threshold: float  # its calibrated threshold
+    label: str | None = None  # per-label signals: the label whose share rose
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +109,7 @@ class ModelMonitor:
         self.change_points: list[dict[str, Any]] = []
         self._last_drift: dict[str, int] = {}
         self._outliers: list[tuple[float, int, str, str | None, list[dict[str, Any]]]] = []
+        self._marked: list[tuple[float, int, str, str | None]] = []  # last events embedding_outliers counted
         self._reset_page_state()
         if profile is not None:
             self._start(profile)
@@ -140,6 +145,7 @@ class ModelMonitor:
         """In-memory evidence for the pages (not in the snapshot): history, examples, recent embeddings."""
         cfg = self.config
         self.history = ScoreHistory(tuple(self.windows), cfg.history_points, cfg.history_events_per_point)
+        self.share_history = ShareHistory(cfg.history_points, cfg.history_events_per_point)
         recent = max(cfg.distribution_windows)
         self.lowest_confidence = LowestScores(cfg.outlier_examples, recent, cfg.block_events, cfg.max_text_chars)
         self.smallest_margin = LowestScores(cfg.outlier_examples, recent, cfg.block_events, cfg.max_text_chars)
@@ -240,18 +246,44 @@ class ModelMonitor:
         alarms: list[Alarm] = []
         ratios: dict[str, np.ndarray] = {}
         flags: dict[str, np.ndarray] = {}
+        scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # embedding signal -> (event, raw scores)
+        counted: dict[str, tuple[tuple[str, ...], np.ndarray, np.ndarray]] = {}  # label rows, shared
         for name, win in self.windows.items():
-            col = cols[name]
+            spec = SPECS.get(name)
+            col = cols[spec.column if spec is not None else name]
             feat = win.model.featurizer
             if isinstance(feat, EmbeddingFeaturizer):
-                item_rows = feat.transform(col.values) if len(col) else np.zeros((0, feat.n_features))
+                if len(col):
+                    item_rows, raw = feat.transform_scored(col.values)
+                else:
+                    item_rows, raw = np.zeros((0, feat.n_features), np.float32), np.zeros(0)
                 rows = per_event_sums(item_rows, col.event, n)
                 items = np.bincount(col.event, minlength=n).astype(np.float64)
                 upd = win.update_rows(rows, items, times)
+                scored[name] = (col.event, raw)
                 if name == "embedding" and len(col):
                     scores = feat.outlier_scores(item_rows)
                     self._track_outliers(scores, col.event, events)
                     self.recent_embeddings.add(base, col.event, scores, events)
+            elif isinstance(feat, OutlierShareFeaturizer):
+                if spec is None or spec.column not in scored:
+                    continue  # its embedding signal is not running (an inconsistent profile)
+                ev, raw = scored[spec.column]
+                marks = feat.marks(raw)
+                rows = np.bincount(ev, weights=marks, minlength=n).astype(np.float64)[:, None]
+                items = np.bincount(ev, minlength=n).astype(np.float64)
+                upd = win.update_rows(rows, items, times)
+                self.share_history.add(base, rows[:, 0], items)
+                self._track_marked(marks, ev, raw, events, base)
+            elif isinstance(feat, CategoricalFeaturizer):
+                key = spec.column if spec is not None else name
+                have = counted.get(key)
+                if have is not None and have[0] == feat.labels:
+                    rows, items = have[1], have[2]
+                else:
+                    rows, items = event_rows(feat, col, n)
+                    counted[key] = (feat.labels, rows, items)
+                upd = win.update_rows(rows, items, times)
             else:
                 upd = win.update(col, n, times)
             # hysteresis: a flag clears only after `clear_after_events` events with every statistic below
@@ -265,10 +297,13 @@ class ModelMonitor:
             for i in flips:
                 j = win.model.windows.index(int(upd.window[i]))
                 k = int(upd.stat[i])
+                label = None
+                if upd.detail is not None and upd.detail[i] >= 0 and isinstance(feat, CategoricalFeaturizer):
+                    label = feat.labels[int(upd.detail[i])]
                 alarms.append(Alarm(self.model, self.model_version, name, offset + int(i),
                                     events[i].event_id, float(upd.ratio[i]), 1.0,
                                     win.model.stat_names[k], int(upd.window[i]), float(upd.value[i]),
-                                    float(win.model.thresholds[j, k])))
+                                    float(win.model.thresholds[j, k]), label))
             self.alarm_counts[name] = self.alarm_counts.get(name, 0) + len(flips)
             self.flags[name] = bool(flag[-1])
             ratios[name], flags[name] = upd.ratio, flag
@@ -299,6 +334,17 @@ class ModelMonitor:
         self._outliers = heapq.nlargest(k, kept, key=lambda o: o[0])
         keep = {o[1] for o in self._outliers}
         self._outlier_embeddings = {i: v for i, v in self._outlier_embeddings.items() if i in keep}
+
+    def _track_marked(self, marks: np.ndarray, event_pos: np.ndarray, scores: np.ndarray, events: list[Any],
+                      base: int) -> None:
+        """The most recent events the outlier share counted (at most ``outlier_examples``)."""
+        k = self.config.outlier_examples
+        hit = np.flatnonzero(marks > 0)[-k:] if k else np.zeros(0, np.int64)
+        for t in hit.tolist():
+            e = events[int(event_pos[t])]
+            text = cut_text(e.text, self.config.max_text_chars)
+            self._marked.append((float(scores[t]), base + int(event_pos[t]), e.event_id, text))
+        self._marked = self._marked[-k:] if k else []
 
     def _track_examples(self, cols: dict[str, ItemColumn], events: list[Any], base: int) -> None:
         """Lowest-confidence and smallest-margin examples, recent confidences: vectorised per batch."""
@@ -371,13 +417,17 @@ class ModelMonitor:
             s = self.scores.get(name, {"score": 0.0, "window": 0, "statistic": None})
             signals[name] = {**s, "threshold": 1.0, "drift": self.flags.get(name, False),
                              "alarms": self.alarm_counts.get(name, 0),
-                             **win.current(), "evidence": self._evidence(name, win)}
+                             **win.current(), "evidence": self._evidence(name, win),
+                             "windows_not_evaluated": list(win.model.calibration.get("windows_not_evaluated", []))}
         out["signals"] = signals
         out["label_confidence"] = self.label_confidence_report()
         out["change_points"] = list(self.change_points)
         out["outliers"] = [{"score": o[0], "index": o[1], "event_id": o[2], "text": o[3], "entities": o[4]}
                            for o in self._outliers]
         out["history"] = self.history.report()
+        share = self.windows.get("embedding_outliers")
+        if share is not None and isinstance(share.model.featurizer, OutlierShareFeaturizer):
+            out["history"]["outlier_share"] = self.share_history.report(share.model.featurizer)
         rate, span = self.history.events_per_second()
         out["throughput"] = {"events_per_second": rate, "over_seconds": span, "clock": "event time"}
         page = self._page_views()
@@ -465,6 +515,10 @@ class ModelMonitor:
 
     def _evidence(self, name: str, win: SignalWindow) -> dict[str, Any]:
         feat = win.model.featurizer
+        if isinstance(feat, OutlierShareFeaturizer):
+            return self._outlier_evidence(win, feat)
+        if isinstance(feat, LabelShareFeaturizer):
+            return self._label_share_evidence(win, feat)
         for w in sorted(win.model.windows, reverse=True):
             cur = win.windows.current_sums(w)
             if cur is not None and cur[1] > 0:
@@ -478,6 +532,35 @@ class ModelMonitor:
                 if isinstance(feat, EmbeddingFeaturizer):
                     return {"window": w, "moved_directions": feat.moved_directions(sums, items)}
         return {}
+
+    def _outlier_evidence(self, win: SignalWindow, feat: OutlierShareFeaturizer) -> dict[str, Any]:
+        """Every full window's marked share against the expected and the alarming share, the share over
+        time (``history``) and the most recent texts the signal counted."""
+        windows = []
+        for w in win.model.windows:
+            cur = win.windows.current_sums(w)
+            if cur is not None:
+                windows.append({"window": w, **feat.share_report(cur[0], cur[1])})
+        return {"marking_level": feat.level, "marking_threshold": feat.tau,
+                "reference_exceedances": feat.exceedances, "scored_reference_items": feat.reference_items,
+                "expected_share": feat.expected_share, "windows": windows,
+                "counted": [{"score": o[0], "index": o[1], "event_id": o[2], "text": o[3]} for o in self._marked]}
+
+    def _label_share_evidence(self, win: SignalWindow, feat: LabelShareFeaturizer, top: int = 5) -> dict[str, Any]:
+        """Labels by how far their share rose above the reference's, on the score scale (1 = threshold):
+        each label's largest excess / threshold over the full windows."""
+        best: dict[int, dict[str, Any]] = {}
+        for j, w in enumerate(win.model.windows):
+            cur = win.windows.current_sums(w)
+            if cur is None or not cur[1] > 0:
+                continue
+            for row in feat.rising(cur[0]):
+                i = feat.labels.index(str(row["label"]))
+                score = float(row["excess"]) / float(win.model.thresholds[j, 0])
+                if i not in best or score > best[i]["score"]:
+                    best[i] = {**row, "score": score, "window": w}
+        ranked = sorted(best.values(), key=lambda r: (-r["score"], r["label"]))[:top]
+        return {"rising_labels": ranked, "label": ranked[0]["label"] if ranked and ranked[0]["score"] > 0 else None}
 
     def label_confidence_report(self) -> dict[str, dict[str, float]]:
         """Per-label mean confidence and count over the longest distribution window (empty until it is full)."""
@@ -508,6 +591,7 @@ class ModelMonitor:
             "change_points": self.change_points,
             "outliers": [list(o) for o in self._outliers],
             "recent_ids": self.recent_ids.state(), "duplicate_events": self.duplicates,
+            "marked": [list(o) for o in self._marked],
         }
 
     @classmethod
@@ -535,4 +619,5 @@ class ModelMonitor:
         if s.get("recent_ids") is not None:  # snapshots of earlier builds have none
             m.recent_ids = RecentIds.from_state(s["recent_ids"], config.duplicate_window_events)
             m.duplicates = int(s["duplicate_events"])
+        m._marked = [(float(o[0]), int(o[1]), o[2], o[3]) for o in s.get("marked", [])]
         return m

@@ -18,7 +18,7 @@ import numpy as np
 
 from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn
-from service.drift.signal import SignalModel, calibrate_signal
+from service.drift.signal import SignalModel, calibrate_outlier_signal, calibrate_signal
 from service.monitor.config import MonitorConfig
 from service.monitor.signals import SIGNALS
 from service.state import decode_state, encode_state, malformed_state
@@ -162,15 +162,29 @@ class ReferenceProfile:
         signals: dict[str, SignalModel] = {}
         unavailable: dict[str, str] = {}
         for spec in SIGNALS:
-            col = cols[spec.name]
+            if spec.name in config.disabled_signals:
+                unavailable[spec.name] = "disabled by configuration (disabled_signals)"
+                continue
+            col = cols[spec.column]
             have_events = int(np.unique(col.event).shape[0]) if len(col) else 0
             if len(col) < spec.min_reference_items or have_events < config.min_reference_events // 2:
-                unavailable[spec.name] = (f"reference has {len(col)} {spec.name} items in {have_events} events; "
+                unavailable[spec.name] = (f"reference has {len(col)} {spec.column} items in {have_events} events; "
                                           f"needs {spec.min_reference_items} items in "
                                           f"{config.min_reference_events // 2} events")
                 continue
             windows = config.embedding_windows if spec.windows == "embedding" else config.distribution_windows
             try:
+                if spec.kind == "outliers":
+                    base = signals.get(spec.source)
+                    if base is None or not isinstance(base.featurizer, EmbeddingFeaturizer):
+                        unavailable[spec.name] = f"needs the {spec.source} signal, which is unavailable"
+                        continue
+                    # its own generator: the other signals' calibration draws stay as they were
+                    signals[spec.name] = calibrate_outlier_signal(
+                        spec.name, base.featurizer, col, n, windows=config.outlier_windows,
+                        false_alarm_rate=config.false_alarm_rate, level=config.outlier_level,
+                        rng=np.random.default_rng(config.seed + 3))
+                    continue
                 signals[spec.name] = calibrate_signal(
                     spec.name, spec.kind, col, n, windows=windows, false_alarm_rate=config.false_alarm_rate,
                     splits=config.calibration_splits, n_components=config.pca_components,

@@ -25,6 +25,11 @@ class SignalSpec:
     windows: WindowSet
     min_reference_items: int
     meaning: str
+    source: str = ""  # the signal whose column (and, for derived signals, fitted featurizer) it reads
+
+    @property
+    def column(self) -> str:
+        return self.source or self.name
 
 
 SIGNALS: tuple[SignalSpec, ...] = (
@@ -37,6 +42,12 @@ SIGNALS: tuple[SignalSpec, ...] = (
     SignalSpec("text_length", "binned", "distribution", 50, "text length in characters"),
     SignalSpec("prediction_label", "categorical", "distribution", 50, "predicted class distribution"),
     SignalSpec("prediction_confidence", "binned", "distribution", 50, "predicted class confidence"),
+    SignalSpec("embedding_outliers", "outliers", "embedding", 100,
+               "share of events outside the reference (document embeddings)", "embedding"),
+    SignalSpec("entity_label_share", "label_share", "distribution", 50,
+               "per-label share of predicted entity labels rising above the reference", "entity_label"),
+    SignalSpec("token_tag_share", "label_share", "distribution", 50,
+               "per-tag share of token tags rising above the reference", "token_tag"),
 )
 SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
 SCORED_LABELS = "_scored_labels"  # labels of the scored entities, aligned with the confidence column

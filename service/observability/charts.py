@@ -74,6 +74,45 @@ def score_chart(uid: str, signal: str, events: Sequence[int], times: Sequence[fl
             f'</svg>')
 
 
+def share_chart(uid: str, events: Sequence[int], share: Sequence[float], threshold: Sequence[float],
+                expected: float, window: int, width: int = 420, height: int = 120) -> str:
+    """The outlier share over the trailing ``window`` events per history point (solid), the share that
+    alarms at that many items (dashed) and the share the reference predicts (dotted)."""
+    title = f"embedding_outliers: share of events outside the reference over the last {window} events"
+    if not share:
+        return (f'<svg class="chart" role="img" aria-labelledby="{uid}-t {uid}-d" width="{width}" height="40">'
+                f'<title id="{uid}-t">{esc(title)}</title><desc id="{uid}-d">No full window yet.</desc>'
+                f'<text x="4" y="24">no full window yet</text></svg>')
+    left, right, top, bottom = 40, 8, 8, 20
+    ymax = max(max(share), max(threshold), expected) * 1.1 or 1.0
+    n = max(len(share) - 1, 1)
+
+    def x(i: int) -> float:
+        return left + (width - left - right) * i / n
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (1.0 - v / ymax)
+
+    def line(cls: str, vals: Sequence[float]) -> str:
+        return f'<polyline class="{cls}" points="{" ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(vals))}"/>'
+
+    above = [i for i, (v, t) in enumerate(zip(share, threshold, strict=True)) if v >= t > 0]
+    dots = "".join(f'<circle class="drift-pt" cx="{x(i):.1f}" cy="{y(share[i]):.1f}" r="2.5"/>' for i in above)
+    ticks = "".join(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
+                    f'<text class="tick" x="{left - 4}" y="{y(v) + 3:.1f}" text-anchor="end">{100 * v:.0f}%</text>'
+                    for v in (0.0, ymax / 2, ymax / 1.1))
+    exp = (f'<line class="expected" x1="{left}" x2="{width - right}" y1="{y(expected):.1f}" '
+           f'y2="{y(expected):.1f}"/>')
+    desc = (f"Latest share {100 * share[-1]:.1f}% against {100 * threshold[-1]:.1f}% that alarms and "
+            f"{100 * expected:.2f}% the reference predicts; at or above the alarming share in {len(above)} of "
+            f"{len(share)} points" + (", including the latest." if above and above[-1] == len(share) - 1 else "."))
+    return (f'<svg class="chart" role="img" aria-labelledby="{uid}-t {uid}-d" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}"><title id="{uid}-t">{esc(title)}</title>'
+            f'<desc id="{uid}-d">{esc(desc)}</desc>{ticks}{exp}{line("threshold", threshold)}'
+            f'{line("score", share)}{dots}<text class="tick" x="{width - right}" y="{height - 4}" '
+            f'text-anchor="end">events {events[0]:,} to {events[-1]:,} →</text></svg>')
+
+
 def band(percentile: float | None, bands: Sequence[float]) -> str:
     """Which band of the reference's out-of-reference scores a current point falls in."""
     if percentile is None or not is_number(percentile):

@@ -47,6 +47,7 @@ LABEL_SOURCES = ("entity_label", "token_tag", "prediction_label")
 CONFIDENCE_SOURCES = ("confidence", "prediction_confidence")
 STATUSES = ("monitoring", "reference_pending", "collecting_baseline")  # ModelMonitor.status values
 MODEL_LABELS = ("model", "model_version")
+RISING_LABELS = 5  # labels per per-label signal in nlpmon_drift_label_score
 
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 EVENT_AGE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
@@ -119,6 +120,10 @@ METRICS: tuple[MetricSpec, ...] = (
        "1 while the signal's drift flag is raised (score above 1, cleared after a quiet stretch), else 0."),
     _m("nlpmon_drift_alarms_total", "counter", _SIG,
        "Drift alarms (no-drift to drift transitions) raised for the signal."),
+    _m("nlpmon_drift_label_score", "gauge", (*MODEL_LABELS, "signal", "label"),
+       "Per-label signals (entity_label_share, token_tag_share): the score of each of the (at most 5) labels "
+       "whose share rose most above the reference's, on the signal's scale (1 = threshold); the "
+       "NlpmonDriftDetected alert names the top one."),
     _m("nlpmon_label_share", "gauge", (*MODEL_LABELS, "source", "label", "window"),
        "Share of a label in the reference or the current (longest full) window, for every label of the "
        "reference vocabulary; source = entity_label|token_tag|prediction_label, window = reference|current."),
@@ -613,6 +618,12 @@ class NlpmonMetrics:
         for label, (total, n) in weighted.items():
             if n > 0:
                 self._set("nlpmon_label_confidence_mean", (m, v, label), total / n, seen)
+        # after the label shares: the rising labels are reference labels that already hold their slots
+        for sig_name, sig in signals.items():
+            for r in ((sig.get("evidence") or {}).get("rising_labels") or ())[:RISING_LABELS]:
+                if _num(r.get("score")) > 0:
+                    self._set("nlpmon_drift_label_score", (m, v, sig_name, self._label(st, str(r["label"]))),
+                              _num(r.get("score")), seen)
         quality = rep.get("quality")
         if quality:
             for name, values, value in quality_gauges(quality, lambda label: self._label(st, label)):

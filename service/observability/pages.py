@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.monitor.signals import SIGNALS
-from service.observability.charts import projection_chart, score_chart
+from service.observability.charts import projection_chart, score_chart, share_chart
 from service.observability.markup import (
     DASH,
     age,
@@ -161,6 +161,7 @@ def model_page(key: str, report: Mapping[str, Any], now: float, refresh_s: int, 
     if signals:
         parts.append(_signals_section(signals, report.get("history") or {}))
         parts.append(_labels_section(signals))
+        parts.append(_partial_drift_section(signals, report.get("history") or {}))
         parts.append(_confidence_section(report.get("confidence_by_label") or {}, signals))
     if report.get("projection") is not None or signals:
         parts.append(_projection_section(report.get("projection"), selected, model, version))
@@ -277,6 +278,80 @@ def _labels_section(signals: Mapping[str, Any]) -> str:
         return ""
     return ('<section id="labels" aria-labelledby="labels-h"><h2 id="labels-h">Which labels moved</h2>'
             + "".join(tables) + "</section>")
+
+
+SHARE_SIGNALS = ("entity_label_share", "token_tag_share")
+
+
+def _partial_drift_section(signals: Mapping[str, Any], history: Mapping[str, Any]) -> str:
+    """A new sub-population: the outlier share against its expected value and threshold, the texts it
+    counted, and the labels whose share rose (per-label signals), each named."""
+    parts = []
+    out = signals.get("embedding_outliers")
+    if out:
+        ev = out.get("evidence") or {}
+        h = history.get("outlier_share") or {}
+        chart = share_chart("share-hist", h.get("event") or [], h.get("share") or [], h.get("threshold_share") or [],
+                            float(h.get("expected_share") or ev.get("expected_share") or 0.0),
+                            int(h.get("window_events") or 0))
+        rows = "".join(
+            f'<tr><th scope="row">{num(w["window"])}</th><td class="num">{num(w["marked"])} of {num(w["items"])}</td>'
+            f'<td class="num">{pct(w["share"])}</td><td class="num">{pct(w["expected_share"])}</td>'
+            f'<td class="num">{num(w["alarm_count"])} ({pct(w["threshold_share"])})</td>'
+            f'<td>{"<strong>at or above</strong>" if w["marked"] >= w["alarm_count"] else "below"}</td></tr>'
+            for w in ev.get("windows") or ())
+        counted = "".join(f'<li><span class="num">{num(c.get("score"))}</span> {esc(c.get("text") or DASH)}</li>'
+                          for c in reversed(ev.get("counted") or []))
+        parts.append(
+            f'<h3>Events outside the reference (embedding_outliers{"; DRIFT" if out.get("drift") else ""})</h3>'
+            f'<p>An event is outside when its out-of-reference score reaches the reference\'s '
+            f'{100 * (1 - float(ev.get("marking_level") or 0)):.1f}th percentile (scored out of sample: '
+            f'{num(ev.get("reference_exceedances"))} of {num(ev.get("scored_reference_items"))} reference events '
+            f'reach it). Chart: the share over the last {num(h.get("window_events"))} events (solid), the share that '
+            f'alarms (dashed), the share the reference predicts (dotted); exact beta-binomial thresholds.</p>{chart}'
+            f'<table class="shares"><caption>Marked events per window, against the reference</caption><thead><tr>'
+            f'<th scope="col">Window</th><th scope="col">Outside</th><th scope="col">Share</th>'
+            f'<th scope="col">Expected</th><th scope="col">Alarms at</th><th scope="col">State</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table>'
+            + (f'<p>The most recent texts it counted (score, text):</p><ol class="counted">{counted}</ol>'
+               if counted else '<p>No recent event is outside the reference.</p>'))
+    for name in SHARE_SIGNALS:
+        sig = signals.get(name)
+        if not sig:
+            continue
+        ev = sig.get("evidence") or {}
+        ranked = [r for r in ev.get("rising_labels") or () if is_number(r.get("score")) and r["score"] > 0]
+        def named(label: Any) -> str:
+            return (f'<strong>{esc(label)}</strong>' + (" (labels the reference never saw)" if label == "__other__"
+                                                         else ""))
+        if ev.get("label") and ranked:
+            top = ranked[0]
+            above = is_number(top["score"]) and top["score"] > 1
+            lead = (f'<p data-label="{esc(top["label"])}">Label {named(top["label"])} '
+                    f'{"rose above its threshold" if above else "rose most, below its threshold"}: score '
+                    f'{num(top["score"])} (1 = threshold), {pct(top["current"])} of the last {num(top["window"])} '
+                    f'events\' items against {pct(top["reference"])} in the reference.</p>')
+        else:
+            lead = '<p>No label\'s share is above the reference\'s.</p>'
+        rows = "".join(
+            f'<tr><th scope="row">{esc(r["label"])}</th><td class="num">{pct(r["reference"])}</td>'
+            f'<td class="num">{pct(r["current"])}</td><td class="num">{num(r["count"], 0)}</td>'
+            f'<td class="num">{num(r["score"])}</td><td class="num">{num(r["window"])}</td></tr>' for r in ranked)
+        table = (f'<table class="shares"><caption>{esc(name)}: labels whose share rose (score: excess over the '
+                 f'threshold, largest over the windows)</caption><thead><tr><th scope="col">Label</th>'
+                 f'<th scope="col">Reference</th><th scope="col">Current</th><th scope="col">Count</th>'
+                 f'<th scope="col">Score</th><th scope="col">Window</th></tr></thead><tbody>{rows}</tbody></table>'
+                 if rows else "")
+        parts.append(f'<h3>{esc(name)}{"; DRIFT" if sig.get("drift") else ""}</h3>{lead}{table}')
+    notes = [f'{esc(n)}: windows of {esc(", ".join(str(w) for w in s["windows_not_evaluated"]))} events are not '
+             f'evaluated until the reference holds twice as many events (they would be calibrated on fewer '
+             f'held-out events than they hold)' for n, s in signals.items() if s.get("windows_not_evaluated")]
+    if notes:
+        parts.append('<p class="muted">' + "; ".join(notes) + ".</p>")
+    if not parts:
+        return ""
+    return ('<section id="partial" aria-labelledby="partial-h"><h2 id="partial-h">New sub-populations</h2>'
+            + "".join(parts) + "</section>")
 
 
 def _bar(share: Any) -> str:

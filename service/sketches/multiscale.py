@@ -42,15 +42,18 @@ class MultiScaleWindow:
     """
 
     def __init__(self, n_features: int, windows: tuple[int, ...], block_events: int,
-                 max_age: float | None = None) -> None:
+                 max_age: float | None = None, every_event: bool = True) -> None:
+        """``every_event=False``: every window (each a multiple of ``block_events``) is evaluated only
+        when a block closes, as the long ones are."""
         if not windows:
             raise ValueError("at least one window size is needed")
         self.windows = tuple(sorted(set(int(w) for w in windows)))
         if self.windows[0] < 1:
             raise ValueError("window sizes must be >= 1")
         self.block = int(block_events)
-        self.short = tuple(w for w in self.windows if w <= self.block)
-        self.long = tuple(w for w in self.windows if w > self.block)
+        cut = self.block if every_event else 0
+        self.short = tuple(w for w in self.windows if w <= cut)
+        self.long = tuple(w for w in self.windows if w > cut)
         for w in self.long:
             if w % self.block:
                 raise ValueError(f"long window {w} is not a multiple of block_events={self.block}")
@@ -202,7 +205,7 @@ class MultiScaleWindow:
 
     def current_sums(self, window: int) -> tuple[Array, float] | None:
         """Sums over the most recent ``window`` events (short: from the ring; long: whole blocks)."""
-        if window <= self.block:
+        if window in self.short:
             if self._ring_rows.shape[0] < window:
                 return None
             return self._ring_rows[-window:].sum(axis=0), float(self._ring_items[-window:].sum())
