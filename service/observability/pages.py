@@ -15,6 +15,7 @@ from typing import Any
 
 from service.monitor.signals import SIGNALS
 from service.observability.charts import projection_chart, score_chart
+from service.observability.partial_match_page import partial_match_section
 from service.observability.markup import (
     DASH,
     age,
@@ -431,7 +432,8 @@ def _quality_section(q: Mapping[str, Any]) -> str:
              f'<th scope="col">Support</th><th scope="col">Estimated precision</th>'
              f'<th scope="col">Calibration gap</th></tr></thead>'
              f'<tbody>{rows}</tbody></table>' if rows else '<p class="muted">No labelled predictions yet.</p>')
-    return f'<section id="quality" aria-labelledby="quality-h"><h2 id="quality-h">Quality</h2>{dl}{table}</section>'
+    return (f'<section id="quality" aria-labelledby="quality-h"><h2 id="quality-h">Quality</h2>{dl}{table}'
+            f'{partial_match_section(q)}</section>')
 
 
 def _notes_section(report: Mapping[str, Any]) -> str:
