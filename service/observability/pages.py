@@ -15,7 +15,6 @@ from typing import Any
 
 from service.monitor.signals import SIGNALS
 from service.observability.charts import projection_chart, score_chart
-from service.observability.partial_match_page import partial_match_section
 from service.observability.markup import (
     DASH,
     age,
@@ -30,6 +29,7 @@ from service.observability.markup import (
     url_segment,
     utc,
 )
+from service.observability.partial_match_page import partial_match_section
 
 SIGNAL_MEANING = {s.name: s.meaning for s in SIGNALS}
 LABEL_SIGNALS = ("entity_label", "prediction_label", "token_tag")

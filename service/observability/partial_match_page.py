@@ -57,8 +57,9 @@ def partial_match_section(q: Mapping[str, Any]) -> str:
     for name, block in schemes.items():
         o = block.get("overall") or {}
         ref_f1 = ((ref.get(name) or {}).get("overall") or {}).get("f1")
+        drift = str(bool((block.get("f1_drop") or {}).get("drift"))).lower()
         rows.append(
-            f'<tr data-scheme="{esc(name)}" data-drift="{str(bool((block.get("f1_drop") or {}).get("drift"))).lower()}">'
+            f'<tr data-scheme="{esc(name)}" data-drift="{drift}">'
             f'<th scope="row">{esc(name)}<br><span class="muted">{esc(SCHEME_MEANING.get(name, ""))}</span></th>'
             + "".join(f'<td class="num">{num(o.get(k))}</td>'
                       for k in ("correct", "incorrect", "partial", "missed", "spurious"))

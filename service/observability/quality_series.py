@@ -210,16 +210,17 @@ def _join_gauges(join: Mapping[str, Any]) -> Iterator[Sample]:
 def other_quality_gauges(reports: Iterable[tuple[str, Mapping[str, Any]]]) -> Iterator[Sample]:
     """Gauge samples of the ``other`` aggregate from ``(model, quality report)`` pairs of the overflow
     versions: test flags and scores are maxima, per partial-match scheme too (thresholds too: they are one
-    configured value), labelled documents are summed; pending entries and buffer bytes are summed over distinct models (every version
-    of a model reports the same join). No per-label series, no ratios."""
+    configured value), labelled documents are summed; pending entries and buffer bytes are summed over
+    distinct models (every version of a model reports the same join). No per-label series, no ratios."""
     drift: dict[tuple[str, tuple[str, ...]], float] = {}
     peak: dict[tuple[str, tuple[str, ...]], float] = {}
     documents = 0.0
     join: dict[str, Mapping[str, Any]] = {}
     for model, q in reports:
         documents += float(q.get("documents") or 0)
+        partial_tests = ("nlpmon_quality_partial_drift", "nlpmon_quality_partial_f1_drop_score")
         tests = [*_test_samples(q), *(x for x in partial_samples(q.get("partial_match"), lambda _: OTHER)
-                                      if x[0] in ("nlpmon_quality_partial_drift", "nlpmon_quality_partial_f1_drop_score"))]
+                                      if x[0] in partial_tests)]
         for name, values, v in tests:
             if name in ("nlpmon_quality_drift", "nlpmon_quality_partial_drift"):
                 drift[(name, values)] = max(drift.get((name, values), 0.0), v)
