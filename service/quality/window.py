@@ -95,9 +95,10 @@ class QualityWindow:
         self._pred_score = np.zeros(0)
         self.sums = np.zeros((0, 3), dtype=np.int64)
         # partial-match counts (partial_match.COLUMNS): per document, per row of _rows, and their sums
-        self._doc_partial = np.zeros((0, N_COLUMNS), dtype=np.int64)
+        # (per-document counts are small: int32 halves what the window and its snapshot hold)
+        self._doc_partial = np.zeros((0, N_COLUMNS), dtype=np.int32)
         self._doc_partial_known = np.zeros(0, dtype=bool)
-        self._rows_partial = np.zeros((0, N_COLUMNS), dtype=np.int64)
+        self._rows_partial = np.zeros((0, N_COLUMNS), dtype=np.int32)
         self.partial_sums = np.zeros((0, N_COLUMNS), dtype=np.int64)
         self.partial_total = np.zeros(N_COLUMNS, dtype=np.int64)
 
@@ -139,10 +140,10 @@ class QualityWindow:
         else:
             doc_partial = np.zeros((n, N_COLUMNS), np.int64)
             rows_partial = np.zeros((rows.shape[0], N_COLUMNS), np.int64)
-        self._doc_partial = np.concatenate([self._doc_partial, doc_partial])
+        self._doc_partial = np.concatenate([self._doc_partial, doc_partial.astype(np.int32)])
         self._doc_partial_known = np.concatenate(
             [self._doc_partial_known, np.full(n, self.partial_min_overlap is not None)])
-        self._rows_partial = np.concatenate([self._rows_partial, rows_partial])
+        self._rows_partial = np.concatenate([self._rows_partial, rows_partial.astype(np.int32)])
         scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)[batch.pred_first]
         pred_rows = np.column_stack([seq[batch.pred_unique[:, 0]], batch.pred_unique[:, 3],
                                      batch.pred_correct.astype(np.int64)]).reshape(-1, 3)
@@ -179,7 +180,7 @@ class QualityWindow:
             np.subtract.at(self.partial_sums, leaving[:, 1], self._rows_partial[out])
         self._rows = self._rows[~out]
         self._rows_partial = self._rows_partial[~out]
-        self.partial_total -= self._doc_partial[drop].sum(axis=0)
+        self.partial_total -= self._doc_partial[drop].sum(axis=0, dtype=np.int64)
         self._doc_partial, self._doc_partial_known = self._doc_partial[~drop], self._doc_partial_known[~drop]
         keep_pred = ~np.isin(self._pred[:, 0], gone)
         self._pred, self._pred_score = self._pred[keep_pred], self._pred_score[keep_pred]
@@ -265,14 +266,14 @@ class QualityWindow:
         w.sums = np.asarray(s["sums"], dtype=np.int64).reshape(-1, 3)
         n_docs, n_rows = w._doc_seq.size, w._rows.shape[0]
         if "doc_partial" in s:
-            w._doc_partial = np.asarray(s["doc_partial"], dtype=np.int64).reshape(-1, N_COLUMNS)
+            w._doc_partial = np.asarray(s["doc_partial"], dtype=np.int32).reshape(-1, N_COLUMNS)
             w._doc_partial_known = np.asarray(s["doc_partial_known"], dtype=bool).reshape(-1)
-            w._rows_partial = np.asarray(s["rows_partial"], dtype=np.int64).reshape(-1, N_COLUMNS)
+            w._rows_partial = np.asarray(s["rows_partial"], dtype=np.int32).reshape(-1, N_COLUMNS)
             w.partial_sums = np.asarray(s["partial_sums"], dtype=np.int64).reshape(-1, N_COLUMNS)
             w.partial_total = np.asarray(s["partial_total"], dtype=np.int64).reshape(N_COLUMNS)
         else:  # a snapshot of a build without partial matching: its documents have no partial counts
-            w._doc_partial = np.zeros((n_docs, N_COLUMNS), np.int64)
+            w._doc_partial = np.zeros((n_docs, N_COLUMNS), np.int32)
             w._doc_partial_known = np.zeros(n_docs, bool)
-            w._rows_partial = np.zeros((n_rows, N_COLUMNS), np.int64)
+            w._rows_partial = np.zeros((n_rows, N_COLUMNS), np.int32)
             w.partial_sums = np.zeros((w.sums.shape[0], N_COLUMNS), np.int64)
         return w
