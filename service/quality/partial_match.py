@@ -248,7 +248,7 @@ def scheme_figures(overall: I64, per_label: I64, names: Sequence[str]) -> dict[s
     return out
 
 
-def scheme_document_counts(doc_counts: I64, scheme: str) -> tuple[F64, F64]:
+def scheme_document_counts(doc_counts: npt.NDArray[np.integer[Any]], scheme: str) -> tuple[F64, F64]:
     """Per document, the credit ``x`` (correct + half the partials) and ``actual + possible - x``: the
     per-document sums whose ratio ``p`` gives the scheme's F1 = 2p / (1 + p) = 2x / (actual + possible)
     (the form ``significance.micro_f1_with_se`` takes)."""
