@@ -156,3 +156,42 @@ def test_real_umap_fit_and_transform_are_reproducible() -> None:
     assert all(d < np.linalg.norm(ta.mean(axis=0) - o) for o in others)
     with pytest.raises(ValueError, match="at least 4"):
         fit_umap(ref[:3], seed=0)
+
+
+def test_service_hands_the_reports_projection_to_the_worker() -> None:
+    """NlpmonService with pages.projection=umap: the refresh puts the worker's answer in the report, for the
+    points the report's projection shows; without the setting there is no worker."""
+    import json
+
+    from service.app.processor import MonitorPartitionProcessor, References
+    from service.app.service import NlpmonService
+    from service.app.settings import load_settings
+    from service.demo import generate_events
+    from service.monitor.config import MonitorConfig
+
+    assert NlpmonService(load_settings()).projections is None
+    svc = NlpmonService(load_settings(pages={"projection": "umap"}))
+    assert svc.projections is not None
+    svc.projections.close()
+    calls: list[str] = []
+    svc.projections = UmapProjections(fit=fake_fit(None, calls))
+    events = generate_events(500, model="m")
+    for e in events[:300]:
+        e["split"] = "reference"
+    proc = MonitorPartitionProcessor("t", 0, MonitorConfig(calibration_splits=2), References())
+    proc.monitors.process_lines([json.dumps(e) for e in events])
+    try:
+        (key, rep), = proc.report().items()
+        assert rep["projection"]["method"] == "pca"
+        out = svc._umap(proc, key, rep)
+        assert out["projection"]["requested"] == "umap" and "UMAP fitting" in out["projection"]["note"]
+        for _ in range(2):
+            assert svc.projections.wait_idle(WAIT_S)
+            out = svc._umap(proc, key, rep)
+        assert out["projection"]["method"] == "umap" and calls == ["nlpmon-umap"]
+        assert out["projection"]["current"]["event_id"] == rep["projection"]["current"]["event_id"]
+        stale = {**rep, "projection": {**rep["projection"], "current": {**rep["projection"]["current"],
+                                                                          "event_id": ["other"]}}}
+        assert svc._umap(proc, key, stale) is stale  # not the points the worker would place: untouched
+    finally:
+        svc.projections.close()
