@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The real client libraries for their tests (about 1.4 GB with torch's CPU build; `make run` needs none).
+# The real client libraries for their tests (about 1.4 GB with torch's CPU build; `make run` needs none),
+# and umap-learn for the UMAP projection's tests.
 $(CLIENTS): $(STAMP) scripts/install-torch-cpu.sh
-	$(BIN)/python -m pip install --quiet -e '.[dev,faust,clients]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,faust,clients,umap]'
 	bash scripts/install-torch-cpu.sh $(BIN)/python
 	touch $(CLIENTS)
 

@@ -5,6 +5,7 @@ Every test builds a fresh CollectorRegistry and asserts with ``get_sample_value`
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -463,8 +464,19 @@ def quality(model: str = "demo-ner", version: str = "1", *, join_here: dict[str,
         "join": {**dict.fromkeys(JOIN_KEYS, 0), "matched": 120, "pending_predictions": 300, "pending_labels": 7,
                  "bytes": 52_000},
         "join_here": {**dict.fromkeys(JOIN_KEYS, 0), **(join_here or {})},
+        "partial_match": partial_block(),
     }
     return {**q, **over}
+
+
+@functools.lru_cache(maxsize=1)
+def _partial_block_json() -> str:
+    return json.dumps(partial_report()["partial_match"])
+
+
+def partial_block() -> dict[str, Any]:
+    """The ``partial_match`` block of a real report (a fresh copy each time)."""
+    return dict(json.loads(_partial_block_json()))
 
 
 def with_quality(report: dict[str, Any], q: dict[str, Any] | None, model: str | None = None,
@@ -764,3 +776,92 @@ def test_quality_series_follow_absence_and_retirement(stream: Stream) -> None:
     metrics.observe_reports({"b/1": with_quality(rep, quality("b"), model="b")})
     assert value(reg, "nlpmon_quality_documents", model="b", model_version="1") == 120
     assert value(reg, "nlpmon_tracked_models", series="other") == 0
+
+
+# -- partial-match schemes ----------------------------------------------------------------------------------------
+def partial_report(labels: tuple[str, ...] = ("PER", "LOC", "ORG", "MISC"), n: int = 300) -> dict[str, Any]:
+    """A real QualityMonitor report: boundaries off and types swapped in part of the production documents."""
+    import random
+
+    from service.events import decode_event
+    from service.quality.events import decode_ground_truth
+    from service.quality.quality_monitor import QualityConfig, QualityMonitor
+
+    rng = random.Random(5)
+    mon = QualityMonitor("demo-ner", QualityConfig(baseline_documents=100, min_test_documents=50))
+    for i in range(n):
+        gold = [(10 * k, 10 * k + 5, rng.choice(labels)) for k in range(3)]
+        pred = [(s, e + (i > 100 and rng.random() < 0.3), lab if rng.random() < 0.9 else rng.choice(labels))
+                for s, e, lab in gold]
+        ev = {"event_id": f"e{i}", "model": "demo-ner", "model_version": "1", "timestamp": float(i),
+              "entities": [{"label": lab, "start": s, "end": e} for s, e, lab in pred]}
+        mon.add_predictions([decode_event(json.dumps(ev))], now=float(i))
+        gt = {"event_id": f"e{i}", "model": "demo-ner",
+              "entities": [{"label": lab, "start": s, "end": e} for s, e, lab in gold]}
+        mon.add_labels([decode_ground_truth(json.dumps(gt))], now=float(i))
+    return mon.report("1")
+
+
+def test_partial_match_figures_are_exported_as_reported(stream: Stream) -> None:
+    reg = CollectorRegistry()
+    q = partial_report()
+    NlpmonMetrics(reg, clock=FakeClock()).observe_reports({"demo-ner/1": with_quality(stream.reports["demo-ner/1"], q)})
+    m = {"model": "demo-ner", "model_version": "1"}
+    pm = q["partial_match"]
+    for scheme, block in pm["schemes"].items():
+        for metric in ("precision", "recall", "f1", "correct", "incorrect", "partial", "missed", "spurious"):
+            assert value(reg, "nlpmon_quality_partial", **m, scheme=scheme, label="__overall__", metric=metric) == \
+                block["overall"][metric], (scheme, metric)
+        for label, fig in block["labels"].items():
+            for metric in ("precision", "recall", "f1"):
+                assert value(reg, "nlpmon_quality_partial", **m, scheme=scheme, label=label, metric=metric) == \
+                    fig[metric]
+            assert value(reg, "nlpmon_quality_partial", **m, scheme=scheme, label=label, metric="correct") is None
+        assert value(reg, "nlpmon_quality_partial_drift", **m, scheme=scheme) == float(block["f1_drop"]["drift"])
+        assert value(reg, "nlpmon_quality_partial_f1_drop_score", **m, scheme=scheme) == block["f1_drop"]["score"]
+        assert value(reg, "nlpmon_quality_partial_reference", **m, scheme=scheme, metric="f1") == \
+            pm["reference"]["schemes"][scheme]["overall"]["f1"]
+    assert pm["schemes"]["strict"]["f1_drop"]["drift"]  # the faults are big enough to flag
+    assert not any(math.isnan(s.value) for s in quality_samples(reg))
+
+
+def test_partial_match_labels_over_the_cap_are_pooled_from_their_counts(stream: Stream) -> None:
+    """With max_labels=2 the other labels share label="other", their figures recomputed from the summed
+    counts as nervaluate computes them; the series count stays within scheme x metric x (cap + 2)."""
+    reg = CollectorRegistry()
+    q = partial_report()
+    NlpmonMetrics(reg, clock=FakeClock(), max_labels=2).observe_reports(
+        {"demo-ner/1": with_quality(stream.reports["demo-ner/1"], q)})
+    m = {"model": "demo-ner", "model_version": "1"}
+    partial = [s for fam in reg.collect() if fam.name == "nlpmon_quality_partial" for s in fam.samples]
+    own = {s.labels["label"] for s in partial} - {"__overall__", "other"}
+    assert len(own) <= 2 and {s.labels["label"] for s in partial} >= {"__overall__", "other"}
+    assert len(partial) <= 4 * (3 * (2 + 1) + 8)
+    for scheme, block in q["partial_match"]["schemes"].items():
+        pooled = [fig for name, fig in block["labels"].items() if name not in own]
+        c = {k: sum(f[k] for f in pooled) for k in ("correct", "incorrect", "partial", "missed", "spurious")}
+        credit = c["correct"] + (0.5 * c["partial"] if scheme == "partial" else 0)
+        p = credit / (c["correct"] + c["incorrect"] + c["partial"] + c["spurious"])
+        r = credit / (c["correct"] + c["incorrect"] + c["partial"] + c["missed"])
+        assert value(reg, "nlpmon_quality_partial", **m, scheme=scheme, label="other", metric="precision") == \
+            pytest.approx(p, rel=1e-12)
+        assert value(reg, "nlpmon_quality_partial", **m, scheme=scheme, label="other", metric="f1") == \
+            pytest.approx(2 * p * r / (p + r), rel=1e-12)
+
+
+def test_partial_match_flags_of_overflow_models_are_maxima(stream: Stream) -> None:
+    reg = CollectorRegistry()
+    q = partial_report()
+    calm = json.loads(json.dumps(q))
+    for block in calm["partial_match"]["schemes"].values():
+        block["f1_drop"].update(drift=False, score=0.5)
+    rep = stream.reports["demo-ner/1"]
+    NlpmonMetrics(reg, clock=FakeClock(), max_models=1).observe_reports({
+        "a/1": with_quality(rep, calm, model="a"), "b/1": with_quality(rep, q, model="b"),
+        "c/1": with_quality(rep, calm, model="c")})
+    o = {"model": "other", "model_version": "other"}
+    for scheme, block in q["partial_match"]["schemes"].items():
+        assert value(reg, "nlpmon_quality_partial_drift", **o, scheme=scheme) == float(block["f1_drop"]["drift"])
+        assert value(reg, "nlpmon_quality_partial_f1_drop_score", **o, scheme=scheme) == max(
+            0.5, block["f1_drop"]["score"])
+    assert value(reg, "nlpmon_quality_partial", **o, scheme="strict", label="__overall__", metric="f1") is None

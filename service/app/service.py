@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from service.app.demo import DemoPlan, publish_demo
 from service.app.processor import MonitorPartitionProcessor, References
+from service.app.projection_worker import UmapProjections
 from service.app.settings import ServiceSettings
 from service.kafka.broker import bootstrap_servers_for
 from service.kafka.publish import create_topic
@@ -86,6 +87,10 @@ class NlpmonService:
         self._split_models: set[str] = set()
         self._orphan_warned: set[tuple[str, int]] = set()
         self._unkeyed_warned: set[tuple[str, int]] = set()
+        pg = settings.pages
+        self.projections = (UmapProjections(seed=settings.monitor.seed, n_neighbors=pg.umap_neighbors,
+                                            max_reference=pg.umap_max_reference, cached_models=pg.umap_cached_models)
+                            if pg.projection == "umap" else None)
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
@@ -155,6 +160,8 @@ class NlpmonService:
         reports: dict[str, Any] = {}
         for (topic, partition), proc in self._processors.items():
             for model_key, rep in proc.report().items():
+                if self.projections is not None:
+                    rep = self._umap(proc, model_key, rep)
                 if model_key in reports and model_key not in self._split_models:
                     self._split_models.add(model_key)
                     log.warning("%s arrives on several partitions (now also %s[%d]): key events by model, "
@@ -175,6 +182,19 @@ class NlpmonService:
                         a.model, a.model_version, a.signal, a.score, a.statistic, a.window, a.event_id)
         with self._lock:
             self._reports = reports
+
+    def _umap(self, proc: MonitorPartitionProcessor, key: str, rep: dict[str, Any]) -> dict[str, Any]:
+        """The report with its projection handed to the UMAP worker (never blocks; PCA with a note until
+        the worker's UMAP is ready)."""
+        assert self.projections is not None
+        mon = proc.monitors.monitors.get((str(rep.get("model")), str(rep.get("model_version"))))
+        block = rep.get("projection")
+        if mon is None or block is None:
+            return rep
+        _, ids, _, recent, _ = mon.recent_embeddings.arrays()
+        if list(ids) != list(block["current"]["event_id"]):  # not the points the block shows: leave it
+            return rep
+        return {**rep, "projection": self.projections.apply(key, mon.profile, block, recent, mon.monitored_events)}
 
     def _progress(self, now: float) -> None:
         rate = (self._events_seen - self._events_at_last_progress) / max(now - self._last_progress, 1e-9)
@@ -238,6 +258,8 @@ class NlpmonService:
             finally:
                 stop.set()
                 http.stop()
+                if self.projections is not None:
+                    self.projections.close()
                 if demo_thread is not None:
                     demo_thread.join(timeout=10)
         return 0

@@ -8,9 +8,9 @@ line naming the setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from service.kafka.settings import KafkaSettings
@@ -20,6 +20,22 @@ from service.quality.quality_monitor import QualityConfig
 
 class SettingsError(ValueError):
     """A setting is invalid; the message is one line naming it."""
+
+
+class PagesConfig(BaseModel):
+    """How the model pages are drawn (docs/pages.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    projection: Literal["pca", "umap"] = Field(
+        "pca", description="Embedding projection of the model page: pca (the embedding signal's own, free) or "
+        "umap (needs the umap extra; fitted per reference on a worker thread, PCA shown until it is ready).")
+    umap_neighbors: int = Field(15, ge=2, le=200, description="UMAP n_neighbors (capped at the sample size - 1).")
+    umap_max_reference: int = Field(
+        2000, ge=10, le=5000, description="Largest reference display sample UMAP is fitted on (larger: PCA, "
+        "with a note); see docs/benchmarks.md for the fit cost per size.")
+    umap_cached_models: int = Field(
+        20, ge=1, le=10000, description="Fitted UMAP maps kept in memory (least recently shown leave first).")
 
 
 class ServiceSettings(BaseSettings):
@@ -51,6 +67,7 @@ class ServiceSettings(BaseSettings):
     progress_interval_s: float = Field(10.0, gt=0, description="Seconds between progress lines on stderr.")
     monitor: MonitorConfig = Field(MonitorConfig(), description="Drift monitor settings.")
     quality: QualityConfig = Field(QualityConfig(), description="Ground-truth join and quality settings.")
+    pages: PagesConfig = Field(PagesConfig(), description="Model page settings.")
     kafka: dict[str, Any] = Field(
         default_factory=dict,
         description="Further consumer-loop settings (service.kafka.settings.KafkaSettings fields), "
@@ -120,7 +137,7 @@ def configuration_markdown() -> str:
     def rows(model: type[Any], env_prefix: str, yaml_prefix: str) -> list[str]:
         out = []
         for name, f in model.model_fields.items():
-            if name in ("monitor", "quality", "kafka"):
+            if name in ("monitor", "quality", "kafka", "pages"):
                 continue
             default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg,unused-ignore]
             shown = "unset" if default is None else f"`{default}`"
@@ -151,6 +168,12 @@ def configuration_markdown() -> str:
         "| YAML key | environment variable | default | meaning |",
         "|---|---|---|---|",
         *rows(QualityConfig, "NLPMON_QUALITY__", "quality."),
+        "",
+        "## Model pages (`pages:`)",
+        "",
+        "| YAML key | environment variable | default | meaning |",
+        "|---|---|---|---|",
+        *rows(PagesConfig, "NLPMON_PAGES__", "pages."),
         "",
         "## Consumer loop (`kafka:`)",
         "",

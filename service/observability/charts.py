@@ -181,7 +181,8 @@ def projection_chart(proj: dict[str, Any], selected: str | None = None, width: i
                         f'x2="{px(ref["x"][j]):.1f}" y2="{py(ref["y"][j]):.1f}"/>' for j in sel_near)
         overlay = f'{links}<circle class="selected" cx="{sel_xy[0]:.1f}" cy="{sel_xy[1]:.1f}" r="9"/>'
     n_ref, n_cur = len(ref["x"]), len(cur["x"])
-    desc = (f"{n_ref} reference points and {n_cur} recent points on the first two principal components. "
+    plane = "a UMAP map of the reference" if proj.get("method") == "umap" else "the first two principal components"
+    desc = (f"{n_ref} reference points and {n_cur} recent points on {plane}. "
             f"Of the recent points, {counts['inside']} lie inside the reference (below its "
             f"{100 * bands[0]:.0f}th percentile of out-of-reference scores), {counts['edge']} at its edge and "
             f"{counts['outside']} outside it (above the {100 * bands[-1]:.0f}th percentile).")

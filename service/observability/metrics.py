@@ -155,6 +155,18 @@ METRICS: tuple[MetricSpec, ...] = (
        "Threshold of the F1-drop z statistic, calibrated from the false-alarm rate."),
     _m("nlpmon_quality_drift", "gauge", (*MODEL_LABELS, "signal"),
        "1 while the quality test flags, else 0; signal = f1_drop|calibration_gap."),
+    _m("nlpmon_quality_partial", "gauge", (*MODEL_LABELS, "scheme", "label", "metric"),
+       "Partial-match quality over the labelled window (token classification, counted as nervaluate counts "
+       "it): scheme = strict|exact|partial|ent_type; metric = precision|recall|f1 per label and for "
+       "label=\"__overall__\" (every label at once), which also has correct|incorrect|partial|missed|spurious."),
+    _m("nlpmon_quality_partial_reference", "gauge", (*MODEL_LABELS, "scheme", "metric"),
+       "The overall precision|recall|f1 of each partial-match scheme on the F1 baseline; no series before "
+       "there is one."),
+    _m("nlpmon_quality_partial_f1_drop_score", "gauge", (*MODEL_LABELS, "scheme"),
+       "z statistic of the scheme's baseline F1 minus its current F1 (overall; no series until both have "
+       "enough documents); its threshold is nlpmon_quality_f1_drop_threshold."),
+    _m("nlpmon_quality_partial_drift", "gauge", (*MODEL_LABELS, "scheme"),
+       "1 while the scheme's F1-drop test flags, else 0; scheme = strict|exact|partial|ent_type."),
     _m("nlpmon_quality_estimated_precision", "gauge", (*MODEL_LABELS, "label"),
        "Label-free precision estimate per predicted label from the (calibrated) confidences of recent "
        "production predictions, labelled or not."),

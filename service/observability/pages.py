@@ -29,6 +29,8 @@ from service.observability.markup import (
     url_segment,
     utc,
 )
+from service.observability.partial_match_page import partial_match_section
+from service.observability.projection_note import projection_caption, projection_note
 
 SIGNAL_MEANING = {s.name: s.meaning for s in SIGNALS}
 LABEL_SIGNALS = ("entity_label", "prediction_label", "token_tag")
@@ -404,7 +406,7 @@ def _projection_section(proj: Mapping[str, Any] | None, selected: str | None, mo
               f'{100 * bands[0]:.0f}th percentile ({num(counts.get("edge"))})</li>'
               f'<li><span class="key outside" aria-hidden="true">▲</span> recent, outside: above the '
               f'{100 * bands[-1]:.0f}th percentile ({num(counts.get("outside"))})</li></ul>')
-    return (f'{head}<figure>{svg}<figcaption>The first two principal components of the reference\'s PCA: '
+    return (f'{head}{projection_note(proj)}<figure>{svg}<figcaption>{projection_caption(proj)}: '
             f'reference sample and the last {num(proj.get("current_events"))} events, each coloured by how far '
             f'out of the reference it lies (its out-of-reference score against the reference sample\'s own '
             f'scores). Hover a point for its text; click a recent one to select it.{legend}</figcaption>'
@@ -536,7 +538,8 @@ def _quality_section(q: Mapping[str, Any]) -> str:
              f'<th scope="col">Support</th><th scope="col">Estimated precision</th>'
              f'<th scope="col">Calibration gap</th></tr></thead>'
              f'<tbody>{rows}</tbody></table>' if rows else '<p class="muted">No labelled predictions yet.</p>')
-    return f'<section id="quality" aria-labelledby="quality-h"><h2 id="quality-h">Quality</h2>{dl}{table}</section>'
+    return (f'<section id="quality" aria-labelledby="quality-h"><h2 id="quality-h">Quality</h2>{dl}{table}'
+            f'{partial_match_section(q)}</section>')
 
 
 def _notes_section(report: Mapping[str, Any]) -> str:

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
-    "FIGURES", "JOIN_INPUTS", "JOIN_OUTCOMES", "MACRO", "MICRO", "QUALITY_TESTS", "join_series",
-    "other_quality_gauges", "quality_gauges",
+    "FIGURES", "JOIN_INPUTS", "JOIN_OUTCOMES", "MACRO", "MICRO", "OVERALL", "PARTIAL_COUNTS", "PARTIAL_FIGURES",
+    "QUALITY_TESTS", "join_series", "other_quality_gauges", "partial_samples", "quality_gauges",
 ]
 
 Sample = tuple[str, tuple[str, ...], float]  # (metric name, label values after model/model_version, value)
@@ -28,6 +28,9 @@ Sample = tuple[str, tuple[str, ...], float]  # (metric name, label values after 
 OTHER = "other"
 ALL = "__all__"  # label of text-classification accuracy and of the overall calibration gap
 MICRO, MACRO = "__micro__", "__macro__"
+OVERALL = "__overall__"  # label of the partial-match schemes' overall evaluation (every label at once)
+PARTIAL_FIGURES = ("precision", "recall", "f1")  # per label and overall
+PARTIAL_COUNTS = ("correct", "incorrect", "partial", "missed", "spurious")  # overall only
 FIGURES = ("precision", "recall", "f1", "support")  # per label; MICRO has all four, MACRO only f1
 QUALITY_TESTS = {"f1_drop": "f1_drop", "calibration_gap": "calibration_gap_overall"}  # signal -> report key
 JOIN_INPUTS = {"predictions": "predictions", "labels": "labels"}  # join counter -> kind of join_events_total
@@ -119,6 +122,7 @@ def quality_gauges(q: Mapping[str, Any], label_of: Callable[[str], str]) -> Iter
             yield "nlpmon_quality_reference", (label, metric), figure
     yield from _defined("nlpmon_quality_documents", (), q.get("documents"))
     yield from _test_samples(q)
+    yield from partial_samples(q.get("partial_match"), label_of)
     for name, key in (("nlpmon_quality_estimated_precision", "estimated_precision"),
                       ("nlpmon_quality_calibration_gap", "calibration_gap")):
         for raw, x in (q.get(key) or {}).items():
@@ -151,6 +155,52 @@ def _test_samples(q: Mapping[str, Any]) -> Iterator[Sample]:
             yield from _defined(f"nlpmon_quality_{signal}_{suffix}", (), block.get(suffix))
 
 
+def _nervaluate_figures(c: Mapping[str, float], half_credit: bool) -> dict[str, float | None]:
+    """nervaluate's precision, recall and F1 of pooled counts (labels over the cap)."""
+    credit = c["correct"] + (0.5 * c["partial"] if half_credit else 0.0)
+    actual = c["correct"] + c["incorrect"] + c["partial"] + c["spurious"]
+    possible = c["correct"] + c["incorrect"] + c["partial"] + c["missed"]
+    p, r = _ratio(credit, actual), _ratio(credit, possible)
+    f1 = None if actual + possible == 0 else (2 * p * r / (p + r) if p and r else 0.0)
+    return {"precision": p, "recall": r, "f1": f1}
+
+
+def partial_samples(pm: Mapping[str, Any] | None, label_of: Callable[[str], str]) -> Iterator[Sample]:
+    """Samples of a report's ``partial_match`` block: per scheme, precision/recall/F1 per label (labels over
+    the cap pooled into ``other`` from their counts) and overall with the five counts, the baseline's
+    overall figures, the F1-drop score and flag. At most 4 x (3 x (max_labels + 1) + 8) + 4 x 5 series."""
+    if not pm:
+        return
+    ref = pm.get("reference") or {}
+    for scheme, block in (pm.get("schemes") or {}).items():
+        overall = block.get("overall") or {}
+        for metric in (*PARTIAL_FIGURES, *PARTIAL_COUNTS):
+            yield from _defined("nlpmon_quality_partial", (scheme, OVERALL, metric), overall.get(metric))
+        pooled: dict[str, float] = dict.fromkeys(PARTIAL_COUNTS, 0.0)
+        any_pooled = False
+        for name, fig in (block.get("labels") or {}).items():
+            label = label_of(str(name))
+            if label == OTHER:
+                any_pooled = True
+                for k in PARTIAL_COUNTS:
+                    pooled[k] += float(fig.get(k) or 0)
+                continue
+            for metric in PARTIAL_FIGURES:
+                yield from _defined("nlpmon_quality_partial", (scheme, label, metric), fig.get(metric))
+        if any_pooled:
+            for metric, v in _nervaluate_figures(pooled, scheme == "partial").items():
+                yield from _defined("nlpmon_quality_partial", (scheme, OTHER, metric), v)
+        drop = block.get("f1_drop")
+        if drop:
+            yield "nlpmon_quality_partial_drift", (scheme,), float(bool(drop.get("drift")))
+            yield from _defined("nlpmon_quality_partial_f1_drop_score", (scheme,), drop.get("score"))
+    if pm.get("reference") and ref.get("documents"):
+        for scheme, block in (ref.get("schemes") or {}).items():
+            for metric in PARTIAL_FIGURES:
+                yield from _defined("nlpmon_quality_partial_reference", (scheme, metric),
+                                    (block.get("overall") or {}).get(metric))
+
+
 def _join_gauges(join: Mapping[str, Any]) -> Iterator[Sample]:
     for key, kind in PENDING.items():
         yield from _defined("nlpmon_join_pending", (kind,), join.get(key))
@@ -159,25 +209,28 @@ def _join_gauges(join: Mapping[str, Any]) -> Iterator[Sample]:
 
 def other_quality_gauges(reports: Iterable[tuple[str, Mapping[str, Any]]]) -> Iterator[Sample]:
     """Gauge samples of the ``other`` aggregate from ``(model, quality report)`` pairs of the overflow
-    versions: test flags and scores are maxima (thresholds too: they are one configured value), labelled
-    documents are summed; pending entries and buffer bytes are summed over distinct models (every version
-    of a model reports the same join). No per-label series, no ratios."""
-    drift: dict[str, float] = {}
-    peak: dict[str, float] = {}
+    versions: test flags and scores are maxima, per partial-match scheme too (thresholds too: they are one
+    configured value), labelled documents are summed; pending entries and buffer bytes are summed over
+    distinct models (every version of a model reports the same join). No per-label series, no ratios."""
+    drift: dict[tuple[str, tuple[str, ...]], float] = {}
+    peak: dict[tuple[str, tuple[str, ...]], float] = {}
     documents = 0.0
     join: dict[str, Mapping[str, Any]] = {}
     for model, q in reports:
         documents += float(q.get("documents") or 0)
-        for name, values, v in _test_samples(q):
-            if name == "nlpmon_quality_drift":
-                drift[values[0]] = max(drift.get(values[0], 0.0), v)
+        partial_tests = ("nlpmon_quality_partial_drift", "nlpmon_quality_partial_f1_drop_score")
+        tests = [*_test_samples(q), *(x for x in partial_samples(q.get("partial_match"), lambda _: OTHER)
+                                      if x[0] in partial_tests)]
+        for name, values, v in tests:
+            if name in ("nlpmon_quality_drift", "nlpmon_quality_partial_drift"):
+                drift[(name, values)] = max(drift.get((name, values), 0.0), v)
             else:
-                peak[name] = max(peak.get(name, -math.inf), v)
+                peak[(name, values)] = max(peak.get((name, values), -math.inf), v)
         join.setdefault(model, q.get("join") or {})
-    for signal, flag in drift.items():
-        yield "nlpmon_quality_drift", (signal,), flag
-    for name, v in peak.items():
-        yield name, (), v
+    for (name, values), flag in drift.items():
+        yield name, values, flag
+    for (name, values), v in peak.items():
+        yield name, values, v
     yield "nlpmon_quality_documents", (), documents
     totals: dict[tuple[str, tuple[str, ...]], float] = {}
     for j in join.values():

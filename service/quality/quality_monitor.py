@@ -21,6 +21,9 @@ The shell hands it decoded prediction events (:class:`service.events.Event`) and
   :class:`~service.quality.estimate.ScoreWindow` of the label-free estimate.
 * :mod:`service.quality.significance` decides when micro F1 dropped and when realised and estimated
   precision parted, at the false-alarm rate ``false_alarm_rate``.
+* Token classification also gets the partial-match figures of the SemEval-2013 schemes (strict, exact,
+  partial, ent_type; :mod:`service.quality.partial_match`, counted as nervaluate counts them) over the same
+  windows, with the same F1-drop test on each scheme's overall F1 (``partial_match`` in the report).
 
 ``labelled_fraction`` is cumulative since the start (or the restored state): matched / (matched +
 expired unlabelled + evicted + still waiting), the share of the model's predictions labelled so far (the
@@ -50,6 +53,7 @@ from service.events import Event
 from service.quality.estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision
 from service.quality.events import GroundTruth
 from service.quality.join import CLASS, SPANS, JoinBuffer, Label, Matched, Prediction
+from service.quality.partial_match import SCHEMES
 from service.quality.significance import calibration_gap_score, f1_drop_score, micro_f1_with_se, z_threshold
 from service.quality.spans import LabelVocab
 from service.quality.window import QualityWindow
@@ -94,6 +98,12 @@ class QualityConfig(BaseModel):
     min_f1_drop: float = Field(0.02, ge=0, le=1, description="Smallest micro-F1 drop that flags (absolute).")
     min_calibration_gap: float = Field(
         0.05, ge=0, le=1, description="Smallest realised - estimated precision gap that flags (absolute).")
+    partial_match: bool = Field(
+        True, description="Count the partial-match schemes (strict, exact, partial, ent_type) of token "
+        "classification in the quality windows, with an F1-drop test on each.")
+    partial_min_overlap_percent: float = Field(
+        1.0, ge=1, le=100, description="Partial-match overlap: the shared characters must be at least this "
+        "percent of the gold span (nervaluate's min_overlap_percentage).")
 
 
 class _Batch(NamedTuple):
@@ -162,12 +172,17 @@ def _rows(matches: Sequence[Matched]) -> tuple[Any, Any, Any]:
     return p, g, s
 
 
+def _overlap(config: QualityConfig) -> float | None:
+    return config.partial_min_overlap_percent if config.partial_match else None
+
+
 class _Version:
     """The windows, baseline and calibration of one model version."""
 
     def __init__(self, config: QualityConfig) -> None:
-        self.window = QualityWindow(config.window_documents, config.window_max_age_seconds)
-        self.reference = QualityWindow(config.baseline_documents)
+        overlap = _overlap(config)
+        self.window = QualityWindow(config.window_documents, config.window_max_age_seconds, overlap)
+        self.reference = QualityWindow(config.baseline_documents, partial_min_overlap=overlap)
         self.reference_source: str | None = None  # "reference" | "baseline" | None
         self.scores = ScoreWindow(config.estimate_documents, config.window_max_age_seconds)
         self.calibrator = Calibrator(config.calibration_method, config.calibration_bins,
@@ -278,7 +293,13 @@ class QualityMonitor:
             if prod:
                 self._add_production(ver, prod)
 
+    def _partial_setting(self, ver: _Version) -> None:
+        """No partial matching for text classification (its one span per document has no boundaries)."""
+        overlap = None if ver.classification else _overlap(self.config)
+        ver.window.partial_min_overlap = ver.reference.partial_min_overlap = overlap
+
     def _add_production(self, ver: _Version, prod: list[tuple[Matched, float]]) -> None:
+        self._partial_setting(ver)
         ms = [m for m, _ in prod]
         p, g, s = _rows(ms)
         pt = np.array([m.prediction.timestamp for m in ms])
@@ -306,8 +327,9 @@ class QualityMonitor:
     def _add_reference(self, ver: _Version, ref: list[Matched]) -> None:
         p, g, s = _rows(ref)
         if ver.reference_source != "reference":  # labelled reference events replace a production baseline
-            ver.reference = QualityWindow(self.config.baseline_documents)
+            ver.reference = QualityWindow(self.config.baseline_documents, partial_min_overlap=_overlap(self.config))
             ver.reference_source = "reference"
+        self._partial_setting(ver)
         times = np.array([m.prediction.timestamp for m in ref])
         batch = ver.reference.add(times, np.full(len(ref), np.nan), p, s, g, len(self.vocab))
         self._count_duplicates(batch.duplicates)
@@ -352,6 +374,7 @@ class QualityMonitor:
         out["f1_drop"] = {"score": _finite(score), "threshold": threshold,
                           "drift": bool(score > threshold and ref_f1[0] - now_f1[0] >= cfg.min_f1_drop),
                           "reference_f1": _finite(ref_f1[0]), "current_f1": _finite(now_f1[0])}
+        out["partial_match"] = None if ver.classification else self._partial_report(ver, names, threshold)
         lab, sc = ver.scores.spans()
         est, n_est = estimated_precision(ver.calibrator, lab, sc, n_labels)
         out["estimated_precision"] = {names[i]: float(est[i]) for i in range(len(names)) if n_est[i] > 0}
@@ -387,6 +410,29 @@ class QualityMonitor:
         out["join_here"] = {k: c[k] - self._join_base.get(k, 0) for k in c}
         out["counters"] = dict(self.counters)
         return out
+
+    def _partial_report(self, ver: _Version, names: list[str], threshold: float) -> dict[str, Any] | None:
+        """Partial-match figures of every scheme over the window, the baseline's overall figures, and the
+        F1-drop test of each scheme's overall F1 (the exact-match test's rule, on that scheme's counts)."""
+        cfg = self.config
+        if not cfg.partial_match:
+            return None
+        now, ref = ver.window.partial_figures(names), ver.reference.partial_figures(names)
+        enough = (ver.reference_source is not None and ver.window.partial_documents >= cfg.min_test_documents
+                  and ver.reference.partial_documents >= cfg.min_test_documents)
+        schemes: dict[str, Any] = {}
+        for scheme in SCHEMES:
+            ref_f1 = micro_f1_with_se(*ver.reference.partial_document_counts(scheme))
+            now_f1 = micro_f1_with_se(*ver.window.partial_document_counts(scheme))
+            score = f1_drop_score(ref_f1, now_f1) if enough else float("nan")
+            schemes[scheme] = {**now[scheme], "f1_drop": {
+                "score": _finite(score), "threshold": threshold,
+                "drift": bool(score > threshold and ref_f1[0] - now_f1[0] >= cfg.min_f1_drop),
+                "reference_f1": _finite(ref_f1[0]), "current_f1": _finite(now_f1[0])}}
+        return {"documents": ver.window.partial_documents, "min_overlap_percent": cfg.partial_min_overlap_percent,
+                "schemes": schemes,
+                "reference": {"documents": ver.reference.partial_documents,
+                              "schemes": {s: {"overall": ref[s]["overall"]} for s in SCHEMES}}}
 
     def reports(self) -> dict[str, dict[str, Any]]:
         """``{version: report(version)}`` for every version seen."""

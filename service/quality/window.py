@@ -14,6 +14,11 @@ Also kept per document: the label delay (label event time - prediction event tim
 either is unknown), for a histogram, and per predicted span its confidence and correctness, for the
 calibration gap of :mod:`service.quality.estimate`.
 
+Also kept, per document and per (document, label): the partial-match counts of the SemEval-2013 schemes
+(:mod:`service.quality.partial_match`, as nervaluate counts them), summed and expired the same way, so
+the partial figures cover exactly the documents of the window. Documents restored from a snapshot of a
+build without them have no partial counts (``partial_documents`` says how many have).
+
 Documents without a time (NaN) never age out; they leave by count.
 """
 
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.quality.partial_match import N_COLUMNS, partial_counts, scheme_document_counts, scheme_figures
 from service.quality.spans import BatchCounts, match_batch
 
 I64 = npt.NDArray[np.int64]
@@ -66,13 +72,17 @@ def scores_from_counts(counts: I64, names: list[str]) -> dict[str, Any]:
 class QualityWindow:
     """Last ``max_documents`` labelled documents, at most ``max_age`` seconds old. Pure, no clock."""
 
-    def __init__(self, max_documents: int, max_age: float | None = None) -> None:
+    def __init__(self, max_documents: int, max_age: float | None = None,
+                 partial_min_overlap: float | None = 1.0) -> None:
+        """``partial_min_overlap``: nervaluate's minimum overlap (percent of the gold span) of the partial
+        counts; None counts no partial matches (text classification, or switched off)."""
         if max_documents < 1:
             raise ValueError("max_documents must be >= 1")
         if max_age is not None and not max_age > 0:
             raise ValueError("max_age must be > 0")
         self.max_documents = int(max_documents)
         self.max_age = max_age
+        self.partial_min_overlap = partial_min_overlap
         self.next_seq = 0
         # per document, in arrival order
         self._doc_seq = np.zeros(0, dtype=np.int64)
@@ -84,6 +94,13 @@ class QualityWindow:
         self._pred = np.zeros((0, 3), dtype=np.int64)
         self._pred_score = np.zeros(0)
         self.sums = np.zeros((0, 3), dtype=np.int64)
+        # partial-match counts (partial_match.COLUMNS): per document, per row of _rows, and their sums
+        # (per-document counts are small: int32 halves what the window and its snapshot hold)
+        self._doc_partial = np.zeros((0, N_COLUMNS), dtype=np.int32)
+        self._doc_partial_known = np.zeros(0, dtype=bool)
+        self._rows_partial = np.zeros((0, N_COLUMNS), dtype=np.int32)
+        self.partial_sums = np.zeros((0, N_COLUMNS), dtype=np.int64)
+        self.partial_total = np.zeros(N_COLUMNS, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self._doc_seq.size)
@@ -92,6 +109,9 @@ class QualityWindow:
     def _grow(self, n_labels: int) -> None:
         if n_labels > self.sums.shape[0]:
             self.sums = np.concatenate([self.sums, np.zeros((n_labels - self.sums.shape[0], 3), np.int64)])
+        if n_labels > self.partial_sums.shape[0]:
+            self.partial_sums = np.concatenate(
+                [self.partial_sums, np.zeros((n_labels - self.partial_sums.shape[0], N_COLUMNS), np.int64)])
 
     def add(self, times: F64, delays: F64, pred: I64, pred_scores: F64, gold: I64, n_labels: int) -> BatchCounts:
         """Add ``n = len(times)`` labelled documents and return their matching counts.
@@ -112,6 +132,18 @@ class QualityWindow:
         rows = np.column_stack([seq[doc], lab, batch.counts[doc, lab]]).astype(np.int64).reshape(-1, 5)
         self._grow(n_labels)
         self.sums += batch.counts.sum(axis=0)
+        if self.partial_min_overlap is not None:
+            partial = partial_counts(pred, gold, n, n_labels, self.partial_min_overlap)
+            doc_partial, rows_partial = partial.overall, partial.per_label[doc, lab].reshape(-1, N_COLUMNS)
+            self.partial_sums[:n_labels] += partial.per_label.sum(axis=0)
+            self.partial_total += doc_partial.sum(axis=0)
+        else:
+            doc_partial = np.zeros((n, N_COLUMNS), np.int64)
+            rows_partial = np.zeros((rows.shape[0], N_COLUMNS), np.int64)
+        self._doc_partial = np.concatenate([self._doc_partial, doc_partial.astype(np.int32)])
+        self._doc_partial_known = np.concatenate(
+            [self._doc_partial_known, np.full(n, self.partial_min_overlap is not None)])
+        self._rows_partial = np.concatenate([self._rows_partial, rows_partial.astype(np.int32)])
         scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)[batch.pred_first]
         pred_rows = np.column_stack([seq[batch.pred_unique[:, 0]], batch.pred_unique[:, 3],
                                      batch.pred_correct.astype(np.int64)]).reshape(-1, 3)
@@ -145,7 +177,11 @@ class QualityWindow:
             for k in range(3):  # float64 weights: exact for counts below 2**53
                 self.sums[:, k] -= np.bincount(leaving[:, 1], weights=leaving[:, 2 + k],
                                                minlength=self.sums.shape[0]).astype(np.int64)
+            np.subtract.at(self.partial_sums, leaving[:, 1], self._rows_partial[out])
         self._rows = self._rows[~out]
+        self._rows_partial = self._rows_partial[~out]
+        self.partial_total -= self._doc_partial[drop].sum(axis=0, dtype=np.int64)
+        self._doc_partial, self._doc_partial_known = self._doc_partial[~drop], self._doc_partial_known[~drop]
         keep_pred = ~np.isin(self._pred[:, 0], gone)
         self._pred, self._pred_score = self._pred[keep_pred], self._pred_score[keep_pred]
         keep = ~drop
@@ -174,6 +210,22 @@ class QualityWindow:
         total = np.bincount(pos, weights=self._rows[:, 2:5].sum(axis=1), minlength=n).astype(np.float64)
         return tp, total
 
+    @property
+    def partial_documents(self) -> int:
+        """Documents of the window that have partial-match counts."""
+        return int(self._doc_partial_known.sum())
+
+    def partial_figures(self, names: list[str]) -> dict[str, Any]:
+        """The partial-match figures of every scheme over the window: ``{scheme: {"overall", "labels"}}``
+        (see :func:`service.quality.partial_match.scheme_figures`)."""
+        self._grow(len(names))
+        return scheme_figures(self.partial_total, self.partial_sums[:len(names)], names)
+
+    def partial_document_counts(self, scheme: str) -> tuple[F64, F64]:
+        """Per document with partial counts: the scheme's credit and ``actual + possible - credit`` (the
+        per-document sums of its F1-drop test)."""
+        return scheme_document_counts(self._doc_partial[self._doc_partial_known], scheme)
+
     def delays(self) -> F64:
         """Label delays (seconds) of the documents in the window whose delay is known."""
         return self._doc_delay[np.isfinite(self._doc_delay)].copy()
@@ -194,11 +246,16 @@ class QualityWindow:
             "max_documents": self.max_documents, "max_age": self.max_age, "next_seq": self.next_seq,
             "doc_seq": self._doc_seq, "doc_time": self._doc_time, "doc_delay": self._doc_delay,
             "rows": self._rows, "pred": self._pred, "pred_score": self._pred_score, "sums": self.sums,
+            "partial_min_overlap": self.partial_min_overlap, "doc_partial": self._doc_partial,
+            "doc_partial_known": self._doc_partial_known, "rows_partial": self._rows_partial,
+            "partial_sums": self.partial_sums, "partial_total": self.partial_total,
         }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> QualityWindow:
-        w = cls(int(s["max_documents"]), None if s["max_age"] is None else float(s["max_age"]))
+        overlap = s.get("partial_min_overlap", 1.0)
+        w = cls(int(s["max_documents"]), None if s["max_age"] is None else float(s["max_age"]),
+                None if overlap is None else float(overlap))
         w.next_seq = int(s["next_seq"])
         w._doc_seq = np.asarray(s["doc_seq"], dtype=np.int64).reshape(-1)
         w._doc_time = np.asarray(s["doc_time"], dtype=np.float64).reshape(-1)
@@ -207,4 +264,16 @@ class QualityWindow:
         w._pred = np.asarray(s["pred"], dtype=np.int64).reshape(-1, 3)
         w._pred_score = np.asarray(s["pred_score"], dtype=np.float64).reshape(-1)
         w.sums = np.asarray(s["sums"], dtype=np.int64).reshape(-1, 3)
+        n_docs, n_rows = w._doc_seq.size, w._rows.shape[0]
+        if "doc_partial" in s:
+            w._doc_partial = np.asarray(s["doc_partial"], dtype=np.int32).reshape(-1, N_COLUMNS)
+            w._doc_partial_known = np.asarray(s["doc_partial_known"], dtype=bool).reshape(-1)
+            w._rows_partial = np.asarray(s["rows_partial"], dtype=np.int32).reshape(-1, N_COLUMNS)
+            w.partial_sums = np.asarray(s["partial_sums"], dtype=np.int64).reshape(-1, N_COLUMNS)
+            w.partial_total = np.asarray(s["partial_total"], dtype=np.int64).reshape(N_COLUMNS)
+        else:  # a snapshot of a build without partial matching: its documents have no partial counts
+            w._doc_partial = np.zeros((n_docs, N_COLUMNS), np.int32)
+            w._doc_partial_known = np.zeros(n_docs, bool)
+            w._rows_partial = np.zeros((n_rows, N_COLUMNS), np.int32)
+            w.partial_sums = np.zeros((w.sums.shape[0], N_COLUMNS), np.int64)
         return w

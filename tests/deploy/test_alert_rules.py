@@ -34,10 +34,10 @@ EXPECTED_ALERTS = {  # name -> severity; a new alert must be added here, tested 
     "NlpmonCircuitOpen": "critical", "NlpmonConsumerLagGrowing": "warning", "NlpmonInvalidEventsHigh": "warning",
     "NlpmonDriftDetected": "warning", "NlpmonConfidenceDrop": "warning", "NlpmonModelSilent": "warning",
     "NlpmonNoReference": "warning", "NlpmonQualityF1Drop": "warning", "NlpmonCalibrationGap": "warning",
-    "NlpmonLabelsNotJoining": "warning",
+    "NlpmonLabelsNotJoining": "warning", "NlpmonQualityPartialF1Drop": "warning",
 }
 PER_MODEL = {"NlpmonDriftDetected", "NlpmonConfidenceDrop", "NlpmonModelSilent", "NlpmonNoReference",
-             "NlpmonQualityF1Drop", "NlpmonCalibrationGap", "NlpmonLabelsNotJoining"}
+             "NlpmonQualityF1Drop", "NlpmonCalibrationGap", "NlpmonLabelsNotJoining", "NlpmonQualityPartialF1Drop"}
 
 
 def run(cmd: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.quality.partial_match import N_COLUMNS, partial_counts
 from service.quality.spans import LabelVocab
 from service.quality.window import QualityWindow, scores_from_counts
 from service.state import decode_state, encode_state
@@ -48,6 +49,18 @@ def recompute(live: list[dict[str, Any]], vocab: LabelVocab) -> np.ndarray:
     return sums
 
 
+def recompute_partial(live: list[dict[str, Any]], vocab: LabelVocab) -> tuple[np.ndarray, np.ndarray]:
+    """Partial-match sums over the live documents, each counted on its own."""
+    total, per_label = np.zeros(N_COLUMNS, np.int64), np.zeros((len(vocab), N_COLUMNS), np.int64)
+    for d in live:
+        p = np.array([[0, s, e, vocab.id(lab)] for (s, e, lab), _ in d["pred"]], np.int64).reshape(-1, 4)
+        g = np.array([[0, s, e, vocab.id(lab)] for s, e, lab in d["gold"]], np.int64).reshape(-1, 4)
+        c = partial_counts(p, g, 1, len(vocab))
+        total += c.overall[0]
+        per_label += c.per_label[0]
+    return total, per_label
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 8), st.one_of(st.none(), st.floats(1, 60)), st.lists(op, max_size=12))
 def test_window_equals_recomputation(max_docs: int, max_age: float | None, ops: list[Any]) -> None:
@@ -68,6 +81,10 @@ def test_window_equals_recomputation(max_docs: int, max_age: float | None, ops: 
         assert len(window) == len(live)
         assert window.label_sums(len(vocab)).tolist() == want.tolist()
         assert window.figures(LABELS) == {**scores_from_counts(want, LABELS), "documents": len(live)}
+        want_total, want_labels = recompute_partial(live, vocab)
+        assert window.partial_total.tolist() == want_total.tolist()
+        assert window.partial_sums[:len(vocab)].tolist() == want_labels.tolist()
+        assert window.partial_documents == len(live)
         assert sorted(window.delays().tolist()) == sorted(d["delay"] for d in live if not math.isnan(d["delay"]))
         # scored predicted spans: deduplicated per document, first occurrence's score
         want_scored = []
