@@ -56,6 +56,26 @@ def test_index_gap_ends_a_span() -> None:
     assert [(e["start"], e["end"]) for e in ents] == [(0, 3), (8, 12)]
 
 
+def test_slow_tokenizer_words_are_found_across_the_spaces_it_adds() -> None:
+    """A slow tokenizer gives no offsets and joins pieces with spaces (``"memory ."`` for ``memory.``); the
+    span is still found, case-insensitively, in order, after the previous entity."""
+    text = "The the cache keeps everything in Memory. Then memory again."
+    out = [{"entity_group": "ORG", "score": 0.5, "word": "the", "start": None, "end": None},
+           {"entity_group": "ORG", "score": 0.5, "word": "the", "start": None, "end": None},
+           {"entity_group": "PER", "score": 0.4, "word": "memory .", "start": None, "end": None},
+           {"entity_group": "PER", "score": 0.4, "word": "memory", "start": None, "end": None},
+           {"entity_group": "LOC", "score": 0.3, "word": "again . ", "start": None, "end": None}]
+    ents = valid_event(event_from_hf_token_classification(text, out, model="ner"))["entities"]
+    assert [(text[e["start"]:e["end"]]) for e in ents] == ["The", "the", "Memory.", "memory", "again."]
+    assert [e["start"] for e in ents] == [0, 4, 34, 47, 54]
+
+
+def valid_event(event: dict) -> dict:
+    decode_event(json.dumps(event))
+    pydantic_validate(json.dumps(event))
+    return event
+
+
 def test_one_dict_or_mixed_outputs_are_refused() -> None:
     with pytest.raises(BuilderError, match="one dict"):
         event_from_hf_token_classification(TEXT, {"entity_group": "PER", "score": 0.9}, model="ner")  # type: ignore[arg-type]

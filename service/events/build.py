@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -135,13 +136,13 @@ def strip_marks(word: str) -> str:
 
 def find(text: str, word: str, cursor: int) -> tuple[int, int] | None:
     """``(start, end)`` of the first occurrence of ``word`` in ``text`` at or after ``cursor``, ignoring case
-    (an uncased tokenizer's ``word`` is lower-cased) when lower-casing keeps the text's length, else
-    exactly; None when absent."""
-    if not word:
+    (an uncased tokenizer's ``word`` is lower-cased) and the spaces between its pieces (a slow tokenizer joins
+    ``memory`` and ``.`` as ``"memory ."`` where the text says ``memory.``); None when absent."""
+    pieces = word.split()
+    if not pieces:
         return None
-    lower = text.lower()
-    at = lower.find(word.lower(), cursor) if len(lower) == len(text) else text.find(word, cursor)
-    return (at, at + len(word)) if at >= 0 else None
+    m = re.compile(r"\s*".join(map(re.escape, pieces)), re.IGNORECASE).search(text, cursor)
+    return (m.start(), m.end()) if m else None
 
 
 def is_batch(outputs: Any) -> bool:
