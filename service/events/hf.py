@@ -37,7 +37,8 @@ def event_from_hf_token_classification(
       tokens are no entity. With ``token_tags`` every returned token also goes to ``tokens`` with its
       tag and score (pass ``ignore_labels=[]`` to the pipeline to keep the ``O`` tokens too).
     - ``start``/``end`` of None (slow tokenizers) are recovered by finding ``word`` in ``text`` after the
-      previous entity (exact, then case-insensitive); an entity whose word is not found has no span.
+      previous entity (case-insensitive, across the spaces a slow tokenizer puts between pieces); an
+      entity whose word is not found has no span.
 
     Raises BuilderError for a batch (use ``events_from_hf_batch``), a text-classification output,
     scores outside [0, 1] or a bad embedding.
