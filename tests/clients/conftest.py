@@ -43,8 +43,8 @@ CORPUS = Path(__file__).resolve().parent / "data" / "vocab_corpus.md"
 
 
 class TinyModels:
-    """A WordPiece vocabulary trained on a frozen copy of the repository's docs, and randomly initialised tiny BERT models
-    (seeded) with fast and slow tokenizers over it."""
+    """A WordPiece vocabulary trained on a frozen copy of the repository's docs, and randomly initialised tiny BERT
+    models (seeded) with fast and slow tokenizers over it."""
 
     def __init__(self, folder: Path) -> None:
         require("torch", "clients")
