@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special
 
 F64 = npt.NDArray[np.float64]
 
@@ -47,12 +47,23 @@ OUTLIER_LEVEL = 0.005
 def count_thresholds(m: int, k: int, max_items: int, tail_probability: float) -> F64:
     """For n = 0..max_items items, the smallest count c with P(BB(n, k, m + 1 - k) >= c) <= tail_probability
     (n + 1 where no count can reach it)."""
-    a, b = float(k), float(m + 1 - k)
+    return beta_binomial_thresholds(float(k), float(m + 1 - k), max_items, tail_probability)
+
+
+def beta_binomial_thresholds(a: float, b: float, max_items: int, tail_probability: float) -> F64:
+    """For n = 0..max_items, the smallest count c with P(BB(n, a, b) >= c) <= tail_probability (n + 1 where
+    no count can reach it).
+
+    Exact: the probability mass function in closed form (log-gamma and log-beta), tails summed from the top
+    (no cancellation in small tails); O(max_items^2) elementwise work, milliseconds for 1,000 items."""
     out = np.empty(max_items + 1)
     out[0] = 1.0
+    lb = float(special.betaln(a, b))
     for n in range(1, max_items + 1):
-        c = np.arange(n + 1)
-        sf = stats.betabinom.sf(c - 1, n, a, b)  # P(C >= c)
+        c = np.arange(n + 1, dtype=np.float64)
+        logpmf = (special.gammaln(n + 1.0) - special.gammaln(c + 1.0) - special.gammaln(n - c + 1.0)
+                  + special.betaln(c + a, n - c + b) - lb)
+        sf = np.cumsum(np.exp(logpmf)[::-1])[::-1]  # P(C >= c)
         ok = np.flatnonzero(sf <= tail_probability)
         out[n] = float(ok[0]) if ok.size else float(n + 1)
     return out

@@ -14,8 +14,9 @@ import numpy as np
 
 from service.drift.featurizers import Kind
 from service.drift.items import ItemColumn
+from service.drift.spans import align_tokens, span_shapes
 
-WindowSet = Literal["embedding", "distribution"]
+WindowSet = Literal["embedding", "distribution", "count"]  # count: ``outlier_windows``
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +49,17 @@ SIGNALS: tuple[SignalSpec, ...] = (
                "per-label share of predicted entity labels rising above the reference", "entity_label"),
     SignalSpec("token_tag_share", "label_share", "distribution", 50,
                "per-tag share of token tags rising above the reference", "token_tag"),
+    SignalSpec("tag_validity", "tag_validity", "count", 50,
+               "share of events with a token tag invalid after the previous one (IOB1/IOB2/BIOES/BILUO)",
+               "token_tag"),
+    SignalSpec("span_length", "binned", "distribution", 50,
+               "entity length in tokens (characters when the event has no tokens)"),
+    SignalSpec("span_boundary", "event_share", "count", 50,
+               "share of events with an entity whose start or end falls inside a token"),
 )
 SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
 SCORED_LABELS = "_scored_labels"  # labels of the scored entities, aligned with the confidence column
+SPAN_LABELS = "_span_labels"  # labels of the measured entities, aligned with the span_length column
 
 
 _TAG = attrgetter("tag")
@@ -63,7 +72,9 @@ def _pos(counts: list[int]) -> np.ndarray:
 def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarray]:
     """Flatten decoded events (see ``service.events``) into per-signal columns and event times.
 
-    Besides one column per signal, ``SCORED_LABELS`` holds the label of each scored entity.
+    Besides one column per signal, ``SCORED_LABELS`` holds the label of each scored entity and
+    ``SPAN_LABELS`` the label of each entity measured by ``span_length`` (see ``service.drift.spans``);
+    ``span_boundary`` has one 0/1 item per entity measured in tokens.
 
     Event times are epoch seconds, NaN when the event carries none.
     """
@@ -88,6 +99,12 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
     pred_labels: list[str] = []
     pconf_pos: list[int] = []
     pconf: list[float] = []
+    tokenised = np.zeros(n, bool)
+    tok_pos: list[int] = []
+    tok_se: list[tuple[int, int]] = []
+    span_pos: list[int] = []
+    span_se: list[tuple[int, int]] = []
+    span_lab: list[str] = []
     for i, e in enumerate(events):
         if e.timestamp is not None:
             times[i] = e.timestamp
@@ -98,10 +115,22 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
         if e.task == "token-classification":
             tc_pos.append(i)
             density.append(float(len(ents)))
+        toks = e.tokens
         if ents:
             ent_counts[i] = len(ents)
+            if toks:
+                tokenised[i] = True
+                if e.text is not None:
+                    offsets = align_tokens(e.text, [t.text for t in toks])
+                    if offsets is not None:
+                        tok_pos.extend([i] * len(offsets))
+                        tok_se.extend(offsets)
             for ent in ents:
                 labels.append(ent.label)
+                if ent.start is not None and ent.end is not None:
+                    span_pos.append(i)
+                    span_se.append((ent.start, ent.end))
+                    span_lab.append(ent.label)
                 if ent.score is not None:
                     score_pos.append(i)
                     scores.append(ent.score)
@@ -109,7 +138,6 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
                 if ent.embedding is not None:
                     ent_emb_pos.append(i)
                     ent_emb.append(ent.embedding)
-        toks = e.tokens
         if toks:
             tok_counts[i] = len(toks)
             tags.extend(map(_TAG, toks))
@@ -130,6 +158,10 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
     def emb(rows: list[np.ndarray]) -> np.ndarray:
         return np.vstack(rows) if rows else np.zeros((0, 0), np.float32)
 
+    tse = np.asarray(tok_se, np.int64).reshape(-1, 2)
+    sse = np.asarray(span_se, np.int64).reshape(-1, 2)
+    shapes = span_shapes(arr(tok_pos), tse[:, 0], tse[:, 1], tokenised, arr(span_pos), sse[:, 0], sse[:, 1])
+    span_labels = [span_lab[j] for j in shapes.index.tolist()]
     columns = {
         "embedding": ItemColumn(arr(doc_pos), emb(doc_emb)),
         "entity_embedding": ItemColumn(arr(ent_emb_pos), emb(ent_emb)),
@@ -140,6 +172,10 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
         "text_length": ItemColumn(arr(len_pos), np.asarray(lengths, dtype=np.float64)),
         "prediction_label": ItemColumn(arr(pred_pos), pred_labels),
         "prediction_confidence": ItemColumn(arr(pconf_pos), np.asarray(pconf, dtype=np.float64)),
+        "span_length": ItemColumn(shapes.event, shapes.length),
+        "span_boundary": ItemColumn(shapes.event[shapes.in_tokens], shapes.crosses[shapes.in_tokens].astype(float)),
         SCORED_LABELS: ItemColumn(arr(score_pos), scored_labels),
+        SPAN_LABELS: ItemColumn(shapes.event, span_labels),
     }
     return columns, times
+
