@@ -349,3 +349,55 @@ def test_event_share_state_round_trip() -> None:
                                                                for k, v in f.state().items()})))
     np.testing.assert_array_equal(f.count_threshold, g.count_threshold)
     assert (g.marked, g.reference_items, g.expected_share) == (3, 400, 4 / 402)
+
+
+EVIL = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
+
+
+def test_page_shows_invalid_sequences_crossing_entities_and_span_lengths_by_label_escaped() -> None:
+    from service.observability import pages
+
+    rng = np.random.default_rng(4)
+    config = MonitorConfig(disabled_signals=tuple(s for s in SIGNAL_NAMES if s not in NEW))
+    ref = [ner_event(i, rng, "iob2", "reference") for i in range(600)]
+    prod = [ner_event(i, rng, "iob2") for i in range(300)]
+    for e in prod[100:140]:
+        e["tokens"][1]["tag"] = "I-LOC"  # after a B-/O tag of another type or O: invalid unless after *-LOC
+        e["tokens"][1]["text"] = EVIL
+        e["text"] = e["text"].replace(e["text"].split()[1], EVIL, 1)
+    for e in prod[150:160]:  # an entity ending inside a token
+        e["entities"] = [{"label": EVIL, "start": 0, "end": 1}]
+    ms = MonitorSet(config)
+    ms.process_lines(lines(ref) + lines(prod))
+    rep = ms.report()["ner/1"]
+    sig = rep["signals"]
+    assert sig["tag_validity"]["evidence"]["examples"] and sig["span_boundary"]["evidence"]["examples"]
+    html = pages.model_page("ner/1", rep, 0.0, 5)
+    assert EVIL not in html and "&lt;script&gt;" in html
+    assert 'id="ner-shape"' in html and '<mark class="invalid"' in html
+    assert "I-LOC</b></mark>" in html and "Scheme IOB2" in html
+    assert "Entities across token boundaries" in html and "Entity length quantiles" in html
+    for r in sig["span_length"]["evidence"]["by_label"]:
+        assert f'<th scope="row">{r["label"]}</th>' in html or r["label"] == EVIL
+
+
+def test_new_signals_are_exported_as_drift_series() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from service.observability.metrics import NlpmonMetrics
+
+    rng = np.random.default_rng(6)
+    config = MonitorConfig(disabled_signals=tuple(s for s in SIGNAL_NAMES if s not in NEW))
+    ref = [ner_event(i, rng, "biluo", "reference") for i in range(600)]
+    prod = [ner_event(i, rng, "biluo") for i in range(200)]
+    for e in prod[100:]:
+        e["tokens"][0]["tag"] = "L-PER"
+    ms = MonitorSet(config)
+    out = ms.process_lines(lines(ref) + lines(prod))
+    reg = CollectorRegistry()
+    NlpmonMetrics(reg).observe_reports(ms.report(), out.alarms)
+    m = {"model": "ner", "model_version": "1"}
+    for name in NEW:
+        assert reg.get_sample_value("nlpmon_drift_score", {**m, "signal": name}) is not None, name
+    assert reg.get_sample_value("nlpmon_drift_detected", {**m, "signal": "tag_validity"}) == 1.0
+    assert reg.get_sample_value("nlpmon_drift_alarms_total", {**m, "signal": "tag_validity"}) == 1.0
