@@ -42,7 +42,7 @@ from service.monitor.examples import (
 from service.monitor.history import ScoreHistory, ShareHistory
 from service.monitor.projection import ReferenceView, page_lookups, projection_report
 from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall
-from service.monitor.signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, extract_columns
+from service.monitor.signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
 from service.sketches.multiscale import MultiScaleWindow
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class ModelMonitor:
         self.pending_reference = ReferenceSample(config.reference_reservoir, config.seed)
         self.auto_baseline = ReferenceSample(config.reference_reservoir, config.seed + 1)
         self.reference_error: str | None = None
+        self._spans = not set(SPAN_SIGNALS) <= set(config.disabled_signals)  # align tokens only when needed
         self.events_total = {"production": 0, "reference": 0}
         # events this process handed to this monitor (not part of the state): Prometheus counters grow by
         # these, so a restored or handed-over monitor does not count its history again
@@ -186,7 +187,7 @@ class ModelMonitor:
         """Add reference events (a reference file or ``"split": "reference"`` events)."""
         if not events:
             return
-        cols, _ = extract_columns(events)
+        cols, _ = extract_columns(events, self._spans)
         self.pending_reference.add(cols, len(events), [cut_text(e.text, self.config.max_text_chars) for e in events])
         self.events_total["reference"] += len(events)
         self.events_here["reference"] += len(events)
@@ -225,7 +226,7 @@ class ModelMonitor:
             need = self.config.auto_baseline_events - self.auto_baseline.seen
             take = events[: max(need, 0)]
             if take:
-                cols, _ = extract_columns(take)
+                cols, _ = extract_columns(take, self._spans)
                 self.auto_baseline.add(cols, len(take), [cut_text(e.text, self.config.max_text_chars) for e in take])
             skip = len(take)
             if (self.auto_baseline.seen >= self.config.auto_baseline_events
@@ -241,7 +242,7 @@ class ModelMonitor:
 
     def _monitor(self, events: list[Any], offset: int) -> list[Alarm]:
         n = len(events)
-        cols, times = extract_columns(events)
+        cols, times = extract_columns(events, self._spans)
         finite = times[np.isfinite(times)]
         if finite.size:
             self.last_event_time = float(finite.max())

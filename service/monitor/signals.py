@@ -69,12 +69,16 @@ def _pos(counts: list[int]) -> np.ndarray:
     return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
-def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarray]:
+SPAN_SIGNALS = ("span_length", "span_boundary")
+
+
+def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, ItemColumn], np.ndarray]:
     """Flatten decoded events (see ``service.events``) into per-signal columns and event times.
 
     Besides one column per signal, ``SCORED_LABELS`` holds the label of each scored entity and
     ``SPAN_LABELS`` the label of each entity measured by ``span_length`` (see ``service.drift.spans``);
-    ``span_boundary`` has one 0/1 item per entity measured in tokens.
+    ``span_boundary`` has one 0/1 item per entity measured in tokens. ``spans=False`` (both span signals
+    disabled) skips the token alignment: their columns are then empty.
 
     Event times are epoch seconds, NaN when the event carries none.
     """
@@ -118,7 +122,7 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
         toks = e.tokens
         if ents:
             ent_counts[i] = len(ents)
-            if toks:
+            if toks and spans:
                 tokenised[i] = True
                 if e.text is not None:
                     offsets = align_tokens(e.text, [t.text for t in toks])
@@ -127,7 +131,7 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
                         tok_se.extend(offsets)
             for ent in ents:
                 labels.append(ent.label)
-                if ent.start is not None and ent.end is not None:
+                if spans and ent.start is not None and ent.end is not None:
                     span_pos.append(i)
                     span_se.append((ent.start, ent.end))
                     span_lab.append(ent.label)

@@ -401,3 +401,16 @@ def test_new_signals_are_exported_as_drift_series() -> None:
         assert reg.get_sample_value("nlpmon_drift_score", {**m, "signal": name}) is not None, name
     assert reg.get_sample_value("nlpmon_drift_detected", {**m, "signal": "tag_validity"}) == 1.0
     assert reg.get_sample_value("nlpmon_drift_alarms_total", {**m, "signal": "tag_validity"}) == 1.0
+
+
+def test_without_the_span_signals_no_token_is_aligned_and_the_other_columns_are_unchanged() -> None:
+    rng = np.random.default_rng(8)
+    evs = [decode_event(x) for x in lines([ner_event(i, rng, "iob2") for i in range(40)])]
+    on, _ = extract_columns(evs)
+    off, _ = extract_columns(evs, spans=False)
+    assert len(on["span_length"]) > 0 and len(off["span_length"]) == len(off["span_boundary"]) == 0
+    for k in on:
+        if k not in ("span_length", "span_boundary", SPAN_LABELS):
+            np.testing.assert_array_equal(on[k].event, off[k].event)
+            assert list(on[k].values) == list(off[k].values) if isinstance(on[k].values, list) else \
+                np.array_equal(on[k].values, off[k].values)
