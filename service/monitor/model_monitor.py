@@ -685,6 +685,7 @@ class ModelMonitor:
             "recent_ids": self.recent_ids.state(), "duplicate_events": self.duplicates,
             "marked": [list(o) for o in self._marked],
             "share_examples": self._share_examples,
+            "span_lengths": self.recent_span_lengths.state(),
         }
 
     @classmethod
@@ -714,4 +715,6 @@ class ModelMonitor:
             m.duplicates = int(s["duplicate_events"])
         m._marked = [(float(o[0]), int(o[1]), o[2], o[3]) for o in s.get("marked", [])]
         m._share_examples = {k: list(v) for k, v in (s.get("share_examples") or {}).items()}
+        if s.get("span_lengths") is not None:  # snapshots of earlier builds have none
+            m.recent_span_lengths.load_state(s["span_lengths"])
         return m

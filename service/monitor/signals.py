@@ -14,7 +14,7 @@ import numpy as np
 
 from service.drift.featurizers import Kind
 from service.drift.items import ItemColumn
-from service.drift.spans import align_tokens, span_shapes
+from service.drift.spans import align_tokens, batch_offsets, span_shapes
 
 WindowSet = Literal["embedding", "distribution", "count"]  # count: ``outlier_windows``
 
@@ -63,6 +63,7 @@ SPAN_LABELS = "_span_labels"  # labels of the measured entities, aligned with th
 
 
 _TAG = attrgetter("tag")
+_TEXT = attrgetter("text")
 
 
 def _pos(counts: list[int]) -> np.ndarray:
@@ -104,11 +105,13 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     pconf_pos: list[int] = []
     pconf: list[float] = []
     tokenised = np.zeros(n, bool)
-    tok_pos: list[int] = []
-    tok_se: list[tuple[int, int]] = []
     span_pos: list[int] = []
     span_se: list[tuple[int, int]] = []
     span_lab: list[str] = []
+    fast_pos: list[int] = []
+    fast_text: list[str] = []
+    fast_toks: list[list[str]] = []
+    slow: list[tuple[int, str, list[Any]]] = []
     for i, e in enumerate(events):
         if e.timestamp is not None:
             times[i] = e.timestamp
@@ -124,11 +127,19 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
             ent_counts[i] = len(ents)
             if toks and spans:
                 tokenised[i] = True
-                if e.text is not None:
-                    offsets = align_tokens(e.text, [t.text for t in toks])
-                    if offsets is not None:
-                        tok_pos.extend([i] * len(offsets))
-                        tok_se.extend(offsets)
+                text = e.text
+                if text:
+                    tt = list(map(_TEXT, toks))
+                    try:
+                        fast = "".join(tt) == text.replace(" ", "") and "" not in tt
+                    except TypeError:  # a token without text
+                        fast = False
+                    if fast:
+                        fast_pos.append(i)
+                        fast_text.append(text)
+                        fast_toks.append(tt)
+                    else:
+                        slow.append((i, text, tt))
             for ent in ents:
                 labels.append(ent.label)
                 if spans and ent.start is not None and ent.end is not None:
@@ -162,9 +173,9 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     def emb(rows: list[np.ndarray]) -> np.ndarray:
         return np.vstack(rows) if rows else np.zeros((0, 0), np.float32)
 
-    tse = np.asarray(tok_se, np.int64).reshape(-1, 2)
+    tok_ev, tok_s, tok_e = _token_offsets(fast_pos, fast_text, fast_toks, slow)
     sse = np.asarray(span_se, np.int64).reshape(-1, 2)
-    shapes = span_shapes(arr(tok_pos), tse[:, 0], tse[:, 1], tokenised, arr(span_pos), sse[:, 0], sse[:, 1])
+    shapes = span_shapes(tok_ev, tok_s, tok_e, tokenised, arr(span_pos), sse[:, 0], sse[:, 1])
     span_labels = [span_lab[j] for j in shapes.index.tolist()]
     columns = {
         "embedding": ItemColumn(arr(doc_pos), emb(doc_emb)),
@@ -183,3 +194,25 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     }
     return columns, times
 
+
+
+def _token_offsets(fast_pos: list[int], fast_text: list[str], fast_toks: list[list[str]],
+                   slow: list[tuple[int, str, list[Any]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat (event, start, end) of the aligned tokens, by event then in order: the batch path where it holds
+    (``batch_offsets``), ``align_tokens`` one event at a time elsewhere."""
+    start, end, ok = batch_offsets(fast_text, fast_toks)
+    n_tok = np.fromiter((len(t) for t in fast_toks), np.int64, count=len(fast_toks))
+    keep = np.repeat(ok, n_tok)
+    ev = [np.repeat(np.asarray(fast_pos, np.int64), n_tok)[keep]]
+    st, en = [start[keep]], [end[keep]]
+    redo = [(fast_pos[j], fast_text[j], fast_toks[j]) for j in np.flatnonzero(~ok).tolist()]
+    for i, text, tt in slow + redo:
+        offsets = align_tokens(text, tt)
+        if offsets is not None:
+            o = np.asarray(offsets, np.int64).reshape(-1, 2)
+            ev.append(np.full(o.shape[0], i, np.int64))
+            st.append(o[:, 0])
+            en.append(o[:, 1])
+    e, s, t = np.concatenate(ev), np.concatenate(st), np.concatenate(en)
+    order = np.argsort(e, kind="stable")
+    return e[order], s[order], t[order]
