@@ -11,6 +11,7 @@ event without tokens its length is ``end - start`` characters (and it has no bou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -52,15 +53,15 @@ def batch_offsets(texts: list[str], tokens: list[list[str]]) -> tuple[I64, I64, 
     n = len(texts)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
-    lens = np.fromiter((len(t) for t in texts), np.int64, count=n)
+    lens = np.fromiter(map(len, texts), np.int64, count=n)
     starts_text = np.concatenate([[0], np.cumsum(lens)[:-1]])
     cp = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32)
     nonspace = np.flatnonzero(cp != 32)  # global positions of the non-space characters
     per_text = np.add.reduceat((cp != 32).astype(np.int64), starts_text) if cp.size else np.zeros(n, np.int64)
     per_text[lens == 0] = 0
     first_ns = np.concatenate([[0], np.cumsum(per_text)[:-1]])  # index into nonspace of each text's first
-    n_tok = np.fromiter((len(t) for t in tokens), np.int64, count=n)
-    tok_len = np.fromiter((len(x) for t in tokens for x in t), np.int64, count=int(n_tok.sum()))
+    n_tok = np.fromiter(map(len, tokens), np.int64, count=n)
+    tok_len = np.fromiter(map(len, chain.from_iterable(tokens)), np.int64, count=int(n_tok.sum()))
     ev = np.repeat(np.arange(n), n_tok)
     cum = np.cumsum(tok_len) - tok_len  # characters of the batch's tokens before each
     first_tok = np.concatenate([[0], np.cumsum(n_tok)[:-1]])

@@ -58,7 +58,7 @@ class TagCodes:
         self.scheme = scheme
         self._letters = _LETTERS[scheme]
         self._types: dict[str, int] = {"": 0}
-        self._codes: dict[str, int] = {}
+        self._codes: dict[str, int] = _Codes(self)
 
     def code(self, tag: str) -> int:
         c = self._codes.get(tag)
@@ -82,13 +82,19 @@ class TagCodes:
         return c
 
     def codes(self, tags: list[str]) -> I64:
-        get = self._codes.get
-        missing = [t for t in set(tags) if get(t) is None] if len(self._codes) < MAX_CACHED_TAGS else []
-        for t in missing:
-            self.code(t)
-        if len(self._codes) >= MAX_CACHED_TAGS:
-            return np.fromiter(map(self.code, tags), np.int64, count=len(tags))
+        """Codes of a flat list of tags (one C-level dict lookup per tag; new tags parsed once)."""
         return np.fromiter(map(self._codes.__getitem__, tags), np.int64, count=len(tags))
+
+
+class _Codes(dict[str, int]):
+    """Tag -> code, parsing (and, within the cap, remembering) a tag on first sight."""
+
+    def __init__(self, owner: TagCodes) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def __missing__(self, tag: str) -> int:
+        return self.owner.code(tag)
 
 
 def invalid_tokens(scheme: Scheme, codes: I64, event: I64) -> B:

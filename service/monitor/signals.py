@@ -131,7 +131,7 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
                 if text:
                     tt = list(map(_TEXT, toks))
                     try:
-                        fast = "".join(tt) == text.replace(" ", "") and "" not in tt
+                        fast = "".join(tt) == text.replace(" ", "")  # empty tokens: found by batch_offsets
                     except TypeError:  # a token without text
                         fast = False
                     if fast:
@@ -176,7 +176,7 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     tok_ev, tok_s, tok_e = _token_offsets(fast_pos, fast_text, fast_toks, slow)
     sse = np.asarray(span_se, np.int64).reshape(-1, 2)
     shapes = span_shapes(tok_ev, tok_s, tok_e, tokenised, arr(span_pos), sse[:, 0], sse[:, 1])
-    span_labels = [span_lab[j] for j in shapes.index.tolist()]
+    span_labels = span_lab if len(shapes.index) == len(span_lab) else [span_lab[j] for j in shapes.index.tolist()]
     columns = {
         "embedding": ItemColumn(arr(doc_pos), emb(doc_emb)),
         "entity_embedding": ItemColumn(arr(ent_emb_pos), emb(ent_emb)),
@@ -201,7 +201,9 @@ def _token_offsets(fast_pos: list[int], fast_text: list[str], fast_toks: list[li
     """Flat (event, start, end) of the aligned tokens, by event then in order: the batch path where it holds
     (``batch_offsets``), ``align_tokens`` one event at a time elsewhere."""
     start, end, ok = batch_offsets(fast_text, fast_toks)
-    n_tok = np.fromiter((len(t) for t in fast_toks), np.int64, count=len(fast_toks))
+    n_tok = np.fromiter(map(len, fast_toks), np.int64, count=len(fast_toks))
+    if not slow and ok.all():  # the common case: already in event order
+        return np.repeat(np.asarray(fast_pos, np.int64), n_tok), start, end
     keep = np.repeat(ok, n_tok)
     ev = [np.repeat(np.asarray(fast_pos, np.int64), n_tok)[keep]]
     st, en = [start[keep]], [end[keep]]
