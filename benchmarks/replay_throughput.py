@@ -302,6 +302,32 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
     return [(name, 1e6 * v / n) for name, v in acc.items()]
 
 
+def ner_shape_parts(n: int, tmp: Path, rounds: int = 5) -> list[tuple[str, float]]:
+    """µs/event of the work the tag-validity and span-shape signals add outside their windows: the token
+    alignment in the flattening (extract_columns with and without it) and the tag-validity marks."""
+    from service.drift.shares import TagValidityFeaturizer, unit_rows
+
+    path = tmp / "ns-parts.jsonl"
+    write_stream(path, n, 384, True, "production", seed=1, tags="iob2")
+    events = [decode_event(x) for x in read_lines(path)]
+    chunks = [events[i:i + BATCH] for i in range(0, n, BATCH)]
+    feat = TagValidityFeaturizer(0, 0, np.ones(1), 0.0, scheme="iob2")
+    cols = [extract_columns(c)[0] for c in chunks]
+    best = {"on": float("inf"), "off": float("inf"), "tags": float("inf")}
+    for _ in range(rounds):
+        for key, fn in (("on", lambda: [extract_columns(c, True) for c in chunks]),
+                        ("off", lambda: [extract_columns(c, False) for c in chunks]),
+                        ("tags", lambda: [unit_rows(c["token_tag"].event, feat.bad_units(c["token_tag"]), len(c[
+                            "token_tag"].event)) for c in cols])):
+            t0 = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    us = {k: 1e6 * v / n for k, v in best.items()}
+    return [("flatten events to columns, token alignment off (for scale)", us["off"]),
+            ("token alignment and span measures (flatten on - off)", us["on"] - us["off"]),
+            ("tag_validity: tag codes, validity, per-event rows", us["tags"])]
+
+
 def blas() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -329,6 +355,11 @@ def main() -> int:
         print("| monitor µs/event, on | off | added by tag_validity, span_length, span_boundary |")
         print("|---|---|---|")
         print(f"| {on:.2f} | {off:.2f} | {on - off:.2f} ({100 * (on - off) / off:.1f} %) |")
+        with tempfile.TemporaryDirectory() as d:
+            parts = ner_shape_parts(args.events, Path(d))
+        print("\n| part | µs/event |\n|---|---|")
+        for name, us in parts:
+            print(f"| {name} | {us:.2f} |")
         return 0
     if args.only_partial_drift:
         with tempfile.TemporaryDirectory() as d:

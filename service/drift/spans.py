@@ -55,7 +55,7 @@ def batch_offsets(texts: list[str], tokens: list[list[str]]) -> tuple[I64, I64, 
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
     lens = np.fromiter(map(len, texts), np.int64, count=n)
     starts_text = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    cp = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32)
+    cp = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), np.uint32)  # lone surrogates too
     nonspace = np.flatnonzero(cp != 32)  # global positions of the non-space characters
     per_text = np.add.reduceat((cp != 32).astype(np.int64), starts_text) if cp.size else np.zeros(n, np.int64)
     per_text[lens == 0] = 0

@@ -443,3 +443,22 @@ def test_batch_offsets_equal_token_by_token_alignment_where_they_hold() -> None:
             assert rows == align_tokens(text, tt), (text, tt)
             held.append(j)
     assert 0.7 * len(texts) < len(held) < len(texts)
+
+
+def test_batch_offsets_take_lone_surrogates_and_odd_texts() -> None:
+    """Texts from JSON may hold lone surrogates (``"\\ud800"``): no encoding error, same offsets."""
+    from service.drift.spans import batch_offsets
+
+    start, end, ok = batch_offsets(["a\ud800 b", "x  y"], [["a\ud800", "b"], ["x", "y"]])
+    assert ok.tolist() == [True, True]
+    assert list(zip(start.tolist(), end.tolist(), strict=True)) == [(0, 2), (3, 4), (0, 1), (3, 4)]
+    e = decode_event(json.dumps({"event_id": "s", "model": "m", "model_version": "1", "text": "aé b",
+                                 "entities": [{"label": "X", "start": 0, "end": 2}],
+                                 "tokens": [{"text": "aé", "tag": "B-X"}, {"text": "b", "tag": "O"}]}))
+    # "\n" is no space: the batch path does not hold for that text, which is aligned token by token
+    f = decode_event(json.dumps({"event_id": "t", "model": "m", "model_version": "1", "text": "\n zz",
+                                 "entities": [{"label": "X", "start": 2, "end": 3}],
+                                 "tokens": [{"text": "zz", "tag": "B-X"}]}))
+    cols, _ = extract_columns([e, f])
+    assert cols["span_length"].values.tolist() == [1.0, 1.0]
+    assert cols["span_boundary"].values.tolist() == [0.0, 1.0]  # [2, 3) ends inside the token [2, 4)
