@@ -11,7 +11,7 @@ the marking probability ``U`` of a stationary event is uncertain, with the unifo
 ``U ~ Beta(k + 1, m - k + 1)`` (mean ``(k + 1) / (m + 2)``, Laplace's rule: a reference without any marked
 event still predicts a small, non-zero share). Given ``U`` the events of a window are marked independently,
 so the count among ``n`` events is beta-binomial ``BB(n, k + 1, m - k + 1)``; each window's threshold is
-the smallest count ``c`` with ``P(BB >= c) <= alpha / M`` (``service.drift.outliers.count_thresholds``),
+the smallest count ``c`` with ``P(BB >= c) <= alpha / M`` (``beta_binomial_thresholds``),
 for every ``n`` up to the longest window. A reference with almost no marked event therefore makes a rise
 significant after a handful of marked events.
 
@@ -26,13 +26,31 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 from service.drift.items import ItemColumn
-from service.drift.outliers import beta_binomial_thresholds
 from service.drift.tagging import Scheme, TagCodes, invalid_tokens
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+
+
+def beta_binomial_thresholds(a: float, b: float, max_items: int, tail_probability: float) -> F64:
+    """For n = 0..max_items, the smallest count c with P(BB(n, a, b) >= c) <= tail_probability (n + 1 where
+    no count can reach it). As ``service.drift.outliers.count_thresholds`` (which fixes a = k, b = m + 1 - k):
+    one pass over the (n, c) triangle, log pmf from log-gamma terms, tails summed from the top count down."""
+    n = np.arange(max_items + 1, dtype=np.float64)[:, None]
+    c = np.arange(max_items + 1, dtype=np.float64)[None, :]
+    inside = c <= n
+    nc = np.where(inside, n - c, 0.0)
+    logpmf = (special.gammaln(n + 1) - special.gammaln(c + 1) - special.gammaln(nc + 1)
+              + special.betaln(c + a, nc + b) - special.betaln(a, b))
+    pmf = np.where(inside, np.exp(logpmf), 0.0)
+    sf = np.cumsum(pmf[:, ::-1], axis=1)[:, ::-1]  # sf[n, c] = P(C >= c)
+    ok = inside & (sf <= tail_probability)
+    first = np.where(ok.any(axis=1), ok.argmax(axis=1), n[:, 0] + 1).astype(np.float64)
+    first[0] = 1.0
+    return first
 
 
 def unit_rows(event: I64, bad: npt.NDArray[np.bool_], n_events: int) -> tuple[F64, F64]:

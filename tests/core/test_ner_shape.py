@@ -12,8 +12,8 @@ import pytest
 from scipy import integrate, stats
 
 from service.drift.items import ItemColumn
-from service.drift.outliers import beta_binomial_thresholds
-from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer
+from service.drift.outliers import count_thresholds
+from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer, beta_binomial_thresholds
 from service.drift.signal import SignalWindow, calibrate_event_share_signal
 from service.drift.spans import align_tokens, span_shapes
 from service.drift.tagging import SCHEMES, TagCodes, detect_scheme, invalid_tokens, invalid_tokens_reference
@@ -208,6 +208,9 @@ def test_event_share_thresholds_are_exact_beta_binomial_counts(k: int, m: int, l
             assert bb_tail(c, n, k + 1.0, m - k + 1.0) <= level * (1 + 1e-6)
         if c - 1 >= 1:
             assert bb_tail(c - 1, n, k + 1.0, m - k + 1.0) > level * (1 - 1e-6)
+    # the outlier signal's thresholds are the same computation with a = k, b = m + 1 - k
+    np.testing.assert_array_equal(beta_binomial_thresholds(float(k + 1), float(m - k), 300, level),
+                                  count_thresholds(m, k + 1, 300, level))
 
 
 def tag_column(docs: list[list[str]]) -> ItemColumn:

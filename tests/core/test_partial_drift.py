@@ -36,10 +36,11 @@ def bb_tail_by_integration(c: int, n: int, a: float, b: float) -> float:
     return val
 
 
-@pytest.mark.parametrize(("m", "k", "level"), [(3000, 16, 1e-6 / 6), (600, 3, 1e-6 / 6), (300, 30, 1e-3)])
+@pytest.mark.parametrize(("m", "k", "level"), [(3000, 16, 1e-6 / 6), (600, 3, 1e-6 / 6), (300, 30, 1e-3),
+                                               (3000, 15, 1e-9)])  # where scipy's 1 - cdf was off by 1
 def test_count_thresholds_are_the_smallest_counts_with_tail_below_the_level(m: int, k: int, level: float) -> None:
-    thr = count_thresholds(m, k, 200, level)
-    for n in (1, 5, 20, 50, 200):
+    thr = count_thresholds(m, k, 1000, level)
+    for n in (1, 5, 20, 50, 200, 672, 975, 1000):
         c = int(thr[n])
         if c <= n:
             assert bb_tail_by_integration(c, n, k, m + 1 - k) <= level * (1 + 1e-6)
