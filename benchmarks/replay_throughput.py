@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ner_faults import tag_event
+
 from service.demo import SyntheticStream
 from service.events import decode_event
 from service.monitor.config import MonitorConfig
@@ -30,11 +33,12 @@ from service.state import encode_state
 BATCH = 2000
 
 
-def write_stream(path: Path, n: int, dim: int, b64: bool, split: str, seed: int) -> None:
+def write_stream(path: Path, n: int, dim: int, b64: bool, split: str, seed: int, tags: str | None = None) -> None:
+    """Synthetic events; with ``tags`` (a scheme) their POS tags are replaced by entity tags in it."""
     s = SyntheticStream(seed=seed, dim=dim, base64_embeddings=b64)
     with path.open("w") as fh:
         for e in s.events(n, split):
-            fh.write(json.dumps(e) + "\n")
+            fh.write(json.dumps(tag_event(e, tags) if tags else e) + "\n")
 
 
 def read_lines(path: Path) -> list[bytes]:
@@ -208,20 +212,28 @@ def quality_costs(n: int, tmp: Path) -> list[tuple[str, str]]:
 PARTIAL_DRIFT_SIGNALS = ("embedding_outliers", "entity_label_share", "token_tag_share")
 
 
-def partial_drift_cost(n: int, tmp: Path, rounds: int = 7) -> tuple[float, float]:
-    """Monitor µs/event with the partial-drift signals on and off (384-dim base64, batches of 2,000), the
-    two configurations alternating in the same process; best round of each."""
-    ref_path, ev_path = tmp / "pd-ref.jsonl", tmp / "pd-ev.jsonl"
-    write_stream(ref_path, 3000, 384, True, "reference", seed=1)
-    write_stream(ev_path, n, 384, True, "production", seed=1)
+NER_SHAPE_SIGNALS = ("tag_validity", "span_length", "span_boundary")
+
+
+def partial_drift_cost(n: int, tmp: Path, rounds: int = 7, signals: tuple[str, ...] = PARTIAL_DRIFT_SIGNALS,
+                       tags: str | None = None) -> tuple[float, float]:
+    """Monitor µs/event with ``signals`` on and off (384-dim base64, batches of 2,000), the two
+    configurations alternating in the same process; best round of each. ``tags``: entity tags in that
+    scheme instead of the synthetic POS tags (for tag_validity)."""
+    ref_path, ev_path = tmp / f"pd-ref-{tags}.jsonl", tmp / f"pd-ev-{tags}.jsonl"
+    write_stream(ref_path, 3000, 384, True, "reference", seed=1, tags=tags)
+    write_stream(ev_path, n, 384, True, "production", seed=1, tags=tags)
     ref, lines = read_lines(ref_path), read_lines(ev_path)
     events = [decode_event(x) for x in lines]
     snapshots = {}
     for on in (True, False):
-        config = MonitorConfig(disabled_signals=() if on else PARTIAL_DRIFT_SIGNALS)
+        config = MonitorConfig(disabled_signals=() if on else signals)
         ms = MonitorSet(config)
         ms.process_lines(ref)
         ms.process_lines(lines[:1])
+        if on:
+            unavailable = set(signals) & set(ms.monitors[("demo-ner", "1")].profile.unavailable)  # type: ignore[union-attr]
+            assert not unavailable, f"not running, nothing to measure: {unavailable}"
         snapshots[on] = (config, ms.snapshot())
 
     def run(on: bool) -> float:
@@ -290,6 +302,32 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
     return [(name, 1e6 * v / n) for name, v in acc.items()]
 
 
+def ner_shape_parts(n: int, tmp: Path, rounds: int = 5) -> list[tuple[str, float]]:
+    """µs/event of the work the tag-validity and span-shape signals add outside their windows: the token
+    alignment in the flattening (extract_columns with and without it) and the tag-validity marks."""
+    from service.drift.shares import TagValidityFeaturizer, unit_rows
+
+    path = tmp / "ns-parts.jsonl"
+    write_stream(path, n, 384, True, "production", seed=1, tags="iob2")
+    events = [decode_event(x) for x in read_lines(path)]
+    chunks = [events[i:i + BATCH] for i in range(0, n, BATCH)]
+    feat = TagValidityFeaturizer(0, 0, np.ones(1), 0.0, scheme="iob2")
+    cols = [extract_columns(c)[0] for c in chunks]
+    best = {"on": float("inf"), "off": float("inf"), "tags": float("inf")}
+    for _ in range(rounds):
+        for key, fn in (("on", lambda: [extract_columns(c, True) for c in chunks]),
+                        ("off", lambda: [extract_columns(c, False) for c in chunks]),
+                        ("tags", lambda: [unit_rows(c["token_tag"].event, feat.bad_units(c["token_tag"]), len(c[
+                            "token_tag"].event)) for c in cols])):
+            t0 = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    us = {k: 1e6 * v / n for k, v in best.items()}
+    return [("flatten events to columns, token alignment off (for scale)", us["off"]),
+            ("token alignment and span measures (flatten on - off)", us["on"] - us["off"]),
+            ("tag_validity: tag codes, validity, per-event rows", us["tags"])]
+
+
 def blas() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -305,7 +343,24 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--only-partial-drift", action="store_true", help="only the partial-drift cost row")
     ap.add_argument("--join-only", action="store_true", help="only the ground-truth join's table")
+    ap.add_argument("--only-ner-shape", action="store_true",
+                    help="only the cost of the tag-validity and span-shape signals (on / off, IOB2 tags)")
     args = ap.parse_args()
+    if args.only_ner_shape:
+        with tempfile.TemporaryDirectory() as d:
+            on, off = partial_drift_cost(args.events, Path(d), signals=NER_SHAPE_SIGNALS, tags="iob2")
+        print(f"python {sys.version.split()[0]}, numpy {np.__version__}, BLAS: {blas()}; {args.events} events, "
+              "synthetic events with IOB2 entity tags, 384-dim base64, batches of 2,000, best of 7 alternating "
+              "rounds\n")
+        print("| monitor µs/event, on | off | added by tag_validity, span_length, span_boundary |")
+        print("|---|---|---|")
+        print(f"| {on:.2f} | {off:.2f} | {on - off:.2f} ({100 * (on - off) / off:.1f} %) |")
+        with tempfile.TemporaryDirectory() as d:
+            parts = ner_shape_parts(args.events, Path(d))
+        print("\n| part | µs/event |\n|---|---|")
+        for name, us in parts:
+            print(f"| {name} | {us:.2f} |")
+        return 0
     if args.only_partial_drift:
         with tempfile.TemporaryDirectory() as d:
             on, off = partial_drift_cost(args.events, Path(d))

@@ -12,9 +12,10 @@ from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, 
 from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn, per_event_counts, per_event_sums
 from service.drift.outliers import OutlierShareFeaturizer
+from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer
 
 F64 = npt.NDArray[np.float64]
-Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers"]
+Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers", "event_share", "tag_validity"]
 
 
 class Featurizer(Protocol):
@@ -44,11 +45,15 @@ def fit_featurizer(kind: Kind, column: ItemColumn, *, n_components: int, n_rando
         return cls.fit(dict(Counter(column.values)), max_labels)
     if kind == "outliers":  # pragma: no cover - programming error: see service.drift.outliers
         raise TypeError("outlier-share signals are fitted from an embedding featurizer (calibrate_outlier_signal)")
+    if kind in ("event_share", "tag_validity"):  # pragma: no cover - programming error
+        raise TypeError("event-share signals are fitted from reference counts (calibrate_event_share_signal)")
     return BinnedFeaturizer.fit(np.asarray(column.values, dtype=np.float64))
 
 
 def event_rows(featurizer: Featurizer, column: ItemColumn, n_events: int) -> tuple[F64, F64]:
     """Per-event feature rows (n_events, F) and item counts (n_events,). Vectorised over the batch."""
+    if isinstance(featurizer, EventShareFeaturizer):  # items: events with units (see service.drift.shares)
+        return featurizer.event_rows(column, n_events)
     items = per_event_counts(column.event, n_events)
     f = featurizer.n_features
     if isinstance(featurizer, EmbeddingFeaturizer):
@@ -78,6 +83,10 @@ def kind_of(featurizer: Featurizer) -> Kind:
         return "embedding"
     if isinstance(featurizer, OutlierShareFeaturizer):
         return "outliers"
+    if isinstance(featurizer, TagValidityFeaturizer):
+        return "tag_validity"
+    if isinstance(featurizer, EventShareFeaturizer):
+        return "event_share"
     if isinstance(featurizer, LabelShareFeaturizer):
         return "label_share"
     if isinstance(featurizer, CategoricalFeaturizer):
@@ -97,4 +106,8 @@ def featurizer_from_state(s: dict[str, Any]) -> Featurizer:
         return LabelShareFeaturizer.from_state(s)
     if kind == "outliers":
         return OutlierShareFeaturizer.from_state(s)
+    if kind == "tag_validity":
+        return TagValidityFeaturizer.from_state(s)
+    if kind == "event_share":
+        return EventShareFeaturizer.from_state(s)
     raise ValueError(f"unknown featurizer kind {kind!r}")

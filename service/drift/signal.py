@@ -31,6 +31,7 @@ from service.drift.featurizers import (
 )
 from service.drift.items import ItemColumn
 from service.drift.outliers import OutlierShareFeaturizer
+from service.drift.shares import EventShareFeaturizer
 from service.sketches.multiscale import MultiScaleWindow
 
 F64 = npt.NDArray[np.float64]
@@ -167,6 +168,24 @@ def calibrate_outlier_signal(name: str, embedding: EmbeddingFeaturizer, column: 
                         "windows_not_evaluated": []})
 
 
+def calibrate_event_share_signal(name: str, probe: EventShareFeaturizer, column: ItemColumn, n_events: int, *,
+                                 windows: tuple[int, ...], false_alarm_rate: float,
+                                 extra: dict[str, Any] | None = None) -> SignalModel:
+    """An event-share signal (see ``service.drift.shares``): ``probe`` (uncalibrated) says which units of the
+    reference ``column`` are bad; the thresholds are exact beta-binomial counts for every window.
+    Raises ValueError with fewer than 20 reference events with units."""
+    windows = tuple(sorted(set(windows)))
+    rows, items = probe.event_rows(column, n_events)
+    per_test = false_alarm_rate / len(windows)
+    marked, m = int(rows[:, 0].sum()), int(items.sum())
+    feat = probe.fitted(marked, m, max(windows), per_test)
+    return SignalModel(name, feat, windows, np.ones((len(windows), 1)), false_alarm_rate, n_events,
+                       {"method": "beta-binomial (exact)", "marked_reference_events": marked,
+                        "reference_events_with_units": m, "bad_reference_units": int(rows[:, 1].sum()),
+                        "reference_units": int(rows[:, 2].sum()), "tail_probability_per_test": per_test,
+                        "items": len(column), "windows_not_evaluated": [], **(extra or {})})
+
+
 @dataclass(frozen=True, slots=True)
 class SignalUpdate:
     """Per-event result of one batch: ``drift`` (n,) bool, and at each event the worst (window, stat)."""
@@ -185,7 +204,7 @@ class SignalWindow:
     def __init__(self, model: SignalModel, block_events: int, max_age: float | None) -> None:
         self.model = model
         every_event = True
-        if isinstance(model.featurizer, OutlierShareFeaturizer):
+        if isinstance(model.featurizer, OutlierShareFeaturizer | EventShareFeaturizer):
             # counts of one number per event, judged every 5 events (a count seen at most 4 events late)
             # when every window is a multiple of 5, else at every event
             if all(w % OUTLIER_BLOCK == 0 for w in model.windows):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -42,6 +44,11 @@ class MonitorConfig(BaseModel):
         0.005, gt=0, lt=0.5,
         description="embedding_outliers marks an event beyond this upper quantile of the reference's "
                     "out-of-sample scores (0.005: the 99.5th percentile).",
+    )
+    tag_schemes: dict[str, Literal["iob1", "iob2", "bioes", "biluo"]] = Field(
+        default_factory=dict,
+        description="Tagging scheme of a model's token tags, by model name, for tag_validity; a model not "
+                    "listed has its scheme detected from its reference's tags (none found: signal unavailable).",
     )
     block_events: int = Field(
         50, ge=5,

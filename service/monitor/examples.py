@@ -200,6 +200,15 @@ class RecentConfidences:
     def quantiles(self) -> dict[str, tuple[int, list[float]]]:
         return quantiles_by_label(self.labels, self.scores, self.codes.names)
 
+    def state(self) -> dict[str, Any]:
+        return {"names": list(self.codes.names), "labels": self.labels, "scores": self.scores}
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        self.codes = LabelCodes(self.codes.cap)
+        self.codes.encode(list(s["names"]))
+        self.labels = np.asarray(s["labels"], np.int64)[-self.capacity:] if self.capacity else np.zeros(0, np.int64)
+        self.scores = np.asarray(s["scores"], np.float64)[-self.capacity:] if self.capacity else np.zeros(0)
+
 
 QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 

@@ -23,6 +23,7 @@ from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.featurizers import event_rows
 from service.drift.items import ItemColumn, per_event_sums
 from service.drift.outliers import OutlierShareFeaturizer
+from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer, unit_rows
 from service.drift.signal import SignalWindow
 from service.monitor.config import MonitorConfig
 from service.monitor.duplicates import RecentIds
@@ -41,7 +42,7 @@ from service.monitor.examples import (
 from service.monitor.history import ScoreHistory, ShareHistory
 from service.monitor.projection import ReferenceView, page_lookups, projection_report
 from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall
-from service.monitor.signals import SCORED_LABELS, SIGNALS, extract_columns
+from service.monitor.signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
 from service.sketches.multiscale import MultiScaleWindow
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class ModelMonitor:
         self.pending_reference = ReferenceSample(config.reference_reservoir, config.seed)
         self.auto_baseline = ReferenceSample(config.reference_reservoir, config.seed + 1)
         self.reference_error: str | None = None
+        self._spans = not set(SPAN_SIGNALS) <= set(config.disabled_signals)  # align tokens only when needed
         self.events_total = {"production": 0, "reference": 0}
         # events this process handed to this monitor (not part of the state): Prometheus counters grow by
         # these, so a restored or handed-over monitor does not count its history again
@@ -110,6 +112,7 @@ class ModelMonitor:
         self._last_drift: dict[str, int] = {}
         self._outliers: list[tuple[float, int, str, str | None, list[dict[str, Any]]]] = []
         self._marked: list[tuple[float, int, str, str | None]] = []  # last events embedding_outliers counted
+        self._share_examples: dict[str, list[dict[str, Any]]] = {}  # last events tag_validity/span_boundary counted
         self._reset_page_state()
         if profile is not None:
             self._start(profile)
@@ -152,6 +155,8 @@ class ModelMonitor:
         self.margins_seen = False
         self.recent_embeddings = RecentEmbeddings(cfg.projection_points, cfg.max_text_chars)
         self.recent_confidences = RecentConfidences(cfg.confidence_sample)
+        self.recent_span_lengths = RecentConfidences(cfg.confidence_sample)
+        self._span_reference: tuple[int, dict[str, Any]] | None = None
         self._outlier_embeddings: dict[int, Any] = {}
         self._reference_view: tuple[int, ReferenceView | None, dict[str, Any]] | None = None
         self._page_cache: tuple[int, dict[str, Any]] | None = None
@@ -182,7 +187,7 @@ class ModelMonitor:
         """Add reference events (a reference file or ``"split": "reference"`` events)."""
         if not events:
             return
-        cols, _ = extract_columns(events)
+        cols, _ = extract_columns(events, self._spans)
         self.pending_reference.add(cols, len(events), [cut_text(e.text, self.config.max_text_chars) for e in events])
         self.events_total["reference"] += len(events)
         self.events_here["reference"] += len(events)
@@ -221,7 +226,7 @@ class ModelMonitor:
             need = self.config.auto_baseline_events - self.auto_baseline.seen
             take = events[: max(need, 0)]
             if take:
-                cols, _ = extract_columns(take)
+                cols, _ = extract_columns(take, self._spans)
                 self.auto_baseline.add(cols, len(take), [cut_text(e.text, self.config.max_text_chars) for e in take])
             skip = len(take)
             if (self.auto_baseline.seen >= self.config.auto_baseline_events
@@ -237,7 +242,7 @@ class ModelMonitor:
 
     def _monitor(self, events: list[Any], offset: int) -> list[Alarm]:
         n = len(events)
-        cols, times = extract_columns(events)
+        cols, times = extract_columns(events, self._spans)
         finite = times[np.isfinite(times)]
         if finite.size:
             self.last_event_time = float(finite.max())
@@ -275,6 +280,12 @@ class ModelMonitor:
                 upd = win.update_rows(rows, items, times)
                 self.share_history.add(base, rows[:, 0], items)
                 self._track_marked(marks, ev, raw, events, base)
+            elif isinstance(feat, EventShareFeaturizer):
+                bad = feat.bad_units(col)
+                rows, items = unit_rows(col.event, bad, n)
+                upd = win.update_rows(rows, items, times)
+                if self.config.outlier_examples and bad.any():
+                    self._track_share_examples(name, bad, col, events, base)
             elif isinstance(feat, CategoricalFeaturizer):
                 key = spec.column if spec is not None else name
                 have = counted.get(key)
@@ -310,6 +321,8 @@ class ModelMonitor:
             self.scores[name] = {"score": float(upd.ratio[-1]), "window": int(upd.window[-1]),
                                  "statistic": win.model.stat_names[int(upd.stat[-1])]}
         self._update_label_confidence(cols[SCORED_LABELS], cols["confidence"], n, times)
+        if "span_length" in self.windows:
+            self.recent_span_lengths.add(list(cols[SPAN_LABELS].values), cols["span_length"].values)
         self.history.add(base, times, ratios, flags)
         self._track_examples(cols, events, base)
         alarms.sort(key=lambda a: a.position)
@@ -345,6 +358,38 @@ class ModelMonitor:
             text = cut_text(e.text, self.config.max_text_chars)
             self._marked.append((float(scores[t]), base + int(event_pos[t]), e.event_id, text))
         self._marked = self._marked[-k:] if k else []
+
+    def _track_share_examples(self, name: str, bad: np.ndarray, col: ItemColumn, events: list[Any], base: int,
+                              context: int = 8) -> None:
+        """The most recent events an event-share signal counted (at most ``outlier_examples``): for
+        ``tag_validity`` the tokens around the first invalid tag (each with its tag and whether invalid),
+        for ``span_boundary`` the event's entities, tokens and how many of its entities cross a boundary."""
+        k = self.config.outlier_examples
+        first = np.flatnonzero(bad)
+        ev = col.event[first]
+        keep = np.concatenate([[True], ev[1:] != ev[:-1]])  # the first bad unit of each event
+        first, ev = first[keep][-k:], ev[keep][-k:]
+        out = self._share_examples.setdefault(name, [])
+        for j, e_pos in zip(first.tolist(), ev.tolist(), strict=True):
+            e = events[e_pos]
+            item: dict[str, Any] = {"index": base + e_pos, "event_id": e.event_id,
+                                    "text": cut_text(e.text, self.config.max_text_chars)}
+            lo = int(np.searchsorted(col.event, e_pos))
+            hi = int(np.searchsorted(col.event, e_pos, side="right"))
+            if name == "tag_validity":
+                a, b = max(lo, j - context), min(hi, j + context + 1)
+                item["tokens"] = [{"text": e.tokens[u - lo].text, "tag": e.tokens[u - lo].tag, "invalid": bool(bad[u])}
+                                  for u in range(a, b)]
+                item["first_token"] = a - lo
+                item["tokens_in_event"] = hi - lo
+            else:
+                item["crossing_entities"] = int(np.count_nonzero(bad[lo:hi]))
+                item["entities"] = [{"label": x.label, "start": x.start, "end": x.end,
+                                     "text": None if e.text is None or x.start is None or x.end is None
+                                     else e.text[x.start:x.end][:200]} for x in e.entities[:20]]
+                item["tokens"] = [t.text for t in e.tokens[:64]]
+            out.append(item)
+        self._share_examples[name] = out[-k:]
 
     def _track_examples(self, cols: dict[str, ItemColumn], events: list[Any], base: int) -> None:
         """Lowest-confidence and smallest-margin examples, recent confidences: vectorised per batch."""
@@ -519,6 +564,8 @@ class ModelMonitor:
             return self._outlier_evidence(win, feat)
         if isinstance(feat, LabelShareFeaturizer):
             return self._label_share_evidence(win, feat)
+        if isinstance(feat, EventShareFeaturizer):
+            return self._share_evidence(name, win, feat)
         for w in sorted(win.model.windows, reverse=True):
             cur = win.windows.current_sums(w)
             if cur is not None and cur[1] > 0:
@@ -526,9 +573,12 @@ class ModelMonitor:
                 if isinstance(feat, CategoricalFeaturizer):
                     return {"window": w, "moved_labels": feat.moved(sums)}
                 if isinstance(feat, BinnedFeaturizer):
-                    return {"window": w, "levels": list(feat.QUANTILE_LEVELS),
-                            "reference_quantiles": [float(q) for q in feat.ref_quantiles],
-                            "current_quantiles": feat.window_quantiles(sums)}
+                    out = {"window": w, "levels": list(feat.QUANTILE_LEVELS),
+                           "reference_quantiles": [float(q) for q in feat.ref_quantiles],
+                           "current_quantiles": feat.window_quantiles(sums)}
+                    if name == "span_length":
+                        out["by_label"] = self._span_length_by_label()
+                    return out
                 if isinstance(feat, EmbeddingFeaturizer):
                     return {"window": w, "moved_directions": feat.moved_directions(sums, items)}
         return {}
@@ -545,6 +595,48 @@ class ModelMonitor:
                 "reference_exceedances": feat.exceedances, "scored_reference_items": feat.reference_items,
                 "expected_share": feat.expected_share, "windows": windows,
                 "counted": [{"score": o[0], "index": o[1], "event_id": o[2], "text": o[3]} for o in self._marked]}
+
+    def _share_evidence(self, name: str, win: SignalWindow, feat: EventShareFeaturizer) -> dict[str, Any]:
+        """Every full window's marked-event share (and bad-unit share) against the share the reference
+        predicts and the share that alarms; the most recent events counted."""
+        windows = []
+        for w in win.model.windows:
+            cur = win.windows.current_sums(w)
+            if cur is not None:
+                windows.append({"window": w, **feat.share_report(cur[0], cur[1])})
+        out: dict[str, Any] = {"reference_marked": feat.marked, "reference_events": feat.reference_items,
+                               "expected_share": feat.expected_share, "windows": windows,
+                               "examples": list(self._share_examples.get(name, []))}
+        if isinstance(feat, TagValidityFeaturizer):
+            out["scheme"] = feat.scheme
+            out["scheme_source"] = win.model.calibration.get("scheme_source")
+        return out
+
+    def _span_length_by_label(self) -> list[dict[str, Any]]:
+        """Per entity label: reference and recent span-length quantiles (at ``QUANTILE_LEVELS``), largest
+        change of the median first."""
+        assert self.profile is not None
+        p = self.profile
+        if self._span_reference is None or self._span_reference[0] != id(p):
+            ref: dict[str, Any] = {}
+            if p.sample is not None and p.sample.size:
+                cols = p.sample.columns()
+                if SPAN_LABELS in cols and "span_length" in cols:
+                    codes = LabelCodes(cap=10**9)
+                    ref = quantiles_by_label(codes.encode(list(cols[SPAN_LABELS].values)),
+                                             np.asarray(cols["span_length"].values, np.float64), codes.names)
+            self._span_reference = (id(p), ref)
+        ref = self._span_reference[1]
+        cur = self.recent_span_lengths.quantiles()
+        rows: list[dict[str, Any]] = []
+        for label in sorted(set(ref) | set(cur)):
+            r, c = ref.get(label), cur.get(label)
+            rows.append({"label": label, "reference_count": r[0] if r else 0, "reference": r[1] if r else None,
+                         "current_count": c[0] if c else 0, "current": c[1] if c else None,
+                         "median_change": (c[1][2] - r[1][2]) if r and c else None})
+        rows.sort(key=lambda x: (-abs(x["median_change"]) if x["median_change"] is not None else 0.0,
+                                 -x["current_count"], x["label"]))
+        return rows
 
     def _label_share_evidence(self, win: SignalWindow, feat: LabelShareFeaturizer, top: int = 5) -> dict[str, Any]:
         """Labels by how far their share rose above the reference's, on the score scale (1 = threshold):
@@ -592,6 +684,8 @@ class ModelMonitor:
             "outliers": [list(o) for o in self._outliers],
             "recent_ids": self.recent_ids.state(), "duplicate_events": self.duplicates,
             "marked": [list(o) for o in self._marked],
+            "share_examples": self._share_examples,
+            "span_lengths": self.recent_span_lengths.state(),
         }
 
     @classmethod
@@ -620,4 +714,7 @@ class ModelMonitor:
             m.recent_ids = RecentIds.from_state(s["recent_ids"], config.duplicate_window_events)
             m.duplicates = int(s["duplicate_events"])
         m._marked = [(float(o[0]), int(o[1]), o[2], o[3]) for o in s.get("marked", [])]
+        m._share_examples = {k: list(v) for k, v in (s.get("share_examples") or {}).items()}
+        if s.get("span_lengths") is not None:  # snapshots of earlier builds have none
+            m.recent_span_lengths.load_state(s["span_lengths"])
         return m

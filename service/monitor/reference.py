@@ -18,7 +18,14 @@ import numpy as np
 
 from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn
-from service.drift.signal import SignalModel, calibrate_outlier_signal, calibrate_signal
+from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer
+from service.drift.signal import (
+    SignalModel,
+    calibrate_event_share_signal,
+    calibrate_outlier_signal,
+    calibrate_signal,
+)
+from service.drift.tagging import Scheme, detect_scheme
 from service.monitor.config import MonitorConfig
 from service.monitor.signals import SIGNALS
 from service.state import decode_state, encode_state, malformed_state
@@ -165,15 +172,38 @@ class ReferenceProfile:
             if spec.name in config.disabled_signals:
                 unavailable[spec.name] = "disabled by configuration (disabled_signals)"
                 continue
-            col = cols[spec.column]
+            col = cols.get(spec.column)
+            if col is None:  # a sample saved by an earlier build
+                unavailable[spec.name] = f"the reference sample has no {spec.column} column: send the reference again"
+                continue
             have_events = int(np.unique(col.event).shape[0]) if len(col) else 0
             if len(col) < spec.min_reference_items or have_events < config.min_reference_events // 2:
                 unavailable[spec.name] = (f"reference has {len(col)} {spec.column} items in {have_events} events; "
                                           f"needs {spec.min_reference_items} items in "
                                           f"{config.min_reference_events // 2} events")
                 continue
-            windows = config.embedding_windows if spec.windows == "embedding" else config.distribution_windows
+            windows = {"embedding": config.embedding_windows, "distribution": config.distribution_windows,
+                       "count": config.outlier_windows}[spec.windows]
             try:
+                if spec.kind in ("tag_validity", "event_share"):
+                    probe: EventShareFeaturizer
+                    extra: dict[str, Any] = {}
+                    if spec.kind == "tag_validity":
+                        scheme: Scheme | None = config.tag_schemes.get(model)
+                        why = "set in tag_schemes"
+                        if scheme is None:
+                            scheme, why = detect_scheme(col.values, col.event)
+                        if scheme is None:
+                            unavailable[spec.name] = why
+                            continue
+                        probe = TagValidityFeaturizer(0, 0, np.ones(1), 0.0, scheme=scheme)
+                        extra = {"scheme": scheme, "scheme_source": why}
+                    else:
+                        probe = EventShareFeaturizer(0, 0, np.ones(1), 0.0)
+                    signals[spec.name] = calibrate_event_share_signal(
+                        spec.name, probe, col, n, windows=windows, false_alarm_rate=config.false_alarm_rate,
+                        extra=extra)
+                    continue
                 if spec.kind == "outliers":
                     base = signals.get(spec.source)
                     if base is None or not isinstance(base.featurizer, EmbeddingFeaturizer):

@@ -14,8 +14,9 @@ import numpy as np
 
 from service.drift.featurizers import Kind
 from service.drift.items import ItemColumn
+from service.drift.spans import align_tokens, batch_offsets, span_shapes
 
-WindowSet = Literal["embedding", "distribution"]
+WindowSet = Literal["embedding", "distribution", "count"]  # count: ``outlier_windows``
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +49,37 @@ SIGNALS: tuple[SignalSpec, ...] = (
                "per-label share of predicted entity labels rising above the reference", "entity_label"),
     SignalSpec("token_tag_share", "label_share", "distribution", 50,
                "per-tag share of token tags rising above the reference", "token_tag"),
+    SignalSpec("tag_validity", "tag_validity", "count", 50,
+               "share of events with a token tag invalid after the previous one (IOB1/IOB2/BIOES/BILUO)",
+               "token_tag"),
+    SignalSpec("span_length", "binned", "distribution", 50,
+               "entity length in tokens (characters when the event has no tokens)"),
+    SignalSpec("span_boundary", "event_share", "count", 50,
+               "share of events with an entity whose start or end falls inside a token"),
 )
 SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
 SCORED_LABELS = "_scored_labels"  # labels of the scored entities, aligned with the confidence column
+SPAN_LABELS = "_span_labels"  # labels of the measured entities, aligned with the span_length column
 
 
 _TAG = attrgetter("tag")
+_TEXT = attrgetter("text")
 
 
 def _pos(counts: list[int]) -> np.ndarray:
     return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
-def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarray]:
+SPAN_SIGNALS = ("span_length", "span_boundary")
+
+
+def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, ItemColumn], np.ndarray]:
     """Flatten decoded events (see ``service.events``) into per-signal columns and event times.
 
-    Besides one column per signal, ``SCORED_LABELS`` holds the label of each scored entity.
+    Besides one column per signal, ``SCORED_LABELS`` holds the label of each scored entity and
+    ``SPAN_LABELS`` the label of each entity measured by ``span_length`` (see ``service.drift.spans``);
+    ``span_boundary`` has one 0/1 item per entity measured in tokens. ``spans=False`` (both span signals
+    disabled) skips the token alignment: their columns are then empty.
 
     Event times are epoch seconds, NaN when the event carries none.
     """
@@ -88,6 +104,14 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
     pred_labels: list[str] = []
     pconf_pos: list[int] = []
     pconf: list[float] = []
+    tokenised = np.zeros(n, bool)
+    span_pos: list[int] = []
+    span_se: list[tuple[int, int]] = []
+    span_lab: list[str] = []
+    fast_pos: list[int] = []
+    fast_text: list[str] = []
+    fast_toks: list[list[str]] = []
+    slow: list[tuple[int, str, list[Any]]] = []
     for i, e in enumerate(events):
         if e.timestamp is not None:
             times[i] = e.timestamp
@@ -98,10 +122,30 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
         if e.task == "token-classification":
             tc_pos.append(i)
             density.append(float(len(ents)))
+        toks = e.tokens
         if ents:
             ent_counts[i] = len(ents)
+            if toks and spans:
+                tokenised[i] = True
+                text = e.text
+                if text:
+                    tt = list(map(_TEXT, toks))
+                    try:
+                        fast = "".join(tt) == text.replace(" ", "")  # empty tokens: found by batch_offsets
+                    except TypeError:  # a token without text
+                        fast = False
+                    if fast:
+                        fast_pos.append(i)
+                        fast_text.append(text)
+                        fast_toks.append(tt)
+                    else:
+                        slow.append((i, text, tt))
             for ent in ents:
                 labels.append(ent.label)
+                if spans and ent.start is not None and ent.end is not None:
+                    span_pos.append(i)
+                    span_se.append((ent.start, ent.end))
+                    span_lab.append(ent.label)
                 if ent.score is not None:
                     score_pos.append(i)
                     scores.append(ent.score)
@@ -109,7 +153,6 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
                 if ent.embedding is not None:
                     ent_emb_pos.append(i)
                     ent_emb.append(ent.embedding)
-        toks = e.tokens
         if toks:
             tok_counts[i] = len(toks)
             tags.extend(map(_TAG, toks))
@@ -130,6 +173,10 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
     def emb(rows: list[np.ndarray]) -> np.ndarray:
         return np.vstack(rows) if rows else np.zeros((0, 0), np.float32)
 
+    tok_ev, tok_s, tok_e = _token_offsets(fast_pos, fast_text, fast_toks, slow)
+    sse = np.asarray(span_se, np.int64).reshape(-1, 2)
+    shapes = span_shapes(tok_ev, tok_s, tok_e, tokenised, arr(span_pos), sse[:, 0], sse[:, 1])
+    span_labels = span_lab if len(shapes.index) == len(span_lab) else [span_lab[j] for j in shapes.index.tolist()]
     columns = {
         "embedding": ItemColumn(arr(doc_pos), emb(doc_emb)),
         "entity_embedding": ItemColumn(arr(ent_emb_pos), emb(ent_emb)),
@@ -140,6 +187,34 @@ def extract_columns(events: list[Any]) -> tuple[dict[str, ItemColumn], np.ndarra
         "text_length": ItemColumn(arr(len_pos), np.asarray(lengths, dtype=np.float64)),
         "prediction_label": ItemColumn(arr(pred_pos), pred_labels),
         "prediction_confidence": ItemColumn(arr(pconf_pos), np.asarray(pconf, dtype=np.float64)),
+        "span_length": ItemColumn(shapes.event, shapes.length),
+        "span_boundary": ItemColumn(shapes.event[shapes.in_tokens], shapes.crosses[shapes.in_tokens].astype(float)),
         SCORED_LABELS: ItemColumn(arr(score_pos), scored_labels),
+        SPAN_LABELS: ItemColumn(shapes.event, span_labels),
     }
     return columns, times
+
+
+
+def _token_offsets(fast_pos: list[int], fast_text: list[str], fast_toks: list[list[str]],
+                   slow: list[tuple[int, str, list[Any]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat (event, start, end) of the aligned tokens, by event then in order: the batch path where it holds
+    (``batch_offsets``), ``align_tokens`` one event at a time elsewhere."""
+    start, end, ok = batch_offsets(fast_text, fast_toks)
+    n_tok = np.fromiter(map(len, fast_toks), np.int64, count=len(fast_toks))
+    if not slow and ok.all():  # the common case: already in event order
+        return np.repeat(np.asarray(fast_pos, np.int64), n_tok), start, end
+    keep = np.repeat(ok, n_tok)
+    ev = [np.repeat(np.asarray(fast_pos, np.int64), n_tok)[keep]]
+    st, en = [start[keep]], [end[keep]]
+    redo = [(fast_pos[j], fast_text[j], fast_toks[j]) for j in np.flatnonzero(~ok).tolist()]
+    for i, text, tt in slow + redo:
+        offsets = align_tokens(text, tt)
+        if offsets is not None:
+            o = np.asarray(offsets, np.int64).reshape(-1, 2)
+            ev.append(np.full(o.shape[0], i, np.int64))
+            st.append(o[:, 0])
+            en.append(o[:, 1])
+    e, s, t = np.concatenate(ev), np.concatenate(st), np.concatenate(en)
+    order = np.argsort(e, kind="stable")
+    return e[order], s[order], t[order]

@@ -164,6 +164,7 @@ def model_page(key: str, report: Mapping[str, Any], now: float, refresh_s: int, 
         parts.append(_signals_section(signals, report.get("history") or {}))
         parts.append(_labels_section(signals))
         parts.append(_partial_drift_section(signals, report.get("history") or {}))
+        parts.append(_ner_shape_section(signals))
         parts.append(_confidence_section(report.get("confidence_by_label") or {}, signals))
     if report.get("projection") is not None or signals:
         parts.append(_projection_section(report.get("projection"), selected, model, version))
@@ -354,6 +355,93 @@ def _partial_drift_section(signals: Mapping[str, Any], history: Mapping[str, Any
         return ""
     return ('<section id="partial" aria-labelledby="partial-h"><h2 id="partial-h">New sub-populations</h2>'
             + "".join(parts) + "</section>")
+
+
+SHAPE_SHARES = {"tag_validity": ("Tag sequences", "events with a tag invalid after the previous one", "tags"),
+                "span_boundary": ("Entities across token boundaries",
+                                  "events with an entity starting or ending inside a token", "entities")}
+
+
+def _share_table(name: str, ev: Mapping[str, Any], unit: str) -> str:
+    rows = "".join(
+        f'<tr><th scope="row">{num(w["window"])}</th><td class="num">{num(w["marked"])} of {num(w["items"])}</td>'
+        f'<td class="num">{pct(w["share"])}</td><td class="num">{pct(w["expected_share"], 3)}</td>'
+        f'<td class="num">{num(w["alarm_count"])} ({pct(w["threshold_share"])})</td>'
+        f'<td class="num">{num(w.get("bad_units"))} of {num(w.get("units"))} ({pct(w.get("unit_share"))})</td>'
+        f'<td>{"<strong>at or above</strong>" if w["marked"] >= w["alarm_count"] else "below"}</td></tr>'
+        for w in ev.get("windows") or ())
+    if not rows:
+        return ""
+    return (f'<table class="shares"><caption>{esc(name)}: marked events per window, against the reference '
+            f'(exact beta-binomial thresholds)</caption><thead><tr><th scope="col">Window</th>'
+            f'<th scope="col">Marked</th><th scope="col">Share</th><th scope="col">Expected</th>'
+            f'<th scope="col">Alarms at</th><th scope="col">Bad {esc(unit)}</th><th scope="col">State</th></tr>'
+            f'</thead><tbody>{rows}</tbody></table>')
+
+
+def _tag_example(x: Mapping[str, Any]) -> str:
+    toks = " ".join(
+        (f'<mark class="invalid" title="invalid after the previous tag">{esc(t.get("text") or "")}/'
+         f'<b>{esc(t.get("tag"))}</b></mark>' if t.get("invalid") else
+         f'{esc(t.get("text") or "")}/{esc(t.get("tag"))}') for t in x.get("tokens") or ())
+    lead = "… " if int(x.get("first_token") or 0) > 0 else ""
+    return (f'<li data-event="{esc(x.get("event_id"))}"><code class="tags">{lead}{toks}</code>'
+            f'<br><span class="muted">{esc(x.get("event_id"))}</span> {esc(x.get("text") or DASH)}</li>')
+
+
+def _boundary_example(x: Mapping[str, Any]) -> str:
+    ents = ", ".join(f'{esc(e.get("label"))} [{num(e.get("start"))}, {num(e.get("end"))}) '
+                     f'&ldquo;{esc(e.get("text") or "")}&rdquo;' for e in x.get("entities") or ())
+    toks = " | ".join(esc(t) for t in x.get("tokens") or ())
+    return (f'<li data-event="{esc(x.get("event_id"))}">{num(x.get("crossing_entities"))} crossing: {ents}'
+            f'<br><span class="muted">tokens:</span> <code>{toks}</code>'
+            f'<br><span class="muted">{esc(x.get("event_id"))}</span> {esc(x.get("text") or DASH)}</li>')
+
+
+def _ner_shape_section(signals: Mapping[str, Any]) -> str:
+    """Tag-sequence validity and span shape: marked shares against the reference with the most recent
+    examples (invalid tag sequences, entities crossing token boundaries), and span lengths per label."""
+    parts = []
+    for name, (title, what, unit) in SHAPE_SHARES.items():
+        sig = signals.get(name)
+        if not sig:
+            continue
+        ev = sig.get("evidence") or {}
+        scheme = (f' Scheme {esc(str(ev["scheme"]).upper())} ({esc(ev.get("scheme_source") or "")}).'
+                  if ev.get("scheme") else "")
+        examples = ev.get("examples") or []
+        render = _tag_example if name == "tag_validity" else _boundary_example
+        items = "".join(render(x) for x in reversed(examples))
+        parts.append(
+            f'<h3>{esc(title)} ({esc(name)}{"; DRIFT" if sig.get("drift") else ""})</h3>'
+            f'<p>Share of {esc(what)}: {num(ev.get("reference_marked"))} of {num(ev.get("reference_events"))} '
+            f'reference events, expected share {pct(ev.get("expected_share"), 3)}.{scheme}</p>'
+            f'{_share_table(name, ev, unit)}'
+            + (f'<p>The most recent events it counted:</p><ol class="counted">{items}</ol>' if items
+               else '<p>No recent event was counted.</p>'))
+    sig = signals.get("span_length")
+    if sig:
+        ev = sig.get("evidence") or {}
+        overall = (f'<p>All labels, last {num(ev.get("window"))} events: reference '
+                   f'{" / ".join(num(q) for q in ev.get("reference_quantiles") or ())}, current '
+                   f'{" / ".join(num(q) for q in ev.get("current_quantiles") or ()) or DASH}.</p>')
+        rows = "".join(
+            f'<tr><th scope="row">{esc(r["label"])}</th><td class="num">{num(r.get("reference_count"))}</td>'
+            f'<td>{" / ".join(num(q) for q in r.get("reference") or ()) or DASH}</td>'
+            f'<td class="num">{num(r.get("current_count"))}</td>'
+            f'<td>{" / ".join(num(q) for q in r.get("current") or ()) or DASH}</td>'
+            f'<td class="num change">{num(r.get("median_change"))}</td></tr>' for r in ev.get("by_label") or ())
+        table = (f'<table class="span-length"><caption>Entity length quantiles (5 / 25 / 50 / 75 / 95 %) per label, '
+                 f'in tokens (characters for events without tokens), reference sample against recent entities, '
+                 f'largest median change first</caption><thead><tr><th scope="col">Label</th>'
+                 f'<th scope="col">Reference n</th><th scope="col">Reference quantiles</th>'
+                 f'<th scope="col">Current n</th><th scope="col">Current quantiles</th>'
+                 f'<th scope="col">Median change</th></tr></thead><tbody>{rows}</tbody></table>' if rows else "")
+        parts.append(f'<h3>Entity length (span_length{"; DRIFT" if sig.get("drift") else ""})</h3>{overall}{table}')
+    if not parts:
+        return ""
+    return ('<section id="ner-shape" aria-labelledby="ner-shape-h"><h2 id="ner-shape-h">Tag sequences and '
+            'entity spans</h2>' + "".join(parts) + "</section>")
 
 
 def _bar(share: Any) -> str:

@@ -198,6 +198,9 @@ def test_dashboard_shows_what_operators_need() -> None:
     assert panel_with("histogram_quantile(0.99,", "rate(nlpmon_batch_seconds_bucket[5m])")
     assert panel_with("nlpmon_circuit_open")
     assert panel_with("nlpmon_event_age_seconds_bucket")
+    # tag-sequence validity and span shape (issue 17 items 1, 2)
+    for needle in ("nlpmon_drift_score{", "nlpmon_drift_detected{"):
+        assert panel_with(needle, 'signal=~"tag_validity|span_length|span_boundary"'), needle
     # quality from delayed ground truth
     assert panel_with('nlpmon_quality{', 'nlpmon_quality_reference{', 'label="__micro__",metric="f1"'), "F1 vs ref"
     assert panel_with('nlpmon_quality{', 'metric="f1",label!~"__.*__"'), "per-label F1"
