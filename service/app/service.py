@@ -23,6 +23,7 @@ from service.app.processor import MonitorPartitionProcessor, References
 from service.app.projection_worker import UmapProjections
 from service.app.settings import ServiceSettings
 from service.kafka.broker import bootstrap_servers_for
+from service.kafka.client_log import CLIENT_LOG_LEVEL
 from service.kafka.publish import create_topic
 from service.kafka.runner import BatchReport, ConsumerRunner, TopicSetupError
 from service.monitor.model_monitor import Alarm
@@ -252,7 +253,8 @@ class NlpmonService:
             self.bootstrap = bootstrap
             ks = s.kafka_settings(bootstrap)
             try:
-                if create_topic(bootstrap, s.topic, s.partitions):
+                quiet = {"log_level": CLIENT_LOG_LEVEL, **ks.librdkafka_options}  # the exception says it all
+                if create_topic(bootstrap, s.topic, s.partitions, client_options=quiet):
                     log.info("created topic %s with %d partition(s)", s.topic, s.partitions)
             except KafkaException as exc:
                 detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
