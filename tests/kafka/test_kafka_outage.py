@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -260,3 +261,39 @@ def test_a_broker_outage_mid_checkpoint_is_survived_and_an_empty_restart_reporte
     print(f"outage: {metrics.client_errors} client errors, {len(outage_lines)} WARNING+ lines until the restart "
           f"({len(client_lines)} about the client), {len(capture.records)} log records in all")
     assert len(client_lines) <= 3 < metrics.client_errors, [r.getMessage() for r in outage_lines]
+
+
+class SleepyProcessor(CountingProcessor):
+    """Really slow: sleeps ``per_record_s`` per record (a batch made slow on purpose, not a race)."""
+
+    def __init__(self, topic: str, partition: int, per_record_s: float) -> None:
+        super().__init__(topic, partition)
+        self.per_record_s = per_record_s
+
+    def process(self, records: Sequence[Record]) -> list[Rejected]:
+        time.sleep(self.per_record_s * len(records))
+        return super().process(records)
+
+
+def test_a_batch_longer_than_max_poll_interval_keeps_the_member_in_its_group(kafka_bootstrap: str,
+                                                                            kafka_names: Names) -> None:
+    """One consumed batch of 1,200 records at 10 ms each is 12 s of work, over max.poll.interval.ms (10 s,
+    librdkafka's clock): applied whole, the member would leave the group (MAXPOLL) and lose its partition.
+    Cut at max_batch_s=2 it polls in time: no lost assignment, and the state of an uninterrupted run."""
+    make_topic(kafka_bootstrap, kafka_names.topic, 1)
+    ends = produce(kafka_bootstrap, kafka_names.topic, model_events(1200, 1))
+    settings = settings_for_test(kafka_bootstrap, kafka_names, batch_size=1200, max_batch_s=2.0,
+                                 max_poll_interval_ms=10_000, checkpoint_interval_s=600.0,
+                                 checkpoint_interval_events=100_000)
+    runner = ConsumerRunner(settings, lambda t, p: SleepyProcessor(t, p, 0.01))
+    worker = RunnerThread(runner).start()
+    try:
+        wait_until(lambda: reached([runner], kafka_names.topic, ends) or worker.done, 120, "all events applied")
+    finally:
+        worker.finish(30)
+    assert worker.error is None, worker.error
+    metrics = runner.metrics()
+    assert metrics.lost_assignments == 0 and metrics.batches_cut >= 1, metrics
+    states = final_states(kafka_bootstrap, kafka_names, 1)
+    reference = reference_states(kafka_bootstrap, kafka_names.topic, 1)
+    assert states[0]["digest"] == reference[0]["digest"] and states[0]["duplicates"] == 0
