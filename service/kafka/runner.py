@@ -6,9 +6,22 @@ Checkpoint order, for the partitions that moved since the last checkpoint:
 2. each partition's snapshot (with the next offset it covers) is written and acknowledged,
 3. the offsets are committed synchronously (committed = last processed offset + 1, never backwards).
 
-A failure in 1 or 2 stops the runner before 3. A failed commit loses nothing (the snapshot already covers
-the work and restore seeks to the snapshot's offset) and is retried at the next checkpoint; after
-``max_consecutive_commit_failures`` in a row the runner stops.
+A delivery the broker refuses in 1 or 2 stops the runner before 3. A delivery still unacknowledged is not a
+failure: the producer retries it for as long as the broker is away (no message timeout), and after
+``min(delivery_timeout_s, max_batch_s)`` the checkpoint stays pending while the loop pauses consumption and
+keeps polling (heartbeats, rebalances, stop requests); it completes, and commits, when the acknowledgements
+arrive. A failed commit loses nothing (the snapshot already covers the work and restore seeks to the
+snapshot's offset) and is retried at the next checkpoint; after ``max_consecutive_commit_failures`` in a row
+the runner stops.
+
+**Batches** are applied in slices; once ``max_batch_s`` has passed since the poll, or a stop is requested,
+the rest of the batch is not applied: each partition is sought back to its first record left and fetched
+again, so the loop polls in time to stay in the group and stops within a slice.
+
+**A broker that came back empty** (committed offsets lower than this process committed, a snapshot gone,
+more partitions than before) is reported on assignment: a WARNING per partition, ``state_losses``, and a note
+for /readyz. A snapshot that reached the new broker after the restart is restored and the new log read from
+its start.
 
 Checkpoints happen every ``checkpoint_interval_events`` events or ``checkpoint_interval_s`` seconds, on
 revocation, and on shutdown. On assignment each partition's latest snapshot is restored into a fresh

@@ -105,8 +105,9 @@ class KafkaSettings(BaseModel):
         default=30.0,
         gt=0,
         description="Longest time a checkpoint blocks the loop waiting for dead-letter and snapshot "
-        "acknowledgements (also capped by max_batch_s); past it consumption pauses and the loop keeps polling "
-        "while the client retries the deliveries for as long as the broker is away, then commits.",
+        "acknowledgements (a periodic one: at most max_batch_s; the final one: at most shutdown_grace_s); past "
+        "it consumption pauses and the loop keeps polling while the client retries the deliveries for as long "
+        "as the broker is away, then commits. Nothing is committed before.",
     )
     max_consecutive_commit_failures: int = Field(
         default=3,
