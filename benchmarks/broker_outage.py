@@ -41,7 +41,7 @@ def wait(condition: Any, timeout_s: float, what: str) -> Any:
         if value:
             return value
         time.sleep(0.2)
-    raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what} ({condition()!r})")
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -79,7 +79,7 @@ def run(lines: list[str], outage_s: float | None, tmp: Path) -> dict[str, Any]:
            "NLPMON_GROUP_ID": f"g-{port}", "NLPMON_STATE_TOPIC": f"state-{port}",
            "NLPMON_DEAD_LETTER_TOPIC": f"dlq-{port}", "NLPMON_GROUND_TRUTH_TOPIC": "",
            "NLPMON_KAFKA__SESSION_TIMEOUT_MS": "2000", "NLPMON_KAFKA__CHECKPOINT_INTERVAL_S": "1",
-           "NLPMON_KAFKA__STATISTICS_INTERVAL_MS": "500"}
+           "NLPMON_KAFKA__STATISTICS_INTERVAL_MS": "500", "NLPMON_MONITOR__CALIBRATION_SPLITS": "2"}
     log = tmp / f"nlpmon-{port}.log"
     restarted: EmbeddedBroker | None = None
     with log.open("w") as fh:
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--outage-s", type=float, default=30.0)
     args = parser.parse_args()
-    stream = SyntheticStream(seed=5)
+    stream = SyntheticStream(seed=5, t0=time.time() - 3600)  # within the service's clock-skew range
     lines = [json.dumps(e) for e in stream.events(400, "reference")]
     lines += [json.dumps(e) for e in stream.events(args.events - 400)]
     with tempfile.TemporaryDirectory(prefix="nlpmon-outage-") as tmp:
