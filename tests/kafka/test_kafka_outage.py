@@ -297,3 +297,38 @@ def test_a_batch_longer_than_max_poll_interval_keeps_the_member_in_its_group(kaf
     states = final_states(kafka_bootstrap, kafka_names, 1)
     reference = reference_states(kafka_bootstrap, kafka_names.topic, 1)
     assert states[0]["digest"] == reference[0]["digest"] and states[0]["duplicates"] == 0
+
+
+def test_a_stop_during_an_outage_ends_the_runner_without_committing(
+        kafka_names: Names, captured: tuple[logging.Logger, _Capture]) -> None:
+    """SIGTERM while a checkpoint waits for a dead broker: the runner stops (it does not wait for the broker
+    to come back), without an error, and says that the final checkpoint was not made."""
+    runner_log, capture = captured
+    broker = EmbeddedBroker(port=free_loopback_port())
+    bootstrap = broker.start()
+    killed = threading.Event()
+
+    class KillingProcessor(CountingProcessor):
+        def snapshot(self) -> bytes:
+            if self.records >= 100 and not killed.is_set():
+                assert broker.pid is not None
+                os.kill(broker.pid, signal.SIGKILL)
+                killed.set()
+            return super().snapshot()
+
+    try:
+        make_topic(bootstrap, kafka_names.topic, 1)
+        produce(bootstrap, kafka_names.topic, model_events(100, 1))
+        settings = settings_for_test(bootstrap, kafka_names, delivery_timeout_s=1.0, shutdown_grace_s=2.0,
+                                     checkpoint_interval_s=0.5, checkpoint_interval_events=100_000)
+        runner = ConsumerRunner(settings, KillingProcessor, logger=runner_log)
+        worker = RunnerThread(runner).start()
+        wait_until(lambda: worker.done or runner.metrics().checkpoint_waiting_since is not None, 60,
+                   "the checkpoint to stall on the dead broker")
+        assert not worker.done, worker.error
+        worker.finish(60)
+        assert worker.error is None, worker.error
+        messages = [r.getMessage() for r in capture.records]
+        assert any("stopping without the final checkpoint" in m for m in messages), messages
+    finally:
+        broker.stop()
