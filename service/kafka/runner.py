@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -200,8 +201,10 @@ class _PendingCheckpoint:
     written: bool = False
 
 
-#: Records in the first slice of a batch, before the cost of a record is known.
+#: Records in the first slice, before the cost of a record is known.
 _FIRST_SLICE = 8
+#: Recent slices the slice size is fitted on.
+_SLICES_KEPT = 8
 #: State-loss notes kept for /readyz.
 _MAX_LOSS_NOTES = 5
 
@@ -288,7 +291,7 @@ class ConsumerRunner:
         self._client_paused = False  # what the consumer was last told (pause for the breaker or a stall)
         self._stop_event: threading.Event | None = None
         self._stopping = False
-        self._cost_per_record: float | None = None  # seconds per record of the last slices (for slice sizes)
+        self._slices: deque[tuple[int, float]] = deque(maxlen=_SLICES_KEPT)  # (records, seconds) of recent slices
         self._cut_logged = False
         # this process's memory of each input partition, to notice a broker that lost them
         self._committed_seen: dict[TopicPartitionKey, int] = {}
@@ -598,23 +601,13 @@ class ConsumerRunner:
         slice, stop if the batch is out of time or a stop was requested. Returns the merged report of what
         was applied (None if nothing) and the offset of the first record left (None if none)."""
         done, events, rejected_total = 0, 0, 0
-        target = self._settings.max_batch_s / 8
         while done < len(records):
             if self._must_yield(deadline):
                 break
-            cost = self._cost_per_record
-            if cost is None:
-                size = min(len(records) - done, _FIRST_SLICE)  # measure before taking more
-            elif cost <= 0:
-                size = len(records) - done
-            else:
-                size = max(1, min(len(records) - done, int(target / cost)))
-            part = records[done : done + size]
+            part = records[done : done + self._slice_size(len(records) - done)]
             started = self._clock()
             rejected = process(part)
-            elapsed = self._clock() - started
-            per_record = elapsed / len(part)
-            self._cost_per_record = per_record if cost is None else 0.5 * cost + 0.5 * per_record
+            self._slices.append((len(part), self._clock() - started))
             with self._lock:
                 applied(part[-1].offset + 1)
             self._account(key, part, rejected)
@@ -626,6 +619,27 @@ class ConsumerRunner:
             return None, rest
         return PartitionBatch(key[0], key[1], events, rejected_total, records[0].offset,
                               records[done - 1].offset + 1), rest
+
+    def _slice_size(self, remaining: int) -> int:
+        """Records in the next slice: what takes about an eighth of ``max_batch_s`` by a least-squares fit
+        ``seconds = per_call + per_record * records`` over the recent slices (per_call from slices of
+        different sizes; 0 when they are all alike). A processor whose per-call cost exceeds that target
+        gets slices of twice its per-call cost: smaller ones would not be quicker, only more of them."""
+        if not self._slices:
+            return min(remaining, _FIRST_SLICE)  # measure before taking more
+        sizes = [float(n) for n, _ in self._slices]
+        times = [t for _, t in self._slices]
+        mean_n, mean_t = sum(sizes) / len(sizes), sum(times) / len(times)
+        spread = sum((n - mean_n) ** 2 for n in sizes)
+        if spread > 0:
+            per_record = sum((n - mean_n) * (t - mean_t) for n, t in zip(sizes, times, strict=True)) / spread
+            per_call = max(0.0, mean_t - per_record * mean_n)
+        else:
+            per_record, per_call = mean_t / mean_n, 0.0
+        if per_record <= 0:
+            return remaining
+        target = max(self._settings.max_batch_s / 8, 2 * per_call)
+        return max(1, min(remaining, int((target - per_call) / per_record)))
 
     def _must_yield(self, deadline: float) -> bool:
         stop = self._stop_event

@@ -110,3 +110,21 @@ def test_start_without_a_broker_is_one_line_naming_the_address_and_setting(tmp_p
     errors = [line for line in proc.stderr.splitlines() if line.startswith("nlpmon:")]
     assert len(errors) == 1 and address in errors[0] and "bootstrap_servers" in errors[0], proc.stderr
     print(json.dumps({"stderr_lines": len(proc.stderr.splitlines())}))
+
+
+def test_slice_sizes_follow_the_per_record_cost_not_the_per_call_cost() -> None:
+    """Slices aim at max_batch_s / 8 (here 0.5 s) by a fit over recent slices: with a cost per record they
+    shrink to fit; with a cost per call (a vectorised processor under load) they do not shrink to nothing."""
+    from service.kafka.runner import ConsumerRunner
+    from service.kafka.settings import KafkaSettings
+
+    runner = ConsumerRunner(KafkaSettings(bootstrap_servers="127.0.0.1:9", max_batch_s=4.0), lambda t, p: None)  # type: ignore[arg-type,return-value]
+    assert runner._slice_size(5000) == 8  # nothing measured yet
+    runner._slices.extend([(8, 0.8), (16, 1.6)])  # 0.1 s a record, nothing per call
+    assert runner._slice_size(5000) == 5
+    runner._slices.clear()
+    runner._slices.extend([(8, 1.0), (100, 1.0), (1000, 1.0)])  # 1 s a call whatever its size
+    assert runner._slice_size(5000) == 5000
+    runner._slices.clear()
+    runner._slices.extend([(10, 0.3), (110, 0.4)])  # 0.29 s a call + 1 ms a record: (0.58 - 0.29) / 0.001
+    assert runner._slice_size(5000) == pytest.approx(290, abs=2)
