@@ -143,7 +143,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger("nlpmon").warning("signal %d: finishing the batch, saving state, stopping", signum)
+        logging.getLogger("nlpmon").warning("signal %d: stopping after the current slice, saving state", signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

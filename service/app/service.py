@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
 from service.app.demo import DemoPlan, publish_demo
@@ -22,8 +23,9 @@ from service.app.processor import MonitorPartitionProcessor, References
 from service.app.projection_worker import UmapProjections
 from service.app.settings import ServiceSettings
 from service.kafka.broker import bootstrap_servers_for
+from service.kafka.client_log import CLIENT_LOG_LEVEL
 from service.kafka.publish import create_topic
-from service.kafka.runner import BatchReport, ConsumerRunner
+from service.kafka.runner import BatchReport, ConsumerRunner, TopicSetupError
 from service.monitor.model_monitor import Alarm
 from service.observability.http import ObservabilityServer
 from service.observability.metrics import NlpmonMetrics
@@ -212,13 +214,27 @@ class NlpmonService:
             return dict(self._reports)
 
     def readiness(self) -> dict[str, bool]:
+        """The /readyz checks. ``group_member``: a member id at the last poll, and that poll recent enough
+        (within max_poll_interval_ms) for the member still to be in the group; ``partitions_assigned``: it
+        holds partitions; ``checkpoints_acknowledged``: no checkpoint is waiting for the broker."""
         runner = self.runner
         m = runner.metrics() if runner is not None else None
+        member = False
+        if m is not None and m.group_member and m.last_poll_monotonic is not None:
+            max_poll_s = self.settings.kafka_settings(self.bootstrap).max_poll_interval_ms / 1000
+            member = self.clock() - m.last_poll_monotonic < max_poll_s
         return {
             "broker_reachable": m is not None and m.broker_reachable is True,
-            "partitions_assigned": m is not None and len(m.assigned) > 0,
+            "group_member": member,
+            "partitions_assigned": member and m is not None and len(m.assigned) > 0,
+            "checkpoints_acknowledged": m is not None and m.checkpoint_waiting_since is None,
             "references_loaded": self.reference_error is None,
         }
+
+    def readiness_notes(self) -> list[str]:
+        """What /readyz shows besides its checks: the partitions whose state the broker lost (latest few)."""
+        runner = self.runner
+        return list(runner.metrics().state_loss_notes) if runner is not None else []
 
     def last_poll(self) -> float | None:
         return self.runner.metrics().last_poll_monotonic if self.runner is not None else None
@@ -236,13 +252,21 @@ class NlpmonService:
         with bootstrap_servers_for(s.kafka_settings(), logger=log) as bootstrap:
             self.bootstrap = bootstrap
             ks = s.kafka_settings(bootstrap)
-            if create_topic(bootstrap, s.topic, s.partitions):
-                log.info("created topic %s with %d partition(s)", s.topic, s.partitions)
+            try:
+                quiet = {"log_level": CLIENT_LOG_LEVEL, **ks.librdkafka_options}  # the exception says it all
+                if create_topic(bootstrap, s.topic, s.partitions, client_options=quiet):
+                    log.info("created topic %s with %d partition(s)", s.topic, s.partitions)
+            except KafkaException as exc:
+                detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+                raise TopicSetupError(
+                    f"cannot reach Kafka at {bootstrap} ({detail}); check bootstrap_servers "
+                    "(NLPMON_BOOTSTRAP_SERVERS, --bootstrap-servers) and that the broker is up") from None
             self.runner = ConsumerRunner(ks, self._factory, on_batch=self._on_batch,
                                          on_poll=self._on_poll, clock=self.clock, logger=log)
             http = ObservabilityServer(self.registry, host=s.host, port=s.port, reports=self.reports,
                                        readiness=self.readiness, last_poll=self.last_poll,
-                                       liveness_limit_s=s.liveness_limit_s, clock=self.clock)
+                                       liveness_limit_s=s.liveness_limit_s, clock=self.clock,
+                                       readiness_notes=self.readiness_notes)
             http.start()
             log.warning("nlpmon: consuming %s on %s; metrics and models at http://%s:%d/", s.topic, bootstrap,
                         s.host, http.port)

@@ -108,6 +108,11 @@ class DeadLetterWriter:
             self.sent_total += 1
         self._producer.poll(0)
 
+    def acked_within(self, timeout_s: float) -> bool:
+        """Like :meth:`wait_all_acked`, but returns False instead of raising while some are still pending
+        (DeliveryError only for a failed delivery)."""
+        return self._tracker.acked_within(self._producer, timeout_s)
+
     def wait_all_acked(self, timeout_s: float) -> None:
         """Block until every dead letter sent so far is acknowledged (flushes the shared producer).
 

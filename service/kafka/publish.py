@@ -60,6 +60,25 @@ class DeliveryTracker:
         self.produced = self.acked = self.failed = 0
         self.errors.clear()
 
+    def acked_within(self, producer: Producer, timeout_s: float) -> bool:
+        """Flush ``producer`` for up to ``timeout_s``; True when every message counted here is acknowledged
+        (the counters are then reset), False while some are still pending (the client keeps retrying them).
+
+        Raises DeliveryError when a delivery failed (counters left as they are: the caller must not commit).
+        """
+        if self.produced and self.pending:
+            producer.flush(timeout_s)
+        elif self.produced:
+            producer.poll(0)
+        if self.failed:
+            raise DeliveryError(
+                f"{self.name}: {self.failed} of {self.produced} messages failed ({'; '.join(self.errors)})"
+            )
+        if self.pending:
+            return False
+        self.reset()
+        return True
+
     def wait_all_acked(self, producer: Producer, timeout_s: float) -> None:
         """Flush ``producer`` and check that every message counted here was acknowledged.
 

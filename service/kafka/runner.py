@@ -6,9 +6,22 @@ Checkpoint order, for the partitions that moved since the last checkpoint:
 2. each partition's snapshot (with the next offset it covers) is written and acknowledged,
 3. the offsets are committed synchronously (committed = last processed offset + 1, never backwards).
 
-A failure in 1 or 2 stops the runner before 3. A failed commit loses nothing (the snapshot already covers
-the work and restore seeks to the snapshot's offset) and is retried at the next checkpoint; after
-``max_consecutive_commit_failures`` in a row the runner stops.
+A delivery the broker refuses in 1 or 2 stops the runner before 3. A delivery still unacknowledged is not a
+failure: the producer retries it for as long as the broker is away (no message timeout), and after
+``min(delivery_timeout_s, max_batch_s)`` the checkpoint stays pending while the loop pauses consumption and
+keeps polling (heartbeats, rebalances, stop requests); it completes, and commits, when the acknowledgements
+arrive. A failed commit loses nothing (the snapshot already covers the work and restore seeks to the
+snapshot's offset) and is retried at the next checkpoint; after ``max_consecutive_commit_failures`` in a row
+the runner stops.
+
+**Batches** are applied in slices; once ``max_batch_s`` has passed since the poll, or a stop is requested,
+the rest of the batch is not applied: each partition is sought back to its first record left and fetched
+again, so the loop polls in time to stay in the group and stops within a slice.
+
+**A broker that came back empty** (committed offsets lower than this process committed, a snapshot gone,
+more partitions than before) is reported on assignment: a WARNING per partition, ``state_losses``, and a note
+for /readyz. A snapshot that reached the new broker after the restart is restored and the new log read from
+its start.
 
 Checkpoints happen every ``checkpoint_interval_events`` events or ``checkpoint_interval_s`` seconds, on
 revocation, and on shutdown. On assignment each partition's latest snapshot is restored into a fresh
@@ -27,6 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -45,6 +59,7 @@ from confluent_kafka import (
 )
 
 from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
+from service.kafka.client_log import CLIENT_LOG_LEVEL, ClientErrorGate
 from service.kafka.dead_letter import DeadLetterWriter
 from service.kafka.processor import (
     LabelledPartitionProcessor,
@@ -121,6 +136,13 @@ class RunnerMetrics:
     circuit_reason: str
     last_client_error: str
     broker_reachable: bool | None  # None until the first statistics arrive
+    group_member: bool = False  # a member id at the last poll (False after leaving or before joining the group)
+    client_errors: int = 0  # client errors reported (each logged or counted, see client_log)
+    checkpoint_stalls: int = 0  # checkpoints that paused consumption to wait for the broker
+    checkpoint_waiting_since: float | None = None  # clock time the current stalled checkpoint began waiting
+    batches_cut: int = 0  # batches cut short at max_batch_s or a stop (the rest fetched again)
+    state_losses: int = 0  # partitions found without their state or committed offsets (broker came back empty)
+    state_loss_notes: tuple[str, ...] = ()  # the latest few, one line each
 
 
 @dataclass(slots=True)
@@ -161,6 +183,30 @@ class _Counters:
     last_poll: float | None = None
     last_client_error: str = ""
     broker_up: bool | None = None  # from librdkafka statistics: any broker connection in state UP
+    member: bool = False
+    stalls: int = 0
+    waiting_since: float | None = None
+    batches_cut: int = 0
+    state_losses: int = 0
+    loss_notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _PendingCheckpoint:
+    """A checkpoint waiting for acknowledgements: first the dead letters, then the snapshots it writes."""
+
+    to_snapshot: list[_PartitionState]
+    to_commit: list[_PartitionState]
+    covers: dict[TopicPartitionKey, tuple[int, int]] = field(default_factory=dict)  # key -> (next, label next)
+    written: bool = False
+
+
+#: Records in the first slice, before the cost of a record is known.
+_FIRST_SLICE = 8
+#: Recent slices the slice size is fitted on.
+_SLICES_KEPT = 8
+#: State-loss notes kept for /readyz.
+_MAX_LOSS_NOTES = 5
 
 
 class _StatsPartition(msgspec.Struct):
@@ -239,6 +285,18 @@ class ConsumerRunner:
         self._producer: Producer | None = None
         self._dead_letters: DeadLetterWriter | None = None
         self._store: StateStore | None = None
+        self._gate = ClientErrorGate(self._log, where=f"Kafka at {self._bootstrap}", clock=clock)
+        self._pending: _PendingCheckpoint | None = None
+        self._stalled = False
+        self._client_paused = False  # what the consumer was last told (pause for the breaker or a stall)
+        self._stop_event: threading.Event | None = None
+        self._stopping = False
+        self._slices: deque[tuple[int, float]] = deque(maxlen=_SLICES_KEPT)  # (records, seconds) of recent slices
+        self._cut_logged = False
+        # this process's memory of each input partition, to notice a broker that lost them
+        self._committed_seen: dict[TopicPartitionKey, int] = {}
+        self._snapshot_seen: dict[TopicPartitionKey, int] = {}
+        self._input_partitions: int | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -287,6 +345,13 @@ class ConsumerRunner:
                 circuit_reason=self._breaker.last_reason,
                 last_client_error=c.last_client_error,
                 broker_reachable=c.broker_up,
+                group_member=c.member,
+                client_errors=self._gate.errors_total,
+                checkpoint_stalls=c.stalls,
+                checkpoint_waiting_since=c.waiting_since,
+                batches_cut=c.batches_cut,
+                state_losses=c.state_losses,
+                state_loss_notes=tuple(c.loss_notes),
             )
 
     def _assigned_keys(self) -> list[TopicPartitionKey]:
@@ -297,19 +362,25 @@ class ConsumerRunner:
         return keys
 
     def run(self, stop_event: threading.Event) -> None:
-        """Consume until ``stop_event`` is set, then finish the in-flight batch, checkpoint and close.
+        """Consume until ``stop_event`` is set, then checkpoint what is applied and close.
 
         Blocks the calling thread; once per instance. Creates the dead-letter and state topics if
-        missing (when allowed).
-        Raises TopicSetupError, StateRestoreError, DeliveryError, CommitError or a processor's exception;
-        in every error case nothing is committed past the last complete checkpoint.
+        missing (when allowed). A stop is seen between slices of a batch (the rest of the batch is not
+        applied) and the final checkpoint is bounded by ``shutdown_grace_s``: if the broker does not
+        acknowledge it in time the runner stops without it (nothing committed past the last complete one).
+        While the broker is away, deliveries are retried by the client for as long as it takes and
+        consumption pauses (see :meth:`_checkpoint`); the runner does not stop for an outage.
+        Raises TopicSetupError, StateRestoreError, DeliveryError (a delivery the broker refused), CommitError
+        or a processor's exception; in every error case nothing is committed past the last complete checkpoint.
         """
         if self._started:
             raise RuntimeError("ConsumerRunner.run() runs once per instance; build a new runner")
         self._started = True
+        self._stop_event = stop_event
         settings = self._settings
         self._prepare_topics()
         common = {
+            "log_level": CLIENT_LOG_LEVEL,  # each refused connection is an error_cb error too: see client_log
             **settings.librdkafka_options,
             "bootstrap.servers": self._bootstrap,
             "client.id": settings.client_id,
@@ -319,9 +390,16 @@ class ConsumerRunner:
                 "linger.ms": 5,
                 **common,
                 **settings.producer_options,
-                "enable.idempotence": True,
+                # Retry every delivery for as long as the broker is away (message.timeout.ms=0: no timeout;
+                # the client backs off between attempts, retry.backoff*.ms, reconnect.backoff*.ms). Not
+                # idempotent: an idempotent producer never recovers from a broker that restarted empty
+                # (UNKNOWN_PRODUCER_ID forever); one request in flight keeps each partition in order, and a
+                # duplicate after a lost acknowledgement is harmless (same chunk key and value; dead letters
+                # are at-least-once anyway).
+                "enable.idempotence": False,
+                "max.in.flight.requests.per.connection": 1,
                 "acks": "all",
-                "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
+                "message.timeout.ms": 0,
                 "error_cb": self._on_client_error,
             }
         )
@@ -332,6 +410,9 @@ class ConsumerRunner:
                 "heartbeat.interval.ms": settings.effective_heartbeat_ms(),
                 "max.poll.interval.ms": settings.max_poll_interval_ms,
                 "statistics.interval.ms": settings.statistics_interval_ms,
+                # notice a subscribed topic that (re)appears, after a broker that came back empty, within
+                # seconds rather than librdkafka's default 5 minutes (consumer_options may override it)
+                "topic.metadata.refresh.interval.ms": 10_000,
                 **common,
                 **settings.consumer_options,
                 "group.id": settings.group_id,
@@ -354,7 +435,8 @@ class ConsumerRunner:
             state_topic=settings.state_topic,
             group_id=settings.group_id,
             producer=producer,
-            client_options={**settings.librdkafka_options, "client.id": settings.client_id},
+            client_options={"log_level": CLIENT_LOG_LEVEL, **settings.librdkafka_options,
+                            "client.id": settings.client_id},
             restore_timeout_s=settings.restore_timeout_s,
             queue_timeout_s=settings.delivery_timeout_s,
             max_snapshot_bytes=settings.max_snapshot_bytes,
@@ -377,7 +459,8 @@ class ConsumerRunner:
             while not stop_event.is_set():
                 self._poll_once()
             self._log.info("stop requested: checkpointing %d partitions", len(self._partitions))
-            self._shutdown(self._clock() + settings.shutdown_grace_s)
+            self._shutdown(settings.shutdown_grace_s)
+            self._stopping = True  # closing revokes the partitions: their checkpoint is the one just made
         except BaseException:
             self._failed = True
             self._log.error("runner failed: nothing is committed past the last complete checkpoint")
@@ -394,10 +477,12 @@ class ConsumerRunner:
             self._set_paused(False, "circuit breaker half-open: resuming consumption for a trial batch")
         messages = consumer.consume(num_messages=settings.batch_size, timeout=settings.poll_timeout_s)
         now = self._clock()
+        member = bool(consumer.memberid())
         with self._lock:
             self._counters.last_poll = now
+            self._counters.member = member
         if messages:
-            self._process_batch(messages)
+            self._process_batch(messages, now)
         if self._breaker.is_open and not self._paused and self._partitions:
             self._set_paused(
                 True,
@@ -405,16 +490,20 @@ class ConsumerRunner:
                 f"{len(self._partitions)} partitions for {settings.circuit_pause_s:.0f} s; "
                 f"rejected events are in {settings.dead_letter_topic}",
             )
-        due = (
+        if self._pending is not None:
+            self._advance_pending(0.0)  # a stalled checkpoint: has the broker acknowledged it by now?
+        elif (
             self._events_since_checkpoint >= settings.checkpoint_interval_events
             or self._clock() - self._last_checkpoint >= settings.checkpoint_interval_s
-        )
-        if due:
-            self._checkpoint(list(self._partitions.values()), self._settings.delivery_timeout_s)
+        ):
+            self._checkpoint(list(self._partitions.values()), min(settings.delivery_timeout_s, settings.max_batch_s))
         if self._on_poll is not None:
             self._on_poll()
 
-    def _process_batch(self, messages: Sequence[Message]) -> None:
+    def _process_batch(self, messages: Sequence[Message], polled_at: float) -> None:
+        """Apply a consumed batch, partition by partition, in slices; stop at ``max_batch_s`` after the poll
+        or at a stop request, and seek every partition with records left back to its first one not applied
+        (they are fetched again), so that nlpmon's own work never holds the next poll back for long."""
         # Messages without an error always have topic, partition and offset; typed loosely for speed.
         grouped: dict[Any, list[Record]] = {}
         for message in messages:
@@ -435,61 +524,146 @@ class ConsumerRunner:
                 grouped[message_key] = [record]
             else:
                 bucket.append(record)
+        deadline = polled_at + self._settings.max_batch_s
+        keys = list(grouped)
+        if len(keys) > 1:  # start with another partition each batch: a slow one cannot starve the others
+            turn = self._counters.batches % len(keys)
+            keys = keys[turn:] + keys[:turn]
         reports: list[PartitionBatch] = []
-        key: TopicPartitionKey
+        cut: list[TopicPartition] = []
         labels_topic = self._settings.ground_truth_topic
-        for key, records in grouped.items():
+        key: TopicPartitionKey
+        for key in keys:
+            records = grouped[key]
             if key[0] == labels_topic:
-                report = self._process_labels(key, records)
-                if report is not None:
-                    reports.append(report)
-                continue
-            state = self._partitions.get(key)
-            if state is None:
-                continue  # fetched before a revocation: the new owner reads it again
-            if state.next_offset >= 0 and records[0].offset < state.next_offset:
-                records = [r for r in records if r.offset >= state.next_offset]  # already in the state
-                if not records:
-                    continue
-            if state.next_offset >= 0 and records[0].offset > state.next_offset:
-                self._log.warning(
-                    "%s[%d]: offsets %d..%d skipped by the broker (compaction, transaction markers or "
-                    "retention)",
-                    key[0],
-                    key[1],
-                    state.next_offset,
-                    records[0].offset - 1,
-                )
-                with self._lock:
-                    self._counters.offset_gaps += 1
-            rejected = state.processor.process(records)
-            with self._lock:
-                state.next_offset = records[-1].offset + 1
-            reports.append(self._account(key, records, rejected, state.next_offset))
+                report, rest = self._process_labels(key, records, deadline)
+            else:
+                report, rest = self._process_input(key, records, deadline)
+            if report is not None:
+                reports.append(report)
+            if rest is not None:
+                cut.append(TopicPartition(key[0], key[1], rest))
+        if cut:
+            self._seek_back(cut)
         with self._lock:
             self._counters.batches += 1
         if reports and self._on_batch is not None:
             self._on_batch(BatchReport(tuple(reports), self._breaker.state))
 
-    def _process_labels(self, key: TopicPartitionKey, records: list[Record]) -> PartitionBatch | None:
+    def _process_input(self, key: TopicPartitionKey, records: list[Record],
+                       deadline: float) -> tuple[PartitionBatch | None, int | None]:
+        state = self._partitions.get(key)
+        if state is None:
+            return None, None  # fetched before a revocation: the new owner reads it again
+        if state.next_offset >= 0 and records[0].offset < state.next_offset:
+            records = [r for r in records if r.offset >= state.next_offset]  # already in the state
+            if not records:
+                return None, None
+        if state.next_offset >= 0 and records[0].offset > state.next_offset:
+            self._log.warning(
+                "%s[%d]: offsets %d..%d skipped by the broker (compaction, transaction markers or "
+                "retention)",
+                key[0],
+                key[1],
+                state.next_offset,
+                records[0].offset - 1,
+            )
+            with self._lock:
+                self._counters.offset_gaps += 1
+
+        def applied(next_offset: int) -> None:
+            state.next_offset = next_offset
+
+        return self._apply_slices(key, records, state.processor.process, applied, deadline)
+
+    def _process_labels(self, key: TopicPartitionKey, records: list[Record],
+                        deadline: float) -> tuple[PartitionBatch | None, int | None]:
         """Hand ground-truth records to the processor of the same input partition."""
         state = self._partitions.get((self._settings.topic, key[1]))
         if state is None:
-            return None  # fetched before a revocation: the new owner reads it again
+            return None, None  # fetched before a revocation: the new owner reads it again
         if state.label_next >= 0 and records[0].offset < state.label_next:
             records = [r for r in records if r.offset >= state.label_next]  # already in the state
             if not records:
-                return None
+                return None, None
         processor = state.processor
         assert isinstance(processor, LabelledPartitionProcessor)  # checked on assignment
-        rejected = processor.process_labels(records)
-        with self._lock:
-            state.label_next = records[-1].offset + 1
-        return self._account(key, records, rejected, state.label_next)
 
-    def _account(self, key: TopicPartitionKey, records: list[Record], rejected: list[Rejected],
-                 next_offset: int) -> PartitionBatch:
-        """Dead-letter the rejected records, feed the circuit breaker, count; the batch's report."""
+        def applied(next_offset: int) -> None:
+            state.label_next = next_offset
+
+        return self._apply_slices(key, records, processor.process_labels, applied, deadline)
+
+    def _apply_slices(self, key: TopicPartitionKey, records: list[Record],
+                      process: Callable[[list[Record]], list[Rejected]], applied: Callable[[int], None],
+                      deadline: float) -> tuple[PartitionBatch | None, int | None]:
+        """Apply ``records`` in slices sized to take about an eighth of ``max_batch_s`` each; before each
+        slice, stop if the batch is out of time or a stop was requested. Returns the merged report of what
+        was applied (None if nothing) and the offset of the first record left (None if none)."""
+        done, events, rejected_total = 0, 0, 0
+        while done < len(records):
+            if self._must_yield(deadline):
+                break
+            part = records[done : done + self._slice_size(len(records) - done)]
+            started = self._clock()
+            rejected = process(part)
+            self._slices.append((len(part), self._clock() - started))
+            with self._lock:
+                applied(part[-1].offset + 1)
+            self._account(key, part, rejected)
+            done += len(part)
+            events += len(part)
+            rejected_total += len(rejected)
+        rest = records[done].offset if done < len(records) else None
+        if not done:
+            return None, rest
+        return PartitionBatch(key[0], key[1], events, rejected_total, records[0].offset,
+                              records[done - 1].offset + 1), rest
+
+    def _slice_size(self, remaining: int) -> int:
+        """Records in the next slice: what takes about an eighth of ``max_batch_s`` by a least-squares fit
+        ``seconds = per_call + per_record * records`` over the recent slices (per_call from slices of
+        different sizes; 0 when they are all alike). A processor whose per-call cost exceeds that target
+        gets slices of twice its per-call cost: smaller ones would not be quicker, only more of them."""
+        if not self._slices:
+            return min(remaining, _FIRST_SLICE)  # measure before taking more
+        sizes = [float(n) for n, _ in self._slices]
+        times = [t for _, t in self._slices]
+        mean_n, mean_t = sum(sizes) / len(sizes), sum(times) / len(times)
+        spread = sum((n - mean_n) ** 2 for n in sizes)
+        if spread > 0:
+            per_record = sum((n - mean_n) * (t - mean_t) for n, t in zip(sizes, times, strict=True)) / spread
+            per_call = max(0.0, mean_t - per_record * mean_n)
+        else:
+            per_record, per_call = mean_t / mean_n, 0.0
+        if per_record <= 0:
+            return remaining
+        target = max(self._settings.max_batch_s / 8, 2 * per_call)
+        return max(1, min(remaining, int((target - per_call) / per_record)))
+
+    def _must_yield(self, deadline: float) -> bool:
+        stop = self._stop_event
+        return (stop is not None and stop.is_set()) or self._clock() >= deadline
+
+    def _seek_back(self, positions: list[TopicPartition]) -> None:
+        """Fetch the records not applied again: seek each partition to its first one left."""
+        consumer = self._require_consumer()
+        for tp in positions:
+            try:
+                consumer.seek(tp)
+            except KafkaException as exc:  # not assigned any more: its next owner reads it
+                self._log.warning("%s[%d]: cannot seek back to %d: %s", tp.topic, tp.partition, tp.offset, exc)
+        with self._lock:
+            self._counters.batches_cut += 1
+        stopping = self._stop_event is not None and self._stop_event.is_set()
+        if not self._cut_logged and not stopping:
+            self._cut_logged = True
+            self._log.warning(
+                "a batch took over max_batch_s=%.1f s: the rest is fetched again after the next poll (logged "
+                "once; counted in nlpmon_batches_cut_total)", self._settings.max_batch_s)
+
+    def _account(self, key: TopicPartitionKey, records: list[Record], rejected: list[Rejected]) -> None:
+        """Dead-letter the rejected records, feed the circuit breaker, count."""
         self._require(self._dead_letters).send(key[0], key[1], records, rejected)
         if rejected:
             rejected_offsets = {r.offset for r in rejected}
@@ -502,7 +676,6 @@ class ConsumerRunner:
             c.invalid[key] = c.invalid.get(key, 0) + len(rejected)
             c.dead_letters += len(rejected)
         self._events_since_checkpoint += len(records)
-        return PartitionBatch(key[0], key[1], len(records), len(rejected), records[0].offset, next_offset)
 
     def _on_message_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -511,27 +684,42 @@ class ConsumerRunner:
             self._counters.last_client_error = error.str()
         if error.fatal():
             raise KafkaException(error)
-        self._log.warning("consumer: %s", error.str())
+        self._gate.error(error)
 
     def _set_paused(self, paused: bool, message: str) -> None:
-        consumer = self._require_consumer()
-        partitions = [TopicPartition(t, p) for t, p in self._partitions]
-        if partitions:
-            (consumer.pause if paused else consumer.resume)(partitions)
         with self._lock:
             self._paused = paused
+        self._apply_pause()
         (self._log.error if paused else self._log.info)(message)
+
+    def _apply_pause(self) -> None:
+        """Pause the assigned partitions while the breaker is open or a checkpoint waits for the broker."""
+        want = self._paused or self._stalled
+        if want == self._client_paused:
+            return
+        consumer = self._require_consumer()
+        partitions = [TopicPartition(t, p) for t, p in self._assigned_keys()]
+        if partitions:
+            (consumer.pause if want else consumer.resume)(partitions)
+        self._client_paused = want
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _checkpoint(self, states: Sequence[_PartitionState], timeout_s: float) -> None:
-        """Dead letters acked -> snapshots acked -> commit. Raises DeliveryError before any commit."""
+    def _checkpoint(self, states: Sequence[_PartitionState], timeout_s: float) -> bool:
+        """Dead letters acked -> snapshots acked -> commit. Returns True when done (or nothing to do), False
+        when it waits for the broker: consumption is then paused and each poll looks again (the client
+        retries the deliveries for as long as the broker is away); a commit happens only once the
+        acknowledgements arrived. Blocks up to about ``timeout_s`` (twice that when an earlier checkpoint
+        was still waiting). Raises DeliveryError for a delivery the broker refused, before any commit."""
         self._events_since_checkpoint = 0
         self._last_checkpoint = self._clock()
+        deadline = self._last_checkpoint + timeout_s
+        if self._pending is not None and not self._advance_pending(timeout_s):
+            return False
         to_snapshot = [s for s in states if s.moved()]
         to_commit = [s for s in states if s.uncommitted()]
         if not to_snapshot and not to_commit:
-            return
+            return True
         if not self._require_consumer().memberid():
             # Left the group (max.poll.interval.ms or session timeout): the partitions are lost even if the
             # callback has not run yet. Write nothing: a commit without a generation may still be accepted.
@@ -542,35 +730,99 @@ class ConsumerRunner:
                 "lost; the next owner restores the last snapshot)",
                 len(states),
             )
-            return
-        store = self._require(self._store)
-        self._require(self._dead_letters).wait_all_acked(timeout_s)
-        for state in to_snapshot:
-            # labels may move before the first input record: offset 0 then means "from the start"
-            # (an offset below the log start resets to earliest, as an unknown position would)
-            store.write(PartitionSnapshot(state.topic, state.partition, max(state.next_offset, 0),
-                                          state.processor.snapshot(), state.label_next))
-        store.wait_all_acked(timeout_s)
-        with self._lock:
-            for state in to_snapshot:
-                state.snapshot_offset = state.next_offset
-                state.label_snapshot = state.label_next
-            self._counters.checkpoints += 1
-            self._counters.snapshots += len(to_snapshot)
-        self._commit(to_commit)
+            return True
+        self._pending = _PendingCheckpoint(to_snapshot, to_commit)
+        return self._advance_pending(max(0.0, deadline - self._clock()))
 
-    def _commit(self, states: Sequence[_PartitionState]) -> None:
-        """Synchronously commit each state's next_offset (only forwards). Raises CommitError after too
-        many consecutive failures."""
+    def _owned(self, state: _PartitionState) -> bool:
+        return self._partitions.get((state.topic, state.partition)) is state
+
+    def _advance_pending(self, timeout_s: float) -> bool:
+        """Move the pending checkpoint on as far as the acknowledgements allow within ``timeout_s``."""
+        pending = self._pending
+        assert pending is not None
+        deadline = self._clock() + timeout_s
+        store = self._require(self._store)
+        if not pending.written:
+            if not self._require(self._dead_letters).acked_within(timeout_s):
+                return self._stall()
+            for state in pending.to_snapshot:
+                if not self._owned(state):
+                    continue  # lost or revoked while waiting: its next owner has its own state
+                # labels may move before the first input record: offset 0 then means "from the start"
+                # (an offset below the log start resets to earliest, as an unknown position would)
+                next_offset = max(state.next_offset, 0)
+                store.write(PartitionSnapshot(state.topic, state.partition, next_offset,
+                                              state.processor.snapshot(), state.label_next))
+                pending.covers[(state.topic, state.partition)] = (state.next_offset, state.label_next)
+            pending.written = True
+        if not store.acked_within(max(0.0, deadline - self._clock())):
+            return self._stall()
+        self._pending = None
+        with self._lock:
+            for state in pending.to_snapshot:
+                key = (state.topic, state.partition)
+                covered = pending.covers.get(key)
+                if covered is None:
+                    continue
+                self._snapshot_seen[key] = max(self._snapshot_seen.get(key, -1), covered[0])
+                if self._owned(state):
+                    state.snapshot_offset, state.label_snapshot = covered
+            self._counters.checkpoints += 1
+            self._counters.snapshots += len(pending.covers)
+        self._unstall()
+        to_commit = [s for s in pending.to_commit if self._owned(s)]
+        if to_commit and not self._require_consumer().memberid():
+            with self._lock:
+                self._counters.checkpoints_skipped += 1
+            self._log.warning("not a group member any more: the snapshots are written, the commit of %d "
+                              "partitions is skipped", len(to_commit))
+            return True
+        self._commit(to_commit, pending.covers)
+        return True
+
+    def _stall(self) -> bool:
+        if not self._stalled:
+            pending = self._require(self._pending)
+            self._stalled = True
+            with self._lock:
+                self._counters.stalls += 1
+                self._counters.waiting_since = self._clock()
+            self._apply_pause()
+            self._log.warning(
+                "checkpoint waiting for the broker (%s not acknowledged): consumption of %d partitions paused, "
+                "the client retries the deliveries with backoff for as long as it takes; nothing is committed "
+                "meanwhile", "snapshots" if pending.written else "dead letters", len(self._partitions))
+        return False
+
+    def _unstall(self) -> None:
+        if not self._stalled:
+            return
+        self._stalled = False
+        with self._lock:
+            since, self._counters.waiting_since = self._counters.waiting_since, None
+        self._apply_pause()
+        self._log.warning("checkpoint acknowledged after waiting %.0f s for the broker: consumption resumed",
+                          self._clock() - (since if since is not None else self._clock()))
+
+    def _commit(self, states: Sequence[_PartitionState],
+                covers: dict[TopicPartitionKey, tuple[int, int]] | None = None) -> None:
+        """Synchronously commit each state's next_offset, or what ``covers`` says its snapshot covers (only
+        forwards). Raises CommitError after too many consecutive failures."""
         if not states:
             return
+        covers = covers or {}
         consumer = self._require_consumer()
-        offsets = [TopicPartition(s.topic, s.partition, s.next_offset) for s in states
-                   if s.next_offset > s.committed_offset]
+        positions = {(s.topic, s.partition): covers.get((s.topic, s.partition), (s.next_offset, s.label_next))
+                     for s in states}
+        offsets = [TopicPartition(s.topic, s.partition, positions[(s.topic, s.partition)][0]) for s in states
+                   if positions[(s.topic, s.partition)][0] > s.committed_offset]
         labels_topic = self._settings.ground_truth_topic
         if labels_topic is not None:
-            offsets += [TopicPartition(labels_topic, s.partition, s.label_next) for s in states
-                        if s.label_next > s.label_committed]
+            offsets += [TopicPartition(labels_topic, s.partition, positions[(s.topic, s.partition)][1])
+                        for s in states if positions[(s.topic, s.partition)][1] > s.label_committed]
+        if not offsets:
+            return
         failures: list[str] = []
         result: list[TopicPartition] = []
         try:
@@ -584,6 +836,8 @@ class ConsumerRunner:
                 offset = committed.get((state.topic, state.partition))
                 if offset is not None and offset > state.committed_offset:
                     state.committed_offset = offset
+                    key = (state.topic, state.partition)
+                    self._committed_seen[key] = max(self._committed_seen.get(key, -1), offset)
                 offset = committed.get((labels_topic, state.partition)) if labels_topic else None
                 if offset is not None and offset > state.label_committed:
                     state.label_committed = offset
@@ -601,9 +855,13 @@ class ConsumerRunner:
             raise CommitError(message)
         self._log.warning(message)
 
-    def _shutdown(self, deadline: float) -> None:
-        remaining = max(0.1, deadline - self._clock())
-        self._checkpoint(list(self._partitions.values()), min(self._settings.delivery_timeout_s, remaining))
+    def _shutdown(self, grace_s: float) -> None:
+        """The final checkpoint, within ``grace_s``; without it when the broker does not acknowledge in time."""
+        timeout_s = max(0.1, min(grace_s, self._settings.delivery_timeout_s))
+        if not self._checkpoint(list(self._partitions.values()), timeout_s):
+            self._log.error(
+                "stopping without the final checkpoint: the broker did not acknowledge it within %.0f s; nothing "
+                "is committed past the last complete checkpoint (the next owner re-reads from there)", grace_s)
 
     def _close(self, consumer: Consumer, producer: Producer) -> None:
         try:
@@ -612,12 +870,12 @@ class ConsumerRunner:
             self._log.warning("closing the consumer: %s", exc)
         finally:
             settings = self._settings
-            producer.flush(
-                1.0 if self._failed else min(settings.delivery_timeout_s, settings.shutdown_grace_s)
-            )
+            unacknowledged = self._failed or self._pending is not None
+            producer.flush(1.0 if unacknowledged else min(settings.delivery_timeout_s, settings.shutdown_grace_s))
             with self._lock:
                 self._partitions.clear()
                 self._paused = False
+            self._pending = None
             self._consumer = self._producer = None
             self._dead_letters = self._store = None
             self._log.info("consumer closed")
@@ -653,6 +911,11 @@ class ConsumerRunner:
         }
         committed_list = consumer.committed(partitions, timeout=self._settings.restore_timeout_s)
         committed = {(tp.topic, tp.partition): tp.offset for tp in committed_list if tp.error is None}
+        # a partition beyond the known count: the topic has more now (no metadata request here: a client call
+        # that serves callbacks inside this callback makes confluent-kafka abort the process, CallState_get)
+        partition_count = self._input_partitions
+        if inputs and partition_count is not None:
+            partition_count = max(partition_count, 1 + max(tp.partition for tp in inputs))
         states: dict[TopicPartitionKey, _PartitionState] = {}
         for tp in inputs:
             key = (tp.topic, tp.partition)
@@ -662,6 +925,20 @@ class ConsumerRunner:
             committed_offset = committed.get(key, OFFSET_INVALID)
             committed_offset = committed_offset if committed_offset >= 0 else -1
             snapshot = snapshots.get(key)
+            if self._state_lost(tp, snapshot, committed_offset, partition_count) and snapshot is not None:
+                # the snapshot reached the broker after it restarted: its offsets are those of the old log
+                try:
+                    processor.restore(snapshot.payload)
+                except ValueError as exc:
+                    raise StateRestoreError(f"snapshot of {tp.topic}[{tp.partition}] rejected: {exc}") from exc
+                tp.offset = OFFSET_BEGINNING
+                # snapshot offset -2: the next checkpoint writes the state at "the start of the new log" (0),
+                # so that no later assignment restores the old log's offset
+                states[key] = _PartitionState(tp.topic, tp.partition, processor, -1, -2, -1)
+                label_tp = label_tps.get(tp.partition)
+                if label_tp is not None:
+                    label_tp.offset = OFFSET_BEGINNING
+                continue
             if snapshot is not None:
                 try:
                     processor.restore(snapshot.payload)
@@ -699,13 +976,14 @@ class ConsumerRunner:
             label_tp = label_tps.get(tp.partition)
             if label_tp is not None:
                 self._place_labels(state, label_tp, snapshot, committed.get((label_tp.topic, label_tp.partition)))
+        self._input_partitions = partition_count
         consumer.assign(partitions)
         with self._lock:
             self._partitions.update(states)
             self._counters.rebalances += 1
-            paused = self._paused
-        if paused:
-            consumer.pause(partitions)
+        # paused while the breaker is open or a checkpoint waits for the broker; else resumed explicitly: the
+        # client keeps a partition's pause across a lost assignment
+        (consumer.pause if self._client_paused else consumer.resume)(partitions)
         self._log.info(
             "assigned %s",
             ", ".join(
@@ -713,6 +991,41 @@ class ConsumerRunner:
             )
             or "nothing",
         )
+
+    def _state_lost(self, tp: TopicPartition, snapshot: PartitionSnapshot | None, committed: int,
+                    partition_count: int | None) -> bool:
+        """Did the broker lose this partition's state or offsets since this process last saw them (a broker
+        that came back empty, or topics recreated)? Warns, counts and keeps a note for /readyz when so."""
+        key = (tp.topic, tp.partition)
+        seen_commit = self._committed_seen.get(key, -1)
+        seen_snapshot = self._snapshot_seen.get(key, -1)
+        reasons = []
+        if committed < seen_commit:
+            reasons.append(f"committed offset {committed if committed >= 0 else 'none'} after {seen_commit}")
+        if snapshot is None and seen_snapshot >= 0:
+            reasons.append(f"no snapshot in {self._settings.state_topic} after one at {seen_snapshot}")
+        if partition_count is not None and self._input_partitions is not None \
+                and partition_count != self._input_partitions:
+            reasons.append(f"{tp.topic} has at least {partition_count} partitions, not {self._input_partitions}")
+        if not reasons:
+            self._committed_seen[key] = max(seen_commit, committed)
+            return False
+        self._committed_seen[key] = committed  # from now on, compare with the new log's offsets
+        if snapshot is None:
+            self._snapshot_seen.pop(key, None)
+        if snapshot is not None and committed < seen_commit:
+            how = "restoring the snapshot that arrived after the restart and reading the new log from its start"
+        elif snapshot is not None:
+            how = f"restoring the snapshot at {snapshot.next_offset}"
+        else:
+            how = "starting with empty state (drift windows refill, quality restarts)"
+        note = f"{tp.topic}[{tp.partition}]: Kafka lost state or offsets ({'; '.join(reasons)}); {how}"
+        with self._lock:
+            self._counters.state_losses += 1
+            self._counters.loss_notes = [*self._counters.loss_notes, note][-_MAX_LOSS_NOTES:]
+        self._log.warning("%s: the broker restarted empty or the topics were recreated; check the broker's "
+                          "storage (nlpmon_state_losses_total, /readyz notes)", note)
+        return True
 
     def _place_labels(self, state: _PartitionState, tp: TopicPartition, snapshot: PartitionSnapshot | None,
                       committed: int | None) -> None:
@@ -733,8 +1046,11 @@ class ConsumerRunner:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         states = [self._partitions[k] for k in keys if k in self._partitions]  # input partitions only
         try:
-            if not self._failed and states:
-                self._checkpoint(states, self._settings.delivery_timeout_s)
+            checkpoint = not self._failed and not self._stopping and states
+            if checkpoint and not self._checkpoint(states, self._settings.delivery_timeout_s):
+                    self._log.warning("revoked %d partitions while their checkpoint waits for the broker: dropped "
+                                  "without a commit (the next owner restores the last acknowledged snapshot)",
+                                  len(states))
         except BaseException:
             self._failed = True
             raise
@@ -770,8 +1086,11 @@ class ConsumerRunner:
             stats = _stats_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
+        up = any(b.state == "UP" for b in stats.brokers.values())
+        if up:
+            self._gate.reachable()
         with self._lock:
-            self._counters.broker_up = any(b.state == "UP" for b in stats.brokers.values())
+            self._counters.broker_up = up
             names = [self._settings.topic] + [t for t in (self._settings.ground_truth_topic,) if t is not None]
             for name in names:
                 topic = stats.topics.get(name)
@@ -783,9 +1102,10 @@ class ConsumerRunner:
                         self._counters.hi_offsets[key] = partition.hi_offset
 
     def _on_client_error(self, error: KafkaError) -> None:
+        """error_cb of both clients: one log line per broker state change (see client_log), all counted."""
         with self._lock:
             self._counters.last_client_error = error.str()
-        self._log.warning("kafka client: %s", error.str())
+        self._gate.error(error)
 
     # ------------------------------------------------------------------ set-up
 
@@ -804,6 +1124,7 @@ class ConsumerRunner:
                 f"input topic {settings.topic} does not exist on {self._bootstrap}; create it first "
                 "(its partition count sets the parallelism)"
             )
+        self._input_partitions = partitions
         for name, config in (
             (settings.state_topic, {"cleanup.policy": "compact"}),
             (settings.dead_letter_topic, {}),

@@ -104,14 +104,23 @@ class KafkaSettings(BaseModel):
     delivery_timeout_s: float = Field(
         default=30.0,
         gt=0,
-        description="Longest wait for dead-letter and snapshot acknowledgements; past it the runner stops "
-        "without committing.",
+        description="Longest time a checkpoint blocks the loop waiting for dead-letter and snapshot "
+        "acknowledgements (a periodic one: at most max_batch_s; the final one: at most shutdown_grace_s); past "
+        "it consumption pauses and the loop keeps polling while the client retries the deliveries for as long "
+        "as the broker is away, then commits. Nothing is committed before.",
     )
     max_consecutive_commit_failures: int = Field(
         default=3,
         ge=1,
         description="Checkpoints whose commit failed in a row before the runner gives up and stops. The "
         "snapshot already covers the work, so a failed commit loses nothing.",
+    )
+    max_batch_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest time spent applying one consumed batch before the loop polls again (the rest is "
+        "fetched again); keeps the member in its group and bounds the reaction to a stop. Must stay below "
+        "half of max_poll_interval_ms.",
     )
     restore_timeout_s: float = Field(
         default=30.0, gt=0, description="Longest time to read a state partition to its end on assignment."
@@ -201,6 +210,9 @@ class KafkaSettings(BaseModel):
                              "ground-truth topics together; leave it unset (range) or drop ground_truth_topic")
         if self.circuit_min_events > self.circuit_window_events:
             raise ValueError("circuit_min_events must not exceed circuit_window_events")
+        if self.max_batch_s * 2000 > self.max_poll_interval_ms:
+            raise ValueError(f"max_batch_s={self.max_batch_s} must be below half of max_poll_interval_ms="
+                             f"{self.max_poll_interval_ms}: lower it or raise max_poll_interval_ms")
         if self.heartbeat_interval_ms is not None and self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be smaller than session_timeout_ms")
         for name in ("librdkafka_options", "consumer_options", "producer_options"):

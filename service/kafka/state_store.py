@@ -482,6 +482,18 @@ class StateStore:
         tombstoned then.
         """
         self._tracker.wait_all_acked(self._producer, timeout_s)
+        self._acknowledged()
+
+    def acked_within(self, timeout_s: float) -> bool:
+        """Like :meth:`wait_all_acked`, but returns False instead of raising while chunks are still pending
+        (the client keeps retrying them; call again later). DeliveryError only for a failed delivery."""
+        if not self._tracker.acked_within(self._producer, timeout_s):
+            return False
+        self._acknowledged()
+        return True
+
+    def _acknowledged(self) -> None:
+        """Every chunk written so far is acknowledged: keep the newest snapshots, tombstone the rest."""
         unacked, self._unacked = self._unacked, {}
         for state_key, writes in unacked.items():
             kept = self._kept.get(state_key, []) + writes

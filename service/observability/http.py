@@ -7,7 +7,8 @@ the JSON, docs/pages.md the pages):
 - ``/healthz``: liveness. 200 when the consumer loop polled within ``liveness_limit_s`` (by the injected
   ``last_poll()`` and ``clock``; before the first poll, the age counts from ``start()``), else 503.
 - ``/readyz``: readiness. 200 only when every check returned by ``readiness()`` is true, else 503 with
-  the failing checks.
+  the failing checks; ``notes`` (when ``readiness_notes()`` has any) says what an operator should know
+  without failing the probe (state the broker lost).
 - ``/api/models`` (JSON; ``?offset=&limit=``): the model versions with their status, each signal's score,
   threshold, flag, throughput and labelled fraction; at most ``limit`` (default ``PAGE_MODELS``, at
   most ``MAX_PAGE_MODELS``) from ``offset`` (drifting ones first, then by name), with ``total`` and
@@ -36,7 +37,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -175,11 +176,13 @@ class ObservabilityServer:
     def __init__(self, registry: CollectorRegistry, *, reports: ReportsFn, readiness: ReadinessFn,
                  last_poll: LastPollFn, host: str = "127.0.0.1", port: int = 0,
                  liveness_limit_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 request_timeout_s: float = 10.0, wall: Callable[[], float] = time.time) -> None:
+                 request_timeout_s: float = 10.0, wall: Callable[[], float] = time.time,
+                 readiness_notes: Callable[[], Sequence[str]] | None = None) -> None:
         if liveness_limit_s <= 0:
             raise ValueError("liveness_limit_s must be > 0")
         self.registry = registry
         self.reports, self.readiness, self.last_poll = reports, readiness, last_poll
+        self.readiness_notes = readiness_notes  # lines shown under "notes" by /readyz (not checks)
         self.host, self._port = host, port
         self.liveness_limit_s = liveness_limit_s
         self.clock = clock
@@ -261,7 +264,11 @@ class ObservabilityServer:
             return 503, {"ready": False, "checks": {}, "failing": [], "error": str(exc)}
         failing = sorted(k for k, v in checks.items() if not v)
         ok = bool(checks) and not failing
-        return (200 if ok else 503), {"ready": ok, "checks": checks, "failing": failing}
+        body: dict[str, Any] = {"ready": ok, "checks": checks, "failing": failing}
+        notes = list(self.readiness_notes()) if self.readiness_notes is not None else []
+        if notes:
+            body["notes"] = notes
+        return (200 if ok else 503), body
 
     def models(self, params: dict[str, str] | None = None) -> tuple[int, Any]:
         return 200, page_of_models(self.reports(), params or {})

@@ -210,6 +210,21 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_circuit_open", "gauge", (),
        "1 while the invalid-event circuit breaker is open or half-open (consumption paused or on trial)."),
     _m("nlpmon_circuit_trips_total", "counter", (), "Times the invalid-event circuit breaker opened."),
+    _m("nlpmon_group_member", "gauge", (),
+       "1 while this process is a member of its consumer group (a member id at the last poll), else 0."),
+    _m("nlpmon_batches_cut_total", "counter", (),
+       "Batches cut short at max_batch_s or by a stop; their rest was fetched again (nothing skipped)."),
+    _m("nlpmon_checkpoint_waiting", "gauge", (),
+       "1 while a checkpoint waits for the broker to acknowledge its dead letters or snapshots (consumption "
+       "paused, deliveries retried), else 0."),
+    _m("nlpmon_checkpoint_stalls_total", "counter", (),
+       "Checkpoints that had to pause consumption to wait for the broker (an outage or a slow broker)."),
+    _m("nlpmon_kafka_client_errors_total", "counter", (),
+       "Errors reported by the Kafka clients (connection refused, timeouts...); logged once per outage, "
+       "counted here."),
+    _m("nlpmon_state_losses_total", "counter", (),
+       "Partitions found without the state or committed offsets this process had written (a broker that "
+       "came back empty, or topics recreated); see the WARNING and /readyz notes."),
     _m("nlpmon_last_poll_age_seconds", "gauge", (),
        "Seconds since the consumer loop last polled Kafka (since start-up before the first poll); "
        "computed at scrape time."),
@@ -267,6 +282,18 @@ class RunnerMetricsLike(Protocol):
     def assigned(self) -> tuple[tuple[str, int], ...]: ...
     @property
     def lag(self) -> dict[tuple[str, int], int]: ...
+    @property
+    def group_member(self) -> bool: ...
+    @property
+    def batches_cut(self) -> int: ...
+    @property
+    def checkpoint_waiting_since(self) -> float | None: ...
+    @property
+    def checkpoint_stalls(self) -> int: ...
+    @property
+    def client_errors(self) -> int: ...
+    @property
+    def state_losses(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,9 +456,15 @@ class NlpmonMetrics:
         for name, total in (("nlpmon_dead_letters_total", m.dead_letters_sent), ("nlpmon_batches_total", m.batches),
                             ("nlpmon_commit_failures_total", m.commit_failures),
                             ("nlpmon_rebalances_total", m.rebalances),
-                            ("nlpmon_circuit_trips_total", m.circuit_trips)):
+                            ("nlpmon_circuit_trips_total", m.circuit_trips),
+                            ("nlpmon_batches_cut_total", m.batches_cut),
+                            ("nlpmon_checkpoint_stalls_total", m.checkpoint_stalls),
+                            ("nlpmon_kafka_client_errors_total", m.client_errors),
+                            ("nlpmon_state_losses_total", m.state_losses)):
             self._metrics[name].inc(_delta(self._runner_totals, name, total))
         self._metrics["nlpmon_assigned_partitions"].set(len(m.assigned))
+        self._metrics["nlpmon_group_member"].set(1 if m.group_member else 0)
+        self._metrics["nlpmon_checkpoint_waiting"].set(0 if m.checkpoint_waiting_since is None else 1)
         self._metrics["nlpmon_circuit_open"].set(0 if m.circuit_state == "closed" else 1)
         self._last_poll = m.last_poll_monotonic
         lag = {(t, str(p)): v for (t, p), v in m.lag.items()}

@@ -34,7 +34,7 @@ EXPECTED_ALERTS = {  # name -> severity; a new alert must be added here, tested 
     "NlpmonCircuitOpen": "critical", "NlpmonConsumerLagGrowing": "warning", "NlpmonInvalidEventsHigh": "warning",
     "NlpmonDriftDetected": "warning", "NlpmonConfidenceDrop": "warning", "NlpmonModelSilent": "warning",
     "NlpmonNoReference": "warning", "NlpmonQualityF1Drop": "warning", "NlpmonCalibrationGap": "warning",
-    "NlpmonLabelsNotJoining": "warning", "NlpmonQualityPartialF1Drop": "warning",
+    "NlpmonLabelsNotJoining": "warning", "NlpmonQualityPartialF1Drop": "warning", "NlpmonStateLost": "critical",
 }
 PER_MODEL = {"NlpmonDriftDetected", "NlpmonConfidenceDrop", "NlpmonModelSilent", "NlpmonNoReference",
              "NlpmonQualityF1Drop", "NlpmonCalibrationGap", "NlpmonLabelsNotJoining", "NlpmonQualityPartialF1Drop"}

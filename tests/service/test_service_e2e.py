@@ -236,7 +236,8 @@ def test_readiness_reports_an_unreachable_broker(names: dict[str, str], tmp_path
             try:
                 body = wait_until(lambda: (r := svc.get("/readyz"))[0] == 503 and json.loads(r[1]), 60,
                                   "readiness to report the frozen broker")
-                assert set(body["failing"]) <= {"broker_reachable", "partitions_assigned"} and body["failing"]
+                assert set(body["failing"]) <= {"broker_reachable", "group_member", "partitions_assigned",
+                                                "checkpoints_acknowledged"} and body["failing"]
                 assert svc.get("/healthz")[0] == 200
             finally:
                 os.kill(broker.pid, signal.SIGCONT)
