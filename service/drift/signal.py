@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.drift.calibration import calibrate_threshold
+from service.drift.clusters import ClusterFeaturizer, marking_threshold
 from service.drift.distribution import LabelShareFeaturizer
 from service.drift.embedding import EmbeddingFeaturizer, out_of_sample_scores
 from service.drift.featurizers import (
@@ -29,7 +30,7 @@ from service.drift.featurizers import (
     featurizer_state,
     fit_featurizer,
 )
-from service.drift.items import ItemColumn
+from service.drift.items import ItemColumn, per_event_counts, per_event_sums
 from service.drift.outliers import OutlierShareFeaturizer
 from service.sketches.multiscale import MultiScaleWindow
 
@@ -167,6 +168,55 @@ def calibrate_outlier_signal(name: str, embedding: EmbeddingFeaturizer, column: 
                         "windows_not_evaluated": []})
 
 
+def cluster_event_rows(feat: ClusterFeaturizer, embedding: EmbeddingFeaturizer, column: ItemColumn,
+                       n_events: int) -> tuple[F64, F64]:
+    """Event rows (n_events, k + 2) and item counts of ``embedding_clusters`` for embedding items."""
+    items = per_event_counts(column.event, n_events)
+    if len(column) == 0:
+        return np.zeros((n_events, feat.n_features)), items
+    z, scores = embedding.transform_scored(column.values)
+    return per_event_sums(feat.item_rows(z, scores), column.event, n_events), items
+
+
+def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: ItemColumn, n_events: int, *,
+                             windows: tuple[int, ...], false_alarm_rate: float, level: float, splits: int,
+                             rng: np.random.Generator) -> SignalModel:
+    """The cluster-of-outliers signal of the deployed ``embedding`` featurizer (``service.drift.clusters``).
+
+    The marking threshold is the reference's out-of-sample ``1 - level`` quantile (as ``embedding_outliers``).
+    Thresholds: ``splits`` random halvings; on each, an embedding featurizer oriented like the deployed one
+    and a marking threshold are fitted on one half, and windows are resampled from the other half's rows
+    (as ``calibrate_signal``). Windows longer than the held-out half are not evaluated. Raises ValueError
+    when the reference is too small.
+    """
+    windows, skipped = usable_windows(tuple(sorted(set(windows))), n_events)
+    if not windows:
+        raise ValueError(f"a reference of {n_events} events is too small for any window of {sorted(skipped)}")
+    x = np.asarray(column.values, np.float32)
+    k, n_rff = embedding.k, int(embedding.omega.shape[1])
+    feat = ClusterFeaturizer(marking_threshold(out_of_sample_scores(embedding, x, rng), level), level, k)
+    samples: list[list[F64]] = [[] for _ in windows]
+    for _ in range(splits):
+        perm = rng.permutation(n_events)
+        half = n_events // 2
+        a, b = np.sort(perm[:half]), np.sort(perm[half:])
+        ca, cb = column.select_events(a, n_events), column.select_events(b, n_events)
+        xa = np.asarray(ca.values, np.float32)
+        fitted = EmbeddingFeaturizer.fit(xa, k, n_rff, rng, like=embedding)
+        split_feat = ClusterFeaturizer(marking_threshold(out_of_sample_scores(fitted, xa, rng), level), level, k)
+        rows, items = cluster_event_rows(split_feat, fitted, cb, b.shape[0])
+        for j, w in enumerate(windows):
+            sums, its = resample_window_sums(rows, items, w, samples_for_window(w), rng)
+            samples[j].append(split_feat.statistics(sums, its))
+    per_test = false_alarm_rate / len(windows)
+    thresholds = np.array([[calibrate_threshold(np.vstack(p)[:, 0], per_test)] for p in samples])
+    return SignalModel(name, feat, windows, thresholds, false_alarm_rate, n_events,
+                       {"method": "resampled halvings, tail fit", "marking_level": level, "splits": splits,
+                        "samples_per_window": [splits * samples_for_window(w) for w in windows],
+                        "tail_probability_per_test": per_test, "items": len(column),
+                        "windows_not_evaluated": list(skipped)})
+
+
 @dataclass(frozen=True, slots=True)
 class SignalUpdate:
     """Per-event result of one batch: ``drift`` (n,) bool, and at each event the worst (window, stat)."""
@@ -185,9 +235,9 @@ class SignalWindow:
     def __init__(self, model: SignalModel, block_events: int, max_age: float | None) -> None:
         self.model = model
         every_event = True
-        if isinstance(model.featurizer, OutlierShareFeaturizer):
-            # counts of one number per event, judged every 5 events (a count seen at most 4 events late)
-            # when every window is a multiple of 5, else at every event
+        if isinstance(model.featurizer, (OutlierShareFeaturizer, ClusterFeaturizer)):
+            # counts (and sums of marked directions) per event, judged every 5 events (a window seen at most
+            # 4 events late) when every window is a multiple of 5, else at every event
             if all(w % OUTLIER_BLOCK == 0 for w in model.windows):
                 block_events, every_event = OUTLIER_BLOCK, False
             else:

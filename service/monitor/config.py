@@ -36,12 +36,18 @@ class MonitorConfig(BaseModel):
     )
     outlier_windows: tuple[int, ...] = Field(
         (20, 50, 100, 200, 500, 1000),
-        description="Window sizes (events) of embedding_outliers; judged every 5 events when multiples of 5.",
+        description="Window sizes (events) of embedding_outliers and embedding_clusters; judged every 5 events "
+                    "when multiples of 5.",
     )
     outlier_level: float = Field(
         0.005, gt=0, lt=0.5,
         description="embedding_outliers marks an event beyond this upper quantile of the reference's "
                     "out-of-sample scores (0.005: the 99.5th percentile).",
+    )
+    cluster_level: float = Field(
+        0.05, gt=0, lt=0.5,
+        description="embedding_clusters compares the directions of the events beyond this upper quantile of the "
+                    "reference's out-of-sample scores (0.05: the 95th percentile).",
     )
     block_events: int = Field(
         50, ge=5,

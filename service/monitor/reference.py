@@ -18,7 +18,7 @@ import numpy as np
 
 from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn
-from service.drift.signal import SignalModel, calibrate_outlier_signal, calibrate_signal
+from service.drift.signal import SignalModel, calibrate_cluster_signal, calibrate_outlier_signal, calibrate_signal
 from service.monitor.config import MonitorConfig
 from service.monitor.signals import SIGNALS
 from service.state import decode_state, encode_state, malformed_state
@@ -174,6 +174,17 @@ class ReferenceProfile:
                 continue
             windows = config.embedding_windows if spec.windows == "embedding" else config.distribution_windows
             try:
+                if spec.kind == "clusters":
+                    base = signals.get(spec.source)
+                    if base is None or not isinstance(base.featurizer, EmbeddingFeaturizer):
+                        unavailable[spec.name] = f"needs the {spec.source} signal, which is unavailable"
+                        continue
+                    # its own generator: the other signals' calibration draws stay as they were
+                    signals[spec.name] = calibrate_cluster_signal(
+                        spec.name, base.featurizer, col, n, windows=config.outlier_windows,
+                        false_alarm_rate=config.false_alarm_rate, level=config.cluster_level,
+                        splits=config.calibration_splits, rng=np.random.default_rng(config.seed + 4))
+                    continue
                 if spec.kind == "outliers":
                     base = signals.get(spec.source)
                     if base is None or not isinstance(base.featurizer, EmbeddingFeaturizer):
