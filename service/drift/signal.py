@@ -98,6 +98,31 @@ def resample_window_sums(rows: F64, items: F64, window: int, count: int,
     return sums.astype(np.float64), (weights @ items.astype(np.float32)).astype(np.float64)
 
 
+def resample_cluster_sums(rows: F64, items: F64, window: int, count: int,
+                          rng: np.random.Generator) -> tuple[F64, F64]:
+    """As ``resample_window_sums`` for ``embedding_clusters`` rows, with the last column (the sum of the
+    marked items' ``||u||^2``) weighted by each event's multiplicity squared, ``sum_i W_i^2 q_i``.
+
+    A window drawn with replacement can hold an event twice; ``||S||^2`` then counts the pairs of its
+    copies (cosine 1), which no live window holds: subtracting ``sum W_i^2 q_i`` removes exactly them,
+    leaving the pairs of distinct events (weighted ``W_i W_j``: heavier tails than live windows, so the
+    thresholds err high for windows near the held-out size, and are exact in the limit of short ones).
+    """
+    n = rows.shape[0]
+    idx = rng.integers(0, n, (count, window), dtype=np.int64)
+    q = rows[:, -1]
+    if window <= GATHER_MAX_WINDOW:
+        sums = rows.astype(np.float32)[idx].sum(axis=1, dtype=np.float64)
+        mult = (idx[:, :, None] == idx[:, None, :]).sum(axis=2)  # copies of each drawn event in its window
+        sums[:, -1] = np.sum(q[idx] * mult, axis=1)
+        return sums, items[idx].sum(axis=1)
+    idx += (np.arange(count, dtype=np.int64) * n)[:, None]
+    weights = np.bincount(idx.ravel(), minlength=count * n).reshape(count, n).astype(np.float32)
+    sums = (weights @ rows.astype(np.float32)).astype(np.float64)
+    sums[:, -1] = (weights * weights) @ q.astype(np.float32)
+    return sums, (weights @ items.astype(np.float32)).astype(np.float64)
+
+
 def usable_windows(windows: tuple[int, ...], n_events: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(evaluated, not evaluated) window sizes for a reference of ``n_events`` events.
 
@@ -186,7 +211,8 @@ def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: 
     The marking threshold is the reference's out-of-sample ``1 - level`` quantile (as ``embedding_outliers``).
     Thresholds: ``splits`` random halvings; on each, an embedding featurizer oriented like the deployed one
     and a marking threshold are fitted on one half, and windows are resampled from the other half's rows
-    (as ``calibrate_signal``). Windows longer than the held-out half are not evaluated. Raises ValueError
+    (as ``calibrate_signal``; the pairs of an event with its own copies removed, ``resample_cluster_sums``).
+    Windows longer than the held-out half are not evaluated. Raises ValueError
     when the reference is too small.
     """
     windows, skipped = usable_windows(tuple(sorted(set(windows))), n_events)
@@ -206,7 +232,7 @@ def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: 
         split_feat = ClusterFeaturizer(marking_threshold(out_of_sample_scores(fitted, xa, rng), level), level, k)
         rows, items = cluster_event_rows(split_feat, fitted, cb, b.shape[0])
         for j, w in enumerate(windows):
-            sums, its = resample_window_sums(rows, items, w, samples_for_window(w), rng)
+            sums, its = resample_cluster_sums(rows, items, w, samples_for_window(w), rng)
             samples[j].append(split_feat.statistics(sums, its))
     per_test = false_alarm_rate / len(windows)
     thresholds = np.array([[calibrate_threshold(np.vstack(p)[:, 0], per_test)] for p in samples])
