@@ -20,6 +20,7 @@ from service.drift.signal import (
     SignalWindow,
     calibrate_cluster_signal,
     cluster_event_rows,
+    resample_cluster_sums,
 )
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
@@ -173,3 +174,21 @@ def test_a_clustered_sub_population_is_caught_by_embedding_clusters_and_nothing_
     ev = ms.report()["m/1"]["signals"]["embedding_clusters"]["evidence"]
     last = ev["windows"][-1]
     assert ev["marking_level"] == 0.05 and last["mean_pair_cosine"] > 0.05 and last["marked"] > 0
+
+
+@pytest.mark.parametrize("window", [5, 100])  # the gather path and the multiplicity-matrix path
+def test_resampled_windows_drop_exactly_the_pairs_of_an_event_with_its_copies(window: int) -> None:
+    rng = np.random.default_rng(11)
+    feat = ClusterFeaturizer(tau=0.5, level=0.2, k=3)
+    n = 40
+    rows = feat.item_rows(rng.standard_normal((n, 3)), rng.random(n))
+    items = np.ones(n)
+    sums, its = resample_cluster_sums(rows, items, window, 30, np.random.default_rng(5))
+    idx = np.random.default_rng(5).integers(0, n, (30, window))  # the same draws
+    for s, t, draw in zip(sums, its, idx, strict=True):
+        pairs = sum(float(rows[a, 1:-1] @ rows[b, 1:-1]) for p, a in enumerate(draw) for r, b in enumerate(draw)
+                    if a != b)  # pairs of distinct events only (two draws of one event: not a pair)
+        got = feat.statistics(s[None, :], np.array([t]))[0, 0]
+        # float32 sums of <= 100 unit-scale terms (resample_window_sums): 1e-4 relative is ample
+        assert got == pytest.approx(pairs / max(t * feat.level, 1.0), rel=1e-4, abs=1e-4)
+        assert s[0] == pytest.approx(rows[draw, 0].sum()) and t == window
