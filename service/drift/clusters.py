@@ -67,13 +67,19 @@ class ClusterFeaturizer:
 
     def item_rows(self, z: npt.NDArray[Any], scores: F64) -> F64:
         """(n, k + 2) rows ``[m, m * u, m * ||u||^2]`` from items' whitened coordinates ``z`` (n, >= k; only
-        the direction of the first k counts, so norm-clipped rows do) and their scores (NaN: not marked)."""
-        zz = np.asarray(z, np.float64)[:, : self.k]
-        m = (np.asarray(scores, np.float64) >= self.tau).astype(np.float64)
-        norm = np.sqrt(np.einsum("ij,ij->i", zz, zz))
-        ok = np.isfinite(norm) & (norm > 0)
-        u = np.where(ok[:, None], zz / np.where(ok, norm, 1.0)[:, None], 0.0) * m[:, None]
-        return np.concatenate([m[:, None], u, (m * ok)[:, None]], axis=1)
+        the direction of the first k counts, so norm-clipped rows do) and their scores (NaN: not marked).
+        Only the marked rows (a few percent) are computed."""
+        s = np.asarray(scores, np.float64)
+        out = np.zeros((s.shape[0], self.k + 2))
+        idx = np.flatnonzero(s >= self.tau)
+        if idx.size:
+            zz = np.asarray(z[idx, : self.k], np.float64)
+            norm = np.sqrt(np.einsum("ij,ij->i", zz, zz))
+            ok = np.isfinite(norm) & (norm > 0)
+            out[idx, 0] = 1.0
+            out[idx[ok], 1:-1] = zz[ok] / norm[ok, None]
+            out[idx[ok], -1] = 1.0
+        return out
 
     def statistics(self, sums: F64, items: F64) -> F64:
         """(m, 1): ``(||S||^2 - Q) / max(items * level, 1)``; 0 where a window has no item."""

@@ -41,6 +41,7 @@ I64 = npt.NDArray[np.int64]
 #: events (see ``usable_windows``).
 HELD_OUT_PER_WINDOW = 1.0
 OUTLIER_BLOCK = 5
+CLUSTER_BLOCK = 10
 SAMPLE_BUDGET = 200_000  # resampled events per split and window size: windows = budget / window size
 MIN_SAMPLES = 4000
 GATHER_MAX_WINDOW = 64
@@ -262,9 +263,12 @@ class SignalWindow:
         self.model = model
         every_event = True
         if isinstance(model.featurizer, (OutlierShareFeaturizer, ClusterFeaturizer)):
-            # counts (and sums of marked directions) per event, judged every 5 events (a window seen at most
-            # 4 events late) when every window is a multiple of 5, else at every event
-            if all(w % OUTLIER_BLOCK == 0 for w in model.windows):
+            # counts per event, judged every 5 events (a count seen at most 4 events late) when every window
+            # is a multiple of 5, else at every event; the k + 2 sums of embedding_clusters every 10 events
+            # when every window is a multiple of 10 (its cost is per judgement and per feature)
+            if isinstance(model.featurizer, ClusterFeaturizer) and all(w % CLUSTER_BLOCK == 0 for w in model.windows):
+                block_events, every_event = CLUSTER_BLOCK, False
+            elif all(w % OUTLIER_BLOCK == 0 for w in model.windows):
                 block_events, every_event = OUTLIER_BLOCK, False
             else:
                 block_events = max(model.windows)

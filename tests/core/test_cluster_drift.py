@@ -15,7 +15,7 @@ from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.featurizers import event_rows
 from service.drift.items import ItemColumn
 from service.drift.signal import (
-    OUTLIER_BLOCK,
+    CLUSTER_BLOCK,
     SignalModel,
     SignalWindow,
     calibrate_cluster_signal,
@@ -63,7 +63,7 @@ def test_cluster_statistic_over_windows_equals_a_pairwise_recomputation_for_any_
                           for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True)])
     want = np.zeros(n)
     for i in range(n):
-        end = (i + 1) // OUTLIER_BLOCK * OUTLIER_BLOCK  # judged as of the last closed block of 5
+        end = (i + 1) // CLUSTER_BLOCK * CLUSTER_BLOCK  # judged as of the last closed block of 10
         vals = [brute_statistic(z, scores, event, end - w, end, feat) / 3.0 for w in windows if end >= w]
         want[i] = max(vals) if vals else 0.0
     # sums of O(10^2) float64 products of unit vectors: agreement to 1e-9 absolute is ample
