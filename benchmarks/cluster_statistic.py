@@ -1,28 +1,35 @@
 """Partial drift: statistics that use how recent events resemble each other, measured offline (prints tables).
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/cluster_statistic.py [--data ../shared/data] [--keep DIR]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/cluster_statistic.py --keep DIR \
+        [--levels 0.005,0.02,0.05,0.1] [--kinds pairs,pairsn] [--spaces zdir,z,dir] [--no-count]
 
 Embeddings only, from the streams of benchmarks/detection.py (same references, mixtures, stationary
 streams; built with benchmarks/mixture.py, reused from ``--keep``). For each candidate statistic the
 thresholds come from the reference alone (calibration below), at the default target 1e-6 per event
-shared by the windows (Bonferroni); every window is judged at every event. Printed: the delay on each
-mixture (events from the change point to the first alarm, counting it), the alarms on the 3,000 A events
-before it and on 20,000 stationary held-out events, and the cost per event of the rows.
+shared by the windows 20..1000 (Bonferroni); every window is judged at every event. Printed: the delay on
+each mixture (events from the change point to the first alarm, counting it), the events in alarm among
+the 3,000 A events before the change (4 streams) and among 20,000 stationary held-out events, and the
+time of this script per event (not the monitor's cost: it cumsums whole streams).
 
 Candidates. An event is *marked* when its out-of-reference score (the ``embedding_outliers`` score,
 ``EmbeddingFeaturizer.transform_scored``) reaches the reference's out-of-sample ``1 - q`` quantile.
-Each marked event contributes a vector ``v``; a window holds ``c`` marked events with sum ``S`` and
-``Q = sum ||v||^2``:
+Each marked event contributes a vector ``v``; a window of ``n`` events holds ``c`` marked events with sum
+``S`` and ``Q = sum ||v||^2``; ``U = ||S||^2 - Q`` is the sum of ``<v_i, v_j>`` over ordered pairs of
+distinct marked events (a new sub-population points one way; reference outliers scatter):
 
-* ``pairs``: ``(||S||^2 - Q) / sqrt(c (c - 1))``, the U-statistic of the mean pairwise inner product
-  of the window's marked events (a cluster of new events points the same way; reference outliers
-  scatter). ``v``: the event's unit direction from the reference mean (``dir``), or its whitened PCA
-  coordinates (``z``).
-* ``count``: the marked count alone (the existing signal's statistic at level q), for comparison.
+* ``count``: ``c`` against the exact beta-binomial thresholds of ``embedding_outliers`` at level q;
+* ``pairs``: ``U / sqrt(c (c - 1))`` (standardised by the number of pairs);
+* ``pairsn<q>``: ``U / max(n q, 1)`` (per marked event expected: a larger count counts too); the one
+  built as ``embedding_clusters`` with ``zdir``.
 
-Calibration (``null=split``): as ``calibrate_signal``: 6 random halvings of the reference; the
-featurizer and the marking threshold fitted on one half, windows resampled from the other half's rows,
-threshold = the 1 - alpha/M quantile (tail fit beyond reach, service.drift.calibration).
+Spaces of ``v``: ``zdir`` the unit direction of the whitened 32-component PCA coordinates; ``z`` those
+coordinates (norm-clipped as the ``embedding`` rows); ``dir`` the unit direction of the embedding from the
+reference mean (all 384 dimensions, the residual included).
+
+Calibration (not ``count``): as ``calibrate_signal``: 6 random halvings of the reference; the featurizer
+and the marking threshold fitted on one half, windows resampled with replacement from the other half's
+rows, threshold = the 1 - alpha/M quantile (tail fit beyond reach, service.drift.calibration). Unlike the
+built signal, the pairs of an event with its own copies are kept here (higher thresholds on long windows).
 """
 
 from __future__ import annotations
