@@ -36,8 +36,8 @@ class MonitorConfig(BaseModel):
     )
     outlier_windows: tuple[int, ...] = Field(
         (20, 50, 100, 200, 500, 1000),
-        description="Window sizes (events) of embedding_outliers and embedding_clusters; judged every 5 events "
-                    "when multiples of 5.",
+        description="Window sizes (events) of embedding_outliers and embedding_clusters; judged every 5 "
+                    "(embedding_clusters: 10) events when all are multiples of that.",
     )
     outlier_level: float = Field(
         0.005, gt=0, lt=0.5,
