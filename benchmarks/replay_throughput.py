@@ -292,7 +292,7 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
             rows = per_event_sums(cfeat.item_rows(item_rows, raw), col.event, k)
             cwin.update_rows(rows, np.bincount(col.event, minlength=k).astype(np.float64), times)
 
-        timed("embedding_clusters: marked directions, 6 windows every 5 events", clusters)
+        timed("embedding_clusters: marked directions, 6 windows every 10 events", clusters)
         for name, source in (("entity_label_share", "entity_label"), ("token_tag_share", "token_tag")):
             rows, items = event_rows(mon.windows[source].model.featurizer, cols[source], k)  # shared, not counted
             timed(f"{name}: windows + statistics (rows shared with {source})",
