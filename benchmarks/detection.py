@@ -28,8 +28,8 @@ from service.monitor.signals import SIGNAL_NAMES
 from service.replay import replay
 
 DOMAINS = ("quotes", "pydocs")
-SWITCH_SIGNALS = ("embedding", "embedding_outliers", "entity_label", "token_tag", "entity_density", "confidence",
-                  "text_length")
+SWITCH_SIGNALS = ("embedding", "embedding_outliers", "embedding_clusters", "entity_label", "token_tag",
+                  "entity_density", "confidence", "text_length")
 MIX = (0.05, 0.1, 0.3)
 RAMP = 2000
 CHANGE = 3000
@@ -50,15 +50,16 @@ def partial(data: Path, tmp: Path) -> None:
     print("Reference: 3,000 events of A; stream: 3,000 held-out A events, then 4,000 events each from B with "
           "probability p (ramp: p rises linearly 0 -> 1 over 2,000 events). Delay = events from the change "
           "point to the first alarm, counting the alarm event; '-' = no alarm in the 4,000 events.\n")
-    print("| stream | nlpmon embedding_outliers | nlpmon any signal (which) | baseline | alarms before the change "
-          "(nlpmon / baseline) |")
-    print("|---|---|---|---|---|")
+    print("| stream | nlpmon embedding_outliers | nlpmon embedding_clusters | nlpmon any signal (which) | baseline "
+          "| alarms before the change (nlpmon / baseline) |")
+    print("|---|---|---|---|---|---|")
     for a in DOMAINS:
         b = DOMAINS[1 - DOMAINS.index(a)]
         for p in (*MIX, None):
             ref, stream = build_mixture(data, tmp, a, b, p=p, ramp=RAMP if p is None else None)
             r = replay(stream, [ref], MonitorConfig())
             out = first_after(r, ("embedding_outliers",), CHANGE, True)
+            clu = first_after(r, ("embedding_clusters",), CHANGE, True)
             anyd = first_after(r, None, CHANGE, True)
             which = sorted({x["signal"] for x in r["alerts"] if x["event_index"] >= CHANGE
                             and anyd is not None and x["event_index"] - CHANGE + 1 == anyd})
@@ -67,8 +68,8 @@ def partial(data: Path, tmp: Path) -> None:
             fa = sum(1 for x in r["alerts"] if x["event_index"] < CHANGE)
             fb = sum(1 for i in base if i < CHANGE)
             name = f"{a} + {p:.0%} {b}" if p is not None else f"{a} + ramp 0->100% {b} over {RAMP}"
-            print(f"| {name} | {show(out)} | {show(anyd)} ({', '.join(which) or '-'}) | {show(bd)} | {fa} / {fb} |",
-                  flush=True)
+            print(f"| {name} | {show(out)} | {show(clu)} | {show(anyd)} ({', '.join(which) or '-'}) | {show(bd)} "
+                  f"| {fa} / {fb} |", flush=True)
 
 
 def switch(data: Path, tmp: Path) -> None:

@@ -209,7 +209,7 @@ def quality_costs(n: int, tmp: Path) -> list[tuple[str, str]]:
     return rows
 
 
-PARTIAL_DRIFT_SIGNALS = ("embedding_outliers", "entity_label_share", "token_tag_share")
+PARTIAL_DRIFT_SIGNALS = ("embedding_outliers", "embedding_clusters", "entity_label_share", "token_tag_share")
 
 
 NER_SHAPE_SIGNALS = ("tag_validity", "span_length", "span_boundary")
@@ -256,6 +256,7 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
     """µs/event of each piece of work the partial-drift signals add, timed inside one monitor's batches
     (their rows reuse the embedding scores and label counts the other signals compute anyway)."""
     from service.drift.featurizers import event_rows
+    from service.drift.items import per_event_sums
 
     ref_path, ev_path = tmp / "pdp-ref.jsonl", tmp / "pdp-ev.jsonl"
     write_stream(ref_path, 3000, 384, True, "reference", seed=1)
@@ -281,7 +282,8 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
         cols, times = extract_columns(ev)
         col = cols["embedding"]
         timed("embedding rows without scores (reference for scale)", lambda col=col: emb.transform(col.values))
-        _, raw = timed("embedding rows with the unclipped scores", lambda col=col: emb.transform_scored(col.values))
+        item_rows, raw = timed("embedding rows with the unclipped scores",
+                               lambda col=col: emb.transform_scored(col.values))
         win = mon.windows["embedding_outliers"]
         feat = win.model.featurizer
 
@@ -294,6 +296,15 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
             mon._track_marked(marks, col.event, raw, ev, mon.monitored_events)
 
         timed("embedding_outliers: marks, 6 windows every 5 events, page evidence", outliers)
+        cwin = mon.windows["embedding_clusters"]
+        cfeat = cwin.model.featurizer
+
+        def clusters(cwin=cwin, cfeat=cfeat, col=col, raw=raw, item_rows=item_rows, k=k,  # type: ignore[no-untyped-def]
+                     times=times) -> None:
+            rows = per_event_sums(cfeat.item_rows(item_rows, raw), col.event, k)
+            cwin.update_rows(rows, np.bincount(col.event, minlength=k).astype(np.float64), times)
+
+        timed("embedding_clusters: marked directions, 6 windows every 10 events", clusters)
         for name, source in (("entity_label_share", "entity_label"), ("token_tag_share", "token_tag")):
             rows, items = event_rows(mon.windows[source].model.featurizer, cols[source], k)  # shared, not counted
             timed(f"{name}: windows + statistics (rows shared with {source})",
@@ -365,7 +376,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as d:
             on, off = partial_drift_cost(args.events, Path(d))
         print(f"python {sys.version.split()[0]}, numpy {np.__version__}, BLAS: {blas()}; {args.events} events\n")
-        print("| monitor µs/event, on | off | added by the three partial-drift signals |")
+        print("| monitor µs/event, on | off | added by the four partial-drift signals |")
         print("|---|---|---|")
         print(f"| {on:.2f} | {off:.2f} | {on - off:.2f} |")
         with tempfile.TemporaryDirectory() as d:
@@ -393,9 +404,10 @@ def main() -> int:
             for name, us in breakdown(args.events, Path(d)):
                 print(f"| {name} | {us:.2f} |")
             on, off = partial_drift_cost(args.events, Path(d))
-            print("\nThe partial-drift signals (embedding_outliers, entity_label_share, token_tag_share), on and "
+            print("\nThe partial-drift signals (embedding_outliers, embedding_clusters, entity_label_share, "
+                  "token_tag_share), on and "
                   "off in the same run (384-dim base64, batches of 2,000, best of 7 alternating rounds):\n")
-            print("| monitor µs/event, on | off | added by the three signals |")
+            print("| monitor µs/event, on | off | added by the four signals |")
             print("|---|---|---|")
             print(f"| {on:.2f} | {off:.2f} | {on - off:.2f} |\n")
             print("| part | µs/event |\n|---|---|")

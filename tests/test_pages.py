@@ -308,3 +308,19 @@ def test_pages_before_any_model_or_reference() -> None:
     text = Dom(waiting).all_text()
     assert "Not monitoring yet: collecting baseline (120 of 2,000 reference events)" in text
     assert "Signals" not in text and "Embeddings" not in text
+
+
+def test_model_page_shows_how_alike_the_marked_events_are(server: ObservabilityServer,
+                                                          drifted: dict[str, Any]) -> None:
+    """embedding_clusters on the page: per full window, the marked count, the expected one, the mean cosine
+    between marked events and the statistic against its threshold, as in the report."""
+    sig = drifted["signals"]["embedding_clusters"]
+    windows = sig["evidence"]["windows"]
+    assert windows, "the demo fills at least one window"
+    dom = page(server, "/models/demo-ner")
+    text = dom.all_text()
+    assert "Outside the reference and alike (embedding_clusters" in text
+    assert "Marked events per window and how alike they are" in text
+    for w in windows:
+        assert f'{w["marked"]} of {w["items"]}' in text
+    assert "Mean cosine" in text and "Statistic / threshold" in text

@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from service.drift.clusters import ClusterFeaturizer
 from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelShareFeaturizer
 from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.items import ItemColumn, per_event_counts, per_event_sums
@@ -15,7 +16,8 @@ from service.drift.outliers import OutlierShareFeaturizer
 from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer
 
 F64 = npt.NDArray[np.float64]
-Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers", "event_share", "tag_validity"]
+Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers", "event_share", "tag_validity",
+               "clusters"]
 
 
 class Featurizer(Protocol):
@@ -43,8 +45,8 @@ def fit_featurizer(kind: Kind, column: ItemColumn, *, n_components: int, n_rando
             raise ValueError("no reference labels")
         cls = LabelShareFeaturizer if kind == "label_share" else CategoricalFeaturizer
         return cls.fit(dict(Counter(column.values)), max_labels)
-    if kind == "outliers":  # pragma: no cover - programming error: see service.drift.outliers
-        raise TypeError("outlier-share signals are fitted from an embedding featurizer (calibrate_outlier_signal)")
+    if kind in ("outliers", "clusters"):  # pragma: no cover - programming error: see service.drift.signal
+        raise TypeError(f"{kind} signals are fitted from an embedding featurizer (calibrate_{kind[:-1]}_signal)")
     if kind in ("event_share", "tag_validity"):  # pragma: no cover - programming error
         raise TypeError("event-share signals are fitted from reference counts (calibrate_event_share_signal)")
     return BinnedFeaturizer.fit(np.asarray(column.values, dtype=np.float64))
@@ -68,6 +70,12 @@ def event_rows(featurizer: Featurizer, column: ItemColumn, n_events: int) -> tup
         # the column's values are the items' out-of-reference scores (EmbeddingFeaturizer.transform_scored)
         marks = featurizer.marks(np.asarray(column.values, np.float64))
         return np.bincount(column.event, weights=marks, minlength=n_events).astype(np.float64)[:, None], items
+    elif isinstance(featurizer, ClusterFeaturizer):
+        # the column's values are (n_items, k + 1): each item's whitened coordinates, then its score
+        vals = np.asarray(column.values, np.float64).reshape(len(column), -1)
+        if len(column) == 0:
+            return np.zeros((n_events, f)), items
+        return per_event_sums(featurizer.item_rows(vals[:, :-1], vals[:, -1]), column.event, n_events), items
     else:  # pragma: no cover - programming error
         raise TypeError(f"unknown featurizer {type(featurizer).__name__}")
     flat = np.bincount(column.event * f + idx, minlength=n_events * f)
@@ -87,6 +95,8 @@ def kind_of(featurizer: Featurizer) -> Kind:
         return "tag_validity"
     if isinstance(featurizer, EventShareFeaturizer):
         return "event_share"
+    if isinstance(featurizer, ClusterFeaturizer):
+        return "clusters"
     if isinstance(featurizer, LabelShareFeaturizer):
         return "label_share"
     if isinstance(featurizer, CategoricalFeaturizer):
@@ -110,4 +120,6 @@ def featurizer_from_state(s: dict[str, Any]) -> Featurizer:
         return TagValidityFeaturizer.from_state(s)
     if kind == "event_share":
         return EventShareFeaturizer.from_state(s)
+    if kind == "clusters":
+        return ClusterFeaturizer.from_state(s)
     raise ValueError(f"unknown featurizer kind {kind!r}")

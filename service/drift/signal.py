@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.drift.calibration import calibrate_threshold
+from service.drift.clusters import ClusterFeaturizer, marking_threshold
 from service.drift.distribution import LabelShareFeaturizer
 from service.drift.embedding import EmbeddingFeaturizer, out_of_sample_scores
 from service.drift.featurizers import (
@@ -29,7 +30,7 @@ from service.drift.featurizers import (
     featurizer_state,
     fit_featurizer,
 )
-from service.drift.items import ItemColumn
+from service.drift.items import ItemColumn, per_event_counts, per_event_sums
 from service.drift.outliers import OutlierShareFeaturizer
 from service.drift.shares import EventShareFeaturizer
 from service.sketches.multiscale import MultiScaleWindow
@@ -41,6 +42,7 @@ I64 = npt.NDArray[np.int64]
 #: events (see ``usable_windows``).
 HELD_OUT_PER_WINDOW = 1.0
 OUTLIER_BLOCK = 5
+CLUSTER_BLOCK = 10
 SAMPLE_BUDGET = 200_000  # resampled events per split and window size: windows = budget / window size
 MIN_SAMPLES = 4000
 GATHER_MAX_WINDOW = 64
@@ -96,6 +98,31 @@ def resample_window_sums(rows: F64, items: F64, window: int, count: int,
     weights = np.bincount(idx.ravel(), minlength=count * n).reshape(count, n).astype(np.float32)
     sums = weights @ rows.astype(np.float32)
     return sums.astype(np.float64), (weights @ items.astype(np.float32)).astype(np.float64)
+
+
+def resample_cluster_sums(rows: F64, items: F64, window: int, count: int,
+                          rng: np.random.Generator) -> tuple[F64, F64]:
+    """As ``resample_window_sums`` for ``embedding_clusters`` rows, with the last column (the sum of the
+    marked items' ``||u||^2``) weighted by each event's multiplicity squared, ``sum_i W_i^2 q_i``.
+
+    A window drawn with replacement can hold an event twice; ``||S||^2`` then counts the pairs of its
+    copies (cosine 1), which no live window holds: subtracting ``sum W_i^2 q_i`` removes exactly them,
+    leaving the pairs of distinct events (weighted ``W_i W_j``: heavier tails than live windows, so the
+    thresholds err high for windows near the held-out size, and are exact in the limit of short ones).
+    """
+    n = rows.shape[0]
+    idx = rng.integers(0, n, (count, window), dtype=np.int64)
+    q = rows[:, -1]
+    if window <= GATHER_MAX_WINDOW:
+        sums = rows.astype(np.float32)[idx].sum(axis=1, dtype=np.float64)
+        mult = (idx[:, :, None] == idx[:, None, :]).sum(axis=2)  # copies of each drawn event in its window
+        sums[:, -1] = np.sum(q[idx] * mult, axis=1)
+        return sums, items[idx].sum(axis=1)
+    idx += (np.arange(count, dtype=np.int64) * n)[:, None]
+    weights = np.bincount(idx.ravel(), minlength=count * n).reshape(count, n).astype(np.float32)
+    sums = (weights @ rows.astype(np.float32)).astype(np.float64)
+    sums[:, -1] = (weights * weights) @ q.astype(np.float32)
+    return sums, (weights @ items.astype(np.float32)).astype(np.float64)
 
 
 def usable_windows(windows: tuple[int, ...], n_events: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -184,6 +211,54 @@ def calibrate_event_share_signal(name: str, probe: EventShareFeaturizer, column:
                         "reference_events_with_units": m, "bad_reference_units": int(rows[:, 1].sum()),
                         "reference_units": int(rows[:, 2].sum()), "tail_probability_per_test": per_test,
                         "items": len(column), "windows_not_evaluated": [], **(extra or {})})
+def cluster_event_rows(feat: ClusterFeaturizer, embedding: EmbeddingFeaturizer, column: ItemColumn,
+                       n_events: int) -> tuple[F64, F64]:
+    """Event rows (n_events, k + 2) and item counts of ``embedding_clusters`` for embedding items."""
+    items = per_event_counts(column.event, n_events)
+    if len(column) == 0:
+        return np.zeros((n_events, feat.n_features)), items
+    z, scores = embedding.transform_scored(column.values)
+    return per_event_sums(feat.item_rows(z, scores), column.event, n_events), items
+
+
+def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: ItemColumn, n_events: int, *,
+                             windows: tuple[int, ...], false_alarm_rate: float, level: float, splits: int,
+                             rng: np.random.Generator) -> SignalModel:
+    """The cluster-of-outliers signal of the deployed ``embedding`` featurizer (``service.drift.clusters``).
+
+    The marking threshold is the reference's out-of-sample ``1 - level`` quantile (as ``embedding_outliers``).
+    Thresholds: ``splits`` random halvings; on each, an embedding featurizer oriented like the deployed one
+    and a marking threshold are fitted on one half, and windows are resampled from the other half's rows
+    (as ``calibrate_signal``; the pairs of an event with its own copies removed, ``resample_cluster_sums``).
+    Windows longer than the held-out half are not evaluated. Raises ValueError
+    when the reference is too small.
+    """
+    windows, skipped = usable_windows(tuple(sorted(set(windows))), n_events)
+    if not windows:
+        raise ValueError(f"a reference of {n_events} events is too small for any window of {sorted(skipped)}")
+    x = np.asarray(column.values, np.float32)
+    k, n_rff = embedding.k, int(embedding.omega.shape[1])
+    feat = ClusterFeaturizer(marking_threshold(out_of_sample_scores(embedding, x, rng), level), level, k)
+    samples: list[list[F64]] = [[] for _ in windows]
+    for _ in range(splits):
+        perm = rng.permutation(n_events)
+        half = n_events // 2
+        a, b = np.sort(perm[:half]), np.sort(perm[half:])
+        ca, cb = column.select_events(a, n_events), column.select_events(b, n_events)
+        xa = np.asarray(ca.values, np.float32)
+        fitted = EmbeddingFeaturizer.fit(xa, k, n_rff, rng, like=embedding)
+        split_feat = ClusterFeaturizer(marking_threshold(out_of_sample_scores(fitted, xa, rng), level), level, k)
+        rows, items = cluster_event_rows(split_feat, fitted, cb, b.shape[0])
+        for j, w in enumerate(windows):
+            sums, its = resample_cluster_sums(rows, items, w, samples_for_window(w), rng)
+            samples[j].append(split_feat.statistics(sums, its))
+    per_test = false_alarm_rate / len(windows)
+    thresholds = np.array([[calibrate_threshold(np.vstack(p)[:, 0], per_test)] for p in samples])
+    return SignalModel(name, feat, windows, thresholds, false_alarm_rate, n_events,
+                       {"method": "resampled halvings, tail fit", "marking_level": level, "splits": splits,
+                        "samples_per_window": [splits * samples_for_window(w) for w in windows],
+                        "tail_probability_per_test": per_test, "items": len(column),
+                        "windows_not_evaluated": list(skipped)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +279,13 @@ class SignalWindow:
     def __init__(self, model: SignalModel, block_events: int, max_age: float | None) -> None:
         self.model = model
         every_event = True
-        if isinstance(model.featurizer, OutlierShareFeaturizer | EventShareFeaturizer):
-            # counts of one number per event, judged every 5 events (a count seen at most 4 events late)
-            # when every window is a multiple of 5, else at every event
-            if all(w % OUTLIER_BLOCK == 0 for w in model.windows):
+        if isinstance(model.featurizer, OutlierShareFeaturizer | EventShareFeaturizer | ClusterFeaturizer):
+            # counts per event, judged every 5 events (a count seen at most 4 events late) when every window
+            # is a multiple of 5, else at every event; the k + 2 sums of embedding_clusters every 10 events
+            # when every window is a multiple of 10 (its cost is per judgement and per feature)
+            if isinstance(model.featurizer, ClusterFeaturizer) and all(w % CLUSTER_BLOCK == 0 for w in model.windows):
+                block_events, every_event = CLUSTER_BLOCK, False
+            elif all(w % OUTLIER_BLOCK == 0 for w in model.windows):
                 block_events, every_event = OUTLIER_BLOCK, False
             else:
                 block_events = max(model.windows)

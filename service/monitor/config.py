@@ -38,7 +38,8 @@ class MonitorConfig(BaseModel):
     )
     outlier_windows: tuple[int, ...] = Field(
         (20, 50, 100, 200, 500, 1000),
-        description="Window sizes (events) of embedding_outliers; judged every 5 events when multiples of 5.",
+        description="Window sizes (events) of embedding_outliers and embedding_clusters; judged every 5 "
+                    "(embedding_clusters: 10) events when all are multiples of that.",
     )
     outlier_level: float = Field(
         0.005, gt=0, lt=0.5,
@@ -49,6 +50,11 @@ class MonitorConfig(BaseModel):
         default_factory=dict,
         description="Tagging scheme of a model's token tags, by model name, for tag_validity; a model not "
                     "listed has its scheme detected from its reference's tags (none found: signal unavailable).",
+    )
+    cluster_level: float = Field(
+        0.05, gt=0, lt=0.5,
+        description="embedding_clusters compares the directions of the events beyond this upper quantile of the "
+                    "reference's out-of-sample scores (0.05: the 95th percentile).",
     )
     block_events: int = Field(
         50, ge=5,

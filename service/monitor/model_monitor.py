@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from service.drift.clusters import ClusterFeaturizer
 from service.drift.detectors import AdwinDetector
 from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelIndex, LabelShareFeaturizer
 from service.drift.embedding import EmbeddingFeaturizer
@@ -251,7 +252,8 @@ class ModelMonitor:
         alarms: list[Alarm] = []
         ratios: dict[str, np.ndarray] = {}
         flags: dict[str, np.ndarray] = {}
-        scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # embedding signal -> (event, raw scores)
+        # embedding signal -> (event, raw scores, item rows)
+        scored: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         counted: dict[str, tuple[tuple[str, ...], np.ndarray, np.ndarray]] = {}  # label rows, shared
         for name, win in self.windows.items():
             spec = SPECS.get(name)
@@ -265,7 +267,7 @@ class ModelMonitor:
                 rows = per_event_sums(item_rows, col.event, n)
                 items = np.bincount(col.event, minlength=n).astype(np.float64)
                 upd = win.update_rows(rows, items, times)
-                scored[name] = (col.event, raw)
+                scored[name] = (col.event, raw, item_rows)
                 if name == "embedding" and len(col):
                     scores = feat.outlier_scores(item_rows)
                     self._track_outliers(scores, col.event, events)
@@ -273,7 +275,7 @@ class ModelMonitor:
             elif isinstance(feat, OutlierShareFeaturizer):
                 if spec is None or spec.column not in scored:
                     continue  # its embedding signal is not running (an inconsistent profile)
-                ev, raw = scored[spec.column]
+                ev, raw, _ = scored[spec.column]
                 marks = feat.marks(raw)
                 rows = np.bincount(ev, weights=marks, minlength=n).astype(np.float64)[:, None]
                 items = np.bincount(ev, minlength=n).astype(np.float64)
@@ -286,6 +288,12 @@ class ModelMonitor:
                 upd = win.update_rows(rows, items, times)
                 if self.config.outlier_examples and bad.any():
                     self._track_share_examples(name, bad, col, events, base)
+            elif isinstance(feat, ClusterFeaturizer):
+                if spec is None or spec.column not in scored:
+                    continue  # its embedding signal is not running (an inconsistent profile)
+                ev, raw, item_rows = scored[spec.column]
+                rows = per_event_sums(feat.item_rows(item_rows, raw), ev, n)
+                upd = win.update_rows(rows, np.bincount(ev, minlength=n).astype(np.float64), times)
             elif isinstance(feat, CategoricalFeaturizer):
                 key = spec.column if spec is not None else name
                 have = counted.get(key)
@@ -566,6 +574,10 @@ class ModelMonitor:
             return self._label_share_evidence(win, feat)
         if isinstance(feat, EventShareFeaturizer):
             return self._share_evidence(name, win, feat)
+        if isinstance(feat, ClusterFeaturizer):
+            return {"marking_level": feat.level, "marking_threshold": feat.tau,
+                    "windows": [{"window": w, **feat.window_report(cur[0], cur[1])} for w in win.model.windows
+                                if (cur := win.windows.current_sums(w)) is not None]}
         for w in sorted(win.model.windows, reverse=True):
             cur = win.windows.current_sums(w)
             if cur is not None and cur[1] > 0:

@@ -21,6 +21,7 @@ from service.drift.items import ItemColumn
 from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer
 from service.drift.signal import (
     SignalModel,
+    calibrate_cluster_signal,
     calibrate_event_share_signal,
     calibrate_outlier_signal,
     calibrate_signal,
@@ -203,6 +204,17 @@ class ReferenceProfile:
                     signals[spec.name] = calibrate_event_share_signal(
                         spec.name, probe, col, n, windows=windows, false_alarm_rate=config.false_alarm_rate,
                         extra=extra)
+                    continue
+                if spec.kind == "clusters":
+                    base = signals.get(spec.source)
+                    if base is None or not isinstance(base.featurizer, EmbeddingFeaturizer):
+                        unavailable[spec.name] = f"needs the {spec.source} signal, which is unavailable"
+                        continue
+                    # its own generator: the other signals' calibration draws stay as they were
+                    signals[spec.name] = calibrate_cluster_signal(
+                        spec.name, base.featurizer, col, n, windows=config.outlier_windows,
+                        false_alarm_rate=config.false_alarm_rate, level=config.cluster_level,
+                        splits=config.calibration_splits, rng=np.random.default_rng(config.seed + 4))
                     continue
                 if spec.kind == "outliers":
                     base = signals.get(spec.source)

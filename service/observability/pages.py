@@ -318,6 +318,32 @@ def _partial_drift_section(signals: Mapping[str, Any], history: Mapping[str, Any
             f'<tbody>{rows}</tbody></table>'
             + (f'<p>The most recent texts it counted (score, text):</p><ol class="counted">{counted}</ol>'
                if counted else '<p>No recent event is outside the reference.</p>'))
+    clu = signals.get("embedding_clusters")
+    if clu:
+        ev = clu.get("evidence") or {}
+        thr = {w.get("window"): w for w in clu.get("windows") or ()}
+
+        def state(w: Mapping[str, Any]) -> str:
+            t = thr.get(w["window"]) or {}
+            if not (is_number(t.get("value")) and is_number(t.get("threshold"))):
+                return DASH
+            return "<strong>at or above</strong>" if t["value"] > t["threshold"] else "below"
+        rows = "".join(
+            f'<tr><th scope="row">{num(w["window"])}</th><td class="num">{num(w["marked"])} of {num(w["items"])}</td>'
+            f'<td class="num">{num(w["expected_marked"])}</td><td class="num">{num(w["mean_pair_cosine"])}</td>'
+            f'<td class="num">{num((thr.get(w["window"]) or {}).get("value"))} / '
+            f'{num((thr.get(w["window"]) or {}).get("threshold"))}</td><td>{state(w)}</td></tr>'
+            for w in ev.get("windows") or ())
+        parts.append(
+            f'<h3>Outside the reference and alike (embedding_clusters{"; DRIFT" if clu.get("drift") else ""})</h3>'
+            f'<p>Events beyond the reference\'s {100 * (1 - float(ev.get("marking_level") or 0)):.0f}th percentile '
+            f'of out-of-reference scores, compared with each other: reference outliers scatter (mean cosine near '
+            f'0), a new sub-population points one way. Statistic: the summed cosine over pairs of marked events '
+            f'per marked event expected; thresholds calibrated on resampled halves of the reference.</p>'
+            f'<table class="shares"><caption>Marked events per window and how alike they are</caption><thead><tr>'
+            f'<th scope="col">Window</th><th scope="col">Marked</th><th scope="col">Expected</th>'
+            f'<th scope="col">Mean cosine</th><th scope="col">Statistic / threshold</th><th scope="col">State</th>'
+            f'</tr></thead><tbody>{rows}</tbody></table>')
     for name in SHARE_SIGNALS:
         sig = signals.get(name)
         if not sig:

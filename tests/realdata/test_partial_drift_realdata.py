@@ -59,6 +59,23 @@ def test_outlier_share_is_no_slower_than_the_baseline_and_silent_before_the_chan
 
 
 TARGETS = {("pydocs", 0.05): 400, ("pydocs", 0.1): 100, ("pydocs", 0.3): 25}
+# the issue's targets for the first alarm of any signal, where met (docs/benchmarks.md: quotes + 30 % pydocs,
+# target 25, is not; it is asserted against the baseline only)
+ANY_TARGETS = {("quotes", 0.05): 400, ("quotes", 0.1): 150, **TARGETS}
+
+
+def test_first_alarm_of_any_signal_meets_the_targets_and_is_no_slower_than_the_baseline(
+        mixture: tuple[str, float, dict[str, Any], list[int]]) -> None:
+    """With embedding_clusters (a new sub-population's events resemble each other) beside the outlier count."""
+    a, p, report, base = mixture
+    ours = delay([x["event_index"] for x in report["alerts"]])
+    theirs = delay(base)
+    assert ours < INF and ours <= theirs + OUTLIER_BLOCK, f"{a} + {p:.0%}: first alarm {ours}, baseline {theirs}"
+    if (a, p) in ANY_TARGETS:
+        assert ours <= ANY_TARGETS[(a, p)], f"{a} + {p:.0%}: first alarm {ours}, target {ANY_TARGETS[(a, p)]}"
+    if a == "quotes":  # where the outlier count is slow: the cluster signal is what meets the targets
+        clusters = delay([x["event_index"] for x in report["alerts"] if x["signal"] == "embedding_clusters"])
+        assert clusters == ours, f"{a} + {p:.0%}: embedding_clusters {clusters}, first alarm {ours}"
 
 
 @pytest.mark.parametrize("size", [300, 600, 1000])

@@ -1,0 +1,194 @@
+"""embedding_clusters against brute-force oracles: the pairwise agreement of marked directions over windows
+for any batch split, its rows, its calibration's false-alarm rate on fresh null windows, a snapshot
+round-trip, and a clustered sub-population that the count of outliers does not see."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.drift.clusters import ClusterFeaturizer, marking_threshold
+from service.drift.embedding import EmbeddingFeaturizer
+from service.drift.featurizers import event_rows
+from service.drift.items import ItemColumn
+from service.drift.signal import (
+    CLUSTER_BLOCK,
+    SignalModel,
+    SignalWindow,
+    calibrate_cluster_signal,
+    cluster_event_rows,
+    resample_cluster_sums,
+)
+from service.monitor.config import MonitorConfig
+from service.monitor.monitor_set import MonitorSet
+
+
+def brute_statistic(z: np.ndarray, scores: np.ndarray, event: np.ndarray, lo: int, hi: int,
+                    feat: ClusterFeaturizer) -> float:
+    """Sum over ordered pairs of distinct marked items of events lo..hi-1 of the cosine of their first k
+    coordinates, over max(items * level, 1); one pair at a time."""
+    idx = [i for i in range(event.size) if lo <= event[i] < hi]
+    marked = [i for i in idx if scores[i] >= feat.tau and np.linalg.norm(z[i, :feat.k]) > 0]
+    total = 0.0
+    for i in marked:
+        for j in marked:
+            if i != j:
+                a, b = z[i, :feat.k], z[j, :feat.k]
+                total += float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return total / max(len(idx) * feat.level, 1.0) if idx else 0.0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cluster_statistic_over_windows_equals_a_pairwise_recomputation_for_any_batch_split(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k, n, windows = 6, 400, (20, 50, 100)
+    feat = ClusterFeaturizer(tau=1.0, level=0.1, k=k)
+    model = SignalModel("embedding_clusters", feat, windows, np.full((len(windows), 1), 3.0), 1e-4, 1000)
+    has = rng.random(n) < 0.9  # some events carry no embedding
+    event = np.flatnonzero(has).astype(np.int64)
+    z = rng.standard_normal((event.size, k + 3))  # extra columns beyond k are ignored
+    new = event > 250  # a sub-population pointing one way arrives at event 250
+    z[new, :k] += 3.0 * np.eye(k)[0]
+    z[rng.random(event.size) < 0.02] = 0.0  # items without a direction: marked, but no pairs
+    scores = np.where(new, rng.normal(1.2, 0.5, event.size), rng.normal(0.0, 1.0, event.size))
+    scores[rng.random(event.size) < 0.02] = np.nan
+    column = ItemColumn(event, np.concatenate([z, scores[:, None]], axis=1))
+    rows, items = event_rows(feat, column, n)
+    win = SignalWindow(model, 50, None)
+    cuts = np.sort(rng.choice(np.arange(1, n), size=9, replace=False))
+    got = np.concatenate([win.update_rows(rows[a:b], items[a:b], np.full(b - a, np.nan)).ratio
+                          for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True)])
+    want = np.zeros(n)
+    for i in range(n):
+        end = (i + 1) // CLUSTER_BLOCK * CLUSTER_BLOCK  # judged as of the last closed block of 10
+        vals = [brute_statistic(z, scores, event, end - w, end, feat) / 3.0 for w in windows if end >= w]
+        want[i] = max(vals) if vals else 0.0
+    # sums of O(10^2) float64 products of unit vectors: agreement to 1e-9 absolute is ample
+    assert got == pytest.approx(want, abs=1e-9)
+    assert got[300:].max() > 3 * want[:250].max()  # the statistic sees the cluster arrive
+
+
+def test_item_rows_mark_at_tau_and_carry_unit_directions() -> None:
+    feat = ClusterFeaturizer(tau=2.0, level=0.05, k=2)
+    z = np.array([[3.0, 4.0, 9.0], [1.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 2.0, 0.0]])
+    rows = feat.item_rows(z, np.array([2.0, 1.99, 7.0, np.nan]))
+    assert rows.tolist() == [[1.0, 0.6, 0.8, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0],
+                             [0.0, 0.0, 0.0, 0.0]]
+    # two marked items pointing the same way in a window of 10 items at level 0.05: 2 ordered pairs / 1
+    assert feat.statistics(np.array([[2.0, 1.2, 1.6, 2.0]]), np.array([10.0]))[0, 0] == pytest.approx(2.0)
+    assert feat.statistics(np.array([[2.0, 1.2, 1.6, 2.0]]), np.array([0.0]))[0, 0] == 0.0
+
+
+def test_marking_threshold_is_the_conformal_order_statistic() -> None:
+    s = np.arange(100, dtype=np.float64)
+    assert marking_threshold(s, 0.05) == 94.0  # k = ceil(0.05 * 101) = 6: the 6th largest
+    with pytest.raises(ValueError, match="at least 20"):
+        marking_threshold(s[:10], 0.05)
+
+
+def clustered(n: int, rng: np.random.Generator, offset: np.ndarray | None = None) -> np.ndarray:
+    """Unit-norm embeddings near a 10-dimensional subspace of R^64 (``offset``: a new sub-population)."""
+    basis = np.linalg.qr(np.random.default_rng(99).standard_normal((64, 10)))[0]
+    x = rng.standard_normal((n, 10)) @ basis.T * 0.3 + rng.standard_normal((n, 64)) * 0.05
+    if offset is not None:
+        x = x + offset
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_calibrated_thresholds_hold_their_rate_on_fresh_null_windows() -> None:
+    """At a rate high enough to count (1e-2 per event, 1/3 per window size), fresh windows of new events
+    from the reference's distribution exceed each threshold at most at about that rate, averaged over
+    references (each reference's own rate is random: its thresholds are estimates)."""
+    windows = (20, 50, 100)
+    rates = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        ref = clustered(1000, rng)
+        emb = EmbeddingFeaturizer.fit(ref, 8, 32, rng)
+        model = calibrate_cluster_signal("embedding_clusters", emb, ItemColumn(np.arange(1000), ref), 1000,
+                                         windows=windows, false_alarm_rate=1e-2, level=0.05, splits=3, rng=rng)
+        assert model.windows == windows
+        feat = model.featurizer
+        assert isinstance(feat, ClusterFeaturizer)
+        new = clustered(30000, rng)
+        rows, items = cluster_event_rows(feat, emb, ItemColumn(np.arange(30000), new), 30000)
+        for j, w in enumerate(windows):
+            sums = rows.reshape(-1, w, rows.shape[1]).sum(axis=1)  # disjoint windows: independent
+            st = feat.statistics(sums, items.reshape(-1, w).sum(axis=1))[:, 0]
+            rates.append(float(np.mean(st > model.thresholds[j, 0])))
+    per_test = 1e-2 / len(windows)
+    assert np.mean(rates) < 2.5 * per_test, rates
+
+
+def test_snapshot_round_trip_keeps_the_cluster_model() -> None:
+    rng = np.random.default_rng(4)
+    ref = clustered(600, rng)
+    emb = EmbeddingFeaturizer.fit(ref, 8, 32, rng)
+    model = calibrate_cluster_signal("embedding_clusters", emb, ItemColumn(np.arange(600), ref), 600,
+                                     windows=(20, 50, 100, 1000), false_alarm_rate=1e-6, level=0.05, splits=2,
+                                     rng=rng)
+    assert model.calibration["windows_not_evaluated"] == [1000]  # longer than the held-out half
+    back = SignalModel.from_state(json.loads(json.dumps(model.state(), default=lambda a: a.tolist())))
+    assert back.featurizer == model.featurizer and back.windows == model.windows
+    assert np.array_equal(back.thresholds, model.thresholds)
+
+
+def demo_lines(n: int, seed: int, *, split: str = "production", new_from: int | None = None,
+               share: float = 0.0) -> list[bytes]:
+    """Synthetic NER events; from ``new_from`` on each event is, with probability ``share``, from a new
+    sub-population: reference-like texts shifted one way out of the reference's subspace, by so little that
+    only about half of them are beyond the reference's 95th percentile (and 1 in 9 beyond its 99.5th)."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(np.random.default_rng(99).standard_normal((64, 10)))[0]
+    away = np.random.default_rng(7).standard_normal(64)
+    away -= basis @ (basis.T @ away)
+    away *= 0.4 / np.linalg.norm(away)
+    out = []
+    for i in range(n):
+        new = new_from is not None and i >= new_from and rng.random() < share
+        emb = clustered(1, rng, away if new else None)[0]
+        ev: dict[str, Any] = {"event_id": f"{seed}-{i}", "model": "m", "model_version": "1",
+                              "task": "token-classification", "text": f"text {i % 1000:03d}", "split": split,
+                              "timestamp": 1.7e9 + i * 0.01, "embedding": emb.tolist(),
+                              "entities": [{"label": "PERSON", "score": 0.9, "start": 0, "end": 4}],
+                              "tokens": [{"text": "text", "tag": "NOUN"}]}
+        out.append(json.dumps(ev).encode())
+    return out
+
+
+def test_a_clustered_sub_population_is_caught_by_embedding_clusters_and_nothing_before() -> None:
+    ms = MonitorSet(MonitorConfig(calibration_splits=3))
+    ms.process_lines(demo_lines(2000, 1, split="reference"))
+    got = []
+    lines = demo_lines(3500, 2, new_from=1500, share=0.1)
+    for i in range(0, len(lines), 250):
+        got += [(a.signal, a.position + i) for a in ms.process_lines(lines[i:i + 250]).alarms]
+    assert [a for a in got if a[1] < 1500] == []
+    clusters = [a[1] for a in got if a[0] == "embedding_clusters"]
+    assert clusters and clusters[0] - 1500 < 1500, got
+    outliers = [a[1] for a in got if a[0] == "embedding_outliers"]
+    assert not outliers or outliers[0] > clusters[0], got  # the count of outliers sees it later or never
+    ev = ms.report()["m/1"]["signals"]["embedding_clusters"]["evidence"]
+    last = ev["windows"][-1]
+    assert ev["marking_level"] == 0.05 and last["mean_pair_cosine"] > 0.05 and last["marked"] > 0
+
+
+@pytest.mark.parametrize("window", [5, 100])  # the gather path and the multiplicity-matrix path
+def test_resampled_windows_drop_exactly_the_pairs_of_an_event_with_its_copies(window: int) -> None:
+    rng = np.random.default_rng(11)
+    feat = ClusterFeaturizer(tau=0.5, level=0.2, k=3)
+    n = 40
+    rows = feat.item_rows(rng.standard_normal((n, 3)), rng.random(n))
+    items = np.ones(n)
+    sums, its = resample_cluster_sums(rows, items, window, 30, np.random.default_rng(5))
+    idx = np.random.default_rng(5).integers(0, n, (30, window))  # the same draws
+    for s, t, draw in zip(sums, its, idx, strict=True):
+        pairs = sum(float(rows[a, 1:-1] @ rows[b, 1:-1]) for p, a in enumerate(draw) for r, b in enumerate(draw)
+                    if a != b)  # pairs of distinct events only (two draws of one event: not a pair)
+        got = feat.statistics(s[None, :], np.array([t]))[0, 0]
+        # float32 sums of <= 100 unit-scale terms (resample_window_sums): 1e-4 relative is ample
+        assert got == pytest.approx(pairs / max(t * feat.level, 1.0), rel=1e-4, abs=1e-4)
+        assert s[0] == pytest.approx(rows[draw, 0].sum()) and t == window
