@@ -94,7 +94,7 @@ class NlpmonService:
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
-        proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor, self.references,
+        proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor_config(), self.references,
                                          on_alarms=self._collect_alarms,
                                          quality=self.settings.quality if self.settings.ground_truth_topic else None,
                                          labels_topic=self.settings.ground_truth_topic or "ground-truth",
@@ -236,16 +236,16 @@ class NlpmonService:
         with bootstrap_servers_for(s.kafka_settings(), logger=log) as bootstrap:
             self.bootstrap = bootstrap
             ks = s.kafka_settings(bootstrap)
-            if create_topic(bootstrap, s.topic, s.partitions):
+            if create_topic(bootstrap, s.topic, s.partitions, client_options=ks.client_options()):
                 log.info("created topic %s with %d partition(s)", s.topic, s.partitions)
             self.runner = ConsumerRunner(ks, self._factory, on_batch=self._on_batch,
                                          on_poll=self._on_poll, clock=self.clock, logger=log)
             http = ObservabilityServer(self.registry, host=s.host, port=s.port, reports=self.reports,
                                        readiness=self.readiness, last_poll=self.last_poll,
-                                       liveness_limit_s=s.liveness_limit_s, clock=self.clock)
+                                       liveness_limit_s=s.liveness_limit_s, clock=self.clock,
+                                       web=s.web_config(), open_healthz=s.open_healthz)
             http.start()
-            log.warning("nlpmon: consuming %s on %s; metrics and models at http://%s:%d/", s.topic, bootstrap,
-                        s.host, http.port)
+            log.warning("nlpmon: consuming %s on %s; metrics and models at %s/", s.topic, bootstrap, http.url)
             if on_ready is not None:
                 on_ready(bootstrap, http.port)
             demo_thread = None
@@ -267,6 +267,7 @@ class NlpmonService:
     def _demo(self, bootstrap: str, stop: threading.Event, plan: DemoPlan) -> None:
         try:
             publish_demo(bootstrap, self.settings.topic, stop, plan,
-                         labels_topic=self.settings.ground_truth_topic or None)
+                         labels_topic=self.settings.ground_truth_topic or None,
+                         client_options=self.settings.kafka_settings(bootstrap).client_options())
         except Exception as exc:  # the demo must never take the service down
             log.warning("demo publisher stopped: %s", exc)
