@@ -160,9 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (BrokerError, RunnerError, OSError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     except KafkaException as exc:  # a client refused its options, or the cluster refused the client
-        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-        raise UsageError(f"Kafka: {reason.splitlines()[0]}; check bootstrap_servers and "
-                         "kafka.librdkafka_options (security.protocol, sasl.*, ssl.*)") from None
+        raise UsageError(kafka_error(exc, "bootstrap_servers and kafka.librdkafka_options")) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -177,12 +175,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if n % 1000 == 0:
             print(f"\rdemo: {n:,} production events per model", end="", file=sys.stderr, flush=True)
 
+    from confluent_kafka import KafkaException
+
     try:
         acked = publish_demo(args.bootstrap_servers, args.topic, stop, plan, labels_topic=args.ground_truth_topic,
                              progress=show, client_options=kafka_options(args.kafka_option))
     except KeyboardInterrupt:
         stop.set()
         return 130
+    except KafkaException as exc:
+        raise UsageError(kafka_error(exc, "--bootstrap-servers and the -X options")) from None
     print(f"\ndemo: {acked:,} events acknowledged", file=sys.stderr)
     return 0
 
@@ -196,10 +198,21 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     def show(r: Any) -> None:
         print(f"\rpublished {r.sent:,} events, {r.acked:,} acknowledged", end="", file=sys.stderr, flush=True)
 
-    res = publish_file(args.events, args.bootstrap_servers, args.topic, progress=show,
-                       client_options=kafka_options(args.kafka_option))
+    from confluent_kafka import KafkaException
+
+    try:
+        res = publish_file(args.events, args.bootstrap_servers, args.topic, progress=show,
+                           client_options=kafka_options(args.kafka_option))
+    except KafkaException as exc:
+        raise UsageError(kafka_error(exc, "--bootstrap-servers and the -X options")) from None
     print(f"\n{res.sent:,} sent, {res.acked:,} acknowledged, {res.failed:,} failed", file=sys.stderr)
     return 0 if res.failed == 0 and res.acked == res.sent else 1
+
+
+def kafka_error(exc: BaseException, what: str) -> str:
+    """One line for a KafkaException: librdkafka's reason and what to check."""
+    reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+    return f"Kafka: {reason.splitlines()[0] if reason else exc}; check {what} (security.protocol, sasl.*, ssl.*)"
 
 
 def kafka_options(pairs: Sequence[str] | None) -> dict[str, str]:

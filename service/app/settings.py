@@ -7,6 +7,7 @@ line naming the setting.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -152,6 +153,12 @@ class ServiceSettings(BaseSettings):
                 "group_id": self.group_id, "dead_letter_topic": self.dead_letter_topic,
                 "state_topic": self.state_topic, "ground_truth_topic": self.ground_truth_topic or None,
                 **self.kafka}
+        for key in ("librdkafka_options", "consumer_options", "producer_options"):
+            if isinstance(data.get(key), str):  # from the environment: NLPMON_KAFKA__LIBRDKAFKA_OPTIONS='{...}'
+                try:
+                    data[key] = json.loads(data[key])
+                except ValueError as exc:
+                    raise SettingsError(f"setting kafka.{key}: not a JSON object ({exc})") from None
         try:
             return KafkaSettings(**data)
         except ValidationError as exc:
