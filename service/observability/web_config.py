@@ -118,13 +118,12 @@ class BasicAuth:
         self.cache_size = cache_size
         self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
-        self._dummy: bytes | None = None
+        # made now (one bcrypt hash at the largest configured cost), so that no request pays for it
+        cost = max((int(h[4:6]) for h in self.users.values()), default=10)
+        self._dummy = bcrypt.hashpw(b"not a password of anyone", bcrypt.gensalt(rounds=cost))
         self.bcrypt_checks = 0  # how many times bcrypt ran (the cache's effect, for tests)
 
     def _dummy_hash(self) -> bytes:
-        if self._dummy is None:
-            cost = max((int(h[4:6]) for h in self.users.values()), default=10)
-            self._dummy = bcrypt.hashpw(b"not a password of anyone", bcrypt.gensalt(rounds=cost))
         return self._dummy
 
     def check(self, authorization: str | None) -> bool:
@@ -145,7 +144,8 @@ class BasicAuth:
             if hashed is not None and key in self._ok:
                 self._ok.move_to_end(key)
                 return True
-        self.bcrypt_checks += 1
+        with self._lock:
+            self.bcrypt_checks += 1
         ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy_hash()) and hashed is not None
         if ok:
             with self._lock:
