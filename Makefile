@@ -57,5 +57,10 @@ bench: $(CLIENTS)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/pages_cost.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/spacy_beam_cost.py
 
+# TLS certificates, a scrape password and deploy/web/web-config.yml for the compose stack (not committed).
+.PHONY: certs
+certs: $(STAMP)
+	bash scripts/make-web-certs.sh deploy/web $(BIN)/python
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -134,6 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topic=args.topic,
                                  port=args.port, host=args.host, group_id=args.group_id,
+                                 web_config_file=args.web_config_file,
                                  reference=tuple(args.reference) if args.reference else None)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
@@ -149,6 +150,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     demo = DemoPlan(rate=args.demo_rate) if args.demo else None
+    from confluent_kafka import KafkaException
+
     from service.kafka.broker import BrokerError
     from service.kafka.runner import RunnerError
 
@@ -156,6 +159,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return NlpmonService(settings).run(stop, demo=demo)
     except (BrokerError, RunnerError, OSError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
+    except KafkaException as exc:  # a client refused its options, or the cluster refused the client
+        raise UsageError(kafka_error(exc, "bootstrap_servers and kafka.librdkafka_options")) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -170,12 +175,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if n % 1000 == 0:
             print(f"\rdemo: {n:,} production events per model", end="", file=sys.stderr, flush=True)
 
+    from confluent_kafka import KafkaException
+
     try:
         acked = publish_demo(args.bootstrap_servers, args.topic, stop, plan, labels_topic=args.ground_truth_topic,
-                             progress=show)
+                             progress=show, client_options=kafka_options(args.kafka_option))
     except KeyboardInterrupt:
         stop.set()
         return 130
+    except KafkaException as exc:
+        raise UsageError(kafka_error(exc, "--bootstrap-servers and the -X options")) from None
     print(f"\ndemo: {acked:,} events acknowledged", file=sys.stderr)
     return 0
 
@@ -189,9 +198,32 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     def show(r: Any) -> None:
         print(f"\rpublished {r.sent:,} events, {r.acked:,} acknowledged", end="", file=sys.stderr, flush=True)
 
-    res = publish_file(args.events, args.bootstrap_servers, args.topic, progress=show)
+    from confluent_kafka import KafkaException
+
+    try:
+        res = publish_file(args.events, args.bootstrap_servers, args.topic, progress=show,
+                           client_options=kafka_options(args.kafka_option))
+    except KafkaException as exc:
+        raise UsageError(kafka_error(exc, "--bootstrap-servers and the -X options")) from None
     print(f"\n{res.sent:,} sent, {res.acked:,} acknowledged, {res.failed:,} failed", file=sys.stderr)
     return 0 if res.failed == 0 and res.acked == res.sent else 1
+
+
+def kafka_error(exc: BaseException, what: str) -> str:
+    """One line for a KafkaException: librdkafka's reason and what to check."""
+    reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+    return f"Kafka: {reason.splitlines()[0] if reason else exc}; check {what} (security.protocol, sasl.*, ssl.*)"
+
+
+def kafka_options(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``-X KEY=VALUE`` librdkafka options (security.protocol, sasl.*, ssl.*) as a dict."""
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"-X {pair!r}: give a librdkafka option as KEY=VALUE, e.g. -X security.protocol=SSL")
+        out[key.strip()] = value
+    return out
 
 
 def _safe(s: str) -> str:
@@ -233,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-id", help="consumer group (env NLPMON_GROUP_ID)")
     p.add_argument("--port", type=int, help="HTTP port for /metrics, /healthz, /readyz, /models (9308)")
     p.add_argument("--host", help="HTTP bind address (127.0.0.1)")
+    p.add_argument("--web-config-file", metavar="FILE",
+                   help="TLS and basic auth for every endpoint, Prometheus web config format "
+                        "(env NLPMON_WEB_CONFIG_FILE; docs/deployment.md)")
     p.add_argument("--reference", action="append", metavar="FILE", help="reference events or profile")
     p.add_argument("--config", metavar="FILE", help="YAML settings file")
     p.add_argument("--demo", action="store_true", help="also publish drifting synthetic demo traffic")
@@ -246,12 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=200_000, help="production events per model")
     p.add_argument("--drift-after", type=int, default=4000, help="ner-news drifts after this many events")
     p.add_argument("--ground-truth-topic", help="also publish late ground-truth events for 30%% of them here")
+    p.add_argument("-X", "--kafka-option", action="append", metavar="KEY=VALUE",
+                   help="librdkafka option of the producer, e.g. -X security.protocol=SASL_SSL (repeatable)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("publish", help="publish a JSONL[.gz] file of events, keyed by model")
     p.add_argument("events")
     p.add_argument("--bootstrap-servers", required=True)
     p.add_argument("--topic", default="nlpmon.predictions")
+    p.add_argument("-X", "--kafka-option", action="append", metavar="KEY=VALUE",
+                   help="librdkafka option of the producer, e.g. -X security.protocol=SASL_SSL (repeatable)")
     p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser("calibrate", help="calibrate reference profiles once and save them")

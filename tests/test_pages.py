@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.demo import generate_events
+from service.demo.generator import LABELS
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
 from service.observability import pages
@@ -324,3 +325,49 @@ def test_model_page_shows_how_alike_the_marked_events_are(server: ObservabilityS
     for w in windows:
         assert f'{w["marked"]} of {w["items"]}' in text
     assert "Mean cosine" in text and "Statistic / threshold" in text
+def test_every_event_field_is_escaped_through_the_real_monitor() -> None:
+    """Model, version, entity labels, tags, texts and event ids all carrying a payload, through MonitorSet:
+    every page and the API show them as text, never as markup."""
+    events = generate_events(900, drift_at=600)
+    for i, e in enumerate(events):
+        e["split"] = "reference" if i < 300 else "production"
+        e["model"], e["model_version"] = f"m{EVIL}", f"v{EVIL}"
+        e["event_id"] = f"{EVIL}{i}"
+        shift = len(EVIL) + 1
+        e["text"] = f"{EVIL} {e['text']}"
+        for x in e["entities"]:
+            x["label"] = f"{x['label']}{EVIL}"
+            x["start"], x["end"] = x["start"] + shift, x["end"] + shift
+        e["tokens"] = [{**t, "tag": f"{t['tag']}{EVIL}"} for t in e["tokens"]]
+    ms = MonitorSet(MonitorConfig(calibration_splits=2))
+    lines = [json.dumps(e) for e in events]
+    for i in range(0, len(lines), 150):
+        ms.process_lines(lines[i:i + 150])
+    reports = ms.report()
+    (_key, rep), = reports.items()
+    assert rep["model"] == f"m{EVIL}" and rep["status"] == "monitoring"
+    srv = ObservabilityServer(CollectorRegistry(), reports=lambda: reports, readiness=dict, last_poll=lambda: None,
+                              wall=lambda: NOW)
+    srv.start()
+    try:
+        model, version = quote(rep["model"], safe=""), quote(rep["model_version"], safe="")
+        ids = [rep["outliers"][0]["event_id"], rep["examples"]["lowest_confidence"][0]["event_id"],
+               rep["projection"]["current"]["event_id"][-1]]
+        paths = ["/", f"/models/{model}?version={version}",
+                 *[f"/models/{model}?version={version}&example={quote(i, safe='')}" for i in ids]]
+        for path in paths:
+            status, _, body = get(srv, path)
+            assert status == 200, (path, body[:300])
+            dom = Dom(body)
+            assert [a.get("src") for t, a in dom.tags if t == "script"] == ["/static/nlpmon.js"], path
+            assert not [t for t, _ in dom.tags if t == "img"], path
+            assert not [k for _, a in dom.tags for k in a if k.startswith("on")], path
+            assert "<script>alert" not in body and "&lt;script&gt;alert" in body, path
+        detail = get(srv, f"/models/{model}?version={version}")[2]
+        text = Dom(detail).all_text()
+        assert f"m{EVIL}" in text and EVIL + " " in text  # the model name and the texts, shown as text
+        assert any(f"{label}{EVIL}" in text for label in LABELS)
+        api = json.loads(get(srv, f"/api/models/{model}?version={version}")[2])
+        assert api["model"] == f"m{EVIL}" and api["outliers"][0]["event_id"].startswith(EVIL)
+    finally:
+        srv.stop()

@@ -53,12 +53,15 @@ def gold_label(event: dict[str, Any], rng: np.random.Generator, drifted: bool) -
 
 def publish_demo(bootstrap: str, topic: str, stop: threading.Event, plan: DemoPlan = DemoPlan(), *,
                  labels_topic: str | None = None, clock: Callable[[], float] = time.monotonic,
-                 progress: Callable[[int], None] | None = None) -> int:
+                 progress: Callable[[int], None] | None = None,
+                 client_options: dict[str, Any] | None = None) -> int:
     """Publish until ``stop`` is set or ``plan.max_events`` production events per model are sent.
+    ``client_options``: librdkafka options of the producer (security.protocol, sasl.*, ssl.*).
 
     Returns the number of events (and labels) acknowledged. Blocks; paces itself with ``clock``.
     """
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    producer = Producer({"linger.ms": 20, **(client_options or {}), "bootstrap.servers": bootstrap,
+                         "enable.idempotence": True})
     acked = [0]
     label_rng = np.random.default_rng(99)
     due_labels: deque[tuple[float, str, bytes]] = deque()

@@ -96,7 +96,7 @@ class NlpmonService:
 
     # -- wiring -----------------------------------------------------------------------------------------
     def _factory(self, topic: str, partition: int) -> MonitorPartitionProcessor:
-        proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor, self.references,
+        proc = MonitorPartitionProcessor(topic, partition, self.settings.monitor_config(), self.references,
                                          on_alarms=self._collect_alarms,
                                          quality=self.settings.quality if self.settings.ground_truth_topic else None,
                                          labels_topic=self.settings.ground_truth_topic or "ground-truth",
@@ -253,7 +253,7 @@ class NlpmonService:
             self.bootstrap = bootstrap
             ks = s.kafka_settings(bootstrap)
             try:
-                quiet = {"log_level": CLIENT_LOG_LEVEL, **ks.librdkafka_options}  # the exception says it all
+                quiet = {**ks.client_options(), "log_level": CLIENT_LOG_LEVEL}  # the exception says it all
                 if create_topic(bootstrap, s.topic, s.partitions, client_options=quiet):
                     log.info("created topic %s with %d partition(s)", s.topic, s.partitions)
             except KafkaException as exc:
@@ -266,10 +266,10 @@ class NlpmonService:
             http = ObservabilityServer(self.registry, host=s.host, port=s.port, reports=self.reports,
                                        readiness=self.readiness, last_poll=self.last_poll,
                                        liveness_limit_s=s.liveness_limit_s, clock=self.clock,
-                                       readiness_notes=self.readiness_notes)
+                                       readiness_notes=self.readiness_notes,
+                                       web=s.web_config(), open_healthz=s.open_healthz)
             http.start()
-            log.warning("nlpmon: consuming %s on %s; metrics and models at http://%s:%d/", s.topic, bootstrap,
-                        s.host, http.port)
+            log.warning("nlpmon: consuming %s on %s; metrics and models at %s/", s.topic, bootstrap, http.url)
             if on_ready is not None:
                 on_ready(bootstrap, http.port)
             demo_thread = None
@@ -291,6 +291,7 @@ class NlpmonService:
     def _demo(self, bootstrap: str, stop: threading.Event, plan: DemoPlan) -> None:
         try:
             publish_demo(bootstrap, self.settings.topic, stop, plan,
-                         labels_topic=self.settings.ground_truth_topic or None)
+                         labels_topic=self.settings.ground_truth_topic or None,
+                         client_options=self.settings.kafka_settings(bootstrap).client_options())
         except Exception as exc:  # the demo must never take the service down
             log.warning("demo publisher stopped: %s", exc)

@@ -7,15 +7,19 @@ line naming the setting.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from service.kafka.settings import KafkaSettings
-from service.monitor.config import MonitorConfig
+from service.monitor.config import DEFAULT_REDACT_PATTERNS, MonitorConfig, TextPolicy
 from service.quality.quality_monitor import QualityConfig
+
+if TYPE_CHECKING:
+    from service.observability.web_config import WebConfig
 
 
 class SettingsError(ValueError):
@@ -36,6 +40,26 @@ class PagesConfig(BaseModel):
         "with a note); see docs/benchmarks.md for the fit cost per size.")
     umap_cached_models: int = Field(
         20, ge=1, le=10000, description="Fitted UMAP maps kept in memory (least recently shown leave first).")
+    keep_texts: bool = Field(
+        True, description="Keep event texts (cut to monitor.max_text_chars) for the pages, the API and "
+        "snapshots. false: no text is kept in memory, pages, API or snapshots; the pages show entity labels "
+        "and scores, not words. The dead-letter topic still holds invalid events as sent.")
+    redact: bool = Field(
+        False, description="Apply redact_patterns to every text before it is kept: each matching character "
+        "becomes a block mark (entity offsets stay right).")
+    redact_patterns: tuple[str, ...] = Field(
+        DEFAULT_REDACT_PATTERNS, description="Regular expressions (Python re) redacted when redact is true: by "
+        "default e-mail addresses, phone numbers and runs of 6 or more digits.")
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        TextPolicy(redact=v)  # raises with the pattern that does not compile
+        return v
+
+    def text_policy(self) -> TextPolicy:
+        """The monitor's text policy these settings ask for."""
+        return TextPolicy(keep=self.keep_texts, redact=self.redact_patterns if self.redact else ())
 
 
 class ServiceSettings(BaseSettings):
@@ -57,6 +81,13 @@ class ServiceSettings(BaseSettings):
     partitions: int = Field(1, ge=1, le=1000, description="Partitions when nlpmon creates the event topic.")
     host: str = Field("127.0.0.1", description="Address the HTTP server binds (0.0.0.0 in containers).")
     port: int = Field(9308, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /models.")
+    web_config_file: Path | None = Field(
+        None, description="Web configuration file (the Prometheus exporter-toolkit format: tls_server_config, "
+        "basic_auth_users with bcrypt hashes, http_server_config.headers) securing every HTTP endpoint; "
+        "unset: plain HTTP, no auth. See docs/deployment.md.")
+    open_healthz: bool = Field(
+        False, description="With basic auth configured, leave /healthz (only) without auth for orchestrator "
+        "probes; it tells only whether the consumer loop polls.")
     reference: tuple[Path, ...] = Field(
         (), description="Reference event files (JSONL[.gz]) or saved profiles; each event's model says whose.")
     liveness_limit_s: float = Field(
@@ -81,6 +112,32 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"reference file not found: {p}")
         return v
 
+    @field_validator("web_config_file")
+    @classmethod
+    def _web_config_valid(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            from service.observability.web_config import load_web_config
+
+            load_web_config(v)  # a WebConfigError (ValueError) names the key in the file
+        return v
+
+    @model_validator(mode="after")
+    def _texts_from_pages(self) -> ServiceSettings:
+        if self.monitor.texts != TextPolicy():
+            raise ValueError("monitor.texts is set from pages.keep_texts, pages.redact and pages.redact_patterns; "
+                             "set those instead")
+        return self
+
+    def monitor_config(self) -> MonitorConfig:
+        """The monitor settings with the text policy of ``pages`` (what every monitor of the service uses)."""
+        return self.monitor.model_copy(update={"texts": self.pages.text_policy()})
+
+    def web_config(self) -> WebConfig | None:
+        """The parsed web configuration file, or None (plain HTTP, no auth)."""
+        from service.observability.web_config import load_web_config
+
+        return None if self.web_config_file is None else load_web_config(self.web_config_file)
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -96,6 +153,12 @@ class ServiceSettings(BaseSettings):
                 "group_id": self.group_id, "dead_letter_topic": self.dead_letter_topic,
                 "state_topic": self.state_topic, "ground_truth_topic": self.ground_truth_topic or None,
                 **self.kafka}
+        for key in ("librdkafka_options", "consumer_options", "producer_options"):
+            if isinstance(data.get(key), str):  # from the environment: NLPMON_KAFKA__LIBRDKAFKA_OPTIONS='{...}'
+                try:
+                    data[key] = json.loads(data[key])
+                except ValueError as exc:
+                    raise SettingsError(f"setting kafka.{key}: not a JSON object ({exc})") from None
         try:
             return KafkaSettings(**data)
         except ValidationError as exc:
@@ -137,7 +200,7 @@ def configuration_markdown() -> str:
     def rows(model: type[Any], env_prefix: str, yaml_prefix: str) -> list[str]:
         out = []
         for name, f in model.model_fields.items():
-            if name in ("monitor", "quality", "kafka", "pages"):
+            if name in ("monitor", "quality", "kafka", "pages", "texts"):
                 continue
             default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg,unused-ignore]
             shown = "unset" if default is None else f"`{default}`"

@@ -229,6 +229,11 @@ class KafkaSettings(BaseModel):
             )
         return self
 
+    def client_options(self) -> dict[str, Any]:
+        """The options every Kafka client nlpmon builds starts from (security.protocol, sasl.*, ssl.* of
+        ``librdkafka_options``, and ``client.id``): topic set-up, consumer, producer, state restore."""
+        return {**self.librdkafka_options, "client.id": self.client_id}
+
     def effective_heartbeat_ms(self) -> int:
         """The heartbeat interval in force (explicit, or a third of the session timeout)."""
         return self.heartbeat_interval_ms or max(100, self.session_timeout_ms // 3)

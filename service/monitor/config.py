@@ -2,9 +2,69 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.monitor.examples import cut_text
+
+#: The patterns ``pages.redact`` applies by default: e-mail addresses, phone numbers (7+ characters of
+#: digits and separators, + or a digit first, a digit last), and runs of 6 or more digits.
+DEFAULT_REDACT_PATTERNS: tuple[str, ...] = (
+    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    r"(?<!\w)(?:\+|\(|\d)[\d ().-]{5,}\d(?!\w)",
+    r"\d{6,}",
+)
+#: What replaces each redacted character (one per character, so entity offsets stay right).
+REDACTION_MARK = "\u2588"
+
+
+class TextPolicy(BaseModel):
+    """What of an event's text the monitor keeps (for pages, the API and snapshots).
+
+    ``keep=False``: nothing (every kept text is None). Otherwise each regular expression of ``redact`` is
+    applied, in order, before the text is kept or cut: every character of a match becomes ``REDACTION_MARK``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keep: bool = True
+    redact: tuple[str, ...] = ()
+
+    @field_validator("redact")
+    @classmethod
+    def _compiles(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {pattern!r} ({exc})") from None
+        return v
+
+    def apply(self, text: str | None, max_chars: int) -> str | None:
+        """The text as kept: None when texts are not kept, else redacted then cut to ``max_chars``.
+
+        >>> TextPolicy(redact=(r"[0-9]{3,}",)).apply("call 5551234 now", 100).count(REDACTION_MARK)
+        7
+        """
+        kept = self.restrict(text)
+        return None if kept is None else cut_text(kept, max_chars)
+
+    def restrict(self, text: str | None) -> str | None:
+        """A text kept earlier (a snapshot, a saved profile) under this policy: None or redacted, not cut
+        again. Applying it twice changes nothing more (a redaction mark matches no default pattern)."""
+        if text is None or not self.keep:
+            return None
+        for rx in _compiled(self.redact):
+            text = rx.sub(lambda m: REDACTION_MARK * len(m.group(0)), text)
+        return text
+
+
+@lru_cache(maxsize=64)
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p) for p in patterns)
 
 
 class MonitorConfig(BaseModel):
@@ -105,6 +165,9 @@ class MonitorConfig(BaseModel):
         description="Characters of an event's text kept for the pages, the API and snapshots (reference "
         "sample, examples, projection, outliers); longer texts are cut, the cut marked.",
     )
+    texts: TextPolicy = Field(
+        TextPolicy(), description="What of event texts is kept (nlpmon run sets it from pages.keep_texts, "
+        "pages.redact and pages.redact_patterns).")
     duplicate_window_events: int = Field(
         1000, ge=0, le=1_000_000,
         description="An event whose event_id is among the last N distinct ids of its model version and split "

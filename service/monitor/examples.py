@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,10 @@ def cut_text(text: str | None, max_chars: int = MAX_TEXT_CHARS) -> str | None:
     return f"{text[:max_chars]}… [cut: {len(text) - max_chars:,} more characters]"
 
 
+#: What a kept example holds of an event's text: ``cut_text`` by default, the monitor's text policy in a monitor.
+KeepText = Callable[[str | None], str | None]
+
+
 @dataclass(order=True)
 class Example:
     """One kept event: its score and monitored-event index, and what the page shows of it."""
@@ -81,8 +86,8 @@ class LowestScores:
     examples are kept.
     """
 
-    def __init__(self, k: int, horizon: int, bucket: int, max_text_chars: int = MAX_TEXT_CHARS) -> None:
-        self.max_text_chars = max_text_chars
+    def __init__(self, k: int, horizon: int, bucket: int, keep_text: KeepText = cut_text) -> None:
+        self.keep_text = keep_text
         self.k, self.bucket = k, bucket
         self.n_buckets = max(1, -(-horizon // bucket))
         self.buckets: dict[int, list[Example]] = {}
@@ -113,7 +118,7 @@ class LowestScores:
                     continue
                 e = events[i]
                 self.buckets.setdefault(key, []).append(
-                    Example(float(per_event[i]), base + i, e.event_id, cut_text(e.text, self.max_text_chars),
+                    Example(float(per_event[i]), base + i, e.event_id, self.keep_text(e.text),
                             e.entities, detail(e, i) if detail is not None else {}, e.embedding))
                 touched.add(key)
             for key in touched:
@@ -132,8 +137,8 @@ class LowestScores:
 class RecentEmbeddings:
     """Document embeddings of the last ``capacity`` monitored events, with their out-of-reference score."""
 
-    def __init__(self, capacity: int, max_text_chars: int = MAX_TEXT_CHARS) -> None:
-        self.max_text_chars = max_text_chars
+    def __init__(self, capacity: int, keep_text: KeepText = cut_text) -> None:
+        self.keep_text = keep_text
         self.capacity = capacity
         self.items: deque[tuple[int, str, str | None, npt.NDArray[Any], float]] = deque(maxlen=max(capacity, 1))
 
@@ -148,7 +153,7 @@ class RecentEmbeddings:
         tail = slice(max(0, event_pos.size - self.capacity), None)
         for p, s in zip(event_pos[tail].tolist(), scores[tail].tolist(), strict=True):
             e = events[p]
-            self.items.append((base + p, e.event_id, cut_text(e.text, self.max_text_chars), e.embedding, s))
+            self.items.append((base + p, e.event_id, self.keep_text(e.text), e.embedding, s))
 
     def arrays(self) -> tuple[list[int], list[str], list[str | None], npt.NDArray[np.float32], F64]:
         """Indices, event ids, texts, embeddings (m, d) and scores of the kept events, oldest first."""

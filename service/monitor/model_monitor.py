@@ -34,7 +34,6 @@ from service.monitor.examples import (
     LowestScores,
     RecentConfidences,
     RecentEmbeddings,
-    cut_text,
     per_event_min,
     quantiles_by_label,
     top_two,
@@ -128,6 +127,8 @@ class ModelMonitor:
         return "collecting_baseline"
 
     def _start(self, profile: ReferenceProfile) -> None:
+        if profile.sample is not None:  # a profile from a file or a snapshot kept texts under another policy
+            profile.sample.map_texts(self._restrict_text)
         self.profile = profile
         cfg = self.config
         self.windows = {name: SignalWindow(m, cfg.block_events, cfg.max_window_age_seconds)
@@ -151,16 +152,35 @@ class ModelMonitor:
         self.history = ScoreHistory(tuple(self.windows), cfg.history_points, cfg.history_events_per_point)
         self.share_history = ShareHistory(cfg.history_points, cfg.history_events_per_point)
         recent = max(cfg.distribution_windows)
-        self.lowest_confidence = LowestScores(cfg.outlier_examples, recent, cfg.block_events, cfg.max_text_chars)
-        self.smallest_margin = LowestScores(cfg.outlier_examples, recent, cfg.block_events, cfg.max_text_chars)
+        self.lowest_confidence = LowestScores(cfg.outlier_examples, recent, cfg.block_events, self._keep_text)
+        self.smallest_margin = LowestScores(cfg.outlier_examples, recent, cfg.block_events, self._keep_text)
         self.margins_seen = False
-        self.recent_embeddings = RecentEmbeddings(cfg.projection_points, cfg.max_text_chars)
+        self.recent_embeddings = RecentEmbeddings(cfg.projection_points, self._keep_text)
         self.recent_confidences = RecentConfidences(cfg.confidence_sample)
         self.recent_span_lengths = RecentConfidences(cfg.confidence_sample)
         self._span_reference: tuple[int, dict[str, Any]] | None = None
         self._outlier_embeddings: dict[int, Any] = {}
         self._reference_view: tuple[int, ReferenceView | None, dict[str, Any]] | None = None
         self._page_cache: tuple[int, dict[str, Any]] | None = None
+
+    def _keep_text(self, text: str | None) -> str | None:
+        """An event's text as this monitor may keep it (``config.texts``: None, or redacted and cut)."""
+        return self.config.texts.apply(text, self.config.max_text_chars)
+
+    def _restrict_text(self, text: str | None) -> str | None:
+        """A text kept earlier (snapshot, saved profile) under this monitor's policy (not cut again)."""
+        return self.config.texts.restrict(text)
+
+    def _restrict_example(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A restored event-share example under this monitor's text policy (its text, token and entity texts)."""
+        out = dict(item)
+        out["text"] = self._restrict_text(item.get("text"))
+        if isinstance(item.get("tokens"), list):
+            out["tokens"] = [{**t, "text": self._restrict_text(t.get("text"))} if isinstance(t, dict)
+                             else self._restrict_text(t) for t in item["tokens"]]
+        if isinstance(item.get("entities"), list):
+            out["entities"] = [{**x, "text": self._restrict_text(x.get("text"))} for x in item["entities"]]
+        return out
 
     def _confidence_labels(self) -> tuple[str, ...]:
         assert self.profile is not None
@@ -189,7 +209,7 @@ class ModelMonitor:
         if not events:
             return
         cols, _ = extract_columns(events, self._spans)
-        self.pending_reference.add(cols, len(events), [cut_text(e.text, self.config.max_text_chars) for e in events])
+        self.pending_reference.add(cols, len(events), [self._keep_text(e.text) for e in events])
         self.events_total["reference"] += len(events)
         self.events_here["reference"] += len(events)
 
@@ -228,7 +248,7 @@ class ModelMonitor:
             take = events[: max(need, 0)]
             if take:
                 cols, _ = extract_columns(take, self._spans)
-                self.auto_baseline.add(cols, len(take), [cut_text(e.text, self.config.max_text_chars) for e in take])
+                self.auto_baseline.add(cols, len(take), [self._keep_text(e.text) for e in take])
             skip = len(take)
             if (self.auto_baseline.seen >= self.config.auto_baseline_events
                     and self._calibrate(self.auto_baseline, "auto-baseline")):
@@ -349,7 +369,7 @@ class ModelMonitor:
             e = events[int(event_pos[t])]
             ents = [{"label": x.label, "start": x.start, "end": x.end, "score": x.score} for x in e.entities]
             kept.append((float(scores[t]), base + int(event_pos[t]), e.event_id,
-                         cut_text(e.text, self.config.max_text_chars), ents))
+                         self._keep_text(e.text), ents))
             if e.embedding is not None:
                 self._outlier_embeddings[base + int(event_pos[t])] = e.embedding
         self._outliers = heapq.nlargest(k, kept, key=lambda o: o[0])
@@ -363,7 +383,7 @@ class ModelMonitor:
         hit = np.flatnonzero(marks > 0)[-k:] if k else np.zeros(0, np.int64)
         for t in hit.tolist():
             e = events[int(event_pos[t])]
-            text = cut_text(e.text, self.config.max_text_chars)
+            text = self._keep_text(e.text)
             self._marked.append((float(scores[t]), base + int(event_pos[t]), e.event_id, text))
         self._marked = self._marked[-k:] if k else []
 
@@ -380,22 +400,23 @@ class ModelMonitor:
         out = self._share_examples.setdefault(name, [])
         for j, e_pos in zip(first.tolist(), ev.tolist(), strict=True):
             e = events[e_pos]
+            kept = self._restrict_text(e.text)  # None when texts are not kept; offsets hold when redacted
             item: dict[str, Any] = {"index": base + e_pos, "event_id": e.event_id,
-                                    "text": cut_text(e.text, self.config.max_text_chars)}
+                                    "text": self._keep_text(e.text)}
             lo = int(np.searchsorted(col.event, e_pos))
             hi = int(np.searchsorted(col.event, e_pos, side="right"))
             if name == "tag_validity":
                 a, b = max(lo, j - context), min(hi, j + context + 1)
-                item["tokens"] = [{"text": e.tokens[u - lo].text, "tag": e.tokens[u - lo].tag, "invalid": bool(bad[u])}
-                                  for u in range(a, b)]
+                item["tokens"] = [{"text": self._restrict_text(e.tokens[u - lo].text), "tag": e.tokens[u - lo].tag,
+                                   "invalid": bool(bad[u])} for u in range(a, b)]
                 item["first_token"] = a - lo
                 item["tokens_in_event"] = hi - lo
             else:
                 item["crossing_entities"] = int(np.count_nonzero(bad[lo:hi]))
                 item["entities"] = [{"label": x.label, "start": x.start, "end": x.end,
-                                     "text": None if e.text is None or x.start is None or x.end is None
-                                     else e.text[x.start:x.end][:200]} for x in e.entities[:20]]
-                item["tokens"] = [t.text for t in e.tokens[:64]]
+                                     "text": None if kept is None or x.start is None or x.end is None
+                                     else kept[x.start:x.end][:200]} for x in e.entities[:20]]
+                item["tokens"] = [self._restrict_text(t.text) for t in e.tokens[:64]]
             out.append(item)
         self._share_examples[name] = out[-k:]
 
@@ -456,6 +477,7 @@ class ModelMonitor:
             "duplicate_events": self.duplicates, "duplicate_events_here": self.duplicates_here,
             "monitored_events": self.monitored_events,
             "last_event_time": self.last_event_time, "reference_error": self.reference_error,
+            "texts": {"kept": self.config.texts.keep, "redacted": bool(self.config.texts.redact)},
         }
         if self.profile is None:
             out["reference"] = {"events": self.pending_reference.size or self.auto_baseline.seen,
@@ -705,8 +727,8 @@ class ModelMonitor:
         m = cls(s["model"], s["model_version"], config)
         if s["profile"] is not None:
             m._start(ReferenceProfile.from_state(s["profile"]))
-        m.pending_reference = ReferenceSample.from_state(s["pending_reference"])
-        m.auto_baseline = ReferenceSample.from_state(s["auto_baseline"])
+        m.pending_reference = ReferenceSample.from_state(s["pending_reference"]).map_texts(m._restrict_text)
+        m.auto_baseline = ReferenceSample.from_state(s["auto_baseline"]).map_texts(m._restrict_text)
         m.reference_error = s["reference_error"]
         m.events_total = dict(s["events_total"])
         m.monitored_events = int(s["monitored_events"])
@@ -721,12 +743,12 @@ class ModelMonitor:
         if s["adwin"] is not None and m.confidence_adwin is not None:
             m.confidence_adwin.load_state(s["adwin"])
         m.change_points = list(s["change_points"])
-        m._outliers = [(float(o[0]), int(o[1]), o[2], o[3], o[4]) for o in s["outliers"]]
+        m._outliers = [(float(o[0]), int(o[1]), o[2], m._restrict_text(o[3]), o[4]) for o in s["outliers"]]
         if s.get("recent_ids") is not None:  # snapshots of earlier builds have none
             m.recent_ids = RecentIds.from_state(s["recent_ids"], config.duplicate_window_events)
             m.duplicates = int(s["duplicate_events"])
-        m._marked = [(float(o[0]), int(o[1]), o[2], o[3]) for o in s.get("marked", [])]
-        m._share_examples = {k: list(v) for k, v in (s.get("share_examples") or {}).items()}
+        m._marked = [(float(o[0]), int(o[1]), o[2], m._restrict_text(o[3])) for o in s.get("marked", [])]
+        m._share_examples = {k: [m._restrict_example(x) for x in v] for k, v in (s.get("share_examples") or {}).items()}
         if s.get("span_lengths") is not None:  # snapshots of earlier builds have none
             m.recent_span_lengths.load_state(s["span_lengths"])
         return m

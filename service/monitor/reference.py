@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,12 @@ class ReferenceSample:
 
     def texts(self) -> list[str | None]:
         return self._texts
+
+    def map_texts(self, keep: Callable[[str | None], str | None]) -> ReferenceSample:
+        """Replace every kept text by ``keep(text)`` (in place; returns self). ``keep`` is a text policy, so
+        applying it twice changes nothing more."""
+        self._texts = [keep(t) for t in self._texts]
+        return self
 
     def state(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "seen": self.seen, "keys": self._keys,

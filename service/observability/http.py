@@ -23,6 +23,13 @@ the JSON, docs/pages.md the pages):
 
 Unknown or repeated query parameters and bad values are a 400 with a one-line message.
 
+With a web configuration (``web``, :mod:`service.observability.web_config`) the server speaks TLS (the
+handshake runs on the connection's own thread, bounded by ``request_timeout_s``) and every endpoint,
+static files and unknown paths included, needs basic auth: without valid credentials a 401 with
+``WWW-Authenticate: Basic`` and no other information. ``open_healthz=True`` leaves ``/healthz`` (only)
+without auth, for orchestrator probes. The configured ``http_server_config.headers`` go on every response
+(and replace the pages' own header of the same name).
+
 The server never touches Kafka or the monitors: it only calls the injected callables, from its own
 threads. ``reports()`` must therefore return a snapshot the caller no longer mutates (a copy made under
 the caller's lock), shaped ``{"model/version": ModelMonitor.report()}``. ``readiness()`` and
@@ -35,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +57,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from service.observability import pages
 from service.observability.markup import model_href
+from service.observability.web_config import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +186,8 @@ class ObservabilityServer:
                  last_poll: LastPollFn, host: str = "127.0.0.1", port: int = 0,
                  liveness_limit_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
                  request_timeout_s: float = 10.0, wall: Callable[[], float] = time.time,
-                 readiness_notes: Callable[[], Sequence[str]] | None = None) -> None:
+                 readiness_notes: Callable[[], Sequence[str]] | None = None,
+                 web: WebConfig | None = None, open_healthz: bool = False) -> None:
         if liveness_limit_s <= 0:
             raise ValueError("liveness_limit_s must be > 0")
         self.registry = registry
@@ -190,6 +200,11 @@ class ObservabilityServer:
         self.static = {name: resources.files("service.observability").joinpath("static", name).read_bytes()
                        for name in STATIC}
         self.request_timeout_s = request_timeout_s
+        self.web = web
+        self.ssl_context = web.ssl_context() if web is not None else None
+        self.auth: BasicAuth | None = web.basic_auth() if web is not None else None
+        self.open_healthz = open_healthz
+        self.extra_headers = dict(web.headers) if web is not None else {}
         self.started_at: float | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -201,7 +216,7 @@ class ObservabilityServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; returns at once. Raises HttpBindError when the address is
@@ -210,7 +225,8 @@ class ObservabilityServer:
             raise RuntimeError("ObservabilityServer already started")
         handler = type("Handler", (_Handler,), {"app": self, "timeout": self.request_timeout_s})
         try:
-            httpd = ThreadingHTTPServer((self.host, self._port), handler)
+            httpd = (_TlsServer((self.host, self._port), handler, self.ssl_context) if self.ssl_context is not None
+                     else ThreadingHTTPServer((self.host, self._port), handler))
         except OSError as exc:
             err = HttpBindError(f"cannot serve HTTP on {self.host}:{self._port}: {exc.strerror or exc}; "
                                 "choose another port (--port) or host")
@@ -312,12 +328,40 @@ class ObservabilityServer:
         return 200, pages.model_page(found["key"], found["report"], self.wall(), refresh, params.get("example"))
 
 
+class _TlsServer(ThreadingHTTPServer):
+    """Accepts TCP connections and wraps them in TLS without the handshake: the handshake runs on the
+    connection's thread (``_Handler.handle``), so a slow or plain-HTTP client never blocks the accept loop."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 context: ssl.SSLContext) -> None:
+        self.ssl_context = context
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = super().get_request()
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that breaks mid-request (a client closing its TLS session) is logged, not printed."""
+        log.debug("HTTPS connection from %s failed", client_address[0], exc_info=True)
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Routes GET requests to the ``ObservabilityServer`` set as ``app`` on a per-server subclass."""
 
     app: ObservabilityServer
     server_version = "nlpmon"
     head_only = False
+
+    def handle(self) -> None:
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except (ssl.SSLError, OSError) as exc:  # plain HTTP on the TLS port, an untrusted client, a timeout
+                log.debug("TLS handshake with %s failed: %s", self.client_address[0], exc)
+                self.close_connection = True
+                return
+        super().handle()
 
     def do_GET(self) -> None:
         self.head_only = False
@@ -332,6 +376,12 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         raw = parts.path.rstrip("/") or "/"
         api = raw == "/api" or raw.startswith("/api/") or raw in ("/healthz", "/readyz")
+        auth = self.app.auth
+        if auth is not None and not (self.app.open_healthz and raw == "/healthz") \
+                and not auth.check(self.headers.get("Authorization")):
+            self._send(401, JSON_TYPE, json_bytes({"error": "authentication required"}),
+                       extra={"WWW-Authenticate": 'Basic realm="nlpmon", charset="UTF-8"'})
+            return
         try:
             if raw == "/metrics":
                 self._send(*self.app.metrics())
@@ -387,15 +437,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self.app.model_page(unquote(raw[len("/models/"):]), params)
         return 404, pages.error_page(404, f"no such page: {raw}", [("/", "All models"), ("/api", "JSON API")])
 
-    def _send(self, status: int, content_type: str, body: bytes, cache: str = "no-store") -> None:
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
+    def _send(self, status: int, content_type: str, body: bytes, cache: str = "no-store",
+              extra: dict[str, str] | None = None) -> None:
+        headers = {"Content-Type": content_type, "Content-Length": str(len(body)), "Cache-Control": cache,
+                   **(extra or {})}
         if content_type.startswith("text/html"):  # the pages load nothing from elsewhere, and run no inline script
-            self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                             "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-            self.send_header("X-Content-Type-Options", "nosniff")
+            headers["Content-Security-Policy"] = ("default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                                  "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                                                  "frame-ancestors 'none'")
+            headers["X-Content-Type-Options"] = "nosniff"
+        headers.update(self.app.extra_headers)
+        self.send_response(status, HTTPStatus(status).phrase)
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         if not self.head_only:
             self.wfile.write(body)

@@ -86,9 +86,12 @@ def highlight(text: str | None, entities: Iterable[Mapping[str, Any]], weakest: 
     Spans without valid offsets, or overlapping an earlier span, are listed after the text instead.
     With ``weakest`` the lowest-scored entity is marked ``class="ent weakest"``.
     """
-    if text is None:
-        return '<span class="muted">(no text sent)</span>'
     ents = [dict(e) for e in entities]
+    if text is None:  # not sent, or not kept (pages.keep_texts: false): the entities' labels and scores only
+        listed = " ".join(f'<mark class="ent"><span class="ent-label">{esc(e.get("label"))} {num(e.get("score"))}'
+                          f'</span></mark>' for e in ents)
+        return f'<span class="muted">(no text)</span> {listed}' if listed else '<span class="muted">(no text)</span>'
+
     low = min((e for e in ents if is_number(e.get("score"))), key=lambda e: e["score"], default=None)
     spans, rest = [], []
     for e in ents:

@@ -594,7 +594,12 @@ def _examples_section(report: Mapping[str, Any], model: Any, version: Any) -> st
     margin = (_example_list("margin", ex.get("smallest_margin") or [], model, version, "margin")
               if ex.get("margin_available") else
               f'<p class="muted">Not available for this model: {esc(ex.get("margin_note") or "")}.</p>')
-    return (f'<section id="examples" aria-labelledby="examples-h"><h2 id="examples-h">Example texts</h2>'
+    texts = report.get("texts") or {}
+    note = ('<p class="muted">Texts are not kept (pages.keep_texts is false): each example shows its entity '
+            'labels and scores.</p>' if texts.get("kept") is False else
+            '<p class="muted">Texts are redacted (pages.redact): matches of the redaction patterns show as '
+            '\u2588.</p>' if texts.get("redacted") else "")
+    return (f'<section id="examples" aria-labelledby="examples-h"><h2 id="examples-h">Example texts</h2>{note}'
             f'<h3 id="outliers-h">Texts that look new (most out of the reference)</h3>'
             f'{_example_list("outlier", report.get("outliers") or [], model, version, "out-of-reference score")}'
             f'<h3 id="lowconf-h">Lowest-confidence predictions (last {recent} events)</h3>'

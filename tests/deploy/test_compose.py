@@ -298,7 +298,7 @@ def test_kafka_is_a_single_kraft_node_reachable_as_kafka_9092(compose: dict[str,
     assert any(dst == env["KAFKA_LOG_DIRS"] for _, dst in _mounts(kafka)), "the log dir is on a volume"
 
 
-def test_nlpmon_service_settings_load_and_match_the_image(compose: dict[str, Any],
+def test_nlpmon_service_settings_load_and_match_the_image(compose: dict[str, Any], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     svc = _service(compose, "nlpmon")
     build = svc["build"]
@@ -311,7 +311,18 @@ def test_nlpmon_service_settings_load_and_match_the_image(compose: dict[str, Any
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # the web config the stack mounts from deploy/web (make certs): made here by the same script
+    web_in_container = PurePosixPath(env["NLPMON_WEB_CONFIG_FILE"])
+    host = _host_path(svc, str(web_in_container))
+    assert host is not None and host.parent == ROOT / "deploy" / "web", "deploy/web is mounted"
+    made = subprocess.run(["bash", str(ROOT / "scripts" / "make-web-certs.sh"), str(tmp_path / "web"),
+                           sys.executable], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    monkeypatch.setenv("NLPMON_WEB_CONFIG_FILE", str(tmp_path / "web" / host.name))
     settings = load_settings()
+    web = settings.web_config()
+    assert web is not None and web.tls is not None and list(web.users) == ["prometheus"]
+    assert settings.open_healthz, "the container's probe reaches /healthz without the password"
     assert settings.bootstrap_servers == "kafka:9092"
     assert settings.host == "0.0.0.0"
     assert _container_ports(svc) == {settings.port} == {DEFAULT_PORT}
