@@ -5,7 +5,12 @@ events built as ``benchmarks/replay_throughput.py`` builds them (``service.demo`
 with OPENBLAS_NUM_THREADS=1. Each part is timed by wrapping the function that does it (CPU time of this
 process, ``time.process_time``); "rest" is the total minus the parts. Best of ``--repeats`` runs.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/calibration_cost.py [--events 3000] [--repeats 3]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/calibration_cost.py [--events 3000] [--repeats 3] [--loop]
+
+``--loop`` adds the consumer loop's view: a loop of ``MonitorSet.process_lines`` batches (200 events of an
+already monitored model, then a new model's 3,000 reference events and its first production events) with
+the calibration inline (the blocking behaviour) and on ``nlpmon run``'s worker thread; the longest batch
+is how long the loop went without polling.
 """
 
 from __future__ import annotations
@@ -99,6 +104,39 @@ def measure(sample: ReferenceSample, config: MonitorConfig, repeats: int) -> tup
     return best
 
 
+def loop_stall(dim: int, worker: bool, rounds: int = 400) -> dict[str, float]:
+    """Wall seconds of the longest loop iteration, and the iterations run, while a new model's reference
+    calibrates (inline, or on the worker thread); ``rounds`` bounds the loop."""
+    from service.app.calibration_worker import ThreadCalibrationExecutor
+    from service.monitor.calibration_jobs import INLINE
+    from service.monitor.monitor_set import MonitorSet
+
+    config = MonitorConfig()
+    other = SyntheticStream(seed=2, dim=dim, base64_embeddings=True, model="other")
+    new = SyntheticStream(seed=1, dim=dim, base64_embeddings=True, model="new")
+    warm = [json.dumps(e).encode() for e in other.events(2000 + 200 * rounds)]
+    ref = [json.dumps(e).encode() for e in new.events(3000, "reference")]
+    prod = [json.dumps(e).encode() for e in new.events(200 * rounds)]
+    executor = ThreadCalibrationExecutor() if worker else INLINE
+    try:
+        ms = MonitorSet(config, executor=executor)
+        ms.process_lines(warm[:2000])  # "other" calibrated and monitored before the clock starts
+        ms.poll(wait=True)
+        ms.process_lines(ref)
+        longest, iterations, t_start = 0.0, 0, time.perf_counter()
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            ms.process_lines(warm[2000 + 200 * i:2200 + 200 * i] + prod[200 * i:200 * (i + 1)])
+            longest = max(longest, time.perf_counter() - t0)
+            iterations += 1
+            if not ms.calibrating:
+                break
+        return {"longest": longest, "iterations": iterations, "wall": time.perf_counter() - t_start}
+    finally:
+        if worker:
+            executor.close()  # type: ignore[union-attr]
+
+
 def blas() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -114,6 +152,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=3000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--loop", action="store_true", help="also the consumer loop's longest batch, inline and worker")
     args = ap.parse_args()
     config = MonitorConfig()
     sample = reference_sample(args.events, args.dim, config)
@@ -131,6 +170,15 @@ def main() -> int:
     print(f"| **ReferenceProfile.calibrate, total** | **{total:.3f}** | 100% |")
     bb = parts.get(BETA_BINOMIAL, 0.0)
     print(f"| total without the beta-binomial count thresholds | {total - bb:.3f} | {(total - bb) / total:.0%} |")
+    if args.loop:
+        print("\nThe consumer loop while a new model's reference calibrates (batches of 200 events of a monitored "
+              "model plus 200 of the new one; wall seconds):\n")
+        print("| calibration | longest batch (loop without a poll) | batches until applied | wall s |")
+        print("|---|---|---|---|")
+        for worker in (False, True):
+            r = loop_stall(args.dim, worker)
+            print(f"| {'worker thread' if worker else 'inline (blocking)'} | {r['longest']:.3f} | "
+                  f"{r['iterations']:.0f} | {r['wall']:.2f} |")
     return 0
 
 
