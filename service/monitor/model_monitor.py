@@ -541,6 +541,10 @@ class ModelMonitor:
             "monitored_events": self.monitored_events,
             "last_event_time": self.last_event_time, "reference_error": self.reference_error,
         }
+        if self.calibration is not None:  # only while waiting: the report after the wait is the blocking run's
+            out["calibration_pending"] = {"source": self.calibration.job.source,
+                                          "reference_events": self.calibration.job.sample.size,
+                                          "held_events": self.deferred_events}
         if self.profile is None:
             out["reference"] = {"events": self.pending_reference.size or self.auto_baseline.seen,
                                 "needed": self.config.auto_baseline_events}

@@ -129,6 +129,11 @@ def test_deferred_calibration_gives_the_blocking_report(blocking: tuple[list[Any
 
     def complete(_: int) -> None:
         held.append(sum(m.deferred_events for m in ms.monitors.values()))
+        for key, rep in ms.report().items():
+            mon = ms.monitors[(rep["model"], rep["model_version"])]
+            assert ("calibration_pending" in rep) == (mon.calibration is not None), key
+            if mon.calibration is not None:
+                assert rep["calibration_pending"]["held_events"] == mon.deferred_events
         if rng.random() < 0.25:  # jobs finish at arbitrary points, several batches later
             ex.complete_one()
 
