@@ -17,7 +17,8 @@ the wait equal those of the blocking run; alarms raised by held events carry pos
 has gone). The pending calibration's sample and the held events are in the snapshot: a monitor restored
 mid-wait hands the same job to its executor again, so no event is lost or counted twice. Beyond
 ``calibration_pending_events`` held events the monitor waits for the job (or runs it itself if the
-executor has not started it).
+executor has not started it). Once the profile is applied, each ``poll`` processes about ``DRAIN_EVENTS``
+held events; newer batches wait behind them.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ from service.monitor.signals import SCORED_LABELS, SIGNALS, extract_columns
 from service.sketches.multiscale import MultiScaleWindow
 
 log = logging.getLogger(__name__)
+#: Held events processed per ``poll`` once their calibration is applied (batches are kept whole): the loop
+#: catches up in steps of about this many events instead of one long stop.
+DRAIN_EVENTS = 2000
 SPECS = {s.name: s for s in SIGNALS}
 MAX_CHUNK = 2048  # events per vectorised update; larger batches are split (measured fastest around 2,000)
 
@@ -241,31 +245,45 @@ class ModelMonitor:
         self._start(profile)
         return True
 
+    @property
+    def waiting(self) -> bool:
+        """A calibration is pending, or events held for one are not all processed yet."""
+        return self.calibration is not None or bool(self._deferred)
+
     def poll(self, wait: bool = False) -> list[Alarm]:
         """Apply a finished calibration and process the events held meanwhile, batch by batch (which may
-        start another calibration: reference events were held too). ``wait``: until no more than
-        ``calibration_pending_events`` events are held. Alarms carry position -1."""
+        start another calibration: reference events were held too), about ``DRAIN_EVENTS`` per call so that
+        the loop catches up in steps. ``wait``: until no more than ``calibration_pending_events`` events
+        are held. Alarms carry position -1."""
         alarms: list[Alarm] = []
-        while self.calibration is not None:
-            must = wait and self.deferred_events > self.config.calibration_pending_events
-            if not self._apply_calibration(wait=must):
+        while self.waiting:
+            over = wait and self.deferred_events > self.config.calibration_pending_events
+            if self.calibration is not None and not self._apply_calibration(wait=over):
                 break
-            alarms.extend(self._drain())
+            alarms.extend(self._drain(None if over else DRAIN_EVENTS))
+            if self.calibration is None and self._deferred and not over:
+                break  # this call's share is done: the rest at the next poll
         return [replace(a, position=-1) for a in alarms]
 
     def finish(self) -> list[Alarm]:
         """Wait for every pending calibration (running it here if not started) and process every held event.
         Alarms carry position -1."""
         alarms: list[Alarm] = []
-        while self.calibration is not None:
-            self._apply_calibration(wait=True)
-            alarms.extend(self._drain())
+        while self.waiting:
+            if self.calibration is not None:
+                self._apply_calibration(wait=True)
+            alarms.extend(self._drain(None))
         return [replace(a, position=-1) for a in alarms]
 
-    def _drain(self) -> list[Alarm]:
+    def _drain(self, budget: int | None) -> list[Alarm]:
+        """Process held batches in order until none is left, a calibration is pending again, or about
+        ``budget`` events were processed (None: no limit)."""
         alarms: list[Alarm] = []
-        while self._deferred and self.calibration is None:
+        done = 0
+        while self._deferred and self.calibration is None and (budget is None or done < budget):
             kind, payload = self._deferred.popleft()
+            if kind != "clamp":
+                done += len(payload)
             if kind == "monitor":
                 alarms.extend(self._monitor_chunks(payload, 0, 0))
             elif kind == "call":
@@ -301,7 +319,7 @@ class ModelMonitor:
         deferred one the events from there on are held (module docstring).
         """
         alarms = self.poll()
-        if self.calibration is not None:
+        if self.waiting:  # behind held events: after them
             self._deferred.extend([("call", list(events)), ("clamp", clamp)])
             if self.deferred_events > self.config.calibration_pending_events:
                 alarms.extend(self.poll(wait=True))

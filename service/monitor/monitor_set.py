@@ -144,14 +144,14 @@ class MonitorSet:
         -1). ``wait``: wait for every pending calibration first (the end of a replay, a test)."""
         alarms: list[Alarm] = []
         for mon in self.monitors.values():
-            if mon.calibration is not None:
+            if mon.waiting:
                 alarms.extend(mon.finish() if wait else mon.poll())
         return alarms
 
     @property
     def calibrating(self) -> int:
-        """Monitors whose calibration is pending."""
-        return sum(1 for m in self.monitors.values() if m.calibration is not None)
+        """Monitors whose calibration is pending, or whose held events are not all processed yet."""
+        return sum(1 for m in self.monitors.values() if m.waiting)
 
     def process_lines(self, lines: Sequence[bytes | str | None], now: float | None = None) -> BatchResult:
         """Decode, validate and monitor a batch of raw events. Invalid ones are returned, never raised.

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from service.demo import SyntheticStream
+from service.monitor import model_monitor
 from service.monitor.calibration_jobs import CalibrationJob, event_from_state, event_state
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
@@ -118,9 +119,11 @@ def blocking() -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
     return alarms, rep
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(("seed", "drain"), [(0, 2000), (1, 150)])
 def test_deferred_calibration_gives_the_blocking_report(blocking: tuple[list[Any], dict[str, Any]],
-                                                        seed: int) -> None:
+                                                        seed: int, drain: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``drain``: held events processed per poll (150: the catching up spreads over several batches)."""
+    monkeypatch.setattr(model_monitor, "DRAIN_EVENTS", drain)
     want_alarms, want = blocking
     ex = ManualExecutor()
     ms = MonitorSet(CONFIG, executor=ex)
@@ -144,11 +147,13 @@ def test_deferred_calibration_gives_the_blocking_report(blocking: tuple[list[Any
     assert_close_tree(comparable(ms.report()), comparable(want), tol=0.0)
 
 
-@pytest.mark.parametrize("nth", [1, 3, 6])
+@pytest.mark.parametrize("nth", [1, 3, 6, 9])
 def test_snapshot_mid_wait_restored_and_completed_gives_the_blocking_report(
-        blocking: tuple[list[Any], dict[str, Any]], nth: int) -> None:
-    """A crash while calibrations are pending (at the ``nth`` batch boundary where events are held): the
-    restored set resubmits them; no held event is lost or counted twice."""
+        blocking: tuple[list[Any], dict[str, Any]], nth: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash while calibrations are pending or their held events are being caught up on (at the ``nth``
+    batch boundary where events are held): the restored set resubmits them; no held event is lost or
+    counted twice."""
+    monkeypatch.setattr(model_monitor, "DRAIN_EVENTS", 150)
     want_alarms, want = blocking
     ex = ManualExecutor()
     ms = MonitorSet(CONFIG, executor=ex)
