@@ -86,3 +86,99 @@ def test_valid_events_without_a_kafka_key_are_counted() -> None:
     p.process_labels([Record(0, json.dumps(label("a")).encode(), None, 1_700_000_000_000),
                       Record(1, b"{broken", None, 1_700_000_000_000)])
     assert p.batch_stats.drain().unkeyed == {"gt": 1}
+
+
+def test_a_reference_calibrates_on_the_worker_thread_while_the_processor_goes_on() -> None:
+    """``nlpmon run``'s executor: the batch that starts a calibration returns without it, the model's
+    events are held, other models keep being monitored, and once the worker is done ``poll_calibrations``
+    processes the held events: the report is the one of an inline (blocking) processor."""
+    import threading
+
+    from service.app.calibration_worker import ThreadCalibrationExecutor
+    from service.demo import SyntheticStream
+    from service.monitor.calibration_jobs import CalibrationJob
+    from tests.support import wait_until
+
+    config = MonitorConfig(calibration_splits=2, auto_baseline_events=300, min_reference_events=200,
+                           embedding_windows=(5, 20), distribution_windows=(50,), outlier_windows=(20,))
+    other = list(SyntheticStream(seed=2, dim=16, model="other").events(302))  # monitored when the reference comes
+    ref = list(SyntheticStream(seed=1, dim=16).events(400, "reference"))
+    prod = list(SyntheticStream(seed=1, dim=16).events(300))
+    batches = [records(other[:300]), records(ref), records(prod[:100] + other[300:]), records(prod[100:])]
+
+    release = threading.Event()  # the worker's job waits for the test: the calibration is pending for sure
+
+    class GatedJob:
+        def __init__(self, job: CalibrationJob) -> None:
+            self.job = job
+
+        def run(self):  # type: ignore[no-untyped-def]
+            assert release.wait(60), "the test never released the calibration"
+            return self.job.run()
+
+    class Gated(ThreadCalibrationExecutor):
+        def submit(self, job: CalibrationJob):  # type: ignore[no-untyped-def]
+            return super().submit(GatedJob(job))  # type: ignore[arg-type]
+
+    now = 1_796_000_000.0  # one processing time for both runs: the clock clamps of skewed events agree
+    blocking = MonitorPartitionProcessor("t", 0, config, References(), quality=None, clock=lambda: now)
+    for b in batches:
+        blocking.process(b)
+    worker = Gated()
+    try:
+        p = MonitorPartitionProcessor("t", 0, config, References(), quality=None, calibrations=worker,
+                                      clock=lambda: now)
+        p.process(batches[0])  # "other" fills its auto-baseline: its calibration is pending too
+        release.set()
+        wait_until(lambda: p.poll_calibrations() and not p.monitors.calibrating, 60, "other's calibration")
+        release.clear()
+        p.process(batches[1])
+        p.process(batches[2])  # demo-ner's calibration starts: held, while "other" is monitored on
+        mon = p.monitors.monitors[("demo-ner", "1")]
+        assert mon.calibration is not None and mon.deferred_events == 100
+        assert p.monitors.monitors[("other", "1")].monitored_events == 2
+        p.process(batches[3])
+        assert mon.deferred_events == 300 and mon.monitored_events == 0
+        release.set()
+        wait_until(lambda: p.poll_calibrations() and not p.monitors.calibrating, 60, "the calibration")
+    finally:
+        release.set()
+        worker.close()
+    got, want = p.report(), blocking.report()
+    for r in (got, want):
+        for rep in r.values():
+            rep["reference"].pop("calibration_seconds")
+    from tests.core.test_monitor import assert_close_tree
+
+    assert_close_tree(json.loads(json.dumps(got, default=str)), json.loads(json.dumps(want, default=str)), tol=0.0)
+    assert got["demo-ner/1"]["monitored_events"] == 300
+
+
+def test_the_calibration_worker_never_holds_up_a_stop() -> None:
+    """``close`` cancels queued jobs and returns at once while one runs; the worker is a daemon thread, so
+    the interpreter's exit does not wait for a calibration either (its job is in the snapshot)."""
+    import threading
+
+    from service.app.calibration_worker import ThreadCalibrationExecutor
+
+    started, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def run(self) -> str:
+            started.set()
+            assert release.wait(60), "the test never released the job"
+            return "done"
+
+    worker = ThreadCalibrationExecutor()
+    try:
+        running = worker.submit(Slow())  # type: ignore[arg-type]
+        queued = worker.submit(Slow())  # type: ignore[arg-type]
+        assert started.wait(60)
+        worker.close()
+        assert queued.cancelled() and not running.done()
+        assert worker._thread.daemon
+    finally:
+        release.set()
+    assert running.result(60) == "done"
+    worker._thread.join(60)
+    assert not worker._thread.is_alive()

@@ -155,3 +155,26 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NLPMON_MONITOR__TEXTS__KEEP", "false")
     with pytest.raises(SettingsError, match=r"set from pages\.keep_texts"):
         load_settings()
+
+
+def test_events_held_for_a_pending_calibration_keep_no_text_in_the_snapshot() -> None:
+    """While a reference calibrates off the loop, the model's events are held, and a checkpoint writes them:
+    under ``keep_texts: false`` without their texts (the event's, its entities' and its tokens')."""
+    from concurrent.futures import Future
+
+    from service.monitor.calibration_jobs import CalibrationJob
+    from service.monitor.reference import ReferenceProfile
+
+    class Never:  # the calibration never finishes during the test
+        def submit(self, job: CalibrationJob) -> Future[ReferenceProfile]:
+            return Future()
+
+    lines = [json.dumps(e) for e in events()]
+    for policy, present in ((TextPolicy(), True), (TextPolicy(keep=False), False)):
+        ms = MonitorSet(MonitorConfig(calibration_splits=2, texts=policy), executor=Never())
+        for i in range(0, len(lines), 150):
+            ms.process_lines(lines[i:i + 150])
+        mon = ms.monitors[("demo-ner", "1")]
+        assert mon.calibration is not None and mon.deferred_events > 0
+        snap = ms.snapshot()
+        assert (WORD.encode() in snap) is present and (EMAIL.encode() in snap) is present, policy

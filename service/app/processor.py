@@ -28,6 +28,7 @@ import numpy as np
 
 from service.events import Event
 from service.kafka.processor import Record, Rejected
+from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm
 from service.monitor.monitor_set import STATE_KIND as MONITOR_SET_KIND
@@ -86,18 +87,20 @@ class MonitorPartitionProcessor:
     """Implements ``service.kafka.processor.PartitionProcessor`` over a MonitorSet. Not thread-safe.
 
     ``clock``: the processing time (epoch seconds), read once per batch (see the module docstring).
+    ``calibrations``: where the monitors' calibrations run (``service.monitor.calibration_jobs``; inline by
+    default, a worker thread in ``nlpmon run``).
     """
 
     def __init__(self, topic: str, partition: int, config: MonitorConfig, references: References,
                  on_alarms: Callable[[list[Alarm]], None] | None = None,
                  quality: QualityConfig | None = None, labels_topic: str = "ground-truth",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, calibrations: CalibrationExecutor = INLINE) -> None:
         self.topic = topic
         self.labels_topic = labels_topic
         self.partition = partition
         self.config = config
         self._clock = clock
-        self.monitors = MonitorSet(config, references.profiles, references.events)
+        self.monitors = MonitorSet(config, references.profiles, references.events, executor=calibrations)
         self.quality = QualitySet(quality)
         self.joins = quality is not None  # None: no ground-truth topic, predictions skip the join
         self._on_alarms = on_alarms
@@ -119,6 +122,19 @@ class MonitorPartitionProcessor:
         if result.alarms and self._on_alarms is not None:
             self._on_alarms(result.alarms)
         return [Rejected(records[r.position].offset, r.reason, r.detail) for r in result.rejected]
+
+    def poll_calibrations(self) -> bool:
+        """Apply the calibrations that finished since the last batch and process the events their models
+        held (between batches, so that a partition without new records does not keep them waiting). True
+        when there were any."""
+        if not self.monitors.calibrating:
+            return False
+        t0 = time.perf_counter()
+        alarms = self.monitors.poll()
+        self.batch_stats.add(time.perf_counter() - t0, [], [])
+        if alarms and self._on_alarms is not None:
+            self._on_alarms(alarms)
+        return True
 
     def process_labels(self, records: Sequence[Record]) -> list[Rejected]:
         """Decode and join ground-truth records of the same partition of the ground-truth topic."""

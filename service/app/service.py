@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
+from service.app.calibration_worker import ThreadCalibrationExecutor
 from service.app.demo import DemoPlan, publish_demo
 from service.app.processor import MonitorPartitionProcessor, References
 from service.app.projection_worker import UmapProjections
@@ -26,6 +27,7 @@ from service.kafka.broker import bootstrap_servers_for
 from service.kafka.client_log import CLIENT_LOG_LEVEL
 from service.kafka.publish import create_topic
 from service.kafka.runner import BatchReport, ConsumerRunner, TopicSetupError
+from service.monitor.calibration_jobs import INLINE
 from service.monitor.model_monitor import Alarm
 from service.observability.http import ObservabilityServer
 from service.observability.metrics import NlpmonMetrics
@@ -78,6 +80,8 @@ class NlpmonService:
         self.runner: ConsumerRunner | None = None
         self.bootstrap: str | None = None
         self._processors: dict[tuple[str, int], MonitorPartitionProcessor] = {}
+        # calibrations run beside the consumer loop (created in run, closed when it ends)
+        self.calibrations: ThreadCalibrationExecutor | None = None
         self._lock = threading.Lock()
         self._reports: dict[str, Any] = {}
         self._pending_alarms: list[Alarm] = []
@@ -100,7 +104,7 @@ class NlpmonService:
                                          on_alarms=self._collect_alarms,
                                          quality=self.settings.quality if self.settings.ground_truth_topic else None,
                                          labels_topic=self.settings.ground_truth_topic or "ground-truth",
-                                         clock=self.wall)
+                                         clock=self.wall, calibrations=self.calibrations or INLINE)
         self._processors[(topic, partition)] = proc
         return proc
 
@@ -143,6 +147,9 @@ class NlpmonService:
         """After every poll: refresh reports and metrics when due (also when the stream went idle)."""
         runner = self.runner
         assert runner is not None
+        for proc in self._processors.values():
+            if proc.poll_calibrations():  # events held while a reference calibrated, processed now
+                self._dirty = True
         now = self.clock()
         if self._dirty and (now - self._last_report >= self.report_interval_s or self._pending_alarms):
             self._refresh(runner)
@@ -249,6 +256,7 @@ class NlpmonService:
             self.references = References(loaded.events, loaded.profiles)
             log.info("loaded %d reference events and %d profiles from %d file(s) (%d invalid lines)",
                      len(loaded.events), len(loaded.profiles), len(s.reference), loaded.invalid)
+        self.calibrations = ThreadCalibrationExecutor()
         with bootstrap_servers_for(s.kafka_settings(), logger=log) as bootstrap:
             self.bootstrap = bootstrap
             ks = s.kafka_settings(bootstrap)
@@ -282,6 +290,7 @@ class NlpmonService:
             finally:
                 stop.set()
                 http.stop()
+                self.calibrations.close()
                 if self.projections is not None:
                     self.projections.close()
                 if demo_thread is not None:

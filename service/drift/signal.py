@@ -12,6 +12,7 @@ traffic is at most ``false_alarm_rate``; alarms (no-drift -> drift transitions) 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,8 @@ CLUSTER_BLOCK = 10
 SAMPLE_BUDGET = 200_000  # resampled events per split and window size: windows = budget / window size
 MIN_SAMPLES = 4000
 GATHER_MAX_WINDOW = 64
+GATHER_CHUNK_VALUES = 65_536  # float64 values per chunk of gathered window sums (512 KB: in cache)
+WEIGHT_CHUNK_WINDOWS = 64  # windows per chunk of bootstrap multiplicities (64 x n int64 counts)
 
 
 @dataclass
@@ -82,22 +85,119 @@ def samples_for_window(window: int) -> int:
     return max(MIN_SAMPLES, SAMPLE_BUDGET // window)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldOut:
+    """The event rows of one held-out half, prepared once for every window size resampled from it.
+
+    ``r32``: the rows rounded to float32 (the multiplicity product's operand); ``r64``: the same values
+    widened to float64 (what gathered windows accumulate); ``i32``: the item counts in float32;
+    ``scratch``: buffers reused from one window size to the next.
+    """
+
+    rows: F64
+    items: F64
+    r32: npt.NDArray[np.float32]
+    r64: F64
+    i32: npt.NDArray[np.float32]
+    scratch: dict[tuple[str, int], npt.NDArray[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: F64, items: F64) -> HeldOut:
+        r32 = rows.astype(np.float32)  # as the rows come (C order from event_rows): the BLAS kernel follows
+        return cls(rows, items, r32, r32.astype(np.float64), items.astype(np.float32))
+
+    def buffer(self, name: str, shape: tuple[int, int], dtype: Any) -> npt.NDArray[Any]:
+        """A scratch array of ``shape`` (contents undefined), reused across calls."""
+        key = (name, shape[0] * shape[1])
+        buf = self.scratch.get(key)
+        if buf is None or buf.dtype != dtype:
+            buf = self.scratch[key] = np.empty(shape, dtype)
+        return buf.reshape(shape)
+
+
 def resample_window_sums(rows: F64, items: F64, window: int, count: int,
                          rng: np.random.Generator) -> tuple[F64, F64]:
     """``count`` windows of ``window`` events drawn with replacement: (sums (count, F), items (count,)).
 
-    Short windows gather their rows; long ones are vectors of bootstrap multiplicities over the events,
-    so all of them are one matrix product (float32: exact enough for sums of rows of order one).
+    See ``resample_held_out``; this prepares the rows for one call.
     """
-    n = rows.shape[0]
-    idx = rng.integers(0, n, (count, window), dtype=np.int64)
-    if window <= GATHER_MAX_WINDOW:
-        r32 = rows.astype(np.float32)
-        return r32[idx].sum(axis=1, dtype=np.float64), items[idx].sum(axis=1)
-    idx += (np.arange(count, dtype=np.int64) * n)[:, None]
-    weights = np.bincount(idx.ravel(), minlength=count * n).reshape(count, n).astype(np.float32)
-    sums = weights @ rows.astype(np.float32)
-    return sums.astype(np.float64), (weights @ items.astype(np.float32)).astype(np.float64)
+    return resample_held_out(HeldOut.of(rows, items), window, count, rng)
+
+
+def _draw(held: HeldOut, window: int, count: int, rng: np.random.Generator) -> npt.NDArray[np.integer[Any]]:
+    """The window draws ``rng.integers(0, n, (count, window))``, as int32: numpy draws the same bounded 32-bit
+    values for int32 and int64 when ``n < 2**31`` (the same generator state after), at half the cost."""
+    n = held.r32.shape[0]
+    return rng.integers(0, n, (count, window), dtype=np.int32 if n < 2**31 else np.int64)
+
+
+def _gathered(held: HeldOut, idx: npt.NDArray[np.integer[Any]]) -> Iterator[tuple[int, int, F64, F64]]:
+    """Sums of short windows, chunk by chunk: (first, end, sums (end - first, F), items (end - first,)).
+
+    Float64 sums in draw order from +0.0, as numpy's ``r32[idx].sum(axis=1, dtype=float64)`` adds them (so
+    bit-identical to it), over chunks of windows small enough for the accumulator to stay in cache. The
+    yielded arrays are reused by the next chunk."""
+    count, window = idx.shape
+    f = held.r64.shape[1]
+    chunk = max(1, GATHER_CHUNK_VALUES // max(f, 1))
+    acc = held.buffer("acc", (min(chunk, count), f), np.float64)
+    tmp = held.buffer("tmp", (min(chunk, count), f), np.float64)
+    for a in range(0, count, chunk):
+        b = min(count, a + chunk)
+        out, t, cols = acc[: b - a], tmp[: b - a], idx[a:b]
+        np.take(held.r64, cols[:, 0], axis=0, out=out)
+        out += 0.0  # numpy's sum starts from +0.0: a window of negative zeros sums to +0.0
+        for j in range(1, window):
+            np.take(held.r64, cols[:, j], axis=0, out=t)
+            out += t
+        yield a, b, out, held.items[cols].sum(axis=1)
+
+
+def _multiplied(held: HeldOut, idx: npt.NDArray[np.integer[Any]]) -> tuple[F64, F64]:
+    """Sums of long windows: vectors of bootstrap multiplicities over the events (built per chunk of
+    windows, in cache) times the float32 rows, one matrix product for all windows (exact enough for sums
+    of rows of order one; the same product as before issue 14, hence the same bits)."""
+    count, _ = idx.shape
+    n = held.r32.shape[0]
+    weights = held.buffer("weights", (count, n), np.float32)
+    step = WEIGHT_CHUNK_WINDOWS
+    offsets = (np.arange(step, dtype=np.int64) * n)[:, None]
+    for a in range(0, count, step):
+        b = min(count, a + step)
+        flat = (idx[a:b] + offsets[: b - a]).ravel()
+        weights[a:b] = np.bincount(flat, minlength=(b - a) * n).reshape(b - a, n)
+    return (weights @ held.r32).astype(np.float64), (weights @ held.i32).astype(np.float64)
+
+
+def resample_held_out(held: HeldOut, window: int, count: int, rng: np.random.Generator) -> tuple[F64, F64]:
+    """``count`` windows of ``window`` held-out events drawn with replacement: (sums (count, F), items (count,)).
+
+    Bit-identical to the implementation before issue 14 (``tests/core/test_calibration_cost.py`` keeps it as
+    the oracle): the same draws, the same float operations in the same order. Short windows (up to
+    ``GATHER_MAX_WINDOW`` events) gather their rows; long ones are multiplicity vectors times the rows.
+    """
+    idx = _draw(held, window, count, rng)
+    if window > GATHER_MAX_WINDOW:
+        return _multiplied(held, idx)
+    sums = np.empty((count, held.r64.shape[1]))
+    items = np.empty(count)
+    for a, b, s, i in _gathered(held, idx):
+        sums[a:b], items[a:b] = s, i
+    return sums, items
+
+
+def resampled_statistics(featurizer: Featurizer, held: HeldOut, window: int, count: int,
+                         rng: np.random.Generator) -> F64:
+    """The statistics (count, stats) of ``count`` stationary windows of ``window`` held-out events: those of
+    ``resample_held_out``'s sums, computed chunk by chunk for short windows (statistics are row-wise, so
+    the values are the same bits as on the whole array)."""
+    idx = _draw(held, window, count, rng)
+    if window > GATHER_MAX_WINDOW:
+        return featurizer.statistics(*_multiplied(held, idx))
+    out = np.empty((count, len(featurizer.stat_names)))
+    for a, b, s, i in _gathered(held, idx):
+        out[a:b] = featurizer.statistics(s, i)
+    return out
 
 
 def resample_cluster_sums(rows: F64, items: F64, window: int, count: int,
@@ -160,9 +260,9 @@ def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *
         a, b = np.sort(perm[:half]), np.sort(perm[half:])
         fitted = fit_featurizer(kind, column.select_events(a, n_events), rng=rng, like=featurizer, **fit_kw)
         rows, items = event_rows(fitted, column.select_events(b, n_events), b.shape[0])
+        held = HeldOut.of(rows, items)
         for j, w in enumerate(windows):
-            sums, its = resample_window_sums(rows, items, w, samples_for_window(w), rng)
-            samples[j].append(fitted.statistics(sums, its))
+            samples[j].append(resampled_statistics(fitted, held, w, samples_for_window(w), rng))
     n_stats = len(featurizer.stat_names)
     per_test = false_alarm_rate / (len(windows) * n_stats)
     thresholds = np.empty((len(windows), n_stats))

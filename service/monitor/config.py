@@ -144,6 +144,11 @@ class MonitorConfig(BaseModel):
     pca_components: int = Field(32, ge=2, le=256, description="PCA components kept for embeddings.")
     random_features: int = Field(128, ge=16, le=2048, description="Random Fourier features for the MMD.")
     calibration_splits: int = Field(6, ge=2, le=64, description="Random reference splits used to calibrate.")
+    calibration_pending_events: int = Field(
+        20000, ge=0,
+        description="Events of a model held (in memory and snapshots) while its reference calibrates beside the "
+        "consumer loop; beyond, the loop waits for that calibration (or runs it, if not started yet).",
+    )
     seed: int = Field(0, description="Seed of every random choice (splits, features, reservoirs).")
     max_labels: int = Field(64, ge=2, le=1000, description="Label vocabulary cap per signal (rest: other).")
     display_sample: int = Field(

@@ -6,13 +6,28 @@ one (model, version) and reads its report. The same code serves ``nlpmon run`` a
 Reference, in order of precedence: a loaded profile (``--reference`` file); events with
 ``"split": "reference"`` (calibrated when the next production event arrives); otherwise the first
 ``auto_baseline_events`` production events (auto-baseline), which are not monitored themselves.
+
+Calibration is a job handed to the injected executor (``service.monitor.calibration_jobs``). An inline
+executor finishes it before ``submit`` returns and the monitor goes on as if it had calibrated itself. A
+deferred one (a worker thread) leaves it pending: from that point every later event of this monitor, of
+either split, is held in order (the "deferred" queue: what remained of the batch that started the
+calibration, then later batches, each kept whole, with its clock clamp) and processed batch by batch, as
+the blocking run processed them, once the profile is applied (``poll``). So the state and report after
+the wait equal those of the blocking run; alarms raised by held events carry position -1 (their batch
+has gone). The pending calibration's sample and the held events are in the snapshot: a monitor restored
+mid-wait hands the same job to its executor again, so no event is lost or counted twice. Beyond
+``calibration_pending_events`` held events the monitor waits for the job (or runs it itself if the
+executor has not started it). Once the profile is applied, each ``poll`` processes about ``DRAIN_EVENTS``
+held events; newer batches wait behind them.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from dataclasses import asdict, dataclass
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +41,13 @@ from service.drift.items import ItemColumn, per_event_sums
 from service.drift.outliers import OutlierShareFeaturizer
 from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer, unit_rows
 from service.drift.signal import SignalWindow
+from service.monitor.calibration_jobs import (
+    INLINE,
+    CalibrationExecutor,
+    CalibrationJob,
+    event_from_state,
+    event_state,
+)
 from service.monitor.config import MonitorConfig
 from service.monitor.duplicates import RecentIds
 from service.monitor.examples import (
@@ -41,11 +63,14 @@ from service.monitor.examples import (
 )
 from service.monitor.history import ScoreHistory, ShareHistory
 from service.monitor.projection import ReferenceView, page_lookups, projection_report
-from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall
+from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall, check_reference_size
 from service.monitor.signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
 from service.sketches.multiscale import MultiScaleWindow
 
 log = logging.getLogger(__name__)
+#: Held events processed per ``poll`` once their calibration is applied (batches are kept whole): the loop
+#: catches up in steps of about this many events instead of one long stop.
+DRAIN_EVENTS = 2000
 SPECS = {s.name: s for s in SIGNALS}
 MAX_CHUNK = 2048  # events per vectorised update; larger batches are split (measured fastest around 2,000)
 
@@ -80,14 +105,28 @@ def _margin_detail(event: Any, i: int) -> dict[str, Any]:
     return {**_prediction_detail(event, i), "top_two": top_two(event.prediction.probabilities)}
 
 
+@dataclass
+class PendingCalibration:
+    """A calibration handed to the executor and not applied yet."""
+
+    job: CalibrationJob
+    future: Future[ReferenceProfile]
+
+
+Deferred = tuple[str, Any]  # ("call", events) | ("monitor", events) | ("clamp", edge or None)
+
+
 class ModelMonitor:
     """Monitor of one (model, model_version). See the module docstring for the reference rules."""
 
     def __init__(self, model: str, model_version: str, config: MonitorConfig,
-                 profile: ReferenceProfile | None = None) -> None:
+                 profile: ReferenceProfile | None = None, executor: CalibrationExecutor = INLINE) -> None:
         self.model = model
         self.model_version = model_version
         self.config = config
+        self.executor = executor
+        self.calibration: PendingCalibration | None = None
+        self._deferred: deque[Deferred] = deque()
         self.profile: ReferenceProfile | None = None
         self.pending_reference = ReferenceSample(config.reference_reservoir, config.seed)
         self.auto_baseline = ReferenceSample(config.reference_reservoir, config.seed + 1)
@@ -122,9 +161,15 @@ class ModelMonitor:
     def status(self) -> str:
         if self.profile is not None:
             return "monitoring"
-        if self.pending_reference.size:
+        if self.pending_reference.size or (self.calibration is not None
+                                           and self.calibration.job.source == "reference"):
             return "reference_pending"
         return "collecting_baseline"
+
+    @property
+    def deferred_events(self) -> int:
+        """Events held until the pending calibration is applied."""
+        return sum(len(p) for kind, p in self._deferred if kind != "clamp")
 
     def _start(self, profile: ReferenceProfile) -> None:
         if profile.sample is not None:  # a profile from a file or a snapshot kept texts under another policy
@@ -190,19 +235,95 @@ class ModelMonitor:
         return ("__other__",)
 
     def _calibrate(self, sample: ReferenceSample, source: str) -> bool:
+        """Hand the calibration of ``sample`` to the executor. False (``reference_error`` set) when the sample
+        is too small; True otherwise, the profile applied when the executor finished at once, else
+        ``self.calibration`` pending. The sample is the job's from now on: the caller replaces it."""
         try:
-            profile = ReferenceProfile.calibrate(sample, self.config, source, self.model, self.model_version)
+            check_reference_size(sample.size, self.config)
         except ReferenceTooSmall as exc:
             self.reference_error = str(exc)
             log.warning("%s/%s: %s", self.model, self.model_version, exc)
             return False
+        job = CalibrationJob(self.model, self.model_version, source, sample, self.config)
+        self.calibration = PendingCalibration(job, self.executor.submit(job))
+        if self.calibration.future.done():
+            self._apply_calibration(wait=False)
+        return True
+
+    def _apply_calibration(self, wait: bool) -> bool:
+        """Apply the pending calibration's profile if it is ready (``wait``: make it ready: run the job here if
+        the executor has not started it, else wait for it). True when applied. A job's error is raised here,
+        as the blocking call raised it."""
+        pending = self.calibration
+        assert pending is not None
+        fut = pending.future
+        if not fut.done() and not wait:
+            return False
+        # not started (or cancelled by a shutdown): run it here rather than queue behind other models' jobs
+        run_here = fut.cancelled() or (not fut.done() and fut.cancel())
+        profile = pending.job.run() if run_here else fut.result()
+        self.calibration = None
         log.info("%s/%s: reference calibrated from %s (%d events, %d signals) in %.1f s",
-                 self.model, self.model_version, source, profile.events, len(profile.signals),
+                 self.model, self.model_version, pending.job.source, profile.events, len(profile.signals),
                  profile.calibration_seconds)
         for name, why in profile.unavailable.items():
             log.info("%s/%s: signal %s unavailable: %s", self.model, self.model_version, name, why)
         self._start(profile)
         return True
+
+    @property
+    def waiting(self) -> bool:
+        """A calibration is pending, or events held for one are not all processed yet."""
+        return self.calibration is not None or bool(self._deferred)
+
+    def poll(self, wait: bool = False) -> list[Alarm]:
+        """Apply a finished calibration and process the events held meanwhile, batch by batch (which may
+        start another calibration: reference events were held too), about ``DRAIN_EVENTS`` per call so that
+        the loop catches up in steps. ``wait``: until no more than ``calibration_pending_events`` events
+        are held. Alarms carry position -1."""
+        alarms: list[Alarm] = []
+        while self.waiting:
+            over = wait and self.deferred_events > self.config.calibration_pending_events
+            if self.calibration is not None and not self._apply_calibration(wait=over):
+                break
+            alarms.extend(self._drain(None if over else DRAIN_EVENTS))
+            if self.calibration is None and self._deferred and not over:
+                break  # this call's share is done: the rest at the next poll
+        return [replace(a, position=-1) for a in alarms]
+
+    def finish(self) -> list[Alarm]:
+        """Wait for every pending calibration (running it here if not started) and process every held event.
+        Alarms carry position -1."""
+        alarms: list[Alarm] = []
+        while self.waiting:
+            if self.calibration is not None:
+                self._apply_calibration(wait=True)
+            alarms.extend(self._drain(None))
+        return [replace(a, position=-1) for a in alarms]
+
+    def _drain(self, budget: int | None) -> list[Alarm]:
+        """Process held batches in order until none is left, a calibration is pending again, or about
+        ``budget`` events were processed (None: no limit)."""
+        alarms: list[Alarm] = []
+        done = 0
+        while self._deferred and self.calibration is None and (budget is None or done < budget):
+            kind, payload = self._deferred.popleft()
+            if kind != "clamp":
+                done += len(payload)
+            if kind == "monitor":
+                alarms.extend(self._monitor_chunks(payload, 0, 0))
+            elif kind == "call":
+                rest, self._deferred = self._deferred, deque()
+                alarms.extend(self._call(payload))  # what it holds again comes before the rest
+                self._deferred.extend(rest)
+            else:
+                self._clamp(payload)
+        return alarms
+
+    def _clamp(self, edge: float | None) -> None:
+        """The newest skewed event time of a batch, clamped into the accepted range (``MonitorSet``)."""
+        if edge is not None and self.profile is not None:  # like the times of monitored events
+            self.last_event_time = edge if self.last_event_time is None else max(self.last_event_time, edge)
 
     def add_reference(self, events: list[Any]) -> None:
         """Add reference events (a reference file or ``"split": "reference"`` events)."""
@@ -214,12 +335,31 @@ class ModelMonitor:
         self.events_here["reference"] += len(events)
 
     # -- streaming --------------------------------------------------------------------------------------
-    def process(self, events: list[Any]) -> list[Alarm]:
+    def process(self, events: list[Any], clamp: float | None = None) -> list[Alarm]:
         """Fold a batch of valid events of this model (in stream order) into the monitor.
 
-        Returns the alarms raised, with positions into ``events``. CPU-bound; may calibrate a reference
-        (seconds) when the first production event after new reference events arrives.
+        Returns the alarms raised, with positions into ``events`` (-1: an event of an earlier batch, held
+        while a calibration was pending). ``clamp``: the newest clamped time of the batch's skewed events
+        (``MonitorSet``). CPU-bound; calibrates a reference when the first production event after new
+        reference events arrives, or the auto-baseline fills: seconds with an inline executor; with a
+        deferred one the events from there on are held (module docstring).
         """
+        alarms = self.poll()
+        if self.waiting:  # behind held events: after them
+            self._deferred.extend([("call", list(events)), ("clamp", clamp)])
+            if self.deferred_events > self.config.calibration_pending_events:
+                alarms.extend(self.poll(wait=True))
+            return alarms
+        alarms.extend(self._call(events))
+        if self.calibration is not None:
+            self._deferred.append(("clamp", clamp))
+        else:
+            self._clamp(clamp)
+        return alarms
+
+    def _call(self, events: list[Any]) -> list[Alarm]:
+        """One batch, split into runs of one split each; stops, holding the rest, when a calibration becomes
+        pending."""
         alarms: list[Alarm] = []
         start = 0
         n = len(events)
@@ -232,7 +372,11 @@ class ModelMonitor:
             if split == "reference":
                 self.add_reference(run)
             else:
-                alarms.extend(a for a in self._production(run, start))
+                alarms.extend(self._production(run, start))
+                if self.calibration is not None:
+                    if end < n:
+                        self._deferred.append(("call", events[end:]))
+                    break
             start = end
         return alarms
 
@@ -242,6 +386,9 @@ class ModelMonitor:
         # new reference events since the last calibration
         if self.pending_reference.size and self._calibrate(self.pending_reference, "reference"):
             self.pending_reference = ReferenceSample(self.config.reference_reservoir, self.config.seed)
+            if self.calibration is not None:  # pending: the run is monitored once it is applied
+                self._deferred.append(("monitor", events))
+                return []
         skip = 0
         if self.profile is None:
             need = self.config.auto_baseline_events - self.auto_baseline.seen
@@ -254,8 +401,16 @@ class ModelMonitor:
                     and self._calibrate(self.auto_baseline, "auto-baseline")):
                 # the profile keeps its own thinned sample; the full one would only bloat every snapshot
                 self.auto_baseline = ReferenceSample(self.config.reference_reservoir, self.config.seed + 1)
+                if self.calibration is not None:  # pending: the rest of the run is monitored once it is applied
+                    if skip < len(events):
+                        self._deferred.append(("monitor", events[skip:]))
+                    return []
             if self.profile is None or skip == len(events):
                 return []
+        return self._monitor_chunks(events, skip, offset)
+
+    def _monitor_chunks(self, events: list[Any], skip: int, offset: int) -> list[Alarm]:
+        """Monitor ``events[skip:]`` in chunks counted from ``skip`` (alarm positions: ``offset`` + index)."""
         alarms: list[Alarm] = []
         for start in range(skip, len(events), MAX_CHUNK):  # keep the per-chunk arrays in cache
             alarms.extend(self._monitor(events[start:start + MAX_CHUNK], offset + start))
@@ -479,6 +634,10 @@ class ModelMonitor:
             "last_event_time": self.last_event_time, "reference_error": self.reference_error,
             "texts": {"kept": self.config.texts.keep, "redacted": bool(self.config.texts.redact)},
         }
+        if self.calibration is not None:  # only while waiting: the report after the wait is the blocking run's
+            out["calibration_pending"] = {"source": self.calibration.job.source,
+                                          "reference_events": self.calibration.job.sample.size,
+                                          "held_events": self.deferred_events}
         if self.profile is None:
             out["reference"] = {"events": self.pending_reference.size or self.auto_baseline.seen,
                                 "needed": self.config.auto_baseline_events}
@@ -720,11 +879,18 @@ class ModelMonitor:
             "marked": [list(o) for o in self._marked],
             "share_examples": self._share_examples,
             "span_lengths": self.recent_span_lengths.state(),
+            "calibration": None if self.calibration is None else
+            {"source": self.calibration.job.source, "sample": self.calibration.job.sample.state()},
+            "deferred": [[kind, [event_state(e, self.config.texts) for e in p] if kind != "clamp" else p]
+                         for kind, p in self._deferred],
         }
 
     @classmethod
-    def from_state(cls, s: dict[str, Any], config: MonitorConfig) -> ModelMonitor:
-        m = cls(s["model"], s["model_version"], config)
+    def from_state(cls, s: dict[str, Any], config: MonitorConfig,
+                   executor: CalibrationExecutor = INLINE) -> ModelMonitor:
+        """The monitor ``state`` saved. A calibration pending then is handed to ``executor`` again (applied by
+        the next ``poll`` or ``process``), with the events it held."""
+        m = cls(s["model"], s["model_version"], config, executor=executor)
         if s["profile"] is not None:
             m._start(ReferenceProfile.from_state(s["profile"]))
         m.pending_reference = ReferenceSample.from_state(s["pending_reference"]).map_texts(m._restrict_text)
@@ -751,4 +917,11 @@ class ModelMonitor:
         m._share_examples = {k: [m._restrict_example(x) for x in v] for k, v in (s.get("share_examples") or {}).items()}
         if s.get("span_lengths") is not None:  # snapshots of earlier builds have none
             m.recent_span_lengths.load_state(s["span_lengths"])
+        m._deferred = deque((str(kind), (None if p is None else float(p)) if kind == "clamp"
+                             else [event_from_state(e) for e in p]) for kind, p in s.get("deferred", []))
+        cal = s.get("calibration")
+        if cal is not None:
+            sample = ReferenceSample.from_state(cal["sample"])
+            job = CalibrationJob(m.model, m.model_version, str(cal["source"]), sample, config)
+            m.calibration = PendingCalibration(job, executor.submit(job))
         return m

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from service.events import Event, EventDecoder, InvalidEvent
+from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm, ModelMonitor
 from service.monitor.reference import ReferenceProfile
@@ -64,11 +65,16 @@ class BatchResult:
 
 
 class MonitorSet:
-    """Monitors keyed by (model, model_version). Pure; state is a versioned snapshot (``snapshot``)."""
+    """Monitors keyed by (model, model_version). Pure; state is a versioned snapshot (``snapshot``).
+
+    ``executor`` runs the monitors' calibrations (``service.monitor.calibration_jobs``): inline by default;
+    with a deferred one, call ``poll`` now and then (``process_lines`` does) to apply finished ones.
+    """
 
     def __init__(self, config: MonitorConfig, profiles: dict[tuple[str, str], ReferenceProfile] | None = None,
-                 reference_events: Sequence[Event] = ()) -> None:
+                 reference_events: Sequence[Event] = (), executor: CalibrationExecutor = INLINE) -> None:
         self.config = config
+        self.executor = executor
         self.monitors: dict[tuple[str, str], ModelMonitor] = {}
         self.embedding_dims: dict[str, int] = {}
         self.profiles = dict(profiles or {})
@@ -80,7 +86,7 @@ class MonitorSet:
         key = (model, version)
         m = self.monitors.get(key)
         if m is None:
-            m = ModelMonitor(model, version, self.config, self.profiles.get(key))
+            m = ModelMonitor(model, version, self.config, self.profiles.get(key), self.executor)
             self.monitors[key] = m
             ref = self._reference_events.pop(key, None)
             if ref:
@@ -116,18 +122,36 @@ class MonitorSet:
             if x.embedding is not None:
                 yield "entity", x.embedding, f"entities[{i}].embedding"
 
-    def process_events(self, events: Sequence[Event], positions: Sequence[int]) -> list[Alarm]:
-        """Route valid events (with their batch positions) to their monitors; alarms carry batch positions."""
+    def process_events(self, events: Sequence[Event], positions: Sequence[int],
+                       clamped: dict[tuple[str, str], float] | None = None) -> list[Alarm]:
+        """Route valid events (with their batch positions) to their monitors; alarms carry batch positions
+        (-1: an event of an earlier batch, held while its model's reference calibrated). ``clamped``: per
+        (model, version), the newest clamped time of the batch's skewed events."""
+        alarms = self.poll()
         groups: dict[tuple[str, str], list[int]] = {}
         for i, e in enumerate(events):
             groups.setdefault((e.model, e.model_version), []).append(i)
-        alarms: list[Alarm] = []
+        clamped = clamped or {}
         for (model, version), idx in groups.items():
             mon = self.monitor(model, version)
-            for a in mon.process([events[i] for i in idx]):
-                alarms.append(_moved(a, positions[idx[a.position]]))
+            for a in mon.process([events[i] for i in idx], clamped.get((model, version))):
+                alarms.append(a if a.position < 0 else _moved(a, positions[idx[a.position]]))
         alarms.sort(key=lambda a: a.position)
         return alarms
+
+    def poll(self, wait: bool = False) -> list[Alarm]:
+        """Apply the calibrations that finished and process the events their models held (alarms at position
+        -1). ``wait``: wait for every pending calibration first (the end of a replay, a test)."""
+        alarms: list[Alarm] = []
+        for mon in self.monitors.values():
+            if mon.waiting:
+                alarms.extend(mon.finish() if wait else mon.poll())
+        return alarms
+
+    @property
+    def calibrating(self) -> int:
+        """Monitors whose calibration is pending, or whose held events are not all processed yet."""
+        return sum(1 for m in self.monitors.values() if m.waiting)
 
     def process_lines(self, lines: Sequence[bytes | str | None], now: float | None = None) -> BatchResult:
         """Decode, validate and monitor a batch of raw events. Invalid ones are returned, never raised.
@@ -177,11 +201,7 @@ class MonitorSet:
             events.append(e)
             positions.append(i)
             times.append(t)
-        alarms = self.process_events(events, positions)
-        for key, edge in clamped.items():
-            mon = self.monitors[key]
-            if mon.profile is not None:  # like the times of monitored events (baseline events set none)
-                mon.last_event_time = edge if mon.last_event_time is None else max(mon.last_event_time, edge)
+        alarms = self.process_events(events, positions, clamped)
         return BatchResult(alarms, rejected, len(events), times, events, skews, positions)
 
     def report(self) -> dict[str, Any]:
@@ -199,7 +219,7 @@ class MonitorSet:
         self.embedding_dims = {k: int(v) for k, v in s["embedding_dims"].items()}
         self.monitors = {}
         for ms in s["monitors"]:
-            mon = ModelMonitor.from_state(ms, self.config)
+            mon = ModelMonitor.from_state(ms, self.config, self.executor)
             self.monitors[(mon.model, mon.model_version)] = mon
             self._reference_events.pop((mon.model, mon.model_version), None)
 

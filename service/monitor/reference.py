@@ -39,6 +39,15 @@ class ReferenceTooSmall(ValueError):
     """The reference has fewer events than ``min_reference_events``: thresholds cannot be calibrated."""
 
 
+def check_reference_size(n: int, config: MonitorConfig) -> None:
+    """Raises ReferenceTooSmall when a reference of ``n`` events is too small to calibrate (the one reason
+    ``ReferenceProfile.calibrate`` refuses a reference: checked before a calibration is handed over)."""
+    if n < config.min_reference_events:
+        raise ReferenceTooSmall(
+            f"reference has {n} events, fewer than min_reference_events={config.min_reference_events}; "
+            "thresholds cannot be calibrated: send more reference events")
+
+
 def _column_state(c: ItemColumn) -> dict[str, Any]:
     return {"event": c.event, "values": c.values}
 
@@ -167,10 +176,7 @@ class ReferenceProfile:
         CPU-bound: a few seconds for a few thousand events.
         """
         n = sample.size
-        if n < config.min_reference_events:
-            raise ReferenceTooSmall(
-                f"reference has {n} events, fewer than min_reference_events={config.min_reference_events}; "
-                "thresholds cannot be calibrated: send more reference events")
+        check_reference_size(n, config)
         t0 = time.perf_counter()
         cols = sample.columns()
         rng = np.random.default_rng(config.seed)
@@ -284,4 +290,4 @@ class ReferenceProfile:
             return cls.from_state(state)
 
 
-__all__ = ["ReferenceProfile", "ReferenceSample", "ReferenceTooSmall"]
+__all__ = ["ReferenceProfile", "ReferenceSample", "ReferenceTooSmall", "check_reference_size"]

@@ -1,0 +1,119 @@
+"""Calibration as a job handed to an injected executor, so that it can run beside the consumer loop.
+
+A ``CalibrationJob`` is everything ``ReferenceProfile.calibrate`` needs, frozen: the reference sample (no
+longer touched by the monitor once handed over), the configuration (its seed) and the source. Running it
+is pure and CPU-bound. A ``CalibrationExecutor`` turns a job into a ``concurrent.futures.Future`` of the
+profile:
+
+* ``InlineExecutor`` runs it at once, on the caller's thread (``nlpmon replay``, ``nlpmon calibrate``,
+  tests): the future is done when ``submit`` returns, so the monitor goes on exactly as if it had called
+  ``calibrate`` itself.
+* ``service.app.calibration_worker.ThreadCalibrationExecutor`` runs it on a worker thread (``nlpmon run``).
+* Tests use a manual executor that completes jobs at chosen points.
+
+While a job is pending, the monitor holds that model's later events (``ModelMonitor``: the "deferred"
+queue, part of the snapshot) and processes them, in their original batches, once the profile is applied.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.events import Event
+from service.events.decode import EntityOut, PredictionOut, TokenOut
+from service.monitor.config import MonitorConfig, TextPolicy
+from service.monitor.reference import ReferenceProfile, ReferenceSample
+
+
+@dataclass(frozen=True)
+class CalibrationJob:
+    """The calibration of one (model, version) reference: ``run()`` returns its profile."""
+
+    model: str
+    model_version: str
+    source: str  # "reference" or "auto-baseline"
+    sample: ReferenceSample
+    config: MonitorConfig
+
+    def run(self) -> ReferenceProfile:
+        """``ReferenceProfile.calibrate`` of the sample. CPU-bound (seconds); reads the sample, never writes it."""
+        return ReferenceProfile.calibrate(self.sample, self.config, self.source, self.model, self.model_version)
+
+
+class CalibrationExecutor(Protocol):
+    """Runs calibration jobs. ``submit`` never blocks for long unless the executor is inline."""
+
+    def submit(self, job: CalibrationJob) -> Future[ReferenceProfile]: ...
+
+
+class InlineExecutor:
+    """Runs every job at once on the caller's thread: ``submit`` returns a finished future (its result, or
+    the exception the job raised)."""
+
+    def submit(self, job: CalibrationJob) -> Future[ReferenceProfile]:
+        fut: Future[ReferenceProfile] = Future()
+        try:
+            fut.set_result(job.run())
+        except Exception as exc:  # handed to whoever reads the result, as a blocking call would raise it
+            fut.set_exception(exc)
+        return fut
+
+
+INLINE = InlineExecutor()
+
+
+
+# -- events held while a calibration is pending: part of the monitor's snapshot ---------------------------
+def event_state(e: Event, texts: TextPolicy | None = None) -> dict[str, Any]:
+    """A decoded event as a state tree (``service.state``); ``event_from_state`` gives it back, field for field.
+
+    ``texts``: the monitor's text policy, applied to the event's, its entities' and its tokens' texts (an event
+    held in a snapshot keeps no more text than the pages may: with ``keep_texts: false`` none, so after a
+    restore its ``text_length`` and span items are missing; redaction keeps lengths and offsets)."""
+    keep = (lambda t: t) if texts is None else texts.restrict
+    p = e.prediction
+    return {
+        "event_id": e.event_id, "model": e.model, "model_version": e.model_version, "timestamp": e.timestamp,
+        "task": e.task, "split": e.split, "text": keep(e.text), "embedding": e.embedding,
+        "entities": [{"label": x.label, "score": x.score, "start": x.start, "end": x.end, "text": keep(x.text),
+                      "embedding": x.embedding} for x in e.entities],
+        "tokens": {"text": [keep(t.text) for t in e.tokens], "tag": [t.tag for t in e.tokens],
+                   "score": [t.score for t in e.tokens]},
+        "prediction": None if p is None else {"label": p.label, "score": p.score, "probabilities": p.probabilities},
+        "metadata": e.metadata,
+    }
+
+
+def _array(x: Any) -> np.ndarray | None:
+    return None if x is None else np.asarray(x, np.float32)
+
+
+def _number(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def event_from_state(s: dict[str, Any]) -> Event:
+    """The event ``event_state`` wrote. Raises KeyError/TypeError/ValueError on a malformed tree."""
+    toks = s["tokens"]
+    p = s["prediction"]
+    return Event(
+        event_id=str(s["event_id"]), model=str(s["model"]), model_version=str(s["model_version"]),
+        timestamp=_number(s["timestamp"]), task=str(s["task"]), split=str(s["split"]), text=s["text"],
+        embedding=_array(s["embedding"]),
+        entities=[EntityOut(label=str(x["label"]), score=_number(x["score"]),
+                            start=None if x["start"] is None else int(x["start"]),
+                            end=None if x["end"] is None else int(x["end"]), text=x["text"],
+                            embedding=_array(x["embedding"])) for x in s["entities"]],
+        tokens=[TokenOut(text=t, tag=str(g), score=_number(c))
+                for t, g, c in zip(toks["text"], toks["tag"], toks["score"], strict=True)],
+        prediction=None if p is None else PredictionOut(label=str(p["label"]), score=_number(p["score"]),
+                                                        probabilities=p["probabilities"]),
+        metadata=dict(s["metadata"]),
+    )
+
+
+__all__ = ["INLINE", "CalibrationExecutor", "CalibrationJob", "InlineExecutor", "event_from_state", "event_state"]
