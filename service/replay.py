@@ -51,6 +51,7 @@ def load_references(paths: Sequence[str | Path]) -> LoadedReference:
             model, version = prof_file.model_key
             out.profiles[(model, version)] = prof_file
             continue
+        line = 0  # lines of this file before the batch
         for batch in iter_batches(p, 5000):
             decoder = EventDecoder()
             for i, raw in enumerate(batch):
@@ -59,7 +60,8 @@ def load_references(paths: Sequence[str | Path]) -> LoadedReference:
                 except InvalidEvent as exc:
                     out.invalid += 1
                     if len(out.reasons) < MAX_REASONS:
-                        out.reasons.append(f"{p.name} line {i + 1}: {exc.reason}: {exc.detail}")
+                        out.reasons.append(f"{p.name} line {line + i + 1}: {exc.reason}: {exc.detail}")
+            line += len(batch)
     return out
 
 
@@ -92,7 +94,7 @@ def replay(events_path: str | Path, reference_paths: Sequence[str | Path], confi
            ground_truth_path: str | Path | None = None, quality_config: QualityConfig | None = None,
            batch_size: int = 2000, progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Run EVENTS through a fresh MonitorSet (and, with ``ground_truth_path``, a QualitySet); return the
-    report (see docs/replay.md).
+    report (its keys: the README's "Backtest on your own events").
 
     Labels are fed as they would have arrived: after each batch, those whose timestamp is not later than
     the newest event time so far; labels without a timestamp after the last event. Events of the reference
