@@ -265,7 +265,10 @@ class NlpmonService:
                 if create_topic(bootstrap, s.topic, s.partitions, client_options=quiet):
                     log.info("created topic %s with %d partition(s)", s.topic, s.partitions)
             except KafkaException as exc:
-                detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is not None and err.code() == KafkaError._INVALID_ARG:
+                    raise  # the client refused its options: cli names kafka.librdkafka_options
+                detail = err.str() if err is not None else str(exc)
                 raise TopicSetupError(
                     f"cannot reach Kafka at {bootstrap} ({detail}); check bootstrap_servers "
                     "(NLPMON_BOOTSTRAP_SERVERS, --bootstrap-servers) and that the broker is up") from None
