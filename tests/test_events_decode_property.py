@@ -93,6 +93,10 @@ def tokens(draw: st.DrawFn) -> Json:
     out: Json = {"tag": draw(names)}
     optional(draw, out, "text", st.none() | st.text(max_size=10))
     optional(draw, out, "score", st.none() | scores)
+    start = draw(st.integers(0, 10**6))
+    end = draw(st.integers(start, start + 20) | st.integers(0, 10**6))  # start > end now and then: bad_span
+    optional(draw, out, "start", st.none() | st.just(start))
+    optional(draw, out, "end", st.none() | st.just(end))
     return out
 
 
@@ -268,8 +272,8 @@ def assert_same_values(event: Event, model: PredictionEvent) -> None:
             want.text,
         )
         assert_same_array(got.embedding, embedding_array(want.embedding))
-    assert [(t.text, t.tag, t.score) for t in event.tokens] == [
-        (t.text, t.tag, t.score) for t in model.tokens
+    assert [(t.text, t.tag, t.score, t.start, t.end) for t in event.tokens] == [
+        (t.text, t.tag, t.score, t.start, t.end) for t in model.tokens
     ]
     if event.prediction is None or model.prediction is None:
         assert event.prediction is None and model.prediction is None

@@ -226,7 +226,7 @@ def test_held_events_round_trip_through_the_snapshot_codec() -> None:
            "task": "text-classification", "text": "hello", "embedding": [0.5, -1.25, 3.0],
            "entities": [{"label": "PER", "score": 0.9, "start": 0, "end": 5, "text": "hello",
                          "embedding": [1.0, 2.0]}],
-           "tokens": [{"text": "hello", "tag": "X", "score": 0.5}, {"tag": "Y"}],
+           "tokens": [{"text": "hello", "tag": "X", "score": 0.5, "start": 0, "end": 5}, {"tag": "Y", "end": 5}],
            "prediction": {"label": "pos", "score": 0.75, "probabilities": {"pos": 0.75, "neg": 0.25}},
            "metadata": {"a": [1, {"b": None}]}}
     e = decode_event(json.dumps(raw))
@@ -239,7 +239,9 @@ def test_held_events_round_trip_through_the_snapshot_codec() -> None:
             assert [(a.label, a.score, a.start, a.end, a.text, a.embedding.tolist()) for a in x] == \
                 [(a.label, a.score, a.start, a.end, a.text, a.embedding.tolist()) for a in y]
         elif name == "tokens":  # the decoder's strict subclasses: the fields are what the monitor reads
-            assert [(t.text, t.tag, t.score) for t in x] == [(t.text, t.tag, t.score) for t in y]
+            assert [(t.text, t.tag, t.score, t.start, t.end) for t in x] == \
+                [(t.text, t.tag, t.score, t.start, t.end) for t in y]
+            assert [t.start for t in y] == [0, None] and [t.end for t in y] == [5, 5]
         elif name == "prediction":
             assert (x.label, x.score, x.probabilities) == (y.label, y.score, y.probabilities)
         else:
