@@ -67,6 +67,9 @@ SPAN_LABELS = "_span_labels"  # labels of the measured entities, aligned with th
 
 _TAG = attrgetter("tag")
 _TEXT = attrgetter("text")
+_START = attrgetter("start")
+_END = attrgetter("end")
+_NO_TEXT = np.iinfo(np.int64).max  # the text bound of an event without text: none
 
 
 def _pos(counts: list[int]) -> np.ndarray:
@@ -115,6 +118,11 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     fast_text: list[str] = []
     fast_toks: list[list[str]] = []
     slow: list[tuple[int, str, list[Any]]] = []
+    off_pos: list[int] = []
+    off_s: list[int] = []
+    off_e: list[int] = []
+    off_n: list[int] = []
+    off_len: list[int] = []
     for i, e in enumerate(events):
         if e.timestamp is not None:
             times[i] = e.timestamp
@@ -131,7 +139,15 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
             if toks and spans:
                 tokenised[i] = True
                 text = e.text
-                if text:
+                ts = list(map(_START, toks))
+                te = list(map(_END, toks)) if None not in ts else None
+                if te is not None and None not in te:  # every token has offsets: checked in _given_offsets
+                    off_pos.append(i)
+                    off_s.extend(ts)
+                    off_e.extend(te)
+                    off_n.append(len(ts))
+                    off_len.append(_NO_TEXT if text is None else len(text))
+                elif text:
                     tt = list(map(_TEXT, toks))
                     try:
                         fast = "".join(tt) == text.replace(" ", "")  # empty tokens: found by batch_offsets
@@ -176,7 +192,15 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     def emb(rows: list[np.ndarray]) -> np.ndarray:
         return np.vstack(rows) if rows else np.zeros((0, 0), np.float32)
 
+    given = _given_offsets(off_pos, off_s, off_e, off_n, off_len)
+    if given.redo.size:  # offsets that cannot be trusted: aligned from the token texts as without them
+        for j in given.redo.tolist():
+            text = events[j].text
+            if text:
+                slow.append((j, text, list(map(_TEXT, events[j].tokens))))
     tok_ev, tok_s, tok_e = _token_offsets(fast_pos, fast_text, fast_toks, slow)
+    if given.event.size:
+        tok_ev, tok_s, tok_e = _merge_tokens((given.event, given.start, given.end), (tok_ev, tok_s, tok_e))
     sse = np.asarray(span_se, np.int64).reshape(-1, 2)
     shapes = span_shapes(tok_ev, tok_s, tok_e, tokenised, arr(span_pos), sse[:, 0], sse[:, 1])
     span_labels = span_lab if len(shapes.index) == len(span_lab) else [span_lab[j] for j in shapes.index.tolist()]
@@ -221,3 +245,51 @@ def _token_offsets(fast_pos: list[int], fast_text: list[str], fast_toks: list[li
     e, s, t = np.concatenate(ev), np.concatenate(st), np.concatenate(en)
     order = np.argsort(e, kind="stable")
     return e[order], s[order], t[order]
+
+
+@dataclass(frozen=True, slots=True)
+class GivenOffsets:
+    """Token offsets given by the events and trusted: flat (event, start, end) by event then in order; ``redo``:
+    the events whose offsets are not trusted (to align from the token texts)."""
+
+    event: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    redo: np.ndarray
+
+
+def _given_offsets(pos: list[int], starts: list[int], ends: list[int], counts: list[int],
+                   text_len: list[int]) -> GivenOffsets:
+    """Check the offsets of the events whose tokens all carry them, vectorised over the batch.
+
+    An event's offsets are trusted when its tokens are in order (each starts at or after the previous one's
+    end, and ``start <= end``, which the decoder guarantees) and end within its text (when it has one); otherwise the
+    whole event is in ``redo``. Trusted offsets are used as they are, whatever the token texts say.
+    """
+    z = np.zeros(0, np.int64)
+    if not pos:
+        return GivenOffsets(z, z, z, z)
+    ev_pos = np.asarray(pos, np.int64)
+    n = np.asarray(counts, np.int64)
+    s = np.asarray(starts, np.int64)
+    e = np.asarray(ends, np.int64)
+    local = np.repeat(np.arange(ev_pos.size), n)
+    first = np.zeros(s.size, bool)
+    first[np.cumsum(n) - n] = True
+    prev_end = np.concatenate([[0], e[:-1]])
+    bad = (s > e) | (e > np.asarray(text_len, np.int64)[local]) | (~first & (s < prev_end))
+    if not bad.any():
+        return GivenOffsets(np.repeat(ev_pos, n), s, e, z)
+    bad_ev = np.bincount(local[bad], minlength=ev_pos.size) > 0
+    keep = ~bad_ev[local]
+    return GivenOffsets(np.repeat(ev_pos, n)[keep], s[keep], e[keep], ev_pos[bad_ev])
+
+
+def _merge_tokens(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two flat (event, start, end) token lists, each by event then in order, with no event in both: one."""
+    if not b[0].size:
+        return a
+    ev = np.concatenate([a[0], b[0]])
+    order = np.argsort(ev, kind="stable")
+    return ev[order], np.concatenate([a[1], b[1]])[order], np.concatenate([a[2], b[2]])[order]
