@@ -570,3 +570,19 @@ def test_untrusted_offsets_are_aligned_as_without_them(spans: list[tuple[int, in
                                                                           strict=True)], ents=((3, 5),))
     got = span_columns([good, offsets_event(toks, ents=((0, 4), (3, 8))), good])
     assert got[0] == ([0, 1, 1, 2], [1.0, 2.0, 2.0, 1.0]), why
+
+
+def test_offsets_of_any_size_or_missing_never_break_the_batch() -> None:
+    """The contract takes integers of any size: offsets no text can reach leave their entity (or the given
+    token offsets) unused, and the rest of the batch is measured as without them."""
+    huge = [2**63, 2**64, 10**30, 10**400]
+    evs = [decode_event(json.dumps({"event_id": str(k), "model": "m", "text": "ab cd",
+                                    "entities": [{"label": "X", "start": h, "end": h + 3}, {"label": "Y", "start": 0,
+                                                                                           "end": 2}]}))
+           for k, h in enumerate(huge)]
+    evs.append(offsets_event([{"text": "ab", "tag": "O", "start": 0, "end": 2},
+                              {"text": "cd", "tag": "O", "start": 3, "end": 10**30},
+                              {"text": "ef", "tag": "O", "start": 10**30, "end": 10**30}]))  # aligned instead
+    cols = span_columns(evs)
+    assert cols[0] == ([0, 1, 2, 3, 4], [2.0, 2.0, 2.0, 2.0, 2.0])  # Y in characters; the token event in tokens
+    assert cols[2] == ([0, 1, 2, 3, 4], ["Y", "Y", "Y", "Y", "X"]) and cols[1] == ([4], [1.0])
