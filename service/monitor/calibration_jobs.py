@@ -73,7 +73,8 @@ def event_state(e: Event, texts: TextPolicy | None = None) -> dict[str, Any]:
 
     ``texts``: the monitor's text policy, applied to the event's, its entities' and its tokens' texts (an event
     held in a snapshot keeps no more text than the pages may: with ``keep_texts: false`` none, so after a
-    restore its ``text_length`` and span items are missing; redaction keeps lengths and offsets)."""
+    restore its ``text_length`` items are missing, and so are the span items of an event whose tokens carry no
+    offsets (they cannot be aligned); redaction keeps lengths and offsets, the tokens' included)."""
     keep = (lambda t: t) if texts is None else texts.restrict
     p = e.prediction
     return {
