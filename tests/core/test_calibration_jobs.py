@@ -246,3 +246,18 @@ def test_held_events_round_trip_through_the_snapshot_codec() -> None:
             assert (x.label, x.score, x.probabilities) == (y.label, y.score, y.probabilities)
         else:
             assert x == y, name
+
+
+def test_held_events_without_texts_keep_their_token_offsets_and_span_measures() -> None:
+    from service.events import decode_event
+    from service.monitor.config import TextPolicy
+    from service.monitor.signals import extract_columns
+
+    toks = [{"text": "ab", "tag": "B-X", "start": 0, "end": 2}, {"text": "cd", "tag": "I-X", "start": 3, "end": 5}]
+    e = decode_event(json.dumps({"event_id": "e", "model": "m", "text": "ab cd",
+                                 "entities": [{"label": "X", "start": 0, "end": 4}], "tokens": toks}))
+    back = event_from_state(decode_state(encode_state({"e": event_state(e, TextPolicy(keep=False))}))["e"])
+    assert back.text is None and [t.text for t in back.tokens] == [None, None]
+    for ev in (e, back):  # the text gone, the offsets still measure the entity in tokens
+        cols, _ = extract_columns([ev])
+        assert cols["span_length"].values.tolist() == [2.0] and cols["span_boundary"].values.tolist() == [1.0]
