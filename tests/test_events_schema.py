@@ -320,6 +320,12 @@ REJECTED: list[tuple[str, str | bytes, str, str]] = [
         "bad_span",
         "tokens[1]",
     ),
+    (
+        "token-start-after-end-after-a-token-without-end",
+        event(tokens=[{"tag": "X", "start": 1}, {"tag": "Y"}, {"tag": "Z", "start": 5, "end": 3}]),
+        "bad_span",
+        "tokens[2]",
+    ),
     ("token-offset-not-int", event(tokens=[{"tag": "X", "start": 1.5}]), "wrong_type", "tokens[0].start"),
 ]
 

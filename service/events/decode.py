@@ -8,7 +8,7 @@ property tests hold the two together), at a fraction of the cost. Rejections rai
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from operator import attrgetter
+from operator import attrgetter, gt
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
@@ -203,9 +203,15 @@ _END: Final = attrgetter("end")
 def _check_token_spans(tokens: list[TokenOut]) -> None:
     """Raise ``bad_span`` at the first token whose ``start`` is after its ``end`` (both given)."""
     starts = list(map(_START, tokens))
-    if starts.count(None) == len(starts):  # the usual case without offsets: one C-level pass
+    if starts.count(None) == len(starts):  # tokens without offsets: C-level passes only
         return
-    for index, (start, end) in enumerate(zip(starts, map(_END, tokens), strict=True)):
+    ends = list(map(_END, tokens))
+    try:
+        if not any(map(gt, starts, ends)):  # tokens all with both offsets: C-level passes only
+            return
+    except TypeError:  # some offsets missing: token by token
+        pass
+    for index, (start, end) in enumerate(zip(starts, ends, strict=True)):
         if start is not None and end is not None and start > end:
             raise InvalidEvent("bad_span", f"tokens[{index}]: start {start} is after end {end}")
 
