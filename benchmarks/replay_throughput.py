@@ -341,9 +341,15 @@ def ner_shape_parts(n: int, tmp: Path, rounds: int = 5) -> list[tuple[str, float
     chunks_o = [with_offsets[i:i + BATCH] for i in range(0, n, BATCH)]
     feat = TagValidityFeaturizer(0, 0, np.ones(1), 0.0, scheme="iob2")
     cols = [extract_columns(c)[0] for c in chunks]
-    best = {"on": float("inf"), "off": float("inf"), "on_o": float("inf"), "tags": float("inf")}
+    from service.events.decode import _check_token_spans
+
+    toks, toks_o = [e.tokens for e in events if e.tokens], [e.tokens for e in with_offsets if e.tokens]
+    best = {"on": float("inf"), "off": float("inf"), "on_o": float("inf"), "tags": float("inf"),
+            "check": float("inf"), "check_o": float("inf")}
     for _ in range(rounds):
-        for key, fn in (("on", lambda: [extract_columns(c, True) for c in chunks]),
+        for key, fn in (("check", lambda: [_check_token_spans(t) for t in toks]),
+                        ("check_o", lambda: [_check_token_spans(t) for t in toks_o]),
+                        ("on", lambda: [extract_columns(c, True) for c in chunks]),
                         ("off", lambda: [extract_columns(c, False) for c in chunks]),
                         ("on_o", lambda: [extract_columns(c, True) for c in chunks_o]),
                         ("tags", lambda: [unit_rows(c["token_tag"].event, feat.bad_units(c["token_tag"]), len(c[
@@ -355,7 +361,9 @@ def ner_shape_parts(n: int, tmp: Path, rounds: int = 5) -> list[tuple[str, float
     return [("flatten events to columns, token alignment off (for scale)", us["off"]),
             ("token alignment and span measures (flatten on - off)", us["on"] - us["off"]),
             ("tokens with offsets: offset checks and span measures (flatten on - off)", us["on_o"] - us["off"]),
-            ("tag_validity: tag codes, validity, per-event rows", us["tags"])]
+            ("tag_validity: tag codes, validity, per-event rows", us["tags"]),
+            ("decoder: token start <= end check, tokens without offsets", us["check"]),
+            ("decoder: token start <= end check, tokens with offsets", us["check_o"])]
 
 
 def blas() -> str:
