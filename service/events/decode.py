@@ -202,9 +202,9 @@ _END: Final = attrgetter("end")
 
 def _check_token_spans(tokens: list[TokenOut]) -> None:
     """Raise ``bad_span`` at the first token whose ``start`` is after its ``end`` (both given)."""
-    starts = list(map(_START, tokens))
-    if starts.count(None) == len(starts):  # tokens without offsets: C-level passes only
+    if not any(map(_START, tokens)):  # every start None or 0 (never after its end): C-level, no list
         return
+    starts = list(map(_START, tokens))
     ends = list(map(_END, tokens))
     try:
         if not any(map(gt, starts, ends)):  # tokens all with both offsets: C-level passes only
