@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ner_faults import tag_event
 
 from service.demo import SyntheticStream
+from service.drift.spans import align_tokens
 from service.events import decode_event
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
@@ -33,12 +34,24 @@ from service.state import encode_state
 BATCH = 2000
 
 
-def write_stream(path: Path, n: int, dim: int, b64: bool, split: str, seed: int, tags: str | None = None) -> None:
-    """Synthetic events; with ``tags`` (a scheme) their POS tags are replaced by entity tags in it."""
+def write_stream(path: Path, n: int, dim: int, b64: bool, split: str, seed: int, tags: str | None = None,
+                 offsets: bool = False) -> None:
+    """Synthetic events; with ``tags`` (a scheme) their POS tags are replaced by entity tags in it; with
+    ``offsets`` their tokens carry ``start``/``end`` (as the builders write them)."""
     s = SyntheticStream(seed=seed, dim=dim, base64_embeddings=b64)
     with path.open("w") as fh:
         for e in s.events(n, split):
-            fh.write(json.dumps(tag_event(e, tags) if tags else e) + "\n")
+            e = tag_event(e, tags) if tags else e
+            fh.write(json.dumps(with_token_offsets(e) if offsets else e) + "\n")
+
+
+def with_token_offsets(e: dict[str, Any]) -> dict[str, Any]:
+    """The event with each token's character offsets in its text (unchanged when its tokens do not align)."""
+    toks = e.get("tokens") or []
+    found = align_tokens(e.get("text") or "", [t.get("text") for t in toks]) if toks else None
+    if found is None:
+        return e
+    return {**e, "tokens": [{**t, "start": a, "end": b} for t, (a, b) in zip(toks, found, strict=True)]}
 
 
 def read_lines(path: Path) -> list[bytes]:
@@ -216,13 +229,13 @@ NER_SHAPE_SIGNALS = ("tag_validity", "span_length", "span_boundary")
 
 
 def partial_drift_cost(n: int, tmp: Path, rounds: int = 7, signals: tuple[str, ...] = PARTIAL_DRIFT_SIGNALS,
-                       tags: str | None = None) -> tuple[float, float]:
+                       tags: str | None = None, offsets: bool = False) -> tuple[float, float]:
     """Monitor µs/event with ``signals`` on and off (384-dim base64, batches of 2,000), the two
     configurations alternating in the same process; best round of each. ``tags``: entity tags in that
-    scheme instead of the synthetic POS tags (for tag_validity)."""
-    ref_path, ev_path = tmp / f"pd-ref-{tags}.jsonl", tmp / f"pd-ev-{tags}.jsonl"
-    write_stream(ref_path, 3000, 384, True, "reference", seed=1, tags=tags)
-    write_stream(ev_path, n, 384, True, "production", seed=1, tags=tags)
+    scheme instead of the synthetic POS tags (for tag_validity); ``offsets``: tokens with offsets."""
+    ref_path, ev_path = tmp / f"pd-ref-{tags}-{offsets}.jsonl", tmp / f"pd-ev-{tags}-{offsets}.jsonl"
+    write_stream(ref_path, 3000, 384, True, "reference", seed=1, tags=tags, offsets=offsets)
+    write_stream(ev_path, n, 384, True, "production", seed=1, tags=tags, offsets=offsets)
     ref, lines = read_lines(ref_path), read_lines(ev_path)
     events = [decode_event(x) for x in lines]
     snapshots = {}
@@ -315,19 +328,30 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
 
 def ner_shape_parts(n: int, tmp: Path, rounds: int = 5) -> list[tuple[str, float]]:
     """µs/event of the work the tag-validity and span-shape signals add outside their windows: the token
-    alignment in the flattening (extract_columns with and without it) and the tag-validity marks."""
+    alignment in the flattening (extract_columns with and without it, tokens without and with offsets) and
+    the tag-validity marks."""
     from service.drift.shares import TagValidityFeaturizer, unit_rows
 
-    path = tmp / "ns-parts.jsonl"
+    path, given = tmp / "ns-parts.jsonl", tmp / "ns-parts-offsets.jsonl"
     write_stream(path, n, 384, True, "production", seed=1, tags="iob2")
+    write_stream(given, n, 384, True, "production", seed=1, tags="iob2", offsets=True)
     events = [decode_event(x) for x in read_lines(path)]
     chunks = [events[i:i + BATCH] for i in range(0, n, BATCH)]
+    with_offsets = [decode_event(x) for x in read_lines(given)]
+    chunks_o = [with_offsets[i:i + BATCH] for i in range(0, n, BATCH)]
     feat = TagValidityFeaturizer(0, 0, np.ones(1), 0.0, scheme="iob2")
     cols = [extract_columns(c)[0] for c in chunks]
-    best = {"on": float("inf"), "off": float("inf"), "tags": float("inf")}
+    from service.events.decode import _check_token_spans
+
+    toks, toks_o = [e.tokens for e in events if e.tokens], [e.tokens for e in with_offsets if e.tokens]
+    best = {"on": float("inf"), "off": float("inf"), "on_o": float("inf"), "tags": float("inf"),
+            "check": float("inf"), "check_o": float("inf")}
     for _ in range(rounds):
-        for key, fn in (("on", lambda: [extract_columns(c, True) for c in chunks]),
+        for key, fn in (("check", lambda: [_check_token_spans(t) for t in toks]),
+                        ("check_o", lambda: [_check_token_spans(t) for t in toks_o]),
+                        ("on", lambda: [extract_columns(c, True) for c in chunks]),
                         ("off", lambda: [extract_columns(c, False) for c in chunks]),
+                        ("on_o", lambda: [extract_columns(c, True) for c in chunks_o]),
                         ("tags", lambda: [unit_rows(c["token_tag"].event, feat.bad_units(c["token_tag"]), len(c[
                             "token_tag"].event)) for c in cols])):
             t0 = time.perf_counter()
@@ -336,7 +360,10 @@ def ner_shape_parts(n: int, tmp: Path, rounds: int = 5) -> list[tuple[str, float
     us = {k: 1e6 * v / n for k, v in best.items()}
     return [("flatten events to columns, token alignment off (for scale)", us["off"]),
             ("token alignment and span measures (flatten on - off)", us["on"] - us["off"]),
-            ("tag_validity: tag codes, validity, per-event rows", us["tags"])]
+            ("tokens with offsets: offset checks and span measures (flatten on - off)", us["on_o"] - us["off"]),
+            ("tag_validity: tag codes, validity, per-event rows", us["tags"]),
+            ("decoder: token start <= end check, tokens without offsets", us["check"]),
+            ("decoder: token start <= end check, tokens with offsets", us["check_o"])]
 
 
 def blas() -> str:
@@ -358,14 +385,19 @@ def main() -> int:
                     help="only the cost of the tag-validity and span-shape signals (on / off, IOB2 tags)")
     args = ap.parse_args()
     if args.only_ner_shape:
+        rows = []
         with tempfile.TemporaryDirectory() as d:
-            on, off = partial_drift_cost(args.events, Path(d), signals=NER_SHAPE_SIGNALS, tags="iob2")
+            for offsets in (False, True):
+                rows.append((offsets, *partial_drift_cost(args.events, Path(d), signals=NER_SHAPE_SIGNALS,
+                                                          tags="iob2", offsets=offsets)))
         print(f"python {sys.version.split()[0]}, numpy {np.__version__}, BLAS: {blas()}; {args.events} events, "
               "synthetic events with IOB2 entity tags, 384-dim base64, batches of 2,000, best of 7 alternating "
               "rounds\n")
-        print("| monitor µs/event, on | off | added by tag_validity, span_length, span_boundary |")
-        print("|---|---|---|")
-        print(f"| {on:.2f} | {off:.2f} | {on - off:.2f} ({100 * (on - off) / off:.1f} %) |")
+        print("| tokens | monitor µs/event, on | off | added by tag_validity, span_length, span_boundary |")
+        print("|---|---|---|---|")
+        for offsets, on, off in rows:
+            print(f"| {'with start/end' if offsets else 'text only'} | {on:.2f} | {off:.2f} | {on - off:.2f} "
+                  f"({100 * (on - off) / off:.1f} %) |")
         with tempfile.TemporaryDirectory() as d:
             parts = ner_shape_parts(args.events, Path(d))
         print("\n| part | µs/event |\n|---|---|")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ def test_hugging_face_aggregated_and_per_token_outputs() -> None:
                                                                        ("LOC", 30, 36, "Zurich")]
     assert e2.entities[0].score == pytest.approx((0.99 + 0.97) / 2, abs=1e-6)
     assert [(t["text"], t["tag"]) for t in ev["tokens"]] == [("Om", "B-PER"), ("ar", "I-PER"), ("Zurich", "B-LOC")]
+    assert [(t.start, t.end) for t in e2.tokens] == [(o["start"], o["end"]) for o in per_token]  # the pipeline's
 
 
 def test_index_gap_ends_a_span() -> None:
@@ -68,6 +70,12 @@ def test_slow_tokenizer_words_are_found_across_the_spaces_it_adds() -> None:
     ents = valid_event(event_from_hf_token_classification(text, out, model="ner"))["entities"]
     assert [(text[e["start"]:e["end"]]) for e in ents] == ["The", "the", "Memory.", "memory", "again."]
     assert [e["start"] for e in ents] == [0, 4, 34, 47, 54]
+    # per-token output of a slow tokenizer: tokens get the offsets found in the text, or none
+    pieces = [{"entity": "B-X", "score": 0.5, "word": "cache", "start": None, "end": None, "index": 1},
+              {"entity": "O", "score": 0.5, "word": "nowhere", "start": None, "end": None, "index": 2},
+              {"entity": "B-Y", "score": 0.5, "word": "memory", "start": None, "end": None, "index": 3}]
+    toks = valid_event(event_from_hf_token_classification(text, pieces, model="ner"))["tokens"]
+    assert [(t.get("start"), t.get("end")) for t in toks] == [(8, 13), (None, None), (34, 40)]
 
 
 def valid_event(event: dict) -> dict:
@@ -171,6 +179,7 @@ def test_iob_tags_with_text() -> None:
         ("PER", 11, 15, "Omar", 0.8), ("LOC", 30, 36, "Zurich", 1.0)]
     assert [(t.text, t.tag) for t in e.tokens] == list(zip(tokens, tags, strict=True))
     assert e.text == TEXT
+    assert [TEXT[t.start:t.end] for t in e.tokens] == tokens  # offsets found while building the spans
 
 
 def test_iob_tags_spark_nlp_offsets_and_no_text() -> None:
@@ -181,14 +190,17 @@ def test_iob_tags_spark_nlp_offsets_and_no_text() -> None:
     begin_end = [(0, 4), (6, 11), (13, 17), (19, 20), (22, 24), (26, 29)]  # Spark NLP: end inclusive
     ev = event_from_iob_tags(tokens, tags, text=text, offsets=[(b, e + 1) for b, e in begin_end], model="m")
     assert [(x["label"], x["text"]) for x in ev["entities"]] == [("PER", "Peter Parker"), ("LOC", "New York")]
+    assert [(t["start"], t["end"]) for t in ev["tokens"]] == [(b, e + 1) for b, e in begin_end]  # as given
     joined = event_from_iob_tags(tokens, tags, model="m")
     assert joined["text"] == text and joined["entities"] == ev["entities"]
+    assert [text[t["start"]:t["end"]] for t in joined["tokens"]] == tokens
     pydantic_validate(json.dumps(joined))
 
 
 def test_iob_tags_token_missing_from_text_and_bad_input() -> None:
     ev = event_from_iob_tags(["``", "Hi", "''", "Bob"], ["O", "O", "O", "B-PER"], text='"Hi" Bob', model="m")
     assert ev["entities"] == [{"label": "PER", "start": 5, "end": 8, "text": "Bob"}]
+    assert [(t.get("start"), t.get("end")) for t in ev["tokens"]] == [(None, None), (1, 3), (None, None), (5, 8)]
     ev = event_from_iob_tags(["``", "Hi", "''"], ["B-X", "I-X", "O"], text='"Hi"', model="m")
     assert ev["entities"] == [{"label": "X", "text": "`` Hi"}]  # no span: a token is not in the text
     with pytest.raises(BuilderError, match="3 tokens but 2 tags"):
@@ -222,6 +234,10 @@ def test_vectors() -> None:
 class Tok:
     text: str
     pos_: str
+    idx: int = 0
+
+    def __len__(self) -> int:
+        return len(self.text)
 
 
 @dataclass
@@ -247,12 +263,14 @@ class Doc:
 
 def test_spacy_doc() -> None:
     doc = Doc(TEXT, [Span("PERSON", 11, 15, "Omar"), Span("GPE", 30, 36, "Zurich")],
-              [Tok(w, "PROPN" if w[0].isupper() else "NOUN") for w in TEXT.split()])
+              [Tok(m.group(), "PROPN" if m.group()[0].isupper() else "NOUN", m.start())
+               for m in re.finditer(r"\S+", TEXT)])
     ev = event_from_spacy_doc(doc, model="ner-sm", model_version="3.8", entity_scores={(11, 15, "PERSON"): 0.9},
                               entity_vectors=True)
     e = decode_event(json.dumps(ev))
     assert [x.label for x in e.entities] == ["PERSON", "GPE"] and e.entities[0].score == 0.9
     assert e.entities[1].score is None and len(e.tokens) == len(TEXT.split())
+    assert [TEXT[t.start:t.end] for t in e.tokens] == TEXT.split()  # token.idx, token.idx + len(token)
     assert e.embedding is not None and e.embedding.shape == (96,)
     assert e.entities[0].embedding is not None and float(e.entities[0].embedding[0]) == 0.5
     with pytest.raises(BuilderError, match="outside"):

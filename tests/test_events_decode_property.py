@@ -93,6 +93,10 @@ def tokens(draw: st.DrawFn) -> Json:
     out: Json = {"tag": draw(names)}
     optional(draw, out, "text", st.none() | st.text(max_size=10))
     optional(draw, out, "score", st.none() | scores)
+    start, length = draw(st.integers(0, 10**6)), draw(st.integers(0, 20))
+    end = start + length
+    optional(draw, out, "start", st.none() | st.just(start))
+    optional(draw, out, "end", st.none() | st.just(end))
     return out
 
 
@@ -219,7 +223,11 @@ def mutated_events(draw: st.DrawFn) -> str:
             event["entities"] = [{"label": "PER", "embedding": payload}]
     elif kind == "span":
         start = draw(st.integers(-3, 10))
-        event["entities"] = [{"label": "PER", "start": start, "end": start - draw(st.integers(-2, 3))}]
+        span = {"start": start, "end": start - draw(st.integers(-2, 3))}
+        if draw(st.booleans()):
+            event["entities"] = [{"label": "PER", **span}]
+        else:  # a token's offsets, after valid tokens (path tokens[i])
+            event["tokens"] = [*event.get("tokens", [])[: draw(st.integers(0, 2))], {"tag": "X", **span}]
     else:
         raw = dumps(event)
         how = draw(st.sampled_from(["truncate", "nan", "huge", "trailing"]))
@@ -268,8 +276,8 @@ def assert_same_values(event: Event, model: PredictionEvent) -> None:
             want.text,
         )
         assert_same_array(got.embedding, embedding_array(want.embedding))
-    assert [(t.text, t.tag, t.score) for t in event.tokens] == [
-        (t.text, t.tag, t.score) for t in model.tokens
+    assert [(t.text, t.tag, t.score, t.start, t.end) for t in event.tokens] == [
+        (t.text, t.tag, t.score, t.start, t.end) for t in model.tokens
     ]
     if event.prediction is None or model.prediction is None:
         assert event.prediction is None and model.prediction is None

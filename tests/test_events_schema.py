@@ -55,7 +55,7 @@ NER_EVENT: dict[str, Any] = {
             "embedding": b64(VALUES, "float16"),
         }
     ],
-    "tokens": [{"text": "My", "tag": "PRON", "score": 0.99}, {"tag": "NOUN"}],
+    "tokens": [{"text": "My", "tag": "PRON", "score": 0.99, "start": 0, "end": 2}, {"tag": "NOUN"}],
     "metadata": {"request_id": "abc", "latency_ms": 12.5},
 }
 CLS_EVENT: dict[str, Any] = {
@@ -116,7 +116,9 @@ def test_ner_event_values() -> None:
     assert (ev.task, ev.split, ev.text) == ("token-classification", "production", "My name is Omar")
     [ent] = ev.entities
     assert (ent.label, ent.score, ent.start, ent.end, ent.text) == ("PER", 0.998, 11, 15, "Omar")
-    assert [(t.text, t.tag, t.score) for t in ev.tokens] == [("My", "PRON", 0.99), (None, "NOUN", None)]
+    assert [(t.text, t.tag, t.score, t.start, t.end) for t in ev.tokens] == [
+        ("My", "PRON", 0.99, 0, 2), (None, "NOUN", None, None, None)
+    ]
     assert ev.prediction is None
     assert ev.metadata == {"request_id": "abc", "latency_ms": 12.5}
 
@@ -310,6 +312,21 @@ REJECTED: list[tuple[str, str | bytes, str, str]] = [
         "bad_span",
         "entities[1]",
     ),
+    ("negative-token-start", event(tokens=[{"tag": "X", "start": -1}]), "bad_span", "tokens[0].start"),
+    ("negative-token-end", event(tokens=[{"tag": "X", "start": 0, "end": -2}]), "bad_span", "tokens[0].end"),
+    (
+        "token-start-after-end",
+        event(tokens=[{"tag": "X", "start": 0, "end": 1}, {"tag": "Y", "start": 5, "end": 3}]),
+        "bad_span",
+        "tokens[1]",
+    ),
+    (
+        "token-start-after-end-after-a-token-without-end",
+        event(tokens=[{"tag": "X", "start": 1}, {"tag": "Y"}, {"tag": "Z", "start": 5, "end": 3}]),
+        "bad_span",
+        "tokens[2]",
+    ),
+    ("token-offset-not-int", event(tokens=[{"tag": "X", "start": 1.5}]), "wrong_type", "tokens[0].start"),
 ]
 
 
@@ -372,7 +389,7 @@ def test_json_schema_describes_every_field() -> None:
     defs = schema["$defs"]
     assert set(defs) >= {"Entity", "Token", "Prediction", "EmbeddingB64"}
     assert set(defs["Entity"]["properties"]) == {"label", "score", "start", "end", "text", "embedding"}
-    assert set(defs["Token"]["properties"]) == {"text", "tag", "score"}
+    assert set(defs["Token"]["properties"]) == {"text", "tag", "score", "start", "end"}
     assert set(defs["Prediction"]["properties"]) == {"label", "score", "probabilities"}
     assert set(defs["EmbeddingB64"]["properties"]) == {"dtype", "base64"}
     assert schema["properties"]["task"]["enum"] == ["token-classification", "text-classification"]

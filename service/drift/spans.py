@@ -57,9 +57,7 @@ def batch_offsets(texts: list[str], tokens: list[list[str]]) -> tuple[I64, I64, 
     starts_text = np.concatenate([[0], np.cumsum(lens)[:-1]])
     cp = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), np.uint32)  # lone surrogates too
     nonspace = np.flatnonzero(cp != 32)  # global positions of the non-space characters
-    per_text = np.add.reduceat((cp != 32).astype(np.int64), starts_text) if cp.size else np.zeros(n, np.int64)
-    per_text[lens == 0] = 0
-    first_ns = np.concatenate([[0], np.cumsum(per_text)[:-1]])  # index into nonspace of each text's first
+    first_ns = np.searchsorted(nonspace, starts_text)  # index into nonspace of each text's first
     n_tok = np.fromiter(map(len, tokens), np.int64, count=n)
     tok_len = np.fromiter(map(len, chain.from_iterable(tokens)), np.int64, count=int(n_tok.sum()))
     ev = np.repeat(np.arange(n), n_tok)
@@ -74,7 +72,7 @@ def batch_offsets(texts: list[str], tokens: list[list[str]]) -> tuple[I64, I64, 
     end = (nonspace[b_c] + 1 - starts_text[ev]) if nonspace.size else np.zeros(ev.size, np.int64)
     good = ok_idx & (end - start == tok_len)
     ok = np.bincount(ev, weights=(~good).astype(np.float64), minlength=n) == 0
-    return start.astype(np.int64), end.astype(np.int64), ok
+    return start.astype(np.int64, copy=False), end.astype(np.int64, copy=False), ok
 
 
 @dataclass(frozen=True, slots=True)

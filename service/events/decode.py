@@ -8,6 +8,7 @@ property tests hold the two together), at a fraction of the cost. Rejections rai
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import attrgetter, gt
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
@@ -72,6 +73,8 @@ class TokenOut(msgspec.Struct, kw_only=True):
     text: str | None = None
     tag: _NonEmpty
     score: _Score | None = None
+    start: _Offset | None = None  # character offsets into the event's text; start <= end checked by ``_build``
+    end: _Offset | None = None
 
 
 class PredictionOut(msgspec.Struct, kw_only=True):
@@ -193,7 +196,29 @@ def _entity(wire: _WireEntity, index: int) -> EntityOut:
     )
 
 
+_START: Final = attrgetter("start")
+_END: Final = attrgetter("end")
+
+
+def _check_token_spans(tokens: list[TokenOut]) -> None:
+    """Raise ``bad_span`` at the first token whose ``start`` is after its ``end`` (both given)."""
+    if not any(map(_START, tokens)):  # every start None or 0 (never after its end): C-level, no list
+        return
+    starts = list(map(_START, tokens))
+    ends = list(map(_END, tokens))
+    try:
+        if not any(map(gt, starts, ends)):  # tokens all with both offsets: C-level passes only
+            return
+    except TypeError:  # some offsets missing: token by token
+        pass
+    for index, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        if start is not None and end is not None and start > end:
+            raise InvalidEvent("bad_span", f"tokens[{index}]: start {start} is after end {end}")
+
+
 def _build(wire: _WireEvent) -> Event:
+    # Checks in the schema's field order, so that an event breaking two rules is refused for the same one
+    # as by pydantic (which reports the first field's error).
     timestamp: float | None
     if isinstance(wire.timestamp, str):
         try:
@@ -202,6 +227,11 @@ def _build(wire: _WireEvent) -> Event:
             raise exc.at("timestamp") from None
     else:
         timestamp = wire.timestamp  # msgspec floats are always finite
+    embedding = None if wire.embedding is None else _embedding(wire.embedding, "embedding")
+    entities = [_entity(e, i) for i, e in enumerate(wire.entities)]
+    tokens = wire.tokens
+    if tokens:
+        _check_token_spans(tokens)
     prediction = wire.prediction
     if prediction is not None and prediction.probabilities:
         for key, p in prediction.probabilities.items():
@@ -215,9 +245,9 @@ def _build(wire: _WireEvent) -> Event:
         task=wire.task,
         split=wire.split,
         text=wire.text,
-        embedding=None if wire.embedding is None else _embedding(wire.embedding, "embedding"),
-        entities=[_entity(e, i) for i, e in enumerate(wire.entities)],
-        tokens=wire.tokens,
+        embedding=embedding,
+        entities=entities,
+        tokens=tokens,
         prediction=prediction,
         metadata=wire.metadata,
     )

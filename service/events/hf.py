@@ -35,7 +35,8 @@ def event_from_hf_token_classification(
       tokens (by ``index``) are merged into spans by their B-/I-/E-/S- tags exactly as ``simple`` groups
       them (mean score, first start to last end), so entity counts compare across settings; ``O``
       tokens are no entity. With ``token_tags`` every returned token also goes to ``tokens`` with its
-      tag and score (pass ``ignore_labels=[]`` to the pipeline to keep the ``O`` tokens too).
+      tag, score and character offsets (``start``/``end``, when known; pass ``ignore_labels=[]`` to the
+      pipeline to keep the ``O`` tokens too).
     - ``start``/``end`` of None (slow tokenizers) are recovered by finding ``word`` in ``text`` after the
       previous entity (case-insensitive, across the spaces a slow tokenizer puts between pieces); an
       entity whose word is not found has no span.
@@ -125,9 +126,16 @@ def _per_token_entities(text: str, outputs: Sequence[Mapping[str, Any]]
         else:
             ent["text"] = _join_pieces(words[ts.first:ts.last + 1])
         entities.append(ent)
-    tokens = [{"text": strip_marks(w) or w, "tag": t, "score": s} for w, t, s in zip(words, tags, scores,
-                                                                                      strict=True)]
+    tokens = [{"text": strip_marks(w) or w, "tag": t, "score": s} | _token_span(span)
+              for w, t, s, span in zip(words, tags, scores, spans, strict=True)]
     return tokens, entities
+
+
+def _token_span(span: tuple[int, int] | None) -> dict[str, int]:
+    """A token's ``start``/``end`` fields: the pipeline's offsets (or those found in the text), when valid."""
+    if span is None or not 0 <= span[0] <= span[1]:
+        return {}
+    return {"start": span[0], "end": span[1]}
 
 
 def _join_pieces(words: Sequence[str]) -> str:

@@ -25,7 +25,8 @@ def event_from_iob_tags(
     ``(token.begin, token.end + 1)``), else from finding each token in ``text`` in order, else ``text``
     is the tokens joined by single spaces. A token not found in ``text`` (a normalised quote, for
     example) leaves the entities that contain it without a span. ``scores`` (one per token, in [0, 1])
-    become token scores and, averaged over a span, entity scores.
+    become token scores and, averaged over a span, entity scores. Every token with known offsets carries
+    them (``start``/``end``), so the monitor need not align it.
     """
     if isinstance(tokens, str) or isinstance(tags, str):
         raise BuilderError("tokens and tags must be lists of strings, one tag per token")
@@ -74,7 +75,8 @@ def event_from_iob_tags(
             ent["text"] = " ".join(tokens[ts.first:ts.last + 1])
         entities.append(ent)
     event["entities"] = entities
-    event["tokens"] = [{"text": str(tok), "tag": str(tag)} | ({} if token_scores is None else
-                                                              {"score": token_scores[i]})
-                       for i, (tok, tag) in enumerate(zip(tokens, tags, strict=True))]
+    event["tokens"] = [{"text": str(tok), "tag": str(tag)}
+                       | ({} if token_scores is None else {"score": token_scores[i]})
+                       | ({} if span is None else {"start": span[0], "end": span[1]})
+                       for i, (tok, tag, span) in enumerate(zip(tokens, tags, where, strict=True))]
     return event

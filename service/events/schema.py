@@ -231,6 +231,20 @@ class Token(_Strict):
     text: str | None = Field(default=None, description="The token text.")
     tag: NonEmptyStr = Field(description="The predicted tag.")
     score: Score | None = Field(default=None, description="Model confidence in [0, 1].")
+    start: Offset | None = Field(
+        default=None, description="Start character offset of the token in the event's `text` (inclusive)."
+    )
+    end: Offset | None = Field(
+        default=None, description="End character offset of the token in the event's `text` (exclusive), >= start."
+    )
+
+    @model_validator(mode="after")
+    def _check_span(self) -> Token:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise PydanticCustomError(
+                "bad_span", "start {start} is after end {end}", {"start": self.start, "end": self.end}
+            )
+        return self
 
 
 class Prediction(_Strict):

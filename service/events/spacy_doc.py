@@ -28,7 +28,8 @@ def event_from_spacy_doc(
     tag_attribute: str = "pos_",
 ) -> dict[str, Any]:
     """An event from a spaCy ``Doc``: ``doc.ents`` (character offsets), the tokens with ``token.pos_``
-    (or ``tag_attribute``, e.g. ``"tag_"`` or ``"ent_iob_"``), and an embedding.
+    (or ``tag_attribute``, e.g. ``"tag_"`` or ``"ent_iob_"``) and their character offsets (``token.idx``,
+    ``token.idx + len(token)``), and an embedding.
 
     The embedding is ``embedding`` when given, else ``doc.vector`` when ``include_vector`` and the doc has
     one (see the module docstring for what it is without static vectors). ``entity_scores`` (keyed by
@@ -54,8 +55,8 @@ def event_from_spacy_doc(
             e["embedding"] = encode_embedding(as_vector(ent.vector, f"vector of entity {ent.text!r}"))
         entities.append(e)
     event["entities"] = entities
-    event["tokens"] = [{"text": t.text, "tag": getattr(t, tag_attribute)} for t in doc
-                       if getattr(t, tag_attribute)]
+    event["tokens"] = [{"text": t.text, "tag": getattr(t, tag_attribute), "start": t.idx, "end": t.idx + len(t)}
+                       for t in doc if getattr(t, tag_attribute)]
     return event
 
 

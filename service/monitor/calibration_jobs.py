@@ -73,7 +73,8 @@ def event_state(e: Event, texts: TextPolicy | None = None) -> dict[str, Any]:
 
     ``texts``: the monitor's text policy, applied to the event's, its entities' and its tokens' texts (an event
     held in a snapshot keeps no more text than the pages may: with ``keep_texts: false`` none, so after a
-    restore its ``text_length`` and span items are missing; redaction keeps lengths and offsets)."""
+    restore its ``text_length`` items are missing, and so are the span items of an event whose tokens carry no
+    offsets (they cannot be aligned); redaction keeps lengths and offsets, the tokens' included)."""
     keep = (lambda t: t) if texts is None else texts.restrict
     p = e.prediction
     return {
@@ -82,7 +83,8 @@ def event_state(e: Event, texts: TextPolicy | None = None) -> dict[str, Any]:
         "entities": [{"label": x.label, "score": x.score, "start": x.start, "end": x.end, "text": keep(x.text),
                       "embedding": x.embedding} for x in e.entities],
         "tokens": {"text": [keep(t.text) for t in e.tokens], "tag": [t.tag for t in e.tokens],
-                   "score": [t.score for t in e.tokens]},
+                   "score": [t.score for t in e.tokens], "start": [t.start for t in e.tokens],
+                   "end": [t.end for t in e.tokens]},
         "prediction": None if p is None else {"label": p.label, "score": p.score, "probabilities": p.probabilities},
         "metadata": e.metadata,
     }
@@ -96,9 +98,14 @@ def _number(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
+def _int(x: Any) -> int | None:
+    return None if x is None else int(x)
+
+
 def event_from_state(s: dict[str, Any]) -> Event:
     """The event ``event_state`` wrote. Raises KeyError/TypeError/ValueError on a malformed tree."""
     toks = s["tokens"]
+    none = [None] * len(toks["tag"])  # snapshots written before tokens had offsets
     p = s["prediction"]
     return Event(
         event_id=str(s["event_id"]), model=str(s["model"]), model_version=str(s["model_version"]),
@@ -108,8 +115,9 @@ def event_from_state(s: dict[str, Any]) -> Event:
                             start=None if x["start"] is None else int(x["start"]),
                             end=None if x["end"] is None else int(x["end"]), text=x["text"],
                             embedding=_array(x["embedding"])) for x in s["entities"]],
-        tokens=[TokenOut(text=t, tag=str(g), score=_number(c))
-                for t, g, c in zip(toks["text"], toks["tag"], toks["score"], strict=True)],
+        tokens=[TokenOut(text=t, tag=str(g), score=_number(c), start=_int(a), end=_int(b))
+                for t, g, c, a, b in zip(toks["text"], toks["tag"], toks["score"],
+                                         toks.get("start", none), toks.get("end", none), strict=True)],
         prediction=None if p is None else PredictionOut(label=str(p["label"]), score=_number(p["score"]),
                                                         probabilities=p["probabilities"]),
         metadata=dict(s["metadata"]),

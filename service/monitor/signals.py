@@ -67,6 +67,25 @@ SPAN_LABELS = "_span_labels"  # labels of the measured entities, aligned with th
 
 _TAG = attrgetter("tag")
 _TEXT = attrgetter("text")
+_START = attrgetter("start")
+_END = attrgetter("end")
+_LABEL = attrgetter("label")
+_NO_TEXT = np.iinfo(np.int64).max  # the text bound of an event without text: none
+_MAX_OFFSET = 2**53  # offsets from here on are not exact as float64: treated as absent
+
+
+def _offsets(values: list[int | None]) -> np.ndarray:
+    """Optional offsets (ints >= 0 of any size, or None) as int64, -1 for None and for those >= ``_MAX_OFFSET``
+    (far beyond any text). C-level conversions: straight to int64, else through float64 (None becomes NaN)."""
+    try:
+        exact = np.fromiter(values, np.int64, count=len(values))
+    except (TypeError, OverflowError):  # a None, or an integer beyond int64
+        try:
+            f = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64
+            f = np.array([None if v is None or v >= _MAX_OFFSET else v for v in values], dtype=np.float64)
+        return np.where(f < _MAX_OFFSET, f, -1.0).astype(np.int64)  # NaN < x is False
+    return np.where(exact < _MAX_OFFSET, exact, -1)
 
 
 def _pos(counts: list[int]) -> np.ndarray:
@@ -108,13 +127,17 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     pconf_pos: list[int] = []
     pconf: list[float] = []
     tokenised = np.zeros(n, bool)
-    span_pos: list[int] = []
-    span_se: list[tuple[int, int]] = []
-    span_lab: list[str] = []
+    ent_s: list[int | None] = []
+    ent_e: list[int | None] = []
     fast_pos: list[int] = []
     fast_text: list[str] = []
     fast_toks: list[list[str]] = []
     slow: list[tuple[int, str, list[Any]]] = []
+    off_pos: list[int] = []
+    off_s: list[int | None] = []
+    off_e: list[int | None] = []
+    off_n: list[int] = []
+    off_len: list[int] = []
     for i, e in enumerate(events):
         if e.timestamp is not None:
             times[i] = e.timestamp
@@ -131,7 +154,13 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
             if toks and spans:
                 tokenised[i] = True
                 text = e.text
-                if text:
+                if toks[0].start is not None:  # offsets given: all tokens' checked in _given_offsets
+                    off_pos.append(i)
+                    off_s.extend(map(_START, toks))
+                    off_e.extend(map(_END, toks))
+                    off_n.append(len(toks))
+                    off_len.append(_NO_TEXT if text is None else len(text))
+                elif text:
                     tt = list(map(_TEXT, toks))
                     try:
                         fast = "".join(tt) == text.replace(" ", "")  # empty tokens: found by batch_offsets
@@ -143,12 +172,11 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
                         fast_toks.append(tt)
                     else:
                         slow.append((i, text, tt))
+            labels.extend(map(_LABEL, ents))
+            if spans:
+                ent_s.extend(map(_START, ents))
+                ent_e.extend(map(_END, ents))
             for ent in ents:
-                labels.append(ent.label)
-                if spans and ent.start is not None and ent.end is not None:
-                    span_pos.append(i)
-                    span_se.append((ent.start, ent.end))
-                    span_lab.append(ent.label)
                 if ent.score is not None:
                     score_pos.append(i)
                     scores.append(ent.score)
@@ -176,10 +204,21 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     def emb(rows: list[np.ndarray]) -> np.ndarray:
         return np.vstack(rows) if rows else np.zeros((0, 0), np.float32)
 
+    given = _given_offsets(off_pos, off_s, off_e, off_n, off_len)
+    if given.redo.size:  # offsets that cannot be trusted: aligned from the token texts as without them
+        for j in given.redo.tolist():
+            text = events[j].text
+            if text:
+                slow.append((j, text, list(map(_TEXT, events[j].tokens))))
     tok_ev, tok_s, tok_e = _token_offsets(fast_pos, fast_text, fast_toks, slow)
-    sse = np.asarray(span_se, np.int64).reshape(-1, 2)
-    shapes = span_shapes(tok_ev, tok_s, tok_e, tokenised, arr(span_pos), sse[:, 0], sse[:, 1])
-    span_labels = span_lab if len(shapes.index) == len(span_lab) else [span_lab[j] for j in shapes.index.tolist()]
+    if given.event.size:
+        tok_ev, tok_s, tok_e = _merge_tokens((given.event, given.start, given.end), (tok_ev, tok_s, tok_e))
+    es, ee = _offsets(ent_s), _offsets(ent_e)
+    measured = np.flatnonzero((es >= 0) & (ee >= 0))  # entities with both offsets
+    ent_ev = _pos(ent_counts) if spans else np.zeros(0, np.int64)
+    shapes = span_shapes(tok_ev, tok_s, tok_e, tokenised, ent_ev[measured], es[measured], ee[measured])
+    index = measured[shapes.index]
+    span_labels = labels[:] if len(index) == len(labels) else np.asarray(labels, dtype=object)[index].tolist()
     columns = {
         "embedding": ItemColumn(arr(doc_pos), emb(doc_emb)),
         "entity_embedding": ItemColumn(arr(ent_emb_pos), emb(ent_emb)),
@@ -221,3 +260,52 @@ def _token_offsets(fast_pos: list[int], fast_text: list[str], fast_toks: list[li
     e, s, t = np.concatenate(ev), np.concatenate(st), np.concatenate(en)
     order = np.argsort(e, kind="stable")
     return e[order], s[order], t[order]
+
+
+@dataclass(frozen=True, slots=True)
+class GivenOffsets:
+    """Token offsets given by the events and trusted: flat (event, start, end) by event then in order; ``redo``:
+    the events whose offsets are not trusted (to align from the token texts)."""
+
+    event: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    redo: np.ndarray
+
+
+def _given_offsets(pos: list[int], starts: list[int | None], ends: list[int | None], counts: list[int],
+                   text_len: list[int]) -> GivenOffsets:
+    """Check the offsets of the events whose first token carries a start (flat, per token), vectorised.
+
+    An event's offsets are trusted when every token has both, in order (each starts at or after the previous
+    one's end, and ``start <= end``, which the decoder guarantees), ending within its text (when it has one);
+    otherwise the whole event is in ``redo``. Trusted offsets are used as they are, whatever the token texts.
+    """
+    z = np.zeros(0, np.int64)
+    if not pos:
+        return GivenOffsets(z, z, z, z)
+    ev_pos = np.asarray(pos, np.int64)
+    n = np.asarray(counts, np.int64)
+    s = _offsets(starts)
+    e = _offsets(ends)
+    local = np.repeat(np.arange(ev_pos.size), n)
+    first = np.zeros(s.size, bool)
+    first[np.cumsum(n) - n] = True
+    prev_end = np.concatenate([[0], e[:-1]])
+    bad = ((s < 0) | (e < 0) | (s > e) | (e > np.asarray(text_len, np.int64)[local])
+           | (~first & (s < prev_end)))
+    if not bad.any():
+        return GivenOffsets(np.repeat(ev_pos, n), s, e, z)
+    bad_ev = np.bincount(local[bad], minlength=ev_pos.size) > 0
+    keep = ~bad_ev[local]
+    return GivenOffsets(np.repeat(ev_pos, n)[keep], s[keep], e[keep], ev_pos[bad_ev])
+
+
+def _merge_tokens(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two flat (event, start, end) token lists, each by event then in order, with no event in both: one."""
+    if not b[0].size:
+        return a
+    ev = np.concatenate([a[0], b[0]])
+    order = np.argsort(ev, kind="stable")
+    return ev[order], np.concatenate([a[1], b[1]])[order], np.concatenate([a[2], b[2]])[order]

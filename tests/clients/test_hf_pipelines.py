@@ -54,6 +54,7 @@ def test_per_token_output_merges_into_the_spans_simple_gives(tiny: TinyModels) -
                                    rtol=0, atol=1e-6)
         assert [t["tag"] for t in b["tokens"]] == [o["entity"] for o in raw]  # per-token tags kept
         assert [t["score"] for t in b["tokens"]] == pytest.approx([float(o["score"]) for o in raw])
+        assert [(t["start"], t["end"]) for t in b["tokens"]] == [(o["start"], o["end"]) for o in raw]  # the pipeline's
         merged_more += len(raw) - len(b["entities"])
     assert merged_more > 0, "the random model should split some entities over several sub-tokens"
 

@@ -49,6 +49,9 @@ def test_events_carry_spans_tokens_and_validate(nlp: Any) -> None:
             [(e.label_, e.start_char, e.end_char) for e in doc.ents]
         assert all(event["text"][e["start"]:e["end"]] == e["text"] for e in event["entities"])
         assert [t["tag"] for t in event["tokens"]] == [t.pos_ for t in doc if t.pos_]
+        assert [(t["start"], t["end"]) for t in event["tokens"]] == \
+            [(t.idx, t.idx + len(t)) for t in doc if t.pos_]  # spaCy's own token offsets
+        assert all(event["text"][t["start"]:t["end"]] == t["text"] for t in event["tokens"])
         assert all("score" not in e for e in event["entities"])  # spaCy's greedy NER gives none
 
 

@@ -226,7 +226,7 @@ def test_held_events_round_trip_through_the_snapshot_codec() -> None:
            "task": "text-classification", "text": "hello", "embedding": [0.5, -1.25, 3.0],
            "entities": [{"label": "PER", "score": 0.9, "start": 0, "end": 5, "text": "hello",
                          "embedding": [1.0, 2.0]}],
-           "tokens": [{"text": "hello", "tag": "X", "score": 0.5}, {"tag": "Y"}],
+           "tokens": [{"text": "hello", "tag": "X", "score": 0.5, "start": 0, "end": 5}, {"tag": "Y", "end": 5}],
            "prediction": {"label": "pos", "score": 0.75, "probabilities": {"pos": 0.75, "neg": 0.25}},
            "metadata": {"a": [1, {"b": None}]}}
     e = decode_event(json.dumps(raw))
@@ -239,8 +239,25 @@ def test_held_events_round_trip_through_the_snapshot_codec() -> None:
             assert [(a.label, a.score, a.start, a.end, a.text, a.embedding.tolist()) for a in x] == \
                 [(a.label, a.score, a.start, a.end, a.text, a.embedding.tolist()) for a in y]
         elif name == "tokens":  # the decoder's strict subclasses: the fields are what the monitor reads
-            assert [(t.text, t.tag, t.score) for t in x] == [(t.text, t.tag, t.score) for t in y]
+            assert [(t.text, t.tag, t.score, t.start, t.end) for t in x] == \
+                [(t.text, t.tag, t.score, t.start, t.end) for t in y]
+            assert [t.start for t in y] == [0, None] and [t.end for t in y] == [5, 5]
         elif name == "prediction":
             assert (x.label, x.score, x.probabilities) == (y.label, y.score, y.probabilities)
         else:
             assert x == y, name
+
+
+def test_held_events_without_texts_keep_their_token_offsets_and_span_measures() -> None:
+    from service.events import decode_event
+    from service.monitor.config import TextPolicy
+    from service.monitor.signals import extract_columns
+
+    toks = [{"text": "ab", "tag": "B-X", "start": 0, "end": 2}, {"text": "cd", "tag": "I-X", "start": 3, "end": 5}]
+    e = decode_event(json.dumps({"event_id": "e", "model": "m", "text": "ab cd",
+                                 "entities": [{"label": "X", "start": 0, "end": 4}], "tokens": toks}))
+    back = event_from_state(decode_state(encode_state({"e": event_state(e, TextPolicy(keep=False))}))["e"])
+    assert back.text is None and [t.text for t in back.tokens] == [None, None]
+    for ev in (e, back):  # the text gone, the offsets still measure the entity in tokens
+        cols, _ = extract_columns([ev])
+        assert cols["span_length"].values.tolist() == [2.0] and cols["span_boundary"].values.tolist() == [1.0]

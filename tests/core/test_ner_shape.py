@@ -465,3 +465,124 @@ def test_batch_offsets_take_lone_surrogates_and_odd_texts() -> None:
     cols, _ = extract_columns([e, f])
     assert cols["span_length"].values.tolist() == [1.0, 1.0]
     assert cols["span_boundary"].values.tolist() == [0.0, 1.0]  # [2, 3) ends inside the token [2, 4)
+
+
+# -- token offsets given by the events (issue 17 follow-up) ---------------------------------------------------
+SPAN_KEYS = ("span_length", "span_boundary", SPAN_LABELS)
+
+
+def span_columns(evs: list[Any]) -> list[tuple[list[int], list[Any]]]:
+    cols, _ = extract_columns(evs)
+    return [(cols[k].event.tolist(), list(cols[k].values) if isinstance(cols[k].values, list)
+             else cols[k].values.tolist()) for k in SPAN_KEYS]
+
+
+def varied_event(i: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Texts for both alignment paths (spaces only; newlines, tabs, sub-word pieces with ``##``; tokens that
+    cannot be found), entities on, across and inside tokens."""
+    alphabet = ["ab", "c", "é", "日本", ",", "x", "Ω", "de"]
+    words = ["".join(alphabet[int(j)] for j in rng.integers(0, len(alphabet), int(rng.integers(1, 4))))
+             for _ in range(int(rng.integers(1, 9)))]
+    seps = [" " * int(rng.integers(1, 3)) if rng.random() < 0.85 else "\n" for _ in words]
+    text = "".join(w + s for w, s in zip(words, seps, strict=True)).rstrip()
+    toks: list[str] = []
+    for w in words:
+        if len(w) > 1 and rng.random() < 0.3:
+            toks += [w[:1], "##" + w[1:]]
+        else:
+            toks.append(w)
+    if rng.random() < 0.05:
+        toks.append("missing")  # not in the text: the event does not align
+    ents = []
+    for _ in range(int(rng.integers(0, 4))):
+        s = int(rng.integers(0, len(text)))
+        ents.append({"label": ["PER", "LOC"][int(rng.integers(2))], "start": s,
+                     "end": int(rng.integers(s, len(text) + 1))})
+    ents.sort(key=lambda x: x["start"])
+    return {"event_id": f"v{i}", "model": "ner", "model_version": "1", "text": text, "entities": ents,
+            "tokens": [{"text": t, "tag": "O"} for t in toks]}
+
+
+def with_offsets(raw: dict[str, Any], offsets: list[tuple[int, int]]) -> dict[str, Any]:
+    return {**raw, "tokens": [{**t, "start": s, "end": e} for t, (s, e) in zip(raw["tokens"], offsets, strict=True)]}
+
+
+def test_given_offsets_measure_spans_exactly_as_the_alignment_does() -> None:
+    """Oracle: the same events, with their aligned positions as offsets (on every other event, so both paths
+    share batches) or without, give identical span columns."""
+    rng = np.random.default_rng(17)
+    raws = [varied_event(i, rng) for i in range(600)]
+    plain = [decode_event(json.dumps(r)) for r in raws]
+    given, n_given = [], 0
+    for j, r in enumerate(raws):
+        offsets = align_tokens(r["text"], [t["text"] for t in r["tokens"]])
+        if offsets is not None and j % 2 == 0:
+            r = with_offsets(r, offsets)
+            n_given += 1
+        given.append(decode_event(json.dumps(r)))
+    assert n_given > 200 and sum(len(e.entities) for e in plain) > 500
+    want = span_columns(plain)
+    assert span_columns(given) == want
+    assert len(want[0][0]) > 300 and 0 < sum(want[1][1]) < len(want[1][1])  # measured, some crossing
+    # every event with offsets: no alignment at all, same columns on the events that align
+    aligned = [j for j, r in enumerate(raws) if align_tokens(r["text"], [t["text"] for t in r["tokens"]])]
+    only = [decode_event(json.dumps(with_offsets(raws[j], align_tokens(raws[j]["text"],
+                                                                       [t["text"] for t in raws[j]["tokens"]]))))
+            for j in aligned]
+    assert span_columns(only) == span_columns([plain[j] for j in aligned])
+
+
+def offsets_event(tokens: list[dict[str, Any]], text: str | None = "ab cd ef",
+                  ents: tuple[tuple[int, int], ...] = ((0, 4),)) -> Any:
+    return decode_event(json.dumps({"event_id": "o", "model": "m", "text": text, "tokens": tokens,
+                                    "entities": [{"label": "X", "start": s, "end": e} for s, e in ents]}))
+
+
+def test_trusted_offsets_are_used_whatever_the_token_texts() -> None:
+    # token texts that cannot be found in the text: not measured without offsets, measured with them
+    toks = [{"text": "A", "tag": "O"}, {"text": "B", "tag": "O"}, {"text": "C", "tag": "O"}]
+    assert span_columns([offsets_event(toks)])[0] == ([], [])
+    spans = [(0, 2), (3, 5), (6, 8)]
+    got = span_columns([offsets_event([{**t, "start": s, "end": e} for t, (s, e) in zip(toks, spans, strict=True)])])
+    assert got[0] == ([0], [2.0]) and got[1] == ([0], [1.0])  # [0, 4) ends inside the token [3, 5)
+    # an event without text: its offsets are used all the same (the text bound applies only to a text)
+    no_text = offsets_event([{**t, "start": s, "end": e} for t, (s, e) in zip(toks, spans, strict=True)], None)
+    assert span_columns([no_text])[0] == ([0], [2.0])
+
+
+@pytest.mark.parametrize(("spans", "why"), [
+    ([(0, 2), (3, 5), (6, 9)], "an end beyond the text"),
+    ([(3, 5), (0, 2), (6, 8)], "tokens out of order"),
+    ([(0, 3), (2, 5), (6, 8)], "overlapping tokens"),
+    ([(0, 2), None, (6, 8)], "a token without offsets"),
+])
+def test_untrusted_offsets_are_aligned_as_without_them(spans: list[tuple[int, int] | None], why: str) -> None:
+    words = ["ab", "cd", "ef"]
+    toks = [{"text": w, "tag": "O", **({} if se is None else {"start": se[0], "end": se[1]})}
+            for w, se in zip(words, spans, strict=True)]
+    bare = [{"text": w, "tag": "O"} for w in words]
+    want = span_columns([offsets_event(bare, ents=((0, 4), (3, 8)))])
+    assert want[0] == ([0, 0], [2.0, 2.0]), why
+    got = span_columns([offsets_event(toks, ents=((0, 4), (3, 8)))])
+    assert got == want, why
+    # in a batch with trusted events around it: each event on its own path, in event order
+    good = offsets_event([{**t, "start": s, "end": e} for t, (s, e) in zip(bare, [(0, 2), (3, 5), (6, 8)],
+                                                                          strict=True)], ents=((3, 5),))
+    got = span_columns([good, offsets_event(toks, ents=((0, 4), (3, 8))), good])
+    assert got[0] == ([0, 1, 1, 2], [1.0, 2.0, 2.0, 1.0]), why
+
+
+def test_offsets_of_any_size_or_missing_never_break_the_batch() -> None:
+    """The contract takes integers of any size: offsets no text can reach leave their entity (or the given
+    token offsets) unused, and the rest of the batch is measured as without them."""
+    huge = [2**63, 2**64, 10**30, 10**400]
+    evs = [decode_event(json.dumps({"event_id": str(k), "model": "m", "text": "ab cd",
+                                    "entities": [{"label": "X", "start": h, "end": h + 3}, {"label": "Y", "start": 0,
+                                                                                           "end": 2}]}))
+           for k, h in enumerate(huge)]
+    evs.append(offsets_event([{"text": "ab", "tag": "O", "start": 0, "end": 2},
+                              {"text": "cd", "tag": "O", "start": 3, "end": 10**30},
+                              {"text": "ef", "tag": "O", "start": 10**30, "end": 10**30}]))  # aligned instead
+    cols = span_columns(evs)
+    assert cols[0] == ([0, 1, 2, 3, 4], [2.0, 2.0, 2.0, 2.0, 2.0])  # Y in characters; the token event in tokens
+    assert cols[2] == ([0, 1, 2, 3, 4], ["Y", "Y", "Y", "Y", "X"]) and cols[1] == ([4], [1.0])
