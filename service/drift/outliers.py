@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
+
+from service.drift.shares import beta_binomial_thresholds
 
 F64 = npt.NDArray[np.float64]
 
@@ -46,23 +47,9 @@ OUTLIER_LEVEL = 0.005
 
 def count_thresholds(m: int, k: int, max_items: int, tail_probability: float) -> F64:
     """For n = 0..max_items items, the smallest count c with P(BB(n, k, m + 1 - k) >= c) <= tail_probability
-    (n + 1 where no count can reach it).
-
-    One pass over the (n, c) triangle: log pmf from log-gamma terms, tails summed from the top count down
-    (small terms first, so tails of 1e-12 keep their digits; ``1 - cdf`` would round them to 0 or 1e-16)."""
-    a, b = float(k), float(m + 1 - k)
-    n = np.arange(max_items + 1, dtype=np.float64)[:, None]
-    c = np.arange(max_items + 1, dtype=np.float64)[None, :]
-    inside = c <= n
-    nc = np.where(inside, n - c, 0.0)
-    logpmf = (special.gammaln(n + 1) - special.gammaln(c + 1) - special.gammaln(nc + 1)
-              + special.betaln(c + a, nc + b) - special.betaln(a, b))
-    pmf = np.where(inside, np.exp(logpmf), 0.0)
-    sf = np.cumsum(pmf[:, ::-1], axis=1)[:, ::-1]  # sf[n, c] = P(C >= c)
-    ok = inside & (sf <= tail_probability)
-    first = np.where(ok.any(axis=1), ok.argmax(axis=1), n[:, 0] + 1).astype(np.float64)
-    first[0] = 1.0
-    return first
+    (n + 1 where no count can reach it): ``service.drift.shares.beta_binomial_thresholds`` with a = k,
+    b = m + 1 - k (exact tails, summed from the top count down)."""
+    return beta_binomial_thresholds(float(k), float(m + 1 - k), max_items, tail_probability)
 
 
 @dataclass
