@@ -1,6 +1,7 @@
 """The ``nlpmon`` command line. Each subcommand is a thin shell around the library.
 
-Errors a user can meet (missing file, bad config, bad value) end in one line on stderr and exit 2.
+Errors a user can meet (missing file, bad config, bad value, unreachable broker: every ``service.errors.UserError``)
+end in one line on stderr and exit 2; any other exception is a bug and ends in a traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from service.errors import UserError
 from service.monitor.config import MonitorConfig
 from service.observability.oneline import OneLineFormatter
 from service.quality.quality_monitor import QualityConfig
 
 
-class UsageError(Exception):
-    """A problem the user can fix; printed as one line without a traceback."""
+class UsageError(UserError):
+    """A problem with the command line or its files the user can fix; printed as one line without a traceback."""
 
 
 def _yaml_settings(path: str | None) -> dict[str, Any]:
@@ -88,7 +90,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if progress is not None:
         sys.stderr.write("\n")
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=1, default=_json_default))
+        try:
+            Path(args.report).write_text(json.dumps(report, indent=1, default=_json_default))
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to {args.report}: {exc.strerror or exc}") from None
     print(summary(report))
     if args.report:
         print(f"report written to {args.report}")
@@ -109,7 +114,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if not groups:
         raise UsageError(f"no valid events in {args.reference} ({ref.invalid} invalid)")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the profile folder {out}: {exc.strerror or exc}") from None
     for (model, version), events in groups.items():
         mon = ModelMonitor(model, version, config)
         mon.add_reference(events)
@@ -152,12 +160,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     demo = DemoPlan(rate=args.demo_rate) if args.demo else None
     from confluent_kafka import KafkaException
 
-    from service.kafka.broker import BrokerError
-    from service.kafka.runner import RunnerError
-
     try:
         return NlpmonService(settings).run(stop, demo=demo)
-    except (BrokerError, RunnerError, OSError) as exc:
+    except UserError:
+        raise
+    except OSError as exc:  # a reference file that cannot be read, the embedded broker's binary or folder
         raise UsageError(str(exc).splitlines()[0]) from None
     except KafkaException as exc:  # a client refused its options, or the cluster refused the client
         raise UsageError(kafka_error(exc, "bootstrap_servers and kafka.librdkafka_options")) from None
@@ -314,11 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with threadpool_limits(limits=1):
             return int(args.func(args))
-    except UsageError as exc:
-        print(f"nlpmon: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"nlpmon: {exc}", file=sys.stderr)
+    except UserError as exc:  # anything else is a bug: its traceback, exit 1
+        print(f"nlpmon: {(str(exc).splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -146,3 +146,74 @@ def test_replay_with_ground_truth_reports_exact_span_figures(tmp_path: Path,
     assert not q["f1_drop"]["drift"]  # the same labelling noise in reference and production
     assert "quality: 900 labelled documents" in capsys.readouterr().out
     assert main(["replay", str(ev), "--ground-truth", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_a_bug_is_a_traceback_and_exit_1(files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """A ValueError from inside the library is a bug, not a user error: traceback, exit 1 (it used to be one
+    line and exit 2, which hid the bug)."""
+    _, ev, _ = files
+    code = ("import sys, service.replay as r\n"
+            "def boom(*a, **k):\n    raise ValueError('internal bug')\n"
+            "r.replay = boom\n"
+            "from service.cli import main\n"
+            f"sys.exit(main(['replay', {str(ev)!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ValueError: internal bug" in proc.stderr
+
+
+def test_every_user_error_class_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """main catches UserError and nothing else; each error a user can cause and fix subclasses it."""
+    import service.cli as cli
+    from service.app.settings import SettingsError
+    from service.errors import UserError
+    from service.kafka.broker import BrokerError
+    from service.kafka.publish import DeliveryError
+    from service.kafka.runner import CommitError, TopicSetupError
+    from service.kafka.state_store import SnapshotTooLargeError, StateRestoreError
+    from service.monitor.reference import ReferenceTooSmall
+    from service.observability.http import HttpBindError
+    from service.observability.web_config import WebConfigError
+    from service.state.codec import SnapshotError
+
+    for cls in (SettingsError, WebConfigError, cli.UsageError, TopicSetupError, StateRestoreError, DeliveryError,
+                ReferenceTooSmall, BrokerError, CommitError, HttpBindError, SnapshotError, SnapshotTooLargeError):
+        assert issubclass(cls, UserError), cls
+
+        def fail(args: object, cls: type[Exception] = cls) -> int:
+            raise cls(f"{cls.__name__} happened; do this\nsecond line")
+
+        monkeypatch.setattr(cli, "_cmd_schema", fail)
+        assert main(["schema"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"nlpmon: {cls.__name__} happened; do this\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("- a\n- b\n", "must hold a mapping of settings"),
+    ("a: [\n", "cannot read settings from"),
+    ("port: x\n", "setting port"),
+])
+def test_bad_settings_file_is_one_line(tmp_path: Path, content: str, message: str) -> None:
+    cfg = tmp_path / "nlpmon.yaml"
+    cfg.write_text(content)
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_profile_and_unwritable_report_are_one_line(files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, ev, _ = files
+    bad = tmp_path / "bad.nlpmon"
+    bad.write_bytes(b"NLPMON" + b"\x00" * 40)
+    for argv, message in (
+        (["replay", str(ev), "--reference", str(bad)], "bad.nlpmon"),
+        (["replay", str(ev), "--report", str(tmp_path / "no" / "such" / "dir" / "r.json")], "cannot write the report"),
+    ):
+        proc = subprocess.run([sys.executable, "-m", "service.cli", *argv], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in proc.stderr

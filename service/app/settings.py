@@ -11,9 +11,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from service.errors import UserError
 from service.kafka.settings import KafkaSettings
 from service.monitor.config import DEFAULT_REDACT_PATTERNS, MonitorConfig, TextPolicy
 from service.quality.quality_monitor import QualityConfig
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from service.observability.web_config import WebConfig
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A setting is invalid; the message is one line naming it."""
 
 
@@ -174,14 +176,25 @@ def load_settings(config_file: str | None = None, **flags: Any) -> ServiceSettin
         raise SettingsError(f"config file not found: {config_file}")
     cls: type[ServiceSettings] = ServiceSettings
     if config_file is not None:
+        _check_mapping(config_file)
         cls = type("ServiceSettingsFromFile", (ServiceSettings,),
                    {"model_config": {**ServiceSettings.model_config, "yaml_file": config_file}})
     try:
         return cls(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
         raise SettingsError(_one_line(exc)) from None
-    except Exception as exc:  # a YAML syntax error, an unreadable file
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, RecursionError) as exc:  # YAML syntax, unreadable file
         raise SettingsError(f"cannot read settings: {exc}".splitlines()[0]) from None
+
+
+def _check_mapping(config_file: str) -> None:
+    """Raise SettingsError unless the YAML file holds a mapping (or nothing)."""
+    try:
+        loaded = yaml.safe_load(Path(config_file).read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise SettingsError(f"cannot read settings from {config_file}: {exc}".splitlines()[0]) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise SettingsError(f"config file {config_file} must hold a mapping of settings (key: value lines)")
 
 
 def _one_line(exc: ValidationError, prefix: str = "") -> str:

@@ -23,10 +23,11 @@ from typing import IO
 
 from confluent_kafka.admin import AdminClient
 
+from service.errors import UserError
 from service.kafka.settings import KafkaSettings
 
 
-class BrokerError(RuntimeError):
+class BrokerError(UserError, RuntimeError):
     """The embedded broker could not be found or started; the message says what to do."""
 
 

@@ -19,12 +19,14 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from service.errors import UserError
+
 _log = logging.getLogger(__name__)
 
 ClientOptions = Mapping[str, Any]
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(UserError, RuntimeError):
     """Some produced messages were not acknowledged (failed or timed out); nothing may be committed."""
 
 

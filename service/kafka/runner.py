@@ -58,6 +58,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from service.errors import UserError
 from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
 from service.kafka.client_log import CLIENT_LOG_LEVEL, ClientErrorGate
 from service.kafka.dead_letter import DeadLetterWriter
@@ -78,7 +79,7 @@ ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 ProducerFactory = Callable[[dict[str, Any]], Producer]
 
 
-class RunnerError(RuntimeError):
+class RunnerError(UserError, RuntimeError):
     """The runner stopped without committing past the last safe checkpoint."""
 
 

@@ -72,6 +72,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from service.errors import UserError
 from service.kafka.publish import DeliveryError, DeliveryTracker, produce_with_backpressure
 
 MAGIC = b"NLPMSNAP"
@@ -99,11 +100,11 @@ class SnapshotFormatError(ValueError):
     """The bytes are not a snapshot (or chunk) this version can read."""
 
 
-class SnapshotTooLargeError(ValueError):
+class SnapshotTooLargeError(UserError, ValueError):
     """A snapshot is larger than ``max_snapshot_bytes``: nothing of it was written."""
 
 
-class StateRestoreError(RuntimeError):
+class StateRestoreError(UserError, RuntimeError):
     """The latest snapshot of a partition could not be read in time or is unreadable."""
 
 

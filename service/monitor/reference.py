@@ -28,14 +28,16 @@ from service.drift.signal import (
     calibrate_signal,
 )
 from service.drift.tagging import Scheme, detect_scheme
+from service.errors import UserError
 from service.monitor.config import MonitorConfig
 from service.monitor.signals import SIGNALS
 from service.state import decode_state, encode_state, malformed_state
+from service.state.codec import SnapshotError
 
 PROFILE_KIND = "nlpmon.reference_profile"
 
 
-class ReferenceTooSmall(ValueError):
+class ReferenceTooSmall(UserError, ValueError):
     """The reference has fewer events than ``min_reference_events``: thresholds cannot be calibrated."""
 
 
@@ -283,7 +285,11 @@ class ReferenceProfile:
     @classmethod
     def load(cls, path: str | Path) -> ReferenceProfile:
         """Read a saved profile. Raises SnapshotError (a ValueError) on a file that is not a valid one."""
-        state = decode_state(Path(path).read_bytes())
+        try:
+            state = decode_state(Path(path).read_bytes())
+        except SnapshotError as exc:
+            raise SnapshotError(f"reference profile {path} is unreadable ({exc}); calibrate it again with "
+                                "nlpmon calibrate") from None
         with malformed_state(f"reference profile {path}"):
             if not isinstance(state, dict):
                 raise ValueError("not an nlpmon reference profile")

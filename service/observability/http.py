@@ -55,6 +55,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from service.errors import UserError
 from service.observability import pages
 from service.observability.markup import model_href
 from service.observability.web_config import BasicAuth, WebConfig
@@ -100,7 +101,7 @@ def refresh_seconds(params: dict[str, str]) -> int:
     return int(raw)
 
 
-class HttpBindError(OSError):
+class HttpBindError(UserError, OSError):
     """The server could not listen on the configured address (the message says which and what to do)."""
 
 

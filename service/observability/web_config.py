@@ -48,8 +48,10 @@ from typing import Any
 import bcrypt
 import yaml
 
+from service.errors import UserError
 
-class WebConfigError(ValueError):
+
+class WebConfigError(UserError, ValueError):
     """The web configuration file is invalid; the message is one line naming the key."""
 
 

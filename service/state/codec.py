@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from service.errors import UserError
 from service.events.depth import exceeds_depth
 
 MAGIC = b"NLPMON"
@@ -29,7 +30,7 @@ _ALLOWED_DTYPES = {"<f2", "<f4", "<f8", "<i8", "<i4", "|b1", "|u1", "<u8"}
 MAX_STATE_DEPTH: Final = 64
 
 
-class SnapshotError(ValueError):
+class SnapshotError(UserError, ValueError):
     """Raised when bytes are not a valid nlpmon state of a supported version."""
 
 
