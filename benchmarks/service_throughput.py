@@ -27,9 +27,9 @@ from consume_rate import raw_consume_rate
 from service.app.processor import MonitorPartitionProcessor, References
 from service.demo import SyntheticStream
 from service.kafka.broker import EmbeddedBroker
-from service.kafka.publish import create_topic
 from service.kafka.runner import ConsumerRunner
 from service.kafka.settings import KafkaSettings
+from service.kafka.topics import create_topic
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
 from service.quality import QualityConfig

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
 from service.app.calibration_worker import ThreadCalibrationExecutor
@@ -24,9 +23,8 @@ from service.app.processor import MonitorPartitionProcessor, References
 from service.app.projection_worker import UmapProjections
 from service.app.settings import ServiceSettings
 from service.kafka.broker import bootstrap_servers_for
-from service.kafka.client_log import CLIENT_LOG_LEVEL
-from service.kafka.publish import create_topic
-from service.kafka.runner import BatchReport, ConsumerRunner, TopicSetupError
+from service.kafka.runner import BatchReport, ConsumerRunner
+from service.kafka.topics import TopicSetup
 from service.monitor.calibration_jobs import INLINE
 from service.monitor.model_monitor import Alarm
 from service.observability.http import ObservabilityServer
@@ -260,18 +258,10 @@ class NlpmonService:
         with bootstrap_servers_for(s.kafka_settings(), logger=log) as bootstrap:
             self.bootstrap = bootstrap
             ks = s.kafka_settings(bootstrap)
-            try:
-                quiet = {**ks.client_options(), "log_level": CLIENT_LOG_LEVEL}  # the exception says it all
-                if create_topic(bootstrap, s.topic, s.partitions, client_options=quiet):
-                    log.info("created topic %s with %d partition(s)", s.topic, s.partitions)
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if err is not None and err.code() == KafkaError._INVALID_ARG:
-                    raise  # the client refused its options: cli names kafka.librdkafka_options
-                detail = err.str() if err is not None else str(exc)
-                raise TopicSetupError(
-                    f"cannot reach Kafka at {bootstrap} ({detail}); check bootstrap_servers "
-                    "(NLPMON_BOOTSTRAP_SERVERS, --bootstrap-servers) and that the broker is up") from None
+            if s.bootstrap_servers is None:  # the embedded broker is memory-only: its topics never pre-exist
+                ks = ks.model_copy(update={"create_missing_topics": True})
+            partitions = TopicSetup(ks).ensure_input(s.partitions)
+            log.info("input topic %s has %d partition(s)", s.topic, partitions)
             self.runner = ConsumerRunner(ks, self._factory, on_batch=self._on_batch,
                                          on_poll=self._on_poll, clock=self.clock, logger=log)
             http = ObservabilityServer(self.registry, host=s.host, port=s.port, reports=self.reports,

@@ -79,8 +79,9 @@ class ServiceSettings(BaseSettings):
     ground_truth_topic: str | None = Field(
         "nlpmon.ground-truth",
         description="Topic of ground-truth (label) events, keyed by model; created with the event topic's "
-        "partition count when missing. Empty string or null: no ground truth.")
-    partitions: int = Field(1, ge=1, le=1000, description="Partitions when nlpmon creates the event topic.")
+        "partition count when missing (if kafka.create_missing_topics). Empty string or null: no ground truth.")
+    partitions: int = Field(1, ge=1, le=1000, description="Partitions when nlpmon creates the event topic "
+                            "(missing, and kafka.create_missing_topics on).")
     host: str = Field("127.0.0.1", description="Address the HTTP server binds (0.0.0.0 in containers).")
     port: int = Field(9308, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /models.")
     web_config_file: Path | None = Field(

@@ -6,7 +6,8 @@
 - ``state_store``: per-partition snapshots with their offsets in a compacted topic.
 - ``dead_letter``: rejected events with reason and origin headers.
 - ``circuit_breaker``: pauses consumption when (almost) everything is invalid.
-- ``publish``: the JSONL publisher, topic creation and delivery tracking.
+- ``topics``: every topic check and creation (:class:`TopicSetup`), with the client options.
+- ``publish``: the JSONL publisher and delivery tracking.
 - ``broker``: the embedded Tansu broker for development and tests.
 """
 
@@ -14,13 +15,7 @@ from service.kafka.broker import BrokerError, EmbeddedBroker, bootstrap_servers_
 from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
 from service.kafka.dead_letter import DeadLetterWriter
 from service.kafka.processor import PartitionProcessor, ProcessorFactory, Record, Rejected
-from service.kafka.publish import (
-    DeliveryError,
-    PublishResult,
-    create_topic,
-    publish_file,
-    topic_partition_count,
-)
+from service.kafka.publish import DeliveryError, PublishResult, publish_file
 from service.kafka.runner import (
     BatchReport,
     CommitError,
@@ -28,10 +23,10 @@ from service.kafka.runner import (
     PartitionBatch,
     RunnerError,
     RunnerMetrics,
-    TopicSetupError,
 )
 from service.kafka.settings import KafkaSettings
 from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
+from service.kafka.topics import TopicSetup, TopicSetupError, create_topic, topic_partition_count
 
 __all__ = [
     "BatchReport",
@@ -55,6 +50,7 @@ __all__ = [
     "RunnerMetrics",
     "StateRestoreError",
     "StateStore",
+    "TopicSetup",
     "TopicSetupError",
     "bootstrap_servers_for",
     "create_topic",

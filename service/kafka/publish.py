@@ -1,8 +1,8 @@
-"""Producing to Kafka: the file publisher, topic creation, and delivery-acknowledgement tracking.
+"""Producing to Kafka: the file publisher and delivery-acknowledgement tracking.
 
-``publish_file`` feeds a JSONL(.gz) file of events into the input topic, keyed by model. ``create_topic``
-and ``topic_partition_count`` are the admin helpers the runner and the tests share. ``DeliveryTracker``
-counts acknowledgements so that a caller can prove every message it produced was acknowledged.
+``publish_file`` feeds a JSONL(.gz) file of events into the input topic, keyed by model (topics are
+created in ``service.kafka.topics``). ``DeliveryTracker`` counts acknowledgements so that a caller can
+prove every message it produced was acknowledged.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import msgspec
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, Message, Producer
 
 from service.errors import UserError
 
@@ -114,57 +113,6 @@ def produce_with_backpressure(
             if clock() >= deadline:
                 raise DeliveryError(f"producer queue stayed full for {timeout_s:.0f} s") from None
             producer.poll(0.05)
-
-
-def _admin(bootstrap_servers: str, client_options: ClientOptions | None) -> AdminClient:
-    return AdminClient({**(client_options or {}), "bootstrap.servers": bootstrap_servers})
-
-
-def topic_partition_count(
-    bootstrap_servers: str, name: str, *, client_options: ClientOptions | None = None, timeout_s: float = 10.0
-) -> int | None:
-    """Partition count of ``name``, or None if it does not exist.
-
-    Lists all topics on purpose: a metadata request naming the topic makes brokers with automatic topic
-    creation (Tansu does) create it. Blocks up to ``timeout_s``; raises KafkaException if unreachable.
-    """
-    metadata = _admin(bootstrap_servers, client_options).list_topics(timeout=timeout_s)
-    topic = metadata.topics.get(name)
-    if topic is None or topic.error is not None:
-        return None
-    return len(topic.partitions)
-
-
-def create_topic(
-    bootstrap_servers: str,
-    name: str,
-    partitions: int,
-    config: Mapping[str, str] | None = None,
-    *,
-    client_options: ClientOptions | None = None,
-    timeout_s: float = 10.0,
-) -> bool:
-    """Create ``name`` with ``partitions`` partitions and topic ``config``; True if created, False if it
-    already existed (its partition count and config are left as they are: check them with
-    :func:`topic_partition_count`).
-
-    Idempotent. Blocks up to ``timeout_s``; raises KafkaException on any other failure.
-    """
-    if topic_partition_count(bootstrap_servers, name, client_options=client_options, timeout_s=timeout_s):
-        return False
-    new_topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
-    admin = _admin(bootstrap_servers, client_options)  # keep it alive until the future completes
-    future = admin.create_topics([new_topic], operation_timeout=timeout_s, request_timeout=timeout_s)[name]
-    try:
-        future.result(timeout=timeout_s)
-    except KafkaException as exc:
-        if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return False
-        raise
-    _log.info(
-        "created topic %s (%d partitions, %s)", name, partitions, dict(config or {}) or "default config"
-    )
-    return True
 
 
 @dataclass(frozen=True, slots=True)

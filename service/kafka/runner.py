@@ -69,9 +69,9 @@ from service.kafka.processor import (
     Record,
     Rejected,
 )
-from service.kafka.publish import create_topic, topic_partition_count
 from service.kafka.settings import KafkaSettings
 from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
+from service.kafka.topics import TopicSetup, TopicSetupError
 
 _T = TypeVar("_T")
 TopicPartitionKey = tuple[str, int]
@@ -85,10 +85,6 @@ class RunnerError(UserError, RuntimeError):
 
 class CommitError(RunnerError):
     """Offset commits kept failing."""
-
-
-class TopicSetupError(RunnerError):
-    """An input, state or dead-letter topic is missing or has the wrong shape."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1111,41 +1107,7 @@ class ConsumerRunner:
     # ------------------------------------------------------------------ set-up
 
     def _prepare_topics(self) -> None:
-        settings = self._settings
-        options = {**settings.librdkafka_options, "client.id": settings.client_id}
-        try:
-            partitions = topic_partition_count(self._bootstrap, settings.topic, client_options=options)
-        except KafkaException as exc:
-            raise TopicSetupError(
-                f"cannot reach Kafka at {self._bootstrap} ({exc.args[0].str() if exc.args else exc}); "
-                "check bootstrap_servers and that the broker is up"
-            ) from None
-        if partitions is None:
-            raise TopicSetupError(
-                f"input topic {settings.topic} does not exist on {self._bootstrap}; create it first "
-                "(its partition count sets the parallelism)"
-            )
-        self._input_partitions = partitions
-        for name, config in (
-            (settings.state_topic, {"cleanup.policy": "compact"}),
-            (settings.dead_letter_topic, {}),
-            *([(settings.ground_truth_topic, {})] if settings.ground_truth_topic else []),
-        ):
-            existing = topic_partition_count(self._bootstrap, name, client_options=options)
-            if name == settings.ground_truth_topic and existing is not None and existing != partitions:
-                raise TopicSetupError(
-                    f"ground-truth topic {name} has {existing} partitions but {settings.topic} has {partitions}; "
-                    "they must match (labels of a model must land on its predictions' partition)"
-                )
-            if existing is None:
-                if not settings.create_missing_topics:
-                    raise TopicSetupError(f"topic {name} does not exist and create_missing_topics is off")
-                create_topic(self._bootstrap, name, partitions, config, client_options=options)
-            elif name == settings.state_topic and existing < partitions:
-                raise TopicSetupError(
-                    f"state topic {name} has {existing} partitions but {settings.topic} has {partitions}; "
-                    "add partitions to the state topic"
-                )
+        self._input_partitions = TopicSetup(self._settings).prepare()
 
     def _require_consumer(self) -> Consumer:
         return self._require(self._consumer)

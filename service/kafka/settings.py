@@ -61,7 +61,13 @@ class KafkaSettings(BaseModel):
         default="nlpmon", min_length=1, description="client.id of every Kafka client (logs, quotas)."
     )
     create_missing_topics: bool = Field(
-        default=True, description="Create the dead-letter and state topics when they do not exist."
+        default=True, description="Create the input, ground-truth, dead-letter and state topics when they do not "
+        "exist (off: a missing one stops the start with an error naming it). The embedded broker always creates "
+        "them.",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, le=32, description="Replication factor of the topics nlpmon creates (3 on a production "
+        "cluster; at most the number of brokers).",
     )
 
     batch_size: int = Field(

@@ -17,10 +17,10 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from counting_processor import CountingProcessor
 
 from service.kafka.processor import Record
-from service.kafka.publish import create_topic
 from service.kafka.runner import ConsumerRunner
 from service.kafka.settings import KafkaSettings
 from service.kafka.state_store import StateStore
+from service.kafka.topics import create_topic
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent

@@ -22,10 +22,11 @@ from service.app.demo import DemoPlan, publish_demo
 from service.app.service import NlpmonService
 from service.app.settings import load_settings
 from service.cli import main
-from service.kafka.publish import create_topic, publish_file
+from service.kafka.publish import publish_file
 from service.kafka.runner import ConsumerRunner
 from service.kafka.settings import KafkaSettings
 from service.kafka.state_store import StateStore
+from service.kafka.topics import create_topic
 
 pytestmark = pytest.mark.broker
 REFUSED = {"security.protocol": "SSL", "ssl.ca.location": "/nonexistent/nlpmon-test-ca.pem"}

@@ -17,7 +17,7 @@ import service.kafka.publish
 import service.kafka.settings
 import service.kafka.state_store
 from service.kafka.broker import BrokerError, EmbeddedBroker
-from service.kafka.publish import PublishResult, create_topic, event_key, publish_file, topic_partition_count
+from service.kafka.publish import PublishResult, event_key, publish_file
 from service.kafka.settings import KafkaSettings
 from service.kafka.state_store import (
     PartitionSnapshot,
@@ -28,6 +28,7 @@ from service.kafka.state_store import (
     encode_snapshot,
     snapshot_key,
 )
+from service.kafka.topics import create_topic, topic_partition_count
 
 
 @pytest.mark.parametrize(
