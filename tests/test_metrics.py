@@ -230,6 +230,26 @@ def test_observe_runner_lag_counters_circuit_and_poll_age() -> None:
     assert value(reg, "nlpmon_dead_letters_total") == 8
 
 
+def test_every_runner_count_is_exported() -> None:
+    """One counters type for the runner, exported in full: each int count of RunnerMetrics moves exactly one
+    counter series by its value (checkpoints, snapshots, lost assignments, offset gaps... were kept but never
+    exported)."""
+    import dataclasses
+
+    counts = [f.name for f in dataclasses.fields(RunnerMetrics) if f.type in ("int", int)]
+    assert {"checkpoints", "checkpoints_skipped", "snapshots_written", "snapshots_produced", "lost_assignments",
+            "offset_gaps", "snapshot_tombstone_failures", "statistics_undecodable", "dead_letters_sent"} <= set(counts)
+    for name in counts:
+        reg = CollectorRegistry()
+        metrics = NlpmonMetrics(reg, clock=FakeClock())
+        before = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in reg.collect() for s in fam.samples}
+        metrics.observe_runner(runner_metrics(**{name: 7}))
+        moved = [(key, s.value) for fam in reg.collect() for s in fam.samples
+                 if (key := (s.name, tuple(sorted(s.labels.items())))) and s.name.endswith("_total")
+                 and s.value != before.get(key, 0.0)]
+        assert len(moved) == 1 and moved[0][0][1] == () and moved[0][1] == 7.0, (name, moved)
+
+
 # -- cardinality ---------------------------------------------------------------------------------------------
 def many_models(report: dict[str, Any], n: int) -> dict[str, Any]:
     return {f"m{i:05d}/1": renamed(report, f"m{i:05d}") for i in range(n)}

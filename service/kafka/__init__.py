@@ -3,6 +3,11 @@
 - ``settings``: :class:`KafkaSettings`, nested by the service settings.
 - ``processor``: the contract with the core (:class:`Record`, :class:`Rejected`, :class:`PartitionProcessor`).
 - ``runner``: :class:`ConsumerRunner`, the consume -> process -> dead letters -> snapshot -> commit loop.
+- ``runner_metrics``: :class:`RunnerMetrics`, the loop's one counters type, and the per-batch report.
+- ``partition_progress``: where each assigned partition stands (applied, snapshotted, committed offsets).
+- ``slicing``: how many records the loop applies per slice, to poll in time.
+- ``client_config``: the librdkafka configuration of the loop's producer and consumer.
+- ``client_statistics``: the part of librdkafka's statistics the loop reads (high watermarks, broker up).
 - ``state_store``: per-partition snapshots with their offsets in a compacted topic.
 - ``dead_letter``: rejected events with reason and origin headers.
 - ``circuit_breaker``: pauses consumption when (almost) everything is invalid.
@@ -16,14 +21,8 @@ from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
 from service.kafka.dead_letter import DeadLetterWriter
 from service.kafka.processor import PartitionProcessor, ProcessorFactory, Record, Rejected
 from service.kafka.publish import DeliveryError, PublishResult, publish_file
-from service.kafka.runner import (
-    BatchReport,
-    CommitError,
-    ConsumerRunner,
-    PartitionBatch,
-    RunnerError,
-    RunnerMetrics,
-)
+from service.kafka.runner import CommitError, ConsumerRunner, RunnerError
+from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics
 from service.kafka.settings import KafkaSettings
 from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
 from service.kafka.topics import TopicSetup, TopicSetupError, create_topic, topic_partition_count

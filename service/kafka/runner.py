@@ -40,12 +40,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgspec
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_INVALID,
@@ -59,22 +56,25 @@ from confluent_kafka import (
 )
 
 from service.errors import UserError
-from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
+from service.kafka.circuit_breaker import CircuitBreaker
+from service.kafka.client_config import consumer_config, producer_config
 from service.kafka.client_log import CLIENT_LOG_LEVEL, ClientErrorGate
+from service.kafka.client_statistics import StatisticsReader
 from service.kafka.dead_letter import DeadLetterWriter
+from service.kafka.partition_progress import CoveredOffsets, PartitionProgress, PendingCheckpoint, not_yet_applied
 from service.kafka.processor import (
     LabelledPartitionProcessor,
-    PartitionProcessor,
     ProcessorFactory,
     Record,
     Rejected,
 )
+from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics, TopicPartitionKey
 from service.kafka.settings import KafkaSettings
+from service.kafka.slicing import SliceSizer
 from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
 from service.kafka.topics import TopicSetup, TopicSetupError
 
 _T = TypeVar("_T")
-TopicPartitionKey = tuple[str, int]
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 ProducerFactory = Callable[[dict[str, Any]], Producer]
 
@@ -87,143 +87,8 @@ class CommitError(RunnerError):
     """Offset commits kept failing."""
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionBatch:
-    """What one consumed batch did to one partition."""
-
-    topic: str
-    partition: int
-    events: int
-    rejected: int
-    first_offset: int
-    next_offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class BatchReport:
-    """Passed to ``on_batch`` after each non-empty batch is processed (before any checkpoint it triggers)."""
-
-    partitions: tuple[PartitionBatch, ...]
-    circuit_state: CircuitState
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerMetrics:
-    """A consistent copy of the counters, for the metrics layer and health checks (any thread)."""
-
-    events_processed: dict[TopicPartitionKey, int]
-    invalid_events: dict[TopicPartitionKey, int]
-    dead_letters_sent: int
-    batches: int
-    checkpoints: int
-    checkpoints_skipped: int
-    snapshots_written: int
-    commit_failures: int
-    rebalances: int
-    lost_assignments: int
-    offset_gaps: int
-    last_poll_monotonic: float | None
-    assigned: tuple[TopicPartitionKey, ...]
-    paused: bool
-    next_offsets: dict[TopicPartitionKey, int]
-    committed_offsets: dict[TopicPartitionKey, int]
-    lag: dict[TopicPartitionKey, int]
-    circuit_state: str
-    circuit_trips: int
-    circuit_reason: str
-    last_client_error: str
-    broker_reachable: bool | None  # None until the first statistics arrive
-    group_member: bool = False  # a member id at the last poll (False after leaving or before joining the group)
-    client_errors: int = 0  # client errors reported (each logged or counted, see client_log)
-    checkpoint_stalls: int = 0  # checkpoints that paused consumption to wait for the broker
-    checkpoint_waiting_since: float | None = None  # clock time the current stalled checkpoint began waiting
-    batches_cut: int = 0  # batches cut short at max_batch_s or a stop (the rest fetched again)
-    state_losses: int = 0  # partitions found without their state or committed offsets (broker came back empty)
-    state_loss_notes: tuple[str, ...] = ()  # the latest few, one line each
-
-
-@dataclass(slots=True)
-class _PartitionState:
-    topic: str
-    partition: int
-    processor: PartitionProcessor
-    next_offset: int  # first offset not yet applied; -1 = unknown until the first record arrives
-    snapshot_offset: int  # next_offset covered by the last acknowledged (or restored) snapshot; -1 = none
-    committed_offset: int  # last committed next offset; -1 = none
-    # the same three for partition `partition` of the ground-truth topic (all -1 without one)
-    label_next: int = -1
-    label_snapshot: int = -1
-    label_committed: int = -1
-
-    def moved(self) -> bool:
-        """Has anything been applied since the last snapshot?"""
-        return self.next_offset > self.snapshot_offset or self.label_next > self.label_snapshot
-
-    def uncommitted(self) -> bool:
-        return self.next_offset > self.committed_offset or self.label_next > self.label_committed
-
-
-@dataclass(slots=True)
-class _Counters:
-    events: dict[TopicPartitionKey, int] = field(default_factory=dict)
-    invalid: dict[TopicPartitionKey, int] = field(default_factory=dict)
-    batches: int = 0
-    dead_letters: int = 0
-    snapshots: int = 0
-    checkpoints: int = 0
-    checkpoints_skipped: int = 0
-    commit_failures: int = 0
-    rebalances: int = 0
-    lost: int = 0
-    offset_gaps: int = 0
-    hi_offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)
-    last_poll: float | None = None
-    last_client_error: str = ""
-    broker_up: bool | None = None  # from librdkafka statistics: any broker connection in state UP
-    member: bool = False
-    stalls: int = 0
-    waiting_since: float | None = None
-    batches_cut: int = 0
-    state_losses: int = 0
-    loss_notes: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _PendingCheckpoint:
-    """A checkpoint waiting for acknowledgements: first the dead letters, then the snapshots it writes."""
-
-    to_snapshot: list[_PartitionState]
-    to_commit: list[_PartitionState]
-    covers: dict[TopicPartitionKey, tuple[int, int]] = field(default_factory=dict)  # key -> (next, label next)
-    written: bool = False
-
-
-#: Records in the first slice, before the cost of a record is known.
-_FIRST_SLICE = 8
-#: Recent slices the slice size is fitted on.
-_SLICES_KEPT = 8
 #: State-loss notes kept for /readyz.
 _MAX_LOSS_NOTES = 5
-
-
-class _StatsPartition(msgspec.Struct):
-    hi_offset: int = -1
-
-
-class _StatsTopic(msgspec.Struct):
-    partitions: dict[str, _StatsPartition] = {}
-
-
-class _StatsBroker(msgspec.Struct):
-    state: str = ""
-
-
-class _Stats(msgspec.Struct):
-    topics: dict[str, _StatsTopic] = {}
-    brokers: dict[str, _StatsBroker] = {}
-
-
-_stats_decoder = msgspec.json.Decoder(_Stats)
 
 
 class ConsumerRunner:
@@ -270,8 +135,10 @@ class ConsumerRunner:
             clock=clock,
         )
         self._lock = threading.Lock()
-        self._counters = _Counters()
-        self._partitions: dict[TopicPartitionKey, _PartitionState] = {}
+        self._counters = RunnerMetrics()  # counts and state; metrics() copies it with the derived fields
+        self._hi_offsets: dict[TopicPartitionKey, int] = {}  # high watermarks from the statistics
+        self._statistics = StatisticsReader(self._log)
+        self._partitions: dict[TopicPartitionKey, PartitionProgress] = {}
         self._paused = False
         self._started = False
         self._failed = False
@@ -283,12 +150,12 @@ class ConsumerRunner:
         self._dead_letters: DeadLetterWriter | None = None
         self._store: StateStore | None = None
         self._gate = ClientErrorGate(self._log, where=f"Kafka at {self._bootstrap}", clock=clock)
-        self._pending: _PendingCheckpoint | None = None
+        self._pending: PendingCheckpoint | None = None
         self._stalled = False
         self._client_paused = False  # what the consumer was last told (pause for the breaker or a stall)
         self._stop_event: threading.Event | None = None
         self._stopping = False
-        self._slices: deque[tuple[int, float]] = deque(maxlen=_SLICES_KEPT)  # (records, seconds) of recent slices
+        self._slices = SliceSizer(target_s=settings.max_batch_s / 8)
         self._cut_logged = False
         # this process's memory of each input partition, to notice a broker that lost them
         self._committed_seen: dict[TopicPartitionKey, int] = {}
@@ -304,30 +171,17 @@ class ConsumerRunner:
     def metrics(self) -> RunnerMetrics:
         """A copy of every counter; safe from any thread, costs a lock and a few dict copies."""
         with self._lock:
-            c = self._counters
             next_offsets = {k: s.next_offset for k, s in self._partitions.items() if s.next_offset >= 0}
             labels_topic = self._settings.ground_truth_topic
             label_next = {(labels_topic, p): s.label_next for (_, p), s in self._partitions.items()
                           if labels_topic is not None and s.label_next >= 0}
             next_offsets.update(label_next)
             lag = {
-                k: max(0, c.hi_offsets[k] - offset)
+                k: max(0, self._hi_offsets[k] - offset)
                 for k, offset in next_offsets.items()
-                if c.hi_offsets.get(k, -1) >= 0
+                if self._hi_offsets.get(k, -1) >= 0
             }
-            return RunnerMetrics(
-                events_processed=dict(c.events),
-                invalid_events=dict(c.invalid),
-                dead_letters_sent=c.dead_letters,
-                batches=c.batches,
-                checkpoints=c.checkpoints,
-                checkpoints_skipped=c.checkpoints_skipped,
-                snapshots_written=c.snapshots,
-                commit_failures=c.commit_failures,
-                rebalances=c.rebalances,
-                lost_assignments=c.lost,
-                offset_gaps=c.offset_gaps,
-                last_poll_monotonic=c.last_poll,
+            return self._counters.copy(
                 assigned=tuple(sorted(self._assigned_keys())),
                 paused=self._paused,
                 next_offsets=next_offsets,
@@ -340,15 +194,8 @@ class ConsumerRunner:
                 circuit_state=self._breaker.state.value,
                 circuit_trips=self._breaker.trips,
                 circuit_reason=self._breaker.last_reason,
-                last_client_error=c.last_client_error,
-                broker_reachable=c.broker_up,
-                group_member=c.member,
                 client_errors=self._gate.errors_total,
-                checkpoint_stalls=c.stalls,
-                checkpoint_waiting_since=c.waiting_since,
-                batches_cut=c.batches_cut,
-                state_losses=c.state_losses,
-                state_loss_notes=tuple(c.loss_notes),
+                statistics_undecodable=self._statistics.undecodable,
             )
 
     def _assigned_keys(self) -> list[TopicPartitionKey]:
@@ -376,50 +223,9 @@ class ConsumerRunner:
         self._stop_event = stop_event
         settings = self._settings
         self._prepare_topics()
-        common = {
-            "log_level": CLIENT_LOG_LEVEL,  # each refused connection is an error_cb error too: see client_log
-            **settings.librdkafka_options,
-            "bootstrap.servers": self._bootstrap,
-            "client.id": settings.client_id,
-        }
-        producer = self._producer_factory(
-            {
-                "linger.ms": 5,
-                **common,
-                **settings.producer_options,
-                # Retry every delivery for as long as the broker is away (message.timeout.ms=0: no timeout;
-                # the client backs off between attempts, retry.backoff*.ms, reconnect.backoff*.ms). Not
-                # idempotent: an idempotent producer never recovers from a broker that restarted empty
-                # (UNKNOWN_PRODUCER_ID forever); one request in flight keeps each partition in order, and a
-                # duplicate after a lost acknowledgement is harmless (same chunk key and value; dead letters
-                # are at-least-once anyway).
-                "enable.idempotence": False,
-                "max.in.flight.requests.per.connection": 1,
-                "acks": "all",
-                "message.timeout.ms": 0,
-                "error_cb": self._on_client_error,
-            }
-        )
+        producer = self._producer_factory(producer_config(settings, self._bootstrap, self._on_client_error))
         consumer = self._consumer_factory(
-            {
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.session_timeout_ms,
-                "heartbeat.interval.ms": settings.effective_heartbeat_ms(),
-                "max.poll.interval.ms": settings.max_poll_interval_ms,
-                "statistics.interval.ms": settings.statistics_interval_ms,
-                # notice a subscribed topic that (re)appears, after a broker that came back empty, within
-                # seconds rather than librdkafka's default 5 minutes (consumer_options may override it)
-                "topic.metadata.refresh.interval.ms": 10_000,
-                **common,
-                **settings.consumer_options,
-                "group.id": settings.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "stats_cb": self._on_stats,
-                "error_cb": self._on_client_error,
-                **({"partition.assignment.strategy": "range"} if settings.ground_truth_topic else {}),
-            }
-        )
+            consumer_config(settings, self._bootstrap, self._on_stats, self._on_client_error))
         self._producer, self._consumer = producer, consumer
         self._dead_letters = DeadLetterWriter(
             producer,
@@ -432,8 +238,7 @@ class ConsumerRunner:
             state_topic=settings.state_topic,
             group_id=settings.group_id,
             producer=producer,
-            client_options={"log_level": CLIENT_LOG_LEVEL, **settings.librdkafka_options,
-                            "client.id": settings.client_id},
+            client_options={"log_level": CLIENT_LOG_LEVEL, **settings.client_options()},
             restore_timeout_s=settings.restore_timeout_s,
             queue_timeout_s=settings.delivery_timeout_s,
             max_snapshot_bytes=settings.max_snapshot_bytes,
@@ -476,8 +281,8 @@ class ConsumerRunner:
         now = self._clock()
         member = bool(consumer.memberid())
         with self._lock:
-            self._counters.last_poll = now
-            self._counters.member = member
+            self._counters.last_poll_monotonic = now
+            self._counters.group_member = member
         if messages:
             self._process_batch(messages, now)
         if self._breaker.is_open and not self._paused and self._partitions:
@@ -552,10 +357,9 @@ class ConsumerRunner:
         state = self._partitions.get(key)
         if state is None:
             return None, None  # fetched before a revocation: the new owner reads it again
-        if state.next_offset >= 0 and records[0].offset < state.next_offset:
-            records = [r for r in records if r.offset >= state.next_offset]  # already in the state
-            if not records:
-                return None, None
+        records = not_yet_applied(records, state.next_offset)
+        if not records:
+            return None, None
         if state.next_offset >= 0 and records[0].offset > state.next_offset:
             self._log.warning(
                 "%s[%d]: offsets %d..%d skipped by the broker (compaction, transaction markers or "
@@ -579,10 +383,9 @@ class ConsumerRunner:
         state = self._partitions.get((self._settings.topic, key[1]))
         if state is None:
             return None, None  # fetched before a revocation: the new owner reads it again
-        if state.label_next >= 0 and records[0].offset < state.label_next:
-            records = [r for r in records if r.offset >= state.label_next]  # already in the state
-            if not records:
-                return None, None
+        records = not_yet_applied(records, state.label_next)
+        if not records:
+            return None, None
         processor = state.processor
         assert isinstance(processor, LabelledPartitionProcessor)  # checked on assignment
 
@@ -601,10 +404,10 @@ class ConsumerRunner:
         while done < len(records):
             if self._must_yield(deadline):
                 break
-            part = records[done : done + self._slice_size(len(records) - done)]
+            part = records[done : done + self._slices.next_size(len(records) - done)]
             started = self._clock()
             rejected = process(part)
-            self._slices.append((len(part), self._clock() - started))
+            self._slices.observe(len(part), self._clock() - started)
             with self._lock:
                 applied(part[-1].offset + 1)
             self._account(key, part, rejected)
@@ -616,27 +419,6 @@ class ConsumerRunner:
             return None, rest
         return PartitionBatch(key[0], key[1], events, rejected_total, records[0].offset,
                               records[done - 1].offset + 1), rest
-
-    def _slice_size(self, remaining: int) -> int:
-        """Records in the next slice: what takes about an eighth of ``max_batch_s`` by a least-squares fit
-        ``seconds = per_call + per_record * records`` over the recent slices (per_call from slices of
-        different sizes; 0 when they are all alike). A processor whose per-call cost exceeds that target
-        gets slices of twice its per-call cost: smaller ones would not be quicker, only more of them."""
-        if not self._slices:
-            return min(remaining, _FIRST_SLICE)  # measure before taking more
-        sizes = [float(n) for n, _ in self._slices]
-        times = [t for _, t in self._slices]
-        mean_n, mean_t = sum(sizes) / len(sizes), sum(times) / len(times)
-        spread = sum((n - mean_n) ** 2 for n in sizes)
-        if spread > 0:
-            per_record = sum((n - mean_n) * (t - mean_t) for n, t in zip(sizes, times, strict=True)) / spread
-            per_call = max(0.0, mean_t - per_record * mean_n)
-        else:
-            per_record, per_call = mean_t / mean_n, 0.0
-        if per_record <= 0:
-            return remaining
-        target = max(self._settings.max_batch_s / 8, 2 * per_call)
-        return max(1, min(remaining, int((target - per_call) / per_record)))
 
     def _must_yield(self, deadline: float) -> bool:
         stop = self._stop_event
@@ -661,7 +443,8 @@ class ConsumerRunner:
 
     def _account(self, key: TopicPartitionKey, records: list[Record], rejected: list[Rejected]) -> None:
         """Dead-letter the rejected records, feed the circuit breaker, count."""
-        self._require(self._dead_letters).send(key[0], key[1], records, rejected)
+        dead_letters = self._require(self._dead_letters)
+        dead_letters.send(key[0], key[1], records, rejected)
         if rejected:
             rejected_offsets = {r.offset for r in rejected}
             self._breaker.observe(bytes(r.offset in rejected_offsets for r in records))
@@ -669,9 +452,9 @@ class ConsumerRunner:
             self._breaker.observe(bytes(len(records)))
         with self._lock:
             c = self._counters
-            c.events[key] = c.events.get(key, 0) + len(records)
-            c.invalid[key] = c.invalid.get(key, 0) + len(rejected)
-            c.dead_letters += len(rejected)
+            c.events_processed[key] = c.events_processed.get(key, 0) + len(records)
+            c.invalid_events[key] = c.invalid_events.get(key, 0) + len(rejected)
+            c.dead_letters_sent = dead_letters.sent_total
         self._events_since_checkpoint += len(records)
 
     def _on_message_error(self, error: KafkaError) -> None:
@@ -702,7 +485,7 @@ class ConsumerRunner:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _checkpoint(self, states: Sequence[_PartitionState], timeout_s: float) -> bool:
+    def _checkpoint(self, states: Sequence[PartitionProgress], timeout_s: float) -> bool:
         """Dead letters acked -> snapshots acked -> commit. Returns True when done (or nothing to do), False
         when it waits for the broker: consumption is then paused and each poll looks again (the client
         retries the deliveries for as long as the broker is away); a commit happens only once the
@@ -728,10 +511,10 @@ class ConsumerRunner:
                 len(states),
             )
             return True
-        self._pending = _PendingCheckpoint(to_snapshot, to_commit)
+        self._pending = PendingCheckpoint(to_snapshot, to_commit)
         return self._advance_pending(max(0.0, deadline - self._clock()))
 
-    def _owned(self, state: _PartitionState) -> bool:
+    def _owned(self, state: PartitionProgress) -> bool:
         return self._partitions.get((state.topic, state.partition)) is state
 
     def _advance_pending(self, timeout_s: float) -> bool:
@@ -751,7 +534,7 @@ class ConsumerRunner:
                 next_offset = max(state.next_offset, 0)
                 store.write(PartitionSnapshot(state.topic, state.partition, next_offset,
                                               state.processor.snapshot(), state.label_next))
-                pending.covers[(state.topic, state.partition)] = (state.next_offset, state.label_next)
+                pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
             pending.written = True
         if not store.acked_within(max(0.0, deadline - self._clock())):
             return self._stall()
@@ -762,11 +545,12 @@ class ConsumerRunner:
                 covered = pending.covers.get(key)
                 if covered is None:
                     continue
-                self._snapshot_seen[key] = max(self._snapshot_seen.get(key, -1), covered[0])
+                self._snapshot_seen[key] = max(self._snapshot_seen.get(key, -1), covered.next_offset)
                 if self._owned(state):
-                    state.snapshot_offset, state.label_snapshot = covered
+                    state.snapshot_offset, state.label_snapshot = covered.next_offset, covered.label_next_offset
             self._counters.checkpoints += 1
-            self._counters.snapshots += len(pending.covers)
+            self._counters.snapshots_written += len(pending.covers)
+            self._copy_store_counters(store)
         self._unstall()
         to_commit = [s for s in pending.to_commit if self._owned(s)]
         if to_commit and not self._require_consumer().memberid():
@@ -783,8 +567,8 @@ class ConsumerRunner:
             pending = self._require(self._pending)
             self._stalled = True
             with self._lock:
-                self._counters.stalls += 1
-                self._counters.waiting_since = self._clock()
+                self._counters.checkpoint_stalls += 1
+                self._counters.checkpoint_waiting_since = self._clock()
             self._apply_pause()
             self._log.warning(
                 "checkpoint waiting for the broker (%s not acknowledged): consumption of %d partitions paused, "
@@ -797,27 +581,26 @@ class ConsumerRunner:
             return
         self._stalled = False
         with self._lock:
-            since, self._counters.waiting_since = self._counters.waiting_since, None
+            since, self._counters.checkpoint_waiting_since = self._counters.checkpoint_waiting_since, None
         self._apply_pause()
         self._log.warning("checkpoint acknowledged after waiting %.0f s for the broker: consumption resumed",
                           self._clock() - (since if since is not None else self._clock()))
 
-    def _commit(self, states: Sequence[_PartitionState],
-                covers: dict[TopicPartitionKey, tuple[int, int]] | None = None) -> None:
+    def _commit(self, states: Sequence[PartitionProgress],
+                covers: dict[TopicPartitionKey, CoveredOffsets] | None = None) -> None:
         """Synchronously commit each state's next_offset, or what ``covers`` says its snapshot covers (only
         forwards). Raises CommitError after too many consecutive failures."""
         if not states:
             return
         covers = covers or {}
         consumer = self._require_consumer()
-        positions = {(s.topic, s.partition): covers.get((s.topic, s.partition), (s.next_offset, s.label_next))
-                     for s in states}
-        offsets = [TopicPartition(s.topic, s.partition, positions[(s.topic, s.partition)][0]) for s in states
-                   if positions[(s.topic, s.partition)][0] > s.committed_offset]
+        positions = {s.key: covers.get(s.key, CoveredOffsets(s.next_offset, s.label_next)) for s in states}
+        offsets = [TopicPartition(s.topic, s.partition, positions[s.key].next_offset) for s in states
+                   if positions[s.key].next_offset > s.committed_offset]
         labels_topic = self._settings.ground_truth_topic
         if labels_topic is not None:
-            offsets += [TopicPartition(labels_topic, s.partition, positions[(s.topic, s.partition)][1])
-                        for s in states if positions[(s.topic, s.partition)][1] > s.label_committed]
+            offsets += [TopicPartition(labels_topic, s.partition, positions[s.key].label_next_offset)
+                        for s in states if positions[s.key].label_next_offset > s.label_committed]
         if not offsets:
             return
         failures: list[str] = []
@@ -873,6 +656,9 @@ class ConsumerRunner:
                 self._partitions.clear()
                 self._paused = False
             self._pending = None
+            if self._store is not None:
+                with self._lock:
+                    self._copy_store_counters(self._store)
             self._consumer = self._producer = None
             self._dead_letters = self._store = None
             self._log.info("consumer closed")
@@ -913,7 +699,7 @@ class ConsumerRunner:
         partition_count = self._input_partitions
         if inputs and partition_count is not None:
             partition_count = max(partition_count, 1 + max(tp.partition for tp in inputs))
-        states: dict[TopicPartitionKey, _PartitionState] = {}
+        states: dict[TopicPartitionKey, PartitionProgress] = {}
         for tp in inputs:
             key = (tp.topic, tp.partition)
             processor = self._factory(tp.topic, tp.partition)
@@ -931,7 +717,7 @@ class ConsumerRunner:
                 tp.offset = OFFSET_BEGINNING
                 # snapshot offset -2: the next checkpoint writes the state at "the start of the new log" (0),
                 # so that no later assignment restores the old log's offset
-                states[key] = _PartitionState(tp.topic, tp.partition, processor, -1, -2, -1)
+                states[key] = PartitionProgress(tp.topic, tp.partition, processor, -1, -2, -1)
                 label_tp = label_tps.get(tp.partition)
                 if label_tp is not None:
                     label_tp.offset = OFFSET_BEGINNING
@@ -967,7 +753,7 @@ class ConsumerRunner:
             else:
                 tp.offset = OFFSET_INVALID  # auto.offset.reset decides (earliest by default)
                 start = snapshot_offset = -1
-            state = states[key] = _PartitionState(
+            state = states[key] = PartitionProgress(
                 tp.topic, tp.partition, processor, start, snapshot_offset, committed_offset
             )
             label_tp = label_tps.get(tp.partition)
@@ -1019,12 +805,12 @@ class ConsumerRunner:
         note = f"{tp.topic}[{tp.partition}]: Kafka lost state or offsets ({'; '.join(reasons)}); {how}"
         with self._lock:
             self._counters.state_losses += 1
-            self._counters.loss_notes = [*self._counters.loss_notes, note][-_MAX_LOSS_NOTES:]
+            self._counters.state_loss_notes = (*self._counters.state_loss_notes, note)[-_MAX_LOSS_NOTES:]
         self._log.warning("%s: the broker restarted empty or the topics were recreated; check the broker's "
                           "storage (nlpmon_state_losses_total, /readyz notes)", note)
         return True
 
-    def _place_labels(self, state: _PartitionState, tp: TopicPartition, snapshot: PartitionSnapshot | None,
+    def _place_labels(self, state: PartitionProgress, tp: TopicPartition, snapshot: PartitionSnapshot | None,
                       committed: int | None) -> None:
         """Where the label partition starts: the snapshot's label offset, else the committed one, else reset."""
         state.label_committed = committed if committed is not None and committed >= 0 else -1
@@ -1060,7 +846,7 @@ class ConsumerRunner:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._drop(keys)
         with self._lock:
-            self._counters.lost += 1
+            self._counters.lost_assignments += 1
         self._log.warning(
             "lost %s (session timeout or max.poll.interval.ms): dropped their state without committing",
             ", ".join(f"{t}[{p}]" for t, p in keys),
@@ -1071,7 +857,7 @@ class ConsumerRunner:
         with self._lock:
             for key in keys:
                 self._partitions.pop(key, None)
-                self._counters.hi_offsets.pop(key, None)
+                self._hi_offsets.pop(key, None)
                 if key[0] == self._settings.ground_truth_topic:
                     self._partitions.pop((self._settings.topic, key[1]), None)
 
@@ -1079,15 +865,14 @@ class ConsumerRunner:
 
     def _on_stats(self, raw: str) -> None:
         """librdkafka statistics: keep each assigned partition's high watermark (from fetches)."""
-        try:
-            stats = _stats_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return
-        up = any(b.state == "UP" for b in stats.brokers.values())
+        stats = self._statistics.read(raw)
+        if stats is None:
+            return  # counted and logged once by the reader
+        up = stats.broker_up()
         if up:
             self._gate.reachable()
         with self._lock:
-            self._counters.broker_up = up
+            self._counters.broker_reachable = up
             names = [self._settings.topic] + [t for t in (self._settings.ground_truth_topic,) if t is not None]
             for name in names:
                 topic = stats.topics.get(name)
@@ -1096,7 +881,7 @@ class ConsumerRunner:
                 for number, partition in topic.partitions.items():
                     key = (name, int(number))
                     if (self._settings.topic, key[1]) in self._partitions and partition.hi_offset >= 0:
-                        self._counters.hi_offsets[key] = partition.hi_offset
+                        self._hi_offsets[key] = partition.hi_offset
 
     def _on_client_error(self, error: KafkaError) -> None:
         """error_cb of both clients: one log line per broker state change (see client_log), all counted."""
@@ -1108,6 +893,13 @@ class ConsumerRunner:
 
     def _prepare_topics(self) -> None:
         self._input_partitions = TopicSetup(self._settings).prepare()
+
+    def _copy_store_counters(self, store: StateStore) -> None:
+        """The state store's own counts into the runner's (under the lock)."""
+        c = self._counters
+        c.snapshots_produced = store.written_total
+        c.snapshot_chunks_produced = store.chunks_written_total
+        c.snapshot_tombstone_failures = store.tombstone_failures_total
 
     def _require_consumer(self) -> Consumer:
         return self._require(self._consumer)

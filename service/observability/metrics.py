@@ -204,7 +204,8 @@ METRICS: tuple[MetricSpec, ...] = (
        "Messages between the partition's high watermark and the next offset to process."),
     _m("nlpmon_assigned_partitions", "gauge", (), "Partitions assigned to this group member."),
     _m("nlpmon_batches_total", "counter", (), "Consumed batches processed by the consumer loop."),
-    _m("nlpmon_dead_letters_total", "counter", (), "Invalid events written to the dead-letter topic."),
+    _m("nlpmon_dead_letters_total", "counter", (),
+       "Invalid events produced to the dead-letter topic (acknowledged before the next checkpoint commits)."),
     _m("nlpmon_commit_failures_total", "counter", (), "Offset commits that failed (retried at the next checkpoint)."),
     _m("nlpmon_rebalances_total", "counter", (), "Consumer-group rebalances seen by this member."),
     _m("nlpmon_circuit_open", "gauge", (),
@@ -225,6 +226,27 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_state_losses_total", "counter", (),
        "Partitions found without the state or committed offsets this process had written (a broker that "
        "came back empty, or topics recreated); see the WARNING and /readyz notes."),
+    _m("nlpmon_checkpoints_total", "counter", (),
+       "Checkpoints whose dead letters and snapshots the broker acknowledged (the offset commit follows; its "
+       "failures count in nlpmon_commit_failures_total)."),
+    _m("nlpmon_checkpoints_skipped_total", "counter", (),
+       "Checkpoints (or their commit) skipped because this member had left its group (its partitions are lost)."),
+    _m("nlpmon_snapshots_written_total", "counter", (),
+       "Partition snapshots the broker acknowledged in completed checkpoints."),
+    _m("nlpmon_snapshots_produced_total", "counter", (),
+       "Partition snapshots handed to the producer (acknowledged or not yet), each in one or more chunks."),
+    _m("nlpmon_snapshot_chunks_produced_total", "counter", (), "Chunks of those snapshots handed to the producer."),
+    _m("nlpmon_snapshot_tombstone_failures_total", "counter", (),
+       "Tombstones of superseded snapshot chunks that could not be produced or delivered (the chunks stay in "
+       "the state topic as garbage, retried after the next snapshot; never fatal)."),
+    _m("nlpmon_lost_assignments_total", "counter", (),
+       "Assignments lost (session timeout or max.poll.interval.ms): their partitions dropped without a commit."),
+    _m("nlpmon_offset_gaps_total", "counter", (),
+       "Jumps over offsets the broker no longer has (compaction, transaction markers or retention), "
+       "each logged as a WARNING."),
+    _m("nlpmon_kafka_statistics_undecodable_total", "counter", (),
+       "librdkafka statistics reports that could not be read (the consumer lag is not updated from them); "
+       "the first is logged."),
     _m("nlpmon_last_poll_age_seconds", "gauge", (),
        "Seconds since the consumer loop last polled Kafka (since start-up before the first poll); "
        "computed at scrape time."),
@@ -294,6 +316,24 @@ class RunnerMetricsLike(Protocol):
     def client_errors(self) -> int: ...
     @property
     def state_losses(self) -> int: ...
+    @property
+    def checkpoints(self) -> int: ...
+    @property
+    def checkpoints_skipped(self) -> int: ...
+    @property
+    def snapshots_written(self) -> int: ...
+    @property
+    def snapshots_produced(self) -> int: ...
+    @property
+    def snapshot_chunks_produced(self) -> int: ...
+    @property
+    def snapshot_tombstone_failures(self) -> int: ...
+    @property
+    def lost_assignments(self) -> int: ...
+    @property
+    def offset_gaps(self) -> int: ...
+    @property
+    def statistics_undecodable(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,7 +500,16 @@ class NlpmonMetrics:
                             ("nlpmon_batches_cut_total", m.batches_cut),
                             ("nlpmon_checkpoint_stalls_total", m.checkpoint_stalls),
                             ("nlpmon_kafka_client_errors_total", m.client_errors),
-                            ("nlpmon_state_losses_total", m.state_losses)):
+                            ("nlpmon_state_losses_total", m.state_losses),
+                            ("nlpmon_checkpoints_total", m.checkpoints),
+                            ("nlpmon_checkpoints_skipped_total", m.checkpoints_skipped),
+                            ("nlpmon_snapshots_written_total", m.snapshots_written),
+                            ("nlpmon_snapshots_produced_total", m.snapshots_produced),
+                            ("nlpmon_snapshot_chunks_produced_total", m.snapshot_chunks_produced),
+                            ("nlpmon_snapshot_tombstone_failures_total", m.snapshot_tombstone_failures),
+                            ("nlpmon_lost_assignments_total", m.lost_assignments),
+                            ("nlpmon_offset_gaps_total", m.offset_gaps),
+                            ("nlpmon_kafka_statistics_undecodable_total", m.statistics_undecodable)):
             self._metrics[name].inc(_delta(self._runner_totals, name, total))
         self._metrics["nlpmon_assigned_partitions"].set(len(m.assigned))
         self._metrics["nlpmon_group_member"].set(1 if m.group_member else 0)

@@ -115,16 +115,36 @@ def test_start_without_a_broker_is_one_line_naming_the_address_and_setting(tmp_p
 def test_slice_sizes_follow_the_per_record_cost_not_the_per_call_cost() -> None:
     """Slices aim at max_batch_s / 8 (here 0.5 s) by a fit over recent slices: with a cost per record they
     shrink to fit; with a cost per call (a vectorised processor under load) they do not shrink to nothing."""
+    from service.kafka.slicing import SliceSizer
+
+    def sizer(*timings: tuple[int, float]) -> SliceSizer:
+        s = SliceSizer(target_s=4.0 / 8)
+        for records, seconds in timings:
+            s.observe(records, seconds)
+        return s
+
+    assert sizer().next_size(5000) == 8  # nothing measured yet
+    assert sizer((8, 0.8), (16, 1.6)).next_size(5000) == 5  # 0.1 s a record, nothing per call
+    assert sizer((8, 1.0), (100, 1.0), (1000, 1.0)).next_size(5000) == 5000  # 1 s a call whatever its size
+    # 0.29 s a call + 1 ms a record: (0.58 - 0.29) / 0.001
+    assert sizer((10, 0.3), (110, 0.4)).next_size(5000) == pytest.approx(290, abs=2)
+
+
+def test_undecodable_statistics_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """They were dropped silently, and the lag froze at its last value without a trace."""
+    import logging
+
     from service.kafka.runner import ConsumerRunner
     from service.kafka.settings import KafkaSettings
 
-    runner = ConsumerRunner(KafkaSettings(bootstrap_servers="127.0.0.1:9", max_batch_s=4.0), lambda t, p: None)  # type: ignore[arg-type,return-value]
-    assert runner._slice_size(5000) == 8  # nothing measured yet
-    runner._slices.extend([(8, 0.8), (16, 1.6)])  # 0.1 s a record, nothing per call
-    assert runner._slice_size(5000) == 5
-    runner._slices.clear()
-    runner._slices.extend([(8, 1.0), (100, 1.0), (1000, 1.0)])  # 1 s a call whatever its size
-    assert runner._slice_size(5000) == 5000
-    runner._slices.clear()
-    runner._slices.extend([(10, 0.3), (110, 0.4)])  # 0.29 s a call + 1 ms a record: (0.58 - 0.29) / 0.001
-    assert runner._slice_size(5000) == pytest.approx(290, abs=2)
+    log = logging.getLogger("test-statistics")
+    runner = ConsumerRunner(KafkaSettings(bootstrap_servers="127.0.0.1:9"), lambda t, p: None,  # type: ignore[arg-type,return-value]
+                            logger=log)
+    with caplog.at_level(logging.WARNING, logger="test-statistics"):
+        runner._on_stats('{"brokers": {"b": {"state": "UP"}}}')
+        runner._on_stats("{not json")
+        runner._on_stats('{"topics": []}')
+    m = runner.metrics()
+    assert m.statistics_undecodable == 2 and m.broker_reachable is True
+    warnings = [r for r in caplog.records if "statistics could not be read" in r.getMessage()]
+    assert len(warnings) == 1
