@@ -171,7 +171,8 @@ def test_every_user_error_class_is_one_line_exit_2(monkeypatch: pytest.MonkeyPat
     from service.kafka.broker import BrokerError
     from service.kafka.publish import DeliveryError
     from service.kafka.runner import CommitError, TopicSetupError
-    from service.kafka.state_store import SnapshotTooLargeError, StateRestoreError
+    from service.kafka.snapshot_format import SnapshotTooLargeError
+    from service.kafka.state_store import StateRestoreError
     from service.monitor.reference import ReferenceTooSmall
     from service.observability.http import HttpBindError
     from service.observability.web_config import WebConfigError

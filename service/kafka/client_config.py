@@ -1,13 +1,13 @@
-"""The librdkafka configurations of the runner's producer and consumer, built from ``KafkaSettings``.
+"""The librdkafka configurations of the runner's producer, consumer and snapshot reader, from ``KafkaSettings``.
 
-Both start from ``KafkaSettings.client_options()`` (security.protocol, sasl.*, ssl.*, client.id) like every
-other client nlpmon builds (topic set-up, state restore); ``producer_options``/``consumer_options`` may
+All start from ``KafkaSettings.client_options()`` (security.protocol, sasl.*, ssl.*, client.id) like every
+other client nlpmon builds (topic set-up); ``producer_options``/``consumer_options`` may
 override the defaults, never the settings the checkpoint order relies on (listed last).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError
@@ -68,4 +68,20 @@ def consumer_config(settings: KafkaSettings, bootstrap_servers: str, on_statisti
     }
 
 
-__all__ = ["consumer_config", "producer_config"]
+def restore_consumer_config(client_options: Mapping[str, Any], bootstrap_servers: str,
+                            group_id: str) -> dict[str, Any]:
+    """The state store's reader of snapshots on assignment: ``client_options`` (those of every client,
+    ``KafkaSettings.client_options()``), manual assignment to partition ends, no commits."""
+    return {
+        **client_options,
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": f"{group_id}.state-reader",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 20,
+    }
+
+
+__all__ = ["consumer_config", "producer_config", "restore_consumer_config"]

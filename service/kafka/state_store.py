@@ -1,34 +1,6 @@
-"""Per-partition snapshots in a compacted Kafka topic, each stored together with the offset it covers.
-
-**Body.** A snapshot of input partition ``p`` is a small versioned header (topic, partition, next_offset,
-and ``label_next_offset``, the next offset of partition ``p`` of the ground-truth topic whose labels the
-processor state already holds, -1 when none) followed by the processor's own bytes:
-
-    b"NLPMSNAP" | version (1 byte) | header length (4 bytes, big-endian) | header JSON | processor bytes
-
-No pickle: the processor bytes are opaque here and versioned by the processor.
-
-**Chunks.** The body, of any size up to ``max_snapshot_bytes`` (256 MiB by default), is written to state
-partition ``p`` as N chunk messages of at most ``chunk_bytes`` each (512 KiB by default, below Kafka's
-default 1 MB message limit):
-
-    key   = b"<group>/<topic>/<p>#<snapshot id>#<chunk index>"
-    value = b"NLPMCHNK" | version (1 byte) | header length (4 bytes) | header JSON | slice of the body
-
-The chunk header holds the snapshot id (``<next_offset>-<random 64-bit hex>``, new for every write), the
-chunk index, the chunk count, the body's total length and the sha256 of the whole body.
-
-**Why every chunk has its own key, unique to its snapshot.** The state topic is ``cleanup.policy=compact``:
-Kafka eventually keeps only the last value of each key. With one key for all chunks, compaction would keep
-only the last chunk of a snapshot. With one key per chunk index (``base#i``), generation N+1's chunk i
-would replace generation N's chunk i; after a torn write (a crash after chunk 0 of N+1) compaction could
-leave chunk 0 of N+1 next to chunks 1.. of N, so no complete snapshot at all; a snapshot that shrinks would
-also leave stray chunks behind. So no snapshot ever reuses a key of another, and compaction alone never
-removes a chunk. Old snapshots are deleted explicitly, with tombstones (null values): once a snapshot of a
-partition is acknowledged (:meth:`StateStore.wait_all_acked`), every snapshot of it older than the newest
-``keep_snapshots`` (2 by default) acknowledged ones is tombstoned. What a crash leaves over (a torn write,
-unsent tombstones) is deleted by the partition's next owner after its first acknowledged snapshot: it
-tombstones every key it read on restore except the snapshot it restored.
+"""Per-partition snapshots in a compacted Kafka topic, each stored together with the offset it covers: the
+Kafka I/O (writing chunks, tombstoning old ones, reading the latest back). The bytes and keys are those of
+service/kafka/snapshot_format.py (body, chunks, why every chunk has its own key).
 
 **Restore** reads the state partition to its end and keeps, per key, the last value (a null value deletes
 the key): exactly what compaction keeps, so compaction, whenever it runs, does not change the result (as
@@ -59,333 +31,36 @@ state exactly once, whatever the group's committed offset says.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import secrets
-import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from service.errors import UserError
+from service.kafka.client_config import restore_consumer_config
 from service.kafka.publish import DeliveryError, DeliveryTracker, produce_with_backpressure
+from service.kafka.snapshot_format import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_KEEP_SNAPSHOTS,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+    MIN_CHUNK_BYTES,
+    PartitionSnapshot,
+    SnapshotTooLargeError,
+    StateKey,
+    base_key_of,
+    encode_chunks,
+    select_latest,
+    snapshot_body_length,
+    snapshot_key,
+)
 
-MAGIC = b"NLPMSNAP"
-FORMAT_VERSION = 1
-CHUNK_MAGIC = b"NLPMCHNK"
-CHUNK_FORMAT_VERSION = 1
-_PREFIX = struct.Struct(">8sBI")
-
-#: Default largest chunk message value (bytes): below Kafka's default 1 MB ``message.max.bytes``.
-DEFAULT_CHUNK_BYTES = 512 * 1024
-#: Default largest snapshot body (bytes).
-DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
-#: Bytes of a chunk value reserved for its prefix and header; the rest carries the body.
-CHUNK_OVERHEAD = 512
-#: Acknowledged snapshots kept per partition: the newest, and one to fall back to if it is corrupt.
-DEFAULT_KEEP_SNAPSHOTS = 2
-#: Smallest allowed chunk size.
-MIN_CHUNK_BYTES = 1024
-_MAX_SNAPSHOT_ID = 64
-
-StateKey = tuple[str, int]
-
-
-class SnapshotFormatError(ValueError):
-    """The bytes are not a snapshot (or chunk) this version can read."""
-
-
-class SnapshotTooLargeError(UserError, ValueError):
-    """A snapshot is larger than ``max_snapshot_bytes``: nothing of it was written."""
+ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 
 
 class StateRestoreError(UserError, RuntimeError):
     """The latest snapshot of a partition could not be read in time or is unreadable."""
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionSnapshot:
-    """A processor state of ``topic[partition]`` that covers every offset below ``next_offset``."""
-
-    topic: str
-    partition: int
-    next_offset: int
-    payload: bytes
-    label_next_offset: int = -1  # next offset of the same partition of the ground-truth topic; -1: none
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotChunk:
-    """One decoded chunk message: its header and its slice of the snapshot body."""
-
-    snapshot_id: str
-    index: int
-    count: int
-    total_length: int
-    sha256: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """What :func:`select_latest` found for one partition.
-
-    ``snapshot`` is the newest valid snapshot (None when there is none) and ``snapshot_keys`` its keys;
-    ``keys`` every live key of the partition; ``skipped`` why newer candidates were passed over;
-    ``unreadable`` is True when there is no valid snapshot but at least one complete, corrupt one
-    (restoring nothing would lose state).
-    """
-
-    snapshot: PartitionSnapshot | None
-    snapshot_keys: tuple[bytes, ...]
-    keys: tuple[bytes, ...]
-    skipped: tuple[str, ...]
-    unreadable: bool
-
-
-class _Header(msgspec.Struct, frozen=True, omit_defaults=True):
-    topic: str
-    partition: int
-    next_offset: int
-    label_next_offset: int = -1  # absent in snapshots of builds without the ground-truth topic
-
-
-class _ChunkHeader(msgspec.Struct, frozen=True):
-    snapshot_id: str
-    index: int
-    count: int
-    total_length: int
-    sha256: str
-
-
-def snapshot_key(group_id: str, topic: str, partition: int) -> bytes:
-    """The base key of a partition's snapshots: ``group/topic/partition`` (chunks append ``#id#index``)."""
-    return f"{group_id}/{topic}/{partition}".encode()
-
-
-def chunk_key(base_key: bytes, snapshot_id: str, index: int) -> bytes:
-    """The key of one chunk: ``base#snapshot_id#index``, unique to its snapshot (see the module doc).
-
-    >>> chunk_key(b"g/t/3", "41-00ff", 2)
-    b'g/t/3#41-00ff#2'
-    """
-    return b"%s#%s#%d" % (base_key, snapshot_id.encode(), index)
-
-
-def new_snapshot_id(next_offset: int) -> str:
-    """``<next_offset>-<16 random hex digits>``: readable, and unique per write."""
-    return f"{next_offset}-{secrets.token_hex(8)}"
-
-
-def _header(snapshot: PartitionSnapshot) -> _Header:
-    return _Header(snapshot.topic, snapshot.partition, snapshot.next_offset, snapshot.label_next_offset)
-
-
-def encode_snapshot(snapshot: PartitionSnapshot) -> bytes:
-    """Serialise a snapshot body (header + processor bytes). Pure."""
-    header = msgspec.json.encode(_header(snapshot))
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + snapshot.payload
-
-
-def snapshot_body_length(snapshot: PartitionSnapshot) -> int:
-    """``len(encode_snapshot(snapshot))`` without copying the payload."""
-    header = msgspec.json.encode(_header(snapshot))
-    return _PREFIX.size + len(header) + len(snapshot.payload)
-
-
-def decode_snapshot(data: bytes) -> PartitionSnapshot:
-    """Parse :func:`encode_snapshot` output. Raises SnapshotFormatError on anything else.
-
-    >>> s = PartitionSnapshot("t", 2, 41, b"state")
-    >>> decode_snapshot(encode_snapshot(s)) == s
-    True
-    """
-    if len(data) < _PREFIX.size:
-        raise SnapshotFormatError(f"snapshot too short ({len(data)} bytes)")
-    magic, version, header_length = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise SnapshotFormatError("not an nlpmon snapshot (bad magic)")
-    if version != FORMAT_VERSION:
-        raise SnapshotFormatError(f"snapshot format version {version}; this build reads {FORMAT_VERSION}")
-    end = _PREFIX.size + header_length
-    try:
-        header = msgspec.json.decode(data[_PREFIX.size : end], type=_Header)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:  # deep unknown fields recurse
-        raise SnapshotFormatError(f"bad snapshot header: {exc}") from None
-    if header.next_offset < 0 or header.partition < 0:
-        raise SnapshotFormatError(f"bad snapshot header: {header}")
-    return PartitionSnapshot(header.topic, header.partition, header.next_offset, data[end:],
-                             max(header.label_next_offset, -1))
-
-
-def encode_chunks(
-    snapshot: PartitionSnapshot,
-    base_key: bytes,
-    *,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    snapshot_id: str | None = None,
-) -> list[tuple[bytes, bytes]]:
-    """The ``(key, value)`` chunk messages of ``snapshot``, each value at most ``chunk_bytes``. Pure
-    (apart from a random snapshot id when none is given).
-
-    >>> chunks = encode_chunks(PartitionSnapshot("t", 0, 7, b"x" * 3000), b"g/t/0", chunk_bytes=1024,
-    ...                        snapshot_id="7-ab")
-    >>> [key for key, _ in chunks]
-    [b'g/t/0#7-ab#0', b'g/t/0#7-ab#1', b'g/t/0#7-ab#2', b'g/t/0#7-ab#3', b'g/t/0#7-ab#4', b'g/t/0#7-ab#5']
-    >>> assemble_chunks([decode_chunk(value) for _, value in chunks]).next_offset
-    7
-    """
-    if chunk_bytes < MIN_CHUNK_BYTES:
-        raise ValueError(f"chunk_bytes={chunk_bytes} is below the minimum of {MIN_CHUNK_BYTES}")
-    sid = snapshot_id if snapshot_id is not None else new_snapshot_id(snapshot.next_offset)
-    if not 0 < len(sid) <= _MAX_SNAPSHOT_ID or "#" in sid or not sid.isascii() or not sid.isprintable():
-        raise ValueError(f"snapshot id {sid!r}: use 1-{_MAX_SNAPSHOT_ID} printable ASCII characters, no '#'")
-    body = memoryview(encode_snapshot(snapshot))
-    step = chunk_bytes - CHUNK_OVERHEAD
-    count = max(1, math.ceil(len(body) / step))
-    digest = hashlib.sha256(body).hexdigest()
-    out: list[tuple[bytes, bytes]] = []
-    for index in range(count):
-        header = msgspec.json.encode(_ChunkHeader(sid, index, count, len(body), digest))
-        prefix = _PREFIX.pack(CHUNK_MAGIC, CHUNK_FORMAT_VERSION, len(header))
-        value = b"".join((prefix, header, body[index * step : (index + 1) * step]))
-        if len(value) > chunk_bytes:  # cannot happen with the id bounded above; never send one over
-            raise AssertionError(f"chunk of {len(value)} bytes over chunk_bytes={chunk_bytes}")
-        out.append((chunk_key(base_key, sid, index), value))
-    return out
-
-
-def decode_chunk(value: bytes) -> SnapshotChunk:
-    """Parse one chunk value of :func:`encode_chunks`. Raises SnapshotFormatError on anything else."""
-    if len(value) < _PREFIX.size:
-        raise SnapshotFormatError(f"chunk too short ({len(value)} bytes)")
-    magic, version, header_length = _PREFIX.unpack_from(value)
-    if magic != CHUNK_MAGIC:
-        raise SnapshotFormatError("not an nlpmon snapshot chunk (bad magic)")
-    if version != CHUNK_FORMAT_VERSION:
-        raise SnapshotFormatError(f"chunk format version {version}; this build reads {CHUNK_FORMAT_VERSION}")
-    end = _PREFIX.size + header_length
-    try:
-        header = msgspec.json.decode(value[_PREFIX.size : end], type=_ChunkHeader)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:  # deep unknown fields recurse
-        raise SnapshotFormatError(f"bad chunk header: {exc}") from None
-    if not 0 <= header.index < header.count or header.total_length < 0 or len(header.sha256) != 64:
-        raise SnapshotFormatError(f"bad chunk header: {header}")
-    return SnapshotChunk(
-        header.snapshot_id, header.index, header.count, header.total_length, header.sha256, value[end:]
-    )
-
-
-def assemble_chunks(chunks: Iterable[SnapshotChunk]) -> PartitionSnapshot:
-    """Join the chunks of one snapshot (any order) and check them against their headers.
-
-    Raises SnapshotFormatError when they are of different snapshots, incomplete, duplicated, or when the
-    length or sha256 of the whole does not match.
-    """
-    by_index: dict[int, SnapshotChunk] = {}
-    for chunk in chunks:
-        if chunk.index in by_index:
-            raise SnapshotFormatError(f"chunk {chunk.index} of snapshot {chunk.snapshot_id} twice")
-        by_index[chunk.index] = chunk
-    if not by_index:
-        raise SnapshotFormatError("no chunks")
-    first = next(iter(by_index.values()))
-    identity = (first.snapshot_id, first.count, first.total_length, first.sha256)
-    if any((c.snapshot_id, c.count, c.total_length, c.sha256) != identity for c in by_index.values()):
-        raise SnapshotFormatError(f"chunks of snapshot {first.snapshot_id} disagree on their headers")
-    missing = sorted(set(range(first.count)) - by_index.keys())
-    if missing:
-        raise SnapshotFormatError(
-            f"snapshot {first.snapshot_id} is incomplete: {len(missing)} of {first.count} chunks missing"
-        )
-    body = b"".join(by_index[i].data for i in range(first.count))
-    if len(body) != first.total_length:
-        raise SnapshotFormatError(
-            f"snapshot {first.snapshot_id} is {len(body)} bytes, its header says {first.total_length}"
-        )
-    if hashlib.sha256(body).hexdigest() != first.sha256:
-        raise SnapshotFormatError(f"snapshot {first.snapshot_id} fails its sha256 check")
-    return decode_snapshot(body)
-
-
-def _chunk_id(base_key: bytes, key: bytes) -> tuple[str, int] | None:
-    """``(snapshot id, index)`` of a chunk key under ``base_key``; None for any other key."""
-    if not key.startswith(base_key + b"#"):
-        return None
-    parts = key[len(base_key) + 1 :].split(b"#")
-    if len(parts) != 2 or not parts[1].isdigit():
-        return None
-    try:
-        return parts[0].decode("ascii"), int(parts[1])
-    except UnicodeDecodeError:
-        return None
-
-
-def select_latest(
-    topic: str, partition: int, base_key: bytes, live: Mapping[bytes, tuple[int, bytes]]
-) -> Selection:
-    """Pick the newest valid snapshot of ``topic[partition]`` from the live records of its state
-    partition (``key -> (offset, value)``, the last non-null value of each key). Pure.
-
-    Candidates are the chunk groups (by the snapshot id in their keys) and a first-format snapshot under
-    ``base_key``, newest first by the offset of their last record.
-    """
-    groups: dict[str, list[tuple[int, int, bytes]]] = {}  # snapshot id -> [(offset, index, value)]
-    group_keys: dict[str, list[bytes]] = {}
-    candidates: list[tuple[int, str, list[tuple[int, int, bytes]] | bytes]] = []
-    for key, (offset, value) in live.items():
-        if key == base_key:
-            candidates.append((offset, "", value))
-            continue
-        ident = _chunk_id(base_key, key)
-        if ident is not None:
-            groups.setdefault(ident[0], []).append((offset, ident[1], value))
-            group_keys.setdefault(ident[0], []).append(key)
-    for sid, records in groups.items():
-        candidates.append((max(offset for offset, _, _ in records), sid, records))
-    candidates.sort(key=lambda c: c[0], reverse=True)
-    skipped: list[str] = []
-    corrupt = False
-    for offset, name, content in candidates:
-        where = f"{f'snapshot {name}' if name else 'single-message snapshot'} (ending at offset {offset})"
-        try:
-            snapshot = decode_snapshot(content) if isinstance(content, bytes) else _assemble(name, content)
-        except _Incomplete as exc:
-            skipped.append(f"{where}: incomplete, {exc}")
-            continue
-        except SnapshotFormatError as exc:
-            corrupt = True
-            skipped.append(f"{where}: unreadable, {exc}")
-            continue
-        if (snapshot.topic, snapshot.partition) != (topic, partition):
-            corrupt = True
-            skipped.append(f"{where}: describes {snapshot.topic}[{snapshot.partition}]")
-            continue
-        own = (base_key,) if isinstance(content, bytes) else tuple(group_keys[name])
-        return Selection(snapshot, own, tuple(live), tuple(skipped), False)
-    return Selection(None, (), tuple(live), tuple(skipped), corrupt)
-
-
-class _Incomplete(SnapshotFormatError):
-    """Chunks are missing (a torn write): not corruption."""
-
-
-def _assemble(snapshot_id: str, records: list[tuple[int, int, bytes]]) -> PartitionSnapshot:
-    chunks = []
-    for offset, index, value in records:
-        chunk = decode_chunk(value)
-        if (chunk.snapshot_id, chunk.index) != (snapshot_id, index):
-            raise SnapshotFormatError(f"the chunk at offset {offset} has the key of another chunk")
-        chunks.append(chunk)
-    count = chunks[0].count
-    if len(chunks) < count and all(c.count == count for c in chunks):
-        raise _Incomplete(f"{len(chunks)} of {count} chunks")
-    return assemble_chunks(chunks)
 
 
 class StateStore:
@@ -411,6 +86,7 @@ class StateStore:
         keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
+        consumer_factory: ConsumerFactory = Consumer,
     ) -> None:
         if chunk_bytes < MIN_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes={chunk_bytes} is below the minimum of {MIN_CHUNK_BYTES}")
@@ -421,6 +97,7 @@ class StateStore:
         self._group = group_id
         self._producer = producer
         self._client_options = dict(client_options or {})
+        self._consumer_factory = consumer_factory
         self._restore_timeout_s = restore_timeout_s
         self._queue_timeout_s = queue_timeout_s
         self._max_bytes = max_snapshot_bytes
@@ -607,18 +284,7 @@ class StateStore:
         if not wanted:
             return live
         bases = {snapshot_key(self._group, topic, p): p for p in wanted}
-        consumer = Consumer(
-            {
-                **self._client_options,
-                "bootstrap.servers": self._bootstrap,
-                "group.id": f"{self._group}.state-reader",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 20,
-            }
-        )
+        consumer = self._consumer_factory(restore_consumer_config(self._client_options, self._bootstrap, self._group))
         started = self._clock()
         deadline = started + self._restore_timeout_s
         at_end: set[int] = set()
@@ -645,9 +311,7 @@ class StateStore:
                         continue
                     records += 1
                     key = message.key() or b""
-                    partition = bases.get(key)
-                    if partition is None:
-                        partition = bases.get(key.rsplit(b"#", 2)[0]) if key.count(b"#") >= 2 else None
+                    partition = bases.get(base_key_of(key))
                     if partition is None:
                         continue
                     value = message.value()

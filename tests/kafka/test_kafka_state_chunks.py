@@ -34,7 +34,7 @@ from kafka_test_helpers import (
 from service.kafka.publish import DeliveryError
 from service.kafka.runner import ConsumerRunner
 from service.kafka.settings import KafkaSettings
-from service.kafka.state_store import (
+from service.kafka.snapshot_format import (
     CHUNK_OVERHEAD,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_MAX_SNAPSHOT_BYTES,
@@ -43,8 +43,6 @@ from service.kafka.state_store import (
     SnapshotChunk,
     SnapshotFormatError,
     SnapshotTooLargeError,
-    StateRestoreError,
-    StateStore,
     assemble_chunks,
     chunk_key,
     decode_chunk,
@@ -53,6 +51,7 @@ from service.kafka.state_store import (
     select_latest,
     snapshot_key,
 )
+from service.kafka.state_store import StateRestoreError, StateStore
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = snapshot_key("g", "t", 3)

@@ -15,25 +15,26 @@ from kafka_test_helpers import Names, make_topic, read_partition
 import service.kafka.circuit_breaker
 import service.kafka.publish
 import service.kafka.settings
+import service.kafka.snapshot_format
 import service.kafka.state_store
 from service.kafka.broker import BrokerError, EmbeddedBroker
 from service.kafka.publish import PublishResult, event_key, publish_file
 from service.kafka.settings import KafkaSettings
-from service.kafka.state_store import (
+from service.kafka.snapshot_format import (
     PartitionSnapshot,
     SnapshotFormatError,
-    StateRestoreError,
-    StateStore,
     decode_snapshot,
     encode_snapshot,
     snapshot_key,
 )
+from service.kafka.state_store import StateRestoreError, StateStore
 from service.kafka.topics import create_topic, topic_partition_count
 
 
 @pytest.mark.parametrize(
     "module",
-    [service.kafka.circuit_breaker, service.kafka.publish, service.kafka.settings, service.kafka.state_store],
+    [service.kafka.circuit_breaker, service.kafka.publish, service.kafka.settings,
+     service.kafka.snapshot_format],
 )
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
@@ -157,3 +158,23 @@ def test_embedded_broker_reports_a_binary_that_cannot_start(tmp_path: Path) -> N
         _ = broker.bootstrap_servers
     with pytest.raises(BrokerError, match="not executable"):
         EmbeddedBroker(binary=str(tmp_path / "missing")).start()
+
+
+def test_restore_consumer_is_built_from_the_client_options() -> None:
+    """The snapshot reader is built like every other client: from KafkaSettings.client_options() (it was a
+    hard-wired Consumer)."""
+    ks = KafkaSettings(bootstrap_servers="127.0.0.1:9", librdkafka_options={"security.protocol": "SASL_SSL",
+                                                                            "sasl.mechanism": "PLAIN"})
+    built: list[dict[str, object]] = []
+
+    def factory(config: dict[str, object]) -> Producer:
+        built.append(config)
+        raise RuntimeError("built")
+
+    store = StateStore(bootstrap_servers="127.0.0.1:9", state_topic="s", group_id="g", producer=None,  # type: ignore[arg-type]
+                       client_options=ks.client_options(), consumer_factory=factory)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="built"):
+        store.read_latest("t", [0])
+    assert built == [{**ks.client_options(), "bootstrap.servers": "127.0.0.1:9", "group.id": "g.state-reader",
+                      "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True,
+                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": 20}]
