@@ -74,7 +74,9 @@ class NlpmonService:
         self.progress_stream = progress_stream if progress_stream is not None else sys.stderr
         self.report_interval_s = report_interval_s
         self.references = References()
+        # the first model whose reference from a file (events or a profile) failed to calibrate: /readyz
         self.reference_error: str | None = None
+        self._file_reference_models: set[tuple[str, str]] = set()
         self.runner: ConsumerRunner | None = None
         self.bootstrap: str | None = None
         self._processors: dict[tuple[str, int], MonitorPartitionProcessor] = {}
@@ -182,6 +184,9 @@ class NlpmonService:
                                 "predictions are: key labels by model and use the predictions' partitioner "
                                 "(docs/events.md); they cannot join", labels, model,
                                 self.settings.ground_truth_topic, partition)
+        failed = [f"{key}: {rep['reference_error']}" for key, rep in sorted(reports.items())
+                  if rep.get("reference_error")
+                  and (str(rep.get("model")), str(rep.get("model_version"))) in self._file_reference_models]
         alarms, self._pending_alarms = self._pending_alarms, []
         self.metrics.observe_reports(reports, alarms)
         for a in alarms:
@@ -189,6 +194,7 @@ class NlpmonService:
                         a.model, a.model_version, a.signal, a.score, a.statistic, a.window, a.event_id)
         with self._lock:
             self._reports = reports
+            self.reference_error = failed[0] if failed else None
 
     def _umap(self, proc: MonitorPartitionProcessor, key: str, rep: dict[str, Any]) -> dict[str, Any]:
         """The report with its projection handed to the UMAP worker (never blocks; PCA with a note until
@@ -221,7 +227,9 @@ class NlpmonService:
     def readiness(self) -> dict[str, bool]:
         """The /readyz checks. ``group_member``: a member id at the last poll, and that poll recent enough
         (within max_poll_interval_ms) for the member still to be in the group; ``partitions_assigned``: it
-        holds partitions; ``checkpoints_acknowledged``: no checkpoint is waiting for the broker."""
+        holds partitions; ``checkpoints_acknowledged``: no checkpoint is waiting for the broker;
+        ``references_loaded``: every model given a reference file (``--reference``) calibrated it (a file that
+        cannot be read stops the start instead)."""
         runner = self.runner
         m = runner.metrics() if runner is not None else None
         member = False
@@ -237,9 +245,12 @@ class NlpmonService:
         }
 
     def readiness_notes(self) -> list[str]:
-        """What /readyz shows besides its checks: the partitions whose state the broker lost (latest few)."""
+        """What /readyz shows besides its checks: the partitions whose state the broker lost (latest few),
+        and the reference that failed to calibrate."""
         runner = self.runner
-        return list(runner.metrics().state_loss_notes) if runner is not None else []
+        notes = list(runner.metrics().state_loss_notes) if runner is not None else []
+        error = self.reference_error
+        return notes + ([f"reference of {error}"] if error else [])
 
     def last_poll(self) -> float | None:
         return self.runner.metrics().last_poll_monotonic if self.runner is not None else None
@@ -252,6 +263,7 @@ class NlpmonService:
         if s.reference:
             loaded = load_references(s.reference)
             self.references = References(loaded.events, loaded.profiles)
+            self._file_reference_models = {(e.model, e.model_version) for e in loaded.events} | set(loaded.profiles)
             log.info("loaded %d reference events and %d profiles from %d file(s) (%d invalid lines)",
                      len(loaded.events), len(loaded.profiles), len(s.reference), loaded.invalid)
         self.calibrations = ThreadCalibrationExecutor()

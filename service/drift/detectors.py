@@ -11,7 +11,7 @@ detector on restore: deterministic, so the restored detector equals the original
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,14 +20,6 @@ from river import drift
 F64 = npt.NDArray[np.float64]
 
 MAX_HISTORY = 10_000  # blocks kept for restore
-
-
-class SequentialDetector(Protocol):
-    def update(self, values: npt.NDArray[Any], weights: npt.NDArray[Any], block: int) -> list[int]: ...
-
-    def state(self) -> dict[str, Any]: ...
-
-    def load_state(self, s: dict[str, Any]) -> None: ...
 
 
 class AdwinDetector:
@@ -92,6 +84,5 @@ class AdwinDetector:
         for x in np.asarray(s["history"], np.float64).tolist():
             self._adwin.update(x)
             self._history.append(x)
-        self.last_change = dict(s["last_change"])
         self._sum, self._weight, self._count = float(s["sum"]), float(s["weight"]), int(s["count"])
         self.last_change = dict(s["last_change"])

@@ -75,13 +75,17 @@ class CircuitBreaker:
 
     @property
     def state(self) -> CircuitState:
-        """The state now (an expired pause reads as HALF_OPEN)."""
+        """The state now (an expired pause reads as HALF_OPEN). Reading it changes nothing: the move from
+        OPEN to HALF_OPEN is made by :meth:`observe`, the only method that changes the state."""
         if self._open_until is not None:
-            if self._clock() < self._open_until:
-                return CircuitState.OPEN
+            return CircuitState.OPEN if self._clock() < self._open_until else CircuitState.HALF_OPEN
+        return CircuitState.HALF_OPEN if self._half_open else CircuitState.CLOSED
+
+    def _end_expired_pause(self) -> None:
+        """OPEN -> HALF_OPEN once the pause is over (the next batch is the trial)."""
+        if self._open_until is not None and self._clock() >= self._open_until:
             self._open_until = None
             self._half_open = True
-        return CircuitState.HALF_OPEN if self._half_open else CircuitState.CLOSED
 
     @property
     def is_open(self) -> bool:
@@ -109,6 +113,7 @@ class CircuitBreaker:
         flags = invalid_flags if isinstance(invalid_flags, bytes) else bytes(map(bool, invalid_flags))
         if not flags:
             return
+        self._end_expired_pause()
         state = self.state
         batch_invalid = flags.count(_INVALID)
         leading_run = len(flags) - len(flags.lstrip(_INVALID))

@@ -131,3 +131,16 @@ def test_accepts_bytes_and_ignores_empty_batches() -> None:
 def test_rejects_bad_limits(overrides: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         breaker(FakeClock(), **overrides)
+
+
+def test_reading_the_state_changes_nothing() -> None:
+    """The getter used to move an expired pause to HALF_OPEN itself; only observe() changes the state."""
+    clock = FakeClock()
+    b = breaker(clock)
+    b.observe([True] * 60)
+    clock.now += 61
+    before = dict(vars(b))
+    assert b.state is CircuitState.HALF_OPEN and not b.is_open and b.seconds_until_retry() == 0.0
+    assert dict(vars(b)) == before
+    b.observe(pattern(9, 1, 5))  # the trial batch, healthy
+    assert b.state is CircuitState.CLOSED and b.trips == 1
