@@ -71,6 +71,7 @@ from service.kafka.processor import (
 from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics, TopicPartitionKey
 from service.kafka.settings import KafkaSettings
 from service.kafka.slicing import SliceSizer
+from service.kafka.state_loss import StateLossDetector
 from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
 from service.kafka.topics import TopicSetup, TopicSetupError
 
@@ -158,9 +159,7 @@ class ConsumerRunner:
         self._slices = SliceSizer(target_s=settings.max_batch_s / 8)
         self._cut_logged = False
         # this process's memory of each input partition, to notice a broker that lost them
-        self._committed_seen: dict[TopicPartitionKey, int] = {}
-        self._snapshot_seen: dict[TopicPartitionKey, int] = {}
-        self._input_partitions: int | None = None
+        self._losses = StateLossDetector(settings.state_topic)
 
     # ------------------------------------------------------------------ public
 
@@ -545,7 +544,7 @@ class ConsumerRunner:
                 covered = pending.covers.get(key)
                 if covered is None:
                     continue
-                self._snapshot_seen[key] = max(self._snapshot_seen.get(key, -1), covered.next_offset)
+                self._losses.snapshot_written(key, covered.next_offset)
                 if self._owned(state):
                     state.snapshot_offset, state.label_snapshot = covered.next_offset, covered.label_next_offset
             self._counters.checkpoints += 1
@@ -617,7 +616,7 @@ class ConsumerRunner:
                 if offset is not None and offset > state.committed_offset:
                     state.committed_offset = offset
                     key = (state.topic, state.partition)
-                    self._committed_seen[key] = max(self._committed_seen.get(key, -1), offset)
+                    self._losses.committed(key, offset)
                 offset = committed.get((labels_topic, state.partition)) if labels_topic else None
                 if offset is not None and offset > state.label_committed:
                     state.label_committed = offset
@@ -696,7 +695,7 @@ class ConsumerRunner:
         committed = {(tp.topic, tp.partition): tp.offset for tp in committed_list if tp.error is None}
         # a partition beyond the known count: the topic has more now (no metadata request here: a client call
         # that serves callbacks inside this callback makes confluent-kafka abort the process, CallState_get)
-        partition_count = self._input_partitions
+        partition_count = self._losses.input_partitions
         if inputs and partition_count is not None:
             partition_count = max(partition_count, 1 + max(tp.partition for tp in inputs))
         states: dict[TopicPartitionKey, PartitionProgress] = {}
@@ -759,7 +758,7 @@ class ConsumerRunner:
             label_tp = label_tps.get(tp.partition)
             if label_tp is not None:
                 self._place_labels(state, label_tp, snapshot, committed.get((label_tp.topic, label_tp.partition)))
-        self._input_partitions = partition_count
+        self._losses.input_partitions = partition_count
         consumer.assign(partitions)
         with self._lock:
             self._partitions.update(states)
@@ -779,30 +778,9 @@ class ConsumerRunner:
                     partition_count: int | None) -> bool:
         """Did the broker lose this partition's state or offsets since this process last saw them (a broker
         that came back empty, or topics recreated)? Warns, counts and keeps a note for /readyz when so."""
-        key = (tp.topic, tp.partition)
-        seen_commit = self._committed_seen.get(key, -1)
-        seen_snapshot = self._snapshot_seen.get(key, -1)
-        reasons = []
-        if committed < seen_commit:
-            reasons.append(f"committed offset {committed if committed >= 0 else 'none'} after {seen_commit}")
-        if snapshot is None and seen_snapshot >= 0:
-            reasons.append(f"no snapshot in {self._settings.state_topic} after one at {seen_snapshot}")
-        if partition_count is not None and self._input_partitions is not None \
-                and partition_count != self._input_partitions:
-            reasons.append(f"{tp.topic} has at least {partition_count} partitions, not {self._input_partitions}")
-        if not reasons:
-            self._committed_seen[key] = max(seen_commit, committed)
+        note = self._losses.check((tp.topic, tp.partition), snapshot, committed, partition_count)
+        if note is None:
             return False
-        self._committed_seen[key] = committed  # from now on, compare with the new log's offsets
-        if snapshot is None:
-            self._snapshot_seen.pop(key, None)
-        if snapshot is not None and committed < seen_commit:
-            how = "restoring the snapshot that arrived after the restart and reading the new log from its start"
-        elif snapshot is not None:
-            how = f"restoring the snapshot at {snapshot.next_offset}"
-        else:
-            how = "starting with empty state (drift windows refill, quality restarts)"
-        note = f"{tp.topic}[{tp.partition}]: Kafka lost state or offsets ({'; '.join(reasons)}); {how}"
         with self._lock:
             self._counters.state_losses += 1
             self._counters.state_loss_notes = (*self._counters.state_loss_notes, note)[-_MAX_LOSS_NOTES:]
@@ -892,7 +870,7 @@ class ConsumerRunner:
     # ------------------------------------------------------------------ set-up
 
     def _prepare_topics(self) -> None:
-        self._input_partitions = TopicSetup(self._settings).prepare()
+        self._losses.input_partitions = TopicSetup(self._settings).prepare()
 
     def _copy_store_counters(self, store: StateStore) -> None:
         """The state store's own counts into the runner's (under the lock)."""
