@@ -25,6 +25,10 @@ _log = logging.getLogger(__name__)
 ClientOptions = Mapping[str, Any]
 
 
+_DELIVERY_REMEDY = ("check that the broker is up, the topic exists and the client may write to it (ACLs, "
+                    "message.max.bytes); nothing is committed past the last complete checkpoint")
+
+
 class DeliveryError(UserError, RuntimeError):
     """Some produced messages were not acknowledged (failed or timed out); nothing may be committed."""
 
@@ -73,7 +77,8 @@ class DeliveryTracker:
             producer.poll(0)
         if self.failed:
             raise DeliveryError(
-                f"{self.name}: {self.failed} of {self.produced} messages failed ({'; '.join(self.errors)})"
+                f"{self.name}: {self.failed} of {self.produced} messages failed ({'; '.join(self.errors)}); "
+                f"{_DELIVERY_REMEDY}"
             )
         if self.pending:
             return False
@@ -91,7 +96,7 @@ class DeliveryTracker:
         if self.failed or self.pending:
             raise DeliveryError(
                 f"{self.name}: {self.failed} of {self.produced} messages failed and {self.pending} are "
-                f"unacknowledged after {timeout_s:.0f} s ({'; '.join(self.errors) or 'timeout'})"
+                f"unacknowledged after {timeout_s:.0f} s ({'; '.join(self.errors) or 'timeout'}); {_DELIVERY_REMEDY}"
             )
         self.reset()
 
@@ -111,7 +116,7 @@ def produce_with_backpressure(
             return
         except BufferError:
             if clock() >= deadline:
-                raise DeliveryError(f"producer queue stayed full for {timeout_s:.0f} s") from None
+                raise DeliveryError(f"producer queue stayed full for {timeout_s:.0f} s; {_DELIVERY_REMEDY}") from None
             producer.poll(0.05)
 
 

@@ -712,7 +712,7 @@ class ConsumerRunner:
                 try:
                     processor.restore(snapshot.payload)
                 except ValueError as exc:
-                    raise StateRestoreError(f"snapshot of {tp.topic}[{tp.partition}] rejected: {exc}") from exc
+                    raise StateRestoreError(self._rejected(tp, exc)) from exc
                 tp.offset = OFFSET_BEGINNING
                 # snapshot offset -2: the next checkpoint writes the state at "the start of the new log" (0),
                 # so that no later assignment restores the old log's offset
@@ -725,9 +725,7 @@ class ConsumerRunner:
                 try:
                     processor.restore(snapshot.payload)
                 except ValueError as exc:
-                    raise StateRestoreError(
-                        f"snapshot of {tp.topic}[{tp.partition}] rejected: {exc}"
-                    ) from exc
+                    raise StateRestoreError(self._rejected(tp, exc)) from exc
                 tp.offset = start = snapshot.next_offset
                 if committed_offset > start:
                     self._log.warning(
@@ -773,6 +771,11 @@ class ConsumerRunner:
             )
             or "nothing",
         )
+
+    def _rejected(self, tp: TopicPartition, exc: Exception) -> str:
+        return (f"snapshot of {tp.topic}[{tp.partition}] in {self._settings.state_topic} rejected by the processor "
+                f"({exc}); run the nlpmon version that wrote it, or delete that partition's snapshots "
+                "(StateStore.delete) to start it from scratch at its committed offset")
 
     def _state_lost(self, tp: TopicPartition, snapshot: PartitionSnapshot | None, committed: int,
                     partition_count: int | None) -> bool:
