@@ -170,9 +170,10 @@ def test_every_user_error_class_is_one_line_exit_2(monkeypatch: pytest.MonkeyPat
     from service.errors import UserError
     from service.kafka.broker import BrokerError
     from service.kafka.publish import DeliveryError
-    from service.kafka.runner import CommitError, TopicSetupError
+    from service.kafka.runner import CommitError
     from service.kafka.snapshot_format import SnapshotTooLargeError
     from service.kafka.state_store import StateRestoreError
+    from service.kafka.topics import TopicSetupError
     from service.monitor.reference import ReferenceTooSmall
     from service.observability.http import HttpBindError
     from service.observability.web_config import WebConfigError

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.demo import generate_events
-from service.kafka.runner import RunnerMetrics
+from service.kafka.runner_metrics import RunnerMetrics
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm
 from service.monitor.monitor_set import MonitorSet

@@ -23,7 +23,8 @@ from service.app.processor import MonitorPartitionProcessor, References
 from service.app.projection_worker import UmapProjections
 from service.app.settings import ServiceSettings
 from service.kafka.broker import bootstrap_servers_for
-from service.kafka.runner import BatchReport, ConsumerRunner
+from service.kafka.runner import ConsumerRunner
+from service.kafka.runner_metrics import BatchReport
 from service.kafka.topics import TopicSetup
 from service.monitor.calibration_jobs import INLINE
 from service.monitor.model_monitor import Alarm

@@ -24,7 +24,8 @@ from service.kafka.publish import DeliveryError, PublishResult, publish_file
 from service.kafka.runner import CommitError, ConsumerRunner, RunnerError
 from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics
 from service.kafka.settings import KafkaSettings
-from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
+from service.kafka.snapshot_format import PartitionSnapshot
+from service.kafka.state_store import StateRestoreError, StateStore
 from service.kafka.topics import TopicSetup, TopicSetupError, create_topic, topic_partition_count
 
 __all__ = [

@@ -71,8 +71,9 @@ from service.kafka.processor import (
 from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics, TopicPartitionKey
 from service.kafka.settings import KafkaSettings
 from service.kafka.slicing import SliceSizer
+from service.kafka.snapshot_format import PartitionSnapshot
 from service.kafka.state_loss import StateLossDetector
-from service.kafka.state_store import PartitionSnapshot, StateRestoreError, StateStore
+from service.kafka.state_store import StateRestoreError, StateStore
 from service.kafka.topics import TopicSetup, TopicSetupError
 
 _T = TypeVar("_T")

@@ -17,7 +17,7 @@ from service.app.service import NlpmonService
 from service.app.settings import ServiceSettings
 from service.kafka.broker import free_loopback_port
 from service.kafka.client_log import ClientErrorGate
-from service.kafka.runner import RunnerMetrics
+from service.kafka.runner_metrics import RunnerMetrics
 from service.observability.http import ObservabilityServer
 from service.observability.metrics import NlpmonMetrics
 
