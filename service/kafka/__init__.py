@@ -6,9 +6,11 @@
 - ``runner_metrics``: :class:`RunnerMetrics`, the loop's one counters type, and the per-batch report.
 - ``partition_progress``: where each assigned partition stands (applied, snapshotted, committed offsets).
 - ``slicing``: how many records the loop applies per slice, to poll in time.
-- ``client_config``: the librdkafka configuration of the loop's producer and consumer.
+- ``state_loss``: noticing a broker that lost the offsets or snapshots this process wrote.
+- ``client_config``: the librdkafka configuration of the loop's producer, consumer and snapshot reader.
 - ``client_statistics``: the part of librdkafka's statistics the loop reads (high watermarks, broker up).
-- ``state_store``: per-partition snapshots with their offsets in a compacted topic.
+- ``snapshot_format``: the bytes and keys of a partition snapshot and its chunks (pure, no Kafka).
+- ``state_store``: writing those snapshots to a compacted topic and reading the latest back (Kafka I/O).
 - ``dead_letter``: rejected events with reason and origin headers.
 - ``circuit_breaker``: pauses consumption when (almost) everything is invalid.
 - ``topics``: every topic check and creation (:class:`TopicSetup`), with the client options.
