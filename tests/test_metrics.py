@@ -378,6 +378,9 @@ def test_catalogue_lists_every_exported_metric_with_its_help_and_labels(stream: 
             labels |= set(s.labels) - {"le"}
     assert set(exported) == set(catalogue)
     empty_ok = {"nlpmon_label_share"}  # prediction_label etc. may be absent, but entity_label is there
+    parent_only = {"nlpmon_member_restarts_total"}  # declared by every process, series only in the parent
+    for name in parent_only:
+        assert exported.pop(name) == set(), name
     for name, labels in exported.items():
         if labels or name not in empty_ok:
             assert labels == set(catalogue[name]["labels"]), name

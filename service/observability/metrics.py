@@ -228,6 +228,10 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_last_poll_age_seconds", "gauge", (),
        "Seconds since the consumer loop last polled Kafka (since start-up before the first poll); "
        "computed at scrape time."),
+    # -- several processes (nlpmon run --processes N; service/app/members.py) -----------------------
+    _m("nlpmon_member_restarts_total", "counter", ("member",),
+       "Times the parent of nlpmon run --processes N restarted a member process that had exited; only the "
+       "parent exports series (member = 0..N-1)."),
 )
 SPECS: dict[str, MetricSpec] = {s.name: s for s in METRICS}
 
