@@ -21,7 +21,8 @@ web config (TLS, basic auth) as one process does:
 
 A member that exits is restarted after a backoff (``RESTART_BACKOFF_S`` doubling up to
 ``MAX_RESTART_BACKOFF_S``, back to the start once it ran ``STABLE_S``), logged and counted. A member that
-exits before it was ever ready (a bad setting) stops the command with its error. SIGTERM/SIGINT to the
+exits before it was ever ready (a bad setting) stops the command with its error. When nlpmon creates the
+event topic it gives it at least N partitions (a member without a partition is never ready). SIGTERM/SIGINT to the
 parent (``stop``) sends SIGTERM to every member, which checkpoints and commits as one process does, and
 waits at most ``STOP_TIMEOUT_S`` before it kills the rest.
 """
@@ -362,15 +363,22 @@ def run_members(settings: ServiceSettings, stop: threading.Event, *, config_file
     from service.app.demo import publish_demo
     from service.kafka.broker import bootstrap_servers_for
     from service.kafka.client_log import CLIENT_LOG_LEVEL
-    from service.kafka.publish import create_topic
+    from service.kafka.publish import create_topic, topic_partition_count
 
     count = settings.process_count()
     with bootstrap_servers_for(settings.kafka_settings(), logger=log) as bootstrap:
         ks = settings.kafka_settings(bootstrap)
         try:
-            if create_topic(bootstrap, settings.topic, settings.partitions,
-                            client_options={**ks.client_options(), "log_level": CLIENT_LOG_LEVEL}):
-                log.info("created topic %s with %d partition(s)", settings.topic, settings.partitions)
+            quiet = {**ks.client_options(), "log_level": CLIENT_LOG_LEVEL}
+            partitions = max(settings.partitions, count)  # a partition for every member
+            if create_topic(bootstrap, settings.topic, partitions, client_options=quiet):
+                log.info("created topic %s with %d partition(s)", settings.topic, partitions)
+            else:
+                have = topic_partition_count(bootstrap, settings.topic, client_options=quiet) or 0
+                if have < count:
+                    log.warning("topic %s has %d partition(s) for %d members: %d member(s) get none and are "
+                                "never ready (/readyz); add partitions or run fewer processes", settings.topic,
+                                have, count, count - have)
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if err is not None and err.code() == KafkaError._INVALID_ARG:

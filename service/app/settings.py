@@ -87,7 +87,8 @@ class ServiceSettings(BaseSettings):
     port: int = Field(9308, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /models.")
     processes: int | Literal["auto"] = Field(
         1, description="Group members run by this command (child processes of one supervising parent, which "
-        "serves the one /metrics and pages on port); auto = the machine's cores. See README, scaling out.")
+        "serves the one /metrics and pages on port); auto = the machine's cores. A topic nlpmon creates gets at "
+        "least this many partitions. See README, scaling out.")
     web_config_file: Path | None = Field(
         None, description="Web configuration file (the Prometheus exporter-toolkit format: tls_server_config, "
         "basic_auth_users with bcrypt hashes, http_server_config.headers) securing every HTTP endpoint; "

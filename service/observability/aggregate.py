@@ -42,7 +42,12 @@ def parse(text: str) -> Families:
 
 def summed_only(families: Iterable[Metric]) -> Families:
     """The counter and histogram families of ``families`` (what a member leaves behind when it dies)."""
-    return [f for f in families if f.type in SUMMED]
+    return [f for f in families if _summed(f)]
+
+
+def _summed(f: Metric) -> bool:
+    """Summed over members: counters, histograms, and their ``_created`` families (the minimum)."""
+    return f.type in SUMMED or f.name.endswith("_created")
 
 
 def _key(s: Sample) -> SampleKey:
@@ -60,7 +65,7 @@ def sum_families(sources: Sequence[Families]) -> Families:
     values: dict[str, dict[SampleKey, float]] = {}
     for families in sources:
         for f in families:
-            if f.type not in SUMMED:
+            if not _summed(f):
                 continue
             if f.name not in out:
                 out[f.name], values[f.name] = _shell(f), {}
@@ -105,11 +110,12 @@ def merge(live: Mapping[str, Families], kept: Sequence[Families] = (),
           exclude: Iterable[str] = ()) -> Families:
     """The merged families of the members that answered (``live``: member name -> its families, in member
     order) and the counter families ``kept`` from members that did not answer or died (see the module
-    docstring for the rules). Families named in ``exclude`` (the parent's own metrics) are left out.
+    docstring for the rules). Families named in ``exclude`` (the parent's own metrics, exposed names such as
+    ``nlpmon_member_restarts_total``) are left out, with their ``_created``.
 
     Every family of ``live`` appears (with its help and type) even when it has no sample, so the merged
     exposition declares what a single process declares."""
-    skip = set(exclude)
+    skip = {n.removesuffix("_total") for n in exclude} | {n.removesuffix("_total") + "_created" for n in exclude}
     summed = {f.name: f for f in sum_families([*live.values(), *kept])}
     owners = gauge_owners(live)
     out: dict[str, Metric] = {}
@@ -117,7 +123,7 @@ def merge(live: Mapping[str, Families], kept: Sequence[Families] = (),
         for f in families:
             if f.name in skip:
                 continue
-            if f.type in SUMMED:
+            if _summed(f):
                 out.setdefault(f.name, summed.get(f.name) or _shell(f))
                 continue
             target = out.setdefault(f.name, _shell(f))
