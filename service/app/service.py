@@ -80,6 +80,7 @@ class NlpmonService:
         self.runner: ConsumerRunner | None = None
         self.bootstrap: str | None = None
         self._processors: dict[tuple[str, int], MonitorPartitionProcessor] = {}
+        self._new_processors: set[tuple[str, int]] = set()  # created since the last refresh: counting from 0
         # calibrations run beside the consumer loop (created in run, closed when it ends)
         self.calibrations: ThreadCalibrationExecutor | None = None
         self._lock = threading.Lock()
@@ -106,6 +107,7 @@ class NlpmonService:
                                          labels_topic=self.settings.ground_truth_topic or "ground-truth",
                                          clock=self.wall, calibrations=self.calibrations or INLINE)
         self._processors[(topic, partition)] = proc
+        self._new_processors.add((topic, partition))
         return proc
 
     def _collect_alarms(self, alarms: list[Alarm]) -> None:
@@ -167,8 +169,11 @@ class NlpmonService:
         for key in [k for k in self._processors if k not in assigned]:
             del self._processors[key]  # revoked or lost: its state lives with the new owner
         reports: dict[str, Any] = {}
+        recounted: set[tuple[str, str]] = set()
         for (topic, partition), proc in self._processors.items():
             for model_key, rep in proc.report().items():
+                if (topic, partition) in self._new_processors:
+                    recounted.add((str(rep.get("model")), str(rep.get("model_version"))))
                 if self.projections is not None:
                     rep = self._umap(proc, model_key, rep)
                 if model_key in reports and model_key not in self._split_models:
@@ -185,7 +190,8 @@ class NlpmonService:
                                 "(docs/events.md); they cannot join", labels, model,
                                 self.settings.ground_truth_topic, partition)
         alarms, self._pending_alarms = self._pending_alarms, []
-        self.metrics.observe_reports(reports, alarms)
+        self._new_processors.clear()
+        self.metrics.observe_reports(reports, alarms, recounted=recounted)
         for a in alarms:
             log.warning("drift alarm: %s/%s %s score %.2f (%s over %d events) at event %s",
                         a.model, a.model_version, a.signal, a.score, a.statistic, a.window, a.event_id)
