@@ -4,6 +4,7 @@ with SIGKILL is restarted and nothing is lost or counted twice; SIGTERM stops ev
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -45,7 +46,9 @@ def model_lines(per_model: int, start: int = 0) -> list[str]:
 class Parent:
     """A `nlpmon run --processes 2` subprocess; its HTTP port is read from the parent's start-up line."""
 
-    def __init__(self, bootstrap: str, names: dict[str, str], log: Path) -> None:
+    def __init__(self, bootstrap: str, names: dict[str, str], log: Path, *extra: str,
+                 auth: tuple[str, str] | None = None) -> None:
+        self.auth = auth
         env = {**os.environ, "NLPMON_BOOTSTRAP_SERVERS": bootstrap, "NLPMON_PORT": "0",
                "NLPMON_TOPIC": names["topic"], "NLPMON_GROUP_ID": names["group"], "NLPMON_PARTITIONS": "4",
                "NLPMON_STATE_TOPIC": names["state"], "NLPMON_DEAD_LETTER_TOPIC": names["dlq"],
@@ -55,7 +58,8 @@ class Parent:
                "NLPMON_KAFKA__CHECKPOINT_INTERVAL_S": "1", "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2"}
         self.log = log
         self.fh = log.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--processes", "2"], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--processes", "2", *extra],
+                                     cwd=ROOT,
                                      env=env, stdout=self.fh, stderr=subprocess.STDOUT)
         m = wait_until(lambda: re.search(r"2 members consuming \S+ on \S+; metrics and models at "
                                          r"http://127\.0\.0\.1:(\d+)/", log.read_text()) or self._dead(), 60,
@@ -66,9 +70,13 @@ class Parent:
         if self.proc.poll() is not None:
             raise AssertionError(f"nlpmon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, auth: bool = True) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if self.auth is not None and auth:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -196,3 +204,25 @@ def test_a_killed_member_is_restarted_and_nothing_is_lost_or_counted_twice(
         code = svc.stop()
     assert code == 0, svc.log.read_text()[-3000:]
     assert "member 1 (pid" in svc.log.read_text() and "exited with code -9" in svc.log.read_text()
+
+
+def test_the_parent_applies_the_web_config_and_the_members_serve_loopback_only(
+        kafka_bootstrap: str, names: dict[str, str], publish: Any, tmp_path: Path) -> None:
+    from tests.test_web_auth import write_config
+    from tests.tls_certs import bcrypt_hash
+
+    cfg = write_config(tmp_path, None, {"prometheus": bcrypt_hash("s3cret")})
+    svc = Parent(kafka_bootstrap, names, tmp_path / "parent.log", "--web-config-file", str(cfg),
+                 auth=("prometheus", "s3cret"))
+    try:
+        lines = model_lines(20)
+        publish(lines, "events")
+        wait_until(lambda: svc.events_counted() == len(lines), 120, "every event counted through basic auth")
+        for path in ("/metrics", "/models", "/api/models/m1", "/readyz"):
+            assert svc.get(path, auth=False)[0] == 401, path
+        assert svc.get("/api/models/m1")[0] == 200
+        members = re.findall(r"\[member \d\] nlpmon: nlpmon: consuming .* models at (\S+)/", svc.log.read_text())
+        assert len(members) == 2 and all(u.startswith("http://127.0.0.1:") for u in members), members
+    finally:
+        code = svc.stop()
+    assert code == 0, svc.log.read_text()[-3000:]
