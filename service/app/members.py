@@ -30,6 +30,8 @@ waits at most ``STOP_TIMEOUT_S`` before it kills the rest.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import http.client
 import io
 import json
@@ -94,6 +96,14 @@ class Member:
         return self.proc is not None and self.proc.poll() is None
 
 
+def _die_with_parent() -> None:
+    """In a member before exec: Linux sends it SIGTERM when the parent's thread that started it ends (the
+    parent was killed), so no member outlives its parent."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 def get(port: int, path: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> tuple[int, bytes] | None:
     """GET http://127.0.0.1:port/path: (status, body), or None when the member does not answer."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
@@ -128,7 +138,8 @@ class Members:
         m.incarnation += 1
         m.started_at = m.last_contact = self.clock()
         m.restart_at = None
-        m.proc = subprocess.Popen(self.command(m), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        m.proc = subprocess.Popen(self.command(m), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                  preexec_fn=_die_with_parent)
         m.reader = threading.Thread(target=self._read_ready, args=(m, m.proc, m.incarnation), daemon=True,
                                     name=f"nlpmon-member-{m.index}")
         m.reader.start()

@@ -81,6 +81,7 @@ class NlpmonService:
         self.bootstrap: str | None = None
         self._processors: dict[tuple[str, int], MonitorPartitionProcessor] = {}
         self._new_processors: set[tuple[str, int]] = set()  # created since the last refresh: counting from 0
+        self._retired: list[MonitorPartitionProcessor] = []  # revoked since the last refresh, not counted yet
         # calibrations run beside the consumer loop (created in run, closed when it ends)
         self.calibrations: ThreadCalibrationExecutor | None = None
         self._lock = threading.Lock()
@@ -106,6 +107,9 @@ class NlpmonService:
                                          quality=self.settings.quality if self.settings.ground_truth_topic else None,
                                          labels_topic=self.settings.ground_truth_topic or "ground-truth",
                                          clock=self.wall, calibrations=self.calibrations or INLINE)
+        old = self._processors.get((topic, partition))
+        if old is not None:  # revoked and assigned again before a refresh: its last work is still to count
+            self._retired.append(old)
         self._processors[(topic, partition)] = proc
         self._new_processors.add((topic, partition))
         return proc
@@ -167,7 +171,13 @@ class NlpmonService:
     def _refresh(self, runner: ConsumerRunner) -> None:
         assigned = set(runner.metrics().assigned)
         for key in [k for k in self._processors if k not in assigned]:
-            del self._processors[key]  # revoked or lost: its state lives with the new owner
+            self._retired.append(self._processors.pop(key))  # revoked or lost: its state lives with the new owner
+        if self._retired:  # count their work since the last refresh (checkpointed at the revoke) once more
+            final: dict[str, Any] = {}
+            for proc in self._retired:
+                final.update(proc.report())
+            self._retired = []
+            self.metrics.observe_reports(final)
         reports: dict[str, Any] = {}
         recounted: set[tuple[str, str]] = set()
         for (topic, partition), proc in self._processors.items():
