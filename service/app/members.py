@@ -130,6 +130,9 @@ class Members:
         self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * count), thread_name_prefix="nlpmon-members")
         self._last_seen: dict[int, tuple[int, list[Metric]]] = {}  # member -> (incarnation, counter families)
         self._carried: dict[int, list[Metric]] = {}  # counters of finished incarnations, summed
+        for m in self.members:
+            if restarts is not None:
+                restarts.labels(m.name)  # exported at 0
 
     # -- processes ------------------------------------------------------------------------------------
     def start(self, m: Member) -> None:
@@ -146,14 +149,15 @@ class Members:
 
     def _read_ready(self, m: Member, proc: subprocess.Popen[bytes], incarnation: int) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:  # ends when the child exits
-            try:
-                port = int(json.loads(line)["port"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            with self._lock:
-                if m.incarnation == incarnation:
-                    m.port, m.ever_ready, m.last_contact = port, True, self.clock()
+        with proc.stdout:
+            for line in proc.stdout:  # ends when the child exits
+                try:
+                    port = int(json.loads(line)["port"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                with self._lock:
+                    if m.incarnation == incarnation:
+                        m.port, m.ever_ready, m.last_contact = port, True, self.clock()
 
     def check(self, stopping: bool) -> None:
         """Restart members that exited (when due), kill members that never got ready. Raises MemberError when
@@ -193,8 +197,6 @@ class Members:
             if seen is not None and seen[0] == m.incarnation:
                 self._carried[m.index] = aggregate.sum_families([self._carried.get(m.index, []), seen[1]])
             m.port = None
-        if m.proc is not None and m.proc.stdout is not None:
-            m.proc.stdout.close()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         """SIGTERM to every member, wait up to ``timeout_s`` in all, SIGKILL the rest. True when every member
@@ -212,9 +214,6 @@ class Members:
                 p.kill()
                 p.wait(10)
                 clean = False
-        for m in self.members:
-            if m.proc is not None and m.proc.stdout is not None:
-                m.proc.stdout.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         return clean
 
@@ -402,8 +401,6 @@ def run_members(settings: ServiceSettings, stop: threading.Event, *, config_file
         registry = CollectorRegistry()
         restarts = Counter(RESTARTS, SPECS[RESTARTS].help, labelnames=SPECS[RESTARTS].labels, registry=registry)
         members = Members(count, lambda m: member_command(m.index, spec), restarts=restarts)
-        for m in members.members:
-            restarts.labels(m.name)  # exported at 0
         registry.register(_MergedMetrics(members))
         server = MembersServer(members, registry, host=settings.host, port=settings.port,
                                liveness_limit_s=settings.liveness_limit_s, web=settings.web_config(),
