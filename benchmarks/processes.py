@@ -1,13 +1,14 @@
 """events/s of ``nlpmon run --processes 1`` against ``--processes 2`` on a 4-partition topic, in one run
 (prints a markdown table with the ratio).
 
-    .venv/bin/python benchmarks/processes.py [--models 8] [--events-per-model 4000]
+    .venv/bin/python benchmarks/processes.py [--models 8] [--events-per-model 8000]
 
 Both runs read the same pre-published events (synthetic NER, 384-dim embeddings, ``--models`` models
 keyed by model over 4 partitions) from their own copy of the topic on one embedded Tansu broker, with the
 same reference profiles (calibrated once before, loaded at start), each its own consumer group. The clock
 runs from the first event counted in the (merged) ``/metrics`` to the last, as the sum of
-``nlpmon_events_total`` polled every 0.25 s through the parent: start-up, the group join and loading the
+``nlpmon_events_total`` polled every second through the parent (the members refresh their counters
+once a second, so a run must last well over that: ``--events-per-model``): start-up, the group join and loading the
 profiles are outside it; the rebalances while the second member joins are inside it. The load average
 is printed beside the table: the machine may be shared.
 """
@@ -36,6 +37,7 @@ from service.kafka.broker import EmbeddedBroker  # noqa: E402
 from service.kafka.publish import create_topic  # noqa: E402
 
 PARTITIONS = 4
+POLL_S = 1.0  # the members refresh their reports (and so the counters) once a second
 CONFIG = "monitor:\n  calibration_splits: 2\n"
 
 
@@ -63,16 +65,19 @@ def produce(bootstrap: str, topic: str, lines: list[tuple[str, bytes]]) -> None:
         raise SystemExit("the broker did not acknowledge every event")
 
 
-def counted(port: int) -> float:
+def counted(port: int, scrapes: list[float]) -> float:
+    t = time.perf_counter()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
+    scrapes.append(time.perf_counter() - t)
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                if s.name == "nlpmon_events_total")
 
 
 def run(bootstrap: str, topic: str, processes: int, n: int, config: Path, profiles: list[Path],
-        work: Path, timeout_s: float) -> tuple[float, float]:
-    """(events/s, seconds) of one ``nlpmon run --processes N`` over the ``n`` events of ``topic``."""
+        work: Path, timeout_s: float) -> tuple[float, float, float]:
+    """(events/s, seconds, median scrape seconds) of one ``nlpmon run --processes N`` over the ``n`` events
+    of ``topic``."""
     s = uuid.uuid4().hex[:8]
     env = {**os.environ, "NLPMON_BOOTSTRAP_SERVERS": bootstrap, "NLPMON_TOPIC": topic, "NLPMON_PORT": "0",
            "NLPMON_GROUP_ID": f"bench-{s}", "NLPMON_STATE_TOPIC": f"bench-state-{s}",
@@ -96,10 +101,11 @@ def run(bootstrap: str, topic: str, processes: int, n: int, config: Path, profil
                     raise SystemExit(f"nlpmon exited {proc.returncode}: {log.read_text()[-2000:]}")
                 time.sleep(0.25)
             first: tuple[float, float] | None = None
+            scrapes: list[float] = []
             last = (0.0, 0.0)
             while time.monotonic() < deadline:
                 try:
-                    c = counted(port) if port is not None else 0.0
+                    c = counted(port, scrapes) if port is not None else 0.0
                 except OSError:
                     c = 0.0
                 now = time.perf_counter()
@@ -109,14 +115,14 @@ def run(bootstrap: str, topic: str, processes: int, n: int, config: Path, profil
                     last = (now, c)
                 if c >= n:
                     break
-                time.sleep(0.25)
+                time.sleep(POLL_S)
             else:
                 raise SystemExit(f"--processes {processes}: {last[1]:.0f} of {n} events in {timeout_s:.0f} s")
             assert first is not None
             seconds = last[0] - first[0]
             if seconds <= 0:
                 raise SystemExit(f"--processes {processes} counted every event in one refresh: give more events")
-            return (n - first[1]) / seconds, seconds
+            return (n - first[1]) / seconds, seconds, sorted(scrapes)[len(scrapes) // 2]
         finally:
             proc.terminate()
             proc.wait(120)
@@ -125,7 +131,7 @@ def run(bootstrap: str, topic: str, processes: int, n: int, config: Path, profil
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=int, default=8)
-    ap.add_argument("--events-per-model", type=int, default=4000)
+    ap.add_argument("--events-per-model", type=int, default=8000)
     ap.add_argument("--reference-per-model", type=int, default=1000)
     ap.add_argument("--timeout-s", type=float, default=900)
     args = ap.parse_args()
@@ -151,10 +157,11 @@ def main() -> None:
     load = os.getloadavg()
     print(f"{n:,} events ({args.models} models x {args.events_per_model:,}, 384-dim), {PARTITIONS} partitions, "
           f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} after the runs\n")
-    print("| nlpmon run | events/s | seconds | ratio to --processes 1 |")
-    print("|---|---:|---:|---:|")
-    for processes, rate, seconds in rows:
-        print(f"| --processes {processes} | {rate:,.0f} | {seconds:.1f} | {rate / rows[0][1]:.2f}x |")
+    print("| nlpmon run | events/s | seconds | ratio to --processes 1 | median /metrics scrape (ms) |")
+    print("|---|---:|---:|---:|---:|")
+    for processes, rate, seconds, scrape in rows:
+        print(f"| --processes {processes} | {rate:,.0f} | {seconds:.1f} | {rate / rows[0][1]:.2f}x | "
+              f"{scrape * 1000:.0f} |")
 
 
 if __name__ == "__main__":
