@@ -142,7 +142,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topic=args.topic,
                                  port=args.port, host=args.host, group_id=args.group_id,
-                                 web_config_file=args.web_config_file,
+                                 web_config_file=args.web_config_file, processes=_processes(args.processes),
                                  reference=tuple(args.reference) if args.reference else None)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
@@ -160,6 +160,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     demo = DemoPlan(rate=args.demo_rate) if args.demo else None
     from confluent_kafka import KafkaException
 
+    if settings.process_count() > 1:  # a supervising parent of N ordinary members (service/app/members.py)
+        from service.app.members import MemberError, run_members
+
+        try:
+            return run_members(settings, stop, config_file=args.config, flags=_member_flags(args), demo=demo,
+                               verbose=args.verbose)
+        except (MemberError, OSError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+        except KafkaException as exc:
+            raise UsageError(kafka_error(exc, "bootstrap_servers and kafka.librdkafka_options")) from None
+
     try:
         return NlpmonService(settings).run(stop, demo=demo)
     except UserError:
@@ -168,6 +179,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc).splitlines()[0]) from None
     except KafkaException as exc:  # a client refused its options, or the cluster refused the client
         raise UsageError(kafka_error(exc, "bootstrap_servers and kafka.librdkafka_options")) from None
+
+
+def _processes(raw: str | None) -> int | str | None:
+    """``--processes``: a whole number or ``auto`` (validated by the settings)."""
+    return int(raw) if raw is not None and raw.strip().isdigit() else raw
+
+
+def _member_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of ``nlpmon run`` that its members load their settings with (the parent overrides the
+    rest: port, host, web config, processes, bootstrap servers)."""
+    return {"topic": args.topic, "group_id": args.group_id,
+            "reference": list(args.reference) if args.reference else None}
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -276,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TLS and basic auth for every endpoint, Prometheus web config format "
                         "(env NLPMON_WEB_CONFIG_FILE; docs/deployment.md)")
     p.add_argument("--reference", action="append", metavar="FILE", help="reference events or profile")
+    p.add_argument("--processes", metavar="N",
+                   help="group members to run from this command, or auto (= cores); one /metrics and one set "
+                        "of pages on --port (env NLPMON_PROCESSES; default 1)")
     p.add_argument("--config", metavar="FILE", help="YAML settings file")
     p.add_argument("--demo", action="store_true", help="also publish drifting synthetic demo traffic")
     p.add_argument("--demo-rate", type=float, default=200.0, help="demo events/s per model")

@@ -398,6 +398,9 @@ def test_catalogue_lists_every_exported_metric_with_its_help_and_labels(stream: 
             labels |= set(s.labels) - {"le"}
     assert set(exported) == set(catalogue)
     empty_ok = {"nlpmon_label_share"}  # prediction_label etc. may be absent, but entity_label is there
+    parent_only = {"nlpmon_member_restarts_total"}  # declared by every process, series only in the parent
+    for name in parent_only:
+        assert exported.pop(name) == set(), name
     for name, labels in exported.items():
         if labels or name not in empty_ok:
             assert labels == set(catalogue[name]["labels"]), name
@@ -885,3 +888,20 @@ def test_partial_match_flags_of_overflow_models_are_maxima(stream: Stream) -> No
         assert value(reg, "nlpmon_quality_partial_f1_drop_score", **o, scheme=scheme) == max(
             0.5, block["f1_drop"]["score"])
     assert value(reg, "nlpmon_quality_partial", **o, scheme="strict", label="__overall__", metric="f1") is None
+
+
+def test_a_model_that_leaves_and_comes_back_counts_its_new_own_work_in_full(stream: Stream) -> None:
+    """A group member that gives a model's partition away and gets it back later (``--processes``, a
+    rebalance) has a new monitor whose own counts start at 0 again: all of them are counted, none lost
+    (also when the new count is already above the old one, so that no drop shows the change)."""
+    reg = CollectorRegistry()
+    metrics = NlpmonMetrics(reg, clock=FakeClock())
+    rep = dict(stream.reports["demo-ner/1"])
+    m = {"model": "demo-ner", "model_version": "1", "split": "production"}
+    metrics.observe_reports({"demo-ner/1": {**rep, "events_processed_here": {"production": 50}}})
+    metrics.observe_reports({})  # another member holds it now
+    metrics.observe_reports({"demo-ner/1": {**rep, "events_processed_here": {"production": 80}}},
+                            recounted={("demo-ner", "1")})  # back, in a new monitor counting from 0
+    assert value(reg, "nlpmon_events_total", **m) == 130
+    metrics.observe_reports({"demo-ner/1": {**rep, "events_processed_here": {"production": 90}}})
+    assert value(reg, "nlpmon_events_total", **m) == 140

@@ -69,3 +69,20 @@ def test_contradictory_monitor_settings_are_refused(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("NLPMON_MONITOR__MIN_REFERENCE_EVENTS", "3000")
     with pytest.raises(SettingsError, match="could never be calibrated"):
         load_settings()
+
+
+def test_processes_setting_takes_a_count_or_auto_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.app.settings import MAX_PROCESSES, SettingsError, load_settings
+
+    assert load_settings().process_count() == 1
+    assert load_settings(processes=3).process_count() == 3
+    assert load_settings(processes="auto").process_count(cores=6) == 6
+    assert load_settings(processes="auto").process_count(cores=10_000) == MAX_PROCESSES
+    monkeypatch.setenv("NLPMON_PROCESSES", "2")
+    assert load_settings().process_count() == 2
+    monkeypatch.setenv("NLPMON_PROCESSES", "auto")
+    assert load_settings().processes == "auto"
+    for bad in (0, MAX_PROCESSES + 1, "many"):
+        with pytest.raises(SettingsError, match="setting processes") as err:
+            load_settings(processes=bad)
+        assert "\n" not in str(err.value)

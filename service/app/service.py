@@ -81,6 +81,8 @@ class NlpmonService:
         self.runner: ConsumerRunner | None = None
         self.bootstrap: str | None = None
         self._processors: dict[tuple[str, int], MonitorPartitionProcessor] = {}
+        self._new_processors: set[tuple[str, int]] = set()  # created since the last refresh: counting from 0
+        self._retired: list[MonitorPartitionProcessor] = []  # revoked since the last refresh, not counted yet
         # calibrations run beside the consumer loop (created in run, closed when it ends)
         self.calibrations: ThreadCalibrationExecutor | None = None
         self._lock = threading.Lock()
@@ -106,7 +108,11 @@ class NlpmonService:
                                          quality=self.settings.quality if self.settings.ground_truth_topic else None,
                                          labels_topic=self.settings.ground_truth_topic or "ground-truth",
                                          clock=self.wall, calibrations=self.calibrations or INLINE)
+        old = self._processors.get((topic, partition))
+        if old is not None:  # revoked and assigned again before a refresh: its last work is still to count
+            self._retired.append(old)
         self._processors[(topic, partition)] = proc
+        self._new_processors.add((topic, partition))
         return proc
 
     def _collect_alarms(self, alarms: list[Alarm]) -> None:
@@ -166,10 +172,19 @@ class NlpmonService:
     def _refresh(self, runner: ConsumerRunner) -> None:
         assigned = set(runner.metrics().assigned)
         for key in [k for k in self._processors if k not in assigned]:
-            del self._processors[key]  # revoked or lost: its state lives with the new owner
+            self._retired.append(self._processors.pop(key))  # revoked or lost: its state lives with the new owner
+        if self._retired:  # count their work since the last refresh (checkpointed at the revoke) once more
+            final: dict[str, Any] = {}
+            for proc in self._retired:
+                final.update(proc.report())
+            self._retired = []
+            self.metrics.observe_reports(final)
         reports: dict[str, Any] = {}
+        recounted: set[tuple[str, str]] = set()
         for (topic, partition), proc in self._processors.items():
             for model_key, rep in proc.report().items():
+                if (topic, partition) in self._new_processors:
+                    recounted.add((str(rep.get("model")), str(rep.get("model_version"))))
                 if self.projections is not None:
                     rep = self._umap(proc, model_key, rep)
                 if model_key in reports and model_key not in self._split_models:
@@ -189,7 +204,8 @@ class NlpmonService:
                   if rep.get("reference_error")
                   and (str(rep.get("model")), str(rep.get("model_version"))) in self._file_reference_models]
         alarms, self._pending_alarms = self._pending_alarms, []
-        self.metrics.observe_reports(reports, alarms)
+        self._new_processors.clear()
+        self.metrics.observe_reports(reports, alarms, recounted=recounted)
         for a in alarms:
             log.warning("drift alarm: %s/%s %s score %.2f (%s over %d events) at event %s",
                         a.model, a.model_version, a.signal, a.score, a.statistic, a.window, a.event_id)

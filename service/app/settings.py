@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from service.observability.web_config import WebConfig
 
 
+#: The most group members one ``nlpmon run --processes`` starts.
+MAX_PROCESSES = 64
+
+
 class SettingsError(UserError, ValueError):
     """A setting is invalid; the message is one line naming it."""
 
@@ -84,6 +88,10 @@ class ServiceSettings(BaseSettings):
                             "(missing, and kafka.create_missing_topics on).")
     host: str = Field("127.0.0.1", description="Address the HTTP server binds (0.0.0.0 in containers).")
     port: int = Field(9308, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /models.")
+    processes: int | Literal["auto"] = Field(
+        1, description="Group members run by this command (child processes of one supervising parent, which "
+        "serves the one /metrics and pages on port); auto = the machine's cores. A topic nlpmon creates gets at "
+        "least this many partitions. See README, scaling out.")
     web_config_file: Path | None = Field(
         None, description="Web configuration file (the Prometheus exporter-toolkit format: tls_server_config, "
         "basic_auth_users with bcrypt hashes, http_server_config.headers) securing every HTTP endpoint; "
@@ -114,6 +122,21 @@ class ServiceSettings(BaseSettings):
             if not Path(p).is_file():
                 raise ValueError(f"reference file not found: {p}")
         return v
+
+    @field_validator("processes")
+    @classmethod
+    def _processes_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= MAX_PROCESSES:
+            raise ValueError(f"give a number of processes from 1 to {MAX_PROCESSES}, or auto")
+        return v
+
+    def process_count(self, cores: int | None = None) -> int:
+        """The number of group members to run: ``processes``, or ``cores`` (default os.cpu_count()) for auto."""
+        if self.processes == "auto":
+            import os
+
+            return max(1, min(MAX_PROCESSES, cores if cores is not None else (os.cpu_count() or 1)))
+        return int(self.processes)
 
     @field_validator("web_config_file")
     @classmethod

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -250,6 +250,10 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_last_poll_age_seconds", "gauge", (),
        "Seconds since the consumer loop last polled Kafka (since start-up before the first poll); "
        "computed at scrape time."),
+    # -- several processes (nlpmon run --processes N; service/app/members.py) -----------------------
+    _m("nlpmon_member_restarts_total", "counter", ("member",),
+       "Times the parent of nlpmon run --processes N restarted a member process that had exited; only the "
+       "parent exports series (member = 0..N-1)."),
 )
 SPECS: dict[str, MetricSpec] = {s.name: s for s in METRICS}
 
@@ -528,13 +532,16 @@ class NlpmonMetrics:
 
     # -- per report refresh -------------------------------------------------------------------------------
     def observe_reports(self, reports: Mapping[str, Mapping[str, Any]], alarms: Iterable[AlarmLike] = (),
-                        *, now: float | None = None) -> None:
+                        *, now: float | None = None, recounted: Collection[tuple[str, str]] = ()) -> None:
         """Refresh every per-model metric from the complete current reports (``{"model/version": report}``,
         as from ``MonitorSet.report()``, merged over partitions) and count ``alarms`` (raised since the
         previous call). Also retires models silent for ``retire_after_s``.
 
         Event counters advance by the growth of each report's ``events``; a count that went down (state
-        restored from an older snapshot) re-bases without counting. Cost: O(models x signals x labels)
+        restored from an older snapshot) re-bases without counting. ``recounted``: the (model, version)s whose
+        monitor is new since the previous call (their partition was assigned to this process again, after a
+        rebalance): their own counts (``events_processed_here``, ``join_here``, label delays) started again
+        from 0, so they are counted in full. Cost: O(models x signals x labels)
         dictionary work, with cached children; call it once per batch or less often.
         """
         now = self._clock() if now is None else now
@@ -544,6 +551,8 @@ class NlpmonMetrics:
             key = (str(rep["model"]), str(rep["model_version"]))
             present[key] = rep
             st = self._state(key, now)
+            if key in recounted:
+                st.totals, st.join_totals, st.delays = {}, {}, None
             events = {str(k): int(v) for k, v in rep.get("events", {}).items()}
             if events != st.seen_events:
                 st.seen_events = events

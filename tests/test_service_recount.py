@@ -1,0 +1,50 @@
+"""The service's counters across a rebalance (no broker: the consumer loop's calls made by hand): the work a
+processor did since the last report refresh is counted when its partition is revoked, also when the
+partition comes back to this process in a new processor before the refresh, which then counts from 0."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry
+
+from service.app.service import NlpmonService
+from service.app.settings import ServiceSettings
+from service.demo import generate_events
+from service.kafka.processor import Record
+from service.kafka.runner import ConsumerRunner
+
+LABELS = {"model": "demo-ner", "model_version": "1", "split": "production"}
+
+
+def records(lines: list[bytes], start: int) -> list[Record]:
+    return [Record(start + i, line, b"demo-ner", None) for i, line in enumerate(lines)]
+
+
+def test_work_since_the_last_refresh_is_counted_when_a_partition_is_revoked_or_reassigned() -> None:
+    lines = [json.dumps(e).encode() for e in generate_events(140)]
+    reg = CollectorRegistry()
+    svc = NlpmonService(ServiceSettings(ground_truth_topic=""), registry=reg)
+    assigned: list[tuple[str, int]] = [("t", 0)]
+    runner = cast(ConsumerRunner, SimpleNamespace(metrics=lambda: SimpleNamespace(assigned=tuple(assigned))))
+    svc.runner = runner
+
+    def counted() -> Any:
+        return reg.get_sample_value("nlpmon_events_total", LABELS)
+
+    first = svc._factory("t", 0)
+    first.process(records(lines[:50], 0))
+    svc._refresh(runner)
+    assert counted() == 50
+    first.process(records(lines[50:80], 50))  # not refreshed yet when the rebalance comes
+    second = svc._factory("t", 0)  # revoked and assigned again: a new processor, its own counts from 0
+    second.process(records(lines[80:100], 80))
+    svc._refresh(runner)
+    assert counted() == 100
+    second.process(records(lines[100:140], 100))
+    assigned.clear()  # revoked, to another member, before the refresh
+    svc._refresh(runner)
+    assert counted() == 140
+    assert svc.reports() == {}
