@@ -139,7 +139,6 @@ class ConsumerRunner:
         self._schedule = CheckpointSchedule(settings.checkpoint_interval_events, settings.checkpoint_interval_s,
                                             last_at=clock())
         self._checkpointer: Checkpointer | None = None
-        self._rebalance: Rebalancer | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._dead_letters: DeadLetterWriter | None = None
@@ -241,7 +240,7 @@ class ConsumerRunner:
             settings, consumer=consumer, store=self._store, dead_letters=self._dead_letters,
             schedule=self._schedule, partitions=self._partitions, counters=self._counters, lock=self._lock,
             losses=self._losses, on_stall_change=self._apply_pause, clock=self._clock, logger=self._log)
-        rebalance = self._rebalance = Rebalancer(
+        rebalance = Rebalancer(
             settings, self._factory, store=self._store, losses=self._losses, partitions=self._partitions,
             high_watermarks=self._hi_offsets, counters=self._counters, lock=self._lock,
             checkpoint=checkpointer.checkpoint, may_checkpoint=lambda: not self._failed and not self._stopping,
@@ -256,8 +255,8 @@ class ConsumerRunner:
             settings.checkpoint_interval_s,
         )
         topics = [settings.topic] + ([settings.ground_truth_topic] if settings.ground_truth_topic else [])
-        consumer.subscribe(topics, on_assign=self._failing_marks(rebalance.on_assign),
-                           on_revoke=self._failing_marks(rebalance.on_revoke), on_lost=rebalance.on_lost)
+        consumer.subscribe(topics, on_assign=self._marking_failure(rebalance.on_assign),
+                           on_revoke=self._marking_failure(rebalance.on_revoke), on_lost=rebalance.on_lost)
         try:
             while not stop_event.is_set():
                 self._poll_once()
@@ -534,7 +533,7 @@ class ConsumerRunner:
     def _prepare_topics(self) -> None:
         self._losses.input_partitions = TopicSetup(self._settings).prepare()
 
-    def _failing_marks(self, callback: Callable[[Consumer, list[TopicPartition]], None]
+    def _marking_failure(self, callback: Callable[[Consumer, list[TopicPartition]], None]
                        ) -> Callable[[Consumer, list[TopicPartition]], None]:
         """``callback`` marking the runner failed when it raises (the closing consumer then skips the revoke
         checkpoint and the producer is not waited for)."""
