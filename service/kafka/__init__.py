@@ -2,7 +2,11 @@
 
 - ``settings``: :class:`KafkaSettings`, nested by the service settings.
 - ``processor``: the contract with the core (:class:`Record`, :class:`Rejected`, :class:`PartitionProcessor`).
-- ``runner``: :class:`ConsumerRunner`, the consume -> process -> dead letters -> snapshot -> commit loop.
+- ``runner``: :class:`ConsumerRunner`, the consume loop (poll, batches, slices, pause/resume) that wires the two below.
+- ``checkpoints``: the checkpoint policy (:class:`Checkpointer`): when to snapshot and commit, what stays pending
+  (and pauses consumption) while the broker has not acknowledged the dead letters or snapshots.
+- ``rebalance``: where each assigned partition starts (:func:`plan_start`, pure) and the rebalance callbacks
+  (:class:`Rebalancer`: restore on assignment, checkpoint on revocation, drop on loss).
 - ``runner_metrics``: :class:`RunnerMetrics`, the loop's one counters type, and the per-batch report.
 - ``partition_progress``: where each assigned partition stands (applied, snapshotted, committed offsets).
 - ``slicing``: how many records the loop applies per slice, to poll in time.
@@ -19,11 +23,13 @@
 """
 
 from service.kafka.broker import BrokerError, EmbeddedBroker, bootstrap_servers_for
+from service.kafka.checkpoints import Checkpointer, CommitError, RunnerError
 from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
 from service.kafka.dead_letter import DeadLetterWriter
 from service.kafka.processor import PartitionProcessor, ProcessorFactory, Record, Rejected
 from service.kafka.publish import DeliveryError, PublishResult, publish_file
-from service.kafka.runner import CommitError, ConsumerRunner, RunnerError
+from service.kafka.rebalance import Rebalancer, StartPlan, plan_start
+from service.kafka.runner import ConsumerRunner
 from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics
 from service.kafka.settings import KafkaSettings
 from service.kafka.snapshot_format import PartitionSnapshot
@@ -33,6 +39,7 @@ from service.kafka.topics import TopicSetup, TopicSetupError, create_topic, topi
 __all__ = [
     "BatchReport",
     "BrokerError",
+    "Checkpointer",
     "CircuitBreaker",
     "CircuitState",
     "CommitError",
@@ -46,16 +53,19 @@ __all__ = [
     "PartitionSnapshot",
     "ProcessorFactory",
     "PublishResult",
+    "Rebalancer",
     "Record",
     "Rejected",
     "RunnerError",
     "RunnerMetrics",
+    "StartPlan",
     "StateRestoreError",
     "StateStore",
     "TopicSetup",
     "TopicSetupError",
     "bootstrap_servers_for",
     "create_topic",
+    "plan_start",
     "publish_file",
     "topic_partition_count",
 ]

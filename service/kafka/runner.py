@@ -1,4 +1,9 @@
-"""The consumer loop: batches in, per-partition processors, dead letters, snapshots, then commits.
+"""The consumer loop: poll batches, apply them per partition in slices, dead-letter, pause and resume.
+
+The loop wires two helpers: :class:`~service.kafka.checkpoints.Checkpointer` (the checkpoint policy: when to
+snapshot and commit, what stays pending while the broker has not acknowledged) and
+:class:`~service.kafka.rebalance.Rebalancer` (the rebalance callbacks: where each assigned partition starts,
+restoring its snapshot; revoked partitions checkpointed, lost ones dropped).
 
 Checkpoint order, for the partitions that moved since the last checkpoint:
 
@@ -21,7 +26,7 @@ again, so the loop polls in time to stay in the group and stops within a slice.
 **A broker that came back empty** (committed offsets lower than this process committed, a snapshot gone,
 more partitions than before) is reported on assignment: a WARNING per partition, ``state_losses``, and a note
 for /readyz. A snapshot that reached the new broker after the restart is restored and the new log read from
-its start.
+its start (:func:`~service.kafka.rebalance.plan_start`).
 
 Checkpoints happen every ``checkpoint_interval_events`` events or ``checkpoint_interval_s`` seconds, on
 revocation, and on shutdown. On assignment each partition's latest snapshot is restored into a fresh
@@ -44,8 +49,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_INVALID,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
@@ -55,42 +58,30 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from service.errors import UserError
+from service.kafka.checkpoints import Checkpointer, CheckpointSchedule, CommitError, RunnerError, copy_store_counters
 from service.kafka.circuit_breaker import CircuitBreaker
 from service.kafka.client_config import consumer_config, producer_config
 from service.kafka.client_log import CLIENT_LOG_LEVEL, ClientErrorGate
 from service.kafka.client_statistics import StatisticsReader
 from service.kafka.dead_letter import DeadLetterWriter
-from service.kafka.partition_progress import CoveredOffsets, PartitionProgress, PendingCheckpoint, not_yet_applied
+from service.kafka.partition_progress import PartitionProgress, not_yet_applied
 from service.kafka.processor import (
     LabelledPartitionProcessor,
     ProcessorFactory,
     Record,
     Rejected,
 )
+from service.kafka.rebalance import Rebalancer
 from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics, TopicPartitionKey
 from service.kafka.settings import KafkaSettings
 from service.kafka.slicing import SliceSizer
-from service.kafka.snapshot_format import PartitionSnapshot
 from service.kafka.state_loss import StateLossDetector
-from service.kafka.state_store import StateRestoreError, StateStore
-from service.kafka.topics import TopicSetup, TopicSetupError
+from service.kafka.state_store import StateStore
+from service.kafka.topics import TopicSetup
 
 _T = TypeVar("_T")
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 ProducerFactory = Callable[[dict[str, Any]], Producer]
-
-
-class RunnerError(UserError, RuntimeError):
-    """The runner stopped without committing past the last safe checkpoint."""
-
-
-class CommitError(RunnerError):
-    """Offset commits kept failing."""
-
-
-#: State-loss notes kept for /readyz.
-_MAX_LOSS_NOTES = 5
 
 
 class ConsumerRunner:
@@ -144,16 +135,15 @@ class ConsumerRunner:
         self._paused = False
         self._started = False
         self._failed = False
-        self._consecutive_commit_failures = 0
-        self._events_since_checkpoint = 0
-        self._last_checkpoint = clock()
+        # when the next checkpoint is due; the Checkpointer (built in run(), with the clients) runs them
+        self._schedule = CheckpointSchedule(settings.checkpoint_interval_events, settings.checkpoint_interval_s,
+                                            last_at=clock())
+        self._checkpointer: Checkpointer | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._dead_letters: DeadLetterWriter | None = None
         self._store: StateStore | None = None
         self._gate = ClientErrorGate(self._log, where=f"Kafka at {self._bootstrap}", clock=clock)
-        self._pending: PendingCheckpoint | None = None
-        self._stalled = False
         self._client_paused = False  # what the consumer was last told (pause for the breaker or a stall)
         self._stop_event: threading.Event | None = None
         self._stopping = False
@@ -213,7 +203,7 @@ class ConsumerRunner:
         applied) and the final checkpoint is bounded by ``shutdown_grace_s``: if the broker does not
         acknowledge it in time the runner stops without it (nothing committed past the last complete one).
         While the broker is away, deliveries are retried by the client for as long as it takes and
-        consumption pauses (see :meth:`_checkpoint`); the runner does not stop for an outage.
+        consumption pauses (see :meth:`Checkpointer.checkpoint`); the runner does not stop for an outage.
         Raises TopicSetupError, StateRestoreError, DeliveryError (a delivery the broker refused), CommitError
         or a processor's exception; in every error case nothing is committed past the last complete checkpoint.
         """
@@ -246,6 +236,15 @@ class ConsumerRunner:
             clock=self._clock,
             logger=self._log,
         )
+        checkpointer = self._checkpointer = Checkpointer(
+            settings, consumer=consumer, store=self._store, dead_letters=self._dead_letters,
+            schedule=self._schedule, partitions=self._partitions, counters=self._counters, lock=self._lock,
+            losses=self._losses, on_stall_change=self._apply_pause, clock=self._clock, logger=self._log)
+        rebalance = Rebalancer(
+            settings, self._factory, store=self._store, losses=self._losses, partitions=self._partitions,
+            high_watermarks=self._hi_offsets, counters=self._counters, lock=self._lock,
+            checkpoint=checkpointer.checkpoint, may_checkpoint=lambda: not self._failed and not self._stopping,
+            consumption_paused=lambda: self._client_paused, logger=self._log)
         self._log.info(
             "consuming %s as group %s from %s (batch %d, checkpoint every %d events or %.0f s)",
             settings.topic,
@@ -256,12 +255,13 @@ class ConsumerRunner:
             settings.checkpoint_interval_s,
         )
         topics = [settings.topic] + ([settings.ground_truth_topic] if settings.ground_truth_topic else [])
-        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        consumer.subscribe(topics, on_assign=self._marking_failure(rebalance.on_assign),
+                           on_revoke=self._marking_failure(rebalance.on_revoke), on_lost=rebalance.on_lost)
         try:
             while not stop_event.is_set():
                 self._poll_once()
             self._log.info("stop requested: checkpointing %d partitions", len(self._partitions))
-            self._shutdown(settings.shutdown_grace_s)
+            checkpointer.shutdown(list(self._partitions.values()), settings.shutdown_grace_s)
             self._stopping = True  # closing revokes the partitions: their checkpoint is the one just made
         except BaseException:
             self._failed = True
@@ -292,13 +292,8 @@ class ConsumerRunner:
                 f"{len(self._partitions)} partitions for {settings.circuit_pause_s:.0f} s; "
                 f"rejected events are in {settings.dead_letter_topic}",
             )
-        if self._pending is not None:
-            self._advance_pending(0.0)  # a stalled checkpoint: has the broker acknowledged it by now?
-        elif (
-            self._events_since_checkpoint >= settings.checkpoint_interval_events
-            or self._clock() - self._last_checkpoint >= settings.checkpoint_interval_s
-        ):
-            self._checkpoint(list(self._partitions.values()), min(settings.delivery_timeout_s, settings.max_batch_s))
+        self._require(self._checkpointer).after_poll(list(self._partitions.values()),
+                                                     min(settings.delivery_timeout_s, settings.max_batch_s))
         if self._on_poll is not None:
             self._on_poll()
 
@@ -455,7 +450,7 @@ class ConsumerRunner:
             c.events_processed[key] = c.events_processed.get(key, 0) + len(records)
             c.invalid_events[key] = c.invalid_events.get(key, 0) + len(rejected)
             c.dead_letters_sent = dead_letters.sent_total
-        self._events_since_checkpoint += len(records)
+        self._schedule.count(len(records))
 
     def _on_message_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -474,7 +469,7 @@ class ConsumerRunner:
 
     def _apply_pause(self) -> None:
         """Pause the assigned partitions while the breaker is open or a checkpoint waits for the broker."""
-        want = self._paused or self._stalled
+        want = self._paused or (self._checkpointer is not None and self._checkpointer.stalled)
         if want == self._client_paused:
             return
         consumer = self._require_consumer()
@@ -483,166 +478,6 @@ class ConsumerRunner:
             (consumer.pause if want else consumer.resume)(partitions)
         self._client_paused = want
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def _checkpoint(self, states: Sequence[PartitionProgress], timeout_s: float) -> bool:
-        """Dead letters acked -> snapshots acked -> commit. Returns True when done (or nothing to do), False
-        when it waits for the broker: consumption is then paused and each poll looks again (the client
-        retries the deliveries for as long as the broker is away); a commit happens only once the
-        acknowledgements arrived. Blocks up to about ``timeout_s`` (twice that when an earlier checkpoint
-        was still waiting). Raises DeliveryError for a delivery the broker refused, before any commit."""
-        self._events_since_checkpoint = 0
-        self._last_checkpoint = self._clock()
-        deadline = self._last_checkpoint + timeout_s
-        if self._pending is not None and not self._advance_pending(timeout_s):
-            return False
-        to_snapshot = [s for s in states if s.moved()]
-        to_commit = [s for s in states if s.uncommitted()]
-        if not to_snapshot and not to_commit:
-            return True
-        if not self._require_consumer().memberid():
-            # Left the group (max.poll.interval.ms or session timeout): the partitions are lost even if the
-            # callback has not run yet. Write nothing: a commit without a generation may still be accepted.
-            with self._lock:
-                self._counters.checkpoints_skipped += 1
-            self._log.warning(
-                "not a group member any more: skipping the checkpoint of %d partitions (their assignment is "
-                "lost; the next owner restores the last snapshot)",
-                len(states),
-            )
-            return True
-        self._pending = PendingCheckpoint(to_snapshot, to_commit)
-        return self._advance_pending(max(0.0, deadline - self._clock()))
-
-    def _owned(self, state: PartitionProgress) -> bool:
-        return self._partitions.get((state.topic, state.partition)) is state
-
-    def _advance_pending(self, timeout_s: float) -> bool:
-        """Move the pending checkpoint on as far as the acknowledgements allow within ``timeout_s``."""
-        pending = self._pending
-        assert pending is not None
-        deadline = self._clock() + timeout_s
-        store = self._require(self._store)
-        if not pending.written:
-            if not self._require(self._dead_letters).acked_within(timeout_s):
-                return self._stall()
-            for state in pending.to_snapshot:
-                if not self._owned(state):
-                    continue  # lost or revoked while waiting: its next owner has its own state
-                # labels may move before the first input record: offset 0 then means "from the start"
-                # (an offset below the log start resets to earliest, as an unknown position would)
-                next_offset = max(state.next_offset, 0)
-                store.write(PartitionSnapshot(state.topic, state.partition, next_offset,
-                                              state.processor.snapshot(), state.label_next))
-                pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
-            pending.written = True
-        if not store.acked_within(max(0.0, deadline - self._clock())):
-            return self._stall()
-        self._pending = None
-        with self._lock:
-            for state in pending.to_snapshot:
-                key = (state.topic, state.partition)
-                covered = pending.covers.get(key)
-                if covered is None:
-                    continue
-                self._losses.snapshot_written(key, covered.next_offset)
-                if self._owned(state):
-                    state.snapshot_offset, state.label_snapshot = covered.next_offset, covered.label_next_offset
-            self._counters.checkpoints += 1
-            self._counters.snapshots_written += len(pending.covers)
-            self._copy_store_counters(store)
-        self._unstall()
-        to_commit = [s for s in pending.to_commit if self._owned(s)]
-        if to_commit and not self._require_consumer().memberid():
-            with self._lock:
-                self._counters.checkpoints_skipped += 1
-            self._log.warning("not a group member any more: the snapshots are written, the commit of %d "
-                              "partitions is skipped", len(to_commit))
-            return True
-        self._commit(to_commit, pending.covers)
-        return True
-
-    def _stall(self) -> bool:
-        if not self._stalled:
-            pending = self._require(self._pending)
-            self._stalled = True
-            with self._lock:
-                self._counters.checkpoint_stalls += 1
-                self._counters.checkpoint_waiting_since = self._clock()
-            self._apply_pause()
-            self._log.warning(
-                "checkpoint waiting for the broker (%s not acknowledged): consumption of %d partitions paused, "
-                "the client retries the deliveries with backoff for as long as it takes; nothing is committed "
-                "meanwhile", "snapshots" if pending.written else "dead letters", len(self._partitions))
-        return False
-
-    def _unstall(self) -> None:
-        if not self._stalled:
-            return
-        self._stalled = False
-        with self._lock:
-            since, self._counters.checkpoint_waiting_since = self._counters.checkpoint_waiting_since, None
-        self._apply_pause()
-        self._log.warning("checkpoint acknowledged after waiting %.0f s for the broker: consumption resumed",
-                          self._clock() - (since if since is not None else self._clock()))
-
-    def _commit(self, states: Sequence[PartitionProgress],
-                covers: dict[TopicPartitionKey, CoveredOffsets] | None = None) -> None:
-        """Synchronously commit each state's next_offset, or what ``covers`` says its snapshot covers (only
-        forwards). Raises CommitError after too many consecutive failures."""
-        if not states:
-            return
-        covers = covers or {}
-        consumer = self._require_consumer()
-        positions = {s.key: covers.get(s.key, CoveredOffsets(s.next_offset, s.label_next)) for s in states}
-        offsets = [TopicPartition(s.topic, s.partition, positions[s.key].next_offset) for s in states
-                   if positions[s.key].next_offset > s.committed_offset]
-        labels_topic = self._settings.ground_truth_topic
-        if labels_topic is not None:
-            offsets += [TopicPartition(labels_topic, s.partition, positions[s.key].label_next_offset)
-                        for s in states if positions[s.key].label_next_offset > s.label_committed]
-        if not offsets:
-            return
-        failures: list[str] = []
-        result: list[TopicPartition] = []
-        try:
-            result = consumer.commit(offsets=offsets, asynchronous=False) or []
-        except KafkaException as exc:
-            failures.append(str(exc.args[0] if exc.args else exc))
-        committed = {(tp.topic, tp.partition): tp.offset for tp in result if tp.error is None}
-        failures += [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in result if tp.error is not None]
-        with self._lock:
-            for state in states:
-                offset = committed.get((state.topic, state.partition))
-                if offset is not None and offset > state.committed_offset:
-                    state.committed_offset = offset
-                    key = (state.topic, state.partition)
-                    self._losses.committed(key, offset)
-                offset = committed.get((labels_topic, state.partition)) if labels_topic else None
-                if offset is not None and offset > state.label_committed:
-                    state.label_committed = offset
-            if failures:
-                self._counters.commit_failures += 1
-        if not failures:
-            self._consecutive_commit_failures = 0
-            return
-        self._consecutive_commit_failures += 1
-        message = (
-            f"offset commit failed ({self._consecutive_commit_failures} in a row): {'; '.join(failures)}; "
-            "the snapshots cover the work, retrying at the next checkpoint"
-        )
-        if self._consecutive_commit_failures >= self._settings.max_consecutive_commit_failures:
-            raise CommitError(message)
-        self._log.warning(message)
-
-    def _shutdown(self, grace_s: float) -> None:
-        """The final checkpoint, within ``grace_s``; without it when the broker does not acknowledge in time."""
-        timeout_s = max(0.1, min(grace_s, self._settings.delivery_timeout_s))
-        if not self._checkpoint(list(self._partitions.values()), timeout_s):
-            self._log.error(
-                "stopping without the final checkpoint: the broker did not acknowledge it within %.0f s; nothing "
-                "is committed past the last complete checkpoint (the next owner re-reads from there)", grace_s)
-
     def _close(self, consumer: Consumer, producer: Producer) -> None:
         try:
             consumer.close()  # runs on_revoke: a no-op after a clean shutdown, skipped after a failure
@@ -650,198 +485,20 @@ class ConsumerRunner:
             self._log.warning("closing the consumer: %s", exc)
         finally:
             settings = self._settings
-            unacknowledged = self._failed or self._pending is not None
+            checkpointer = self._checkpointer
+            unacknowledged = self._failed or (checkpointer is not None and checkpointer.pending)
             producer.flush(1.0 if unacknowledged else min(settings.delivery_timeout_s, settings.shutdown_grace_s))
             with self._lock:
                 self._partitions.clear()
                 self._paused = False
-            self._pending = None
+            if checkpointer is not None:
+                checkpointer.forget_pending()
             if self._store is not None:
                 with self._lock:
-                    self._copy_store_counters(self._store)
+                    copy_store_counters(self._counters, self._store)
             self._consumer = self._producer = None
             self._dead_letters = self._store = None
             self._log.info("consumer closed")
-
-    # ------------------------------------------------------------------ rebalance callbacks
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Restore each partition's latest snapshot into a fresh processor and start at its offset."""
-        try:
-            self._assign(consumer, partitions)
-        except BaseException:
-            self._failed = True
-            raise
-
-    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        store = self._require(self._store)
-        labels_topic = self._settings.ground_truth_topic
-        label_tps = {tp.partition: tp for tp in partitions if tp.topic == labels_topic}
-        inputs = [tp for tp in partitions if tp.topic != labels_topic]
-        if labels_topic is not None and set(label_tps) != {tp.partition for tp in inputs}:
-            raise TopicSetupError(
-                f"assigned {self._settings.topic} partitions {sorted(tp.partition for tp in inputs)} but "
-                f"{labels_topic} partitions {sorted(label_tps)}: both topics need the same partition count and "
-                "every group member the range assignor (partition.assignment.strategy=range)"
-            )
-        by_topic: dict[str, list[int]] = {}
-        for tp in inputs:
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
-        snapshots = {
-            (topic, p): snap
-            for topic, ps in by_topic.items()
-            for p, snap in store.read_latest(topic, ps).items()
-        }
-        committed_list = consumer.committed(partitions, timeout=self._settings.restore_timeout_s)
-        committed = {(tp.topic, tp.partition): tp.offset for tp in committed_list if tp.error is None}
-        # a partition beyond the known count: the topic has more now (no metadata request here: a client call
-        # that serves callbacks inside this callback makes confluent-kafka abort the process, CallState_get)
-        partition_count = self._losses.input_partitions
-        if inputs and partition_count is not None:
-            partition_count = max(partition_count, 1 + max(tp.partition for tp in inputs))
-        states: dict[TopicPartitionKey, PartitionProgress] = {}
-        for tp in inputs:
-            key = (tp.topic, tp.partition)
-            processor = self._factory(tp.topic, tp.partition)
-            if labels_topic is not None and not isinstance(processor, LabelledPartitionProcessor):
-                raise TypeError(f"{type(processor).__name__} has no process_labels(); it cannot take {labels_topic}")
-            committed_offset = committed.get(key, OFFSET_INVALID)
-            committed_offset = committed_offset if committed_offset >= 0 else -1
-            snapshot = snapshots.get(key)
-            if self._state_lost(tp, snapshot, committed_offset, partition_count) and snapshot is not None:
-                # the snapshot reached the broker after it restarted: its offsets are those of the old log
-                try:
-                    processor.restore(snapshot.payload)
-                except ValueError as exc:
-                    raise StateRestoreError(self._rejected(tp, exc)) from exc
-                tp.offset = OFFSET_BEGINNING
-                # snapshot offset -2: the next checkpoint writes the state at "the start of the new log" (0),
-                # so that no later assignment restores the old log's offset
-                states[key] = PartitionProgress(tp.topic, tp.partition, processor, -1, -2, -1)
-                label_tp = label_tps.get(tp.partition)
-                if label_tp is not None:
-                    label_tp.offset = OFFSET_BEGINNING
-                continue
-            if snapshot is not None:
-                try:
-                    processor.restore(snapshot.payload)
-                except ValueError as exc:
-                    raise StateRestoreError(self._rejected(tp, exc)) from exc
-                tp.offset = start = snapshot.next_offset
-                if committed_offset > start:
-                    self._log.warning(
-                        "%s[%d]: snapshot covers up to %d but offset %d is committed; "
-                        "re-reading from the snapshot",
-                        tp.topic,
-                        tp.partition,
-                        start,
-                        committed_offset,
-                    )
-                snapshot_offset = start
-            elif committed_offset >= 0:
-                self._log.warning(
-                    "%s[%d]: no snapshot in %s; starting with empty state at committed offset %d",
-                    tp.topic,
-                    tp.partition,
-                    self._settings.state_topic,
-                    committed_offset,
-                )
-                tp.offset = start = committed_offset
-                snapshot_offset = -1
-            else:
-                tp.offset = OFFSET_INVALID  # auto.offset.reset decides (earliest by default)
-                start = snapshot_offset = -1
-            state = states[key] = PartitionProgress(
-                tp.topic, tp.partition, processor, start, snapshot_offset, committed_offset
-            )
-            label_tp = label_tps.get(tp.partition)
-            if label_tp is not None:
-                self._place_labels(state, label_tp, snapshot, committed.get((label_tp.topic, label_tp.partition)))
-        self._losses.input_partitions = partition_count
-        consumer.assign(partitions)
-        with self._lock:
-            self._partitions.update(states)
-            self._counters.rebalances += 1
-        # paused while the breaker is open or a checkpoint waits for the broker; else resumed explicitly: the
-        # client keeps a partition's pause across a lost assignment
-        (consumer.pause if self._client_paused else consumer.resume)(partitions)
-        self._log.info(
-            "assigned %s",
-            ", ".join(
-                f"{t}[{p}]@{s.next_offset if s.next_offset >= 0 else 'reset'}" for (t, p), s in states.items()
-            )
-            or "nothing",
-        )
-
-    def _rejected(self, tp: TopicPartition, exc: Exception) -> str:
-        return (f"snapshot of {tp.topic}[{tp.partition}] in {self._settings.state_topic} rejected by the processor "
-                f"({exc}); run the nlpmon version that wrote it, or delete that partition's snapshots "
-                "(StateStore.delete) to start it from scratch at its committed offset")
-
-    def _state_lost(self, tp: TopicPartition, snapshot: PartitionSnapshot | None, committed: int,
-                    partition_count: int | None) -> bool:
-        """Did the broker lose this partition's state or offsets since this process last saw them (a broker
-        that came back empty, or topics recreated)? Warns, counts and keeps a note for /readyz when so."""
-        note = self._losses.check((tp.topic, tp.partition), snapshot, committed, partition_count)
-        if note is None:
-            return False
-        with self._lock:
-            self._counters.state_losses += 1
-            self._counters.state_loss_notes = (*self._counters.state_loss_notes, note)[-_MAX_LOSS_NOTES:]
-        self._log.warning("%s: the broker restarted empty or the topics were recreated; check the broker's "
-                          "storage (nlpmon_state_losses_total, /readyz notes)", note)
-        return True
-
-    def _place_labels(self, state: PartitionProgress, tp: TopicPartition, snapshot: PartitionSnapshot | None,
-                      committed: int | None) -> None:
-        """Where the label partition starts: the snapshot's label offset, else the committed one, else reset."""
-        state.label_committed = committed if committed is not None and committed >= 0 else -1
-        if snapshot is not None:
-            # the state holds exactly the labels below the snapshot's label offset (none when it has none)
-            start = snapshot.label_next_offset
-            tp.offset = start if start >= 0 else OFFSET_BEGINNING
-            state.label_next = state.label_snapshot = start
-        elif state.label_committed >= 0:
-            tp.offset = state.label_next = state.label_committed  # no snapshot at all: as for the input
-        else:
-            tp.offset = OFFSET_INVALID
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Checkpoint (snapshot + commit) the revoked partitions, then drop their state."""
-        keys = [(tp.topic, tp.partition) for tp in partitions]
-        states = [self._partitions[k] for k in keys if k in self._partitions]  # input partitions only
-        try:
-            checkpoint = not self._failed and not self._stopping and states
-            if checkpoint and not self._checkpoint(states, self._settings.delivery_timeout_s):
-                    self._log.warning("revoked %d partitions while their checkpoint waits for the broker: dropped "
-                                  "without a commit (the next owner restores the last acknowledged snapshot)",
-                                  len(states))
-        except BaseException:
-            self._failed = True
-            raise
-        finally:
-            self._drop(keys)
-        self._log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in keys) or "nothing")
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """The group moved on without us: commit nothing, drop the state (the new owner restores it)."""
-        keys = [(tp.topic, tp.partition) for tp in partitions]
-        self._drop(keys)
-        with self._lock:
-            self._counters.lost_assignments += 1
-        self._log.warning(
-            "lost %s (session timeout or max.poll.interval.ms): dropped their state without committing",
-            ", ".join(f"{t}[{p}]" for t, p in keys),
-        )
-
-    def _drop(self, keys: Sequence[TopicPartitionKey]) -> None:
-        """Forget the partitions (a label partition goes with the input partition of its number)."""
-        with self._lock:
-            for key in keys:
-                self._partitions.pop(key, None)
-                self._hi_offsets.pop(key, None)
-                if key[0] == self._settings.ground_truth_topic:
-                    self._partitions.pop((self._settings.topic, key[1]), None)
 
     # ------------------------------------------------------------------ client callbacks
 
@@ -876,12 +533,19 @@ class ConsumerRunner:
     def _prepare_topics(self) -> None:
         self._losses.input_partitions = TopicSetup(self._settings).prepare()
 
-    def _copy_store_counters(self, store: StateStore) -> None:
-        """The state store's own counts into the runner's (under the lock)."""
-        c = self._counters
-        c.snapshots_produced = store.written_total
-        c.snapshot_chunks_produced = store.chunks_written_total
-        c.snapshot_tombstone_failures = store.tombstone_failures_total
+    def _marking_failure(self, callback: Callable[[Consumer, list[TopicPartition]], None]
+                       ) -> Callable[[Consumer, list[TopicPartition]], None]:
+        """``callback`` marking the runner failed when it raises (the closing consumer then skips the revoke
+        checkpoint and the producer is not waited for)."""
+
+        def marked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            try:
+                callback(consumer, partitions)
+            except BaseException:
+                self._failed = True
+                raise
+
+        return marked
 
     def _require_consumer(self) -> Consumer:
         return self._require(self._consumer)
@@ -891,3 +555,6 @@ class ConsumerRunner:
         if value is None:
             raise RuntimeError("the runner is not running")
         return value
+
+
+__all__ = ["CommitError", "ConsumerRunner", "RunnerError"]  # the errors live in checkpoints; imported from here too

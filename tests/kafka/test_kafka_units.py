@@ -12,8 +12,10 @@ import pytest
 from confluent_kafka import Producer
 from kafka_test_helpers import Names, make_topic, read_partition
 
+import service.kafka.checkpoints
 import service.kafka.circuit_breaker
 import service.kafka.publish
+import service.kafka.rebalance
 import service.kafka.settings
 import service.kafka.snapshot_format
 import service.kafka.state_store
@@ -33,8 +35,8 @@ from service.kafka.topics import create_topic, topic_partition_count
 
 @pytest.mark.parametrize(
     "module",
-    [service.kafka.circuit_breaker, service.kafka.publish, service.kafka.settings,
-     service.kafka.snapshot_format],
+    [service.kafka.checkpoints, service.kafka.circuit_breaker, service.kafka.publish, service.kafka.rebalance,
+     service.kafka.settings, service.kafka.snapshot_format],
 )
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]

@@ -1,0 +1,311 @@
+"""The checkpoint policy: when to snapshot, when to commit, and what stays pending while the broker has not
+acknowledged the deliveries.
+
+A checkpoint, for the partitions that moved since the last one:
+
+1. every dead letter produced so far is acknowledged,
+2. each partition's snapshot (with the next offsets it covers) is written and acknowledged,
+3. the offsets are committed synchronously (committed = what the snapshot covers, never backwards).
+
+:class:`CheckpointSchedule` says when one is due (every ``checkpoint_interval_events`` events or
+``checkpoint_interval_s`` seconds). :class:`Checkpointer` runs it: a delivery still unacknowledged after the
+timeout leaves the checkpoint pending (:class:`PendingCheckpoint`) and *stalls*: the runner pauses consumption
+(``on_stall_change``) and each poll looks again; once acknowledged the commit happens and consumption resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from service.errors import UserError
+from service.kafka.dead_letter import DeadLetterWriter
+from service.kafka.partition_progress import CoveredOffsets, PartitionProgress, PendingCheckpoint
+from service.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
+from service.kafka.settings import KafkaSettings
+from service.kafka.snapshot_format import PartitionSnapshot
+from service.kafka.state_loss import StateLossDetector
+from service.kafka.state_store import StateStore
+
+
+class RunnerError(UserError, RuntimeError):
+    """The runner stopped without committing past the last safe checkpoint."""
+
+
+class CommitError(RunnerError):
+    """Offset commits kept failing."""
+
+
+@dataclass(slots=True)
+class CheckpointSchedule:
+    """When the next checkpoint is due: after ``interval_events`` events or ``interval_s`` seconds since the
+    last one started (``last_at``, clock time). Plain bookkeeping, no clock of its own.
+
+    >>> schedule = CheckpointSchedule(interval_events=100, interval_s=5.0, last_at=0.0)
+    >>> schedule.count(99); schedule.due(lambda: 4.0)
+    False
+    >>> schedule.count(1); schedule.due(lambda: 4.0)
+    True
+    >>> schedule.restart(now=4.0); schedule.due(lambda: 8.0), schedule.due(lambda: 9.0)
+    (False, True)
+    """
+
+    interval_events: int
+    interval_s: float
+    last_at: float
+    events_since: int = 0
+
+    def count(self, events: int) -> None:
+        """``events`` applied since the last checkpoint."""
+        self.events_since += events
+
+    def due(self, clock: Callable[[], float]) -> bool:
+        """Is a checkpoint due now? Reads ``clock`` only when the event count is not reached."""
+        return self.events_since >= self.interval_events or clock() - self.last_at >= self.interval_s
+
+    def restart(self, now: float) -> None:
+        """A checkpoint starts at ``now``: count again from zero."""
+        self.events_since = 0
+        self.last_at = now
+
+
+def copy_store_counters(counters: RunnerMetrics, store: StateStore) -> None:
+    """The state store's own counts into the runner's (call under the runner's lock)."""
+    counters.snapshots_produced = store.written_total
+    counters.snapshot_chunks_produced = store.chunks_written_total
+    counters.snapshot_tombstone_failures = store.tombstone_failures_total
+
+
+class Checkpointer:
+    """Runs checkpoints for one run of the loop: dead letters acked -> snapshots acked -> commit.
+
+    Owns the pending checkpoint, the stall state and the consecutive commit failures. Shares with the runner
+    ``partitions`` (read: a state no longer in it was revoked or lost and is skipped) and ``counters``
+    (changed under ``lock``); tells ``losses`` what was snapshotted and committed. ``on_stall_change()`` is
+    called when :attr:`stalled` changes (the runner pauses or resumes consumption). Not thread-safe: the
+    loop thread uses it (the rebalance callbacks run on it too).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        consumer: Consumer,
+        store: StateStore,
+        dead_letters: DeadLetterWriter,
+        schedule: CheckpointSchedule,
+        partitions: Mapping[TopicPartitionKey, PartitionProgress],
+        counters: RunnerMetrics,
+        lock: threading.Lock,
+        losses: StateLossDetector,
+        on_stall_change: Callable[[], None],
+        clock: Callable[[], float],
+        logger: logging.Logger,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._store = store
+        self._dead_letters = dead_letters
+        self.schedule = schedule
+        self._partitions = partitions
+        self._counters = counters
+        self._lock = lock
+        self._losses = losses
+        self._on_stall_change = on_stall_change
+        self._clock = clock
+        self._log = logger
+        self._pending: PendingCheckpoint | None = None
+        self._stalled = False
+        self._consecutive_commit_failures = 0
+
+    @property
+    def pending(self) -> bool:
+        """Is a checkpoint waiting for the broker's acknowledgements?"""
+        return self._pending is not None
+
+    @property
+    def stalled(self) -> bool:
+        """Has the pending checkpoint waited past its timeout (consumption should be paused)?"""
+        return self._stalled
+
+    def after_poll(self, states: Sequence[PartitionProgress], timeout_s: float) -> None:
+        """Called after every poll: a pending checkpoint moves on as far as the acknowledgements allow
+        (without waiting); else a due one runs for ``states`` within ``timeout_s``."""
+        if self._pending is not None:
+            self.advance_pending(0.0)  # a stalled checkpoint: has the broker acknowledged it by now?
+        elif self.schedule.due(self._clock):
+            self.checkpoint(states, timeout_s)
+
+    def checkpoint(self, states: Sequence[PartitionProgress], timeout_s: float) -> bool:
+        """Dead letters acked -> snapshots acked -> commit. Returns True when done (or nothing to do), False
+        when it waits for the broker: consumption is then paused and each poll looks again (the client
+        retries the deliveries for as long as the broker is away); a commit happens only once the
+        acknowledgements arrived. Blocks up to about ``timeout_s`` (twice that when an earlier checkpoint
+        was still waiting). Writes nothing when this member left its group. Raises DeliveryError for a
+        delivery the broker refused, before any commit, and CommitError (see :meth:`commit`)."""
+        now = self._clock()
+        self.schedule.restart(now)
+        deadline = now + timeout_s
+        if self._pending is not None and not self.advance_pending(timeout_s):
+            return False
+        to_snapshot = [s for s in states if s.moved()]
+        to_commit = [s for s in states if s.uncommitted()]
+        if not to_snapshot and not to_commit:
+            return True
+        if not self._consumer.memberid():
+            # Left the group (max.poll.interval.ms or session timeout): the partitions are lost even if the
+            # callback has not run yet. Write nothing: a commit without a generation may still be accepted.
+            with self._lock:
+                self._counters.checkpoints_skipped += 1
+            self._log.warning(
+                "not a group member any more: skipping the checkpoint of %d partitions (their assignment is "
+                "lost; the next owner restores the last snapshot)",
+                len(states),
+            )
+            return True
+        self._pending = PendingCheckpoint(to_snapshot, to_commit)
+        return self.advance_pending(max(0.0, deadline - self._clock()))
+
+    def advance_pending(self, timeout_s: float) -> bool:
+        """Move the pending checkpoint on as far as the acknowledgements allow within ``timeout_s``: write
+        the snapshots once the dead letters are acked, commit once the snapshots are. Returns True when it
+        completed, False (stalled) when it still waits."""
+        pending = self._pending
+        assert pending is not None
+        deadline = self._clock() + timeout_s
+        store = self._store
+        if not pending.written:
+            if not self._dead_letters.acked_within(timeout_s):
+                return self._stall()
+            for state in pending.to_snapshot:
+                if not self._owned(state):
+                    continue  # lost or revoked while waiting: its next owner has its own state
+                # labels may move before the first input record: offset 0 then means "from the start"
+                # (an offset below the log start resets to earliest, as an unknown position would)
+                next_offset = max(state.next_offset, 0)
+                store.write(PartitionSnapshot(state.topic, state.partition, next_offset,
+                                              state.processor.snapshot(), state.label_next))
+                pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
+            pending.written = True
+        if not store.acked_within(max(0.0, deadline - self._clock())):
+            return self._stall()
+        self._pending = None
+        with self._lock:
+            for state in pending.to_snapshot:
+                key = (state.topic, state.partition)
+                covered = pending.covers.get(key)
+                if covered is None:
+                    continue
+                self._losses.snapshot_written(key, covered.next_offset)
+                if self._owned(state):
+                    state.snapshot_offset, state.label_snapshot = covered.next_offset, covered.label_next_offset
+            self._counters.checkpoints += 1
+            self._counters.snapshots_written += len(pending.covers)
+            copy_store_counters(self._counters, store)
+        self._unstall()
+        to_commit = [s for s in pending.to_commit if self._owned(s)]
+        if to_commit and not self._consumer.memberid():
+            with self._lock:
+                self._counters.checkpoints_skipped += 1
+            self._log.warning("not a group member any more: the snapshots are written, the commit of %d "
+                              "partitions is skipped", len(to_commit))
+            return True
+        self.commit(to_commit, pending.covers)
+        return True
+
+    def commit(self, states: Sequence[PartitionProgress],
+               covers: Mapping[TopicPartitionKey, CoveredOffsets] | None = None) -> None:
+        """Synchronously commit each state's next_offset, or what ``covers`` says its snapshot covers (only
+        forwards). A failed commit is logged and retried at the next checkpoint; raises CommitError after
+        ``max_consecutive_commit_failures`` in a row."""
+        if not states:
+            return
+        covers = covers or {}
+        positions = {s.key: covers.get(s.key, CoveredOffsets(s.next_offset, s.label_next)) for s in states}
+        offsets = [TopicPartition(s.topic, s.partition, positions[s.key].next_offset) for s in states
+                   if positions[s.key].next_offset > s.committed_offset]
+        labels_topic = self._settings.ground_truth_topic
+        if labels_topic is not None:
+            offsets += [TopicPartition(labels_topic, s.partition, positions[s.key].label_next_offset)
+                        for s in states if positions[s.key].label_next_offset > s.label_committed]
+        if not offsets:
+            return
+        failures: list[str] = []
+        result: list[TopicPartition] = []
+        try:
+            result = self._consumer.commit(offsets=offsets, asynchronous=False) or []
+        except KafkaException as exc:
+            failures.append(str(exc.args[0] if exc.args else exc))
+        committed = {(tp.topic, tp.partition): tp.offset for tp in result if tp.error is None}
+        failures += [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in result if tp.error is not None]
+        with self._lock:
+            for state in states:
+                offset = committed.get((state.topic, state.partition))
+                if offset is not None and offset > state.committed_offset:
+                    state.committed_offset = offset
+                    key = (state.topic, state.partition)
+                    self._losses.committed(key, offset)
+                offset = committed.get((labels_topic, state.partition)) if labels_topic else None
+                if offset is not None and offset > state.label_committed:
+                    state.label_committed = offset
+            if failures:
+                self._counters.commit_failures += 1
+        if not failures:
+            self._consecutive_commit_failures = 0
+            return
+        self._consecutive_commit_failures += 1
+        message = (
+            f"offset commit failed ({self._consecutive_commit_failures} in a row): {'; '.join(failures)}; "
+            "the snapshots cover the work, retrying at the next checkpoint"
+        )
+        if self._consecutive_commit_failures >= self._settings.max_consecutive_commit_failures:
+            raise CommitError(message)
+        self._log.warning(message)
+
+    def shutdown(self, states: Sequence[PartitionProgress], grace_s: float) -> None:
+        """The final checkpoint, within ``grace_s``; without it when the broker does not acknowledge in time
+        (logged: nothing is committed past the last complete checkpoint)."""
+        timeout_s = max(0.1, min(grace_s, self._settings.delivery_timeout_s))
+        if not self.checkpoint(states, timeout_s):
+            self._log.error(
+                "stopping without the final checkpoint: the broker did not acknowledge it within %.0f s; nothing "
+                "is committed past the last complete checkpoint (the next owner re-reads from there)", grace_s)
+
+    def forget_pending(self) -> None:
+        """Drop the pending checkpoint (the runner is closing: its deliveries are abandoned)."""
+        self._pending = None
+
+    def _owned(self, state: PartitionProgress) -> bool:
+        return self._partitions.get((state.topic, state.partition)) is state
+
+    def _stall(self) -> bool:
+        if not self._stalled:
+            pending = self._pending
+            assert pending is not None
+            self._stalled = True
+            with self._lock:
+                self._counters.checkpoint_stalls += 1
+                self._counters.checkpoint_waiting_since = self._clock()
+            self._on_stall_change()
+            self._log.warning(
+                "checkpoint waiting for the broker (%s not acknowledged): consumption of %d partitions paused, "
+                "the client retries the deliveries with backoff for as long as it takes; nothing is committed "
+                "meanwhile", "snapshots" if pending.written else "dead letters", len(self._partitions))
+        return False
+
+    def _unstall(self) -> None:
+        if not self._stalled:
+            return
+        self._stalled = False
+        with self._lock:
+            since, self._counters.checkpoint_waiting_since = self._counters.checkpoint_waiting_since, None
+        self._on_stall_change()
+        self._log.warning("checkpoint acknowledged after waiting %.0f s for the broker: consumption resumed",
+                          self._clock() - (since if since is not None else self._clock()))
+
+
+__all__ = ["CheckpointSchedule", "Checkpointer", "CommitError", "RunnerError", "copy_store_counters"]

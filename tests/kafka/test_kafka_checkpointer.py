@@ -1,0 +1,242 @@
+"""The checkpoint policy with fakes (no Kafka): pending and stalled checkpoints, what a commit covers,
+skipped checkpoints and commit failures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import cast
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from service.kafka.checkpoints import Checkpointer, CheckpointSchedule, CommitError
+from service.kafka.dead_letter import DeadLetterWriter
+from service.kafka.partition_progress import PartitionProgress
+from service.kafka.processor import Record, Rejected
+from service.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
+from service.kafka.settings import KafkaSettings
+from service.kafka.snapshot_format import PartitionSnapshot
+from service.kafka.state_loss import StateLossDetector
+from service.kafka.state_store import StateStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeProcessor:
+    def process(self, records: Sequence[Record]) -> list[Rejected]:
+        return []
+
+    def snapshot(self) -> bytes:
+        return b"state"
+
+    def restore(self, data: bytes) -> None:
+        pass
+
+
+class FakeConsumer:
+    """Commits succeed (returning the offsets) unless ``fail_commits``; ``member`` is the member id."""
+
+    def __init__(self) -> None:
+        self.member = "m-1"
+        self.fail_commits = False
+        self.commits: list[list[tuple[str, int, int]]] = []
+
+    def memberid(self) -> str:
+        return self.member
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
+        assert not asynchronous
+        if self.fail_commits:
+            raise KafkaException(KafkaError(KafkaError.REQUEST_TIMED_OUT, "injected"))
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+        return [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in offsets]
+
+
+class FakeStore:
+    """Writes are acknowledged only once ``acked`` is set."""
+
+    def __init__(self) -> None:
+        self.acked = True
+        self.written: list[PartitionSnapshot] = []
+        self.written_total = self.chunks_written_total = self.tombstone_failures_total = 0
+
+    def write(self, snapshot: PartitionSnapshot) -> None:
+        self.written.append(snapshot)
+        self.written_total += 1
+        self.chunks_written_total += 2
+
+    def acked_within(self, timeout_s: float) -> bool:
+        return self.acked
+
+
+class FakeDeadLetters:
+    def __init__(self) -> None:
+        self.acked = True
+
+    def acked_within(self, timeout_s: float) -> bool:
+        return self.acked
+
+
+class Harness:
+    def __init__(self, labels: bool = False, max_commit_failures: int = 3) -> None:
+        self.settings = KafkaSettings(topic="in", state_topic="st", dead_letter_topic="dlq",
+                                      ground_truth_topic="gt" if labels else None,
+                                      max_consecutive_commit_failures=max_commit_failures)
+        self.clock = Clock()
+        self.consumer, self.store, self.dead_letters = FakeConsumer(), FakeStore(), FakeDeadLetters()
+        self.partitions: dict[TopicPartitionKey, PartitionProgress] = {}
+        self.counters = RunnerMetrics()
+        self.losses = StateLossDetector("st")
+        self.stall_changes: list[bool] = []
+        self.schedule = CheckpointSchedule(interval_events=1000, interval_s=60.0, last_at=self.clock())
+        self.checkpointer = Checkpointer(
+            self.settings, consumer=cast(Consumer, self.consumer), store=cast(StateStore, self.store),
+            dead_letters=cast(DeadLetterWriter, self.dead_letters), schedule=self.schedule,
+            partitions=self.partitions, counters=self.counters, lock=threading.Lock(), losses=self.losses,
+            on_stall_change=lambda: self.stall_changes.append(self.checkpointer.stalled), clock=self.clock,
+            logger=logging.getLogger("test-checkpointer"))
+
+    def add(self, partition: int, next_offset: int, label_next: int = -1) -> PartitionProgress:
+        state = PartitionProgress("in", partition, FakeProcessor(), next_offset, -1, -1, label_next=label_next)
+        self.partitions[state.key] = state
+        return state
+
+    def states(self) -> list[PartitionProgress]:
+        return list(self.partitions.values())
+
+
+def test_a_checkpoint_snapshots_what_moved_then_commits_what_the_snapshot_covers() -> None:
+    h = Harness(labels=True)
+    a, b = h.add(0, 10, label_next=4), h.add(1, -1)  # partition 1 has not moved
+    h.clock.now = 130.0
+    assert h.checkpointer.checkpoint(h.states(), 5.0)
+    assert [(s.partition, s.next_offset, s.label_next_offset, s.payload) for s in h.store.written] == [
+        (0, 10, 4, b"state")]
+    assert h.consumer.commits == [[("in", 0, 10), ("gt", 0, 4)]]
+    assert (a.snapshot_offset, a.label_snapshot, a.committed_offset, a.label_committed) == (10, 4, 10, 4)
+    assert not a.moved() and not a.uncommitted() and b.snapshot_offset == -1
+    c = h.counters
+    assert (c.checkpoints, c.snapshots_written, c.snapshots_produced, c.snapshot_chunks_produced) == (1, 1, 1, 2)
+    assert h.schedule.last_at == 130.0 and not h.checkpointer.pending and h.stall_changes == []
+    # nothing moved since: a checkpoint writes and commits nothing
+    assert h.checkpointer.checkpoint(h.states(), 5.0)
+    assert len(h.store.written) == 1 and len(h.consumer.commits) == 1
+
+
+def test_a_checkpoint_waits_pending_and_stalled_until_the_broker_acknowledges() -> None:
+    h = Harness()
+    state = h.add(0, 10)
+    h.dead_letters.acked = h.store.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0)
+    # dead letters first: no snapshot written yet, consumption paused, one stall counted
+    assert h.checkpointer.pending and h.checkpointer.stalled and h.stall_changes == [True]
+    assert h.store.written == [] and h.consumer.commits == []
+    assert h.counters.checkpoint_stalls == 1 and h.counters.checkpoint_waiting_since == 100.0
+    h.clock.now = 200.0  # long overdue: still the pending checkpoint that moves, no new one
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.store.written == [] and h.stall_changes == [True] and h.counters.checkpoint_stalls == 1
+    # the dead letters are acknowledged: the snapshot is written (once), the commit waits for its ack
+    h.dead_letters.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    state.next_offset = 15  # applied after the snapshot was written: not in this checkpoint
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [s.next_offset for s in h.store.written] == [10] and h.consumer.commits == []
+    assert h.checkpointer.stalled and h.counters.checkpoints == 0
+    # the snapshot is acknowledged: commit what it covers (10, not 15), resume consumption
+    h.store.acked = True
+    h.clock.now = 242.0
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.consumer.commits == [[("in", 0, 10)]] and (state.snapshot_offset, state.committed_offset) == (10, 10)
+    assert not h.checkpointer.pending and not h.checkpointer.stalled and h.stall_changes == [True, False]
+    assert h.counters.checkpoints == 1 and h.counters.checkpoint_waiting_since is None
+    assert state.moved()  # 10..14 are for the next checkpoint
+
+
+def test_an_earlier_pending_checkpoint_must_complete_before_a_new_one() -> None:
+    h = Harness()
+    h.add(0, 10)
+    h.store.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0)
+    h.add(1, 3)
+    assert not h.checkpointer.checkpoint(h.states(), 5.0)  # still waiting: partition 1 not written
+    assert [s.partition for s in h.store.written] == [0]
+    h.store.acked = True
+    assert h.checkpointer.checkpoint(h.states(), 5.0)  # completes the old one, then runs the new one
+    assert [s.partition for s in h.store.written] == [0, 1]
+    assert h.consumer.commits == [[("in", 0, 10)], [("in", 1, 3)]] and h.counters.checkpoints == 2
+
+
+def test_a_partition_revoked_while_its_checkpoint_waits_is_neither_written_nor_committed() -> None:
+    h = Harness()
+    h.add(0, 10)
+    kept = h.add(1, 20)
+    h.dead_letters.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0)
+    del h.partitions[("in", 0)]
+    h.dead_letters.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [s.partition for s in h.store.written] == [1] and h.consumer.commits == [[("in", 1, 20)]]
+    assert kept.committed_offset == 20 and h.counters.snapshots_written == 1
+
+
+def test_a_member_that_left_its_group_writes_and_commits_nothing() -> None:
+    h = Harness()
+    h.add(0, 10)
+    h.consumer.member = ""
+    assert h.checkpointer.checkpoint(h.states(), 5.0)
+    assert h.store.written == [] and h.consumer.commits == [] and h.counters.checkpoints_skipped == 1
+    # left while the snapshots waited for their ack: they are written, the commit is skipped
+    h.consumer.member = "m-2"
+    h.store.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0)
+    h.consumer.member = ""
+    h.store.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert len(h.store.written) == 1 and h.consumer.commits == [] and h.counters.checkpoints_skipped == 2
+
+
+def test_commits_go_only_forwards_and_failures_stop_the_runner_after_too_many_in_a_row() -> None:
+    h = Harness(max_commit_failures=2)
+    state = h.add(0, 10)
+    state.committed_offset = 12  # committed further by an earlier owner: a commit never goes back
+    assert h.checkpointer.checkpoint(h.states(), 5.0)
+    assert len(h.store.written) == 1 and h.consumer.commits == []
+    state.next_offset = 20
+    h.consumer.fail_commits = True
+    assert h.checkpointer.checkpoint(h.states(), 5.0)  # one failure: logged, retried at the next checkpoint
+    assert h.counters.commit_failures == 1 and state.committed_offset == 12
+    h.consumer.fail_commits = False
+    assert h.checkpointer.checkpoint(h.states(), 5.0)  # the retry succeeds and resets the count
+    assert h.consumer.commits == [[("in", 0, 20)]] and state.committed_offset == 20
+    h.consumer.fail_commits = True
+    for offset in (30, 40):
+        state.next_offset = offset
+        if offset == 30:
+            assert h.checkpointer.checkpoint(h.states(), 5.0)
+        else:
+            with pytest.raises(CommitError, match=r"offset commit failed \(2 in a row\): .*retrying"):
+                h.checkpointer.checkpoint(h.states(), 5.0)
+    assert h.counters.commit_failures == 3
+
+
+def test_the_schedule_makes_a_checkpoint_due_by_events_or_by_time() -> None:
+    h = Harness()
+    h.add(0, 10)
+    h.clock.now = 159.0
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.store.written == []  # neither 1000 events nor 60 s
+    h.schedule.count(1000)
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert len(h.store.written) == 1 and h.schedule.events_since == 0 and h.schedule.last_at == 159.0
+    h.states()[0].next_offset = 11
+    h.clock.now = 219.0
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert len(h.store.written) == 2
