@@ -18,8 +18,8 @@ from service.kafka.processor import Record
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
 from service.observability import pages
+from service.observability.exporter import NlpmonMetrics
 from service.observability.http import BadQuery, json_bytes, page_of_models
-from service.observability.metrics import NlpmonMetrics
 from service.observability.oneline import OneLineFormatter
 
 CONFIG = MonitorConfig(auto_baseline_events=200, min_reference_events=200, reference_reservoir=400,

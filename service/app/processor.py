@@ -31,7 +31,7 @@ from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm
 from service.monitor.monitor_set import ClockSkew, MonitorSet
-from service.monitor.pipeline import STATE_KIND, Pipeline
+from service.monitor.pipeline import Pipeline
 from service.monitor.reference import ReferenceProfile
 from service.quality.quality_monitor import QualityConfig
 from service.quality.quality_set import QualitySet

@@ -29,8 +29,8 @@ from service.kafka.publish import create_topic
 from service.kafka.runner import BatchReport, ConsumerRunner, TopicSetupError
 from service.monitor.calibration_jobs import INLINE
 from service.monitor.model_monitor import Alarm
+from service.observability.exporter import NlpmonMetrics
 from service.observability.http import ObservabilityServer
-from service.observability.metrics import NlpmonMetrics
 from service.observability.oneline import one_line
 from service.replay import load_references
 

@@ -47,8 +47,8 @@ from service.kafka.dead_letter import (
 )
 from service.kafka.processor import Record, Rejected
 from service.monitor.config import MonitorConfig
+from service.observability.exporter import NlpmonMetrics
 from service.observability.http import ObservabilityServer
-from service.observability.metrics import NlpmonMetrics
 from service.quality.quality_monitor import QualityConfig
 from service.replay import load_references
 

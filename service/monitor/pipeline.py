@@ -30,9 +30,9 @@ from service.events import Event
 from service.events.errors import InvalidEvent
 from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
 from service.monitor.config import MonitorConfig
+from service.monitor.model_monitor import Alarm
 from service.monitor.monitor_set import STATE_KIND as MONITOR_SET_KIND
 from service.monitor.monitor_set import BatchResult, MonitorSet
-from service.monitor.model_monitor import Alarm
 from service.monitor.reference import ReferenceProfile
 from service.quality.events import GroundTruth
 from service.quality.quality_monitor import QualityConfig
