@@ -200,7 +200,7 @@ class NlpmonService:
         block = rep.get("projection")
         if mon is None or block is None:
             return rep
-        _, ids, _, recent, _ = mon.recent_embeddings.arrays()
+        _, ids, _, recent, _ = mon.evidence.recent_embeddings.arrays()
         if list(ids) != list(block["current"]["event_id"]):  # not the points the block shows: leave it
             return rep
         return {**rep, "projection": self.projections.apply(key, mon.profile, block, recent, mon.monitored_events)}

@@ -20,7 +20,7 @@ No Kafka, no clock, no registry: processing and arrival times are handed in by t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -34,6 +34,7 @@ from service.monitor.model_monitor import Alarm
 from service.monitor.monitor_set import STATE_KIND as MONITOR_SET_KIND
 from service.monitor.monitor_set import BatchResult, MonitorSet
 from service.monitor.reference import ReferenceProfile
+from service.monitor.views import ModelMetrics
 from service.quality.events import GroundTruth
 from service.quality.quality_monitor import QualityConfig
 from service.quality.quality_set import QualitySet
@@ -141,6 +142,16 @@ class Pipeline:
             if rep is not None:
                 rep["quality"] = q
         return reports
+
+    def metrics_views(self) -> dict[str, ModelMetrics]:
+        """``{"model/version": ModelMetrics}`` with each version's quality report: what the metrics read
+        on every refresh (no page evidence)."""
+        views = self.monitors.metrics_views()
+        for key, q in self.quality.report().items():
+            view = views.get(key)
+            if view is not None:
+                views[key] = replace(view, quality=q)
+        return views
 
     def orphan_labels(self) -> dict[str, int]:
         """Models with labels on this stream but no prediction here: ``{model: labels received}``.

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service import __version__
+from service.monitor.views import ModelMetrics
 from service.observability.histograms import MirroredHistogram, VectorHistogram
 from service.observability.metrics import (
     ALL_LABELS,
@@ -268,42 +269,46 @@ class NlpmonMetrics:
     # -- per report refresh -------------------------------------------------------------------------------
     def observe_reports(self, reports: Mapping[str, Mapping[str, Any]], alarms: Iterable[AlarmLike] = (),
                         *, now: float | None = None) -> None:
-        """Refresh every per-model metric from the complete current reports (``{"model/version": report}``,
-        as from ``MonitorSet.report()``, merged over partitions) and count ``alarms`` (raised since the
-        previous call). Also retires models silent for ``retire_after_s``.
+        """``observe_models`` of page reports (``{"model/version": ModelMonitor.report()}`` JSON, as read
+        back from ``/api/models`` or written by a test): each read as its ``ModelMetrics`` view."""
+        self.observe_models([ModelMetrics.from_report(rep) for rep in reports.values()], alarms, now=now)
 
-        Event counters advance by the growth of each report's ``events``; a count that went down (state
-        restored from an older snapshot) re-bases without counting. Cost: O(models x signals x labels)
-        dictionary work, with cached children; call it once per batch or less often.
+    def observe_models(self, views: Iterable[ModelMetrics], alarms: Iterable[AlarmLike] = (),
+                       *, now: float | None = None) -> None:
+        """Refresh every per-model metric from the complete current metrics views (one per (model,
+        version), as from ``Pipeline.metrics_views()``, merged over partitions) and count ``alarms``
+        (raised since the previous call). Also retires models silent for ``retire_after_s``.
+
+        Event counters advance by the growth of each view's ``events_here`` (else ``events``); a count that
+        went down (state restored from an older snapshot) re-bases without counting. Cost: O(models x
+        signals x labels) dictionary work, with cached children; call it once per batch or less often.
         """
         now = self._clock() if now is None else now
-        present: dict[tuple[str, str], Mapping[str, Any]] = {}
+        present: dict[tuple[str, str], ModelMetrics] = {}
         other_join: dict[str, dict[tuple[str, str], int]] = {}  # overflow model -> growth per join series
-        for rep in reports.values():
-            key = (str(rep["model"]), str(rep["model_version"]))
+        for rep in views:
+            key = (rep.model, rep.model_version)
             present[key] = rep
             st = self._state(key, now)
-            events = {str(k): int(v) for k, v in rep.get("events", {}).items()}
+            events = dict(rep.events)
             if events != st.seen_events:
                 st.seen_events = events
                 st.last_active = now
                 if st.retired:
                     self._readmit(key, st)
             # counters grow by this process's own work, so a restored or handed-over monitor's history
-            # is not counted again (reports without it: the cumulative counts, re-based when they drop)
-            here = rep.get("events_processed_here")
-            totals = events if here is None else {str(k): int(v) for k, v in here.items()}
+            # is not counted again (views without it: the cumulative counts, re-based when they drop)
+            totals = events if rep.events_here is None else rep.events_here
             for split, total in totals.items():
                 d = _delta(st.totals, split, total)
                 if d and not st.retired:
                     self._child("nlpmon_events_total", (*st.series, split)).inc(d)
-            if "duplicate_events_here" in rep:
-                d = _delta(st.totals, "__duplicates__", int(rep["duplicate_events_here"]))
+            if rep.duplicates_here is not None:
+                d = _delta(st.totals, "__duplicates__", rep.duplicates_here)
                 if not st.retired:  # exported at 0 too, so that a rate of it exists
                     self._child("nlpmon_duplicate_events_total", st.series).inc(d)
-            quality = rep.get("quality")
-            if quality:
-                self._count_quality(st, quality, other_join)
+            if rep.quality:
+                self._count_quality(st, rep.quality, other_join)
         for series_key, growth in _sum_over_models(other_join).items():
             self._child(series_key[0], (OTHER, OTHER, series_key[1])).inc(growth)
         for a in alarms:
@@ -314,7 +319,7 @@ class NlpmonMetrics:
             self._child("nlpmon_drift_alarms_total", (*st.series, a.signal)).inc()
         self._retire_silent(now, present)
         seen: set[SeriesKey] = set()
-        overflow: list[Mapping[str, Any]] = []
+        overflow: list[ModelMetrics] = []
         for key, rep in present.items():
             st = self._models[key]
             if st.retired:
@@ -408,64 +413,61 @@ class NlpmonMetrics:
             return label
         return OTHER
 
-    def _own_gauges(self, st: _ModelState, rep: Mapping[str, Any], seen: set[SeriesKey]) -> None:
+    def _own_gauges(self, st: _ModelState, rep: ModelMetrics, seen: set[SeriesKey]) -> None:
         m, v = st.series
-        status = str(rep.get("status", ""))
+        status = rep.status
         for s in dict.fromkeys((*STATUSES, status)):
             if s:
                 self._set("nlpmon_model_status", (m, v, s), float(s == status), seen)
-        ref = rep.get("reference") or {}
-        self._set("nlpmon_reference_events", (m, v), float(ref.get("events", 0) or 0), seen)
-        if rep.get("last_event_time") is not None:
-            self._set("nlpmon_last_event_timestamp_seconds", (m, v), float(rep["last_event_time"]), seen)
-        signals: Mapping[str, Any] = rep.get("signals") or {}
+        self._set("nlpmon_reference_events", (m, v), float(rep.reference_events), seen)
+        if rep.last_event_time is not None:
+            self._set("nlpmon_last_event_timestamp_seconds", (m, v), rep.last_event_time, seen)
+        signals = rep.signals
         window = 0
         for name, sig in signals.items():
-            self._set("nlpmon_drift_score", (m, v, name), _num(sig.get("score")), seen)
-            self._set("nlpmon_drift_threshold", (m, v, name), _num(sig.get("threshold", 1.0)), seen)
-            self._set("nlpmon_drift_detected", (m, v, name), float(bool(sig.get("drift"))), seen)
-            ev = sig.get("evidence") or {}
-            window = max(window, int(ev.get("window", 0) or 0))
+            self._set("nlpmon_drift_score", (m, v, name), _num(sig.score), seen)
+            self._set("nlpmon_drift_threshold", (m, v, name), sig.threshold, seen)
+            self._set("nlpmon_drift_detected", (m, v, name), float(sig.drift), seen)
+            window = max(window, sig.window)
         self._set("nlpmon_window_events", (m, v), float(window), seen)
         shares: dict[tuple[str, str, str], float] = {}
         for source in LABEL_SOURCES:
-            for moved in ((signals.get(source) or {}).get("evidence") or {}).get("moved_labels", ()):
-                label = self._label(st, str(moved["label"]))
-                for w in ("reference", "current"):
-                    shares[(source, label, w)] = shares.get((source, label, w), 0.0) + _num(moved.get(w))
+            sig_of = signals.get(source)
+            for moved in sig_of.moved_labels if sig_of is not None else ():
+                label = self._label(st, moved.label)
+                for w, share in (("reference", moved.reference), ("current", moved.current)):
+                    shares[(source, label, w)] = shares.get((source, label, w), 0.0) + _num(share)
         for (source, label, w), share in shares.items():
             self._set("nlpmon_label_share", (m, v, source, label, w), share, seen)
         for source in CONFIDENCE_SOURCES:
-            ev = (signals.get(source) or {}).get("evidence") or {}
-            levels = ev.get("levels") or ()
-            for w, field_name in (("reference", "reference_quantiles"), ("current", "current_quantiles")):
-                for level, q in zip(levels, ev.get(field_name) or (), strict=False):
+            sig_of = signals.get(source)
+            if sig_of is None:
+                continue
+            for w, quantiles in (("reference", sig_of.reference_quantiles), ("current", sig_of.current_quantiles)):
+                for level, q in zip(sig_of.quantile_levels, quantiles, strict=False):
                     self._set("nlpmon_confidence_quantile", (m, v, source, ALL_LABELS, _level(level), w),
                               _num(q), seen)
         weighted: dict[str, list[float]] = {}
-        for label, lc in (rep.get("label_confidence") or {}).items():
-            acc = weighted.setdefault(self._label(st, str(label)), [0.0, 0.0])
-            n = float(lc.get("count", 0) or 0)
-            acc[0] += _num(lc.get("mean")) * n
-            acc[1] += n
+        for label, lc in rep.label_confidence.items():
+            acc = weighted.setdefault(self._label(st, label), [0.0, 0.0])
+            acc[0] += lc.mean * lc.count
+            acc[1] += lc.count
         for label, (total, n) in weighted.items():
             if n > 0:
                 self._set("nlpmon_label_confidence_mean", (m, v, label), total / n, seen)
         # after the label shares: the rising labels are reference labels that already hold their slots
         for sig_name, sig in signals.items():
-            for r in ((sig.get("evidence") or {}).get("rising_labels") or ())[:RISING_LABELS]:
-                if _num(r.get("score")) > 0:
-                    self._set("nlpmon_drift_label_score", (m, v, sig_name, self._label(st, str(r["label"]))),
-                              _num(r.get("score")), seen)
-        quality = rep.get("quality")
-        if quality:
-            for name, values, value in quality_gauges(quality, lambda label: self._label(st, label)):
+            for r in sig.rising_labels[:RISING_LABELS]:
+                if r.score > 0:
+                    self._set("nlpmon_drift_label_score", (m, v, sig_name, self._label(st, r.label)), r.score, seen)
+        if rep.quality:
+            for name, values, value in quality_gauges(rep.quality, lambda label: self._label(st, label)):
                 self._set(name, (m, v, *values), value, seen)
 
-    def _other_gauges(self, reps: list[Mapping[str, Any]], seen: set[SeriesKey]) -> None:
+    def _other_gauges(self, reps: list[ModelMetrics], seen: set[SeriesKey]) -> None:
         """Aggregates of the overflow models: max score and flag, status counts, summed event gauges."""
         o = (OTHER, OTHER)
-        status = Tally(str(r.get("status", "")) for r in reps)
+        status = Tally(r.status for r in reps)
         for s in dict.fromkeys((*STATUSES, *status)):
             if s:
                 self._set("nlpmon_model_status", (*o, s), float(status.get(s, 0)), seen)
@@ -474,14 +476,14 @@ class NlpmonMetrics:
         ref = window = 0.0
         last: float | None = None
         for r in reps:
-            ref += float((r.get("reference") or {}).get("events", 0) or 0)
-            if r.get("last_event_time") is not None:
-                last = max(last or -math.inf, float(r["last_event_time"]))
+            ref += float(r.reference_events)
+            if r.last_event_time is not None:
+                last = max(last or -math.inf, r.last_event_time)
             w = 0
-            for name, sig in (r.get("signals") or {}).items():
-                score[name] = max(score.get(name, -math.inf), _num(sig.get("score")))
-                drift[name] = max(drift.get(name, 0.0), float(bool(sig.get("drift"))))
-                w = max(w, int((sig.get("evidence") or {}).get("window", 0) or 0))
+            for name, sig in r.signals.items():
+                score[name] = max(score.get(name, -math.inf), _num(sig.score))
+                drift[name] = max(drift.get(name, 0.0), float(sig.drift))
+                w = max(w, sig.window)
             window += w
         for name in score:
             self._set("nlpmon_drift_score", (*o, name), score[name], seen)
@@ -491,7 +493,7 @@ class NlpmonMetrics:
         self._set("nlpmon_window_events", o, window, seen)
         if last is not None:
             self._set("nlpmon_last_event_timestamp_seconds", o, last, seen)
-        qualities = [(str(r["model"]), r["quality"]) for r in reps if r.get("quality")]
+        qualities = [(r.model, r.quality) for r in reps if r.quality]
         if qualities:
             for name, values, value in other_quality_gauges(qualities):
                 self._set(name, (*o, *values), value, seen)
