@@ -161,9 +161,11 @@ class NlpmonService:
         for proc in self._processors.values():
             if proc.poll_calibrations():  # events held while a reference calibrated, processed now
                 self._dirty = True
-        self._serve_page_request()
         now = self.clock()
-        if self._dirty and (now - self._last_report >= self.report_interval_s or self._pending_alarms):
+        with self._lock:
+            asked = self._page_request is not None
+        # a page request refreshes the metrics first, so that pages and metrics show the same state
+        if self._dirty and (now - self._last_report >= self.report_interval_s or self._pending_alarms or asked):
             self._refresh(runner)
             self._last_report = now
             self._dirty = False
@@ -171,6 +173,7 @@ class NlpmonService:
             self.metrics.observe_runner(runner.metrics())
             self._refresh(runner)
             self._last_report = now
+        self._serve_page_request()
         if now - self._last_progress >= self.settings.progress_interval_s:
             self._progress(now)
 
@@ -212,7 +215,11 @@ class NlpmonService:
         return reports
 
     def _serve_page_request(self) -> None:
-        """Build the page reports an HTTP thread waits for (on the consumer loop, which owns the processors)."""
+        """Build the page reports an HTTP thread waits for (on the consumer loop, which owns the processors),
+        from the state the metrics were last refreshed from (while that is not so, the request waits for the
+        next poll, which refreshes first)."""
+        if self._dirty:
+            return
         with self._lock:
             request, self._page_request = self._page_request, None
             generation = self._generation
