@@ -1,5 +1,5 @@
-"""The partition processor of ``nlpmon run``: Kafka records in, a ``MonitorSet`` and a ``QualitySet``
-updated, rejections out.
+"""The partition processor of ``nlpmon run``: Kafka records in, the core (a ``Pipeline``: drift monitors
+and quality join) updated, rejections out.
 
 One ``MonitorPartitionProcessor`` per assigned partition of the prediction topic. With a ``quality``
 config (the service has a ground-truth topic) it also receives the
