@@ -152,9 +152,10 @@ def share(n: int, batches: list[int]) -> None:
                     spent[0] += time.perf_counter() - t0
             return wrapped
 
-        mon.history.add = timing(mon.history.add)  # type: ignore[method-assign]
-        mon._track_examples = timing(mon._track_examples)  # type: ignore[method-assign]
-        mon.recent_embeddings.add = timing(mon.recent_embeddings.add)  # type: ignore[method-assign]
+        mon.evidence.history.add = timing(mon.evidence.history.add)  # type: ignore[method-assign]
+        mon.evidence.track_examples = timing(mon.evidence.track_examples)  # type: ignore[method-assign]
+        recent = mon.evidence.recent_embeddings
+        recent.add = timing(recent.add)  # type: ignore[method-assign]
         t0 = time.perf_counter()
         for i in range(0, n, b):
             ms.process_events(events[i:i + b], list(range(min(b, n - i))))
@@ -178,10 +179,13 @@ def pages_and_api() -> None:
     mon.report()
 
     def fresh_report() -> None:  # as after new events: the page views are recomputed
-        mon._page_cache = None
+        mon.evidence.invalidate()
         mon.report()
 
-    old_part = timed(lambda: (mon.label_confidence_report(), [mon._evidence(k, w) for k, w in mon.windows.items()],
+    prof = mon.profile
+    assert prof is not None
+    old_part = timed(lambda: (mon.label_confidence_report(),
+                              [mon.evidence.signal_evidence(k, w, prof) for k, w in mon.windows.items()],
                               [w.current() for w in mon.windows.values()]))
     t_fresh, t_cached = timed(fresh_report), timed(mon.report)
     mon.process(tail[:50])

@@ -305,8 +305,8 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
             rows = np.bincount(col.event, weights=marks, minlength=k)[:, None]
             items = np.bincount(col.event, minlength=k).astype(np.float64)
             win.update_rows(rows, items, times)
-            mon.share_history.add(mon.monitored_events, rows[:, 0], items)
-            mon._track_marked(marks, col.event, raw, ev, mon.monitored_events)
+            mon.evidence.share_history.add(mon.monitored_events, rows[:, 0], items)
+            mon.evidence.track_marked(marks, col.event, raw, ev, mon.monitored_events)
 
         timed("embedding_outliers: marks, 6 windows every 5 events, page evidence", outliers)
         cwin = mon.windows["embedding_clusters"]

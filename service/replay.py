@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from service.events import Event, EventDecoder, InvalidEvent
 from service.io import iter_batches
 from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
+from service.monitor.pipeline import Pipeline
 from service.monitor.reference import ReferenceProfile
 from service.quality.events import GroundTruth, decode_ground_truth_lines
 from service.quality.quality_monitor import QualityConfig
-from service.quality.quality_set import QualitySet
 from service.state import SnapshotError
 from service.state.codec import MAGIC
 
@@ -93,28 +90,26 @@ def load_labels(path: str | Path) -> LoadedLabels:
 def replay(events_path: str | Path, reference_paths: Sequence[str | Path], config: MonitorConfig, *,
            ground_truth_path: str | Path | None = None, quality_config: QualityConfig | None = None,
            batch_size: int = 2000, progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
-    """Run EVENTS through a fresh MonitorSet (and, with ``ground_truth_path``, a QualitySet); return the
-    report (its keys: the README's "Backtest on your own events").
+    """Run EVENTS through a fresh ``Pipeline`` (the core of ``nlpmon run``'s partition processor: drift
+    monitors and, with ``ground_truth_path``, the quality join); return the report (its keys: the
+    README's "Backtest on your own events").
 
     Labels are fed as they would have arrived: after each batch, those whose timestamp is not later than
     the newest event time so far; labels without a timestamp after the last event. Events of the reference
     files join their labels too (as reference predictions: they calibrate the label-free estimate).
     """
     ref = load_references(reference_paths)
-    monitors = MonitorSet(config, ref.profiles, ref.events)
-    quality = QualitySet(quality_config) if ground_truth_path is not None else None
+    pipeline = Pipeline(config, ref.profiles, ref.events, quality_config if ground_truth_path is not None else None)
     truth = load_labels(ground_truth_path) if ground_truth_path is not None else LoadedLabels()
     fed = 0
     newest = -math.inf
-    if quality is not None and ref.events:
-        quality.add_predictions([msgspec.structs.replace(e, split="reference") for e in ref.events])
     n = invalid = 0
     reasons: Counter[str] = Counter()
     first_reasons: list[dict[str, Any]] = []
     alerts: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for batch in iter_batches(events_path, batch_size):
-        res = monitors.process_lines(batch)
+        res = pipeline.process_lines(batch)
         for r in res.rejected:
             invalid += 1
             reasons[r.reason] += 1
@@ -124,23 +119,18 @@ def replay(events_path: str | Path, reference_paths: Sequence[str | Path], confi
             d = a.as_dict()
             d["event_index"] = n + d.pop("position")
             alerts.append(d)
-        if quality is not None:
-            quality.add_predictions(res.events)
+        if pipeline.joins:
             newest = max([newest, *(e.timestamp for e in res.events if e.timestamp is not None)])
             due = fed
             while due < len(truth.labels) and (truth.labels[due].timestamp or math.inf) <= newest:
                 due += 1
-            quality.add_labels(truth.labels[fed:due])
+            pipeline.add_labels(truth.labels[fed:due])
             fed = due
         n += len(batch)
         if progress is not None:
             progress(n, len(alerts), time.perf_counter() - t0)
-    models = monitors.report()
-    if quality is not None:
-        quality.add_labels(truth.labels[fed:])
-        for key, q in quality.report().items():
-            if key in models:
-                models[key]["quality"] = q
+    pipeline.add_labels(truth.labels[fed:])
+    models = pipeline.report()
     return {
         "events": n, "invalid": invalid, "invalid_reasons": dict(reasons), "first_invalid": first_reasons,
         "reference": {"events": len(ref.events), "invalid": ref.invalid, "first_invalid": ref.reasons,
@@ -149,7 +139,7 @@ def replay(events_path: str | Path, reference_paths: Sequence[str | Path], confi
         "alerts": alerts,
         "models": models,
         **({"ground_truth": {"lines": truth.lines, "labels": len(truth.labels), "invalid": truth.invalid,
-                             "first_invalid": truth.reasons}} if quality is not None else {}),
+                             "first_invalid": truth.reasons}} if pipeline.joins else {}),
     }
 
 

@@ -17,9 +17,10 @@ from service.demo import SyntheticStream
 from service.kafka.processor import Record
 from service.monitor.config import MonitorConfig
 from service.monitor.monitor_set import MonitorSet
+from service.monitor.views import ModelMetrics
 from service.observability import pages
+from service.observability.exporter import NlpmonMetrics
 from service.observability.http import BadQuery, json_bytes, page_of_models
-from service.observability.metrics import NlpmonMetrics
 from service.observability.oneline import OneLineFormatter
 
 CONFIG = MonitorConfig(auto_baseline_events=200, min_reference_events=200, reference_reservoir=400,
@@ -37,7 +38,7 @@ def many_reports(n: int = 10_000) -> dict[str, dict[str, Any]]:
 
 
 def test_the_progress_line_is_one_bounded_line_whatever_the_models() -> None:
-    reports = many_reports()
+    reports = {k: ModelMetrics.from_report(r) for k, r in many_reports().items()}
     line = progress_line(123, 4.5, 0, reports)
     assert "\n" not in line and len(line) < 2_000, len(line)
     assert "ner-0\\nnlpmon: 0 events; fake/unversioned: collecting baseline" in line

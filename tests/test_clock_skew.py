@@ -14,7 +14,7 @@ from service.app.processor import MonitorPartitionProcessor, References
 from service.demo import SyntheticStream
 from service.kafka.processor import Record
 from service.monitor.config import MonitorConfig
-from service.observability.metrics import NlpmonMetrics
+from service.observability.exporter import NlpmonMetrics
 from service.quality import QualityConfig
 
 NOW = 1_800_000_000.0

@@ -23,7 +23,8 @@ from service.kafka.runner_metrics import RunnerMetrics
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm
 from service.monitor.monitor_set import MonitorSet
-from service.observability.metrics import METRICS, NlpmonMetrics, catalogue_markdown, metric_catalogue
+from service.observability.exporter import NlpmonMetrics
+from service.observability.metrics import METRICS, catalogue_markdown, metric_catalogue
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 CONFIG = MonitorConfig(calibration_splits=2)

@@ -42,7 +42,7 @@ def pages() -> Iterator[dict[str, dict[str, Any]]]:
         ms.process_lines(lines[i:i + 100])
     rep = ms.report()["news-ner/1"]
     mon = ms.monitors[("news-ner", "1")]
-    _, _, _, recent, _ = mon.recent_embeddings.arrays()
+    _, _, _, recent, _ = mon.evidence.recent_embeddings.arrays()
     worker = UmapProjections(seed=0)
     try:
         def apply() -> dict[str, Any]:

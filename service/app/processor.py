@@ -1,5 +1,5 @@
-"""The partition processor of ``nlpmon run``: Kafka records in, a ``MonitorSet`` and a ``QualitySet``
-updated, rejections out.
+"""The partition processor of ``nlpmon run``: Kafka records in, the core (a ``Pipeline``: drift monitors
+and quality join) updated, rejections out.
 
 One ``MonitorPartitionProcessor`` per assigned partition of the prediction topic. With a ``quality``
 config (the service has a ground-truth topic) it also receives the
@@ -12,8 +12,9 @@ Processing time: the injected ``clock`` (wall time, epoch seconds), read once pe
 pure core, which checks every event's clock against it (``MonitorSet.process_lines``): skewed prediction
 times are clamped for the metrics and unknown to windows; skewed label times are unknown to the join.
 
-Snapshot: ``encode_state({"kind": "nlpmon.partition", "monitor_set": <MonitorSet snapshot bytes>,
-"quality": <QualitySet state>})``; a bare MonitorSet snapshot of earlier builds is still restored.
+The core is a ``service.monitor.pipeline.Pipeline``, the composition ``nlpmon replay`` drives too; its
+snapshot is the partition's (``Pipeline.snapshot``; a bare MonitorSet snapshot of earlier builds is still
+restored). Reference-file events join their labels as reference predictions (``Pipeline``).
 """
 
 from __future__ import annotations
@@ -24,21 +25,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from service.events import Event
 from service.kafka.processor import Record, Rejected
 from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm
-from service.monitor.monitor_set import STATE_KIND as MONITOR_SET_KIND
 from service.monitor.monitor_set import ClockSkew, MonitorSet
+from service.monitor.pipeline import Pipeline
 from service.monitor.reference import ReferenceProfile
 from service.quality.quality_monitor import QualityConfig
 from service.quality.quality_set import QualitySet
-from service.state import SnapshotError, decode_state, encode_state, malformed_state
+from service.state import malformed_state
 
-STATE_KIND = "nlpmon.partition"
 UNKEYED_MODELS_KEPT = 5
 
 
@@ -84,7 +82,8 @@ class References:
 
 
 class MonitorPartitionProcessor:
-    """Implements ``service.kafka.processor.PartitionProcessor`` over a MonitorSet. Not thread-safe.
+    """Implements ``service.kafka.processor.PartitionProcessor`` over a ``Pipeline`` (the core ``nlpmon
+    replay`` drives too): this shell only turns records into lines, times and rejections. Not thread-safe.
 
     ``clock``: the processing time (epoch seconds), read once per batch (see the module docstring).
     ``calibrations``: where the monitors' calibrations run (``service.monitor.calibration_jobs``; inline by
@@ -100,20 +99,30 @@ class MonitorPartitionProcessor:
         self.partition = partition
         self.config = config
         self._clock = clock
-        self.monitors = MonitorSet(config, references.profiles, references.events, executor=calibrations)
-        self.quality = QualitySet(quality)
-        self.joins = quality is not None  # None: no ground-truth topic, predictions skip the join
+        self.pipeline = Pipeline(config, references.profiles, references.events, quality, calibrations)
         self._on_alarms = on_alarms
         self.batch_stats = BatchStats()
+
+    @property
+    def monitors(self) -> MonitorSet:
+        return self.pipeline.monitors
+
+    @property
+    def quality(self) -> QualitySet:
+        return self.pipeline.quality
+
+    @property
+    def joins(self) -> bool:
+        """False: no ground-truth topic, predictions skip the join."""
+        return self.pipeline.joins
 
     def process(self, records: Sequence[Record]) -> list[Rejected]:
         """Decode, validate and monitor the records (one vectorised update per model); join them. Valid
         records without a Kafka key (or with an empty one) are counted in ``batch_stats.unkeyed``."""
         t0 = time.perf_counter()
         now = self._clock()
-        result = self.monitors.process_lines([r.value for r in records], now=now)
-        if result.events and self.joins:
-            self.quality.add_predictions(result.events, now=self._arrival(records, now))
+        result = self.pipeline.process_lines([r.value for r in records], now=now,
+                                             arrival=self._arrival(records, now))
         self.batch_stats.add(time.perf_counter() - t0, result.event_times, [r.reason for r in result.rejected],
                              result.clock_skew)
         if any(not r.key for r in records):
@@ -127,10 +136,10 @@ class MonitorPartitionProcessor:
         """Apply the calibrations that finished since the last batch and process the events their models
         held (between batches, so that a partition without new records does not keep them waiting). True
         when there were any."""
-        if not self.monitors.calibrating:
+        if not self.pipeline.calibrating:
             return False
         t0 = time.perf_counter()
-        alarms = self.monitors.poll()
+        alarms = self.pipeline.poll()
         self.batch_stats.add(time.perf_counter() - t0, [], [])
         if alarms and self._on_alarms is not None:
             self._on_alarms(alarms)
@@ -141,9 +150,9 @@ class MonitorPartitionProcessor:
         t0 = time.perf_counter()
         now = self._clock()
         cfg = self.config
-        rejected = self.quality.add_label_lines(
-            [r.value for r in records], now=self._arrival(records, now),
-            clock_range=(now - cfg.max_event_age_seconds, now + cfg.max_clock_skew_seconds))
+        rejected = self.pipeline.process_label_lines(
+            [r.value for r in records], arrival=self._arrival(records, now),
+            clock_range=(now - cfg.max_event_age_seconds, now + cfg.max_clock_skew_seconds)).rejected
         reasons: list[str] = [exc.reason for _, exc in rejected]
         if any(not r.key for r in records):
             refused = {i for i, _ in rejected}
@@ -154,41 +163,21 @@ class MonitorPartitionProcessor:
         return [Rejected(records[i].offset, exc.reason, exc.detail) for i, exc in rejected]
 
     def report(self) -> dict[str, Any]:
-        """``MonitorSet.report()`` with each (model, version)'s quality report under ``"quality"``."""
-        reports = self.monitors.report()
-        for key, q in self.quality.report().items():
-            rep = reports.get(key)
-            if rep is not None:  # quality of a version not yet monitored is shown once it is
-                rep["quality"] = q
-        return reports
+        """``Pipeline.report()``: each (model, version)'s report with its quality report under ``"quality"``."""
+        return self.pipeline.report()
 
     def orphan_labels(self) -> dict[str, int]:
-        """Models with labels on this partition but no prediction here: ``{model: labels received}``.
-
-        Their labels can never join (a partitioner or key mismatch between the two topics, or labels for
-        a model that never sends predictions), and no (model, version) report carries them.
-        """
-        return {model: mon.join.counters["labels"] for model, mon in self.quality.monitors.items()
-                if not mon.versions and mon.join.counters["labels"]}
+        """``Pipeline.orphan_labels``: models with labels on this partition but no prediction here."""
+        return self.pipeline.orphan_labels()
 
     def snapshot(self) -> bytes:
-        inner = np.frombuffer(self.monitors.snapshot(), dtype=np.uint8)
-        return encode_state({"kind": STATE_KIND, "monitor_set": inner, "quality": self.quality.state()})
+        return self.pipeline.snapshot()
 
     def restore(self, data: bytes) -> None:
         """Replace the state by a :meth:`snapshot`. Raises SnapshotError (a ValueError: the runner's
         StateRestoreError) on any bytes that are not one, however corrupt or hostile."""
-        s = decode_state(data)
         with malformed_state(f"snapshot of {self.topic}[{self.partition}]"):
-            if not isinstance(s, dict):
-                raise SnapshotError("not an nlpmon partition snapshot")
-            if s.get("kind") == MONITOR_SET_KIND:  # a snapshot of a build without the quality join
-                self.monitors.restore(data)
-                return
-            if s.get("kind") != STATE_KIND:
-                raise SnapshotError("not an nlpmon partition snapshot")
-            self.monitors.restore(np.asarray(s["monitor_set"], dtype=np.uint8).tobytes())
-            self.quality.restore(s["quality"])
+            self.pipeline.restore(data)
 
     def _arrival(self, records: Sequence[Record], now: float) -> float | None:
         """The batch's arrival time for the join: its newest record timestamp (seconds), if any, never later

@@ -1,8 +1,10 @@
 """The ``nlpmon run`` process: broker (embedded when none is configured), consumer loop, HTTP, progress.
 
 Threads: the consumer loop runs on the calling thread and owns every processor; after each batch it
-refreshes a copy of the model reports and the metrics (at most every ``report_interval_s``). The HTTP
-server threads only read that copy. The optional demo publisher runs on its own thread.
+refreshes the metrics from the models' metrics views (cheap: no page evidence; at most every
+``report_interval_s``). The page reports (``/api/models``, the pages) are built by the loop only when an
+HTTP thread asks for them (``reports``), and cached until the models change. The HTTP server threads
+never touch a processor. The optional demo publisher runs on its own thread.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
@@ -28,8 +32,9 @@ from service.kafka.runner_metrics import BatchReport
 from service.kafka.topics import TopicSetup
 from service.monitor.calibration_jobs import INLINE
 from service.monitor.model_monitor import Alarm
+from service.monitor.views import ModelMetrics
+from service.observability.exporter import NlpmonMetrics
 from service.observability.http import ObservabilityServer
-from service.observability.metrics import NlpmonMetrics
 from service.observability.oneline import one_line
 from service.replay import load_references
 
@@ -41,15 +46,15 @@ PROGRESS_MODELS = 10
 PROGRESS_NAME_CHARS = 64
 
 
-def progress_line(events: int, rate: float, lag: int, reports: dict[str, Any],
+def progress_line(events: int, rate: float, lag: int, reports: Mapping[str, ModelMetrics],
                   max_models: int | None = PROGRESS_MODELS) -> str:
     """One progress line: counts, then up to ``max_models`` models (drifting first, names escaped and cut
     to ``PROGRESS_NAME_CHARS``) and how many more there are, so that its length is bounded whatever the
     number of models or their names (None: every model, the unbounded form, for measurements)."""
     entries = []
     for key, rep in sorted(reports.items()):
-        drifting = [s for s, v in rep.get("signals", {}).items() if v.get("drift")]
-        state = f"DRIFT {','.join(drifting)}" if drifting else str(rep["status"]).replace("_", " ")
+        drifting = [s for s, v in rep.signals.items() if v.drift]
+        state = f"DRIFT {','.join(drifting)}" if drifting else rep.status.replace("_", " ")
         entries.append((not drifting, f"{one_line(key, PROGRESS_NAME_CHARS)}: {state}"))
     shown = entries if max_models is None else sorted(sorted(entries, key=lambda e: e[0])[:max_models],
                                                       key=lambda e: e[1])
@@ -86,7 +91,13 @@ class NlpmonService:
         # calibrations run beside the consumer loop (created in run, closed when it ends)
         self.calibrations: ThreadCalibrationExecutor | None = None
         self._lock = threading.Lock()
+        self._views: dict[str, ModelMetrics] = {}  # of the last metrics refresh (consumer loop only)
+        self._generation = 0  # metrics refreshes so far: page reports older than the last one are stale
+        # page reports and the refresh they were built after (under _lock); an HTTP thread's pending request
         self._reports: dict[str, Any] = {}
+        self._reports_generation = -1
+        self._page_request: Future[dict[str, Any]] | None = None
+        self.page_wait_s = 10.0  # how long an HTTP request waits for the loop to build the page reports
         self._pending_alarms: list[Alarm] = []
         self._last_report = -1e18
         self._last_progress = clock()
@@ -158,7 +169,10 @@ class NlpmonService:
             if proc.poll_calibrations():  # events held while a reference calibrated, processed now
                 self._dirty = True
         now = self.clock()
-        if self._dirty and (now - self._last_report >= self.report_interval_s or self._pending_alarms):
+        with self._lock:
+            asked = self._page_request is not None
+        # a page request refreshes the metrics first, so that pages and metrics show the same state
+        if self._dirty and (now - self._last_report >= self.report_interval_s or self._pending_alarms or asked):
             self._refresh(runner)
             self._last_report = now
             self._dirty = False
@@ -166,6 +180,7 @@ class NlpmonService:
             self.metrics.observe_runner(runner.metrics())
             self._refresh(runner)
             self._last_report = now
+        self._serve_page_request()
         if now - self._last_progress >= self.settings.progress_interval_s:
             self._progress(now)
 
@@ -174,25 +189,23 @@ class NlpmonService:
         for key in [k for k in self._processors if k not in assigned]:
             self._retired.append(self._processors.pop(key))  # revoked or lost: its state lives with the new owner
         if self._retired:  # count their work since the last refresh (checkpointed at the revoke) once more
-            final: dict[str, Any] = {}
+            final: dict[str, ModelMetrics] = {}
             for proc in self._retired:
-                final.update(proc.report())
+                final.update(proc.pipeline.metrics_views())
             self._retired = []
-            self.metrics.observe_reports(final)
-        reports: dict[str, Any] = {}
+            self.metrics.observe_models(final.values())
+        views: dict[str, ModelMetrics] = {}
         recounted: set[tuple[str, str]] = set()
         for (topic, partition), proc in self._processors.items():
-            for model_key, rep in proc.report().items():
+            for model_key, view in proc.pipeline.metrics_views().items():
                 if (topic, partition) in self._new_processors:
-                    recounted.add((str(rep.get("model")), str(rep.get("model_version"))))
-                if self.projections is not None:
-                    rep = self._umap(proc, model_key, rep)
-                if model_key in reports and model_key not in self._split_models:
+                    recounted.add((view.model, view.model_version))
+                if model_key in views and model_key not in self._split_models:
                     self._split_models.add(model_key)
                     log.warning("%s arrives on several partitions (now also %s[%d]): key events by model, "
                                 "or each partition monitors it separately and /models shows one", model_key,
                                 topic, partition)
-                reports[model_key] = rep
+                views[model_key] = view
             for model, labels in proc.orphan_labels().items():
                 if (model, partition) not in self._orphan_warned:
                     self._orphan_warned.add((model, partition))
@@ -200,18 +213,50 @@ class NlpmonService:
                                 "predictions are: key labels by model and use the predictions' partitioner "
                                 "(docs/events.md); they cannot join", labels, model,
                                 self.settings.ground_truth_topic, partition)
-        failed = [f"{key}: {rep['reference_error']}" for key, rep in sorted(reports.items())
-                  if rep.get("reference_error")
-                  and (str(rep.get("model")), str(rep.get("model_version"))) in self._file_reference_models]
+        failed = [f"{key}: {view.reference_error}" for key, view in sorted(views.items())
+                  if view.reference_error and (view.model, view.model_version) in self._file_reference_models]
         alarms, self._pending_alarms = self._pending_alarms, []
         self._new_processors.clear()
-        self.metrics.observe_reports(reports, alarms, recounted=recounted)
+        self.metrics.observe_models(views.values(), alarms, recounted=recounted)
         for a in alarms:
             log.warning("drift alarm: %s/%s %s score %.2f (%s over %d events) at event %s",
                         a.model, a.model_version, a.signal, a.score, a.statistic, a.window, a.event_id)
         with self._lock:
-            self._reports = reports
             self.reference_error = failed[0] if failed else None
+        self._views = views
+        self._generation += 1
+
+    def _page_reports(self) -> dict[str, Any]:
+        """The page reports of every model (``Pipeline.report``; the UMAP projection when configured), one
+        per model key as the metrics see them (the last partition of a split model). Consumer loop only."""
+        reports: dict[str, Any] = {}
+        for proc in self._processors.values():
+            for model_key, rep in proc.report().items():
+                reports[model_key] = self._umap(proc, model_key, rep) if self.projections is not None else rep
+        return reports
+
+    def _serve_page_request(self) -> None:
+        """Build the page reports an HTTP thread waits for (on the consumer loop, which owns the processors),
+        from the state the metrics were last refreshed from (while that is not so, the request waits for the
+        next poll, which refreshes first)."""
+        if self._dirty:
+            return
+        with self._lock:
+            request, self._page_request = self._page_request, None
+            generation = self._generation
+        if request is None:
+            return
+        try:
+            reports = self._page_reports()
+        except BaseException as exc:  # the waiting request gets the error; the loop goes on
+            request.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("building the page reports failed")
+            return
+        with self._lock:
+            self._reports, self._reports_generation = reports, generation
+        request.set_result(reports)
 
     def _umap(self, proc: MonitorPartitionProcessor, key: str, rep: dict[str, Any]) -> dict[str, Any]:
         """The report with its projection handed to the UMAP worker (never blocks; PCA with a note until
@@ -221,7 +266,7 @@ class NlpmonService:
         block = rep.get("projection")
         if mon is None or block is None:
             return rep
-        _, ids, _, recent, _ = mon.recent_embeddings.arrays()
+        _, ids, _, recent, _ = mon.evidence.recent_embeddings.arrays()
         if list(ids) != list(block["current"]["event_id"]):  # not the points the block shows: leave it
             return rep
         return {**rep, "projection": self.projections.apply(key, mon.profile, block, recent, mon.monitored_events)}
@@ -229,17 +274,26 @@ class NlpmonService:
     def _progress(self, now: float) -> None:
         rate = (self._events_seen - self._events_at_last_progress) / max(now - self._last_progress, 1e-9)
         self._last_progress, self._events_at_last_progress = now, self._events_seen
-        with self._lock:
-            reports = self._reports
         lag = sum(self.runner.metrics().lag.values()) if self.runner else 0
-        self.progress_stream.write(progress_line(self._events_seen, rate, lag, reports) + "\n")
+        self.progress_stream.write(progress_line(self._events_seen, rate, lag, self._views) + "\n")
         self.progress_stream.flush()
 
     # -- what HTTP reads --------------------------------------------------------------------------------
     def reports(self) -> dict[str, Any]:
-        """A copy of the latest model reports (safe from any thread)."""
+        """The model page reports, as of the last metrics refresh (safe from any thread). Built by the
+        consumer loop when asked (this call waits up to ``page_wait_s`` for its next poll) and cached until
+        the next refresh; while no loop runs, or when it does not answer in time, the last ones built."""
         with self._lock:
-            return dict(self._reports)
+            if self._reports_generation == self._generation or self.runner is None:
+                return dict(self._reports)
+            request = self._page_request
+            if request is None:
+                request = self._page_request = Future()
+        try:
+            return dict(request.result(timeout=self.page_wait_s))
+        except (FutureTimeout, CancelledError):
+            with self._lock:
+                return dict(self._reports)
 
     def readiness(self) -> dict[str, bool]:
         """The /readyz checks. ``group_member``: a member id at the last poll, and that poll recent enough
@@ -311,6 +365,10 @@ class NlpmonService:
                 self.runner.run(stop)
             finally:
                 stop.set()
+                with self._lock:
+                    request, self._page_request = self._page_request, None
+                if request is not None:
+                    request.cancel()  # the waiting HTTP thread answers with the last page reports
                 http.stop()
                 self.calibrations.close()
                 if self.projections is not None:

@@ -47,8 +47,9 @@ from service.kafka.dead_letter import (
 )
 from service.kafka.processor import Record, Rejected
 from service.monitor.config import MonitorConfig
+from service.monitor.views import ModelMetrics
+from service.observability.exporter import NlpmonMetrics
 from service.observability.http import ObservabilityServer
-from service.observability.metrics import NlpmonMetrics
 from service.quality.quality_monitor import QualityConfig
 from service.replay import load_references
 
@@ -184,9 +185,11 @@ class FaustMonitor:
             return
         self._dirty = False
         reports: dict[str, Any] = {}
+        views: dict[str, ModelMetrics] = {}
         for proc in self.processors.values():
             reports.update(proc.report())
-        self.metrics.observe_reports(reports)
+            views.update(proc.pipeline.metrics_views())
+        self.metrics.observe_models(views.values())
         with self._lock:
             self._reports = reports
 

@@ -17,7 +17,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -134,6 +134,16 @@ class LowestScores:
         return [x.as_dict() for x in self.items]
 
 
+class RecentPoints(NamedTuple):
+    """The events ``RecentEmbeddings`` keeps, columnar, oldest first (the projection's current points)."""
+
+    indices: list[int]  # monitored-event indices
+    event_ids: list[str]
+    texts: list[str | None]
+    embeddings: npt.NDArray[np.float32]  # (m, d)
+    scores: F64  # out-of-reference scores
+
+
 class RecentEmbeddings:
     """Document embeddings of the last ``capacity`` monitored events, with their out-of-reference score."""
 
@@ -155,12 +165,13 @@ class RecentEmbeddings:
             e = events[p]
             self.items.append((base + p, e.event_id, self.keep_text(e.text), e.embedding, s))
 
-    def arrays(self) -> tuple[list[int], list[str], list[str | None], npt.NDArray[np.float32], F64]:
+    def arrays(self) -> RecentPoints:
         """Indices, event ids, texts, embeddings (m, d) and scores of the kept events, oldest first."""
         if not len(self):
-            return [], [], [], np.zeros((0, 0), np.float32), np.zeros(0)
+            return RecentPoints([], [], [], np.zeros((0, 0), np.float32), np.zeros(0))
         idx, ids, texts, embs, scores = zip(*self.items, strict=True)
-        return list(idx), list(ids), list(texts), np.vstack(embs).astype(np.float32), np.asarray(scores)
+        return RecentPoints(list(idx), list(ids), list(texts), np.vstack(embs).astype(np.float32),
+                            np.asarray(scores))
 
 
 class LabelCodes(dict[str, int]):

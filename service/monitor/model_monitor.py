@@ -1,7 +1,10 @@
-"""The per-model monitor: reference, windows, calibrated signals, alarms and evidence. Pure.
+"""The per-model drift detector: reference, windows, calibrated signals, alarms. Pure.
 
 No Kafka, no HTTP, no wall clock, no global registry: the shell hands it batches of decoded events of
-one (model, version) and reads its report. The same code serves ``nlpmon run`` and ``nlpmon replay``.
+one (model, version) and reads its views: ``metrics_view`` (typed, cheap: every metrics refresh) and
+``report`` (the JSON of the pages and ``/api/models/<model>``: built when asked). What the pages show
+beside the detection (examples, outliers, projection, history) is ``service.monitor.page_evidence``,
+fed by this monitor. The same code serves ``nlpmon run`` and ``nlpmon replay``.
 
 Reference, in order of precedence: a loaded profile (``--reference`` file); events with
 ``"split": "reference"`` (calibrated when the next production event arrives); otherwise the first
@@ -23,7 +26,6 @@ held events; newer batches wait behind them.
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections import deque
 from concurrent.futures import Future
@@ -39,7 +41,7 @@ from service.drift.embedding import EmbeddingFeaturizer
 from service.drift.featurizers import event_rows
 from service.drift.items import ItemColumn, per_event_sums
 from service.drift.outliers import OutlierShareFeaturizer
-from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer, unit_rows
+from service.drift.shares import EventShareFeaturizer, unit_rows
 from service.drift.signal import SignalWindow
 from service.monitor.calibration_jobs import (
     INLINE,
@@ -50,21 +52,10 @@ from service.monitor.calibration_jobs import (
 )
 from service.monitor.config import MonitorConfig
 from service.monitor.duplicates import RecentIds
-from service.monitor.examples import (
-    QUANTILE_LEVELS,
-    LabelCodes,
-    LowestScores,
-    RecentConfidences,
-    RecentEmbeddings,
-    per_event_min,
-    quantiles_by_label,
-    top_two,
-    top_two_margins,
-)
-from service.monitor.history import ScoreHistory, ShareHistory
-from service.monitor.projection import ReferenceView, page_lookups, projection_report
+from service.monitor.page_evidence import CountedEvent, Outlier, PageEvidence, label_share_evidence
 from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall, check_reference_size
 from service.monitor.signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
+from service.monitor.views import LabelConfidence, LabelShare, ModelMetrics, RisingLabel, SignalMetrics
 from service.sketches.multiscale import MultiScaleWindow
 
 log = logging.getLogger(__name__)
@@ -94,15 +85,6 @@ class Alarm:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _prediction_detail(event: Any, _i: int) -> dict[str, Any]:
-    p = event.prediction
-    return {} if p is None else {"prediction": {"label": p.label, "score": p.score}}
-
-
-def _margin_detail(event: Any, i: int) -> dict[str, Any]:
-    return {**_prediction_detail(event, i), "top_two": top_two(event.prediction.probabilities)}
 
 
 @dataclass
@@ -149,10 +131,7 @@ class ModelMonitor:
         self.confidence_adwin: AdwinDetector | None = None
         self.change_points: list[dict[str, Any]] = []
         self._last_drift: dict[str, int] = {}
-        self._outliers: list[tuple[float, int, str, str | None, list[dict[str, Any]]]] = []
-        self._marked: list[tuple[float, int, str, str | None]] = []  # last events embedding_outliers counted
-        self._share_examples: dict[str, list[dict[str, Any]]] = {}  # last events tag_validity/span_boundary counted
-        self._reset_page_state()
+        self.evidence = PageEvidence(config, self._keep_text, self._restrict_text)
         if profile is not None:
             self._start(profile)
 
@@ -185,28 +164,11 @@ class ModelMonitor:
         longest = max(cfg.distribution_windows)
         self.label_confidence = MultiScaleWindow(2 * len(labels), (longest,), cfg.block_events)
         self.confidence_adwin = None
-        self._reset_page_state()
+        self.evidence.reset(tuple(self.windows))
         if "confidence" in profile.signals:
             # ADWIN's delta bounds its false detections per check; one check per block
             self.confidence_adwin = AdwinDetector(delta=min(0.01, cfg.false_alarm_rate * cfg.block_events))
         self.reference_error = None
-
-    def _reset_page_state(self) -> None:
-        """In-memory evidence for the pages (not in the snapshot): history, examples, recent embeddings."""
-        cfg = self.config
-        self.history = ScoreHistory(tuple(self.windows), cfg.history_points, cfg.history_events_per_point)
-        self.share_history = ShareHistory(cfg.history_points, cfg.history_events_per_point)
-        recent = max(cfg.distribution_windows)
-        self.lowest_confidence = LowestScores(cfg.outlier_examples, recent, cfg.block_events, self._keep_text)
-        self.smallest_margin = LowestScores(cfg.outlier_examples, recent, cfg.block_events, self._keep_text)
-        self.margins_seen = False
-        self.recent_embeddings = RecentEmbeddings(cfg.projection_points, self._keep_text)
-        self.recent_confidences = RecentConfidences(cfg.confidence_sample)
-        self.recent_span_lengths = RecentConfidences(cfg.confidence_sample)
-        self._span_reference: tuple[int, dict[str, Any]] | None = None
-        self._outlier_embeddings: dict[int, Any] = {}
-        self._reference_view: tuple[int, ReferenceView | None, dict[str, Any]] | None = None
-        self._page_cache: tuple[int, dict[str, Any]] | None = None
 
     def _keep_text(self, text: str | None) -> str | None:
         """An event's text as this monitor may keep it (``config.texts``: None, or redacted and cut)."""
@@ -445,8 +407,8 @@ class ModelMonitor:
                 scored[name] = (col.event, raw, item_rows)
                 if name == "embedding" and len(col):
                     scores = feat.outlier_scores(item_rows)
-                    self._track_outliers(scores, col.event, events)
-                    self.recent_embeddings.add(base, col.event, scores, events)
+                    self.evidence.track_outliers(scores, col.event, events, base)
+                    self.evidence.recent_embeddings.add(base, col.event, scores, events)
             elif isinstance(feat, OutlierShareFeaturizer):
                 if spec is None or spec.column not in scored:
                     continue  # its embedding signal is not running (an inconsistent profile)
@@ -455,14 +417,14 @@ class ModelMonitor:
                 rows = np.bincount(ev, weights=marks, minlength=n).astype(np.float64)[:, None]
                 items = np.bincount(ev, minlength=n).astype(np.float64)
                 upd = win.update_rows(rows, items, times)
-                self.share_history.add(base, rows[:, 0], items)
-                self._track_marked(marks, ev, raw, events, base)
+                self.evidence.share_history.add(base, rows[:, 0], items)
+                self.evidence.track_marked(marks, ev, raw, events, base)
             elif isinstance(feat, EventShareFeaturizer):
                 bad = feat.bad_units(col)
                 rows, items = unit_rows(col.event, bad, n)
                 upd = win.update_rows(rows, items, times)
                 if self.config.outlier_examples and bad.any():
-                    self._track_share_examples(name, bad, col, events, base)
+                    self.evidence.track_share_examples(name, bad, col, events, base)
             elif isinstance(feat, ClusterFeaturizer):
                 if spec is None or spec.column not in scored:
                     continue  # its embedding signal is not running (an inconsistent profile)
@@ -505,100 +467,11 @@ class ModelMonitor:
                                  "statistic": win.model.stat_names[int(upd.stat[-1])]}
         self._update_label_confidence(cols[SCORED_LABELS], cols["confidence"], n, times)
         if "span_length" in self.windows:
-            self.recent_span_lengths.add(list(cols[SPAN_LABELS].values), cols["span_length"].values)
-        self.history.add(base, times, ratios, flags)
-        self._track_examples(cols, events, base)
+            self.evidence.recent_span_lengths.add(list(cols[SPAN_LABELS].values), cols["span_length"].values)
+        self.evidence.history.add(base, times, ratios, flags)
+        self.evidence.track_examples(cols, events, base)
         alarms.sort(key=lambda a: a.position)
         return alarms
-
-    # -- evidence ---------------------------------------------------------------------------------------
-    def _track_outliers(self, scores: np.ndarray, event_pos: np.ndarray, events: list[Any]) -> None:
-        k = self.config.outlier_examples
-        if k == 0:
-            return
-        base = self.monitored_events - len(events)
-        horizon = base + len(events) - max(self.config.embedding_windows)
-        top = np.argsort(-scores)[:k]
-        kept = [o for o in self._outliers if o[1] >= horizon]
-        for t in top:
-            e = events[int(event_pos[t])]
-            ents = [{"label": x.label, "start": x.start, "end": x.end, "score": x.score} for x in e.entities]
-            kept.append((float(scores[t]), base + int(event_pos[t]), e.event_id,
-                         self._keep_text(e.text), ents))
-            if e.embedding is not None:
-                self._outlier_embeddings[base + int(event_pos[t])] = e.embedding
-        self._outliers = heapq.nlargest(k, kept, key=lambda o: o[0])
-        keep = {o[1] for o in self._outliers}
-        self._outlier_embeddings = {i: v for i, v in self._outlier_embeddings.items() if i in keep}
-
-    def _track_marked(self, marks: np.ndarray, event_pos: np.ndarray, scores: np.ndarray, events: list[Any],
-                      base: int) -> None:
-        """The most recent events the outlier share counted (at most ``outlier_examples``)."""
-        k = self.config.outlier_examples
-        hit = np.flatnonzero(marks > 0)[-k:] if k else np.zeros(0, np.int64)
-        for t in hit.tolist():
-            e = events[int(event_pos[t])]
-            text = self._keep_text(e.text)
-            self._marked.append((float(scores[t]), base + int(event_pos[t]), e.event_id, text))
-        self._marked = self._marked[-k:] if k else []
-
-    def _track_share_examples(self, name: str, bad: np.ndarray, col: ItemColumn, events: list[Any], base: int,
-                              context: int = 8) -> None:
-        """The most recent events an event-share signal counted (at most ``outlier_examples``): for
-        ``tag_validity`` the tokens around the first invalid tag (each with its tag and whether invalid),
-        for ``span_boundary`` the event's entities, tokens and how many of its entities cross a boundary."""
-        k = self.config.outlier_examples
-        first = np.flatnonzero(bad)
-        ev = col.event[first]
-        keep = np.concatenate([[True], ev[1:] != ev[:-1]])  # the first bad unit of each event
-        first, ev = first[keep][-k:], ev[keep][-k:]
-        out = self._share_examples.setdefault(name, [])
-        for j, e_pos in zip(first.tolist(), ev.tolist(), strict=True):
-            e = events[e_pos]
-            kept = self._restrict_text(e.text)  # None when texts are not kept; offsets hold when redacted
-            item: dict[str, Any] = {"index": base + e_pos, "event_id": e.event_id,
-                                    "text": self._keep_text(e.text)}
-            lo = int(np.searchsorted(col.event, e_pos))
-            hi = int(np.searchsorted(col.event, e_pos, side="right"))
-            if name == "tag_validity":
-                a, b = max(lo, j - context), min(hi, j + context + 1)
-                item["tokens"] = [{"text": self._restrict_text(e.tokens[u - lo].text), "tag": e.tokens[u - lo].tag,
-                                   "invalid": bool(bad[u])} for u in range(a, b)]
-                item["first_token"] = a - lo
-                item["tokens_in_event"] = hi - lo
-            else:
-                item["crossing_entities"] = int(np.count_nonzero(bad[lo:hi]))
-                item["entities"] = [{"label": x.label, "start": x.start, "end": x.end,
-                                     "text": None if kept is None or x.start is None or x.end is None
-                                     else kept[x.start:x.end][:200]} for x in e.entities[:20]]
-                item["tokens"] = [self._restrict_text(t.text) for t in e.tokens[:64]]
-            out.append(item)
-        self._share_examples[name] = out[-k:]
-
-    def _track_examples(self, cols: dict[str, ItemColumn], events: list[Any], base: int) -> None:
-        """Lowest-confidence and smallest-margin examples, recent confidences: vectorised per batch."""
-        n = len(events)
-        ent, doc = cols["confidence"], cols["prediction_confidence"]
-        pred = cols["prediction_label"]
-        doc_labels: list[str] = []
-        if len(doc):  # the predicted class of each scored document prediction
-            at = np.searchsorted(pred.event, doc.event)
-            doc_labels = [pred.values[int(i)] for i in at]
-        self.recent_confidences.add(list(cols[SCORED_LABELS].values) + doc_labels,
-                                    np.concatenate([ent.values, doc.values]))
-        if self.config.outlier_examples == 0:
-            return
-        if len(ent) or len(doc):
-            per_event, _ = per_event_min(np.concatenate([ent.values, doc.values]),
-                                         np.concatenate([ent.event, doc.event]), n)
-            self.lowest_confidence.offer(per_event, base, events, _prediction_detail)
-        if len(pred):
-            pos, margins = top_two_margins(events, pred.event)
-            if pos.size:
-                self.margins_seen = True
-                per_event = np.full(n, np.inf)
-                per_event[pos] = margins
-                self.smallest_margin.offer(per_event, base, events, _margin_detail)
 
     def _update_label_confidence(self, labels: ItemColumn, scores: ItemColumn, n: int, times: np.ndarray) -> None:
         if self.profile is None:
@@ -623,6 +496,49 @@ class ModelMonitor:
                 self.change_points.append({"signal": "confidence", "event": base + int(pos),
                                            **self.confidence_adwin.last_change})
                 self.change_points = self.change_points[-20:]
+
+    def metrics_view(self) -> ModelMetrics:
+        """What the metrics read (``service.monitor.views``): counts, status, every signal's score and flag and
+        the evidence figures exported as metrics. Cheap (no page evidence); built on every metrics refresh."""
+        if self.profile is None:
+            ref_events = self.pending_reference.size or self.auto_baseline.seen
+            return ModelMetrics(self.model, self.model_version, self.status, dict(self.events_total),
+                                dict(self.events_here), self.duplicates_here, ref_events, self.last_event_time,
+                                reference_error=self.reference_error)
+        signals = {name: self._signal_metrics(name, win) for name, win in self.windows.items()}
+        confidence = {label: LabelConfidence(c["mean"], int(c["count"]))
+                      for label, c in self.label_confidence_report().items()}
+        return ModelMetrics(self.model, self.model_version, self.status, dict(self.events_total),
+                            dict(self.events_here), self.duplicates_here, self.profile.events, self.last_event_time,
+                            signals, confidence, reference_error=self.reference_error)
+
+    def _signal_metrics(self, name: str, win: SignalWindow) -> SignalMetrics:
+        """One signal's metrics view: the same figures as its page evidence where the metrics export them."""
+        s = self.scores.get(name)
+        score, drift = (0.0 if s is None else float(s["score"])), self.flags.get(name, False)  # as the report
+        feat = win.model.featurizer
+        if isinstance(feat, LabelShareFeaturizer):
+            ev = label_share_evidence(win, feat)
+            return SignalMetrics(name, score, drift, rising_labels=tuple(
+                RisingLabel(str(r["label"]), float(r["score"])) for r in ev["rising_labels"]))
+        if isinstance(feat, (OutlierShareFeaturizer, EventShareFeaturizer, ClusterFeaturizer)):
+            return SignalMetrics(name, score, drift)
+        for w in sorted(win.model.windows, reverse=True):  # the longest window with data, as the evidence
+            cur = win.windows.current_sums(w)
+            if cur is not None and cur[1] > 0:
+                if isinstance(feat, CategoricalFeaturizer):
+                    return SignalMetrics(name, score, drift, window=w, moved_labels=tuple(
+                        LabelShare(str(m["label"]), float(m["reference"]), float(m["current"]))
+                        for m in feat.moved(cur[0])))
+                if isinstance(feat, BinnedFeaturizer):
+                    return SignalMetrics(name, score, drift, window=w,
+                                         quantile_levels=tuple(float(x) for x in feat.QUANTILE_LEVELS),
+                                         reference_quantiles=tuple(float(q) for q in feat.ref_quantiles),
+                                         current_quantiles=tuple(float(q) for q in feat.window_quantiles(cur[0])))
+                if isinstance(feat, EmbeddingFeaturizer):
+                    return SignalMetrics(name, score, drift, window=w)
+                break
+        return SignalMetrics(name, score, drift)
 
     def report(self) -> dict[str, Any]:
         """JSON-ready state of this monitor: status, every signal's score, threshold, flag and evidence."""
@@ -651,20 +567,19 @@ class ModelMonitor:
             s = self.scores.get(name, {"score": 0.0, "window": 0, "statistic": None})
             signals[name] = {**s, "threshold": 1.0, "drift": self.flags.get(name, False),
                              "alarms": self.alarm_counts.get(name, 0),
-                             **win.current(), "evidence": self._evidence(name, win),
+                             **win.current(), "evidence": self.evidence.signal_evidence(name, win, p),
                              "windows_not_evaluated": list(win.model.calibration.get("windows_not_evaluated", []))}
         out["signals"] = signals
         out["label_confidence"] = self.label_confidence_report()
         out["change_points"] = list(self.change_points)
-        out["outliers"] = [{"score": o[0], "index": o[1], "event_id": o[2], "text": o[3], "entities": o[4]}
-                           for o in self._outliers]
-        out["history"] = self.history.report()
+        out["outliers"] = [o.as_dict() for o in self.evidence.outliers]
+        out["history"] = self.evidence.history.report()
         share = self.windows.get("embedding_outliers")
         if share is not None and isinstance(share.model.featurizer, OutlierShareFeaturizer):
-            out["history"]["outlier_share"] = self.share_history.report(share.model.featurizer)
-        rate, span = self.history.events_per_second()
+            out["history"]["outlier_share"] = self.evidence.share_history.report(share.model.featurizer)
+        rate, span = self.evidence.history.events_per_second()
         out["throughput"] = {"events_per_second": rate, "over_seconds": span, "clock": "event time"}
-        page = self._page_views()
+        page = self.evidence.page_views(p, self.monitored_events)
         near = page["outlier_neighbours"]
         for o in out["outliers"]:
             o["nearest_reference"] = near.get(o["index"], [])
@@ -672,180 +587,6 @@ class ModelMonitor:
         out["projection"] = page["projection"]
         out["confidence_by_label"] = page["confidence_by_label"]
         return out
-
-    # -- page views: computed when the report is built, cached until new events arrive ---------------
-    def _reference_side(self) -> tuple[ReferenceView | None, dict[str, Any]]:
-        """The reference display sample in embedding coordinates and its per-label confidence quantiles
-        (once per profile)."""
-        assert self.profile is not None
-        if self._reference_view is not None and self._reference_view[0] == id(self.profile):
-            return self._reference_view[1], self._reference_view[2]
-        p = self.profile
-        sig = p.signals.get("embedding")
-        view = (ReferenceView.build(sig.featurizer, p.sample, p.outlier_quantiles)
-                if sig is not None and isinstance(sig.featurizer, EmbeddingFeaturizer) else None)
-        ref_conf: dict[str, Any] = {}
-        if p.sample is not None and p.sample.size:
-            cols = p.sample.columns()
-            labels: list[str] = list(cols[SCORED_LABELS].values) if SCORED_LABELS in cols else []
-            scores = [np.asarray(cols["confidence"].values, np.float64)] if labels else []
-            pred, doc = cols.get("prediction_label"), cols.get("prediction_confidence")
-            if pred is not None and doc is not None and len(doc):
-                at = np.searchsorted(pred.event, doc.event)
-                labels += [pred.values[int(i)] for i in at]
-                scores.append(np.asarray(doc.values, np.float64))
-            if labels:
-                codes = LabelCodes(cap=10**9)
-                ref_conf = quantiles_by_label(codes.encode(labels), np.concatenate(scores), codes.names)
-        self._reference_view = (id(p), view, ref_conf)
-        return view, ref_conf
-
-    def _page_views(self) -> dict[str, Any]:
-        if self._page_cache is not None and self._page_cache[0] == self.monitored_events:
-            return self._page_cache[1]
-        view, ref_conf = self._reference_side()
-        cur_conf = self.recent_confidences.quantiles()
-        rows: list[dict[str, Any]] = []
-        for label in sorted(set(ref_conf) | set(cur_conf)):
-            r, c = ref_conf.get(label), cur_conf.get(label)
-            rows.append({"label": label, "reference_count": r[0] if r else 0, "reference": r[1] if r else None,
-                         "current_count": c[0] if c else 0, "current": c[1] if c else None,
-                         "median_change": (c[1][2] - r[1][2]) if r and c else None})
-        rows.sort(key=lambda x: (-abs(x["median_change"]) if x["median_change"] is not None else 0.0,
-                                 -x["current_count"], x["label"]))
-        low, margin = self.lowest_confidence.items, self.smallest_margin.items
-        if view is not None:
-            idx = [o[1] for o in self._outliers]
-            ids = self.recent_embeddings.arrays()
-            near_cur, (near_low, near_margin, near_outliers) = page_lookups(
-                view, ids[3] if len(ids[0]) else np.zeros((0, view.featurizer.dim), np.float32),
-                [[x.embedding for x in low], [x.embedding for x in margin],
-                 [self._outlier_embeddings.get(i) for i in idx]])
-            near_out = dict(zip(idx, near_outliers, strict=True))
-            projection: dict[str, Any] | None = {**projection_report(view, *ids, near_cur),
-                                                 "reference_events": len(view), "current_events": len(ids[0])}
-        else:
-            near_low, near_margin, near_out = [[] for _ in low], [[] for _ in margin], {}
-            projection = None
-        margin_note = None if self.margins_seen else (
-            "no event carried prediction.probabilities for two or more classes: margins need per-class "
-            "probabilities (text classification); entities carry a single score")
-        page = {
-            "examples": {
-                "lowest_confidence": [{**x.as_dict(), "nearest_reference": nr} for x, nr in zip(low, near_low,
-                                                                                               strict=True)],
-                "smallest_margin": [{**x.as_dict(), "nearest_reference": nr} for x, nr in zip(margin, near_margin,
-                                                                                            strict=True)],
-                "margin_available": self.margins_seen, "margin_note": margin_note,
-                "recent_events": self.lowest_confidence.n_buckets * self.lowest_confidence.bucket,
-            },
-            "projection": projection,
-            "confidence_by_label": {"levels": list(QUANTILE_LEVELS), "current_sample": self.config.confidence_sample,
-                                    "labels": rows},
-            "outlier_neighbours": near_out,
-        }
-        self._page_cache = (self.monitored_events, page)
-        return page
-
-    def _evidence(self, name: str, win: SignalWindow) -> dict[str, Any]:
-        feat = win.model.featurizer
-        if isinstance(feat, OutlierShareFeaturizer):
-            return self._outlier_evidence(win, feat)
-        if isinstance(feat, LabelShareFeaturizer):
-            return self._label_share_evidence(win, feat)
-        if isinstance(feat, EventShareFeaturizer):
-            return self._share_evidence(name, win, feat)
-        if isinstance(feat, ClusterFeaturizer):
-            return {"marking_level": feat.level, "marking_threshold": feat.tau,
-                    "windows": [{"window": w, **feat.window_report(cur[0], cur[1])} for w in win.model.windows
-                                if (cur := win.windows.current_sums(w)) is not None]}
-        for w in sorted(win.model.windows, reverse=True):
-            cur = win.windows.current_sums(w)
-            if cur is not None and cur[1] > 0:
-                sums, items = cur
-                if isinstance(feat, CategoricalFeaturizer):
-                    return {"window": w, "moved_labels": feat.moved(sums)}
-                if isinstance(feat, BinnedFeaturizer):
-                    out = {"window": w, "levels": list(feat.QUANTILE_LEVELS),
-                           "reference_quantiles": [float(q) for q in feat.ref_quantiles],
-                           "current_quantiles": feat.window_quantiles(sums)}
-                    if name == "span_length":
-                        out["by_label"] = self._span_length_by_label()
-                    return out
-                if isinstance(feat, EmbeddingFeaturizer):
-                    return {"window": w, "moved_directions": feat.moved_directions(sums, items)}
-        return {}
-
-    def _outlier_evidence(self, win: SignalWindow, feat: OutlierShareFeaturizer) -> dict[str, Any]:
-        """Every full window's marked share against the expected and the alarming share, the share over
-        time (``history``) and the most recent texts the signal counted."""
-        windows = []
-        for w in win.model.windows:
-            cur = win.windows.current_sums(w)
-            if cur is not None:
-                windows.append({"window": w, **feat.share_report(cur[0], cur[1])})
-        return {"marking_level": feat.level, "marking_threshold": feat.tau,
-                "reference_exceedances": feat.exceedances, "scored_reference_items": feat.reference_items,
-                "expected_share": feat.expected_share, "windows": windows,
-                "counted": [{"score": o[0], "index": o[1], "event_id": o[2], "text": o[3]} for o in self._marked]}
-
-    def _share_evidence(self, name: str, win: SignalWindow, feat: EventShareFeaturizer) -> dict[str, Any]:
-        """Every full window's marked-event share (and bad-unit share) against the share the reference
-        predicts and the share that alarms; the most recent events counted."""
-        windows = []
-        for w in win.model.windows:
-            cur = win.windows.current_sums(w)
-            if cur is not None:
-                windows.append({"window": w, **feat.share_report(cur[0], cur[1])})
-        out: dict[str, Any] = {"reference_marked": feat.marked, "reference_events": feat.reference_items,
-                               "expected_share": feat.expected_share, "windows": windows,
-                               "examples": list(self._share_examples.get(name, []))}
-        if isinstance(feat, TagValidityFeaturizer):
-            out["scheme"] = feat.scheme
-            out["scheme_source"] = win.model.calibration.get("scheme_source")
-        return out
-
-    def _span_length_by_label(self) -> list[dict[str, Any]]:
-        """Per entity label: reference and recent span-length quantiles (at ``QUANTILE_LEVELS``), largest
-        change of the median first."""
-        assert self.profile is not None
-        p = self.profile
-        if self._span_reference is None or self._span_reference[0] != id(p):
-            ref: dict[str, Any] = {}
-            if p.sample is not None and p.sample.size:
-                cols = p.sample.columns()
-                if SPAN_LABELS in cols and "span_length" in cols:
-                    codes = LabelCodes(cap=10**9)
-                    ref = quantiles_by_label(codes.encode(list(cols[SPAN_LABELS].values)),
-                                             np.asarray(cols["span_length"].values, np.float64), codes.names)
-            self._span_reference = (id(p), ref)
-        ref = self._span_reference[1]
-        cur = self.recent_span_lengths.quantiles()
-        rows: list[dict[str, Any]] = []
-        for label in sorted(set(ref) | set(cur)):
-            r, c = ref.get(label), cur.get(label)
-            rows.append({"label": label, "reference_count": r[0] if r else 0, "reference": r[1] if r else None,
-                         "current_count": c[0] if c else 0, "current": c[1] if c else None,
-                         "median_change": (c[1][2] - r[1][2]) if r and c else None})
-        rows.sort(key=lambda x: (-abs(x["median_change"]) if x["median_change"] is not None else 0.0,
-                                 -x["current_count"], x["label"]))
-        return rows
-
-    def _label_share_evidence(self, win: SignalWindow, feat: LabelShareFeaturizer, top: int = 5) -> dict[str, Any]:
-        """Labels by how far their share rose above the reference's, on the score scale (1 = threshold):
-        each label's largest excess / threshold over the full windows."""
-        best: dict[int, dict[str, Any]] = {}
-        for j, w in enumerate(win.model.windows):
-            cur = win.windows.current_sums(w)
-            if cur is None or not cur[1] > 0:
-                continue
-            for row in feat.rising(cur[0]):
-                i = feat.labels.index(str(row["label"]))
-                score = float(row["excess"]) / float(win.model.thresholds[j, 0])
-                if i not in best or score > best[i]["score"]:
-                    best[i] = {**row, "score": score, "window": w}
-        ranked = sorted(best.values(), key=lambda r: (-r["score"], r["label"]))[:top]
-        return {"rising_labels": ranked, "label": ranked[0]["label"] if ranked and ranked[0]["score"] > 0 else None}
 
     def label_confidence_report(self) -> dict[str, dict[str, float]]:
         """Per-label mean confidence and count over the longest distribution window (empty until it is full)."""
@@ -874,11 +615,11 @@ class ModelMonitor:
             "label_confidence": self.label_confidence.state(),
             "adwin": None if self.confidence_adwin is None else self.confidence_adwin.state(),
             "change_points": self.change_points,
-            "outliers": [list(o) for o in self._outliers],
+            "outliers": [o.state() for o in self.evidence.outliers],
             "recent_ids": self.recent_ids.state(), "duplicate_events": self.duplicates,
-            "marked": [list(o) for o in self._marked],
-            "share_examples": self._share_examples,
-            "span_lengths": self.recent_span_lengths.state(),
+            "marked": [o.state() for o in self.evidence.marked],
+            "share_examples": self.evidence.share_examples,
+            "span_lengths": self.evidence.recent_span_lengths.state(),
             "calibration": None if self.calibration is None else
             {"source": self.calibration.job.source, "sample": self.calibration.job.sample.state()},
             "deferred": [[kind, [event_state(e, self.config.texts) for e in p] if kind != "clamp" else p]
@@ -909,14 +650,15 @@ class ModelMonitor:
         if s["adwin"] is not None and m.confidence_adwin is not None:
             m.confidence_adwin.load_state(s["adwin"])
         m.change_points = list(s["change_points"])
-        m._outliers = [(float(o[0]), int(o[1]), o[2], m._restrict_text(o[3]), o[4]) for o in s["outliers"]]
+        m.evidence.outliers = [Outlier.from_state(o, m._restrict_text) for o in s["outliers"]]
         if s.get("recent_ids") is not None:  # snapshots of earlier builds have none
             m.recent_ids = RecentIds.from_state(s["recent_ids"], config.duplicate_window_events)
             m.duplicates = int(s["duplicate_events"])
-        m._marked = [(float(o[0]), int(o[1]), o[2], m._restrict_text(o[3])) for o in s.get("marked", [])]
-        m._share_examples = {k: [m._restrict_example(x) for x in v] for k, v in (s.get("share_examples") or {}).items()}
+        m.evidence.marked = [CountedEvent.from_state(o, m._restrict_text) for o in s.get("marked", [])]
+        m.evidence.share_examples = {k: [m._restrict_example(x) for x in v]
+                                     for k, v in (s.get("share_examples") or {}).items()}
         if s.get("span_lengths") is not None:  # snapshots of earlier builds have none
-            m.recent_span_lengths.load_state(s["span_lengths"])
+            m.evidence.recent_span_lengths.load_state(s["span_lengths"])
         m._deferred = deque((str(kind), (None if p is None else float(p)) if kind == "clamp"
                              else [event_from_state(e) for e in p]) for kind, p in s.get("deferred", []))
         cal = s.get("calibration")

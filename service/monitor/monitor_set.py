@@ -29,6 +29,7 @@ from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
 from service.monitor.config import MonitorConfig
 from service.monitor.model_monitor import Alarm, ModelMonitor
 from service.monitor.reference import ReferenceProfile
+from service.monitor.views import ModelMetrics
 from service.state import decode_state, encode_state
 
 STATE_KIND = "nlpmon.monitor_set"
@@ -205,7 +206,12 @@ class MonitorSet:
         return BatchResult(alarms, rejected, len(events), times, events, skews, positions)
 
     def report(self) -> dict[str, Any]:
+        """``{"model/version": ModelMonitor.report()}``: the page reports (JSON), built when asked."""
         return {f"{m}/{v}": mon.report() for (m, v), mon in sorted(self.monitors.items())}
+
+    def metrics_views(self) -> dict[str, ModelMetrics]:
+        """``{"model/version": ModelMonitor.metrics_view()}``: what the metrics read (cheap)."""
+        return {f"{m}/{v}": mon.metrics_view() for (m, v), mon in sorted(self.monitors.items())}
 
     # -- state ------------------------------------------------------------------------------------------
     def snapshot(self) -> bytes:

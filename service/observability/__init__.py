@@ -1,6 +1,7 @@
 """Observability of nlpmon: Prometheus metrics (declared once in ``metrics``) and the HTTP server.
 
-- ``metrics``: ``METRICS`` (the declaration), ``metric_catalogue()``, ``NlpmonMetrics`` (fed once per batch).
+- ``metrics``: ``METRICS`` (the one declaration of every metric, with help text), ``metric_catalogue()``.
+- ``exporter``: ``NlpmonMetrics``, which registers them and keeps them current (fed once per batch).
 - ``quality_series``: which samples a report's quality block (delayed ground truth) makes.
 - ``histograms``: the vectorised event-age histogram and the mirrored label-delay histogram.
 - ``http``: ``ObservabilityServer`` serving ``/metrics``, ``/healthz``, ``/readyz``, the JSON API
@@ -12,8 +13,9 @@ Both take what varies as arguments (registry, clocks, address, report and health
 touches the global Prometheus registry, Kafka or the monitors.
 """
 
+from service.observability.exporter import NlpmonMetrics
 from service.observability.http import HttpBindError, ObservabilityServer, json_bytes, to_jsonable
-from service.observability.metrics import METRICS, MetricSpec, NlpmonMetrics, catalogue_markdown, metric_catalogue
+from service.observability.metrics import METRICS, MetricSpec, catalogue_markdown, metric_catalogue
 
 __all__ = [
     "METRICS",

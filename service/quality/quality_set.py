@@ -12,7 +12,7 @@ latest time the model's join has seen.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from service.events import Event
@@ -47,11 +47,14 @@ class QualitySet:
             _expire(mon, now)
 
     def add_label_lines(self, lines: Sequence[bytes | str | None], now: float | None = None,
-                        clock_range: tuple[float, float] | None = None) -> list[tuple[int, InvalidEvent]]:
+                        clock_range: tuple[float, float] | None = None,
+                        before_join: Callable[[Sequence[GroundTruth]], None] | None = None,
+                        ) -> list[tuple[int, InvalidEvent]]:
         """Decode raw label events, join them; returns ``(position, error)`` of the invalid ones.
 
         ``clock_range``: ``(earliest, latest)`` plausible label times around the processing time; a label
         whose timestamp lies outside is joined as one without a timestamp (its delay is not measured).
+        ``before_join``: called with the valid labels before they are joined.
         """
         present = [(i, raw) for i, raw in enumerate(lines) if raw is not None]
         good, bad = decode_ground_truth_lines([raw for _, raw in present])
@@ -63,6 +66,8 @@ class QualitySet:
         rejected = [(present[i][0], exc) for i, exc in bad]
         rejected += [(i, InvalidEvent("malformed_json", "message has no value"))
                      for i, raw in enumerate(lines) if raw is None]
+        if before_join is not None and good:
+            before_join(good)
         self.add_labels(good, now)
         return sorted(rejected, key=lambda r: r[0])
 

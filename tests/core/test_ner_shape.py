@@ -385,7 +385,7 @@ def test_page_shows_invalid_sequences_crossing_entities_and_span_lengths_by_labe
 def test_new_signals_are_exported_as_drift_series() -> None:
     from prometheus_client import CollectorRegistry
 
-    from service.observability.metrics import NlpmonMetrics
+    from service.observability.exporter import NlpmonMetrics
 
     rng = np.random.default_rng(6)
     config = MonitorConfig(disabled_signals=tuple(s for s in SIGNAL_NAMES if s not in NEW))

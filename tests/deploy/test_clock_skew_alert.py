@@ -16,7 +16,7 @@ from service.app.processor import MonitorPartitionProcessor, References
 from service.demo import SyntheticStream
 from service.kafka.processor import Record
 from service.monitor.config import MonitorConfig
-from service.observability.metrics import NlpmonMetrics
+from service.observability.exporter import NlpmonMetrics
 from tests.deploy.conftest import RULE_TESTS, RULES
 from tests.deploy.test_alert_rules import Tools
 

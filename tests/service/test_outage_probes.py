@@ -18,8 +18,8 @@ from service.app.settings import ServiceSettings
 from service.kafka.broker import free_loopback_port
 from service.kafka.client_log import ClientErrorGate
 from service.kafka.runner_metrics import RunnerMetrics
+from service.observability.exporter import NlpmonMetrics
 from service.observability.http import ObservabilityServer
-from service.observability.metrics import NlpmonMetrics
 
 
 def runner_metrics(**kw: Any) -> RunnerMetrics:
