@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from service.app.service import progress_line
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.observability import pages
-from service.observability.http import json_bytes, page_of_models
+from nlpmon.app.service import progress_line
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability import pages
+from nlpmon.observability.http import json_bytes, page_of_models
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from service.demo.generator import SyntheticStream
-from service.kafka.broker import EmbeddedBroker, free_loopback_port
-from service.kafka.publish import publish_file
+from nlpmon.demo.generator import SyntheticStream
+from nlpmon.kafka.broker import EmbeddedBroker, free_loopback_port
+from nlpmon.kafka.publish import publish_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def run(lines: list[str], outage_s: float | None, tmp: Path) -> dict[str, Any]:
     log = tmp / f"nlpmon-{port}.log"
     restarted: EmbeddedBroker | None = None
     with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run"], cwd=ROOT, env=env, stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "nlpmon.cli", "run"], cwd=ROOT, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT)
         try:
             m = wait(lambda: re.search(r"models at http://127\.0\.0\.1:(\d+)/", log.read_text()), 60, "start-up")

@@ -1,7 +1,7 @@
 """CPU cost of calibrating one reference (``ReferenceProfile.calibrate``), broken down per part.
 
 Prints a markdown table: CPU seconds per 3,000-event reference of 384-dim embeddings, the synthetic
-events built as ``benchmarks/replay_throughput.py`` builds them (``service.demo``, seed 1). One core: run
+events built as ``benchmarks/replay_throughput.py`` builds them (``nlpmon.demo``, seed 1). One core: run
 with OPENBLAS_NUM_THREADS=1. Each part is timed by wrapping the function that does it (CPU time of this
 process, ``time.process_time``); "rest" is the total minus the parts. Best of ``--repeats`` runs.
 
@@ -25,26 +25,26 @@ from typing import Any
 
 import numpy as np
 
-from service.demo import SyntheticStream
-from service.events import decode_event
-from service.monitor.config import MonitorConfig
-from service.monitor.reference import ReferenceProfile, ReferenceSample
-from service.monitor.signals import extract_columns
+from nlpmon.demo import SyntheticStream
+from nlpmon.events import decode_event
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.reference import ReferenceProfile, ReferenceSample
+from nlpmon.monitor.signals import extract_columns
 
 BETA_BINOMIAL = "outlier share: beta-binomial count thresholds"
 #: (part, module, attribute): a function whose CPU time is the part's. Parts nest nowhere: each is
 #: called from the calibration code, never from another listed part. Missing attributes are skipped (so
 #: the same script measures the code before and after a change).
 PARTS: tuple[tuple[str, str, str], ...] = (
-    ("featurizer fits (deployed + one per split)", "service.drift.signal", "fit_featurizer"),
-    ("held-out event rows", "service.drift.signal", "event_rows"),
-    ("resampled windows and their statistics", "service.drift.signal", "resample_window_sums"),  # before
-    ("resampled windows and their statistics", "service.drift.signal", "resampled_statistics"),  # after
+    ("featurizer fits (deployed + one per split)", "nlpmon.drift.signal", "fit_featurizer"),
+    ("held-out event rows", "nlpmon.drift.signal", "event_rows"),
+    ("resampled windows and their statistics", "nlpmon.drift.signal", "resample_window_sums"),  # before
+    ("resampled windows and their statistics", "nlpmon.drift.signal", "resampled_statistics"),  # after
 
-    ("thresholds (quantile / GPD tail fit)", "service.drift.signal", "calibrate_threshold"),
-    ("outlier share: out-of-sample scores", "service.drift.signal", "out_of_sample_scores"),
-    (BETA_BINOMIAL, "service.drift.outliers", "count_thresholds"),
-    ("page projection: out-of-sample quantiles", "service.monitor.projection", "out_of_sample_quantiles"),
+    ("thresholds (quantile / GPD tail fit)", "nlpmon.drift.signal", "calibrate_threshold"),
+    ("outlier share: out-of-sample scores", "nlpmon.drift.signal", "out_of_sample_scores"),
+    (BETA_BINOMIAL, "nlpmon.drift.outliers", "count_thresholds"),
+    ("page projection: out-of-sample quantiles", "nlpmon.monitor.projection", "out_of_sample_quantiles"),
 )
 
 
@@ -111,9 +111,9 @@ def loop_stall(dim: int, worker: bool, rounds: int = 1000) -> dict[str, float]:
     """Wall seconds of the longest loop iteration, the iterations run while a new model's reference
     calibrates (inline, or on the worker thread; ``rounds`` bounds them) and whether the profile was applied
     within them (else it is waited for after them)."""
-    from service.app.calibration_worker import ThreadCalibrationExecutor
-    from service.monitor.calibration_jobs import INLINE
-    from service.monitor.monitor_set import MonitorSet
+    from nlpmon.app.calibration_worker import ThreadCalibrationExecutor
+    from nlpmon.monitor.calibration_jobs import INLINE
+    from nlpmon.monitor.monitor_set import MonitorSet
 
     config = MonitorConfig()
     other = SyntheticStream(seed=2, dim=dim, base64_embeddings=True, model="other")

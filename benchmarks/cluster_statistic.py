@@ -28,7 +28,7 @@ reference mean (all 384 dimensions, the residual included).
 
 Calibration (not ``count``): as ``calibrate_signal``: 6 random halvings of the reference; the featurizer
 and the marking threshold fitted on one half, windows resampled with replacement from the other half's
-rows, threshold = the 1 - alpha/M quantile (tail fit beyond reach, service.drift.calibration). Unlike the
+rows, threshold = the 1 - alpha/M quantile (tail fit beyond reach, nlpmon.drift.calibration). Unlike the
 built signal, the pairs of an event with its own copies are kept here (higher thresholds on long windows).
 """
 
@@ -47,10 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from baseline_outliers import embeddings
 from mixture import build_mixture, make_stream, reference_seed
 
-from service.drift.calibration import calibrate_threshold
-from service.drift.embedding import EmbeddingFeaturizer, out_of_sample_scores
-from service.drift.outliers import OutlierShareFeaturizer
-from service.drift.signal import resample_window_sums, samples_for_window
+from nlpmon.drift.calibration import calibrate_threshold
+from nlpmon.drift.embedding import EmbeddingFeaturizer, out_of_sample_scores
+from nlpmon.drift.outliers import OutlierShareFeaturizer
+from nlpmon.drift.signal import resample_window_sums, samples_for_window
 
 DOMAINS = ("quotes", "pydocs")
 WINDOWS = (20, 50, 100, 200, 500, 1000)
@@ -97,7 +97,7 @@ def statistic(sums: np.ndarray, kind: str, n: int = 0) -> np.ndarray:
 
 
 def count_thresholds_exact(x_ref: np.ndarray, q: float) -> np.ndarray:
-    """The existing signal's exact beta-binomial thresholds (service.drift.outliers) at level q, as
+    """The existing signal's exact beta-binomial thresholds (nlpmon.drift.outliers) at level q, as
     thresholds on the count (alarm when count > threshold)."""
     deployed = EmbeddingFeaturizer.fit(x_ref, 32, 128, np.random.default_rng(0))
     scores = out_of_sample_scores(deployed, x_ref, np.random.default_rng(3))

@@ -24,11 +24,11 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.kafka.broker import EmbeddedBroker
-from service.kafka.processor import Record, Rejected
-from service.kafka.runner import ConsumerRunner
-from service.kafka.settings import KafkaSettings
-from service.kafka.topics import create_topic
+from nlpmon.kafka.broker import EmbeddedBroker
+from nlpmon.kafka.processor import Record, Rejected
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.topics import create_topic
 
 
 def make_event(i: int, rng: random.Random, dims: int = 300) -> bytes:

@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 
 import orjson  # the reference parser (dev extra)
 
-from service.demo import SyntheticStream
-from service.events import EventDecoder
-from service.events.decode import _DECODER, _build
-from service.events.depth import MAX_JSON_DEPTH, exceeds_depth
+from nlpmon.demo import SyntheticStream
+from nlpmon.events import EventDecoder
+from nlpmon.events.decode import _DECODER, _build
+from nlpmon.events.depth import MAX_JSON_DEPTH, exceeds_depth
 
 
 def events(n: int, *, b64: bool, tokens_factor: int = 1, unknown: bool = False) -> list[bytes]:

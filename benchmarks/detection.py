@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_outliers import alarms as baseline_alarms
 from mixture import build_mixture, make_stream, reference_seed
 
-from service.monitor.config import MonitorConfig
-from service.monitor.signals import SIGNAL_NAMES
-from service.replay import replay
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.signals import SIGNAL_NAMES
+from nlpmon.replay import replay
 
 DOMAINS = ("quotes", "pydocs")
 SWITCH_SIGNALS = ("embedding", "embedding_outliers", "embedding_clusters", "entity_label", "token_tag",

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from service.drift.spans import align_tokens
+from nlpmon.drift.spans import align_tokens
 
 SCHEME_LETTERS = {"iob2": ("B", "I", "I", "B"), "bioes": ("B", "I", "E", "S"), "biluo": ("B", "I", "L", "U")}
 

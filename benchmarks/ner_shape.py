@@ -23,9 +23,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ner_faults import rewrite
 
-from service.monitor.config import MonitorConfig
-from service.monitor.signals import SIGNAL_NAMES
-from service.replay import replay
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.signals import SIGNAL_NAMES
+from nlpmon.replay import replay
 
 NEW = ("tag_validity", "span_length", "span_boundary")
 SCHEMES = {"pydocs": "iob2", "quotes": "bioes"}

@@ -31,25 +31,29 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from service.demo import SyntheticStream
-from service.events import decode_event
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.observability import pages
-from service.observability.http import ObservabilityServer, json_bytes
+from nlpmon.demo import SyntheticStream
+from nlpmon.events import decode_event
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability import pages
+from nlpmon.observability.http import ObservabilityServer, json_bytes
 
 OFF = {"history_points": 0, "projection_points": 0, "confidence_sample": 0}
 
 # Runs in this tree or in --baseline-tree (only APIs both have): prints monitor µs/event per batch size.
 CHILD = r"""
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-import service
-assert service.__file__.startswith(sys.argv[1]), (service.__file__, "is not from", sys.argv[1])
-from service.demo import SyntheticStream
-from service.events import decode_event
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
+import importlib.util, json, sys, time
+sys.path.insert(0, sys.argv[1])  # older trees import themselves as `service`; the package folder is nlpmon here
+spec = importlib.util.spec_from_file_location("nlpmon", sys.argv[1] + "/service/__init__.py",
+                                              submodule_search_locations=[sys.argv[1] + "/service"])
+nlpmon = importlib.util.module_from_spec(spec)
+sys.modules["nlpmon"] = nlpmon
+spec.loader.exec_module(nlpmon)
+assert nlpmon.__file__.startswith(sys.argv[1]), (nlpmon.__file__, "is not from", sys.argv[1])
+from nlpmon.demo import SyntheticStream
+from nlpmon.events import decode_event
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
 n, batches, configs = int(sys.argv[2]), [int(b) for b in sys.argv[3].split(",")], json.loads(sys.argv[4])
 ref = [json.dumps(e) for e in SyntheticStream(seed=1).events(3000, "reference")]
 s = SyntheticStream(seed=1, drift_at=3000 + n // 2)

@@ -32,9 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.demo import SyntheticStream  # noqa: E402
-from service.kafka.broker import EmbeddedBroker  # noqa: E402
-from service.kafka.publish import create_topic  # noqa: E402
+from nlpmon.demo import SyntheticStream  # noqa: E402
+from nlpmon.kafka.broker import EmbeddedBroker  # noqa: E402
+from nlpmon.kafka.publish import create_topic  # noqa: E402
 
 PARTITIONS = 4
 POLL_S = 1.0  # the members refresh their reports (and so the counters) once a second
@@ -86,7 +86,7 @@ def run(bootstrap: str, topic: str, processes: int, n: int, config: Path, profil
            "PYTHONPATH": str(ROOT)}
     log = work / f"run-{processes}.log"
     with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--processes", str(processes),
+        proc = subprocess.Popen([sys.executable, "-m", "nlpmon.cli", "run", "--processes", str(processes),
                                  "--config", str(config), *[a for p in profiles for a in ("--reference", str(p))]],
                                 env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
         try:
@@ -144,7 +144,7 @@ def main() -> None:
         ref = work / "reference.jsonl"
         ref.write_bytes(b"\n".join(line for _, line in events(args.models, args.reference_per_model,
                                                                "reference", 100)) + b"\n")
-        subprocess.run([sys.executable, "-m", "service.cli", "calibrate", str(ref), "--out", str(work / "profiles"),
+        subprocess.run([sys.executable, "-m", "nlpmon.cli", "calibrate", str(ref), "--out", str(work / "profiles"),
                         "--config", str(config)], cwd=ROOT, check=True, capture_output=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
         profiles = sorted((work / "profiles").glob("*.nlpmon"))

@@ -1,7 +1,7 @@
 """Replay throughput and the monitor's own cost, beside the pure decode rate of the same file.
 
 Prints a markdown table. Single core: run with OPENBLAS_NUM_THREADS=1 (``make bench`` does).
-Synthetic events (``service.demo``), so it runs anywhere; ``--data DIR`` adds rows for real NER data.
+Synthetic events (``nlpmon.demo``), so it runs anywhere; ``--data DIR`` adds rows for real NER data.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/replay_throughput.py [--events 20000]
 """
@@ -23,13 +23,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ner_faults import tag_event
 
-from service.demo import SyntheticStream
-from service.drift.spans import align_tokens
-from service.events import decode_event
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.monitor.signals import extract_columns
-from service.state import encode_state
+from nlpmon.demo import SyntheticStream
+from nlpmon.drift.spans import align_tokens
+from nlpmon.events import decode_event
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.signals import extract_columns
+from nlpmon.state import encode_state
 
 BATCH = 2000
 
@@ -114,9 +114,9 @@ def measure(dim: int, b64: bool, n: int, tmp: Path) -> dict[str, float]:
 
 def breakdown(n: int, tmp: Path) -> list[tuple[str, float]]:
     """Per-part cost of the monitor (µs/event) for 384-dim base64 events: where the time goes."""
-    from service.drift.embedding import EmbeddingFeaturizer
-    from service.drift.featurizers import event_rows
-    from service.drift.items import per_event_sums
+    from nlpmon.drift.embedding import EmbeddingFeaturizer
+    from nlpmon.drift.featurizers import event_rows
+    from nlpmon.drift.items import per_event_sums
 
     ref_path, ev_path = tmp / "bd-ref.jsonl", tmp / "bd-ev.jsonl"
     write_stream(ref_path, 3000, 384, True, "reference", seed=1)
@@ -165,7 +165,7 @@ def quality_costs(n: int, tmp: Path) -> list[tuple[str, str]]:
     import json
     import random
 
-    from service.quality import QualityConfig, QualitySet, decode_ground_truth
+    from nlpmon.quality import QualityConfig, QualitySet, decode_ground_truth
 
     ev_path = tmp / "q-ev.jsonl"
     write_stream(ev_path, n, 384, True, "production", seed=2)
@@ -268,8 +268,8 @@ def partial_drift_cost(n: int, tmp: Path, rounds: int = 7, signals: tuple[str, .
 def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
     """µs/event of each piece of work the partial-drift signals add, timed inside one monitor's batches
     (their rows reuse the embedding scores and label counts the other signals compute anyway)."""
-    from service.drift.featurizers import event_rows
-    from service.drift.items import per_event_sums
+    from nlpmon.drift.featurizers import event_rows
+    from nlpmon.drift.items import per_event_sums
 
     ref_path, ev_path = tmp / "pdp-ref.jsonl", tmp / "pdp-ev.jsonl"
     write_stream(ref_path, 3000, 384, True, "reference", seed=1)
@@ -330,7 +330,7 @@ def ner_shape_parts(n: int, tmp: Path, rounds: int = 5) -> list[tuple[str, float
     """µs/event of the work the tag-validity and span-shape signals add outside their windows: the token
     alignment in the flattening (extract_columns with and without it, tokens without and with offsets) and
     the tag-validity marks."""
-    from service.drift.shares import TagValidityFeaturizer, unit_rows
+    from nlpmon.drift.shares import TagValidityFeaturizer, unit_rows
 
     path, given = tmp / "ns-parts.jsonl", tmp / "ns-parts-offsets.jsonl"
     write_stream(path, n, 384, True, "production", seed=1, tags="iob2")
@@ -341,7 +341,7 @@ def ner_shape_parts(n: int, tmp: Path, rounds: int = 5) -> list[tuple[str, float
     chunks_o = [with_offsets[i:i + BATCH] for i in range(0, n, BATCH)]
     feat = TagValidityFeaturizer(0, 0, np.ones(1), 0.0, scheme="iob2")
     cols = [extract_columns(c)[0] for c in chunks]
-    from service.events.decode import _check_token_spans
+    from nlpmon.events.decode import _check_token_spans
 
     toks, toks_o = [e.tokens for e in events if e.tokens], [e.tokens for e in with_offsets if e.tokens]
     best = {"on": float("inf"), "off": float("inf"), "on_o": float("inf"), "tags": float("inf"),

@@ -3,7 +3,7 @@ the same topic measured in the same run (prints a markdown table).
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/service_throughput.py [--events 30000]
 
-Synthetic NER events (``service.demo``: 384-dim embeddings, entities, ~30 tokens) on the embedded Tansu
+Synthetic NER events (``nlpmon.demo``: 384-dim embeddings, entities, ~30 tokens) on the embedded Tansu
 broker. The reference profile is calibrated before the clock starts, so the rate is steady-state
 monitoring: decode, validate, per-model update, dead letters, snapshots and commits.
 """
@@ -24,15 +24,15 @@ from confluent_kafka import Producer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from consume_rate import raw_consume_rate
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.demo import SyntheticStream
-from service.kafka.broker import EmbeddedBroker
-from service.kafka.runner import ConsumerRunner
-from service.kafka.settings import KafkaSettings
-from service.kafka.topics import create_topic
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.quality import QualityConfig
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.demo import SyntheticStream
+from nlpmon.kafka.broker import EmbeddedBroker
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.topics import create_topic
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.quality import QualityConfig
 
 
 def produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:

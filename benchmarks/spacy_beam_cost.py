@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.events.builders import events_from_spacy
+from nlpmon.events.builders import events_from_spacy
 from tests.clients.local_texts import copyright_paragraphs, python_docstrings
 
 

@@ -60,12 +60,12 @@ def longest_stall(work: threading.Thread) -> float:
 
 
 def child(size: int, recent: int, data: Path | None) -> dict[str, float]:
-    from service.drift.embedding import EmbeddingFeaturizer
+    from nlpmon.drift.embedding import EmbeddingFeaturizer
 
     ref, cur = embeddings(data, size, 1), embeddings(data, recent, 2)
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    from service.monitor.umap_projection import fit_umap, umap_missing
+    from nlpmon.monitor.umap_projection import fit_umap, umap_missing
 
     missing = umap_missing()
     if missing:

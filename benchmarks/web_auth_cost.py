@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.observability.http import ObservabilityServer
-from service.observability.web_config import load_web_config
+from nlpmon.observability.http import ObservabilityServer
+from nlpmon.observability.web_config import load_web_config
 from tests.tls_certs import bcrypt_hash, make_certs
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service.kafka.broker import EmbeddedBroker
+from nlpmon.kafka.broker import EmbeddedBroker
 
 PROBE = r'''
 import sys, time, uuid

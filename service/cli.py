@@ -1,6 +1,6 @@
 """The ``nlpmon`` command line. Each subcommand is a thin shell around the library.
 
-Errors a user can meet (missing file, bad config, bad value, unreachable broker: every ``service.errors.UserError``)
+Errors a user can meet (missing file, bad config, bad value, unreachable broker: every ``nlpmon.errors.UserError``)
 end in one line on stderr and exit 2; any other exception is a bug and ends in a traceback (exit 1).
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from service.errors import UserError
-from service.monitor.config import MonitorConfig
-from service.observability.oneline import OneLineFormatter
-from service.quality.quality_monitor import QualityConfig
+from .errors import UserError
+from .monitor.config import MonitorConfig
+from .observability.oneline import OneLineFormatter
+from .quality.quality_monitor import QualityConfig
 
 
 class UsageError(UserError):
@@ -70,14 +70,14 @@ def _bad_setting(section: str, exc: ValidationError) -> str:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from service.events import json_schema
+    from .events import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from service.replay import replay, summary, terminal_progress
+    from .replay import replay, summary, terminal_progress
 
     config = load_monitor_config(args.config, {"false_alarm_rate": args.false_alarm_rate})
     for p in [args.events, *(args.reference or []), *([args.ground_truth] if args.ground_truth else [])]:
@@ -101,8 +101,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from service.monitor.model_monitor import ModelMonitor
-    from service.replay import load_references
+    from .monitor.model_monitor import ModelMonitor
+    from .replay import load_references
 
     config = load_monitor_config(args.config, {"false_alarm_rate": args.false_alarm_rate})
     if not Path(args.reference).is_file():
@@ -135,9 +135,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from service.app.demo import DemoPlan
-    from service.app.service import NlpmonService
-    from service.app.settings import SettingsError, load_settings
+    from .app.demo import DemoPlan
+    from .app.service import NlpmonService
+    from .app.settings import SettingsError, load_settings
 
     try:
         settings = load_settings(args.config, bootstrap_servers=args.bootstrap_servers, topic=args.topic,
@@ -161,7 +161,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
     if settings.process_count() > 1:  # a supervising parent of N ordinary members (service/app/members.py)
-        from service.app.members import MemberError, run_members
+        from .app.members import MemberError, run_members
 
         try:
             return run_members(settings, stop, config_file=args.config, flags=_member_flags(args), demo=demo,
@@ -196,7 +196,7 @@ def _member_flags(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import threading
 
-    from service.app.demo import DemoPlan, publish_demo
+    from .app.demo import DemoPlan, publish_demo
 
     stop = threading.Event()
     plan = DemoPlan(rate=args.rate, max_events=args.events, drift_after=args.drift_after)
@@ -220,7 +220,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from service.kafka.publish import publish_file
+    from .kafka.publish import publish_file
 
     if not Path(args.events).is_file():
         raise UsageError(f"file not found: {args.events}")

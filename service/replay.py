@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.events import Event, EventDecoder, InvalidEvent
-from service.io import iter_batches
-from service.monitor.config import MonitorConfig
-from service.monitor.pipeline import Pipeline
-from service.monitor.reference import ReferenceProfile
-from service.quality.events import GroundTruth, decode_ground_truth_lines
-from service.quality.quality_monitor import QualityConfig
-from service.state import SnapshotError
-from service.state.codec import MAGIC
+from .events import Event, EventDecoder, InvalidEvent
+from .io import iter_batches
+from .monitor.config import MonitorConfig
+from .monitor.pipeline import Pipeline
+from .monitor.reference import ReferenceProfile
+from .quality.events import GroundTruth, decode_ground_truth_lines
+from .quality.quality_monitor import QualityConfig
+from .state import SnapshotError
+from .state.codec import MAGIC
 
 MAX_REASONS = 10
 

@@ -20,7 +20,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    from service.kafka.broker import EmbeddedBroker
+    from nlpmon.kafka.broker import EmbeddedBroker
 
     log_path: Path = tmp_path_factory.mktemp("tansu") / "broker.log"
     with EmbeddedBroker(log_path=log_path) as broker:

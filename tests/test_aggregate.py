@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.observability.aggregate import exposition, merge, parse, sum_families, summed_only
+from nlpmon.observability.aggregate import exposition, merge, parse, sum_families, summed_only
 
 M = ("model", "model_version")
 

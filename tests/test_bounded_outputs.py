@@ -11,17 +11,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.app.service import progress_line
-from service.demo import SyntheticStream
-from service.kafka.processor import Record
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.monitor.views import ModelMetrics
-from service.observability import pages
-from service.observability.exporter import NlpmonMetrics
-from service.observability.http import BadQuery, json_bytes, page_of_models
-from service.observability.oneline import OneLineFormatter
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.app.service import progress_line
+from nlpmon.demo import SyntheticStream
+from nlpmon.kafka.processor import Record
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.views import ModelMetrics
+from nlpmon.observability import pages
+from nlpmon.observability.exporter import NlpmonMetrics
+from nlpmon.observability.http import BadQuery, json_bytes, page_of_models
+from nlpmon.observability.oneline import OneLineFormatter
 
 CONFIG = MonitorConfig(auto_baseline_events=200, min_reference_events=200, reference_reservoir=400,
                        embedding_windows=(5, 20), distribution_windows=(20, 40), block_events=20,

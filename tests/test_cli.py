@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.cli import main
-from service.demo import generate_events
+from nlpmon.cli import main
+from nlpmon.demo import generate_events
 
 
 def write(path: Path, events: list[dict], extra_lines: tuple[str, ...] = ()) -> Path:
@@ -82,7 +82,7 @@ def test_auto_baseline_when_no_reference(files: tuple[Path, Path, Path], tmp_pat
 def test_user_errors_are_one_line(files: tuple[Path, Path, Path], argv: list[str], message: str) -> None:
     _, ev, _ = files
     argv = [a.replace("{ev}", str(ev)) for a in argv]
-    proc = subprocess.run([sys.executable, "-m", "service.cli", *argv], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "nlpmon.cli", *argv], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
@@ -100,8 +100,8 @@ def test_replay_with_ground_truth_reports_exact_span_figures(tmp_path: Path,
     time, plus reference labels (they calibrate the estimate) and bad lines: the figures equal the oracle."""
     import random
 
-    from service.quality.spans import LabelVocab
-    from service.quality.window import scores_from_counts
+    from nlpmon.quality.spans import LabelVocab
+    from nlpmon.quality.window import scores_from_counts
     from tests.quality.test_spans import oracle
 
     rng = random.Random(5)
@@ -152,10 +152,10 @@ def test_a_bug_is_a_traceback_and_exit_1(files: tuple[Path, Path, Path], tmp_pat
     """A ValueError from inside the library is a bug, not a user error: traceback, exit 1 (it used to be one
     line and exit 2, which hid the bug)."""
     _, ev, _ = files
-    code = ("import sys, service.replay as r\n"
+    code = ("import sys, nlpmon.replay as r\n"
             "def boom(*a, **k):\n    raise ValueError('internal bug')\n"
             "r.replay = boom\n"
-            "from service.cli import main\n"
+            "from nlpmon.cli import main\n"
             f"sys.exit(main(['replay', {str(ev)!r}]))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -165,19 +165,19 @@ def test_a_bug_is_a_traceback_and_exit_1(files: tuple[Path, Path, Path], tmp_pat
 def test_every_user_error_class_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """main catches UserError and nothing else; each error a user can cause and fix subclasses it."""
-    import service.cli as cli
-    from service.app.settings import SettingsError
-    from service.errors import UserError
-    from service.kafka.broker import BrokerError
-    from service.kafka.publish import DeliveryError
-    from service.kafka.runner import CommitError
-    from service.kafka.snapshot_format import SnapshotTooLargeError
-    from service.kafka.state_store import StateRestoreError
-    from service.kafka.topics import TopicSetupError
-    from service.monitor.reference import ReferenceTooSmall
-    from service.observability.http import HttpBindError
-    from service.observability.web_config import WebConfigError
-    from service.state.codec import SnapshotError
+    import nlpmon.cli as cli
+    from nlpmon.app.settings import SettingsError
+    from nlpmon.errors import UserError
+    from nlpmon.kafka.broker import BrokerError
+    from nlpmon.kafka.publish import DeliveryError
+    from nlpmon.kafka.runner import CommitError
+    from nlpmon.kafka.snapshot_format import SnapshotTooLargeError
+    from nlpmon.kafka.state_store import StateRestoreError
+    from nlpmon.kafka.topics import TopicSetupError
+    from nlpmon.monitor.reference import ReferenceTooSmall
+    from nlpmon.observability.http import HttpBindError
+    from nlpmon.observability.web_config import WebConfigError
+    from nlpmon.state.codec import SnapshotError
 
     for cls in (SettingsError, WebConfigError, cli.UsageError, TopicSetupError, StateRestoreError, DeliveryError,
                 ReferenceTooSmall, BrokerError, CommitError, HttpBindError, SnapshotError, SnapshotTooLargeError):
@@ -200,7 +200,7 @@ def test_every_user_error_class_is_one_line_exit_2(monkeypatch: pytest.MonkeyPat
 def test_bad_settings_file_is_one_line(tmp_path: Path, content: str, message: str) -> None:
     cfg = tmp_path / "nlpmon.yaml"
     cfg.write_text(content)
-    proc = subprocess.run([sys.executable, "-m", "service.cli", "run", "--config", str(cfg)],
+    proc = subprocess.run([sys.executable, "-m", "nlpmon.cli", "run", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -214,7 +214,7 @@ def test_corrupt_profile_and_unwritable_report_are_one_line(files: tuple[Path, P
         (["replay", str(ev), "--reference", str(bad)], "bad.nlpmon"),
         (["replay", str(ev), "--report", str(tmp_path / "no" / "such" / "dir" / "r.json")], "cannot write the report"),
     ):
-        proc = subprocess.run([sys.executable, "-m", "service.cli", *argv], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "nlpmon.cli", *argv], capture_output=True, text=True,
                               timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

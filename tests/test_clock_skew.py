@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.demo import SyntheticStream
-from service.kafka.processor import Record
-from service.monitor.config import MonitorConfig
-from service.observability.exporter import NlpmonMetrics
-from service.quality import QualityConfig
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.demo import SyntheticStream
+from nlpmon.kafka.processor import Record
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.observability.exporter import NlpmonMetrics
+from nlpmon.quality import QualityConfig
 
 NOW = 1_800_000_000.0
 YEAR_9999 = 253402300799.0

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.events import decode_event, pydantic_validate
-from service.events.builders import (
+from nlpmon.events import decode_event, pydantic_validate
+from nlpmon.events.builders import (
     BuilderError,
     as_vector,
     event_from_hf_token_classification,
@@ -278,7 +278,7 @@ def test_spacy_doc() -> None:
 
 
 def test_nlpmon_imports_none_of_the_client_libraries() -> None:
-    code = ("import sys, service.cli, service.app.service, service.events.builders, service.integrations.faust_agent; "
+    code = ("import sys, nlpmon.cli, nlpmon.app.service, nlpmon.events.builders, nlpmon.integrations.faust_agent; "
             "print(','.join(m for m in ('spacy', 'transformers', 'torch', 'tokenizers', 'faust', 'thinc') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -19,8 +19,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.events import Event, InvalidEvent, PredictionEvent, decode_event, pydantic_validate
-from service.events.schema import FLOAT32_MAX, embedding_array
+from nlpmon.events import Event, InvalidEvent, PredictionEvent, decode_event, pydantic_validate
+from nlpmon.events.schema import FLOAT32_MAX, embedding_array
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

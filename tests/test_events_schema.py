@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.events import (
+from nlpmon.events import (
     REASONS,
     Event,
     InvalidEvent,

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.demo import SyntheticStream
-from service.events import (
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.demo import SyntheticStream
+from nlpmon.events import (
     REASONS,
     Event,
     EventDecoder,
@@ -31,12 +31,12 @@ from service.events import (
     decode_event,
     pydantic_validate,
 )
-from service.events.depth import MAX_JSON_DEPTH, nesting_depth
-from service.kafka.processor import Record
-from service.monitor.config import MonitorConfig
-from service.quality import QualityConfig
-from service.quality.events import GroundTruth, decode_ground_truth, pydantic_validate_ground_truth
-from service.state import SnapshotError, decode_state, encode_state
+from nlpmon.events.depth import MAX_JSON_DEPTH, nesting_depth
+from nlpmon.kafka.processor import Record
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.quality import QualityConfig
+from nlpmon.quality.events import GroundTruth, decode_ground_truth, pydantic_validate_ground_truth
+from nlpmon.state import SnapshotError, decode_state, encode_state
 from tests.test_events_decode_property import mutated_events, valid_events
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.demo import generate_events
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.observability.exporter import NlpmonMetrics
-from service.observability.http import HttpBindError, ObservabilityServer, to_jsonable
+from nlpmon.demo import generate_events
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability.exporter import NlpmonMetrics
+from nlpmon.observability.http import HttpBindError, ObservabilityServer, to_jsonable
 
 TIMEOUT = 5.0
 ODD_NAME = "org/ner model+v2"  # a slash, a space and a plus: must be URL-encoded

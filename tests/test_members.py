@@ -9,8 +9,8 @@ import sys
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from service.app import members as mod
-from service.app.members import Member, MemberError, Members
+from nlpmon.app import members as mod
+from nlpmon.app.members import Member, MemberError, Members
 
 READY_THEN_EXIT = [sys.executable, "-c", "import sys; print('{\"port\": 1}', flush=True); sys.exit(3)"]
 EXIT_AT_ONCE = [sys.executable, "-c", "import sys; sys.exit(2)"]

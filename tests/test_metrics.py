@@ -18,13 +18,13 @@ import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.demo import generate_events
-from service.kafka.runner_metrics import RunnerMetrics
-from service.monitor.config import MonitorConfig
-from service.monitor.model_monitor import Alarm
-from service.monitor.monitor_set import MonitorSet
-from service.observability.exporter import NlpmonMetrics
-from service.observability.metrics import METRICS, catalogue_markdown, metric_catalogue
+from nlpmon.demo import generate_events
+from nlpmon.kafka.runner_metrics import RunnerMetrics
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.model_monitor import Alarm
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability.exporter import NlpmonMetrics
+from nlpmon.observability.metrics import METRICS, catalogue_markdown, metric_catalogue
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 CONFIG = MonitorConfig(calibration_splits=2)
@@ -675,7 +675,7 @@ def test_label_delay_is_a_cumulative_histogram_that_never_goes_backwards(stream:
 
 
 def test_join_counters_of_the_contract_map_to_documented_series() -> None:
-    from service.observability.quality_series import JOIN_OUTCOMES, join_series
+    from nlpmon.observability.quality_series import JOIN_OUTCOMES, join_series
 
     assert {join_series(k) for k in JOIN_KEYS} == {
         ("nlpmon_join_events_total", "predictions"), ("nlpmon_join_events_total", "labels"),
@@ -688,7 +688,7 @@ def test_join_counters_of_the_contract_map_to_documented_series() -> None:
 
 
 def test_mirrored_histogram_rejects_malformed_growth() -> None:
-    from service.observability.histograms import MirroredHistogram
+    from nlpmon.observability.histograms import MirroredHistogram
 
     hist = MirroredHistogram("h", "doc", ("a",))
     series = hist.labels("x")
@@ -807,9 +807,9 @@ def partial_report(labels: tuple[str, ...] = ("PER", "LOC", "ORG", "MISC"), n: i
     """A real QualityMonitor report: boundaries off and types swapped in part of the production documents."""
     import random
 
-    from service.events import decode_event
-    from service.quality.events import decode_ground_truth
-    from service.quality.quality_monitor import QualityConfig, QualityMonitor
+    from nlpmon.events import decode_event
+    from nlpmon.quality.events import decode_ground_truth
+    from nlpmon.quality.quality_monitor import QualityConfig, QualityMonitor
 
     rng = random.Random(5)
     mon = QualityMonitor("demo-ner", QualityConfig(baseline_documents=100, min_test_documents=50))

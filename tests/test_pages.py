@@ -15,12 +15,12 @@ from urllib.parse import quote
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.demo import generate_events
-from service.demo.generator import LABELS
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.observability import pages
-from service.observability.http import ObservabilityServer
+from nlpmon.demo import generate_events
+from nlpmon.demo.generator import LABELS
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability import pages
+from nlpmon.observability.http import ObservabilityServer
 
 TIMEOUT = 5.0
 NOW = 1.7e9 + 60.0

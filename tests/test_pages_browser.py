@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.demo import generate_events
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.observability.http import ObservabilityServer
+from nlpmon.demo import generate_events
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability.http import ObservabilityServer
 
 pytestmark = pytest.mark.slow
 BROWSER_TIMEOUT_S = 120

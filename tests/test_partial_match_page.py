@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.observability import pages
-from service.observability.http import ObservabilityServer
-from service.observability.partial_match_page import reading
+from nlpmon.observability import pages
+from nlpmon.observability.http import ObservabilityServer
+from nlpmon.observability.partial_match_page import reading
 from tests.quality.test_quality_monitor import _scheme_run
 from tests.test_pages import Dom
 

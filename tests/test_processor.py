@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.kafka.processor import LabelledPartitionProcessor, Record
-from service.monitor.config import MonitorConfig
-from service.quality import QualityConfig
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.kafka.processor import LabelledPartitionProcessor, Record
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.quality import QualityConfig
 
 
 def records(values: list[dict | bytes], start: int = 0, ts_ms: int = 1_700_000_000_000) -> list[Record]:
@@ -94,9 +94,9 @@ def test_a_reference_calibrates_on_the_worker_thread_while_the_processor_goes_on
     processes the held events: the report is the one of an inline (blocking) processor."""
     import threading
 
-    from service.app.calibration_worker import ThreadCalibrationExecutor
-    from service.demo import SyntheticStream
-    from service.monitor.calibration_jobs import CalibrationJob
+    from nlpmon.app.calibration_worker import ThreadCalibrationExecutor
+    from nlpmon.demo import SyntheticStream
+    from nlpmon.monitor.calibration_jobs import CalibrationJob
     from tests.support import wait_until
 
     config = MonitorConfig(calibration_splits=2, auto_baseline_events=300, min_reference_events=200,
@@ -159,7 +159,7 @@ def test_the_calibration_worker_never_holds_up_a_stop() -> None:
     the interpreter's exit does not wait for a calibration either (its job is in the snapshot)."""
     import threading
 
-    from service.app.calibration_worker import ThreadCalibrationExecutor
+    from nlpmon.app.calibration_worker import ThreadCalibrationExecutor
 
     started, release = threading.Event(), threading.Event()
 

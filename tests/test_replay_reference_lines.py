@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.replay import load_references
+from nlpmon.replay import load_references
 
 
 def test_invalid_reference_lines_are_named_by_their_line_in_the_file(tmp_path: Path) -> None:

@@ -7,12 +7,12 @@ import json
 import threading
 from typing import Any
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.app.service import NlpmonService
-from service.app.settings import load_settings
-from service.demo import generate_events
-from service.monitor.config import MonitorConfig
-from service.monitor.page_evidence import PageEvidence
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.app.service import NlpmonService
+from nlpmon.app.settings import load_settings
+from nlpmon.demo import generate_events
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.page_evidence import PageEvidence
 from tests.support import wait_until
 
 

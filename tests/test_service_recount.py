@@ -10,11 +10,11 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
-from service.app.service import NlpmonService
-from service.app.settings import ServiceSettings
-from service.demo import generate_events
-from service.kafka.processor import Record
-from service.kafka.runner import ConsumerRunner
+from nlpmon.app.service import NlpmonService
+from nlpmon.app.settings import ServiceSettings
+from nlpmon.demo import generate_events
+from nlpmon.kafka.processor import Record
+from nlpmon.kafka.runner import ConsumerRunner
 
 LABELS = {"model": "demo-ner", "model_version": "1", "split": "production"}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.app.settings import SettingsError, configuration_markdown, load_settings
+from nlpmon.app.settings import SettingsError, configuration_markdown, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_unknown_yaml_key_and_bad_kafka_entry(tmp_path: Path) -> None:
 
 def test_configuration_doc_is_generated_from_the_declarations() -> None:
     assert (ROOT / "docs" / "configuration.md").read_text() == configuration_markdown(), \
-        "regenerate: python -c 'from service.app.settings import configuration_markdown as m; print(m(), end=\"\")'"
+        "regenerate: python -c 'from nlpmon.app.settings import configuration_markdown as m; print(m(), end=\"\")'"
 
 
 def test_contradictory_monitor_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +72,7 @@ def test_contradictory_monitor_settings_are_refused(monkeypatch: pytest.MonkeyPa
 
 
 def test_processes_setting_takes_a_count_or_auto_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.app.settings import MAX_PROCESSES, SettingsError, load_settings
+    from nlpmon.app.settings import MAX_PROCESSES, SettingsError, load_settings
 
     assert load_settings().process_count() == 1
     assert load_settings(processes=3).process_count() == 3

@@ -12,11 +12,11 @@ from urllib.parse import quote
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.app.settings import SettingsError, load_settings
-from service.demo import generate_events
-from service.monitor.config import DEFAULT_REDACT_PATTERNS, REDACTION_MARK, MonitorConfig, TextPolicy
-from service.monitor.monitor_set import MonitorSet
-from service.observability.http import ObservabilityServer
+from nlpmon.app.settings import SettingsError, load_settings
+from nlpmon.demo import generate_events
+from nlpmon.monitor.config import DEFAULT_REDACT_PATTERNS, REDACTION_MARK, MonitorConfig, TextPolicy
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability.http import ObservabilityServer
 
 TIMEOUT = 10.0
 WORD = "quokkazebra"  # a plain word: only keep_texts hides it
@@ -162,8 +162,8 @@ def test_events_held_for_a_pending_calibration_keep_no_text_in_the_snapshot() ->
     under ``keep_texts: false`` without their texts (the event's, its entities' and its tokens')."""
     from concurrent.futures import Future
 
-    from service.monitor.calibration_jobs import CalibrationJob
-    from service.monitor.reference import ReferenceProfile
+    from nlpmon.monitor.calibration_jobs import CalibrationJob
+    from nlpmon.monitor.reference import ReferenceProfile
 
     class Never:  # the calibration never finishes during the test
         def submit(self, job: CalibrationJob) -> Future[ReferenceProfile]:

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.app.projection_worker import UmapProjections
-from service.demo import generate_events
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.observability.http import ObservabilityServer
+from nlpmon.app.projection_worker import UmapProjections
+from nlpmon.demo import generate_events
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability.http import ObservabilityServer
 from tests.test_pages_browser import Dom, chromium, run_chromium
 from tests.test_umap_projection import require_umap
 
@@ -112,7 +112,7 @@ def test_umap_page_renders_and_says_which_projection(pages: dict[str, dict[str, 
 
 
 def test_pages_text_names_the_projection(pages: dict[str, dict[str, Any]]) -> None:
-    from service.observability import pages as html
+    from nlpmon.observability import pages as html
 
     ready = html.model_page("k", pages["ready"], 0.0, 0)
     assert "Projection: <strong>UMAP</strong>" in ready and "UMAP (fitted on the reference sample" in ready

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.app.projection_worker import UmapProjections
-from service.monitor.umap_projection import UMAP_AXES, UmapModel, fit_umap, umap_block, umap_missing
+from nlpmon.app.projection_worker import UmapProjections
+from nlpmon.monitor.umap_projection import UMAP_AXES, UmapModel, fit_umap, umap_block, umap_missing
 
 WAIT_S = 60.0
 
@@ -163,11 +163,11 @@ def test_service_hands_the_reports_projection_to_the_worker() -> None:
     points the report's projection shows; without the setting there is no worker."""
     import json
 
-    from service.app.processor import MonitorPartitionProcessor, References
-    from service.app.service import NlpmonService
-    from service.app.settings import load_settings
-    from service.demo import generate_events
-    from service.monitor.config import MonitorConfig
+    from nlpmon.app.processor import MonitorPartitionProcessor, References
+    from nlpmon.app.service import NlpmonService
+    from nlpmon.app.settings import load_settings
+    from nlpmon.demo import generate_events
+    from nlpmon.monitor.config import MonitorConfig
 
     assert NlpmonService(load_settings()).projections is None
     svc = NlpmonService(load_settings(pages={"projection": "umap"}))

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.app.settings import SettingsError, load_settings
-from service.observability.http import ObservabilityServer
-from service.observability.web_config import BasicAuth, WebConfig, WebConfigError, load_web_config
+from nlpmon.app.settings import SettingsError, load_settings
+from nlpmon.observability.http import ObservabilityServer
+from nlpmon.observability.web_config import BasicAuth, WebConfig, WebConfigError, load_web_config
 from tests.tls_certs import Certs, bcrypt_hash, make_certs
 
 TIMEOUT = 10.0

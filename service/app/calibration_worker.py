@@ -2,7 +2,7 @@
 
 ``ReferenceProfile.calibrate`` spends most of its time in numpy, BLAS and LAPACK calls that release the
 GIL, so the loop keeps polling, processing other models, checkpointing and committing while a reference
-calibrates (``service.monitor.calibration_jobs``; the monitor holds that model's events meanwhile). One
+calibrates (``nlpmon.monitor.calibration_jobs``; the monitor holds that model's events meanwhile). One
 worker: calibrations queue behind each other rather than compete with the loop for the cores.
 """
 
@@ -12,8 +12,8 @@ import queue
 import threading
 from concurrent.futures import Future
 
-from service.monitor.calibration_jobs import CalibrationJob
-from service.monitor.reference import ReferenceProfile
+from ..monitor.calibration_jobs import CalibrationJob
+from ..monitor.reference import ReferenceProfile
 
 _Item = tuple[CalibrationJob, "Future[ReferenceProfile]"] | None
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Producer
 
-from service.demo import SyntheticStream
+from ..demo import SyntheticStream
 
 log = logging.getLogger(__name__)
 

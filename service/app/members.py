@@ -1,8 +1,8 @@
 """``nlpmon run --processes N``: N members of one consumer group, started and watched by one parent.
 
 The parent (``run_members``) starts the embedded broker when no bootstrap servers are configured (once, for
-every member), creates the event topic, and starts N child processes (``python -m service.app.members``),
-each the ordinary single-process service (:class:`service.app.service.NlpmonService`) on an ephemeral
+every member), creates the event topic, and starts N child processes (``python -m nlpmon.app.members``),
+each the ordinary single-process service (:class:`nlpmon.app.service.NlpmonService`) on an ephemeral
 127.0.0.1 port, plain HTTP, no web config. The children are members of the same consumer group: Kafka
 spreads the partitions over them and moves a member's partitions (restored from the state topic) when it
 dies, exactly as between separately started services.
@@ -11,7 +11,7 @@ The parent serves what the user scrapes and reads, on the configured host and po
 web config (TLS, basic auth) as one process does:
 
 - ``/metrics``: the members' expositions fetched concurrently (``SCRAPE_TIMEOUT_S`` each) and merged by
-  :mod:`service.observability.aggregate` (counters summed, a model's gauges from the member that owns it,
+  :mod:`nlpmon.observability.aggregate` (counters summed, a model's gauges from the member that owns it,
   process-level gauges with a ``member`` label), plus the parent's ``nlpmon_member_restarts_total``.
 - ``/models``, ``/api/models``: the merged lists of the members; ``/models/<model>`` and
   ``/api/models/<model>``: the full report fetched from the member that holds the model.
@@ -52,10 +52,10 @@ from urllib.parse import quote
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import Metric
 
-from service.app.settings import ServiceSettings
-from service.observability import aggregate
-from service.observability.http import ObservabilityServer
-from service.observability.metrics import SPECS
+from ..observability import aggregate
+from ..observability.http import ObservabilityServer
+from ..observability.metrics import SPECS
+from .settings import ServiceSettings
 
 log = logging.getLogger("nlpmon")
 
@@ -236,7 +236,7 @@ class Members:
         return out
 
     def metric_families(self) -> list[Metric]:
-        """The merged families of the members (see :mod:`service.observability.aggregate`)."""
+        """The merged families of the members (see :mod:`nlpmon.observability.aggregate`)."""
         live: dict[str, list[Metric]] = {}
         for index, (inc, answer) in sorted(self.fetch("/metrics").items()):
             if answer is None or answer[0] != 200:
@@ -360,7 +360,7 @@ class MembersServer(ObservabilityServer):
 
 def member_command(index: int, spec: Mapping[str, Any]) -> list[str]:
     """The command line of member ``index`` (``spec``: the config file, flags and settings overrides)."""
-    return [sys.executable, "-m", "service.app.members", "--member", str(index), "--spec", json.dumps(spec)]
+    return [sys.executable, "-m", "nlpmon.app.members", "--member", str(index), "--spec", json.dumps(spec)]
 
 
 def run_members(settings: ServiceSettings, stop: threading.Event, *, config_file: str | None,
@@ -368,9 +368,9 @@ def run_members(settings: ServiceSettings, stop: threading.Event, *, config_file
                 on_ready: Callable[[str, int], None] | None = None, poll_s: float = 0.2) -> int:
     """Run ``settings.process_count()`` members until ``stop`` is set (see the module docstring). Returns 0
     when every member stopped cleanly, 1 otherwise. Raises MemberError (one line) when they cannot start."""
-    from service.app.demo import publish_demo
-    from service.kafka.broker import bootstrap_servers_for
-    from service.kafka.topics import TopicSetup
+    from ..kafka.broker import bootstrap_servers_for
+    from ..kafka.topics import TopicSetup
+    from .demo import publish_demo
 
     count = settings.process_count()
     with bootstrap_servers_for(settings.kafka_settings(), logger=log) as bootstrap:
@@ -441,9 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout once it serves HTTP. Exit 2 with one line on stderr on a bad setting."""
     from threadpoolctl import threadpool_limits
 
-    from service.app.service import NlpmonService
-    from service.app.settings import SettingsError, load_settings
-    from service.observability.oneline import OneLineFormatter
+    from ..observability.oneline import OneLineFormatter
+    from .service import NlpmonService
+    from .settings import SettingsError, load_settings
 
     p = argparse.ArgumentParser(prog="nlpmon-member")
     p.add_argument("--member", type=int, required=True)

@@ -12,7 +12,7 @@ Processing time: the injected ``clock`` (wall time, epoch seconds), read once pe
 pure core, which checks every event's clock against it (``MonitorSet.process_lines``): skewed prediction
 times are clamped for the metrics and unknown to windows; skewed label times are unknown to the join.
 
-The core is a ``service.monitor.pipeline.Pipeline``, the composition ``nlpmon replay`` drives too; its
+The core is a ``nlpmon.monitor.pipeline.Pipeline``, the composition ``nlpmon replay`` drives too; its
 snapshot is the partition's (``Pipeline.snapshot``; a bare MonitorSet snapshot of earlier builds is still
 restored). Reference-file events join their labels as reference predictions (``Pipeline``).
 """
@@ -25,17 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.events import Event
-from service.kafka.processor import Record, Rejected
-from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
-from service.monitor.config import MonitorConfig
-from service.monitor.model_monitor import Alarm
-from service.monitor.monitor_set import ClockSkew, MonitorSet
-from service.monitor.pipeline import Pipeline
-from service.monitor.reference import ReferenceProfile
-from service.quality.quality_monitor import QualityConfig
-from service.quality.quality_set import QualitySet
-from service.state import malformed_state
+from ..events import Event
+from ..kafka.processor import Record, Rejected
+from ..monitor.calibration_jobs import INLINE, CalibrationExecutor
+from ..monitor.config import MonitorConfig
+from ..monitor.model_monitor import Alarm
+from ..monitor.monitor_set import ClockSkew, MonitorSet
+from ..monitor.pipeline import Pipeline
+from ..monitor.reference import ReferenceProfile
+from ..quality.quality_monitor import QualityConfig
+from ..quality.quality_set import QualitySet
+from ..state import malformed_state
 
 UNKEYED_MODELS_KEPT = 5
 
@@ -82,11 +82,11 @@ class References:
 
 
 class MonitorPartitionProcessor:
-    """Implements ``service.kafka.processor.PartitionProcessor`` over a ``Pipeline`` (the core ``nlpmon
+    """Implements ``nlpmon.kafka.processor.PartitionProcessor`` over a ``Pipeline`` (the core ``nlpmon
     replay`` drives too): this shell only turns records into lines, times and rejections. Not thread-safe.
 
     ``clock``: the processing time (epoch seconds), read once per batch (see the module docstring).
-    ``calibrations``: where the monitors' calibrations run (``service.monitor.calibration_jobs``; inline by
+    ``calibrations``: where the monitors' calibrations run (``nlpmon.monitor.calibration_jobs``; inline by
     default, a worker thread in ``nlpmon run``).
     """
 

@@ -15,7 +15,7 @@ The worker thread does the fits and transforms, one job at a time, newest reques
 model has at most one pending fit and one pending transform (a newer request replaces an older one), and at
 most ``cached_models`` fitted maps are kept (least recently used leave). Fits are keyed by the profile object:
 a model that gets a new reference is fitted anew. ``fit`` is injectable (tests); the default is
-:func:`service.monitor.umap_projection.fit_umap` with the monitor seed (reproducible).
+:func:`nlpmon.monitor.umap_projection.fit_umap` with the monitor seed (reproducible).
 
 Thread safety: ``apply`` and ``close`` from one thread (the loop); the worker shares state with it only
 under ``self._lock``.
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.monitor.umap_projection import UmapModel, fit_umap, reference_embeddings, umap_block, umap_missing
+from ..monitor.umap_projection import UmapModel, fit_umap, reference_embeddings, umap_block, umap_missing
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]

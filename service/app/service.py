@@ -21,22 +21,22 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
-from service.app.calibration_worker import ThreadCalibrationExecutor
-from service.app.demo import DemoPlan, publish_demo
-from service.app.processor import MonitorPartitionProcessor, References
-from service.app.projection_worker import UmapProjections
-from service.app.settings import ServiceSettings
-from service.kafka.broker import bootstrap_servers_for
-from service.kafka.runner import ConsumerRunner
-from service.kafka.runner_metrics import BatchReport
-from service.kafka.topics import TopicSetup
-from service.monitor.calibration_jobs import INLINE
-from service.monitor.model_monitor import Alarm
-from service.monitor.views import ModelMetrics
-from service.observability.exporter import NlpmonMetrics
-from service.observability.http import ObservabilityServer
-from service.observability.oneline import one_line
-from service.replay import load_references
+from ..kafka.broker import bootstrap_servers_for
+from ..kafka.runner import ConsumerRunner
+from ..kafka.runner_metrics import BatchReport
+from ..kafka.topics import TopicSetup
+from ..monitor.calibration_jobs import INLINE
+from ..monitor.model_monitor import Alarm
+from ..monitor.views import ModelMetrics
+from ..observability.exporter import NlpmonMetrics
+from ..observability.http import ObservabilityServer
+from ..observability.oneline import one_line
+from ..replay import load_references
+from .calibration_worker import ThreadCalibrationExecutor
+from .demo import DemoPlan, publish_demo
+from .processor import MonitorPartitionProcessor, References
+from .projection_worker import UmapProjections
+from .settings import ServiceSettings
 
 log = logging.getLogger("nlpmon")
 

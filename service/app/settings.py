@@ -15,13 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from service.errors import UserError
-from service.kafka.settings import KafkaSettings
-from service.monitor.config import DEFAULT_REDACT_PATTERNS, MonitorConfig, TextPolicy
-from service.quality.quality_monitor import QualityConfig
+from ..errors import UserError
+from ..kafka.settings import KafkaSettings
+from ..monitor.config import DEFAULT_REDACT_PATTERNS, MonitorConfig, TextPolicy
+from ..quality.quality_monitor import QualityConfig
 
 if TYPE_CHECKING:
-    from service.observability.web_config import WebConfig
+    from ..observability.web_config import WebConfig
 
 
 #: The most group members one ``nlpmon run --processes`` starts.
@@ -112,7 +112,7 @@ class ServiceSettings(BaseSettings):
     pages: PagesConfig = Field(PagesConfig(), description="Model page settings.")
     kafka: dict[str, Any] = Field(
         default_factory=dict,
-        description="Further consumer-loop settings (service.kafka.settings.KafkaSettings fields), "
+        description="Further consumer-loop settings (nlpmon.kafka.settings.KafkaSettings fields), "
                     "including librdkafka pass-through options under librdkafka_options.")
 
     @field_validator("reference")
@@ -142,7 +142,7 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _web_config_valid(cls, v: Path | None) -> Path | None:
         if v is not None:
-            from service.observability.web_config import load_web_config
+            from ..observability.web_config import load_web_config
 
             load_web_config(v)  # a WebConfigError (ValueError) names the key in the file
         return v
@@ -160,7 +160,7 @@ class ServiceSettings(BaseSettings):
 
     def web_config(self) -> WebConfig | None:
         """The parsed web configuration file, or None (plain HTTP, no auth)."""
-        from service.observability.web_config import load_web_config
+        from ..observability.web_config import load_web_config
 
         return None if self.web_config_file is None else load_web_config(self.web_config_file)
 
@@ -232,7 +232,7 @@ def _one_line(exc: ValidationError, prefix: str = "") -> str:
 
 def configuration_markdown() -> str:
     """docs/configuration.md, generated from the settings declarations (a test keeps the file in sync)."""
-    from service.kafka.settings import KafkaSettings
+    from ..kafka.settings import KafkaSettings
 
     def rows(model: type[Any], env_prefix: str, yaml_prefix: str) -> list[str]:
         out = []

@@ -1,5 +1,5 @@
 """Synthetic NER prediction traffic for the demo and the tests (seeded, no data files needed)."""
 
-from service.demo.generator import SyntheticStream, generate_events
+from .generator import SyntheticStream, generate_events
 
 __all__ = ["SyntheticStream", "generate_events"]

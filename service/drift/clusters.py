@@ -20,7 +20,7 @@ marked directions and ``Q = sum ||u||^2``, and its statistic is
 the marked directions (a U-statistic, no self-pairs), per marked item the reference predicts. It grows
 with the square of the number of new events that point one way, and with their count.
 
-Calibration is the one of the mean-type signals (``service.drift.signal.calibrate_cluster_signal``):
+Calibration is the one of the mean-type signals (``nlpmon.drift.signal.calibrate_cluster_signal``):
 random halvings of the reference; the embedding featurizer and the marking threshold are fitted on one
 half, windows are resampled from the other half's rows, and each window's threshold is the null
 quantile at ``false_alarm_rate / windows`` (a generalised-Pareto tail beyond the samples' reach). So the

@@ -8,12 +8,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from service.drift.clusters import ClusterFeaturizer
-from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelShareFeaturizer
-from service.drift.embedding import EmbeddingFeaturizer
-from service.drift.items import ItemColumn, per_event_counts, per_event_sums
-from service.drift.outliers import OutlierShareFeaturizer
-from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer
+from .clusters import ClusterFeaturizer
+from .distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelShareFeaturizer
+from .embedding import EmbeddingFeaturizer
+from .items import ItemColumn, per_event_counts, per_event_sums
+from .outliers import OutlierShareFeaturizer
+from .shares import EventShareFeaturizer, TagValidityFeaturizer
 
 F64 = npt.NDArray[np.float64]
 Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers", "event_share", "tag_validity",
@@ -45,7 +45,7 @@ def fit_featurizer(kind: Kind, column: ItemColumn, *, n_components: int, n_rando
             raise ValueError("no reference labels")
         cls = LabelShareFeaturizer if kind == "label_share" else CategoricalFeaturizer
         return cls.fit(dict(Counter(column.values)), max_labels)
-    if kind in ("outliers", "clusters"):  # pragma: no cover - programming error: see service.drift.signal
+    if kind in ("outliers", "clusters"):  # pragma: no cover - programming error: see nlpmon.drift.signal
         raise TypeError(f"{kind} signals are fitted from an embedding featurizer (calibrate_{kind[:-1]}_signal)")
     if kind in ("event_share", "tag_validity"):  # pragma: no cover - programming error
         raise TypeError("event-share signals are fitted from reference counts (calibrate_event_share_signal)")
@@ -54,7 +54,7 @@ def fit_featurizer(kind: Kind, column: ItemColumn, *, n_components: int, n_rando
 
 def event_rows(featurizer: Featurizer, column: ItemColumn, n_events: int) -> tuple[F64, F64]:
     """Per-event feature rows (n_events, F) and item counts (n_events,). Vectorised over the batch."""
-    if isinstance(featurizer, EventShareFeaturizer):  # items: events with units (see service.drift.shares)
+    if isinstance(featurizer, EventShareFeaturizer):  # items: events with units (see nlpmon.drift.shares)
         return featurizer.event_rows(column, n_events)
     items = per_event_counts(column.event, n_events)
     f = featurizer.n_features

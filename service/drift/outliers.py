@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.drift.shares import beta_binomial_thresholds
+from .shares import beta_binomial_thresholds
 
 F64 = npt.NDArray[np.float64]
 
@@ -47,7 +47,7 @@ OUTLIER_LEVEL = 0.005
 
 def count_thresholds(m: int, k: int, max_items: int, tail_probability: float) -> F64:
     """For n = 0..max_items items, the smallest count c with P(BB(n, k, m + 1 - k) >= c) <= tail_probability
-    (n + 1 where no count can reach it): ``service.drift.shares.beta_binomial_thresholds`` with a = k,
+    (n + 1 where no count can reach it): ``nlpmon.drift.shares.beta_binomial_thresholds`` with a = k,
     b = m + 1 - k (exact tails, summed from the top count down)."""
     return beta_binomial_thresholds(float(k), float(m + 1 - k), max_items, tail_probability)
 

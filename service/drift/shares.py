@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from service.drift.items import ItemColumn
-from service.drift.tagging import Scheme, TagCodes, invalid_tokens
+from .items import ItemColumn
+from .tagging import Scheme, TagCodes, invalid_tokens
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -37,7 +37,7 @@ I64 = npt.NDArray[np.int64]
 
 def beta_binomial_thresholds(a: float, b: float, max_items: int, tail_probability: float) -> F64:
     """For n = 0..max_items, the smallest count c with P(BB(n, a, b) >= c) <= tail_probability (n + 1 where
-    no count can reach it). As ``service.drift.outliers.count_thresholds`` (which fixes a = k, b = m + 1 - k):
+    no count can reach it). As ``nlpmon.drift.outliers.count_thresholds`` (which fixes a = k, b = m + 1 - k):
     one pass over the (n, c) triangle, log pmf from log-gamma terms, tails summed from the top count down."""
     n = np.arange(max_items + 1, dtype=np.float64)[:, None]
     c = np.arange(max_items + 1, dtype=np.float64)[None, :]

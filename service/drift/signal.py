@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.drift.calibration import calibrate_threshold
-from service.drift.clusters import ClusterFeaturizer, marking_threshold
-from service.drift.distribution import LabelShareFeaturizer
-from service.drift.embedding import EmbeddingFeaturizer, out_of_sample_scores
-from service.drift.featurizers import (
+from ..sketches.multiscale import MultiScaleWindow
+from .calibration import calibrate_threshold
+from .clusters import ClusterFeaturizer, marking_threshold
+from .distribution import LabelShareFeaturizer
+from .embedding import EmbeddingFeaturizer, out_of_sample_scores
+from .featurizers import (
     Featurizer,
     Kind,
     event_rows,
@@ -31,10 +32,9 @@ from service.drift.featurizers import (
     featurizer_state,
     fit_featurizer,
 )
-from service.drift.items import ItemColumn, per_event_counts, per_event_sums
-from service.drift.outliers import OutlierShareFeaturizer
-from service.drift.shares import EventShareFeaturizer
-from service.sketches.multiscale import MultiScaleWindow
+from .items import ItemColumn, per_event_counts, per_event_sums
+from .outliers import OutlierShareFeaturizer
+from .shares import EventShareFeaturizer
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -279,7 +279,7 @@ def calibrate_signal(name: str, kind: Kind, column: ItemColumn, n_events: int, *
 def calibrate_outlier_signal(name: str, embedding: EmbeddingFeaturizer, column: ItemColumn, n_events: int, *,
                              windows: tuple[int, ...], false_alarm_rate: float, level: float,
                              rng: np.random.Generator) -> SignalModel:
-    """The outlier-share signal of the deployed ``embedding`` featurizer (see ``service.drift.outliers``).
+    """The outlier-share signal of the deployed ``embedding`` featurizer (see ``nlpmon.drift.outliers``).
 
     Every reference embedding is scored out of sample; the thresholds are exact beta-binomial counts, so
     every window is calibrated whatever the reference size. Raises ValueError with too few embeddings.
@@ -298,7 +298,7 @@ def calibrate_outlier_signal(name: str, embedding: EmbeddingFeaturizer, column: 
 def calibrate_event_share_signal(name: str, probe: EventShareFeaturizer, column: ItemColumn, n_events: int, *,
                                  windows: tuple[int, ...], false_alarm_rate: float,
                                  extra: dict[str, Any] | None = None) -> SignalModel:
-    """An event-share signal (see ``service.drift.shares``): ``probe`` (uncalibrated) says which units of the
+    """An event-share signal (see ``nlpmon.drift.shares``): ``probe`` (uncalibrated) says which units of the
     reference ``column`` are bad; the thresholds are exact beta-binomial counts for every window.
     Raises ValueError with fewer than 20 reference events with units."""
     windows = tuple(sorted(set(windows)))
@@ -324,7 +324,7 @@ def cluster_event_rows(feat: ClusterFeaturizer, embedding: EmbeddingFeaturizer, 
 def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: ItemColumn, n_events: int, *,
                              windows: tuple[int, ...], false_alarm_rate: float, level: float, splits: int,
                              rng: np.random.Generator) -> SignalModel:
-    """The cluster-of-outliers signal of the deployed ``embedding`` featurizer (``service.drift.clusters``).
+    """The cluster-of-outliers signal of the deployed ``embedding`` featurizer (``nlpmon.drift.clusters``).
 
     The marking threshold is the reference's out-of-sample ``1 - level`` quantile (as ``embedding_outliers``).
     Thresholds: ``splits`` random halvings; on each, an embedding featurizer oriented like the deployed one

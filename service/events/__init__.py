@@ -1,14 +1,14 @@
 """The prediction-event contract and its decoders.
 
-- :mod:`service.events.schema`: the authoritative pydantic v2 models and :func:`json_schema`.
-- :mod:`service.events.decode`: the msgspec hot-path decoder, :func:`decode_event` and
+- :mod:`nlpmon.events.schema`: the authoritative pydantic v2 models and :func:`json_schema`.
+- :mod:`nlpmon.events.decode`: the msgspec hot-path decoder, :func:`decode_event` and
   :func:`decode_lines`, which accept and reject exactly what the schema does.
-- :mod:`service.events.errors`: :class:`InvalidEvent` and its stable reason codes.
+- :mod:`nlpmon.events.errors`: :class:`InvalidEvent` and its stable reason codes.
 
 See ``docs/events.md`` for the field table, examples and the rejection reasons.
 """
 
-from service.events.decode import (
+from .decode import (
     EntityOut,
     Event,
     EventDecoder,
@@ -18,8 +18,8 @@ from service.events.decode import (
     decode_lines,
     pydantic_validate,
 )
-from service.events.errors import REASONS, InvalidEvent, Reason
-from service.events.schema import (
+from .errors import REASONS, InvalidEvent, Reason
+from .schema import (
     EmbeddingB64,
     Entity,
     Prediction,

@@ -1,6 +1,6 @@
 """Build valid prediction events from what NLP libraries return, without importing those libraries.
 
-    from service.events.builders import event_from_hf_token_classification, events_from_spacy
+    from .builders import event_from_hf_token_classification, events_from_spacy
 
     ner = transformers.pipeline("token-classification", model=..., aggregation_strategy="simple")
     event = event_from_hf_token_classification(text, ner(text), model="ner-en", model_version="3",
@@ -14,17 +14,17 @@ and what to pass instead; none clamps or drops a value silently. Scores must lie
 Embeddings are encoded as base64 float32 (the decoder's fast path). ``event_id`` defaults to a random
 UUID4; pass your own to join ground truth later.
 
-- Hugging Face pipelines: :mod:`service.events.hf`;
-- spaCy docs, beam confidences and entity vectors: :mod:`service.events.spacy_doc`;
-- token and tag lists (Spark NLP, CoNLL): :mod:`service.events.iob` (tag rules: :mod:`service.events.tags`);
-- the shared pieces (vectors from arrays and tensors, scores): :mod:`service.events.build`.
+- Hugging Face pipelines: :mod:`nlpmon.events.hf`;
+- spaCy docs, beam confidences and entity vectors: :mod:`nlpmon.events.spacy_doc`;
+- token and tag lists (Spark NLP, CoNLL): :mod:`nlpmon.events.iob` (tag rules: :mod:`nlpmon.events.tags`);
+- the shared pieces (vectors from arrays and tensors, scores): :mod:`nlpmon.events.build`.
 """
 
-from service.events.build import SCORE_SLACK, BuilderError, as_vector, base_event, checked_score, encode_embedding
-from service.events.hf import event_from_hf_token_classification, event_from_text_classification, events_from_hf_batch
-from service.events.iob import event_from_iob_tags
-from service.events.spacy_doc import event_from_spacy_doc, events_from_spacy, spacy_beam_scores
-from service.events.tags import TagSpan, spans_from_tags, split_tag
+from .build import SCORE_SLACK, BuilderError, as_vector, base_event, checked_score, encode_embedding
+from .hf import event_from_hf_token_classification, event_from_text_classification, events_from_hf_batch
+from .iob import event_from_iob_tags
+from .spacy_doc import event_from_spacy_doc, events_from_spacy, spacy_beam_scores
+from .tags import TagSpan, spans_from_tags, split_tag
 
 __all__ = [
     "SCORE_SLACK",

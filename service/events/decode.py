@@ -1,6 +1,6 @@
 """Hot-path event decoder: msgspec typed structs, then a few numpy/Python checks.
 
-Accepts and rejects exactly what :class:`service.events.schema.PredictionEvent` does (the
+Accepts and rejects exactly what :class:`nlpmon.events.schema.PredictionEvent` does (the
 property tests hold the two together), at a fraction of the cost. Rejections raise
 :class:`InvalidEvent` with a stable ``reason`` code and a one-line ``detail``.
 """
@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from service.events.depth import MAX_JSON_DEPTH, exceeds_depth
-from service.events.errors import (
+from .depth import MAX_JSON_DEPTH, exceeds_depth
+from .errors import (
     InvalidEvent,
     constraint_error,
     from_msgspec_error,
@@ -25,7 +25,7 @@ from service.events.errors import (
     malformed_json,
     too_deep,
 )
-from service.events.schema import (
+from .schema import (
     FLOAT32_MAX,
     MAX_LABEL_CHARS,
     Dtype,

@@ -15,7 +15,7 @@ from typing import Any, Final, Literal, get_args
 import msgspec
 from pydantic import ValidationError
 
-from service.events.depth import MAX_JSON_DEPTH
+from .depth import MAX_JSON_DEPTH
 
 Reason = Literal[
     "too_deep",
@@ -176,7 +176,7 @@ def from_msgspec_error(exc: msgspec.ValidationError, raw: bytes | str) -> Invali
 
     The typed decoder stops at the first wrong value, possibly before a syntax error further
     on; like the pydantic path, a document that is not well-formed JSON is ``malformed_json``. The
-    caller checked the nesting depth (``service.events.depth``) first: this parses ``raw`` again.
+    caller checked the nesting depth (``nlpmon.events.depth``) first: this parses ``raw`` again.
     """
     try:
         tree: object = msgspec.json.decode(raw)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from service.events.build import (
+from .build import (
     BuilderError,
     Timestamp,
     base_event,
@@ -19,7 +19,7 @@ from service.events.build import (
     strip_marks,
     to_numpy,
 )
-from service.events.tags import OUTSIDE, spans_from_tags
+from .tags import OUTSIDE, spans_from_tags
 
 
 def event_from_hf_token_classification(

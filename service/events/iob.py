@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from service.events.build import BuilderError, Timestamp, base_event, checked_score, find
-from service.events.tags import spans_from_tags
+from .build import BuilderError, Timestamp, base_event, checked_score, find
+from .tags import spans_from_tags
 
 
 def event_from_iob_tags(
@@ -18,7 +18,7 @@ def event_from_iob_tags(
     embedding: Any = None, split: str = "production",
 ) -> dict[str, Any]:
     """An event from a token list and its tag list (IOB1, BIO, BIOES/BILUO or IO; Spark NLP, CoNLL files,
-    Hugging Face ``aggregation_strategy="none"``): entity spans (rules in ``service.events.tags``) plus
+    Hugging Face ``aggregation_strategy="none"``): entity spans (rules in ``nlpmon.events.tags``) plus
     every token with its tag.
 
     Character offsets come from ``offsets`` (``(start, end)`` per token, end exclusive: Spark NLP gives

@@ -1,7 +1,7 @@
 """The prediction-event contract as pydantic v2 models: the documented, authoritative schema.
 
 One JSON object per Kafka message / JSONL line. :func:`json_schema` returns the JSON Schema
-(``nlpmon schema``). The hot path does not build these models: ``service.events.decode``
+(``nlpmon schema``). The hot path does not build these models: ``nlpmon.events.decode``
 accepts and rejects exactly the same inputs with msgspec, and shares the value rules defined
 here (:func:`parse_timestamp`, :func:`embedding_from_list`, :func:`embedding_from_bytes`).
 
@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from service.events.errors import InvalidEvent
+from .errors import InvalidEvent
 
 FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 MAX_LABEL_CHARS: Final = 256

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from service.events.build import BuilderError, Timestamp, as_vector, base_event, encode_embedding
+from .build import BuilderError, Timestamp, as_vector, base_event, encode_embedding
 
 #: ``(start_char, end_char, label) -> confidence``: the form ``entity_scores`` takes.
 EntityScores = Mapping[tuple[int, int, str], float]

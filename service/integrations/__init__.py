@@ -1,4 +1,4 @@
 """Optional adapters that run nlpmon's core inside other stream processors (each behind an extra).
 
-- :mod:`service.integrations.faust_agent`: a Faust app (``nlpmon[faust]``).
+- :mod:`nlpmon.integrations.faust_agent`: a Faust app (``nlpmon[faust]``).
 """

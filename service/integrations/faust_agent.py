@@ -1,7 +1,7 @@
 """nlpmon inside an existing Faust app (``pip install 'nlpmon[faust]'``, faust-streaming).
 
     import faust
-    from service.integrations.faust_agent import FaustMonitor
+    from .faust_agent import FaustMonitor
 
     app = faust.App("my-serving-app", broker="kafka://kafka:9092")
     monitor = FaustMonitor(app, topic="nlpmon.predictions", ground_truth_topic="nlpmon.ground-truth",
@@ -37,21 +37,21 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.kafka.dead_letter import (
+from ..app.processor import MonitorPartitionProcessor, References
+from ..kafka.dead_letter import (
     DETAIL_HEADER,
     REASON_HEADER,
     SOURCE_OFFSET_HEADER,
     SOURCE_PARTITION_HEADER,
     SOURCE_TOPIC_HEADER,
 )
-from service.kafka.processor import Record, Rejected
-from service.monitor.config import MonitorConfig
-from service.monitor.views import ModelMetrics
-from service.observability.exporter import NlpmonMetrics
-from service.observability.http import ObservabilityServer
-from service.quality.quality_monitor import QualityConfig
-from service.replay import load_references
+from ..kafka.processor import Record, Rejected
+from ..monitor.config import MonitorConfig
+from ..monitor.views import ModelMetrics
+from ..observability.exporter import NlpmonMetrics
+from ..observability.http import ObservabilityServer
+from ..quality.quality_monitor import QualityConfig
+from ..replay import load_references
 
 log = logging.getLogger("nlpmon.faust")
 T = TypeVar("T")

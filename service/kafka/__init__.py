@@ -22,19 +22,19 @@
 - ``broker``: the embedded Tansu broker for development and tests.
 """
 
-from service.kafka.broker import BrokerError, EmbeddedBroker, bootstrap_servers_for
-from service.kafka.checkpoints import Checkpointer, CommitError, RunnerError
-from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
-from service.kafka.dead_letter import DeadLetterWriter
-from service.kafka.processor import PartitionProcessor, ProcessorFactory, Record, Rejected
-from service.kafka.publish import DeliveryError, PublishResult, publish_file
-from service.kafka.rebalance import Rebalancer, StartPlan, plan_start
-from service.kafka.runner import ConsumerRunner
-from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics
-from service.kafka.settings import KafkaSettings
-from service.kafka.snapshot_format import PartitionSnapshot
-from service.kafka.state_store import StateRestoreError, StateStore
-from service.kafka.topics import TopicSetup, TopicSetupError, create_topic, topic_partition_count
+from .broker import BrokerError, EmbeddedBroker, bootstrap_servers_for
+from .checkpoints import Checkpointer, CommitError, RunnerError
+from .circuit_breaker import CircuitBreaker, CircuitState
+from .dead_letter import DeadLetterWriter
+from .processor import PartitionProcessor, ProcessorFactory, Record, Rejected
+from .publish import DeliveryError, PublishResult, publish_file
+from .rebalance import Rebalancer, StartPlan, plan_start
+from .runner import ConsumerRunner
+from .runner_metrics import BatchReport, PartitionBatch, RunnerMetrics
+from .settings import KafkaSettings
+from .snapshot_format import PartitionSnapshot
+from .state_store import StateRestoreError, StateStore
+from .topics import TopicSetup, TopicSetupError, create_topic, topic_partition_count
 
 __all__ = [
     "BatchReport",

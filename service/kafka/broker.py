@@ -23,8 +23,8 @@ from typing import IO
 
 from confluent_kafka.admin import AdminClient
 
-from service.errors import UserError
-from service.kafka.settings import KafkaSettings
+from ..errors import UserError
+from .settings import KafkaSettings
 
 
 class BrokerError(UserError, RuntimeError):

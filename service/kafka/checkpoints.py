@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from service.errors import UserError
-from service.kafka.dead_letter import DeadLetterWriter
-from service.kafka.partition_progress import CoveredOffsets, PartitionProgress, PendingCheckpoint
-from service.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
-from service.kafka.settings import KafkaSettings
-from service.kafka.snapshot_format import PartitionSnapshot
-from service.kafka.state_loss import StateLossDetector
-from service.kafka.state_store import StateStore
+from ..errors import UserError
+from .dead_letter import DeadLetterWriter
+from .partition_progress import CoveredOffsets, PartitionProgress, PendingCheckpoint
+from .runner_metrics import RunnerMetrics, TopicPartitionKey
+from .settings import KafkaSettings
+from .snapshot_format import PartitionSnapshot
+from .state_loss import StateLossDetector
+from .state_store import StateStore
 
 
 class RunnerError(UserError, RuntimeError):

@@ -12,8 +12,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from service.kafka.client_log import CLIENT_LOG_LEVEL
-from service.kafka.settings import KafkaSettings
+from .client_log import CLIENT_LOG_LEVEL
+from .settings import KafkaSettings
 
 
 def _common(settings: KafkaSettings, bootstrap_servers: str) -> dict[str, Any]:

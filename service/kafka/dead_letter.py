@@ -13,8 +13,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from service.kafka.processor import Record, Rejected
-from service.kafka.publish import DeliveryTracker, produce_with_backpressure
+from .processor import Record, Rejected
+from .publish import DeliveryTracker, produce_with_backpressure
 
 REASON_HEADER = "nlpmon-reason"
 DETAIL_HEADER = "nlpmon-detail"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.kafka.processor import PartitionProcessor, Record
-from service.kafka.runner_metrics import TopicPartitionKey
+from .processor import PartitionProcessor, Record
+from .runner_metrics import TopicPartitionKey
 
 
 @dataclass(slots=True)

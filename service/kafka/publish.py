@@ -1,7 +1,7 @@
 """Producing to Kafka: the file publisher and delivery-acknowledgement tracking.
 
 ``publish_file`` feeds a JSONL(.gz) file of events into the input topic, keyed by model (topics are
-created in ``service.kafka.topics``). ``DeliveryTracker`` counts acknowledgements so that a caller can
+created in ``nlpmon.kafka.topics``). ``DeliveryTracker`` counts acknowledgements so that a caller can
 prove every message it produced was acknowledged.
 """
 
@@ -18,7 +18,7 @@ from typing import IO, Any, cast
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from service.errors import UserError
+from ..errors import UserError
 
 _log = logging.getLogger(__name__)
 

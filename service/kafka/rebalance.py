@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, TopicPartition
 
-from service.kafka.partition_progress import PartitionProgress
-from service.kafka.processor import LabelledPartitionProcessor, PartitionProcessor, ProcessorFactory
-from service.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
-from service.kafka.settings import KafkaSettings
-from service.kafka.snapshot_format import PartitionSnapshot
-from service.kafka.state_loss import StateLossDetector
-from service.kafka.state_store import StateRestoreError, StateStore
-from service.kafka.topics import TopicSetupError
+from .partition_progress import PartitionProgress
+from .processor import LabelledPartitionProcessor, PartitionProcessor, ProcessorFactory
+from .runner_metrics import RunnerMetrics, TopicPartitionKey
+from .settings import KafkaSettings
+from .snapshot_format import PartitionSnapshot
+from .state_loss import StateLossDetector
+from .state_store import StateRestoreError, StateStore
+from .topics import TopicSetupError
 
 #: State-loss notes kept for /readyz.
 MAX_LOSS_NOTES = 5

@@ -1,8 +1,8 @@
 """The consumer loop: poll batches, apply them per partition in slices, dead-letter, pause and resume.
 
-The loop wires two helpers: :class:`~service.kafka.checkpoints.Checkpointer` (the checkpoint policy: when to
+The loop wires two helpers: :class:`~nlpmon.kafka.checkpoints.Checkpointer` (the checkpoint policy: when to
 snapshot and commit, what stays pending while the broker has not acknowledged) and
-:class:`~service.kafka.rebalance.Rebalancer` (the rebalance callbacks: where each assigned partition starts,
+:class:`~nlpmon.kafka.rebalance.Rebalancer` (the rebalance callbacks: where each assigned partition starts,
 restoring its snapshot; revoked partitions checkpointed, lost ones dropped).
 
 Checkpoint order, for the partitions that moved since the last checkpoint:
@@ -26,7 +26,7 @@ again, so the loop polls in time to stay in the group and stops within a slice.
 **A broker that came back empty** (committed offsets lower than this process committed, a snapshot gone,
 more partitions than before) is reported on assignment: a WARNING per partition, ``state_losses``, and a note
 for /readyz. A snapshot that reached the new broker after the restart is restored and the new log read from
-its start (:func:`~service.kafka.rebalance.plan_start`).
+its start (:func:`~nlpmon.kafka.rebalance.plan_start`).
 
 Checkpoints happen every ``checkpoint_interval_events`` events or ``checkpoint_interval_s`` seconds, on
 revocation, and on shutdown. On assignment each partition's latest snapshot is restored into a fresh
@@ -58,26 +58,26 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from service.kafka.checkpoints import Checkpointer, CheckpointSchedule, CommitError, RunnerError, copy_store_counters
-from service.kafka.circuit_breaker import CircuitBreaker
-from service.kafka.client_config import consumer_config, producer_config
-from service.kafka.client_log import CLIENT_LOG_LEVEL, ClientErrorGate
-from service.kafka.client_statistics import StatisticsReader
-from service.kafka.dead_letter import DeadLetterWriter
-from service.kafka.partition_progress import PartitionProgress, not_yet_applied
-from service.kafka.processor import (
+from .checkpoints import Checkpointer, CheckpointSchedule, CommitError, RunnerError, copy_store_counters
+from .circuit_breaker import CircuitBreaker
+from .client_config import consumer_config, producer_config
+from .client_log import CLIENT_LOG_LEVEL, ClientErrorGate
+from .client_statistics import StatisticsReader
+from .dead_letter import DeadLetterWriter
+from .partition_progress import PartitionProgress, not_yet_applied
+from .processor import (
     LabelledPartitionProcessor,
     ProcessorFactory,
     Record,
     Rejected,
 )
-from service.kafka.rebalance import Rebalancer
-from service.kafka.runner_metrics import BatchReport, PartitionBatch, RunnerMetrics, TopicPartitionKey
-from service.kafka.settings import KafkaSettings
-from service.kafka.slicing import SliceSizer
-from service.kafka.state_loss import StateLossDetector
-from service.kafka.state_store import StateStore
-from service.kafka.topics import TopicSetup
+from .rebalance import Rebalancer
+from .runner_metrics import BatchReport, PartitionBatch, RunnerMetrics, TopicPartitionKey
+from .settings import KafkaSettings
+from .slicing import SliceSizer
+from .state_loss import StateLossDetector
+from .state_store import StateStore
+from .topics import TopicSetup
 
 _T = TypeVar("_T")
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]

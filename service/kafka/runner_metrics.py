@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from service.kafka.circuit_breaker import CircuitState
+from .circuit_breaker import CircuitState
 
 TopicPartitionKey = tuple[str, int]
 

@@ -45,7 +45,7 @@ from typing import TypeVar
 
 import msgspec
 
-from service.errors import UserError
+from ..errors import UserError
 
 MAGIC = b"NLPMSNAP"
 FORMAT_VERSION = 1

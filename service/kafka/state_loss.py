@@ -4,8 +4,8 @@ back empty, or topics recreated). Plain bookkeeping, no Kafka calls."""
 
 from __future__ import annotations
 
-from service.kafka.runner_metrics import TopicPartitionKey
-from service.kafka.snapshot_format import PartitionSnapshot
+from .runner_metrics import TopicPartitionKey
+from .snapshot_format import PartitionSnapshot
 
 
 class StateLossDetector:

@@ -38,10 +38,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from service.errors import UserError
-from service.kafka.client_config import restore_consumer_config
-from service.kafka.publish import DeliveryError, DeliveryTracker, produce_with_backpressure
-from service.kafka.snapshot_format import (
+from ..errors import UserError
+from .client_config import restore_consumer_config
+from .publish import DeliveryError, DeliveryTracker, produce_with_backpressure
+from .snapshot_format import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_KEEP_SNAPSHOTS,
     DEFAULT_MAX_SNAPSHOT_BYTES,

@@ -16,9 +16,9 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from service.errors import UserError
-from service.kafka.client_log import CLIENT_LOG_LEVEL
-from service.kafka.settings import KafkaSettings
+from ..errors import UserError
+from .client_log import CLIENT_LOG_LEVEL
+from .settings import KafkaSettings
 
 _log = logging.getLogger(__name__)
 

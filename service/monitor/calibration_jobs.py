@@ -8,7 +8,7 @@ profile:
 * ``InlineExecutor`` runs it at once, on the caller's thread (``nlpmon replay``, ``nlpmon calibrate``,
   tests): the future is done when ``submit`` returns, so the monitor goes on exactly as if it had called
   ``calibrate`` itself.
-* ``service.app.calibration_worker.ThreadCalibrationExecutor`` runs it on a worker thread (``nlpmon run``).
+* ``nlpmon.app.calibration_worker.ThreadCalibrationExecutor`` runs it on a worker thread (``nlpmon run``).
 * Tests use a manual executor that completes jobs at chosen points.
 
 While a job is pending, the monitor holds that model's later events (``ModelMonitor``: the "deferred"
@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.events import Event
-from service.events.decode import EntityOut, PredictionOut, TokenOut
-from service.monitor.config import MonitorConfig, TextPolicy
-from service.monitor.reference import ReferenceProfile, ReferenceSample
+from ..events import Event
+from ..events.decode import EntityOut, PredictionOut, TokenOut
+from .config import MonitorConfig, TextPolicy
+from .reference import ReferenceProfile, ReferenceSample
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ INLINE = InlineExecutor()
 
 # -- events held while a calibration is pending: part of the monitor's snapshot ---------------------------
 def event_state(e: Event, texts: TextPolicy | None = None) -> dict[str, Any]:
-    """A decoded event as a state tree (``service.state``); ``event_from_state`` gives it back, field for field.
+    """A decoded event as a state tree (``nlpmon.state``); ``event_from_state`` gives it back, field for field.
 
     ``texts``: the monitor's text policy, applied to the event's, its entities' and its tokens' texts (an event
     held in a snapshot keeps no more text than the pages may: with ``keep_texts: false`` none, so after a

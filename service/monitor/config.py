@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.monitor.examples import cut_text
+from .examples import cut_text
 
 #: The patterns ``pages.redact`` applies by default: e-mail addresses, phone numbers (7+ characters of
 #: digits and separators, + or a digit first, a digit last), and runs of 6 or more digits.
@@ -189,7 +189,7 @@ class MonitorConfig(BaseModel):
                 f"min_reference_events ({self.min_reference_events}) must not exceed auto_baseline_events "
                 f"({self.auto_baseline_events}) or reference_reservoir ({self.reference_reservoir}), "
                 "or a model could never be calibrated")
-        from service.monitor.signals import SIGNAL_NAMES  # here: signals imports the drift package
+        from .signals import SIGNAL_NAMES  # here: signals imports the drift package
 
         unknown = sorted(set(self.disabled_signals) - set(SIGNAL_NAMES))
         if unknown:

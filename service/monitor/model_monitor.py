@@ -3,14 +3,14 @@
 No Kafka, no HTTP, no wall clock, no global registry: the shell hands it batches of decoded events of
 one (model, version) and reads its views: ``metrics_view`` (typed, cheap: every metrics refresh) and
 ``report`` (the JSON of the pages and ``/api/models/<model>``: built when asked). What the pages show
-beside the detection (examples, outliers, projection, history) is ``service.monitor.page_evidence``,
+beside the detection (examples, outliers, projection, history) is ``nlpmon.monitor.page_evidence``,
 fed by this monitor. The same code serves ``nlpmon run`` and ``nlpmon replay``.
 
 Reference, in order of precedence: a loaded profile (``--reference`` file); events with
 ``"split": "reference"`` (calibrated when the next production event arrives); otherwise the first
 ``auto_baseline_events`` production events (auto-baseline), which are not monitored themselves.
 
-Calibration is a job handed to the injected executor (``service.monitor.calibration_jobs``). An inline
+Calibration is a job handed to the injected executor (``nlpmon.monitor.calibration_jobs``). An inline
 executor finishes it before ``submit`` returns and the monitor goes on as if it had calibrated itself. A
 deferred one (a worker thread) leaves it pending: from that point every later event of this monitor, of
 either split, is held in order (the "deferred" queue: what remained of the batch that started the
@@ -34,29 +34,29 @@ from typing import Any
 
 import numpy as np
 
-from service.drift.clusters import ClusterFeaturizer
-from service.drift.detectors import AdwinDetector
-from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelIndex, LabelShareFeaturizer
-from service.drift.embedding import EmbeddingFeaturizer
-from service.drift.featurizers import event_rows
-from service.drift.items import ItemColumn, per_event_sums
-from service.drift.outliers import OutlierShareFeaturizer
-from service.drift.shares import EventShareFeaturizer, unit_rows
-from service.drift.signal import SignalWindow
-from service.monitor.calibration_jobs import (
+from ..drift.clusters import ClusterFeaturizer
+from ..drift.detectors import AdwinDetector
+from ..drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelIndex, LabelShareFeaturizer
+from ..drift.embedding import EmbeddingFeaturizer
+from ..drift.featurizers import event_rows
+from ..drift.items import ItemColumn, per_event_sums
+from ..drift.outliers import OutlierShareFeaturizer
+from ..drift.shares import EventShareFeaturizer, unit_rows
+from ..drift.signal import SignalWindow
+from ..sketches.multiscale import MultiScaleWindow
+from .calibration_jobs import (
     INLINE,
     CalibrationExecutor,
     CalibrationJob,
     event_from_state,
     event_state,
 )
-from service.monitor.config import MonitorConfig
-from service.monitor.duplicates import RecentIds
-from service.monitor.page_evidence import CountedEvent, Outlier, PageEvidence, label_share_evidence
-from service.monitor.reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall, check_reference_size
-from service.monitor.signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
-from service.monitor.views import LabelConfidence, LabelShare, ModelMetrics, RisingLabel, SignalMetrics
-from service.sketches.multiscale import MultiScaleWindow
+from .config import MonitorConfig
+from .duplicates import RecentIds
+from .page_evidence import CountedEvent, Outlier, PageEvidence, label_share_evidence
+from .reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall, check_reference_size
+from .signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
+from .views import LabelConfidence, LabelShare, ModelMetrics, RisingLabel, SignalMetrics
 
 log = logging.getLogger(__name__)
 #: Held events processed per ``poll`` once their calibration is applied (batches are kept whole): the loop
@@ -498,7 +498,7 @@ class ModelMonitor:
                 self.change_points = self.change_points[-20:]
 
     def metrics_view(self) -> ModelMetrics:
-        """What the metrics read (``service.monitor.views``): counts, status, every signal's score and flag and
+        """What the metrics read (``nlpmon.monitor.views``): counts, status, every signal's score and flag and
         the evidence figures exported as metrics. Cheap (no page evidence); built on every metrics refresh."""
         if self.profile is None:
             ref_events = self.pending_reference.size or self.auto_baseline.seen

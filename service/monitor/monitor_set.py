@@ -24,13 +24,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service.events import Event, EventDecoder, InvalidEvent
-from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
-from service.monitor.config import MonitorConfig
-from service.monitor.model_monitor import Alarm, ModelMonitor
-from service.monitor.reference import ReferenceProfile
-from service.monitor.views import ModelMetrics
-from service.state import decode_state, encode_state
+from ..events import Event, EventDecoder, InvalidEvent
+from ..state import decode_state, encode_state
+from .calibration_jobs import INLINE, CalibrationExecutor
+from .config import MonitorConfig
+from .model_monitor import Alarm, ModelMonitor
+from .reference import ReferenceProfile
+from .views import ModelMetrics
 
 STATE_KIND = "nlpmon.monitor_set"
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class BatchResult:
 class MonitorSet:
     """Monitors keyed by (model, model_version). Pure; state is a versioned snapshot (``snapshot``).
 
-    ``executor`` runs the monitors' calibrations (``service.monitor.calibration_jobs``): inline by default;
+    ``executor`` runs the monitors' calibrations (``nlpmon.monitor.calibration_jobs``): inline by default;
     with a deferred one, call ``poll`` now and then (``process_lines`` does) to apply finished ones.
     """
 

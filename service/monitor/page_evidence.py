@@ -1,7 +1,7 @@
 """Page evidence of one (model, version): what the model pages and ``/api/models/<model>`` show beside the
 detection, and nothing the alarms or the metrics depend on. Pure.
 
-``PageEvidence`` is fed by the detector (``service.monitor.model_monitor.ModelMonitor``) with each monitored
+``PageEvidence`` is fed by the detector (``nlpmon.monitor.model_monitor.ModelMonitor``) with each monitored
 batch: the highest-scored outliers, the events the share signals counted, the lowest-confidence and
 smallest-margin examples, recent embeddings and confidences, the score history. The outliers, the counted
 events, the share examples and the recent span lengths are in the monitor's snapshot; the rest lives in
@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from service.drift.clusters import ClusterFeaturizer
-from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelShareFeaturizer
-from service.drift.embedding import EmbeddingFeaturizer
-from service.drift.items import ItemColumn
-from service.drift.outliers import OutlierShareFeaturizer
-from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer
-from service.drift.signal import SignalWindow
-from service.monitor.config import MonitorConfig
-from service.monitor.examples import (
+from ..drift.clusters import ClusterFeaturizer
+from ..drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, LabelShareFeaturizer
+from ..drift.embedding import EmbeddingFeaturizer
+from ..drift.items import ItemColumn
+from ..drift.outliers import OutlierShareFeaturizer
+from ..drift.shares import EventShareFeaturizer, TagValidityFeaturizer
+from ..drift.signal import SignalWindow
+from .config import MonitorConfig
+from .examples import (
     QUANTILE_LEVELS,
     LabelCodes,
     LowestScores,
@@ -38,10 +38,10 @@ from service.monitor.examples import (
     top_two,
     top_two_margins,
 )
-from service.monitor.history import ScoreHistory, ShareHistory
-from service.monitor.projection import ReferenceView, page_lookups, projection_report
-from service.monitor.reference import ReferenceProfile
-from service.monitor.signals import SCORED_LABELS, SPAN_LABELS
+from .history import ScoreHistory, ShareHistory
+from .projection import ReferenceView, page_lookups, projection_report
+from .reference import ReferenceProfile
+from .signals import SCORED_LABELS, SPAN_LABELS
 
 TextPolicy = Callable[[str | None], str | None]
 

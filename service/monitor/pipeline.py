@@ -4,8 +4,8 @@ A ``Pipeline`` owns the drift monitors of one stream (``MonitorSet``) and, when 
 ground truth, the quality join (``QualitySet``): prediction lines in (decoded, validated, monitored and
 joined), label lines or decoded labels in (joined), calibrations polled, one report per (model, version)
 out, and one snapshot of both. The shells only translate: the partition processor of ``nlpmon run``
-(``service.app.processor``) hands it Kafka record values and record timestamps, ``nlpmon replay``
-(``service.replay``) lines of a file and the events' own times.
+(``nlpmon.app.processor``) hands it Kafka record values and record timestamps, ``nlpmon replay``
+(``nlpmon.replay``) lines of a file and the events' own times.
 
 Reference-file events (``--reference``) are reference predictions of the join too: they give the
 label-free estimate its labelled baseline, so their labels join instead of expiring as
@@ -26,19 +26,19 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from service.events import Event
-from service.events.errors import InvalidEvent
-from service.monitor.calibration_jobs import INLINE, CalibrationExecutor
-from service.monitor.config import MonitorConfig
-from service.monitor.model_monitor import Alarm
-from service.monitor.monitor_set import STATE_KIND as MONITOR_SET_KIND
-from service.monitor.monitor_set import BatchResult, MonitorSet
-from service.monitor.reference import ReferenceProfile
-from service.monitor.views import ModelMetrics
-from service.quality.events import GroundTruth
-from service.quality.quality_monitor import QualityConfig
-from service.quality.quality_set import QualitySet
-from service.state import SnapshotError, decode_state, encode_state
+from ..events import Event
+from ..events.errors import InvalidEvent
+from ..quality.events import GroundTruth
+from ..quality.quality_monitor import QualityConfig
+from ..quality.quality_set import QualitySet
+from ..state import SnapshotError, decode_state, encode_state
+from .calibration_jobs import INLINE, CalibrationExecutor
+from .config import MonitorConfig
+from .model_monitor import Alarm
+from .monitor_set import STATE_KIND as MONITOR_SET_KIND
+from .monitor_set import BatchResult, MonitorSet
+from .reference import ReferenceProfile
+from .views import ModelMetrics
 
 #: ``kind`` of a pipeline snapshot (the name of the partition processor's snapshot since the quality join)
 STATE_KIND = "nlpmon.partition"

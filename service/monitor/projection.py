@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from service.drift.embedding import EmbeddingFeaturizer, _out_of_sample
+from ..drift.embedding import EmbeddingFeaturizer, _out_of_sample
 
 if TYPE_CHECKING:
-    from service.monitor.reference import ReferenceSample
+    from .reference import ReferenceSample
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]

@@ -17,22 +17,22 @@ from typing import Any
 
 import numpy as np
 
-from service.drift.embedding import EmbeddingFeaturizer
-from service.drift.items import ItemColumn
-from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer
-from service.drift.signal import (
+from ..drift.embedding import EmbeddingFeaturizer
+from ..drift.items import ItemColumn
+from ..drift.shares import EventShareFeaturizer, TagValidityFeaturizer
+from ..drift.signal import (
     SignalModel,
     calibrate_cluster_signal,
     calibrate_event_share_signal,
     calibrate_outlier_signal,
     calibrate_signal,
 )
-from service.drift.tagging import Scheme, detect_scheme
-from service.errors import UserError
-from service.monitor.config import MonitorConfig
-from service.monitor.signals import SIGNALS
-from service.state import decode_state, encode_state, malformed_state
-from service.state.codec import SnapshotError
+from ..drift.tagging import Scheme, detect_scheme
+from ..errors import UserError
+from ..state import decode_state, encode_state, malformed_state
+from ..state.codec import SnapshotError
+from .config import MonitorConfig
+from .signals import SIGNALS
 
 PROFILE_KIND = "nlpmon.reference_profile"
 
@@ -251,7 +251,7 @@ class ReferenceProfile:
         quantiles = None
         emb = signals.get("embedding")
         if emb is not None and isinstance(emb.featurizer, EmbeddingFeaturizer):
-            from service.monitor.projection import out_of_sample_quantiles
+            from .projection import out_of_sample_quantiles
 
             quantiles = out_of_sample_quantiles(emb.featurizer, cols["embedding"].values, config.seed + 2)
         # keep a small uniform sample for display and similar-sample lookup, not the whole reference

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service.drift.featurizers import Kind
-from service.drift.items import ItemColumn
-from service.drift.spans import align_tokens, batch_offsets, span_shapes
+from ..drift.featurizers import Kind
+from ..drift.items import ItemColumn
+from ..drift.spans import align_tokens, batch_offsets, span_shapes
 
 WindowSet = Literal["embedding", "distribution", "count"]  # count: ``outlier_windows``
 
@@ -96,10 +96,10 @@ SPAN_SIGNALS = ("span_length", "span_boundary")
 
 
 def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, ItemColumn], np.ndarray]:
-    """Flatten decoded events (see ``service.events``) into per-signal columns and event times.
+    """Flatten decoded events (see ``nlpmon.events``) into per-signal columns and event times.
 
     Besides one column per signal, ``SCORED_LABELS`` holds the label of each scored entity and
-    ``SPAN_LABELS`` the label of each entity measured by ``span_length`` (see ``service.drift.spans``);
+    ``SPAN_LABELS`` the label of each entity measured by ``span_length`` (see ``nlpmon.drift.spans``);
     ``span_boundary`` has one 0/1 item per entity measured in tokens. ``spans=False`` (both span signals
     disabled) skips the token alignment: their columns are then empty.
 

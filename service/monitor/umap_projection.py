@@ -1,10 +1,10 @@
 """A UMAP projection of the reference display sample and the recent embeddings, as an option beside PCA.
 
-The PCA projection (:mod:`service.monitor.projection`) costs nothing new: it reuses the embedding signal's
+The PCA projection (:mod:`nlpmon.monitor.projection`) costs nothing new: it reuses the embedding signal's
 fit. UMAP (``umap-learn``, the optional ``nlpmon[umap]`` extra) shows clusters and a new sub-population
 more clearly, but must be fitted: seconds for a few hundred points at 384 dimensions, plus numba's JIT
 compilation the first time in a process (docs/benchmarks.md, "The UMAP projection"). So it is never
-fitted on the consumer loop: :class:`service.app.projection_worker.UmapProjections` fits it on a worker
+fitted on the consumer loop: :class:`nlpmon.app.projection_worker.UmapProjections` fits it on a worker
 thread, once per profile, and transforms the recent points there; the page shows PCA with a note until
 the fit is ready.
 

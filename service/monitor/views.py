@@ -1,6 +1,6 @@
 """Typed, frozen views the shells read of the core. Pure.
 
-- ``ModelMetrics``: what the Prometheus exporter (``service.observability.exporter``) reads of one (model,
+- ``ModelMetrics``: what the Prometheus exporter (``nlpmon.observability.exporter``) reads of one (model,
   version), built on every metrics refresh (``ModelMonitor.metrics_view``): counts, status, every signal's
   score, flag and the few evidence figures exported as metrics (label shares, confidence quantiles,
   rising labels), per-label confidence, the quality report. No page evidence: no projection, no nearest

@@ -13,9 +13,9 @@ Both take what varies as arguments (registry, clocks, address, report and health
 touches the global Prometheus registry, Kafka or the monitors.
 """
 
-from service.observability.exporter import NlpmonMetrics
-from service.observability.http import HttpBindError, ObservabilityServer, json_bytes, to_jsonable
-from service.observability.metrics import METRICS, MetricSpec, catalogue_markdown, metric_catalogue
+from .exporter import NlpmonMetrics
+from .http import HttpBindError, ObservabilityServer, json_bytes, to_jsonable
+from .metrics import METRICS, MetricSpec, catalogue_markdown, metric_catalogue
 
 __all__ = [
     "METRICS",

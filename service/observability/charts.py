@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from service.observability.markup import esc, is_number, num
+from .markup import esc, is_number, num
 
 BAND_NAMES = ("inside", "edge", "outside")  # current points by percentile band of the reference's scores
 

@@ -1,9 +1,9 @@
-"""The exporter: ``NlpmonMetrics`` registers every metric of ``METRICS`` (``service.observability.metrics``,
+"""The exporter: ``NlpmonMetrics`` registers every metric of ``METRICS`` (``nlpmon.observability.metrics``,
 the one declaration) on the registry it is given and keeps them current from the consumer loop.
 
 Fed once per batch (``observe_batch``), per runner copy (``observe_runner``) and per report refresh
-(``observe_reports``: the models' metrics views, ``service.monitor.views.ModelMetrics``); the
-module docstring of ``service.observability.metrics`` describes what each metric means, the cardinality
+(``observe_reports``: the models' metrics views, ``nlpmon.monitor.views.ModelMetrics``); the
+module docstring of ``nlpmon.observability.metrics`` describes what each metric means, the cardinality
 caps and retirement. Not thread-safe for writers: call the ``observe_*`` methods from one thread (the
 consumer loop). Scrapes (``generate_latest``) may run concurrently from any thread.
 """
@@ -21,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service import __version__
-from service.monitor.views import ModelMetrics
-from service.observability.histograms import MirroredHistogram, VectorHistogram
-from service.observability.metrics import (
+from .. import __version__
+from ..monitor.views import ModelMetrics
+from .histograms import MirroredHistogram, VectorHistogram
+from .metrics import (
     ALL_LABELS,
     CONFIDENCE_SOURCES,
     LABEL_SOURCES,
@@ -35,12 +35,12 @@ from service.observability.metrics import (
     STATUSES,
     MetricSpec,
 )
-from service.observability.quality_series import join_series, other_quality_gauges, quality_gauges
+from .quality_series import join_series, other_quality_gauges, quality_gauges
 
 
 # -- what the observe_* methods read (structural, so this module never imports Kafka) --------------------
 class AlarmLike(Protocol):
-    """What ``observe_reports`` reads of a ``service.monitor.model_monitor.Alarm``."""
+    """What ``observe_reports`` reads of a ``nlpmon.monitor.model_monitor.Alarm``."""
 
     @property
     def model(self) -> str: ...
@@ -51,7 +51,7 @@ class AlarmLike(Protocol):
 
 
 class RunnerMetricsLike(Protocol):
-    """What ``observe_runner`` reads of a ``service.kafka.runner.RunnerMetrics``."""
+    """What ``observe_runner`` reads of a ``nlpmon.kafka.runner.RunnerMetrics``."""
 
     @property
     def dead_letters_sent(self) -> int: ...

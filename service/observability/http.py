@@ -23,7 +23,7 @@ the JSON, docs/pages.md the pages):
 
 Unknown or repeated query parameters and bad values are a 400 with a one-line message.
 
-With a web configuration (``web``, :mod:`service.observability.web_config`) the server speaks TLS (the
+With a web configuration (``web``, :mod:`nlpmon.observability.web_config`) the server speaks TLS (the
 handshake runs on the connection's own thread, bounded by ``request_timeout_s``) and every endpoint,
 static files and unknown paths included, needs basic auth: without valid credentials a 401 with
 ``WWW-Authenticate: Basic`` and no other information. ``open_healthz=True`` leaves ``/healthz`` (only)
@@ -55,10 +55,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from service.errors import UserError
-from service.observability import pages
-from service.observability.markup import model_href
-from service.observability.web_config import BasicAuth, WebConfig
+from ..errors import UserError
+from . import pages
+from .markup import model_href
+from .web_config import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class ObservabilityServer:
         self.liveness_limit_s = liveness_limit_s
         self.clock = clock
         self.wall = wall  # epoch seconds, for "last event 3 s ago" on the pages
-        self.static = {name: resources.files("service.observability").joinpath("static", name).read_bytes()
+        self.static = {name: resources.files("nlpmon.observability").joinpath("static", name).read_bytes()
                        for name in STATIC}
         self.request_timeout_s = request_timeout_s
         self.web = web

@@ -1,7 +1,7 @@
 """Every Prometheus metric of nlpmon, declared once (``METRICS``) with its help text, and the catalogue
 that docs/metrics.md, the dashboards and the alert rules are checked against.
 
-The object that registers them and keeps them current is ``service.observability.exporter.NlpmonMetrics``
+The object that registers them and keeps them current is ``nlpmon.observability.exporter.NlpmonMetrics``
 (it registers them on the ``CollectorRegistry`` it is given, never the global one), fed three ways, each
 called once per batch or per report refresh, never per event:
 

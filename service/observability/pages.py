@@ -13,9 +13,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service.monitor.signals import SIGNALS
-from service.observability.charts import projection_chart, score_chart, share_chart
-from service.observability.markup import (
+from ..monitor.signals import SIGNALS
+from .charts import projection_chart, score_chart, share_chart
+from .markup import (
     DASH,
     age,
     esc,
@@ -29,8 +29,8 @@ from service.observability.markup import (
     url_segment,
     utc,
 )
-from service.observability.partial_match_page import partial_match_section
-from service.observability.projection_note import projection_caption, projection_note
+from .partial_match_page import partial_match_section
+from .projection_note import projection_caption, projection_note
 
 SIGNAL_MEANING = {s.name: s.meaning for s in SIGNALS}
 LABEL_SIGNALS = ("entity_label", "prediction_label", "token_tag")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from service.observability.markup import DASH, esc, is_number, num
+from .markup import DASH, esc, is_number, num
 
 __all__ = ["SCHEME_MEANING", "partial_match_section", "reading"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from service.observability.markup import esc, num
+from .markup import esc, num
 
 __all__ = ["projection_caption", "projection_note"]
 

@@ -48,7 +48,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from service.errors import UserError
+from ..errors import UserError
 
 
 class WebConfigError(UserError, ValueError):

@@ -1,19 +1,19 @@
 """Delayed ground truth: label events, span matching, windowed quality, the join and label-free estimates.
 
-Pure core, like :mod:`service.monitor`: no Kafka, no HTTP, no wall clock, no global state.
+Pure core, like :mod:`nlpmon.monitor`: no Kafka, no HTTP, no wall clock, no global state.
 
-- :mod:`service.quality.events`: the ground-truth event contract (pydantic schema + msgspec decoder).
-- :mod:`service.quality.spans`: exact span matching as seqeval counts it; classification confusion.
-- :mod:`service.quality.window`: sliding window of labelled documents with mergeable TP/FP/FN sums.
-- :mod:`service.quality.join`: the bounded join buffer of predictions and labels.
-- :mod:`service.quality.estimate`: label-free precision estimate and the calibration gap.
-- :mod:`service.quality.significance`: the F1-drop and calibration-gap tests.
-- :mod:`service.quality.quality_monitor`: :class:`QualityMonitor`, all of the above for one model.
-- :mod:`service.quality.quality_set`: :class:`QualitySet`, the monitors of one stream keyed by model.
+- :mod:`nlpmon.quality.events`: the ground-truth event contract (pydantic schema + msgspec decoder).
+- :mod:`nlpmon.quality.spans`: exact span matching as seqeval counts it; classification confusion.
+- :mod:`nlpmon.quality.window`: sliding window of labelled documents with mergeable TP/FP/FN sums.
+- :mod:`nlpmon.quality.join`: the bounded join buffer of predictions and labels.
+- :mod:`nlpmon.quality.estimate`: label-free precision estimate and the calibration gap.
+- :mod:`nlpmon.quality.significance`: the F1-drop and calibration-gap tests.
+- :mod:`nlpmon.quality.quality_monitor`: :class:`QualityMonitor`, all of the above for one model.
+- :mod:`nlpmon.quality.quality_set`: :class:`QualitySet`, the monitors of one stream keyed by model.
 """
 
-from service.quality.estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision
-from service.quality.events import (
+from .estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision
+from .events import (
     GoldSpan,
     GroundTruth,
     GroundTruthEvent,
@@ -21,11 +21,11 @@ from service.quality.events import (
     decode_ground_truth_lines,
     pydantic_validate_ground_truth,
 )
-from service.quality.join import JoinBuffer, Label, Matched, Prediction
-from service.quality.quality_monitor import QualityConfig, QualityMonitor
-from service.quality.quality_set import QualitySet
-from service.quality.spans import LabelVocab, confusion_counts, match_batch, match_document
-from service.quality.window import QualityWindow
+from .join import JoinBuffer, Label, Matched, Prediction
+from .quality_monitor import QualityConfig, QualityMonitor
+from .quality_set import QualitySet
+from .spans import LabelVocab, confusion_counts, match_batch, match_document
+from .window import QualityWindow
 
 __all__ = [
     "Calibrator",

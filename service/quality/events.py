@@ -30,10 +30,10 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError, from_json
 
-from service.events.decode import decode_batch, decode_wire
-from service.events.depth import MAX_JSON_DEPTH, exceeds_depth
-from service.events.errors import InvalidEvent, from_pydantic_error, malformed_json, too_deep
-from service.events.schema import MAX_LABEL_CHARS, Timestamp, parse_timestamp
+from ..events.decode import decode_batch, decode_wire
+from ..events.depth import MAX_JSON_DEPTH, exceeds_depth
+from ..events.errors import InvalidEvent, from_pydantic_error, malformed_json, too_deep
+from ..events.schema import MAX_LABEL_CHARS, Timestamp, parse_timestamp
 
 __all__ = [
     "GoldSpan",

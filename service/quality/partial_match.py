@@ -20,7 +20,7 @@ spans overlap nothing (nervaluate divides by their length of 0).
 The matching is **greedy and order-dependent**, as nervaluate's is: predictions are taken in order, each
 consumes at most one gold span, and a gold span consumed as "incorrect" or "partial" cannot be matched
 correctly by a later prediction. The order used here is the same deduplicated ``(start, end, label id)``
-order as the exact figures (:mod:`service.quality.spans`, seqeval's set semantics); the oracle tests hand
+order as the exact figures (:mod:`nlpmon.quality.spans`, seqeval's set semantics); the oracle tests hand
 nervaluate the same lists.
 
 Per label, nervaluate evaluates the spans of that label alone (so per-label counts do not add up to the
@@ -46,7 +46,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from service.quality.spans import _unique_rows
+from .spans import _unique_rows
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

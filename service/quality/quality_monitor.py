@@ -1,28 +1,28 @@
 """Quality of one model from delayed ground truth: join, windowed figures per version, estimates. Pure.
 
-The shell hands it decoded prediction events (:class:`service.events.Event`) and decoded label events
-(:class:`service.quality.events.GroundTruth`) of one model with their arrival times, and reads
+The shell hands it decoded prediction events (:class:`nlpmon.events.Event`) and decoded label events
+(:class:`nlpmon.quality.events.GroundTruth`) of one model with their arrival times, and reads
 :meth:`QualityMonitor.report` per version.
 
-* One :class:`~service.quality.join.JoinBuffer` per **model**: a label joins its prediction whatever
+* One :class:`~nlpmon.quality.join.JoinBuffer` per **model**: a label joins its prediction whatever
   version made it (labels need not say; the prediction's version is the one reported), so a label
   that arrives first waits for a prediction of any version.
 * A joined **production** prediction enters its version's
-  :class:`~service.quality.window.QualityWindow` (exact span matching, per-label precision / recall /
+  :class:`~nlpmon.quality.window.QualityWindow` (exact span matching, per-label precision / recall /
   F1, micro and macro F1, accuracy for text classification, label delays). Its window time is the
   prediction's event time (else the label's, else the arrival time); the label delay is label time -
   prediction time when both are known.
 * A joined **reference** prediction (``split: "reference"``) feeds its version's reference figures
   (the baseline of the F1-drop test) and the calibration of the label-free estimate
-  (:mod:`service.quality.estimate`), refitted when new reference spans arrive (at most
+  (:mod:`nlpmon.quality.estimate`), refitted when new reference spans arrive (at most
   ``max_calibration_spans``, the most recent). Without labelled reference events the first
   ``baseline_documents`` labelled production documents become the baseline (``source: baseline``).
 * Every production prediction, labelled or not, enters the version's
-  :class:`~service.quality.estimate.ScoreWindow` of the label-free estimate.
-* :mod:`service.quality.significance` decides when micro F1 dropped and when realised and estimated
+  :class:`~nlpmon.quality.estimate.ScoreWindow` of the label-free estimate.
+* :mod:`nlpmon.quality.significance` decides when micro F1 dropped and when realised and estimated
   precision parted, at the false-alarm rate ``false_alarm_rate``.
 * Token classification also gets the partial-match figures of the SemEval-2013 schemes (strict, exact,
-  partial, ent_type; :mod:`service.quality.partial_match`, counted as nervaluate counts them) over the same
+  partial, ent_type; :mod:`nlpmon.quality.partial_match`, counted as nervaluate counts them) over the same
   windows, with the same F1-drop test on each scheme's overall F1 (``partial_match`` in the report).
 
 ``labelled_fraction`` is cumulative since the start (or the restored state): matched / (matched +
@@ -49,14 +49,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.events import Event
-from service.quality.estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision
-from service.quality.events import GroundTruth
-from service.quality.join import CLASS, SPANS, JoinBuffer, Label, Matched, Prediction
-from service.quality.partial_match import SCHEMES
-from service.quality.significance import calibration_gap_score, f1_drop_score, micro_f1_with_se, z_threshold
-from service.quality.spans import LabelVocab
-from service.quality.window import QualityWindow
+from ..events import Event
+from .estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision
+from .events import GroundTruth
+from .join import CLASS, SPANS, JoinBuffer, Label, Matched, Prediction
+from .partial_match import SCHEMES
+from .significance import calibration_gap_score, f1_drop_score, micro_f1_with_se, z_threshold
+from .spans import LabelVocab
+from .window import QualityWindow
 
 __all__ = ["QualityConfig", "QualityMonitor"]
 
@@ -440,7 +440,7 @@ class QualityMonitor:
 
     # -- state -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (for ``service.state.encode_state``)."""
+        """Everything needed to resume exactly (for ``nlpmon.state.encode_state``)."""
         return {
             "model": self.model, "config": self.config.model_dump(mode="json"), "vocab": self.vocab.state(),
             "join": self.join.state(), "counters": dict(self.counters),

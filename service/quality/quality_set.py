@@ -2,7 +2,7 @@
 
 The one code path of ``nlpmon run`` and ``nlpmon replay`` for delayed ground truth: decoded prediction
 events and raw label lines in, per-(model, version) quality reports out. A label line that breaks the
-contract (:mod:`service.quality.events`) is returned as a rejection, never raised.
+contract (:mod:`nlpmon.quality.events`) is returned as a rejection, never raised.
 
 Arrival times (``now``) are what the join's TTL counts in: the shell passes the Kafka record timestamps
 (or, in a replay, the events' own times). Without one, an event's own timestamp is used, else the
@@ -15,10 +15,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from service.events import Event
-from service.events.errors import InvalidEvent
-from service.quality.events import GroundTruth, decode_ground_truth_lines
-from service.quality.quality_monitor import QualityConfig, QualityMonitor
+from ..events import Event
+from ..events.errors import InvalidEvent
+from .events import GroundTruth, decode_ground_truth_lines
+from .quality_monitor import QualityConfig, QualityMonitor
 
 STATE_KIND = "nlpmon.quality_set"
 _E = TypeVar("_E", Event, GroundTruth)

@@ -2,7 +2,7 @@
 
 The window holds the last ``max_documents`` labelled documents that are not older than ``max_age``
 (seconds of event time before the ``now`` handed to :meth:`QualityWindow.expire`). Each document
-contributes per-label TP/FP/FN rows (see :mod:`service.quality.spans`); the window keeps their sums,
+contributes per-label TP/FP/FN rows (see :mod:`nlpmon.quality.spans`); the window keeps their sums,
 adding a batch's rows when it arrives and subtracting the rows of documents as they leave, so a
 report costs O(labels), not O(documents). The rows of the documents inside the window are kept
 (compactly, as int64 arrays) because expiry must know what to subtract.
@@ -12,10 +12,10 @@ the TP total over the number of documents.
 
 Also kept per document: the label delay (label event time - prediction event time, NaN when
 either is unknown), for a histogram, and per predicted span its confidence and correctness, for the
-calibration gap of :mod:`service.quality.estimate`.
+calibration gap of :mod:`nlpmon.quality.estimate`.
 
 Also kept, per document and per (document, label): the partial-match counts of the SemEval-2013 schemes
-(:mod:`service.quality.partial_match`, as nervaluate counts them), summed and expired the same way, so
+(:mod:`nlpmon.quality.partial_match`, as nervaluate counts them), summed and expired the same way, so
 the partial figures cover exactly the documents of the window. Documents restored from a snapshot of a
 build without them have no partial counts (``partial_documents`` says how many have).
 
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.quality.partial_match import N_COLUMNS, partial_counts, scheme_document_counts, scheme_figures
-from service.quality.spans import BatchCounts, match_batch
+from .partial_match import N_COLUMNS, partial_counts, scheme_document_counts, scheme_figures
+from .spans import BatchCounts, match_batch
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -217,7 +217,7 @@ class QualityWindow:
 
     def partial_figures(self, names: list[str]) -> dict[str, Any]:
         """The partial-match figures of every scheme over the window: ``{scheme: {"overall", "labels"}}``
-        (see :func:`service.quality.partial_match.scheme_figures`)."""
+        (see :func:`nlpmon.quality.partial_match.scheme_figures`)."""
         self._grow(len(names))
         return scheme_figures(self.partial_total, self.partial_sums[:len(names)], names)
 

@@ -4,6 +4,6 @@ A sketch here is a sum of per-event feature rows plus an item count: sums merge 
 window of any size is the sum of the blocks (or events) it covers, and expiry is a subtraction.
 """
 
-from service.sketches.multiscale import MultiScaleWindow, WindowSums
+from .multiscale import MultiScaleWindow, WindowSums
 
 __all__ = ["MultiScaleWindow", "WindowSums"]

@@ -20,8 +20,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from service.errors import UserError
-from service.events.depth import exceeds_depth
+from ..errors import UserError
+from ..events.depth import exceeds_depth
 
 MAGIC = b"NLPMON"
 FORMAT_VERSION = 1

@@ -10,8 +10,8 @@ import os
 
 import faust
 
-from service.integrations.faust_agent import FaustMonitor
-from service.monitor.config import MonitorConfig
+from nlpmon.integrations.faust_agent import FaustMonitor
+from nlpmon.monitor.config import MonitorConfig
 
 env = os.environ
 app = faust.App(env["FAUST_TEST_APP_ID"], broker=f"kafka://{env['FAUST_TEST_BOOTSTRAP']}", web_enabled=False,

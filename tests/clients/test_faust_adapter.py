@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 def publish(bootstrap: str, topic: str, lines: list[str], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "service.cli", "publish", str(path), "--bootstrap-servers",
+    proc = subprocess.run([sys.executable, "-m", "nlpmon.cli", "publish", str(path), "--bootstrap-servers",
                            bootstrap, "--topic", topic], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.events import decode_event, pydantic_validate
-from service.events.builders import (
+from nlpmon.events import decode_event, pydantic_validate
+from nlpmon.events.builders import (
     BuilderError,
     event_from_hf_token_classification,
     event_from_text_classification,

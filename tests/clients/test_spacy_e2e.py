@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from service.events.builders import events_from_spacy
+from nlpmon.events.builders import events_from_spacy
 from tests.clients.conftest import require
 from tests.clients.local_texts import copyright_paragraphs, python_docstrings
 from tests.service.test_service_e2e import Service, publish  # noqa: F401 (the publish fixture)

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.events import decode_event, pydantic_validate
-from service.events.builders import BuilderError, event_from_spacy_doc, events_from_spacy, spacy_beam_scores
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
+from nlpmon.events import decode_event, pydantic_validate
+from nlpmon.events.builders import BuilderError, event_from_spacy_doc, events_from_spacy, spacy_beam_scores
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
 from tests.clients.conftest import require
 from tests.clients.local_texts import copyright_paragraphs
 

@@ -13,15 +13,15 @@ import json
 import numpy as np
 import pytest
 
-from service.demo import SyntheticStream
-from service.drift import signal
-from service.drift.embedding import EmbeddingFeaturizer
-from service.drift.featurizers import Featurizer
-from service.drift.signal import HeldOut, resample_held_out, resample_window_sums, resampled_statistics
-from service.events import decode_event
-from service.monitor.config import MonitorConfig
-from service.monitor.reference import ReferenceProfile, ReferenceSample
-from service.monitor.signals import extract_columns
+from nlpmon.demo import SyntheticStream
+from nlpmon.drift import signal
+from nlpmon.drift.embedding import EmbeddingFeaturizer
+from nlpmon.drift.featurizers import Featurizer
+from nlpmon.drift.signal import HeldOut, resample_held_out, resample_window_sums, resampled_statistics
+from nlpmon.events import decode_event
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.reference import ReferenceProfile, ReferenceSample
+from nlpmon.monitor.signals import extract_columns
 
 
 def old_resample_window_sums(rows: np.ndarray, items: np.ndarray, window: int, count: int,

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.demo import SyntheticStream
-from service.monitor import model_monitor
-from service.monitor.calibration_jobs import CalibrationJob, event_from_state, event_state
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.monitor.reference import ReferenceProfile
-from service.state import decode_state, encode_state
+from nlpmon.demo import SyntheticStream
+from nlpmon.monitor import model_monitor
+from nlpmon.monitor.calibration_jobs import CalibrationJob, event_from_state, event_state
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.reference import ReferenceProfile
+from nlpmon.state import decode_state, encode_state
 from tests.core.test_monitor import assert_close_tree
 
 CONFIG = MonitorConfig(calibration_splits=2, auto_baseline_events=600, min_reference_events=200,
@@ -220,7 +220,7 @@ def test_a_too_small_reference_is_refused_at_once_without_a_job() -> None:
 
 
 def test_held_events_round_trip_through_the_snapshot_codec() -> None:
-    from service.events import decode_event
+    from nlpmon.events import decode_event
 
     raw = {"event_id": "e1", "model": "m", "model_version": "2", "timestamp": "2026-11-20T13:41:00Z",
            "task": "text-classification", "text": "hello", "embedding": [0.5, -1.25, 3.0],
@@ -249,9 +249,9 @@ def test_held_events_round_trip_through_the_snapshot_codec() -> None:
 
 
 def test_held_events_without_texts_keep_their_token_offsets_and_span_measures() -> None:
-    from service.events import decode_event
-    from service.monitor.config import TextPolicy
-    from service.monitor.signals import extract_columns
+    from nlpmon.events import decode_event
+    from nlpmon.monitor.config import TextPolicy
+    from nlpmon.monitor.signals import extract_columns
 
     toks = [{"text": "ab", "tag": "B-X", "start": 0, "end": 2}, {"text": "cd", "tag": "I-X", "start": 3, "end": 5}]
     e = decode_event(json.dumps({"event_id": "e", "model": "m", "text": "ab cd",

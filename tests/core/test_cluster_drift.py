@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.drift.clusters import ClusterFeaturizer, marking_threshold
-from service.drift.embedding import EmbeddingFeaturizer
-from service.drift.featurizers import event_rows
-from service.drift.items import ItemColumn
-from service.drift.signal import (
+from nlpmon.drift.clusters import ClusterFeaturizer, marking_threshold
+from nlpmon.drift.embedding import EmbeddingFeaturizer
+from nlpmon.drift.featurizers import event_rows
+from nlpmon.drift.items import ItemColumn
+from nlpmon.drift.signal import (
     CLUSTER_BLOCK,
     SignalModel,
     SignalWindow,
@@ -22,8 +22,8 @@ from service.drift.signal import (
     cluster_event_rows,
     resample_cluster_sums,
 )
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
 
 
 def brute_statistic(z: np.ndarray, scores: np.ndarray, event: np.ndarray, lo: int, hi: int,

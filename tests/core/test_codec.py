@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service.state import SnapshotError, decode_state, encode_state
-from service.state.codec import MAGIC
+from nlpmon.state import SnapshotError, decode_state, encode_state
+from nlpmon.state.codec import MAGIC
 
 leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**60), 2**60), st.floats(allow_nan=False),
                  st.text(max_size=20),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.drift.detectors import AdwinDetector
+from nlpmon.drift.detectors import AdwinDetector
 
 
 def stream(seed: int) -> tuple[np.ndarray, np.ndarray]:

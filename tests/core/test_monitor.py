@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from service.demo import SyntheticStream
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.monitor.reference import ReferenceProfile
+from nlpmon.demo import SyntheticStream
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.reference import ReferenceProfile
 from tests.support import f32_sum_rtol
 
 CONFIG = MonitorConfig(calibration_splits=3, auto_baseline_events=600, min_reference_events=200)
@@ -215,7 +215,7 @@ def test_embedding_size_is_per_model_version_and_bad_reference_events_are_skippe
     res = ms.process_lines(v1 + v2)
     assert res.accepted == 6 and res.rejected == []
     # a reference file whose embeddings have another size than production: skipped, never raised
-    from service.events import decode_event
+    from nlpmon.events import decode_event
 
     ref = [decode_event(x) for x in lines(300, 17, split="reference")]
     bad = decode_event(json.dumps(dict(json.loads(lines(1, 18)[0]), embedding=[0.1] * 7)))

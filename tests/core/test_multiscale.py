@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.sketches import MultiScaleWindow
+from nlpmon.sketches import MultiScaleWindow
 
 WINDOWS = (3, 5, 10, 20, 40)
 BLOCK = 5

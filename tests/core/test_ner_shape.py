@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from service.drift.items import ItemColumn
-from service.drift.outliers import count_thresholds
-from service.drift.shares import EventShareFeaturizer, TagValidityFeaturizer, beta_binomial_thresholds
-from service.drift.signal import SignalWindow, calibrate_event_share_signal
-from service.drift.spans import align_tokens, span_shapes
-from service.drift.tagging import SCHEMES, TagCodes, detect_scheme, invalid_tokens, invalid_tokens_reference
-from service.events import decode_event
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.monitor.signals import SIGNAL_NAMES, SPAN_LABELS, extract_columns
+from nlpmon.drift.items import ItemColumn
+from nlpmon.drift.outliers import count_thresholds
+from nlpmon.drift.shares import EventShareFeaturizer, TagValidityFeaturizer, beta_binomial_thresholds
+from nlpmon.drift.signal import SignalWindow, calibrate_event_share_signal
+from nlpmon.drift.spans import align_tokens, span_shapes
+from nlpmon.drift.tagging import SCHEMES, TagCodes, detect_scheme, invalid_tokens, invalid_tokens_reference
+from nlpmon.events import decode_event
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.signals import SIGNAL_NAMES, SPAN_LABELS, extract_columns
 
 NEW = ("tag_validity", "span_length", "span_boundary")
 
@@ -356,7 +356,7 @@ EVIL = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
 
 
 def test_page_shows_invalid_sequences_crossing_entities_and_span_lengths_by_label_escaped() -> None:
-    from service.observability import pages
+    from nlpmon.observability import pages
 
     rng = np.random.default_rng(4)
     config = MonitorConfig(disabled_signals=tuple(s for s in SIGNAL_NAMES if s not in NEW))
@@ -385,7 +385,7 @@ def test_page_shows_invalid_sequences_crossing_entities_and_span_lengths_by_labe
 def test_new_signals_are_exported_as_drift_series() -> None:
     from prometheus_client import CollectorRegistry
 
-    from service.observability.exporter import NlpmonMetrics
+    from nlpmon.observability.exporter import NlpmonMetrics
 
     rng = np.random.default_rng(6)
     config = MonitorConfig(disabled_signals=tuple(s for s in SIGNAL_NAMES if s not in NEW))
@@ -418,7 +418,7 @@ def test_without_the_span_signals_no_token_is_aligned_and_the_other_columns_are_
 
 
 def test_batch_offsets_equal_token_by_token_alignment_where_they_hold() -> None:
-    from service.drift.spans import batch_offsets
+    from nlpmon.drift.spans import batch_offsets
 
     rng = np.random.default_rng(9)
     alphabet = ["ab", "c", "é", "日本", ",", ".", "x", "(", ")", "Ω"]
@@ -450,7 +450,7 @@ def test_batch_offsets_equal_token_by_token_alignment_where_they_hold() -> None:
 
 def test_batch_offsets_take_lone_surrogates_and_odd_texts() -> None:
     """Texts from JSON may hold lone surrogates (``"\\ud800"``): no encoding error, same offsets."""
-    from service.drift.spans import batch_offsets
+    from nlpmon.drift.spans import batch_offsets
 
     start, end, ok = batch_offsets(["a\ud800 b", "x  y"], [["a\ud800", "b"], ["x", "y"]])
     assert ok.tolist() == [True, True]

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.demo import SyntheticStream
-from service.events import decode_event
-from service.monitor.config import MonitorConfig
-from service.monitor.examples import QUANTILE_LEVELS
-from service.monitor.history import ScoreHistory
-from service.monitor.monitor_set import MonitorSet
+from nlpmon.demo import SyntheticStream
+from nlpmon.events import decode_event
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.examples import QUANTILE_LEVELS
+from nlpmon.monitor.history import ScoreHistory
+from nlpmon.monitor.monitor_set import MonitorSet
 from tests.support import f32_matmul_atol, f32_sum_rtol
 
 CONFIG = MonitorConfig(calibration_splits=2, distribution_windows=(50, 100, 200), embedding_windows=(5, 20, 100),
@@ -269,7 +269,7 @@ def test_restore_keeps_decisions_and_refills_the_in_memory_evidence(batched: Mon
     mon = restored.monitors[("demo-ner", "1")]
     state = mon.state()
     state["profile"].pop("outlier_quantiles")
-    from service.monitor.model_monitor import ModelMonitor
+    from nlpmon.monitor.model_monitor import ModelMonitor
 
     old = ModelMonitor.from_state(state, CONFIG)
     prod = stream_lines()[1]

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from service.drift.distribution import LabelShareFeaturizer, label_excess
-from service.drift.embedding import EmbeddingFeaturizer
-from service.drift.items import ItemColumn
-from service.drift.outliers import OutlierShareFeaturizer, count_thresholds
-from service.drift.signal import (
+from nlpmon.drift.distribution import LabelShareFeaturizer, label_excess
+from nlpmon.drift.embedding import EmbeddingFeaturizer
+from nlpmon.drift.items import ItemColumn
+from nlpmon.drift.outliers import OutlierShareFeaturizer, count_thresholds
+from nlpmon.drift.signal import (
     OUTLIER_BLOCK,
     SignalModel,
     SignalWindow,
     calibrate_outlier_signal,
     calibrate_signal,
 )
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
 
 
 def bb_tail_by_integration(c: int, n: int, a: float, b: float) -> float:

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.demo import SyntheticStream
-from service.events import decode_event
-from service.monitor.config import MonitorConfig
-from service.monitor.page_evidence import PageEvidence
-from service.monitor.pipeline import Pipeline
-from service.monitor.views import ModelMetrics
-from service.quality import QualityConfig
+from nlpmon.demo import SyntheticStream
+from nlpmon.events import decode_event
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.page_evidence import PageEvidence
+from nlpmon.monitor.pipeline import Pipeline
+from nlpmon.monitor.views import ModelMetrics
+from nlpmon.quality import QualityConfig
 
 CONFIG = MonitorConfig(calibration_splits=2)
 

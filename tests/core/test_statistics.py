@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from service.drift.calibration import calibrate_threshold, fit_tail
-from service.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, js_distance
-from service.drift.embedding import EmbeddingFeaturizer
+from nlpmon.drift.calibration import calibrate_threshold, fit_tail
+from nlpmon.drift.distribution import BinnedFeaturizer, CategoricalFeaturizer, js_distance
+from nlpmon.drift.embedding import EmbeddingFeaturizer
 from tests.support import F32_EPS, f32_matmul_atol, f32_sum_rtol
 
 

@@ -1,6 +1,6 @@
 """Alerting end to end: Kafka -> `nlpmon run` -> Prometheus (the shipped rules) -> Alertmanager -> webhook.
 
-Everything is real and local: the session's Kafka broker (tests/conftest.py), `python -m service.cli run`,
+Everything is real and local: the session's Kafka broker (tests/conftest.py), `python -m nlpmon.cli run`,
 `prometheus` scraping it every second with evaluation_interval 1s, `prometheus-alertmanager` with
 group_wait/group_interval 1s, and a webhook receiver in this process (http.server on 127.0.0.1:0).
 
@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 import yaml
 
-from service.demo import SyntheticStream
+from nlpmon.demo import SyntheticStream
 from tests.deploy.conftest import RULES, require_tools
 from tests.support import wait_until
 
@@ -146,7 +146,7 @@ def start_nlpmon(bootstrap: str, tmp: Path) -> tuple[Proc, int, str]:
            "NLPMON_MONITOR__CALIBRATION_SPLITS": "2",
            "NLPMON_KAFKA__SESSION_TIMEOUT_MS": "2000", "NLPMON_PROGRESS_INTERVAL_S": "1",
            "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2"}
-    proc = Proc("nlpmon", [sys.executable, "-m", "service.cli", "run"], tmp / "nlpmon.log", env)
+    proc = Proc("nlpmon", [sys.executable, "-m", "nlpmon.cli", "run"], tmp / "nlpmon.log", env)
 
     def port() -> Any:
         proc.check_alive()
@@ -162,7 +162,7 @@ def start_nlpmon(bootstrap: str, tmp: Path) -> tuple[Proc, int, str]:
 
 def publish(bootstrap: str, topic: str, lines: list[str], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
-    done = subprocess.run([sys.executable, "-m", "service.cli", "publish", str(path), "--bootstrap-servers",
+    done = subprocess.run([sys.executable, "-m", "nlpmon.cli", "publish", str(path), "--bootstrap-servers",
                            bootstrap, "--topic", topic], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"{len(lines):,} acknowledged" in done.stderr, done.stderr

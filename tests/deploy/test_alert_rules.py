@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.observability.metrics import metric_catalogue
+from nlpmon.observability.metrics import metric_catalogue
 from tests.deploy.conftest import (
     ALERTMANAGER_CONFIG,
     PROMETHEUS_CONFIG,

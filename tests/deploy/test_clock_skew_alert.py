@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.demo import SyntheticStream
-from service.kafka.processor import Record
-from service.monitor.config import MonitorConfig
-from service.observability.exporter import NlpmonMetrics
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.demo import SyntheticStream
+from nlpmon.kafka.processor import Record
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.observability.exporter import NlpmonMetrics
 from tests.deploy.conftest import RULE_TESTS, RULES
 from tests.deploy.test_alert_rules import Tools
 

@@ -22,10 +22,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from service.app.settings import ServiceSettings, load_settings
-from service.cli import build_parser
-from service.kafka.settings import KafkaSettings
-from service.observability.http import ObservabilityServer
+from nlpmon.app.settings import ServiceSettings, load_settings
+from nlpmon.cli import build_parser
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.observability.http import ObservabilityServer
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -414,8 +414,8 @@ def test_dockerfile_installs_the_package_from_its_sources() -> None:
 
 def test_console_script_is_declared() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["nlpmon"] == "service.cli:main"
-    from service import cli
+    assert scripts["nlpmon"] == "nlpmon.cli:main"
+    from nlpmon import cli
 
     assert callable(cli.main)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.observability.metrics import metric_catalogue
+from nlpmon.observability.metrics import metric_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -2,7 +2,7 @@
 
 ``scripts/make-web-certs.sh`` (what ``make certs`` runs) writes a private CA, nlpmon's certificate, a random
 scrape password and the web config from ``deploy/web/web-config.example.yml`` into a temporary folder.
-``python -m service.cli run --web-config-file`` serves with it against the session's broker. Then:
+``python -m nlpmon.cli run --web-config-file`` serves with it against the session's broker. Then:
 
 - every endpoint answers 401 (with ``WWW-Authenticate``) without credentials and with a wrong password,
   and 200 with the right one, over TLS verified against the CA;
@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.demo import SyntheticStream
+from nlpmon.demo import SyntheticStream
 from tests.deploy.conftest import PROMETHEUS_CONFIG, require_tools
 from tests.deploy.test_alert_e2e import Proc, free_port, http_get, publish
 from tests.support import wait_until
@@ -74,7 +74,7 @@ def test_prometheus_scrapes_nlpmon_over_https_with_basic_auth(kafka_bootstrap: s
                "NLPMON_GROUP_ID": f"nlpmon-{s}", "NLPMON_STATE_TOPIC": f"state-{s}",
                "NLPMON_DEAD_LETTER_TOPIC": f"dlq-{s}", "NLPMON_GROUND_TRUTH_TOPIC": "",
                "NLPMON_KAFKA__SESSION_TIMEOUT_MS": "2000", "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2"}
-        svc = Proc("nlpmon", [sys.executable, "-m", "service.cli", "run", "--web-config-file",
+        svc = Proc("nlpmon", [sys.executable, "-m", "nlpmon.cli", "run", "--web-config-file",
                               str(web / "web-config.yml")], tmp_path / "nlpmon.log", env)
         procs.append(svc)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from service.kafka.processor import Record, Rejected
+from nlpmon.kafka.processor import Record, Rejected
 
 SNAPSHOT_VERSION = 1
 

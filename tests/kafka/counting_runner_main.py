@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from counting_processor import CountingProcessor
 
-from service.kafka.processor import PartitionProcessor, Record, Rejected
-from service.kafka.runner import ConsumerRunner
-from service.kafka.runner_metrics import BatchReport
-from service.kafka.settings import KafkaSettings
+from nlpmon.kafka.processor import PartitionProcessor, Record, Rejected
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.kafka.runner_metrics import BatchReport
+from nlpmon.kafka.settings import KafkaSettings
 
 HOLD_LIMIT_S = 120.0
 

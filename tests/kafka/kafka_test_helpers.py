@@ -16,11 +16,11 @@ from typing import Any, TypedDict, TypeVar
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from counting_processor import CountingProcessor
 
-from service.kafka.processor import Record
-from service.kafka.runner import ConsumerRunner
-from service.kafka.settings import KafkaSettings
-from service.kafka.state_store import StateStore
-from service.kafka.topics import create_topic
+from nlpmon.kafka.processor import Record
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.state_store import StateStore
+from nlpmon.kafka.topics import create_topic
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent

@@ -11,15 +11,15 @@ from typing import cast
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from service.kafka.checkpoints import Checkpointer, CheckpointSchedule, CommitError
-from service.kafka.dead_letter import DeadLetterWriter
-from service.kafka.partition_progress import PartitionProgress
-from service.kafka.processor import Record, Rejected
-from service.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
-from service.kafka.settings import KafkaSettings
-from service.kafka.snapshot_format import PartitionSnapshot
-from service.kafka.state_loss import StateLossDetector
-from service.kafka.state_store import StateStore
+from nlpmon.kafka.checkpoints import Checkpointer, CheckpointSchedule, CommitError
+from nlpmon.kafka.dead_letter import DeadLetterWriter
+from nlpmon.kafka.partition_progress import PartitionProgress
+from nlpmon.kafka.processor import Record, Rejected
+from nlpmon.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.snapshot_format import PartitionSnapshot
+from nlpmon.kafka.state_loss import StateLossDetector
+from nlpmon.kafka.state_store import StateStore
 
 
 class Clock:

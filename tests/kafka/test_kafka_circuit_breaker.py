@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from service.kafka.circuit_breaker import CircuitBreaker, CircuitState
+from nlpmon.kafka.circuit_breaker import CircuitBreaker, CircuitState
 
 
 class FakeClock:

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 
-from service.app.demo import DemoPlan, publish_demo
-from service.app.service import NlpmonService
-from service.app.settings import load_settings
-from service.cli import main
-from service.kafka.publish import publish_file
-from service.kafka.runner import ConsumerRunner
-from service.kafka.settings import KafkaSettings
-from service.kafka.state_store import StateStore
-from service.kafka.topics import create_topic
+from nlpmon.app.demo import DemoPlan, publish_demo
+from nlpmon.app.service import NlpmonService
+from nlpmon.app.settings import load_settings
+from nlpmon.cli import main
+from nlpmon.kafka.publish import publish_file
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.state_store import StateStore
+from nlpmon.kafka.topics import create_topic
 
 pytestmark = pytest.mark.broker
 REFUSED = {"security.protocol": "SSL", "ssl.ca.location": "/nonexistent/nlpmon-test-ca.pem"}

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from kafka_test_helpers import Names, RunnerThread, make_topic, produce, read_partition, settings_for_test, wait_until
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.kafka.runner import ConsumerRunner
-from service.monitor.config import MonitorConfig
-from service.quality import QualityConfig
-from service.quality.spans import LabelVocab
-from service.quality.window import scores_from_counts
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.quality import QualityConfig
+from nlpmon.quality.spans import LabelVocab
+from nlpmon.quality.window import scores_from_counts
 from tests.quality.test_spans import oracle
 
 pytestmark = pytest.mark.broker

@@ -18,10 +18,10 @@ from kafka_test_helpers import (
     wait_until,
 )
 
-from service.app.processor import MonitorPartitionProcessor, References
-from service.demo import SyntheticStream
-from service.kafka.runner import ConsumerRunner
-from service.monitor.config import MonitorConfig
+from nlpmon.app.processor import MonitorPartitionProcessor, References
+from nlpmon.demo import SyntheticStream
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.monitor.config import MonitorConfig
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

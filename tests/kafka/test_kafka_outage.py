@@ -39,9 +39,9 @@ from kafka_test_helpers import (
     wait_until,
 )
 
-from service.kafka.broker import EmbeddedBroker, free_loopback_port
-from service.kafka.processor import Record, Rejected
-from service.kafka.runner import ConsumerRunner
+from nlpmon.kafka.broker import EmbeddedBroker, free_loopback_port
+from nlpmon.kafka.processor import Record, Rejected
+from nlpmon.kafka.runner import ConsumerRunner
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

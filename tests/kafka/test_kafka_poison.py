@@ -26,8 +26,8 @@ from kafka_test_helpers import (
     wait_until,
 )
 
-from service.kafka.publish import DeliveryError
-from service.kafka.runner import ConsumerRunner
+from nlpmon.kafka.publish import DeliveryError
+from nlpmon.kafka.runner import ConsumerRunner
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -11,15 +11,15 @@ from typing import Any, cast
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, TopicPartition
 
-from service.kafka.partition_progress import PartitionProgress
-from service.kafka.processor import Record, Rejected
-from service.kafka.rebalance import MAX_LOSS_NOTES, Rebalancer, StartPlan, StartReason, plan_start
-from service.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
-from service.kafka.settings import KafkaSettings
-from service.kafka.snapshot_format import PartitionSnapshot
-from service.kafka.state_loss import StateLossDetector
-from service.kafka.state_store import StateRestoreError, StateStore
-from service.kafka.topics import TopicSetupError
+from nlpmon.kafka.partition_progress import PartitionProgress
+from nlpmon.kafka.processor import Record, Rejected
+from nlpmon.kafka.rebalance import MAX_LOSS_NOTES, Rebalancer, StartPlan, StartReason, plan_start
+from nlpmon.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.snapshot_format import PartitionSnapshot
+from nlpmon.kafka.state_loss import StateLossDetector
+from nlpmon.kafka.state_store import StateRestoreError, StateStore
+from nlpmon.kafka.topics import TopicSetupError
 
 
 def snapshot(next_offset: int, label_next_offset: int = -1) -> PartitionSnapshot:

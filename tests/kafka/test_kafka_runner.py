@@ -23,7 +23,7 @@ from kafka_test_helpers import (
     wait_until,
 )
 
-from service.kafka.runner import CommitError, ConsumerRunner
+from nlpmon.kafka.runner import CommitError, ConsumerRunner
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -31,10 +31,10 @@ from kafka_test_helpers import (
     wait_until,
 )
 
-from service.kafka.publish import DeliveryError
-from service.kafka.runner import ConsumerRunner
-from service.kafka.settings import KafkaSettings
-from service.kafka.snapshot_format import (
+from nlpmon.kafka.publish import DeliveryError
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.snapshot_format import (
     CHUNK_OVERHEAD,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_MAX_SNAPSHOT_BYTES,
@@ -51,7 +51,7 @@ from service.kafka.snapshot_format import (
     select_latest,
     snapshot_key,
 )
-from service.kafka.state_store import StateRestoreError, StateStore
+from nlpmon.kafka.state_store import StateRestoreError, StateStore
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = snapshot_key("g", "t", 3)

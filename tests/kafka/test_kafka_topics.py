@@ -1,4 +1,4 @@
-"""Topic set-up (service.kafka.topics) on the real broker: ``create_missing_topics`` is respected for every
+"""Topic set-up (nlpmon.kafka.topics) on the real broker: ``create_missing_topics`` is respected for every
 topic, the input and ground-truth topics included; a missing topic is one error naming it; topics are
 created with the settings' partition count, replication factor and client options."""
 
@@ -11,13 +11,13 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka.admin import NewTopic
 
-import service.kafka.topics as topics
-from service.app.service import NlpmonService
-from service.app.settings import load_settings
-from service.cli import main
-from service.kafka.runner import ConsumerRunner
-from service.kafka.settings import KafkaSettings
-from service.kafka.topics import TopicSetup, TopicSetupError, create_topic, topic_partition_count
+import nlpmon.kafka.topics as topics
+from nlpmon.app.service import NlpmonService
+from nlpmon.app.settings import load_settings
+from nlpmon.cli import main
+from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.topics import TopicSetup, TopicSetupError, create_topic, topic_partition_count
 
 pytestmark = pytest.mark.broker
 

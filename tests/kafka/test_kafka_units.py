@@ -12,31 +12,31 @@ import pytest
 from confluent_kafka import Producer
 from kafka_test_helpers import Names, make_topic, read_partition
 
-import service.kafka.checkpoints
-import service.kafka.circuit_breaker
-import service.kafka.publish
-import service.kafka.rebalance
-import service.kafka.settings
-import service.kafka.snapshot_format
-import service.kafka.state_store
-from service.kafka.broker import BrokerError, EmbeddedBroker
-from service.kafka.publish import PublishResult, event_key, publish_file
-from service.kafka.settings import KafkaSettings
-from service.kafka.snapshot_format import (
+import nlpmon.kafka.checkpoints
+import nlpmon.kafka.circuit_breaker
+import nlpmon.kafka.publish
+import nlpmon.kafka.rebalance
+import nlpmon.kafka.settings
+import nlpmon.kafka.snapshot_format
+import nlpmon.kafka.state_store
+from nlpmon.kafka.broker import BrokerError, EmbeddedBroker
+from nlpmon.kafka.publish import PublishResult, event_key, publish_file
+from nlpmon.kafka.settings import KafkaSettings
+from nlpmon.kafka.snapshot_format import (
     PartitionSnapshot,
     SnapshotFormatError,
     decode_snapshot,
     encode_snapshot,
     snapshot_key,
 )
-from service.kafka.state_store import StateRestoreError, StateStore
-from service.kafka.topics import create_topic, topic_partition_count
+from nlpmon.kafka.state_store import StateRestoreError, StateStore
+from nlpmon.kafka.topics import create_topic, topic_partition_count
 
 
 @pytest.mark.parametrize(
     "module",
-    [service.kafka.checkpoints, service.kafka.circuit_breaker, service.kafka.publish, service.kafka.rebalance,
-     service.kafka.settings, service.kafka.snapshot_format],
+    [nlpmon.kafka.checkpoints, nlpmon.kafka.circuit_breaker, nlpmon.kafka.publish, nlpmon.kafka.rebalance,
+     nlpmon.kafka.settings, nlpmon.kafka.snapshot_format],
 )
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import isotonic_regression
 
-from service.quality.estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision, fit_curve
-from service.state import decode_state, encode_state
+from nlpmon.quality.estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precision, fit_curve
+from nlpmon.state import decode_state, encode_state
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.events import InvalidEvent
-from service.quality.events import (
+from nlpmon.events import InvalidEvent
+from nlpmon.quality.events import (
     GroundTruth,
     GroundTruthEvent,
     decode_ground_truth,

@@ -10,8 +10,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.quality.join import CLASS, SPANS, JoinBuffer, Label, Prediction, entry_bytes
-from service.state import decode_state, encode_state
+from nlpmon.quality.join import CLASS, SPANS, JoinBuffer, Label, Prediction, entry_bytes
+from nlpmon.state import decode_state, encode_state
 
 BIG = 10**12
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.quality.partial_match import CATEGORIES, SCHEMES, greedy_document, partial_counts, scheme_figures
-from service.quality.spans import LabelVocab
+from nlpmon.quality.partial_match import CATEGORIES, SCHEMES, greedy_document, partial_counts, scheme_figures
+from nlpmon.quality.spans import LabelVocab
 
 try:
     import nervaluate

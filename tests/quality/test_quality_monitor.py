@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.events import Event, decode_event
-from service.quality.events import GroundTruth, decode_ground_truth
-from service.quality.quality_monitor import QualityConfig, QualityMonitor
-from service.quality.spans import LabelVocab
-from service.quality.window import scores_from_counts
-from service.state import decode_state, encode_state
+from nlpmon.events import Event, decode_event
+from nlpmon.quality.events import GroundTruth, decode_ground_truth
+from nlpmon.quality.quality_monitor import QualityConfig, QualityMonitor
+from nlpmon.quality.spans import LabelVocab
+from nlpmon.quality.window import scores_from_counts
+from nlpmon.state import decode_state, encode_state
 from tests.quality.test_spans import oracle
 
 try:  # the partial-match oracle (dev extra); its own test module fails in CI without it

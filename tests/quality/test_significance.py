@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from service.events import decode_event
-from service.quality.events import decode_ground_truth
-from service.quality.quality_monitor import QualityConfig, QualityMonitor
-from service.quality.significance import calibration_gap_score, f1_drop_score, micro_f1_with_se, z_threshold
+from nlpmon.events import decode_event
+from nlpmon.quality.events import decode_ground_truth
+from nlpmon.quality.quality_monitor import QualityConfig, QualityMonitor
+from nlpmon.quality.significance import calibration_gap_score, f1_drop_score, micro_f1_with_se, z_threshold
 
 
 def clustered_documents(rng: np.random.Generator, docs: int, p_ok: float) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.quality.spans import LabelVocab, confusion_counts, match_batch, match_document
+from nlpmon.quality.spans import LabelVocab, confusion_counts, match_batch, match_document
 
 Span = tuple[int, int, str]
 

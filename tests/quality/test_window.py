@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.quality.partial_match import N_COLUMNS, partial_counts
-from service.quality.spans import LabelVocab
-from service.quality.window import QualityWindow, scores_from_counts
-from service.state import decode_state, encode_state
+from nlpmon.quality.partial_match import N_COLUMNS, partial_counts
+from nlpmon.quality.spans import LabelVocab
+from nlpmon.quality.window import QualityWindow, scores_from_counts
+from nlpmon.state import decode_state, encode_state
 from tests.quality.test_spans import oracle
 
 LABELS = ["A", "B", "C", "D"]

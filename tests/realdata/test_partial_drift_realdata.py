@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from service.drift.signal import OUTLIER_BLOCK
-from service.monitor.config import MonitorConfig
-from service.replay import replay
+from nlpmon.drift.signal import OUTLIER_BLOCK
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.replay import replay
 
 from .conftest import Streams
 

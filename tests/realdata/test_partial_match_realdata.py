@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.events import decode_event
-from service.quality.events import decode_ground_truth
-from service.quality.partial_match import SCHEMES, partial_counts, scheme_figures
-from service.quality.quality_monitor import QualityConfig, QualityMonitor
+from nlpmon.events import decode_event
+from nlpmon.quality.events import decode_ground_truth
+from nlpmon.quality.partial_match import SCHEMES, partial_counts, scheme_figures
+from nlpmon.quality.quality_monitor import QualityConfig, QualityMonitor
 from tests.quality import test_partial_match as nervaluate_test  # skips (fails in CI) without nervaluate
 
 pytestmark = [pytest.mark.realdata]

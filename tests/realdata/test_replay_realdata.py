@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from service.monitor.config import MonitorConfig
-from service.replay import replay
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.replay import replay
 
 from .conftest import Streams
 

@@ -13,13 +13,13 @@ import pytest
 from confluent_kafka import KafkaError
 from prometheus_client import CollectorRegistry
 
-from service.app.service import NlpmonService
-from service.app.settings import ServiceSettings
-from service.kafka.broker import free_loopback_port
-from service.kafka.client_log import ClientErrorGate
-from service.kafka.runner_metrics import RunnerMetrics
-from service.observability.exporter import NlpmonMetrics
-from service.observability.http import ObservabilityServer
+from nlpmon.app.service import NlpmonService
+from nlpmon.app.settings import ServiceSettings
+from nlpmon.kafka.broker import free_loopback_port
+from nlpmon.kafka.client_log import ClientErrorGate
+from nlpmon.kafka.runner_metrics import RunnerMetrics
+from nlpmon.observability.exporter import NlpmonMetrics
+from nlpmon.observability.http import ObservabilityServer
 
 
 def runner_metrics(**kw: Any) -> RunnerMetrics:
@@ -103,7 +103,7 @@ def test_client_errors_are_logged_once_per_outage_and_counted(caplog: pytest.Log
 
 def test_start_without_a_broker_is_one_line_naming_the_address_and_setting(tmp_path: Any) -> None:
     address = f"127.0.0.1:{free_loopback_port()}"  # nothing listens there
-    proc = subprocess.run([sys.executable, "-m", "service.cli", "run", "--bootstrap-servers", address, "--port", "0"],
+    proc = subprocess.run([sys.executable, "-m", "nlpmon.cli", "run", "--bootstrap-servers", address, "--port", "0"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -115,7 +115,7 @@ def test_start_without_a_broker_is_one_line_naming_the_address_and_setting(tmp_p
 def test_slice_sizes_follow_the_per_record_cost_not_the_per_call_cost() -> None:
     """Slices aim at max_batch_s / 8 (here 0.5 s) by a fit over recent slices: with a cost per record they
     shrink to fit; with a cost per call (a vectorised processor under load) they do not shrink to nothing."""
-    from service.kafka.slicing import SliceSizer
+    from nlpmon.kafka.slicing import SliceSizer
 
     def sizer(*timings: tuple[int, float]) -> SliceSizer:
         s = SliceSizer(target_s=4.0 / 8)
@@ -134,8 +134,8 @@ def test_undecodable_statistics_are_counted_and_logged_once(caplog: pytest.LogCa
     """They were dropped silently, and the lag froze at its last value without a trace."""
     import logging
 
-    from service.kafka.runner import ConsumerRunner
-    from service.kafka.settings import KafkaSettings
+    from nlpmon.kafka.runner import ConsumerRunner
+    from nlpmon.kafka.settings import KafkaSettings
 
     log = logging.getLogger("test-statistics")
     runner = ConsumerRunner(KafkaSettings(bootstrap_servers="127.0.0.1:9"), lambda t, p: None,  # type: ignore[arg-type,return-value]

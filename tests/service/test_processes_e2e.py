@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.demo import SyntheticStream
+from nlpmon.demo import SyntheticStream
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -58,7 +58,7 @@ class Parent:
                "NLPMON_KAFKA__CHECKPOINT_INTERVAL_S": "1", "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2"}
         self.log = log
         self.fh = log.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--processes", "2", *extra],
+        self.proc = subprocess.Popen([sys.executable, "-m", "nlpmon.cli", "run", "--processes", "2", *extra],
                                      cwd=ROOT,
                                      env=env, stdout=self.fh, stderr=subprocess.STDOUT)
         m = wait_until(lambda: re.search(r"2 members consuming \S+ on \S+; metrics and models at "
@@ -97,7 +97,7 @@ class Parent:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         for pid in children:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"service.app.members" in cmd and cmd[cmd.index(b"--member") + 1] == str(index).encode():
+            if b"nlpmon.app.members" in cmd and cmd[cmd.index(b"--member") + 1] == str(index).encode():
                 return int(pid)
         raise AssertionError(f"no member {index} among {children}")
 
@@ -121,7 +121,7 @@ def publish(kafka_bootstrap: str, names: dict[str, str], tmp_path: Path) -> Iter
     def send(lines: list[str], name: str) -> None:
         path = tmp_path / f"{name}.jsonl"
         path.write_text("\n".join(lines) + "\n")
-        proc = subprocess.run([sys.executable, "-m", "service.cli", "publish", str(path), "--bootstrap-servers",
+        proc = subprocess.run([sys.executable, "-m", "nlpmon.cli", "publish", str(path), "--bootstrap-servers",
                                kafka_bootstrap, "--topic", names["topic"]], cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr

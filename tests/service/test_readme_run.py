@@ -26,7 +26,7 @@ def test_run_demo_on_the_embedded_broker_shows_drift(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NLPMON_")}
     log = tmp_path / "run.log"
     with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run", "--demo", "--port", "0"], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "nlpmon.cli", "run", "--demo", "--port", "0"], cwd=ROOT,
                                 env={**env, "NLPMON_PROGRESS_INTERVAL_S": "2"}, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own process group, like a terminal's job
         try:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from service.app.service import NlpmonService
-from service.app.settings import load_settings
-from service.demo import SyntheticStream
+from nlpmon.app.service import NlpmonService
+from nlpmon.app.settings import load_settings
+from nlpmon.demo import SyntheticStream
 from tests.support import wait_until
 
 pytestmark = pytest.mark.broker

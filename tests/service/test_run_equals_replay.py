@@ -3,7 +3,7 @@
 The same predictions, the same reference file (``--reference``) and the same ground-truth labels (of
 production and of reference events) go through ``replay`` (files) and through ``nlpmon run`` (the
 prediction and ground-truth topics of an embedded broker, the reference file through NLPMON_REFERENCE).
-Both drive ``service.monitor.pipeline.Pipeline``; their reports must agree on every deterministic field.
+Both drive ``nlpmon.monitor.pipeline.Pipeline``; their reports must agree on every deterministic field.
 
 Excluded, and why:
 - ``reference.calibration_seconds``: wall-clock time of the calibration;
@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from service.observability.http import to_jsonable
-from service.quality import QualityConfig
-from service.replay import replay
+from nlpmon.observability.http import to_jsonable
+from nlpmon.quality import QualityConfig
+from nlpmon.replay import replay
 from tests.core.test_monitor import EMBEDDING_TOL, assert_close_tree
 from tests.service.test_service_e2e import CONFIG, Service, event_lines, label_line, names, publish  # noqa: F401
 from tests.support import wait_until

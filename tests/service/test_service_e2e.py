@@ -1,6 +1,6 @@
 """`nlpmon run` end to end against a real broker: publish -> metrics, dead letters, SIGTERM, SIGKILL + restart.
 
-The service runs as a separate process (`python -m service.cli run`), configured through NLPMON_*
+The service runs as a separate process (`python -m nlpmon.cli run`), configured through NLPMON_*
 environment variables, exactly as a user runs it.
 """
 
@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
-from service.demo import SyntheticStream
-from service.demo.generator import LABELS
-from service.monitor.config import MonitorConfig
-from service.monitor.monitor_set import MonitorSet
-from service.observability.http import to_jsonable
+from nlpmon.demo import SyntheticStream
+from nlpmon.demo.generator import LABELS
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.observability.http import to_jsonable
 from tests.core.test_monitor import EMBEDDING_TOL, assert_close_tree
 from tests.support import wait_until
 
@@ -62,7 +62,7 @@ class Service:
                "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2"}
         self.log = log
         self.fh = log.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "run"], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "nlpmon.cli", "run"], cwd=ROOT, env=env,
                                      stdout=self.fh, stderr=subprocess.STDOUT)
         m = wait_until(lambda: re.search(r"models at http://127\.0\.0\.1:(\d+)/", log.read_text())
                        or self._dead(), 60, "the service to start")
@@ -123,7 +123,7 @@ def publish(kafka_bootstrap: str, names: dict[str, str], tmp_path: Path) -> Iter
     def send(lines: list[str], name: str, topic: str | None = None) -> None:
         path = tmp_path / f"{name}.jsonl"
         path.write_text("\n".join(lines) + "\n")
-        proc = subprocess.run([sys.executable, "-m", "service.cli", "publish", str(path), "--bootstrap-servers",
+        proc = subprocess.run([sys.executable, "-m", "nlpmon.cli", "publish", str(path), "--bootstrap-servers",
                                kafka_bootstrap, "--topic", topic or names["topic"]], cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
@@ -225,7 +225,7 @@ def test_readiness_reports_an_unreachable_broker(names: dict[str, str], tmp_path
     """/readyz reports a broker outage and recovers: first the broker process is frozen (SIGSTOP: the
     group session lapses, partitions are lost) and resumed; then it is killed (connections refused).
     /healthz stays 200 throughout: the loop keeps polling, so the process is alive, just not ready."""
-    from service.kafka.broker import EmbeddedBroker
+    from nlpmon.kafka.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         svc = Service(broker.bootstrap_servers, names, tmp_path / "svc.log")
@@ -278,8 +278,8 @@ def test_pending_joins_survive_sigkill_and_late_labels_give_exact_span_figures(
         kafka_bootstrap: str, names: dict[str, str], publish: Any, tmp_path: Path) -> None:
     import random
 
-    from service.quality.spans import LabelVocab
-    from service.quality.window import scores_from_counts
+    from nlpmon.quality.spans import LabelVocab
+    from nlpmon.quality.window import scores_from_counts
     from tests.quality.test_spans import oracle
 
     lines, pred, gold = labelled_lines(600, 1500)

@@ -1,0 +1,1 @@
+"""Drift statistics: featurizers, window statistics, threshold calibration, river detectors (pure, vectorised)."""
