@@ -20,7 +20,9 @@ def test_package_list_names_every_subpackage() -> None:
     folders = {p.parent.relative_to(ROOT / "service") for p in (ROOT / "service").rglob("*.py")
                if "__pycache__" not in p.parts}
     expected = {"nlpmon" + "".join("." + part for part in f.parts) for f in folders}
-    assert set(cfg["packages"]) == expected
+    data = {"nlpmon.observability.static"}  # the pages' script and style sheet (package data only)
+    assert set(cfg["packages"]) == expected | data
+    assert cfg["package-data"]["nlpmon.observability.static"] == ["*.js", "*.css"]
     missing = sorted(str(f) for f in folders if not (ROOT / "service" / f / "__init__.py").exists())
     assert not missing, f"folders without __init__.py (namespace packages are not listed): {missing}"
 
