@@ -54,6 +54,26 @@ from .calibration_jobs import (
 from .config import MonitorConfig
 from .duplicates import RecentIds
 from .page_evidence import CountedEvent, Outlier, PageEvidence, label_share_evidence
+from .page_view import (
+    CalibrationPending,
+    ChangePoint,
+    ConfidenceByLabel,
+    Entity,
+    Example,
+    Examples,
+    History,
+    ModelPage,
+    MonitoredBlocks,
+    Neighbour,
+    OutlierShareHistory,
+    Projection,
+    ReferenceBlock,
+    SignalPage,
+    Texts,
+    Throughput,
+    WindowStatistic,
+    evidence_from_json,
+)
 from .reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall, check_reference_size
 from .signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
 from .views import LabelConfidence, LabelShare, ModelMetrics, RisingLabel, SignalMetrics
@@ -540,53 +560,61 @@ class ModelMonitor:
                 break
         return SignalMetrics(name, score, drift)
 
-    def report(self) -> dict[str, Any]:
-        """JSON-ready state of this monitor: status, every signal's score, threshold, flag and evidence."""
-        out: dict[str, Any] = {
-            "model": self.model, "model_version": self.model_version, "status": self.status,
-            "events": dict(self.events_total), "events_processed_here": dict(self.events_here),
-            "duplicate_events": self.duplicates, "duplicate_events_here": self.duplicates_here,
-            "monitored_events": self.monitored_events,
-            "last_event_time": self.last_event_time, "reference_error": self.reference_error,
-            "texts": {"kept": self.config.texts.keep, "redacted": bool(self.config.texts.redact)},
-        }
-        if self.calibration is not None:  # only while waiting: the report after the wait is the blocking run's
-            out["calibration_pending"] = {"source": self.calibration.job.source,
-                                          "reference_events": self.calibration.job.sample.size,
-                                          "held_events": self.deferred_events}
+    def page_view(self) -> ModelPage:
+        """The typed page view (``nlpmon.monitor.page_view``): status, counts, reference, every signal's score,
+        threshold, flag and evidence, the examples, projection and change points. Built when a page or the
+        API asks; the page evidence behind it is cached until new events arrive."""
+        cal = self.calibration
+        pending = (None if cal is None else  # only while waiting: the view after the wait is the blocking run's
+                   CalibrationPending(cal.job.source, cal.job.sample.size, self.deferred_events))
+        texts = Texts(self.config.texts.keep, bool(self.config.texts.redact))
+
+        def model_page(reference: ReferenceBlock, monitored: MonitoredBlocks | None = None) -> ModelPage:
+            return ModelPage(self.model, self.model_version, self.status, dict(self.events_total),
+                             dict(self.events_here), self.duplicates, self.duplicates_here, self.monitored_events,
+                             self.last_event_time, self.reference_error, texts, reference, pending, monitored)
+
         if self.profile is None:
-            out["reference"] = {"events": self.pending_reference.size or self.auto_baseline.seen,
-                                "needed": self.config.auto_baseline_events}
-            return out
+            return model_page(ReferenceBlock(self.pending_reference.size or self.auto_baseline.seen,
+                                       self.config.auto_baseline_events))
         p = self.profile
-        out["reference"] = {"source": p.source, "events": p.events, "unavailable": p.unavailable,
-                            "calibration_seconds": round(p.calibration_seconds, 3),
-                            "false_alarm_rate": self.config.false_alarm_rate}
-        signals: dict[str, Any] = {}
+        reference = ReferenceBlock(p.events, None, p.source, dict(p.unavailable), round(p.calibration_seconds, 3),
+                                   self.config.false_alarm_rate)
+        signals: dict[str, SignalPage] = {}
         for name, win in self.windows.items():
             s = self.scores.get(name, {"score": 0.0, "window": 0, "statistic": None})
-            signals[name] = {**s, "threshold": 1.0, "drift": self.flags.get(name, False),
-                             "alarms": self.alarm_counts.get(name, 0),
-                             **win.current(), "evidence": self.evidence.signal_evidence(name, win, p),
-                             "windows_not_evaluated": list(win.model.calibration.get("windows_not_evaluated", []))}
-        out["signals"] = signals
-        out["label_confidence"] = self.label_confidence_report()
-        out["change_points"] = list(self.change_points)
-        out["outliers"] = [o.as_dict() for o in self.evidence.outliers]
-        out["history"] = self.evidence.history.report()
+            signals[name] = SignalPage(
+                name, s["score"], s["window"], s["statistic"], self.flags.get(name, False),
+                self.alarm_counts.get(name, 0),
+                tuple(WindowStatistic(w["window"], w["statistic"], w["value"], w["threshold"])
+                      for w in win.current()["windows"]),
+                evidence_from_json(self.evidence.signal_evidence(name, win, p)),
+                tuple(win.model.calibration.get("windows_not_evaluated", [])))
+        history = History.from_json(self.evidence.history.report())
         share = self.windows.get("embedding_outliers")
         if share is not None and isinstance(share.model.featurizer, OutlierShareFeaturizer):
-            out["history"]["outlier_share"] = self.evidence.share_history.report(share.model.featurizer)
+            h = self.evidence.share_history.report(share.model.featurizer)
+            history = replace(history, outlier_share=OutlierShareHistory(
+                h["window_events"], tuple(h["event"]), tuple(h["share"]), tuple(h["threshold_share"]),
+                h["expected_share"]))
         rate, span = self.evidence.history.events_per_second()
-        out["throughput"] = {"events_per_second": rate, "over_seconds": span, "clock": "event time"}
         page = self.evidence.page_views(p, self.monitored_events)
         near = page["outlier_neighbours"]
-        for o in out["outliers"]:
-            o["nearest_reference"] = near.get(o["index"], [])
-        out["examples"] = page["examples"]
-        out["projection"] = page["projection"]
-        out["confidence_by_label"] = page["confidence_by_label"]
-        return out
+        outliers = tuple(Example(o.score, o.index, o.event_id, o.text, tuple(Entity.from_json(e) for e in o.entities),
+                                 tuple(Neighbour.from_json(n) for n in near.get(o.index, [])))
+                         for o in self.evidence.outliers)
+        proj = page["projection"]
+        monitored = MonitoredBlocks(
+            signals, {k: (c["mean"], int(c["count"])) for k, c in self.label_confidence_report().items()},
+            tuple(ChangePoint.from_json(c) for c in self.change_points), outliers, history,
+            Throughput(rate, span), Examples.from_json(page["examples"]),
+            None if proj is None else Projection.from_json(proj),
+            ConfidenceByLabel.from_json(page["confidence_by_label"]))
+        return model_page(reference, monitored)
+
+    def report(self) -> dict[str, Any]:
+        """``page_view().to_json()``: the JSON of ``/api/models/<model>`` (docs/api.md)."""
+        return self.page_view().to_json()
 
     def label_confidence_report(self) -> dict[str, dict[str, float]]:
         """Per-label mean confidence and count over the longest distribution window (empty until it is full)."""

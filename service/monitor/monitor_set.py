@@ -29,6 +29,7 @@ from ..state import decode_state, encode_state
 from .calibration_jobs import INLINE, CalibrationExecutor
 from .config import MonitorConfig
 from .model_monitor import Alarm, ModelMonitor
+from .page_view import ModelPage
 from .reference import ReferenceProfile
 from .views import ModelMetrics
 
@@ -205,9 +206,13 @@ class MonitorSet:
         alarms = self.process_events(events, positions, clamped)
         return BatchResult(alarms, rejected, len(events), times, events, skews, positions)
 
+    def page_views(self) -> dict[str, ModelPage]:
+        """``{"model/version": ModelMonitor.page_view()}``: the typed page views, built when asked."""
+        return {f"{m}/{v}": mon.page_view() for (m, v), mon in sorted(self.monitors.items())}
+
     def report(self) -> dict[str, Any]:
-        """``{"model/version": ModelMonitor.report()}``: the page reports (JSON), built when asked."""
-        return {f"{m}/{v}": mon.report() for (m, v), mon in sorted(self.monitors.items())}
+        """``{"model/version": ModelMonitor.report()}``: the page views' JSON."""
+        return {k: v.to_json() for k, v in self.page_views().items()}
 
     def metrics_views(self) -> dict[str, ModelMetrics]:
         """``{"model/version": ModelMonitor.metrics_view()}``: what the metrics read (cheap)."""

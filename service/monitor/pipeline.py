@@ -37,6 +37,7 @@ from .config import MonitorConfig
 from .model_monitor import Alarm
 from .monitor_set import STATE_KIND as MONITOR_SET_KIND
 from .monitor_set import BatchResult, MonitorSet
+from .page_view import ModelPage
 from .reference import ReferenceProfile
 from .views import ModelMetrics
 
@@ -133,15 +134,19 @@ class Pipeline:
         return lambda labels: self._hand_over_reference(labels, arrival)
 
     # -- output -----------------------------------------------------------------------------------------
-    def report(self) -> dict[str, dict[str, Any]]:
-        """``MonitorSet.report()`` with each (model, version)'s quality report under ``"quality"`` (a version
-        the join knows but the drift monitors have not seen yet is shown once they have)."""
-        reports = self.monitors.report()
+    def page_views(self) -> dict[str, ModelPage]:
+        """``MonitorSet.page_views()`` with each (model, version)'s quality report as ``quality`` (a version
+        the join knows but the drift monitors have not seen yet is shown once they have). Built when asked."""
+        views = self.monitors.page_views()
         for key, q in self.quality.report().items():
-            rep = reports.get(key)
-            if rep is not None:
-                rep["quality"] = q
-        return reports
+            view = views.get(key)
+            if view is not None:
+                views[key] = replace(view, quality=q)
+        return views
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """``{"model/version": page view JSON}`` (``ModelPage.to_json``: docs/api.md)."""
+        return {k: v.to_json() for k, v in self.page_views().items()}
 
     def metrics_views(self) -> dict[str, ModelMetrics]:
         """``{"model/version": ModelMetrics}`` with each version's quality report: what the metrics read
