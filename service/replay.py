@@ -17,6 +17,7 @@ from typing import Any
 from .events import Event, EventDecoder, InvalidEvent
 from .io import iter_batches
 from .monitor.config import MonitorConfig
+from .monitor.page_view import ModelPage
 from .monitor.pipeline import Pipeline
 from .monitor.reference import ReferenceProfile
 from .quality.events import GroundTruth, decode_ground_truth_lines
@@ -144,22 +145,22 @@ def replay(events_path: str | Path, reference_paths: Sequence[str | Path], confi
 
 
 def summary(report: dict[str, Any]) -> str:
-    """A short human summary of a replay report."""
+    """A short human summary of a replay report (its ``models``: page views, or their JSON)."""
     lines = [f"{report['events']} events, {report['invalid']} invalid, {len(report['alerts'])} alarms "
              f"in {report['seconds']:.1f} s"]
     for key, m in report["models"].items():
-        sig = m.get("signals", {})
-        drifting = [k for k, s in sig.items() if s["drift"]]
-        ref = m.get("reference", {})
-        lines.append(f"  {key}: {m['status']}, reference {ref.get('source', '-')} ({ref.get('events', 0)} events), "
-                     f"{m['monitored_events']} monitored; drifting now: {', '.join(drifting) or 'none'}")
-        if m.get("reference_error"):
-            lines.append(f"    reference problem: {m['reference_error']}")
-        q = m.get("quality")
+        view = m if isinstance(m, ModelPage) else ModelPage.from_json(m)
+        ref = view.reference
+        source = (ref.source if ref.calibrated else None) or "-"
+        lines.append(f"  {key}: {view.status}, reference {source} ({ref.events} events), "
+                     f"{view.monitored_events} monitored; drifting now: {', '.join(view.drifting) or 'none'}")
+        if view.reference_error:
+            lines.append(f"    reference problem: {view.reference_error}")
+        q = view.quality
         if q is not None:
-            f1, ref = q["micro"]["f1"], q["reference"]["micro"]["f1"]
+            f1, ref_f1 = q["micro"]["f1"], q["reference"]["micro"]["f1"]
             lines.append(f"    quality: {q['documents']} labelled documents, micro F1 {_num(f1)} (reference "
-                         f"{_num(ref)}, {q['reference']['source'] or 'none yet'}), labelled fraction "
+                         f"{_num(ref_f1)}, {q['reference']['source'] or 'none yet'}), labelled fraction "
                          f"{_num(q['labelled_fraction'])}{'; F1 DROP' if q['f1_drop']['drift'] else ''}")
     for a in report["alerts"][:10]:
         lines.append(f"  alarm at event {a['event_index']}: {a['model']}/{a['model_version']} {a['signal']} "

@@ -2,7 +2,8 @@
 
 No Kafka, no HTTP, no wall clock, no global registry: the shell hands it batches of decoded events of
 one (model, version) and reads its views: ``metrics_view`` (typed, cheap: every metrics refresh) and
-``report`` (the JSON of the pages and ``/api/models/<model>``: built when asked). What the pages show
+``page_view`` (typed, ``nlpmon.monitor.page_view``: what the pages show, its ``to_json()`` the JSON of
+``/api/models/<model>``: built when asked). What the pages show
 beside the detection (examples, outliers, projection, history) is ``nlpmon.monitor.page_evidence``,
 fed by this monitor. The same code serves ``nlpmon run`` and ``nlpmon replay``.
 

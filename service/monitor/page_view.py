@@ -9,7 +9,8 @@ projection block the UMAP worker replaced), so the pages render one typed object
 One class per evidence kind (``SignalPage.evidence``): categorical shares, binned quantiles (with span
 lengths per label), embedding directions, the outlier share, the event shares (tag validity, span
 boundaries), embedding clusters and per-label shares; ``NoEvidence`` while no window holds data. The
-quality block (``QualityMonitor.report``, docs/quality.md) stays JSON (``JsonObject``).
+quality block (``QualityMonitor.report``, docs/quality.md) is not typed yet: it stays the quality
+monitor's JSON mapping.
 """
 
 from __future__ import annotations
@@ -797,7 +798,7 @@ class ModelPage:
     reference: ReferenceBlock
     calibration_pending: CalibrationPending | None = None
     monitored: MonitoredBlocks | None = None
-    quality: JsonObject | None = None
+    quality: Mapping[str, Any] | None = None  # QualityMonitor.report's JSON (docs/quality.md): not typed yet
 
     @property
     def key(self) -> str:
@@ -838,7 +839,7 @@ class ModelPage:
             out["projection"] = None if m.projection is None else m.projection.to_json()
             out["confidence_by_label"] = m.confidence_by_label.to_json()
         if self.quality is not None:
-            out["quality"] = self.quality
+            out["quality"] = dict(self.quality)
         return out
 
     @classmethod

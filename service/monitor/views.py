@@ -5,8 +5,9 @@
   score, flag and the few evidence figures exported as metrics (label shares, confidence quantiles,
   rising labels), per-label confidence, the quality report. No page evidence: no projection, no nearest
   neighbours, no examples, so a refresh costs O(signals x labels).
-- The page report (``ModelMonitor.report``, ``Pipeline.report``): the JSON of ``/api/models/<model>``,
-  ``replay --report`` and the pages (docs/api.md), built only when a page or the API asks for it.
+- The page view (``nlpmon.monitor.page_view.ModelPage``: ``ModelMonitor.page_view``,
+  ``Pipeline.page_views``): what the pages read, its ``to_json()`` the JSON of ``/api/models/<model>`` and
+  ``replay --report`` (docs/api.md), built only when a page or the API asks for it.
 """
 
 from __future__ import annotations
