@@ -1,9 +1,9 @@
 """The HTML pages of ``nlpmon run``: ``/`` (every model at a glance) and ``/models/<model>`` (what drifted).
 
 The model page renders the typed page view (``nlpmon.monitor.page_view.ModelPage``, whose ``to_json()`` is
-the JSON API; a report's JSON, e.g. a member's, is read with ``ModelPage.from_json``), with inline SVG and one small bundled script
-(``static/nlpmon.js``) that swaps in a fresh ``<main>`` every few seconds. No CDN, no external request.
-Landmarks (header, nav, main, footer), one ``<h1>``, section headings, table headers with ``scope``,
+the JSON API; a report's JSON, e.g. a member's, is read with ``ModelPage.from_json``), with inline SVG and one
+small bundled script (``static/nlpmon.js``) that swaps in a fresh ``<main>`` every few seconds. No CDN, no
+external request. Landmarks (header, nav, main, footer), one ``<h1>``, section headings, table headers with ``scope``,
 charts with ``<title>``/``<desc>``; state is always said in words, never by colour alone.
 """
 
