@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from nlpmon.demo import SyntheticStream  # noqa: E402
 from nlpmon.kafka.broker import EmbeddedBroker  # noqa: E402
-from nlpmon.kafka.publish import create_topic  # noqa: E402
+from nlpmon.kafka.topics import create_topic  # noqa: E402
 
 PARTITIONS = 4
 POLL_S = 1.0  # the members refresh their reports (and so the counters) once a second
