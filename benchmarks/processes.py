@@ -131,7 +131,7 @@ def run(bootstrap: str, topic: str, processes: int, n: int, config: Path, profil
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=int, default=8)
-    ap.add_argument("--events-per-model", type=int, default=8000)
+    ap.add_argument("--events-per-model", type=int, default=32000)
     ap.add_argument("--reference-per-model", type=int, default=1000)
     ap.add_argument("--timeout-s", type=float, default=900)
     args = ap.parse_args()
