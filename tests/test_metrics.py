@@ -207,8 +207,10 @@ def test_observe_runner_lag_counters_circuit_and_poll_age() -> None:
     assert value(reg, "nlpmon_last_poll_age_seconds") == 3
     metrics.observe_runner(runner_metrics(
         dead_letters_sent=4, batches=10, commit_failures=1, rebalances=2, circuit_trips=1, circuit_state="open",
-        last_poll_monotonic=52.5, assigned=(("t", 0), ("t", 1)), lag={("t", 0): 7, ("t", 1): 0}))
+        last_poll_monotonic=52.5, assigned=(("t", 0), ("t", 1)), lag={("t", 0): 7, ("t", 1): 0},
+        longest_poll_gap_s=1.25))
     assert value(reg, "nlpmon_last_poll_age_seconds") == 0.5
+    assert value(reg, "nlpmon_longest_poll_gap_seconds") == 1.25
     assert value(reg, "nlpmon_consumer_lag", topic="t", partition="0") == 7
     assert value(reg, "nlpmon_consumer_lag", topic="t", partition="1") == 0
     assert value(reg, "nlpmon_assigned_partitions") == 2

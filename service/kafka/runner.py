@@ -277,10 +277,14 @@ class ConsumerRunner:
         settings = self._settings
         if self._paused and not self._breaker.is_open:
             self._set_paused(False, "circuit breaker half-open: resuming consumption for a trial batch")
+        called = self._clock()
         messages = consumer.consume(num_messages=settings.batch_size, timeout=settings.poll_timeout_s)
         now = self._clock()
         member = bool(consumer.memberid())
         with self._lock:
+            if self._counters.last_poll_monotonic is not None:  # the loop's time away from Kafka before this call
+                gap = called - self._counters.last_poll_monotonic
+                self._counters.longest_poll_gap_s = max(self._counters.longest_poll_gap_s, gap)
             self._counters.last_poll_monotonic = now
             self._counters.group_member = member
         if messages:

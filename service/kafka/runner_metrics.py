@@ -52,7 +52,8 @@ class RunnerMetrics:
     lost_assignments: int = 0  # partitions lost (session timeout, max.poll.interval.ms): dropped, not committed
     offset_gaps: int = 0  # offsets the broker skipped (compaction, transaction markers, retention)
     statistics_undecodable: int = 0  # librdkafka statistics that could not be read (lag not updated from them)
-    last_poll_monotonic: float | None = None
+    last_poll_monotonic: float | None = None  # clock time the last poll returned
+    longest_poll_gap_s: float = 0.0  # longest time from a poll's return to the next poll's call, since start-up
     assigned: tuple[TopicPartitionKey, ...] = ()
     paused: bool = False
     next_offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)

@@ -68,6 +68,8 @@ class RunnerMetricsLike(Protocol):
     @property
     def last_poll_monotonic(self) -> float | None: ...
     @property
+    def longest_poll_gap_s(self) -> float: ...
+    @property
     def assigned(self) -> tuple[tuple[str, int], ...]: ...
     @property
     def lag(self) -> dict[tuple[str, int], int]: ...
@@ -282,6 +284,7 @@ class NlpmonMetrics:
         self._metrics["nlpmon_group_member"].set(1 if m.group_member else 0)
         self._metrics["nlpmon_checkpoint_waiting"].set(0 if m.checkpoint_waiting_since is None else 1)
         self._metrics["nlpmon_circuit_open"].set(0 if m.circuit_state == "closed" else 1)
+        self._metrics["nlpmon_longest_poll_gap_seconds"].set(m.longest_poll_gap_s)
         self._last_poll = m.last_poll_monotonic
         lag = {(t, str(p)): v for (t, p), v in m.lag.items()}
         for key, v in lag.items():

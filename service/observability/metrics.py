@@ -240,6 +240,9 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_last_poll_age_seconds", "gauge", (),
        "Seconds since the consumer loop last polled Kafka (since start-up before the first poll); "
        "computed at scrape time."),
+    _m("nlpmon_longest_poll_gap_seconds", "gauge", (),
+       "Longest time the consumer loop spent between two polls of Kafka since start-up (processing a batch, "
+       "checkpointing, applying finished calibrations); near max.poll.interval.ms the group drops the member."),
     # -- several processes (nlpmon run --processes N; service/app/members.py) -----------------------
     _m("nlpmon_member_restarts_total", "counter", ("member",),
        "Times the parent of nlpmon run --processes N restarted a member process that had exited; only the "

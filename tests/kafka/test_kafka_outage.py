@@ -112,6 +112,8 @@ def test_a_slow_batch_is_cut_at_max_batch_s_and_the_rest_fetched_again(kafka_boo
     slice_s = max_batch_s / 8 + 2 * cost_s  # the slice that crosses the deadline, rounded up
     gaps = [b - a for a, b in itertools.pairwise(polls)]
     assert max(gaps) <= max_batch_s + slice_s, max(gaps)
+    # the runner's own measure (a poll's return to the next call) sees the cut batches' gaps, never more
+    assert max_batch_s <= metrics.longest_poll_gap_s <= max(gaps), (metrics.longest_poll_gap_s, max(gaps))
     states = final_states(kafka_bootstrap, kafka_names, 2)
     reference = reference_states(kafka_bootstrap, kafka_names.topic, 2)
     for p in range(2):
