@@ -22,11 +22,12 @@ Phases, in one run of ``nlpmon run --processes 1``:
    comes before it and is not a rebalance). Calibrated = models whose
    ``nlpmon_model_status{status="monitoring"}`` is 1.
 2. **one model active**: one more event of every model (so that every partition gets a snapshot of its
-   calibrated models: read back from the state topic, chunk keys and headers), then ``--active-events``
-   more events of one model only (``m000``) while every other model idles; the snapshot its partition
-   then gets, against the bytes one model's state takes in the snapshots before (a snapshot's bytes / the
-   models of its partition, known from the delivery reports): what idle models cost a checkpoint that
-   their partition neighbour caused.
+   calibrated models), then ``--active-events`` more events of one model only (``m000``) while every
+   other model idles. The bytes written to the state topic per checkpoint come from the service's
+   ``nlpmon_snapshot_bytes_produced_total`` and ``nlpmon_checkpoints_total``; one model's whole state
+   (reference profile included) from the state topic itself (the parts and bodies compaction keeps,
+   divided by the models). What one active model costs a checkpoint, in models' worth of state, says
+   what its idle neighbours cost.
 
 Targets of the issue: no poll gap over 1 s, 0 rebalances, RSS <= 1 GiB at 200 models, a checkpoint of an
 idle model writes nothing (or only what changed), a scrape under 250 ms. The table says which are met.
@@ -146,13 +147,35 @@ def snapshots_in(bootstrap: str, state_topic: str, timeout_s: float = 120.0) -> 
     """Every snapshot in the state topic (superseded ones included until their tombstones), by snapshot
     id, from its chunk keys (``group/topic/partition#id#index``) and headers."""
     out: dict[str, SnapshotSeen] = {}
-    for key, value in topic_records(bootstrap, state_topic, timeout_s):
-        if value is None or b"#" not in key:
-            continue
+    for key, value in live_records(bootstrap, state_topic, timeout_s).items():
         base, sid, _ = key.decode().split("#")
-        chunk = decode_chunk(value)
-        out[sid] = SnapshotSeen(int(base.rsplit("/", 1)[1]), int(sid.split("-")[0]), chunk.total_length)
+        if not sid.startswith("p-"):  # a part (snapshot_format, "Parts"), not a snapshot body
+            chunk = decode_chunk(value)
+            out[sid] = SnapshotSeen(int(base.rsplit("/", 1)[1]), int(sid.split("-")[0]), chunk.total_length)
     return out
+
+
+def live_parts_bytes(bootstrap: str, state_topic: str, timeout_s: float = 120.0) -> int:
+    """Bytes of the parts the state topic holds (what compaction keeps: one copy of each)."""
+    sizes: dict[str, int] = {}
+    for key, value in live_records(bootstrap, state_topic, timeout_s).items():
+        sid = key.decode().split("#")[1]
+        if sid.startswith("p-"):
+            sizes[sid] = decode_chunk(value).total_length
+    return sum(sizes.values())
+
+
+def live_records(bootstrap: str, topic: str, timeout_s: float) -> dict[bytes, bytes]:
+    """What compaction keeps of ``topic``'s chunk records: the last value of each key, tombstoned keys dropped."""
+    live: dict[bytes, bytes] = {}
+    for key, value in topic_records(bootstrap, topic, timeout_s):
+        if b"#" not in key:
+            continue
+        if value is None:
+            live.pop(key, None)
+        else:
+            live[key] = value
+    return live
 
 
 def wait_for_snapshots(bootstrap: str, state_topic: str, ends: dict[int, int],
@@ -210,6 +233,8 @@ class Scrape:
     monitoring: int
     rebalances: float
     poll_gap: float
+    checkpoints: float
+    state_bytes: float  # snapshot bytes produced (bodies and parts)
 
 
 def scrape(port: int) -> Scrape:
@@ -224,11 +249,13 @@ def scrape(port: int) -> Scrape:
                 values[s.name] += s.value
             elif s.name == "nlpmon_model_status" and s.labels.get("status") == "monitoring":
                 values["monitoring"] += s.value
-            elif s.name in ("nlpmon_rebalances_total", "nlpmon_longest_poll_gap_seconds"):
+            elif s.name in ("nlpmon_rebalances_total", "nlpmon_longest_poll_gap_seconds",
+                            "nlpmon_checkpoints_total", "nlpmon_snapshot_bytes_produced_total"):
                 values[s.name] = s.value
     return Scrape(seconds, len(body), values["nlpmon_events_total"], int(values["monitoring"]),
                   values.get("nlpmon_rebalances_total", 0.0),
-                  values.get("nlpmon_longest_poll_gap_seconds", 0.0))
+                  values.get("nlpmon_longest_poll_gap_seconds", 0.0), values.get("nlpmon_checkpoints_total", 0.0),
+                  values.get("nlpmon_snapshot_bytes_produced_total", 0.0))
 
 
 @dataclass
@@ -336,14 +363,18 @@ def main() -> None:
                 publish(bootstrap, topic, later_lines(range(args.models), 1, first, t0), "touch", placement)
                 watch(proc, port, n + args.models, [], args.models, args.sample_s, deadline, obs)
                 before = wait_for_snapshots(bootstrap, state_topic, dict(placement.next_offset), deadline)
+                parts_bytes = live_parts_bytes(bootstrap, state_topic)
+                time.sleep(1.5)  # the service copies its counters into /metrics once a second
+                at_rest = scrape(port)
                 # phase 2: one model only (m000), every other model idle
                 publish(bootstrap, topic, later_lines(range(1), args.active_events, first + 1, t0), "active",
                         placement)
                 active_end = watch(proc, port, n + args.models + args.active_events, [], args.models,
                                    args.sample_s, deadline, obs)
                 active_part = placement.partition_of["m000"]
-                after = wait_for_snapshots(bootstrap, state_topic,
-                                           {active_part: placement.next_offset[active_part]}, deadline)
+                wait_for_snapshots(bootstrap, state_topic, {active_part: placement.next_offset[active_part]},
+                                   deadline)
+                time.sleep(1.5)
                 active_end = scrape(port)
             finally:
                 proc.terminate()
@@ -357,16 +388,16 @@ def main() -> None:
     scrape_ms = sorted(x.seconds * 1000 for x in obs.scrapes)
     counting_s = obs.all_counted_at - obs.first_event_at
     rebalances = active_end.rebalances - obs.assignments_at_first_event
-    # a partition snapshot holds the state of every model of its partition
+    # one model's whole state: its parts (state and reference profile), or its share of a snapshot body
     newest: dict[int, SnapshotSeen] = {}
     for x in before.values():
         if x.partition not in newest or x.next_offset > newest[x.partition].next_offset:
             newest[x.partition] = x
-    per_model = [x.body_bytes / max(1, placement.models_in(x.partition)) for x in newest.values()]
-    per_model_state = sum(per_model) / max(1, len(per_model))
-    new = [x for sid, x in after.items() if sid not in before]
+    model_state = (parts_bytes + sum(x.body_bytes for x in newest.values())) / args.models
+    fleet_per_checkpoint = at_rest.state_bytes / max(1.0, at_rest.checkpoints)
+    checkpoints = active_end.checkpoints - at_rest.checkpoints
+    active_per_checkpoint = (active_end.state_bytes - at_rest.state_bytes) / max(1.0, checkpoints)
     active_models = placement.models_in(active_part)
-    per_snapshot = sum(x.body_bytes for x in new) / max(1, len(new))
     load = os.getloadavg()
     print(f"{args.models} models x {args.events_per_model:,} events ({n:,}; auto-baseline {args.baseline:,} each), "
           f"{args.partitions} partitions, one process, {os.cpu_count()} cores, load average "
@@ -381,11 +412,14 @@ def main() -> None:
         *[(f"RSS after {m} models (MiB)", f"{r / 2**20:,.0f}", "<= 1024 at 200" if m == bounds[-1] else "",
            (r <= GiB) if m == bounds[-1] else None) for m, r in zip(bounds, obs.rss_at_stage, strict=False)],
         ("peak RSS (MiB)", f"{obs.peak_rss / 2**20:,.0f}", "", None),
-        ("state-topic bytes per model per checkpoint (fleet phase, snapshot bytes / models in it)",
-         f"{per_model_state:,.0f} (mean over the {len(per_model)} partitions' newest snapshots)", "", None),
-        (f"state-topic bytes per checkpoint with one model active and {active_models - 1} idle in its partition",
-         f"{per_snapshot:,.0f} = {per_snapshot / max(1.0, per_model_state):,.1f} models' worth "
-         f"({len(new)} snapshots)", "only what changed (~1 model)", per_snapshot <= 1.5 * per_model_state),
+        ("one model's whole state in the state topic (bytes; reference profile included)", f"{model_state:,.0f}",
+         "", None),
+        ("state-topic bytes per model per checkpoint, fleet phase",
+         f"{fleet_per_checkpoint / args.models:,.0f} ({at_rest.checkpoints:.0f} checkpoints)", "", None),
+        (f"state-topic bytes per checkpoint, one model active ({args.models - 1} idle, {active_models - 1} of them "
+         "in its partition)",
+         f"{active_per_checkpoint:,.0f} = {active_per_checkpoint / max(1.0, model_state):.2f} models' worth "
+         f"({checkpoints:.0f} checkpoints)", "only what changed (< 1 model)", active_per_checkpoint < model_state),
         ("/metrics size (KiB, at the end)", f"{active_end.size / 1024:,.0f}", "", None),
         ("/metrics scrape time, median / max (ms)", f"{scrape_ms[len(scrape_ms) // 2]:.0f} / {scrape_ms[-1]:.0f}",
          "< 250", scrape_ms[-1] < 250),

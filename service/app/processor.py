@@ -179,6 +179,16 @@ class MonitorPartitionProcessor:
         with malformed_state(f"snapshot of {self.topic}[{self.partition}]"):
             self.pipeline.restore(data)
 
+    def snapshot_parts(self) -> tuple[bytes, dict[str, bytes]]:
+        """``Pipeline.snapshot_parts``: what the checkpoints write (a part that did not change, e.g. an idle
+        model's state or a reference profile, is not written again)."""
+        return self.pipeline.snapshot_parts()
+
+    def restore_parts(self, main: bytes, parts: dict[str, bytes]) -> None:
+        """Replace the state by a :meth:`snapshot_parts`. Raises SnapshotError as :meth:`restore`."""
+        with malformed_state(f"snapshot of {self.topic}[{self.partition}]"):
+            self.pipeline.restore_parts(main, parts)
+
     def _arrival(self, records: Sequence[Record], now: float) -> float | None:
         """The batch's arrival time for the join: its newest record timestamp (seconds), if any, never later
         than ``now`` plus the clock skew allowed (a producer sets record timestamps too)."""

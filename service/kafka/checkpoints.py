@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from ..errors import UserError
 from .dead_letter import DeadLetterWriter
 from .partition_progress import CoveredOffsets, PartitionProgress, PendingCheckpoint
+from .processor import PartedPartitionProcessor
 from .runner_metrics import RunnerMetrics, TopicPartitionKey
 from .settings import KafkaSettings
 from .snapshot_format import PartitionSnapshot
@@ -77,6 +78,8 @@ def copy_store_counters(counters: RunnerMetrics, store: StateStore) -> None:
     """The state store's own counts into the runner's (call under the runner's lock)."""
     counters.snapshots_produced = store.written_total
     counters.snapshot_chunks_produced = store.chunks_written_total
+    counters.snapshot_parts_produced = store.parts_written_total
+    counters.snapshot_bytes_produced = store.bytes_written_total
     counters.snapshot_tombstone_failures = store.tombstone_failures_total
 
 
@@ -187,8 +190,14 @@ class Checkpointer:
                 # labels may move before the first input record: offset 0 then means "from the start"
                 # (an offset below the log start resets to earliest, as an unknown position would)
                 next_offset = max(state.next_offset, 0)
-                store.write(PartitionSnapshot(state.topic, state.partition, next_offset,
-                                              state.processor.snapshot(), state.label_next))
+                processor = state.processor
+                if isinstance(processor, PartedPartitionProcessor):
+                    main, parts = processor.snapshot_parts()
+                    store.write(PartitionSnapshot(state.topic, state.partition, next_offset, main,
+                                                  state.label_next, parts))
+                else:
+                    store.write(PartitionSnapshot(state.topic, state.partition, next_offset,
+                                                  processor.snapshot(), state.label_next))
                 pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
             pending.written = True
         if not store.acked_within(max(0.0, deadline - self._clock())):

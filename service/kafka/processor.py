@@ -54,6 +54,22 @@ class PartitionProcessor(Protocol):
 
 
 @runtime_checkable
+class PartedPartitionProcessor(PartitionProcessor, Protocol):
+    """A processor whose state splits into a small main body and content-addressed parts (one per model,
+    one per reference profile...), so that a checkpoint writes only the parts that changed
+    (service/kafka/snapshot_format.py, "Parts")."""
+
+    def snapshot_parts(self) -> tuple[bytes, dict[str, bytes]]:
+        """``(main, {part id: part bytes})``: the whole partition state, ``main`` referencing the parts by
+        their ids (``snapshot_format.part_id``: the sha256 of the bytes, so equal content gives an equal id)."""
+        ...
+
+    def restore_parts(self, main: bytes, parts: dict[str, bytes]) -> None:
+        """Replace the state by one returned by :meth:`snapshot_parts`; raise ValueError if unreadable."""
+        ...
+
+
+@runtime_checkable
 class LabelledPartitionProcessor(PartitionProcessor, Protocol):
     """A processor that also takes the same partition of the ground-truth topic (see the runner)."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, TopicPartition
 
 from .partition_progress import PartitionProgress
-from .processor import LabelledPartitionProcessor, PartitionProcessor, ProcessorFactory
+from .processor import LabelledPartitionProcessor, PartedPartitionProcessor, PartitionProcessor, ProcessorFactory
 from .runner_metrics import RunnerMetrics, TopicPartitionKey
 from .settings import KafkaSettings
 from .snapshot_format import PartitionSnapshot
@@ -213,7 +213,12 @@ class Rebalancer:
             if plan.restores_snapshot:
                 assert snapshot is not None
                 try:
-                    processor.restore(snapshot.payload)
+                    if snapshot.parts:
+                        if not isinstance(processor, PartedPartitionProcessor):
+                            raise ValueError("the snapshot has parts; this processor cannot read them")
+                        processor.restore_parts(snapshot.payload, dict(snapshot.parts))
+                    else:
+                        processor.restore(snapshot.payload)
                 except ValueError as exc:
                     raise StateRestoreError(self._rejected(tp, exc)) from exc
             self._log_start(tp, plan)

@@ -46,6 +46,8 @@ class RunnerMetrics:
     snapshots_written: int = 0  # partition snapshots acknowledged in those checkpoints
     snapshots_produced: int = 0  # snapshots handed to the producer (StateStore.written_total)
     snapshot_chunks_produced: int = 0  # their chunks (StateStore.chunks_written_total)
+    snapshot_parts_produced: int = 0  # parts of them written once (StateStore.parts_written_total)
+    snapshot_bytes_produced: int = 0  # bytes of those chunks, bodies and parts (StateStore.bytes_written_total)
     snapshot_tombstone_failures: int = 0  # stale chunks whose tombstone failed (StateStore.tombstone_failures_total)
     commit_failures: int = 0
     rebalances: int = 0

@@ -8,6 +8,17 @@ processor state already holds, -1 when none) followed by the processor's own byt
 
 No pickle: the processor bytes are opaque here and versioned by the processor.
 
+**Parts.** A processor may split its state into a small main body and *parts* (``PartitionSnapshot.parts``:
+content id -> bytes, the id being the sha256 of the bytes), for instance one per model and one per
+reference profile. A body that references parts has format version 2 and lists their ids and its
+*lineage* in its header (older builds refuse it by its version). Each part is written once per lineage
+under its own chunk keys, ``<base>#p-<lineage>-<first 40 hex digits of its id>#<index>`` (the chunk
+header carries the whole id), before the first body that references it; a later snapshot that references
+the same content writes only its body. A lineage is one writer's run over one assignment of the
+partition (a random id): keys are never shared between two writers, so a member that lost the partition
+and tombstones its own stale parts cannot delete a part that the new owner references. A snapshot is
+complete when its chunks and every part it references are: otherwise it is skipped like a torn write.
+
 **Chunks.** The body, of any size up to ``max_snapshot_bytes`` (256 MiB by default), is written to state
 partition ``p`` as N chunk messages of at most ``chunk_bytes`` each (512 KiB by default, below Kafka's
 default 1 MB message limit):
@@ -40,15 +51,20 @@ import math
 import secrets
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import msgspec
 
 from ..errors import UserError
+from ..state import content_id
 
 MAGIC = b"NLPMSNAP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a body without parts (what builds before parts wrote)
+PARTS_FORMAT_VERSION = 2  # a body that references parts
+#: Hex digits of a part id in its chunk keys (160 bits); the chunk header carries all 64.
+PART_KEY_HEX = 40
+_LINEAGE_HEX = 16
 CHUNK_MAGIC = b"NLPMCHNK"
 CHUNK_FORMAT_VERSION = 1
 _PREFIX = struct.Struct(">8sBI")
@@ -86,6 +102,7 @@ class PartitionSnapshot:
     next_offset: int
     payload: bytes
     label_next_offset: int = -1  # next offset of the same partition of the ground-truth topic; -1: none
+    parts: Mapping[str, bytes] = field(default_factory=dict)  # part id (sha256 hex of the bytes) -> bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +139,8 @@ class _Header(msgspec.Struct, frozen=True, omit_defaults=True):
     partition: int
     next_offset: int
     label_next_offset: int = -1  # absent in snapshots of builds without the ground-truth topic
+    parts: tuple[str, ...] = ()  # ids of the parts the body references (format version 2)
+    lineage: str = ""  # the writer lineage whose part keys hold them
 
 
 class _ChunkHeader(msgspec.Struct, frozen=True):
@@ -151,23 +170,46 @@ def new_snapshot_id(next_offset: int) -> str:
     return f"{next_offset}-{secrets.token_hex(8)}"
 
 
-def _header(snapshot: PartitionSnapshot) -> _Header:
-    return _Header(snapshot.topic, snapshot.partition, snapshot.next_offset, snapshot.label_next_offset)
+def part_id(data: bytes) -> str:
+    """The content id of a part: the sha256 of its bytes, in hex (``nlpmon.state.content_id``)."""
+    return content_id(data)
 
 
-def encode_snapshot(snapshot: PartitionSnapshot) -> bytes:
-    """Serialise a snapshot body (header + processor bytes). Pure."""
-    header = msgspec.json.encode(_header(snapshot))
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + snapshot.payload
+def new_lineage() -> str:
+    """A writer lineage id: 16 random hex digits."""
+    return secrets.token_hex(_LINEAGE_HEX // 2)
 
 
-def snapshot_body_length(snapshot: PartitionSnapshot) -> int:
-    """``len(encode_snapshot(snapshot))`` without copying the payload."""
-    header = msgspec.json.encode(_header(snapshot))
+def part_chunk_id(lineage: str, pid: str) -> str:
+    """The chunk id (in place of a snapshot id) of part ``pid`` written by ``lineage``.
+
+    >>> part_chunk_id("00ff00ff00ff00ff", "ab" * 32)
+    'p-00ff00ff00ff00ff-abababababababababababababababababababab'
+    """
+    return f"p-{lineage}-{pid[:PART_KEY_HEX]}"
+
+
+def _header(snapshot: PartitionSnapshot, lineage: str) -> _Header:
+    if snapshot.parts and not (len(lineage) == _LINEAGE_HEX and all(c in "0123456789abcdef" for c in lineage)):
+        raise ValueError(f"lineage {lineage!r}: a snapshot with parts needs {_LINEAGE_HEX} lowercase hex digits")
+    return _Header(snapshot.topic, snapshot.partition, snapshot.next_offset, snapshot.label_next_offset,
+                   tuple(sorted(snapshot.parts)), lineage if snapshot.parts else "")
+
+
+def encode_snapshot(snapshot: PartitionSnapshot, lineage: str = "") -> bytes:
+    """Serialise a snapshot body (header + processor bytes; the ids of its parts, not their bytes). Pure."""
+    header = msgspec.json.encode(_header(snapshot, lineage))
+    version = PARTS_FORMAT_VERSION if snapshot.parts else FORMAT_VERSION
+    return _PREFIX.pack(MAGIC, version, len(header)) + header + snapshot.payload
+
+
+def snapshot_body_length(snapshot: PartitionSnapshot, lineage: str = "") -> int:
+    """``len(encode_snapshot(snapshot))`` without copying the payload (parts not included)."""
+    header = msgspec.json.encode(_header(snapshot, lineage))
     return _PREFIX.size + len(header) + len(snapshot.payload)
 
 
-def _read_prefixed(data: bytes, magic: bytes, version: int, header_type: type[_H], what: str,
+def _read_prefixed(data: bytes, magic: bytes, versions: tuple[int, ...], header_type: type[_H], what: str,
                    kind: str) -> tuple[_H, int]:
     """The JSON header after ``magic | version | header length`` and where it ends; the one parser of the
     prefix of snapshots and chunks. Raises SnapshotFormatError naming ``what`` on anything else."""
@@ -176,8 +218,9 @@ def _read_prefixed(data: bytes, magic: bytes, version: int, header_type: type[_H
     found_magic, found_version, header_length = _PREFIX.unpack_from(data)
     if found_magic != magic:
         raise SnapshotFormatError(f"not {kind} (bad magic)")
-    if found_version != version:
-        raise SnapshotFormatError(f"{what} format version {found_version}; this build reads {version}")
+    if found_version not in versions:
+        readable = " and ".join(str(v) for v in versions)
+        raise SnapshotFormatError(f"{what} format version {found_version}; this build reads {readable}")
     end = _PREFIX.size + header_length
     try:
         header = msgspec.json.decode(data[_PREFIX.size : end], type=header_type)
@@ -186,18 +229,42 @@ def _read_prefixed(data: bytes, magic: bytes, version: int, header_type: type[_H
     return header, end
 
 
-def decode_snapshot(data: bytes) -> PartitionSnapshot:
-    """Parse :func:`encode_snapshot` output. Raises SnapshotFormatError on anything else.
+class _Incomplete(SnapshotFormatError):
+    """Chunks or parts are missing (a torn write): not corruption."""
+
+
+def _read_body(data: bytes) -> tuple[_Header, int]:
+    header, end = _read_prefixed(data, MAGIC, (FORMAT_VERSION, PARTS_FORMAT_VERSION), _Header, "snapshot",
+                                 "an nlpmon snapshot")
+    version = data[len(MAGIC)]
+    if header.next_offset < 0 or header.partition < 0 or (version == PARTS_FORMAT_VERSION) != bool(header.parts):
+        raise SnapshotFormatError(f"bad snapshot header: {header}")
+    return header, end
+
+
+def decode_snapshot(data: bytes, parts: Mapping[str, bytes] | None = None) -> PartitionSnapshot:
+    """Parse :func:`encode_snapshot` output; the parts a body references are taken from ``parts`` (each
+    checked against its id). Raises SnapshotFormatError on anything else (a subclass of it when a part is
+    missing).
 
     >>> s = PartitionSnapshot("t", 2, 41, b"state")
     >>> decode_snapshot(encode_snapshot(s)) == s
     True
+    >>> p = PartitionSnapshot("t", 2, 41, b"main", parts={part_id(b"model"): b"model"})
+    >>> decode_snapshot(encode_snapshot(p, lineage="0" * 16), dict(p.parts)) == p
+    True
     """
-    header, end = _read_prefixed(data, MAGIC, FORMAT_VERSION, _Header, "snapshot", "an nlpmon snapshot")
-    if header.next_offset < 0 or header.partition < 0:
-        raise SnapshotFormatError(f"bad snapshot header: {header}")
+    header, end = _read_body(data)
+    found: dict[str, bytes] = {}
+    for pid in header.parts:
+        content = (parts or {}).get(pid)
+        if content is None:
+            raise _Incomplete(f"part {pid[:PART_KEY_HEX]} of the snapshot is missing")
+        if part_id(content) != pid:
+            raise SnapshotFormatError(f"part {pid[:PART_KEY_HEX]} fails its sha256 check")
+        found[pid] = content
     return PartitionSnapshot(header.topic, header.partition, header.next_offset, data[end:],
-                             max(header.label_next_offset, -1))
+                             max(header.label_next_offset, -1), found)
 
 
 def encode_chunks(
@@ -206,9 +273,11 @@ def encode_chunks(
     *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     snapshot_id: str | None = None,
+    lineage: str = "",
 ) -> list[tuple[bytes, bytes]]:
-    """The ``(key, value)`` chunk messages of ``snapshot``, each value at most ``chunk_bytes``. Pure
-    (apart from a random snapshot id when none is given).
+    """The ``(key, value)`` chunk messages of ``snapshot``'s body, each value at most ``chunk_bytes``
+    (its parts, written by ``lineage``, are not included: :func:`part_chunks`). Pure (apart from a random
+    snapshot id when none is given).
 
     >>> chunks = encode_chunks(PartitionSnapshot("t", 0, 7, b"x" * 3000), b"g/t/0", chunk_bytes=1024,
     ...                        snapshot_id="7-ab")
@@ -222,7 +291,20 @@ def encode_chunks(
     sid = snapshot_id if snapshot_id is not None else new_snapshot_id(snapshot.next_offset)
     if not 0 < len(sid) <= _MAX_SNAPSHOT_ID or "#" in sid or not sid.isascii() or not sid.isprintable():
         raise ValueError(f"snapshot id {sid!r}: use 1-{_MAX_SNAPSHOT_ID} printable ASCII characters, no '#'")
-    body = memoryview(encode_snapshot(snapshot))
+    return _chunks(encode_snapshot(snapshot, lineage), base_key, sid, chunk_bytes)
+
+
+def part_chunks(data: bytes, base_key: bytes, lineage: str, *,
+                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[tuple[bytes, bytes]]:
+    """The ``(key, value)`` chunk messages of one part (its id: :func:`part_id`) written by ``lineage``.
+    Pure."""
+    if chunk_bytes < MIN_CHUNK_BYTES:
+        raise ValueError(f"chunk_bytes={chunk_bytes} is below the minimum of {MIN_CHUNK_BYTES}")
+    return _chunks(data, base_key, part_chunk_id(lineage, part_id(data)), chunk_bytes)
+
+
+def _chunks(data: bytes, base_key: bytes, sid: str, chunk_bytes: int) -> list[tuple[bytes, bytes]]:
+    body = memoryview(data)
     step = chunk_bytes - CHUNK_OVERHEAD
     count = max(1, math.ceil(len(body) / step))
     digest = hashlib.sha256(body).hexdigest()
@@ -239,7 +321,7 @@ def encode_chunks(
 
 def decode_chunk(value: bytes) -> SnapshotChunk:
     """Parse one chunk value of :func:`encode_chunks`. Raises SnapshotFormatError on anything else."""
-    header, end = _read_prefixed(value, CHUNK_MAGIC, CHUNK_FORMAT_VERSION, _ChunkHeader, "chunk",
+    header, end = _read_prefixed(value, CHUNK_MAGIC, (CHUNK_FORMAT_VERSION,), _ChunkHeader, "chunk",
                                  "an nlpmon snapshot chunk")
     if not 0 <= header.index < header.count or header.total_length < 0 or len(header.sha256) != 64:
         raise SnapshotFormatError(f"bad chunk header: {header}")
@@ -248,12 +330,17 @@ def decode_chunk(value: bytes) -> SnapshotChunk:
     )
 
 
-def assemble_chunks(chunks: Iterable[SnapshotChunk]) -> PartitionSnapshot:
-    """Join the chunks of one snapshot (any order) and check them against their headers.
+def assemble_chunks(chunks: Iterable[SnapshotChunk], parts: Mapping[str, bytes] | None = None) -> PartitionSnapshot:
+    """Join the chunks of one snapshot (any order), check them against their headers, and take the parts
+    its body references from ``parts``.
 
     Raises SnapshotFormatError when they are of different snapshots, incomplete, duplicated, or when the
     length or sha256 of the whole does not match.
     """
+    return decode_snapshot(_join_chunks(chunks), parts)
+
+
+def _join_chunks(chunks: Iterable[SnapshotChunk]) -> bytes:
     by_index: dict[int, SnapshotChunk] = {}
     for chunk in chunks:
         if chunk.index in by_index:
@@ -277,7 +364,7 @@ def assemble_chunks(chunks: Iterable[SnapshotChunk]) -> PartitionSnapshot:
         )
     if hashlib.sha256(body).hexdigest() != first.sha256:
         raise SnapshotFormatError(f"snapshot {first.snapshot_id} fails its sha256 check")
-    return decode_snapshot(body)
+    return body
 
 
 def base_key_of(key: bytes) -> bytes:
@@ -309,10 +396,12 @@ def select_latest(
     """Pick the newest valid snapshot of ``topic[partition]`` from the live records of its state
     partition (``key -> (offset, value)``, the last non-null value of each key). Pure.
 
-    Candidates are the chunk groups (by the snapshot id in their keys) and a first-format snapshot under
-    ``base_key``, newest first by the offset of their last record.
+    Candidates are the chunk groups (by the snapshot id in their keys; part chunks are not candidates)
+    and a first-format snapshot under ``base_key``, newest first by the offset of their last record. A
+    candidate whose parts are not all there is incomplete. The selection's ``snapshot_keys`` are the keys
+    of the snapshot and of its parts.
     """
-    groups: dict[str, list[tuple[int, int, bytes]]] = {}  # snapshot id -> [(offset, index, value)]
+    groups: dict[str, list[tuple[int, int, bytes]]] = {}  # snapshot or part chunk id -> [(offset, index, value)]
     group_keys: dict[str, list[bytes]] = {}
     candidates: list[tuple[int, str, list[tuple[int, int, bytes]] | bytes]] = []
     for key, (offset, value) in live.items():
@@ -324,14 +413,25 @@ def select_latest(
             groups.setdefault(ident[0], []).append((offset, ident[1], value))
             group_keys.setdefault(ident[0], []).append(key)
     for sid, records in groups.items():
-        candidates.append((max(offset for offset, _, _ in records), sid, records))
+        if not sid.startswith("p-"):
+            candidates.append((max(offset for offset, _, _ in records), sid, records))
     candidates.sort(key=lambda c: c[0], reverse=True)
     skipped: list[str] = []
     corrupt = False
     for offset, name, content in candidates:
         where = f"{f'snapshot {name}' if name else 'single-message snapshot'} (ending at offset {offset})"
         try:
-            snapshot = decode_snapshot(content) if isinstance(content, bytes) else _assemble(name, content)
+            body = content if isinstance(content, bytes) else _assemble(name, content)
+            header, _ = _read_body(body)
+            parts: dict[str, bytes] = {}
+            part_keys: list[bytes] = []
+            for pid in header.parts:
+                cid = part_chunk_id(header.lineage, pid)
+                if cid not in groups:
+                    raise _Incomplete(f"its part {cid} is missing")
+                parts[pid] = _assemble(cid, groups[cid], pid)
+                part_keys += group_keys[cid]
+            snapshot = decode_snapshot(body, parts)
         except _Incomplete as exc:
             skipped.append(f"{where}: incomplete, {exc}")
             continue
@@ -343,23 +443,22 @@ def select_latest(
             corrupt = True
             skipped.append(f"{where}: describes {snapshot.topic}[{snapshot.partition}]")
             continue
-        own = (base_key,) if isinstance(content, bytes) else tuple(group_keys[name])
+        own = (base_key,) if isinstance(content, bytes) else (*group_keys[name], *part_keys)
         return Selection(snapshot, own, tuple(live), tuple(skipped), False)
     return Selection(None, (), tuple(live), tuple(skipped), corrupt)
 
 
-class _Incomplete(SnapshotFormatError):
-    """Chunks are missing (a torn write): not corruption."""
-
-
-def _assemble(snapshot_id: str, records: list[tuple[int, int, bytes]]) -> PartitionSnapshot:
+def _assemble(chunk_id: str, records: list[tuple[int, int, bytes]], sha256: str | None = None) -> bytes:
+    """The body joined from the chunk records of ``chunk_id`` (checked; a part's also against its id)."""
     chunks = []
     for offset, index, value in records:
         chunk = decode_chunk(value)
-        if (chunk.snapshot_id, chunk.index) != (snapshot_id, index):
+        if (chunk.snapshot_id, chunk.index) != (chunk_id, index):
             raise SnapshotFormatError(f"the chunk at offset {offset} has the key of another chunk")
+        if sha256 is not None and chunk.sha256 != sha256:
+            raise SnapshotFormatError(f"the chunk at offset {offset} is not of part {chunk_id}")
         chunks.append(chunk)
     count = chunks[0].count
     if len(chunks) < count and all(c.count == count for c in chunks):
         raise _Incomplete(f"{len(chunks)} of {count} chunks")
-    return assemble_chunks(chunks)
+    return _join_chunks(chunks)

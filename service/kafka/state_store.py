@@ -27,6 +27,13 @@ when the snapshots were deleted on purpose (:meth:`StateStore.delete`) or the lo
 then starts empty at the committed offset. Every snapshot carries the offset it covers, so any complete
 snapshot is self-consistent: restoring it and reading on from ``next_offset`` applies each event to the
 state exactly once, whatever the group's committed offset says.
+
+**Parts** (snapshot_format: content-addressed pieces of a state, e.g. one per model and one per reference
+profile). The store writes a part once per lineage (its own run over one assignment of the partition) and
+afterwards only the bodies that reference it, so a checkpoint writes what changed. A part stays while a
+kept snapshot references it; once none does (after an acknowledgement) it is tombstoned with them. After a
+restore the store starts a new lineage: the first snapshot rewrites every part under new keys, and the
+restored snapshot's parts go with it when it falls out of the kept ones.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -51,6 +59,8 @@ from .snapshot_format import (
     StateKey,
     base_key_of,
     encode_chunks,
+    new_lineage,
+    part_chunks,
     select_latest,
     snapshot_body_length,
     snapshot_key,
@@ -61,6 +71,15 @@ ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 
 class StateRestoreError(UserError, RuntimeError):
     """The latest snapshot of a partition could not be read in time or is unreadable."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """One snapshot written (or restored): the keys of its chunks (a restored one: also of its parts) and
+    the ids of the parts of this writer's lineage that it references."""
+
+    keys: tuple[bytes, ...]
+    parts: frozenset[str] = frozenset()
 
 
 class StateStore:
@@ -109,11 +128,16 @@ class StateStore:
         # Per partition: the keys of the snapshots kept (acknowledged or restored, oldest first), of the
         # snapshots written since the last acknowledgement (in order), and the keys to tombstone once a
         # newer snapshot is acknowledged (found on restore, torn writes, tombstones that failed to send).
-        self._kept: dict[StateKey, list[list[bytes]]] = {}
-        self._unacked: dict[StateKey, list[list[bytes]]] = {}
+        self._kept: dict[StateKey, list[_Written]] = {}
+        self._unacked: dict[StateKey, list[_Written]] = {}
         self._garbage: dict[StateKey, list[bytes]] = {}
+        # Per partition: this writer's lineage and the parts written under it (part id -> chunk keys).
+        self._lineage: dict[StateKey, str] = {}
+        self._parts: dict[StateKey, dict[str, tuple[bytes, ...]]] = {}
         self.written_total = 0
         self.chunks_written_total = 0
+        self.parts_written_total = 0  # parts produced (each once per lineage)
+        self.bytes_written_total = 0  # chunk value bytes produced (bodies and parts)
         self.tombstones_written_total = 0
         self.tombstone_failures_total = 0
 
@@ -124,32 +148,50 @@ class StateStore:
     def write(self, snapshot: PartitionSnapshot) -> None:
         """Produce ``snapshot`` as chunks to its state partition (asynchronous; see :meth:`wait_all_acked`).
 
-        Raises SnapshotTooLargeError (a ValueError) when the encoded snapshot exceeds
-        ``max_snapshot_bytes``, DeliveryError when the producer queue stays full, KafkaException when the
-        client refuses a chunk (larger than its ``message.max.bytes``). After an error the chunks already
-        produced are garbage, tombstoned after the partition's next acknowledged snapshot.
+        Its parts that this writer's lineage has not written yet go first, each under its own keys; the
+        body references them all. Raises SnapshotTooLargeError (a ValueError) when the body and its parts
+        together exceed ``max_snapshot_bytes``, DeliveryError when the producer queue stays full,
+        KafkaException when the client refuses a chunk (larger than its ``message.max.bytes``). After an
+        error the chunks of an unfinished part or body are garbage, tombstoned after the partition's next
+        acknowledged snapshot.
         """
-        size = snapshot_body_length(snapshot)
+        state_key = (snapshot.topic, snapshot.partition)
+        lineage = self._lineage.setdefault(state_key, new_lineage()) if snapshot.parts else ""
+        size = snapshot_body_length(snapshot, lineage) + sum(len(p) for p in snapshot.parts.values())
         if size > self._max_bytes:
             raise SnapshotTooLargeError(
                 f"snapshot of {snapshot.topic}[{snapshot.partition}] is {size:,} bytes, over "
                 f"max_snapshot_bytes={self._max_bytes:,}; the processor state must shrink (or raise the limit)"
             )
-        state_key = (snapshot.topic, snapshot.partition)
         base = snapshot_key(self._group, snapshot.topic, snapshot.partition)
-        chunks = encode_chunks(snapshot, base, chunk_bytes=self._chunk_bytes)
+        written = self._parts.setdefault(state_key, {})
         produced: list[bytes] = []
         try:
-            for key, value in chunks:
-                self._produce(snapshot.partition, key, value, self._tracker.on_delivery)
-                self._tracker.produced += 1
-                produced.append(key)
+            for pid, data in snapshot.parts.items():
+                if pid not in written:
+                    written[pid] = self._produce_chunks(snapshot.partition,
+                                                        part_chunks(data, base, lineage, chunk_bytes=self._chunk_bytes),
+                                                        produced)
+                    produced = []
+                    self.parts_written_total += 1
+            chunks = encode_chunks(snapshot, base, chunk_bytes=self._chunk_bytes, lineage=lineage)
+            keys = self._produce_chunks(snapshot.partition, chunks, produced)
         except BaseException:
             self._garbage.setdefault(state_key, []).extend(produced)
             raise
-        self._unacked.setdefault(state_key, []).append(produced)
+        self._unacked.setdefault(state_key, []).append(_Written(keys, frozenset(snapshot.parts)))
         self.written_total += 1
-        self.chunks_written_total += len(chunks)
+
+    def _produce_chunks(self, partition: int, chunks: list[tuple[bytes, bytes]],
+                        produced: list[bytes]) -> tuple[bytes, ...]:
+        """Produce ``chunks`` in order, appending each key to ``produced`` (what an error leaves behind)."""
+        for key, value in chunks:
+            self._produce(partition, key, value, self._tracker.on_delivery)
+            self._tracker.produced += 1
+            produced.append(key)
+            self.chunks_written_total += 1
+            self.bytes_written_total += len(value)
+        return tuple(key for key, _ in chunks)
 
     def wait_all_acked(self, timeout_s: float) -> None:
         """Block until every chunk written so far is acknowledged (flushes the shared producer), then
@@ -176,7 +218,11 @@ class StateStore:
         for state_key, writes in unacked.items():
             kept = self._kept.get(state_key, []) + writes
             self._kept[state_key] = kept[-self._keep :]
-            stale = self._garbage.pop(state_key, []) + [key for keys in kept[: -self._keep] for key in keys]
+            stale = self._garbage.pop(state_key, []) + [key for w in kept[: -self._keep] for key in w.keys]
+            parts = self._parts.get(state_key, {})
+            referenced = frozenset().union(*(w.parts for w in self._kept[state_key]))
+            for pid in [pid for pid in parts if pid not in referenced]:
+                stale += parts.pop(pid)
             self._tombstone(state_key, stale)
 
     def read_latest(self, topic: str, partitions: Iterable[int]) -> dict[int, PartitionSnapshot]:
@@ -195,8 +241,11 @@ class StateStore:
             base = snapshot_key(self._group, topic, partition)
             selection = select_latest(topic, partition, base, records)
             own = set(selection.snapshot_keys)
-            unacked = [key for keys in self._unacked.pop((topic, partition), []) for key in keys]
-            self._kept[(topic, partition)] = [list(selection.snapshot_keys)] if own else []
+            unacked = [key for w in self._unacked.pop((topic, partition), []) for key in w.keys]
+            # a new lineage: parts written before (under an earlier assignment) are garbage unless restored
+            self._lineage.pop((topic, partition), None)
+            unacked += [key for keys in self._parts.pop((topic, partition), {}).values() for key in keys]
+            self._kept[(topic, partition)] = [_Written(selection.snapshot_keys)] if own else []
             self._garbage[(topic, partition)] = [
                 key for key in dict.fromkeys((*selection.keys, *unacked)) if key not in own
             ]
@@ -224,7 +273,7 @@ class StateStore:
                 self._produce(partition, key, None, self._tracker.on_delivery)
                 self._tracker.produced += 1
                 count += 1
-            for registry in (self._kept, self._unacked, self._garbage):
+            for registry in (self._kept, self._unacked, self._garbage, self._lineage, self._parts):
                 registry.pop((topic, partition), None)
         self._tracker.wait_all_acked(self._producer, timeout_s)
         self._log.warning(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -45,6 +46,7 @@ from ..drift.outliers import OutlierShareFeaturizer
 from ..drift.shares import EventShareFeaturizer, unit_rows
 from ..drift.signal import SignalWindow
 from ..sketches.multiscale import MultiScaleWindow
+from ..state import SnapshotError, content_id, decode_state, encode_state
 from .calibration_jobs import (
     INLINE,
     CalibrationExecutor,
@@ -153,6 +155,7 @@ class ModelMonitor:
         self.change_points: list[dict[str, Any]] = []
         self._last_drift: dict[str, int] = {}
         self.evidence = PageEvidence(config, self._keep_text, self._restrict_text)
+        self._profile_part: tuple[ReferenceProfile, str, bytes] | None = None  # the profile encoded once
         if profile is not None:
             self._start(profile)
 
@@ -631,10 +634,11 @@ class ModelMonitor:
                 for i in range(L) if counts[i] > 0}
 
     # -- state ------------------------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def state(self, *, with_profile: bool = True) -> dict[str, Any]:
+        """The whole state (``with_profile=False``: without the reference profile, see :meth:`state_parts`)."""
         return {
             "model": self.model, "model_version": self.model_version,
-            "profile": None if self.profile is None else self.profile.state(),
+            "profile": None if self.profile is None or not with_profile else self.profile.state(),
             "pending_reference": self.pending_reference.state(), "auto_baseline": self.auto_baseline.state(),
             "reference_error": self.reference_error, "events_total": self.events_total,
             "monitored_events": self.monitored_events, "last_event_time": self.last_event_time,
@@ -655,13 +659,35 @@ class ModelMonitor:
                          for kind, p in self._deferred],
         }
 
+    def state_parts(self, parts: dict[str, bytes]) -> str:
+        """Add this monitor's state to ``parts`` as two content-addressed parts (``nlpmon.state.content_id``):
+        the state without the profile, and the reference profile (encoded once per profile, so an idle model
+        gives the same bytes and ids at every snapshot); returns the id of the first."""
+        state = self.state(with_profile=False)
+        if self.profile is not None:
+            if self._profile_part is None or self._profile_part[0] is not self.profile:
+                data = encode_state(self.profile.state())
+                self._profile_part = (self.profile, content_id(data), data)
+            _, pid, data = self._profile_part
+            state["profile_part"] = pid
+            parts[pid] = data
+        data = encode_state(state)
+        pid = content_id(data)
+        parts[pid] = data
+        return pid
+
     @classmethod
-    def from_state(cls, s: dict[str, Any], config: MonitorConfig,
-                   executor: CalibrationExecutor = INLINE) -> ModelMonitor:
-        """The monitor ``state`` saved. A calibration pending then is handed to ``executor`` again (applied by
-        the next ``poll`` or ``process``), with the events it held."""
+    def from_state(cls, s: dict[str, Any], config: MonitorConfig, executor: CalibrationExecutor = INLINE,
+                   parts: Mapping[str, bytes] | None = None) -> ModelMonitor:
+        """The monitor ``state`` saved (by :meth:`state`, or by :meth:`state_parts` with its ``parts``). A
+        calibration pending then is handed to ``executor`` again (applied by the next ``poll`` or
+        ``process``), with the events it held."""
         m = cls(s["model"], s["model_version"], config, executor=executor)
-        if s["profile"] is not None:
+        if s.get("profile_part") is not None:
+            if parts is None or s["profile_part"] not in parts:
+                raise SnapshotError(f"{s['model']}/{s['model_version']}: the reference profile's part is missing")
+            m._start(ReferenceProfile.from_state(decode_state(parts[s["profile_part"]])))
+        elif s["profile"] is not None:
             m._start(ReferenceProfile.from_state(s["profile"]))
         m.pending_reference = ReferenceSample.from_state(s["pending_reference"]).map_texts(m._restrict_text)
         m.auto_baseline = ReferenceSample.from_state(s["auto_baseline"]).map_texts(m._restrict_text)

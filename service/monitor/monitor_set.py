@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..events import Event, EventDecoder, InvalidEvent
-from ..state import decode_state, encode_state
+from ..state import SnapshotError, decode_state, encode_state
 from .calibration_jobs import INLINE, CalibrationExecutor
 from .config import MonitorConfig
 from .model_monitor import Alarm, ModelMonitor
@@ -223,14 +223,33 @@ class MonitorSet:
         return encode_state({"kind": STATE_KIND, "embedding_dims": self.embedding_dims,
                              "monitors": [mon.state() for mon in self.monitors.values()]})
 
+    def snapshot_parts(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The state as a small tree that names each monitor's part, and the parts
+        (``ModelMonitor.state_parts``: two per model, by content)."""
+        parts: dict[str, bytes] = {}
+        ids = [mon.state_parts(parts) for mon in self.monitors.values()]
+        return {"kind": STATE_KIND, "embedding_dims": self.embedding_dims, "monitor_parts": ids}, parts
+
     def restore(self, data: bytes) -> None:
-        s = decode_state(data)
-        if s.get("kind") != STATE_KIND:
+        self.restore_tree(decode_state(data))
+
+    def restore_tree(self, s: Any, parts: Mapping[str, bytes] | None = None) -> None:
+        """Replace the state by a decoded :meth:`snapshot`, or by the tree of :meth:`snapshot_parts` with
+        its ``parts``. Raises ValueError (SnapshotError) on anything else."""
+        if not isinstance(s, dict) or s.get("kind") != STATE_KIND:
             raise ValueError("not an nlpmon monitor-set snapshot")
+        if "monitor_parts" in s:
+            states = []
+            for pid in s["monitor_parts"]:
+                if parts is None or pid not in parts:
+                    raise SnapshotError("a model's part of the snapshot is missing")
+                states.append(decode_state(parts[pid]))
+        else:
+            states = s["monitors"]
         self.embedding_dims = {k: int(v) for k, v in s["embedding_dims"].items()}
         self.monitors = {}
-        for ms in s["monitors"]:
-            mon = ModelMonitor.from_state(ms, self.config, self.executor)
+        for ms in states:
+            mon = ModelMonitor.from_state(ms, self.config, self.executor, parts)
             self.monitors[(mon.model, mon.model_version)] = mon
             self._reference_events.pop((mon.model, mon.model_version), None)
 

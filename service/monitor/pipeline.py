@@ -19,7 +19,7 @@ No Kafka, no clock, no registry: processing and arrival times are handed in by t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,8 +43,10 @@ from .views import ModelMetrics
 
 #: ``kind`` of a pipeline snapshot (the name of the partition processor's snapshot since the quality join)
 STATE_KIND = "nlpmon.partition"
+#: ``kind`` of the main body of a snapshot in parts (``Pipeline.snapshot_parts``)
+PARTS_KIND = "nlpmon.partition.parts"
 
-__all__ = ["STATE_KIND", "LabelResult", "Pipeline"]
+__all__ = ["PARTS_KIND", "STATE_KIND", "LabelResult", "Pipeline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,14 @@ class Pipeline:
         inner = np.frombuffer(self.monitors.snapshot(), dtype=np.uint8)
         return encode_state({"kind": STATE_KIND, "monitor_set": inner, "quality": self.quality.state()})
 
+    def snapshot_parts(self) -> tuple[bytes, dict[str, bytes]]:
+        """:meth:`snapshot` split for checkpoints that write only what changed: ``(main, parts)``, the parts
+        being each model's state and each reference profile by content (``MonitorSet.snapshot_parts``), the
+        main body the quality join's state and the ids of the parts: ``encode_state({"kind": PARTS_KIND,
+        "monitor_set": <tree>, "quality": <QualitySet state>})``."""
+        tree, parts = self.monitors.snapshot_parts()
+        return encode_state({"kind": PARTS_KIND, "monitor_set": tree, "quality": self.quality.state()}), parts
+
     def restore(self, data: bytes) -> None:
         """Replace the state by a :meth:`snapshot` (or a bare ``MonitorSet`` snapshot of builds without the
         join). Models whose join state is restored do not get their reference-file predictions again.
@@ -188,6 +198,17 @@ class Pipeline:
         if s.get("kind") != STATE_KIND:
             raise SnapshotError("not an nlpmon partition snapshot")
         self.monitors.restore(np.asarray(s["monitor_set"], dtype=np.uint8).tobytes())
-        self.quality.restore(s["quality"])
+        self._restore_quality(s["quality"])
+
+    def restore_parts(self, main: bytes, parts: Mapping[str, bytes]) -> None:
+        """Replace the state by a :meth:`snapshot_parts`. Raises as :meth:`restore`."""
+        s = decode_state(main)
+        if not isinstance(s, dict) or s.get("kind") != PARTS_KIND:
+            raise SnapshotError("not an nlpmon partition snapshot in parts")
+        self.monitors.restore_tree(s["monitor_set"], parts)
+        self._restore_quality(s["quality"])
+
+    def _restore_quality(self, state: Any) -> None:
+        self.quality.restore(state)
         for model in self.quality.monitors:
             self._reference_predictions.pop(model, None)

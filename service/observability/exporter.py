@@ -96,6 +96,10 @@ class RunnerMetricsLike(Protocol):
     @property
     def snapshot_chunks_produced(self) -> int: ...
     @property
+    def snapshot_parts_produced(self) -> int: ...
+    @property
+    def snapshot_bytes_produced(self) -> int: ...
+    @property
     def snapshot_tombstone_failures(self) -> int: ...
     @property
     def lost_assignments(self) -> int: ...
@@ -275,6 +279,8 @@ class NlpmonMetrics:
                             ("nlpmon_snapshots_written_total", m.snapshots_written),
                             ("nlpmon_snapshots_produced_total", m.snapshots_produced),
                             ("nlpmon_snapshot_chunks_produced_total", m.snapshot_chunks_produced),
+                            ("nlpmon_snapshot_parts_produced_total", m.snapshot_parts_produced),
+                            ("nlpmon_snapshot_bytes_produced_total", m.snapshot_bytes_produced),
                             ("nlpmon_snapshot_tombstone_failures_total", m.snapshot_tombstone_failures),
                             ("nlpmon_lost_assignments_total", m.lost_assignments),
                             ("nlpmon_offset_gaps_total", m.offset_gaps),

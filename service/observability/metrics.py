@@ -226,6 +226,11 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_snapshots_produced_total", "counter", (),
        "Partition snapshots handed to the producer (acknowledged or not yet), each in one or more chunks."),
     _m("nlpmon_snapshot_chunks_produced_total", "counter", (), "Chunks of those snapshots handed to the producer."),
+    _m("nlpmon_snapshot_parts_produced_total", "counter", (),
+       "Parts of snapshots (a model's state, a reference profile) handed to the producer; a part that did not "
+       "change since the partition's last snapshot is not written again."),
+    _m("nlpmon_snapshot_bytes_produced_total", "counter", (),
+       "Bytes of snapshot chunks (bodies and parts) handed to the producer."),
     _m("nlpmon_snapshot_tombstone_failures_total", "counter", (),
        "Tombstones of superseded snapshot chunks that could not be produced or delivered (the chunks stay in "
        "the state topic as garbage, retried after the next snapshot; never fatal)."),

@@ -11,6 +11,7 @@ whatever the bytes, it raises nothing but :class:`SnapshotError` (a header neste
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -80,6 +81,12 @@ def encode_state(tree: Any) -> bytes:
 
     header = json.dumps(walk(tree), separators=(",", ":")).encode()
     return MAGIC + struct.pack("<HI", FORMAT_VERSION, len(header)) + header + b"".join(chunks)
+
+
+def content_id(data: bytes) -> str:
+    """The id of a piece of encoded state by its content: the sha256 of the bytes, in hex (equal bytes,
+    equal id: what lets a checkpoint skip a part that did not change)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def decode_state(data: bytes) -> Any:

@@ -67,6 +67,7 @@ class FakeStore:
         self.acked = True
         self.written: list[PartitionSnapshot] = []
         self.written_total = self.chunks_written_total = self.tombstone_failures_total = 0
+        self.parts_written_total = self.bytes_written_total = 0
 
     def write(self, snapshot: PartitionSnapshot) -> None:
         self.written.append(snapshot)

@@ -232,8 +232,7 @@ def fake_store(producer: FakeProducer, **options: Any) -> StateStore:
         state_topic="state",
         group_id="g",
         producer=cast(Producer, producer),
-        chunk_bytes=MIN_CHUNK_BYTES,
-        **options,
+        **{"chunk_bytes": MIN_CHUNK_BYTES, **options},
     )
 
 

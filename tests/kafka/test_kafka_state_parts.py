@@ -1,0 +1,195 @@
+"""Snapshots in parts (service/kafka/snapshot_format.py, "Parts"): the codec and the selection (pure), the
+store's write-once and retention rules over a fake producer, a new lineage after a restore on a real broker,
+and the monitor's parts: a checkpoint after one model's events writes that model's state and nothing of the
+idle models or of any reference profile."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from kafka_test_helpers import Names, compacted_view, make_topic
+from test_kafka_state_chunks import BASE, FakeProducer, corrupt, fake_store, idempotent_producer, live_of, real_store
+
+from nlpmon.demo import SyntheticStream
+from nlpmon.kafka.snapshot_format import (
+    MIN_CHUNK_BYTES,
+    PartitionSnapshot,
+    decode_chunk,
+    encode_chunks,
+    part_chunks,
+    part_id,
+    select_latest,
+)
+from nlpmon.monitor.config import MonitorConfig
+from nlpmon.monitor.pipeline import Pipeline
+
+LINEAGE = "0123456789abcdef"
+
+
+def with_parts(next_offset: int, *contents: bytes, payload: bytes = b"main") -> PartitionSnapshot:
+    return PartitionSnapshot("t", 3, next_offset, payload, parts={part_id(c): c for c in contents})
+
+
+def log_of(snapshot: PartitionSnapshot, sid: str, lineage: str = LINEAGE) -> list[tuple[bytes, bytes | None]]:
+    """The chunk messages of ``snapshot``: its parts first, then its body (as the store writes them)."""
+    out: list[tuple[bytes, bytes | None]] = []
+    for data in snapshot.parts.values():
+        out += part_chunks(data, BASE, lineage, chunk_bytes=MIN_CHUNK_BYTES)
+    out += encode_chunks(snapshot, BASE, chunk_bytes=MIN_CHUNK_BYTES, snapshot_id=sid, lineage=lineage)
+    return out
+
+
+# ---------------------------------------------------------------------- codec and selection (no broker)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_snapshot_with_parts_round_trips_and_its_parts_are_no_candidates(seed: int) -> None:
+    rng = random.Random(seed)
+    contents = [rng.randbytes(rng.randrange(0, 5000)) for _ in range(rng.randrange(1, 5))]
+    snapshot = with_parts(100 + seed, *contents, payload=rng.randbytes(rng.randrange(0, 3000)))
+    log = log_of(snapshot, f"{100 + seed}-s")
+    rng.shuffle(log)
+    selection = select_latest("t", 3, BASE, live_of(log))
+    assert selection.snapshot == snapshot
+    assert set(selection.snapshot_keys) == {key for key, _ in log}  # its parts' keys are its own
+    assert selection.skipped == ()
+
+
+def test_a_missing_part_makes_a_snapshot_incomplete_and_a_corrupt_one_unreadable() -> None:
+    older = with_parts(10, b"a" * 3000, b"b" * 10)
+    newer = with_parts(20, b"a" * 3000, b"c" * 2000)
+    base_log = log_of(older, "10-x") + log_of(newer, "20-y")
+    c_keys = {k for k, _ in part_chunks(b"c" * 2000, BASE, LINEAGE, chunk_bytes=MIN_CHUNK_BYTES)}
+    torn = [(k, v) for k, v in base_log if k not in c_keys]  # newer's own part never arrived
+    selection = select_latest("t", 3, BASE, live_of(torn))
+    assert selection.snapshot == older and not selection.unreadable
+    assert any("incomplete" in r and "is missing" in r for r in selection.skipped)
+
+    first_c = min(c_keys)
+    damaged = [(k, corrupt(v) if k == first_c and v is not None else v) for k, v in base_log]
+    selection = select_latest("t", 3, BASE, live_of(damaged))
+    assert selection.snapshot == older  # falls back past the corrupt part
+    assert any("unreadable" in r for r in selection.skipped)
+    # the part both share is corrupt: nothing readable is left, and that is an error, not an empty start
+    a_keys = {k for k, _ in part_chunks(b"a" * 3000, BASE, LINEAGE, chunk_bytes=MIN_CHUNK_BYTES)}
+    shared = [(k, corrupt(v) if k == min(a_keys) and v is not None else v) for k, v in base_log]
+    selection = select_latest("t", 3, BASE, live_of(shared))
+    assert selection.snapshot is None and selection.unreadable
+
+
+def test_a_body_with_parts_needs_a_lineage_and_reads_only_with_its_parts() -> None:
+    snapshot = with_parts(5, b"part")
+    with pytest.raises(ValueError, match="lineage"):
+        encode_chunks(snapshot, BASE, snapshot_id="5-a")
+    body_only = encode_chunks(snapshot, BASE, snapshot_id="5-a", lineage=LINEAGE)
+    selection = select_latest("t", 3, BASE, live_of(body_only))
+    assert selection.snapshot is None and not selection.unreadable  # incomplete: a torn write
+
+
+# ---------------------------------------------------------------------- the store over a fake producer
+
+
+def test_store_writes_each_part_once_and_tombstones_those_no_kept_snapshot_references() -> None:
+    producer = FakeProducer()
+    store = fake_store(producer)  # keeps the two newest acknowledged snapshots
+    shared, first, second, third = b"profile" * 500, b"state 1" * 300, b"state 2" * 300, b"state 3" * 300
+    for offset, state in ((10, first), (20, second), (30, third)):
+        before = len(producer.log)
+        store.write(with_parts(offset, shared, state))
+        store.wait_all_acked(1)
+        written = {decode_chunk(v).snapshot_id for _, k, v in producer.log[before:] if v is not None}
+        parts = {sid for sid in written if sid.startswith("p-")}
+        # the shared part once, with the first snapshot; each snapshot's own state part with it
+        assert len(parts) == (2 if offset == 10 else 1)
+    assert store.parts_written_total == 4
+    live = producer.live(3)
+    live_parts = {decode_chunk(v).sha256 for v in (value for _, value in live.values())
+                  if decode_chunk(v).snapshot_id.startswith("p-")}
+    # snapshot 10 fell out of the kept two: its own part went with it, the shared one stays
+    assert live_parts == {part_id(shared), part_id(second), part_id(third)}
+    newest = select_latest("t", 3, BASE, live).snapshot
+    assert newest == with_parts(30, shared, third)
+    assert store.bytes_written_total == sum(len(v) for _, _, v in producer.log if v is not None)
+
+
+def test_store_rewrites_nothing_for_an_unchanged_state() -> None:
+    producer = FakeProducer()
+    store = fake_store(producer)
+    for offset in (10, 20, 30, 40):
+        store.write(with_parts(offset, b"profile" * 500, b"idle model" * 300))
+        store.wait_all_acked(1)
+    assert store.parts_written_total == 2
+    # after the first, each checkpoint wrote one body chunk (and tombstoned the oldest body)
+    assert store.chunks_written_total == len(log_of(with_parts(10, b"profile" * 500, b"idle model" * 300), "10-a"))\
+        + 3
+
+
+# ---------------------------------------------------------------------- a real broker
+
+
+@pytest.mark.broker
+def test_a_restore_starts_a_new_lineage_and_the_old_parts_go_with_the_restored_snapshot(
+        kafka_bootstrap: str, kafka_names: Names) -> None:
+    make_topic(kafka_bootstrap, kafka_names.state_topic, 1)
+    t = kafka_names.topic
+    first = real_store(kafka_bootstrap, kafka_names, chunk_bytes=MIN_CHUNK_BYTES)
+    profile, state = b"profile" * 500, b"state" * 300
+    first.write(PartitionSnapshot(t, 0, 10, b"main", parts={part_id(profile): profile, part_id(state): state}))
+    first.wait_all_acked(15)
+
+    producer = idempotent_producer(kafka_bootstrap)
+    second = real_store(kafka_bootstrap, kafka_names, producer, chunk_bytes=MIN_CHUNK_BYTES)
+    restored = second.read_latest(t, [0])[0]
+    assert restored.next_offset == 10 and dict(restored.parts) == {part_id(profile): profile, part_id(state): state}
+    changed = b"state, later" * 300
+    for offset in (20, 30):
+        second.write(PartitionSnapshot(t, 0, offset, b"main", parts={part_id(profile): profile,
+                                                                     part_id(changed): changed}))
+        second.wait_all_acked(15)
+    assert second.parts_written_total == 2  # both parts again, under its own lineage, once
+    assert producer.flush(15) == 0  # wait_all_acked does not wait for the tombstones
+    chunks = [decode_chunk(v) for v in compacted_view(kafka_bootstrap, kafka_names.state_topic, 0).values()]
+    lineages = {c.snapshot_id.split("-")[1] for c in chunks if c.snapshot_id.startswith("p-")}
+    assert len(lineages) == 1  # the restored snapshot fell out of the kept two: the old lineage's parts went
+    assert sorted({int(c.snapshot_id.split("-")[0]) for c in chunks if not c.snapshot_id.startswith("p-")}) == [20, 30]
+    latest = real_store(kafka_bootstrap, kafka_names).read_latest(t, [0])[0]
+    assert latest.next_offset == 30 and dict(latest.parts) == {part_id(profile): profile, part_id(changed): changed}
+
+
+# ---------------------------------------------------------------------- the monitor's parts
+
+
+def test_a_checkpoint_after_one_models_events_writes_that_models_state_only() -> None:
+    """Three calibrated models in one partition; after events of one of them the next snapshot writes its
+    body and that model's state part: no reference profile, nothing of the idle models. Restoring it
+    gives the state that the classic single-body snapshot gives."""
+    config = MonitorConfig(auto_baseline_events=300, calibration_splits=2)
+    pipeline = Pipeline(config)
+    streams = [SyntheticStream(seed=k, model=f"m{k}") for k in range(3)]
+    for stream in streams:
+        pipeline.process_lines([json.dumps(e).encode() for e in stream.events(400)])
+    pipeline.finish()
+    producer = FakeProducer()
+    store = fake_store(producer, chunk_bytes=64 * 1024)
+    main, parts = pipeline.snapshot_parts()
+    assert len(parts) == 6  # a state and a profile per model
+    store.write(PartitionSnapshot("t", 3, 1200, main, parts=parts))
+    store.wait_all_acked(1)
+    profiles_and_idle = store.bytes_written_total
+
+    pipeline.process_lines([json.dumps(e).encode() for e in streams[1].events(20)])
+    main, parts = pipeline.snapshot_parts()
+    before = store.bytes_written_total
+    store.write(PartitionSnapshot("t", 3, 1220, main, parts=parts))
+    store.wait_all_acked(1)
+    assert store.parts_written_total == 7  # one new part: m1's state
+    delta = store.bytes_written_total - before
+    assert delta < profiles_and_idle / 4, (delta, profiles_and_idle)
+    restored = select_latest("t", 3, BASE, producer.live(3)).snapshot
+    assert restored is not None
+    from_parts, classic = Pipeline(config), Pipeline(config)
+    from_parts.restore_parts(restored.payload, dict(restored.parts))
+    classic.restore(pipeline.snapshot())
+    assert from_parts.snapshot() == classic.snapshot() == pipeline.snapshot()
