@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from nlpmon.demo import SyntheticStream  # noqa: E402
 from nlpmon.kafka.broker import EmbeddedBroker  # noqa: E402
-from nlpmon.kafka.snapshot_format import decode_chunk  # noqa: E402
+from nlpmon.kafka.snapshot_format import base_key_of, decode_chunk, select_latest, snapshot_key  # noqa: E402
 from nlpmon.kafka.topics import create_topic  # noqa: E402
 
 STAGES = (10, 50)  # cumulative model counts at which the stages end (the last stage ends at --models)
@@ -155,14 +155,26 @@ def snapshots_in(bootstrap: str, state_topic: str, timeout_s: float = 120.0) -> 
     return out
 
 
-def live_parts_bytes(bootstrap: str, state_topic: str, timeout_s: float = 120.0) -> int:
-    """Bytes of the parts the state topic holds (what compaction keeps: one copy of each)."""
-    sizes: dict[str, int] = {}
-    for key, value in live_records(bootstrap, state_topic, timeout_s).items():
-        sid = key.decode().split("#")[1]
-        if sid.startswith("p-"):
-            sizes[sid] = decode_chunk(value).total_length
-    return sum(sizes.values())
+def newest_state_bytes(bootstrap: str, state_topic: str, group: str, topic: str, partitions: int,
+                       timeout_s: float = 120.0) -> int:
+    """Bytes of the newest complete snapshot of every partition, body and parts: the whole state, what a
+    snapshot without parts would write at every checkpoint."""
+    live: dict[int, dict[bytes, tuple[int, bytes]]] = {p: {} for p in range(partitions)}
+    bases = {snapshot_key(group, topic, p): p for p in range(partitions)}
+    for offset, (key, value) in enumerate(topic_records(bootstrap, state_topic, timeout_s)):
+        p = bases.get(base_key_of(key))
+        if p is None:
+            continue
+        if value is None:
+            live[p].pop(key, None)
+        else:
+            live[p][key] = (offset, value)
+    total = 0
+    for p, records in live.items():
+        snapshot = select_latest(topic, p, snapshot_key(group, topic, p), records).snapshot
+        if snapshot is not None:
+            total += len(snapshot.payload) + sum(len(x) for x in snapshot.parts.values())
+    return total
 
 
 def live_records(bootstrap: str, topic: str, timeout_s: float) -> dict[bytes, bytes]:
@@ -269,6 +281,18 @@ class Observed:
     peak_rss: int = 0
 
 
+def checkpointed(port: int, after: float, deadline: float) -> Scrape:
+    """The first scrape that counts more than ``after`` checkpoints (the service copies its counters into
+    /metrics about once a second, after the checkpoint's acknowledgement)."""
+    while time.monotonic() < deadline:
+        last = scrape(port)
+        if last.checkpoints > after:
+            time.sleep(1.5)  # and the checkpoint that may still be under way for another partition
+            return scrape(port)
+        time.sleep(0.5)
+    raise SystemExit(f"no checkpoint after the {after:.0f}th")
+
+
 def watch(proc: subprocess.Popen[bytes], port: int, until: float, stage_ends: list[int], models: int,
           sample_s: float, deadline: float, obs: Observed) -> Scrape:
     """Scrapes until ``until`` events are counted and every model monitors (or the deadline); returns the
@@ -296,10 +320,11 @@ def watch(proc: subprocess.Popen[bytes], port: int, until: float, stage_ends: li
             obs.all_counted_at = now
         if last.monitoring >= models and obs.all_calibrated_at is None:
             obs.all_calibrated_at = now
-        if now - shown > 15:
+        if now - shown > 5:
             shown = now
             print(f"  {last.events:,.0f} of {until:,} events counted, {last.monitoring} of {models} models "
-                  f"calibrated, RSS {rss / 2**20:,.0f} MiB, scrape {last.seconds * 1000:.0f} ms",
+                  f"calibrated, RSS {rss / 2**20:,.0f} MiB, scrape {last.seconds * 1000:.0f} ms, "
+                  f"{last.checkpoints:.0f} checkpoints, {last.state_bytes / 2**20:,.1f} MiB of state written",
                   file=sys.stderr, flush=True)
         if last.events >= until and last.monitoring >= models:
             return last
@@ -317,6 +342,7 @@ def main() -> None:
     ap.add_argument("--sample-s", type=float, default=0.5)
     ap.add_argument("--timeout-s", type=float, default=7200)
     ap.add_argument("--config", type=Path, help="extra nlpmon YAML configuration (default: none)")
+    ap.add_argument("--log", type=Path, help="copy the service's log here")
     args = ap.parse_args()
     if args.events_per_model <= args.baseline:
         raise SystemExit("--events-per-model must exceed --baseline (each model must calibrate and monitor)")
@@ -360,12 +386,12 @@ def main() -> None:
                 watch(proc, port, n, stage_ends, args.models, args.sample_s, deadline, obs)
                 # one more event of every model, so that each partition gets a snapshot of calibrated models
                 first = args.events_per_model
+                checkpoints = scrape(port).checkpoints
                 publish(bootstrap, topic, later_lines(range(args.models), 1, first, t0), "touch", placement)
                 watch(proc, port, n + args.models, [], args.models, args.sample_s, deadline, obs)
-                before = wait_for_snapshots(bootstrap, state_topic, dict(placement.next_offset), deadline)
-                parts_bytes = live_parts_bytes(bootstrap, state_topic)
-                time.sleep(1.5)  # the service copies its counters into /metrics once a second
-                at_rest = scrape(port)
+                wait_for_snapshots(bootstrap, state_topic, dict(placement.next_offset), deadline)
+                at_rest = checkpointed(port, checkpoints, deadline)
+                whole_state = newest_state_bytes(bootstrap, state_topic, f"fleet-{s}", topic, args.partitions)
                 # phase 2: one model only (m000), every other model idle
                 publish(bootstrap, topic, later_lines(range(1), args.active_events, first + 1, t0), "active",
                         placement)
@@ -374,26 +400,22 @@ def main() -> None:
                 active_part = placement.partition_of["m000"]
                 wait_for_snapshots(bootstrap, state_topic, {active_part: placement.next_offset[active_part]},
                                    deadline)
-                time.sleep(1.5)
-                active_end = scrape(port)
+                active_end = checkpointed(port, at_rest.checkpoints, deadline)
             finally:
                 proc.terminate()
                 try:
                     proc.wait(120)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        if args.log:
+            args.log.write_text(log.read_text())
         if "Traceback" in log.read_text():
             print(log.read_text()[-3000:], file=sys.stderr)
     assert obs.first_event_at is not None and obs.all_counted_at is not None and obs.all_calibrated_at is not None
     scrape_ms = sorted(x.seconds * 1000 for x in obs.scrapes)
     counting_s = obs.all_counted_at - obs.first_event_at
     rebalances = active_end.rebalances - obs.assignments_at_first_event
-    # one model's whole state: its parts (state and reference profile), or its share of a snapshot body
-    newest: dict[int, SnapshotSeen] = {}
-    for x in before.values():
-        if x.partition not in newest or x.next_offset > newest[x.partition].next_offset:
-            newest[x.partition] = x
-    model_state = (parts_bytes + sum(x.body_bytes for x in newest.values())) / args.models
+    model_state = whole_state / args.models  # reference profile, windows and the rest
     fleet_per_checkpoint = at_rest.state_bytes / max(1.0, at_rest.checkpoints)
     checkpoints = active_end.checkpoints - at_rest.checkpoints
     active_per_checkpoint = (active_end.state_bytes - at_rest.state_bytes) / max(1.0, checkpoints)

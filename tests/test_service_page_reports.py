@@ -11,6 +11,7 @@ from nlpmon.app.processor import MonitorPartitionProcessor, References
 from nlpmon.app.service import NlpmonService
 from nlpmon.app.settings import load_settings
 from nlpmon.demo import generate_events
+from nlpmon.kafka.runner_metrics import RunnerMetrics
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.page_evidence import PageEvidence
 from tests.support import wait_until
@@ -19,11 +20,8 @@ from tests.support import wait_until
 class FakeRunner:
     """What ``_refresh`` reads of the consumer runner."""
 
-    class Metrics:
-        assigned = (("t", 0),)
-
-    def metrics(self) -> Any:
-        return self.Metrics()
+    def metrics(self) -> RunnerMetrics:
+        return RunnerMetrics(assigned=(("t", 0),))
 
 
 def test_page_reports_are_built_on_the_loop_when_asked_and_cached_until_the_next_refresh(monkeypatch: Any) -> None:

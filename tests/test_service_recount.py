@@ -15,6 +15,7 @@ from nlpmon.app.settings import ServiceSettings
 from nlpmon.demo import generate_events
 from nlpmon.kafka.processor import Record
 from nlpmon.kafka.runner import ConsumerRunner
+from nlpmon.kafka.runner_metrics import RunnerMetrics
 
 LABELS = {"model": "demo-ner", "model_version": "1", "split": "production"}
 
@@ -28,7 +29,7 @@ def test_work_since_the_last_refresh_is_counted_when_a_partition_is_revoked_or_r
     reg = CollectorRegistry()
     svc = NlpmonService(ServiceSettings(ground_truth_topic=""), registry=reg)
     assigned: list[tuple[str, int]] = [("t", 0)]
-    runner = cast(ConsumerRunner, SimpleNamespace(metrics=lambda: SimpleNamespace(assigned=tuple(assigned))))
+    runner = cast(ConsumerRunner, SimpleNamespace(metrics=lambda: RunnerMetrics(assigned=tuple(assigned))))
     svc.runner = runner
 
     def counted() -> Any:
@@ -48,3 +49,19 @@ def test_work_since_the_last_refresh_is_counted_when_a_partition_is_revoked_or_r
     svc._refresh(runner)
     assert counted() == 140
     assert svc.reports() == {}
+
+
+def test_a_refresh_without_batches_exports_the_loops_own_state() -> None:
+    """Held events applied after a calibration make a refresh without any batch: the loop's checkpoints,
+    lag and polls must reach /metrics then too, not only with batches (they looked frozen before)."""
+    reg = CollectorRegistry()
+    svc = NlpmonService(ServiceSettings(ground_truth_topic=""), registry=reg)
+    loop = RunnerMetrics(assigned=(("t", 0),), checkpoints=3, snapshot_bytes_produced=12_345,
+                         longest_poll_gap_s=0.75, lag={("t", 0): 9})
+    runner = cast(ConsumerRunner, SimpleNamespace(metrics=lambda: loop))
+    svc.runner = runner
+    svc._refresh(runner)
+    assert reg.get_sample_value("nlpmon_checkpoints_total") == 3
+    assert reg.get_sample_value("nlpmon_snapshot_bytes_produced_total") == 12_345
+    assert reg.get_sample_value("nlpmon_longest_poll_gap_seconds") == 0.75
+    assert reg.get_sample_value("nlpmon_consumer_lag", {"topic": "t", "partition": "0"}) == 9

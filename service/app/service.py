@@ -177,7 +177,6 @@ class NlpmonService:
             self._last_report = now
             self._dirty = False
         elif now - self._last_report >= 10 * self.report_interval_s:  # idle: runner state, retirements
-            self.metrics.observe_runner(runner.metrics())
             self._refresh(runner)
             self._last_report = now
         self._serve_page_request()
@@ -185,7 +184,11 @@ class NlpmonService:
             self._progress(now)
 
     def _refresh(self, runner: ConsumerRunner) -> None:
-        assigned = set(runner.metrics().assigned)
+        # the loop's own state too: without batches (held events applied after a calibration, an idle
+        # stream) its checkpoints, lag and polls move on and must not look frozen
+        loop = runner.metrics()
+        self.metrics.observe_runner(loop)
+        assigned = set(loop.assigned)
         for key in [k for k in self._processors if k not in assigned]:
             self._retired.append(self._processors.pop(key))  # revoked or lost: its state lives with the new owner
         if self._retired:  # count their work since the last refresh (checkpointed at the revoke) once more
