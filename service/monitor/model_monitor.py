@@ -27,9 +27,10 @@ held events; newer batches wait behind them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -155,7 +156,9 @@ class ModelMonitor:
         self.change_points: list[dict[str, Any]] = []
         self._last_drift: dict[str, int] = {}
         self.evidence = PageEvidence(config, self._keep_text, self._restrict_text)
-        self._profile_part: tuple[ReferenceProfile, str, bytes] | None = None  # the profile encoded once
+        # pieces of the state that never change once made (the profile, a pending calibration's sample, each
+        # held batch), encoded once as snapshot parts: id(object) -> (object, part id, bytes)
+        self._part_cache: dict[int, tuple[object, str, bytes]] = {}
         if profile is not None:
             self._start(profile)
 
@@ -634,8 +637,9 @@ class ModelMonitor:
                 for i in range(L) if counts[i] > 0}
 
     # -- state ------------------------------------------------------------------------------------------
-    def state(self, *, with_profile: bool = True) -> dict[str, Any]:
-        """The whole state (``with_profile=False``: without the reference profile, see :meth:`state_parts`)."""
+    def state(self, *, with_profile: bool = True, with_held: bool = True) -> dict[str, Any]:
+        """The whole state; without the reference profile (``with_profile=False``) or without a pending
+        calibration and the events held for it (``with_held=False``): :meth:`state_parts` adds those."""
         return {
             "model": self.model, "model_version": self.model_version,
             "profile": None if self.profile is None or not with_profile else self.profile.state(),
@@ -653,24 +657,40 @@ class ModelMonitor:
             "marked": [o.state() for o in self.evidence.marked],
             "share_examples": self.evidence.share_examples,
             "span_lengths": self.evidence.recent_span_lengths.state(),
-            "calibration": None if self.calibration is None else
+            "calibration": None if not with_held or self.calibration is None else
             {"source": self.calibration.job.source, "sample": self.calibration.job.sample.state()},
-            "deferred": [[kind, [event_state(e, self.config.texts) for e in p] if kind != "clamp" else p]
-                         for kind, p in self._deferred],
+            "deferred": [self._held_state(kind, p) for kind, p in self._deferred] if with_held else [],
         }
 
+    def _held_state(self, kind: str, payload: Any) -> list[Any]:
+        return [kind, [event_state(e, self.config.texts) for e in payload] if kind != "clamp" else payload]
+
     def state_parts(self, parts: dict[str, bytes]) -> str:
-        """Add this monitor's state to ``parts`` as two content-addressed parts (``nlpmon.state.content_id``):
-        the state without the profile, and the reference profile (encoded once per profile, so an idle model
-        gives the same bytes and ids at every snapshot); returns the id of the first."""
-        state = self.state(with_profile=False)
-        if self.profile is not None:
-            if self._profile_part is None or self._profile_part[0] is not self.profile:
-                data = encode_state(self.profile.state())
-                self._profile_part = (self.profile, content_id(data), data)
-            _, pid, data = self._profile_part
-            state["profile_part"] = pid
-            parts[pid] = data
+        """Add this monitor's state to ``parts`` as content-addressed parts (``nlpmon.state.content_id``) and
+        return the id of the main one: the state without the pieces that never change once made, which are
+        parts of their own, each encoded once: the reference profile, a pending calibration's sample, and
+        each batch of events held meanwhile. An idle model gives the same bytes and ids at every snapshot,
+        and a model whose calibration is pending adds only its newest held batches."""
+        state = self.state(with_profile=False, with_held=False)
+        used: dict[int, tuple[object, str, bytes]] = {}
+
+        def part(obj: object, make: Callable[[], Any]) -> str:
+            cached = self._part_cache.get(id(obj))
+            if cached is None or cached[0] is not obj:
+                data = encode_state(make())
+                cached = (obj, content_id(data), data)
+            used[id(obj)] = cached
+            parts[cached[1]] = cached[2]
+            return cached[1]
+
+        profile, pending = self.profile, self.calibration
+        if profile is not None:
+            state["profile_part"] = part(profile, profile.state)
+        if pending is not None:
+            sample = pending.job.sample
+            state["calibration"] = {"source": pending.job.source, "sample_part": part(sample, sample.state)}
+        state["deferred_parts"] = [part(p, functools.partial(self._held_state, kind, p)) for kind, p in self._deferred]
+        self._part_cache = used
         data = encode_state(state)
         pid = content_id(data)
         parts[pid] = data
@@ -714,9 +734,17 @@ class ModelMonitor:
                                      for k, v in (s.get("share_examples") or {}).items()}
         if s.get("span_lengths") is not None:  # snapshots of earlier builds have none
             m.evidence.recent_span_lengths.load_state(s["span_lengths"])
+        def part(pid: str) -> Any:
+            if parts is None or pid not in parts:
+                raise SnapshotError(f"{s['model']}/{s['model_version']}: a part of its state is missing")
+            return decode_state(parts[pid])
+
+        held = [part(pid) for pid in s["deferred_parts"]] if "deferred_parts" in s else s.get("deferred", [])
         m._deferred = deque((str(kind), (None if p is None else float(p)) if kind == "clamp"
-                             else [event_from_state(e) for e in p]) for kind, p in s.get("deferred", []))
+                             else [event_from_state(e) for e in p]) for kind, p in held)
         cal = s.get("calibration")
+        if cal is not None and "sample_part" in cal:
+            cal = {**cal, "sample": part(cal["sample_part"])}
         if cal is not None:
             sample = ReferenceSample.from_state(cal["sample"])
             job = CalibrationJob(m.model, m.model_version, str(cal["source"]), sample, config)

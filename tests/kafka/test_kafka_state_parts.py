@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from concurrent.futures import Future
 
 import pytest
 from kafka_test_helpers import Names, compacted_view, make_topic
@@ -22,8 +23,11 @@ from nlpmon.kafka.snapshot_format import (
     part_id,
     select_latest,
 )
+from nlpmon.monitor.calibration_jobs import CalibrationJob
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.pipeline import Pipeline
+from nlpmon.monitor.reference import ReferenceProfile
+from nlpmon.state import encode_state
 
 LINEAGE = "0123456789abcdef"
 
@@ -193,3 +197,60 @@ def test_a_checkpoint_after_one_models_events_writes_that_models_state_only() ->
     from_parts.restore_parts(restored.payload, dict(restored.parts))
     classic.restore(pipeline.snapshot())
     assert from_parts.snapshot() == classic.snapshot() == pipeline.snapshot()
+
+
+class HeldJobs:
+    """A calibration executor whose jobs wait until the test runs them."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[CalibrationJob, Future[ReferenceProfile]]] = []
+
+    def submit(self, job: CalibrationJob) -> Future[ReferenceProfile]:
+        fut: Future[ReferenceProfile] = Future()
+        self.jobs.append((job, fut))
+        return fut
+
+    def run_all(self) -> None:
+        for job, fut in self.jobs:
+            if not fut.done():
+                fut.set_result(job.run())
+
+
+def test_while_a_calibration_is_pending_a_snapshot_adds_only_the_newest_held_events() -> None:
+    """The sample handed to a pending calibration and each batch of events held for it are parts of their
+    own, written once: the next snapshot writes the model's small state and the batches held since. A
+    restore holds the same events, and after the calibration both give the same state."""
+    config = MonitorConfig(auto_baseline_events=300, calibration_splits=2)
+    executor = HeldJobs()
+    pipeline = Pipeline(config, executor=executor)
+    lines = [json.dumps(e).encode() for e in SyntheticStream(seed=4, dim=32, model="m").events(600)]
+    pipeline.process_lines(lines[:300])  # the auto-baseline fills: its calibration is pending
+    pipeline.process_lines(lines[300:450])  # held
+    assert pipeline.calibrating == 1 and executor.jobs
+    _, first = pipeline.snapshot_parts()
+    pipeline.process_lines(lines[450:520])  # held too
+    main, second = pipeline.snapshot_parts()
+    new = {pid: data for pid, data in second.items() if pid not in first}
+    assert len(new) == 2  # the model's state and the newest held batch
+    whole = sum(len(data) for data in second.values())
+    assert sum(len(data) for data in new.values()) < whole / 2, ([len(d) for d in new.values()], whole)
+
+    restored_jobs = HeldJobs()
+    restored = Pipeline(config, executor=restored_jobs)
+    restored.restore_parts(main, second)
+    assert restored.calibrating == 1 and restored.snapshot() == pipeline.snapshot()
+    for p, jobs in ((pipeline, executor), (restored, restored_jobs)):
+        jobs.run_all()
+        p.process_lines(lines[520:])
+        p.finish()
+    assert without_wall_time(restored) == without_wall_time(pipeline)
+
+
+def without_wall_time(pipeline: Pipeline) -> bytes:
+    """The monitors' state but the time each calibration took (wall time, its only difference)."""
+    states = []
+    for mon in pipeline.monitors.monitors.values():
+        state = mon.state()
+        state["profile"].pop("calibration_seconds")
+        states.append(state)
+    return encode_state(states)
