@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,7 +179,7 @@ class MonitorPartitionProcessor:
         with malformed_state(f"snapshot of {self.topic}[{self.partition}]"):
             self.pipeline.restore(data)
 
-    def snapshot_parts(self) -> tuple[bytes, dict[str, bytes]]:
+    def snapshot_parts(self) -> tuple[bytes, Mapping[str, bytes]]:
         """``Pipeline.snapshot_parts``: what the checkpoints write (a part that did not change, e.g. an idle
         model's state or a reference profile, is not written again)."""
         return self.pipeline.snapshot_parts()

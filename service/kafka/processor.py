@@ -6,7 +6,7 @@ offset order, once. The processor never sees Kafka: no consumer, no clock, no of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -59,9 +59,10 @@ class PartedPartitionProcessor(PartitionProcessor, Protocol):
     one per reference profile...), so that a checkpoint writes only the parts that changed
     (service/kafka/snapshot_format.py, "Parts")."""
 
-    def snapshot_parts(self) -> tuple[bytes, dict[str, bytes]]:
+    def snapshot_parts(self) -> tuple[bytes, Mapping[str, bytes]]:
         """``(main, {part id: part bytes})``: the whole partition state, ``main`` referencing the parts by
-        their ids (``snapshot_format.part_id``: the sha256 of the bytes, so equal content gives an equal id)."""
+        their ids (``snapshot_format.part_id``: the sha256 of the bytes, so equal content gives an equal id).
+        The store reads the bytes only of the parts it has not written: the mapping may make them lazily."""
         ...
 
     def restore_parts(self, main: bytes, parts: dict[str, bytes]) -> None:

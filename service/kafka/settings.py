@@ -142,8 +142,8 @@ class KafkaSettings(BaseModel):
     max_snapshot_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,
-        description="Largest snapshot (all its chunks together); a larger one stops the runner before it "
-        "commits.",
+        description="Largest snapshot write (its body and the parts not written before, all chunks "
+        "together); a larger one stops the runner before it commits.",
     )
     snapshot_chunk_bytes: int = Field(
         default=512 * 1024,

@@ -148,32 +148,32 @@ class StateStore:
     def write(self, snapshot: PartitionSnapshot) -> None:
         """Produce ``snapshot`` as chunks to its state partition (asynchronous; see :meth:`wait_all_acked`).
 
-        Its parts that this writer's lineage has not written yet go first, each under its own keys; the
-        body references them all. Raises SnapshotTooLargeError (a ValueError) when the body and its parts
-        together exceed ``max_snapshot_bytes``, DeliveryError when the producer queue stays full,
-        KafkaException when the client refuses a chunk (larger than its ``message.max.bytes``). After an
-        error the chunks of an unfinished part or body are garbage, tombstoned after the partition's next
-        acknowledged snapshot.
+        Its parts that this writer's lineage has not written yet go first, each under its own keys (only
+        their bytes are read from ``snapshot.parts``); the body references them all. Raises
+        SnapshotTooLargeError (a ValueError) when the body and the parts to write exceed
+        ``max_snapshot_bytes``, DeliveryError when the producer queue stays full, KafkaException when the
+        client refuses a chunk (larger than its ``message.max.bytes``). After an error the chunks of an
+        unfinished part or body are garbage, tombstoned after the partition's next acknowledged snapshot.
         """
         state_key = (snapshot.topic, snapshot.partition)
         lineage = self._lineage.setdefault(state_key, new_lineage()) if snapshot.parts else ""
-        size = snapshot_body_length(snapshot, lineage) + sum(len(p) for p in snapshot.parts.values())
+        written = self._parts.setdefault(state_key, {})
+        new = {pid: snapshot.parts[pid] for pid in snapshot.parts if pid not in written}  # made only if new
+        size = snapshot_body_length(snapshot, lineage) + sum(len(data) for data in new.values())
         if size > self._max_bytes:
             raise SnapshotTooLargeError(
-                f"snapshot of {snapshot.topic}[{snapshot.partition}] is {size:,} bytes, over "
+                f"snapshot of {snapshot.topic}[{snapshot.partition}] is {size:,} bytes to write, over "
                 f"max_snapshot_bytes={self._max_bytes:,}; the processor state must shrink (or raise the limit)"
             )
         base = snapshot_key(self._group, snapshot.topic, snapshot.partition)
-        written = self._parts.setdefault(state_key, {})
         produced: list[bytes] = []
         try:
-            for pid, data in snapshot.parts.items():
-                if pid not in written:
-                    written[pid] = self._produce_chunks(snapshot.partition,
-                                                        part_chunks(data, base, lineage, chunk_bytes=self._chunk_bytes),
-                                                        produced)
-                    produced = []
-                    self.parts_written_total += 1
+            for pid, data in new.items():
+                written[pid] = self._produce_chunks(snapshot.partition,
+                                                    part_chunks(data, base, lineage, chunk_bytes=self._chunk_bytes),
+                                                    produced)
+                produced = []
+                self.parts_written_total += 1
             chunks = encode_chunks(snapshot, base, chunk_bytes=self._chunk_bytes, lineage=lineage)
             keys = self._produce_chunks(snapshot.partition, chunks, produced)
         except BaseException:

@@ -47,7 +47,7 @@ from ..drift.outliers import OutlierShareFeaturizer
 from ..drift.shares import EventShareFeaturizer, unit_rows
 from ..drift.signal import SignalWindow
 from ..sketches.multiscale import MultiScaleWindow
-from ..state import SnapshotError, content_id, decode_state, encode_state
+from ..state import PartSet, SnapshotError, decode_state, encode_state
 from .calibration_jobs import (
     INLINE,
     CalibrationExecutor,
@@ -157,8 +157,8 @@ class ModelMonitor:
         self._last_drift: dict[str, int] = {}
         self.evidence = PageEvidence(config, self._keep_text, self._restrict_text)
         # pieces of the state that never change once made (the profile, a pending calibration's sample, each
-        # held batch), encoded once as snapshot parts: id(object) -> (object, part id, bytes)
-        self._part_cache: dict[int, tuple[object, str, bytes]] = {}
+        # held batch), encoded once as snapshot parts: id(object) -> (object, part id); no bytes kept
+        self._part_cache: dict[int, tuple[object, str]] = {}
         if profile is not None:
             self._start(profile)
 
@@ -665,22 +665,23 @@ class ModelMonitor:
     def _held_state(self, kind: str, payload: Any) -> list[Any]:
         return [kind, [event_state(e, self.config.texts) for e in payload] if kind != "clamp" else payload]
 
-    def state_parts(self, parts: dict[str, bytes]) -> str:
+    def state_parts(self, parts: PartSet) -> str:
         """Add this monitor's state to ``parts`` as content-addressed parts (``nlpmon.state.content_id``) and
         return the id of the main one: the state without the pieces that never change once made, which are
-        parts of their own, each encoded once: the reference profile, a pending calibration's sample, and
-        each batch of events held meanwhile. An idle model gives the same bytes and ids at every snapshot,
-        and a model whose calibration is pending adds only its newest held batches."""
+        parts of their own: the reference profile, a pending calibration's sample, and each batch of events
+        held meanwhile. Those are encoded once for their id and their bytes are not kept (``PartSet`` makes
+        them again if a store asks). An idle model gives the same ids at every snapshot, and a model whose
+        calibration is pending adds only its newest held batches."""
         state = self.state(with_profile=False, with_held=False)
-        used: dict[int, tuple[object, str, bytes]] = {}
+        used: dict[int, tuple[object, str]] = {}
 
         def part(obj: object, make: Callable[[], Any]) -> str:
             cached = self._part_cache.get(id(obj))
             if cached is None or cached[0] is not obj:
-                data = encode_state(make())
-                cached = (obj, content_id(data), data)
+                cached = (obj, parts.add(encode_state(make())))
+            else:
+                parts.add_known(cached[1], lambda: encode_state(make()))
             used[id(obj)] = cached
-            parts[cached[1]] = cached[2]
             return cached[1]
 
         profile, pending = self.profile, self.calibration
@@ -691,10 +692,7 @@ class ModelMonitor:
             state["calibration"] = {"source": pending.job.source, "sample_part": part(sample, sample.state)}
         state["deferred_parts"] = [part(p, functools.partial(self._held_state, kind, p)) for kind, p in self._deferred]
         self._part_cache = used
-        data = encode_state(state)
-        pid = content_id(data)
-        parts[pid] = data
-        return pid
+        return parts.add(encode_state(state))
 
     @classmethod
     def from_state(cls, s: dict[str, Any], config: MonitorConfig, executor: CalibrationExecutor = INLINE,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..events import Event, EventDecoder, InvalidEvent
-from ..state import SnapshotError, decode_state, encode_state
+from ..state import PartSet, SnapshotError, decode_state, encode_state
 from .calibration_jobs import INLINE, CalibrationExecutor
 from .config import MonitorConfig
 from .model_monitor import Alarm, ModelMonitor
@@ -223,10 +223,10 @@ class MonitorSet:
         return encode_state({"kind": STATE_KIND, "embedding_dims": self.embedding_dims,
                              "monitors": [mon.state() for mon in self.monitors.values()]})
 
-    def snapshot_parts(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+    def snapshot_parts(self) -> tuple[dict[str, Any], PartSet]:
         """The state as a small tree that names each monitor's part, and the parts
-        (``ModelMonitor.state_parts``: two per model, by content)."""
-        parts: dict[str, bytes] = {}
+        (``ModelMonitor.state_parts``: two or more per model, by content)."""
+        parts = PartSet()
         ids = [mon.state_parts(parts) for mon in self.monitors.values()]
         return {"kind": STATE_KIND, "embedding_dims": self.embedding_dims, "monitor_parts": ids}, parts
 

@@ -176,7 +176,7 @@ class Pipeline:
         inner = np.frombuffer(self.monitors.snapshot(), dtype=np.uint8)
         return encode_state({"kind": STATE_KIND, "monitor_set": inner, "quality": self.quality.state()})
 
-    def snapshot_parts(self) -> tuple[bytes, dict[str, bytes]]:
+    def snapshot_parts(self) -> tuple[bytes, Mapping[str, bytes]]:
         """:meth:`snapshot` split for checkpoints that write only what changed: ``(main, parts)``, the parts
         being each model's state and each reference profile by content (``MonitorSet.snapshot_parts``), the
         main body the quality join's state and the ids of the parts: ``encode_state({"kind": PARTS_KIND,

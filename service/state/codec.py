@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -87,6 +87,44 @@ def content_id(data: bytes) -> str:
     """The id of a piece of encoded state by its content: the sha256 of the bytes, in hex (equal bytes,
     equal id: what lets a checkpoint skip a part that did not change)."""
     return hashlib.sha256(data).hexdigest()
+
+
+class PartSet(Mapping[str, bytes]):
+    """Encoded pieces of a state by content id (:func:`content_id`), for snapshots that write only what
+    changed. A piece encoded before, whose id is known, is added without its bytes (:meth:`add_known`):
+    they are made again only if asked for (a store that has not written that part yet), so a caller need
+    not keep the bytes of what never changes (a reference profile, a calibration's sample) in memory."""
+
+    def __init__(self) -> None:
+        self._ready: dict[str, bytes] = {}
+        self._later: dict[str, Callable[[], bytes]] = {}
+
+    def add(self, data: bytes) -> str:
+        """Add encoded bytes; returns their id."""
+        pid = content_id(data)
+        self._ready[pid] = data
+        self._later.pop(pid, None)
+        return pid
+
+    def add_known(self, pid: str, make: Callable[[], bytes]) -> None:
+        """Add the piece ``pid`` whose bytes ``make()`` gives again (the same bytes as when ``pid`` was taken)."""
+        if pid not in self._ready:
+            self._later[pid] = make
+
+    def __getitem__(self, pid: str) -> bytes:
+        if pid in self._ready:
+            return self._ready[pid]
+        data = self._later[pid]()
+        if content_id(data) != pid:  # a piece that changed although its id says not: a bug, never a wrong write
+            raise RuntimeError(f"state part {pid[:12]} encodes differently than when its id was taken")
+        return data
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._ready
+        yield from (pid for pid in self._later if pid not in self._ready)
+
+    def __len__(self) -> int:
+        return len(self._ready) + sum(1 for pid in self._later if pid not in self._ready)
 
 
 def decode_state(data: bytes) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import pytest
@@ -27,7 +28,7 @@ from nlpmon.monitor.calibration_jobs import CalibrationJob
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.pipeline import Pipeline
 from nlpmon.monitor.reference import ReferenceProfile
-from nlpmon.state import encode_state
+from nlpmon.state import PartSet, encode_state
 
 LINEAGE = "0123456789abcdef"
 
@@ -254,3 +255,38 @@ def without_wall_time(pipeline: Pipeline) -> bytes:
         state["profile"].pop("calibration_seconds")
         states.append(state)
     return encode_state(states)
+
+
+def test_a_part_known_by_its_id_is_made_again_only_when_the_store_has_not_written_it() -> None:
+    """``PartSet.add_known``: the bytes of a part whose id is known are not kept; the store asks for them
+    only when its lineage has not written that part (a new owner after a restore), and a part that would
+    encode differently than its id says is an error, never a silent wrong write."""
+    made: list[str] = []
+
+    def maker(data: bytes) -> Callable[[], bytes]:
+        def make() -> bytes:
+            made.append(data.decode()[:5])
+            return data
+        return make
+
+    profile = b"profile" * 400
+    first = PartSet()
+    pid = first.add(profile)
+    first.add(b"state 1" * 100)
+    producer = FakeProducer()
+    store = fake_store(producer)
+    store.write(PartitionSnapshot("t", 3, 10, b"main", parts=first))
+    store.wait_all_acked(1)
+    second = PartSet()
+    second.add_known(pid, maker(profile))
+    second.add(b"state 2" * 100)
+    store.write(PartitionSnapshot("t", 3, 20, b"main", parts=second))
+    store.wait_all_acked(1)
+    assert made == []  # the store had written the profile: its bytes were never made again
+    other = fake_store(FakeProducer())  # another writer (a new lineage): needs them
+    other.write(PartitionSnapshot("t", 3, 30, b"main", parts=second))
+    assert made == ["profi"]
+    wrong = PartSet()
+    wrong.add_known(pid, maker(b"changed"))
+    with pytest.raises(RuntimeError, match="encodes differently"):
+        fake_store(FakeProducer()).write(PartitionSnapshot("t", 3, 40, b"main", parts=wrong))
