@@ -52,8 +52,8 @@ from .calibration_jobs import (
     INLINE,
     CalibrationExecutor,
     CalibrationJob,
-    event_from_state,
-    event_state,
+    events_from_state,
+    events_state,
 )
 from .config import MonitorConfig
 from .duplicates import RecentIds
@@ -663,7 +663,7 @@ class ModelMonitor:
         }
 
     def _held_state(self, kind: str, payload: Any) -> list[Any]:
-        return [kind, [event_state(e, self.config.texts) for e in payload] if kind != "clamp" else payload]
+        return [kind, events_state(payload, self.config.texts) if kind != "clamp" else payload]
 
     def state_parts(self, parts: PartSet) -> str:
         """Add this monitor's state to ``parts`` as content-addressed parts (``nlpmon.state.content_id``) and
@@ -739,7 +739,7 @@ class ModelMonitor:
 
         held = [part(pid) for pid in s["deferred_parts"]] if "deferred_parts" in s else s.get("deferred", [])
         m._deferred = deque((str(kind), (None if p is None else float(p)) if kind == "clamp"
-                             else [event_from_state(e) for e in p]) for kind, p in held)
+                             else events_from_state(p)) for kind, p in held)
         cal = s.get("calibration")
         if cal is not None and "sample_part" in cal:
             cal = {**cal, "sample": part(cal["sample_part"])}

@@ -18,7 +18,7 @@ import pytest
 
 from nlpmon.demo import SyntheticStream
 from nlpmon.monitor import model_monitor
-from nlpmon.monitor.calibration_jobs import CalibrationJob, event_from_state, event_state
+from nlpmon.monitor.calibration_jobs import CalibrationJob, event_state, events_from_state, events_state
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.monitor_set import MonitorSet
 from nlpmon.monitor.reference import ReferenceProfile
@@ -219,7 +219,8 @@ def test_a_too_small_reference_is_refused_at_once_without_a_job() -> None:
     assert rep["status"] == "reference_pending"
 
 
-def test_held_events_round_trip_through_the_snapshot_codec() -> None:
+@pytest.mark.parametrize("codec", ["one tree per event (earlier builds)", "packed"])
+def test_held_events_round_trip_through_the_snapshot_codec(codec: str) -> None:
     from nlpmon.events import decode_event
 
     raw = {"event_id": "e1", "model": "m", "model_version": "2", "timestamp": "2026-11-20T13:41:00Z",
@@ -230,7 +231,10 @@ def test_held_events_round_trip_through_the_snapshot_codec() -> None:
            "prediction": {"label": "pos", "score": 0.75, "probabilities": {"pos": 0.75, "neg": 0.25}},
            "metadata": {"a": [1, {"b": None}]}}
     e = decode_event(json.dumps(raw))
-    back = event_from_state(decode_state(encode_state({"e": event_state(e)}))["e"])
+    if codec == "packed":
+        (back,) = events_from_state(decode_state(encode_state({"e": events_state([e])}))["e"])
+    else:
+        (back,) = events_from_state([decode_state(encode_state({"e": event_state(e)}))["e"]])
     for name in e.__struct_fields__:
         x, y = getattr(e, name), getattr(back, name)
         if name == "embedding":
@@ -256,7 +260,7 @@ def test_held_events_without_texts_keep_their_token_offsets_and_span_measures() 
     toks = [{"text": "ab", "tag": "B-X", "start": 0, "end": 2}, {"text": "cd", "tag": "I-X", "start": 3, "end": 5}]
     e = decode_event(json.dumps({"event_id": "e", "model": "m", "text": "ab cd",
                                  "entities": [{"label": "X", "start": 0, "end": 4}], "tokens": toks}))
-    back = event_from_state(decode_state(encode_state({"e": event_state(e, TextPolicy(keep=False))}))["e"])
+    (back,) = events_from_state(decode_state(encode_state({"e": events_state([e], TextPolicy(keep=False))}))["e"])
     assert back.text is None and [t.text for t in back.tokens] == [None, None]
     for ev in (e, back):  # the text gone, the offsets still measure the entity in tokens
         cols, _ = extract_columns([ev])
