@@ -21,7 +21,8 @@ Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers", 
 
 
 class Featurizer(Protocol):
-    stat_names: tuple[str, ...]
+    @property
+    def stat_names(self) -> tuple[str, ...]: ...
 
     @property
     def n_features(self) -> int: ...
