@@ -25,6 +25,7 @@ from nlpmon.drift.signal import (
 )
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.signals import SIGNALS
 
 
 def brute_statistic(z: np.ndarray, scores: np.ndarray, event: np.ndarray, lo: int, hi: int, tau: float,
@@ -239,3 +240,33 @@ def test_resampled_windows_drop_exactly_the_pairs_of_an_event_with_its_copies(wi
             assert got[lv] == pytest.approx(pairs / max(t * q, 1.0), rel=1e-4, abs=1e-4)
             assert s[lv * feat.width] == pytest.approx(rows[draw, lv * feat.width].sum())
         assert t == window
+
+
+def test_restore_mid_stream_equals_uninterrupted_with_the_ladder() -> None:
+    """A monitor restored from a snapshot taken mid-block (685 = 68 blocks of 10 + 5) and fed the same batches
+    raises the same embedding_clusters alarms and reports the same windows, both levels judged."""
+    keep = ("embedding", "embedding_clusters")
+    config = MonitorConfig(calibration_splits=2, disabled_signals=tuple(s.name for s in SIGNALS if s.name not in keep))
+    ref = demo_lines(2000, 1, split="reference")
+    data = demo_lines(1500, 2, new_from=500, share=0.2)
+    batch, cut = 137, 685
+
+    def feed(ms: MonitorSet, lines: list[bytes], offset: int) -> list[tuple[str, int]]:
+        out = []
+        for i in range(0, len(lines), batch):
+            out += [(a.signal, a.position + i + offset) for a in ms.process_lines(lines[i:i + batch]).alarms]
+        return out
+
+    whole = MonitorSet(config)
+    whole.process_lines(ref)
+    a = feed(whole, data, 0)
+    part = MonitorSet(config)
+    part.process_lines(ref)
+    b = feed(part, data[:cut], 0)
+    resumed = MonitorSet(config)
+    resumed.restore(part.snapshot())
+    b += feed(resumed, data[cut:], cut)
+    assert ("embedding_clusters" in {s for s, _ in a}) and a == b
+    ra, rb = (m.report()["m/1"]["signals"]["embedding_clusters"] for m in (whole, resumed))
+    assert ra["evidence"]["marking_levels"] == [0.02, 0.05]
+    assert json.dumps(ra, sort_keys=True) == json.dumps(rb, sort_keys=True)
