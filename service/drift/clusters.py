@@ -117,10 +117,16 @@ class ClusterFeaturizer:
     def item_rows(self, z: npt.NDArray[Any], scores: F64) -> F64:
         """(n, levels * (k + 2)) rows, per level ``[m, m * u, m * ||u||^2]``, from items' whitened coordinates
         ``z`` (n, >= k; only the direction of the first k counts, so norm-clipped rows do) and their scores
-        (NaN: not marked). Only the items marked at the widest level (a few percent) are computed."""
+        (NaN: not marked)."""
+        return self.event_rows(z, scores, np.arange(np.asarray(scores).shape[0]), np.asarray(scores).shape[0])
+
+    def event_rows(self, z: npt.NDArray[Any], scores: F64, event: npt.NDArray[np.int64], n_events: int) -> F64:
+        """(n_events, levels * (k + 2)): the ``item_rows`` of items belonging to events ``event`` (ascending),
+        summed per event. Only the items marked at the widest level (a few percent) are computed, and written
+        straight into the event rows (no per-item array of the batch's size)."""
         s = np.asarray(scores, np.float64)
         w = self.width
-        out = np.zeros((s.shape[0], len(self.levels) * w))
+        out = np.zeros((n_events, len(self.levels) * w))
         idx = np.flatnonzero(s >= min(self.taus))
         if idx.size:
             zz = np.asarray(z[idx, : self.k], np.float64)
@@ -130,9 +136,14 @@ class ClusterFeaturizer:
             block[:, 0] = 1.0
             block[ok, 1:-1] = zz[ok] / norm[ok, None]
             block[ok, -1] = 1.0
+            ev = np.asarray(event)[idx]
+            distinct = bool(np.all(ev[1:] > ev[:-1]))  # one marked item per event: assign, else add
             for j, tau in enumerate(self.taus):
                 at = s[idx] >= tau
-                out[idx[at], j * w:(j + 1) * w] = block[at]
+                if distinct:
+                    out[ev[at], j * w:(j + 1) * w] = block[at]
+                else:
+                    np.add.at(out, (ev[at][:, None], np.arange(j * w, (j + 1) * w)[None, :]), block[at])
         return out
 
     def statistics(self, sums: F64, items: F64) -> F64:

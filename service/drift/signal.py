@@ -32,7 +32,7 @@ from .featurizers import (
     featurizer_state,
     fit_featurizer,
 )
-from .items import ItemColumn, per_event_counts, per_event_sums
+from .items import ItemColumn, per_event_counts
 from .outliers import OutlierShareFeaturizer
 from .shares import EventShareFeaturizer
 
@@ -323,7 +323,7 @@ def cluster_event_rows(feat: ClusterFeaturizer, embedding: EmbeddingFeaturizer, 
     if len(column) == 0:
         return np.zeros((n_events, feat.n_features)), items
     z, scores = embedding.transform_scored(column.values)
-    return per_event_sums(feat.item_rows(z, scores), column.event, n_events), items
+    return feat.event_rows(z, scores, column.event, n_events), items
 
 
 def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: ItemColumn, n_events: int, *,

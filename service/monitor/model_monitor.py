@@ -450,7 +450,7 @@ class ModelMonitor:
                 if spec is None or spec.column not in scored:
                     continue  # its embedding signal is not running (an inconsistent profile)
                 ev, raw, item_rows = scored[spec.column]
-                rows = per_event_sums(feat.item_rows(item_rows, raw), ev, n)
+                rows = feat.event_rows(item_rows, raw, ev, n)
                 upd = win.update_rows(rows, np.bincount(ev, minlength=n).astype(np.float64), times)
             elif isinstance(feat, CategoricalFeaturizer):
                 key = spec.column if spec is not None else name

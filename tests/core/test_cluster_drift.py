@@ -106,6 +106,22 @@ def test_item_rows_mark_each_level_at_its_tau_and_carry_unit_directions() -> Non
         ClusterFeaturizer(taus=(2.0, 3.0), levels=(0.05, 0.02), k=2)
 
 
+def test_event_rows_sum_the_item_rows_of_each_event_with_several_items_per_event() -> None:
+    rng = np.random.default_rng(8)
+    feat = ClusterFeaturizer(taus=(1.0, 0.0), levels=(0.1, 0.3), k=4)
+    event = np.sort(rng.integers(0, 30, 120))  # several items per event, some events without any
+    z = rng.standard_normal((120, 5))
+    scores = rng.standard_normal(120)
+    got = feat.event_rows(z, scores, event, 30)
+    items = feat.item_rows(z, scores)
+    want = np.zeros((30, feat.n_features))
+    for i, e in enumerate(event):  # one item at a time
+        want[e] += items[i]
+    assert got == pytest.approx(want, abs=1e-12)
+    one = np.arange(0, 60, 2)  # one item per event (the document embeddings' case), events 0, 2, 4, ...
+    assert np.array_equal(feat.event_rows(z[:30], scores[:30], one, 60)[one], items[:30])
+
+
 def test_narrow_levels_are_judged_only_when_the_held_out_half_expects_enough_marked_events() -> None:
     assert usable_levels((0.05, 0.02), 3000) == ((0.02, 0.05), ())  # 0.02 * 1,500 = 30
     assert usable_levels((0.02, 0.05), 2000) == ((0.02, 0.05), ())  # 0.02 * 1,000 = 20
