@@ -161,17 +161,18 @@ class MultiScaleWindow:
         out = []
         for w in self.long:
             need = w // b
-            begin = stop - need
-            full = begin >= 0
-            if full.any():
-                e, s0 = stop[full], begin[full]
-                sums, its = csum[e] - csum[s0], citems[e] - citems[s0]
+            # stop is consecutive, so the full windows (begin >= 0) are a suffix and their sums differences
+            # of two slices of the cumulative sums (no gathered copies)
+            first = max(0, need - h - 1)
+            if first < stop.size:
+                lo, hi = int(stop[first]), int(stop[-1]) + 1
+                sums, its = csum[lo:hi] - csum[lo - need:hi - need], citems[lo:hi] - citems[lo - need:hi - need]
                 if self.max_age is not None:
                     # a full window spanning too much event time is reported as NaN, so that its last
                     # value stops standing in for it
-                    stale = all_t1[e - 1] - all_t0[s0] > self.max_age
+                    stale = all_t1[lo - 1:hi - 1] - all_t0[lo - need:hi - need] > self.max_age
                     sums[stale], its[stale] = np.nan, np.nan
-                out.append(WindowSums(w, (ends[full] - 1).astype(np.int64), sums, its))
+                out.append(WindowSums(w, (ends[first:] - 1).astype(np.int64), sums, its))
         keep = min(self._max_blocks, all_rows.shape[0])
         cut = all_rows.shape[0] - keep
         self._hist_rows, self._hist_items = all_rows[cut:].copy(), all_items[cut:].copy()
