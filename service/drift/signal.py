@@ -318,7 +318,7 @@ def calibrate_event_share_signal(name: str, probe: EventShareFeaturizer, column:
 
 def cluster_event_rows(feat: ClusterFeaturizer, embedding: EmbeddingFeaturizer, column: ItemColumn,
                        n_events: int) -> tuple[F64, F64]:
-    """Event rows (n_events, k + 2) and item counts of ``embedding_clusters`` for embedding items."""
+    """Event rows (n_events, levels * (k + 2)) and item counts of ``embedding_clusters`` for embedding items."""
     items = per_event_counts(column.event, n_events)
     if len(column) == 0:
         return np.zeros((n_events, feat.n_features)), items
