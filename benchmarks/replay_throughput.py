@@ -310,8 +310,8 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
 
         def clusters(cwin=cwin, cfeat=cfeat, col=col, raw=raw, item_rows=item_rows, k=k,  # type: ignore[no-untyped-def]
                      times=times) -> None:
-            rows = cfeat.event_rows(item_rows, raw, col.event, k)
-            cwin.update_rows(rows, np.bincount(col.event, minlength=k).astype(np.float64), times)
+            positions, values = cfeat.marked_rows(item_rows, raw, col.event)
+            cwin.update_sparse(k, positions, values, np.bincount(col.event, minlength=k).astype(np.float64), times)
 
         timed(f"embedding_clusters: marked directions at {len(cfeat.levels)} levels, 6 windows every 10 events",
               clusters)
@@ -320,8 +320,8 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
             cwin.model.thresholds[:, -1:], cwin.model.false_alarm_rate, cwin.model.reference_events), 50, None))
         timed(f"(for scale) embedding_clusters at its widest level alone ({cfeat.levels[-1]:g}), as before the ladder",
               lambda one=one, cfeat=one.model.featurizer, col=col, raw=raw, item_rows=item_rows, k=k, times=times:
-              one.update_rows(cfeat.event_rows(item_rows, raw, col.event, k),
-                              np.bincount(col.event, minlength=k).astype(np.float64), times))
+              one.update_sparse(k, *cfeat.marked_rows(item_rows, raw, col.event),
+                                np.bincount(col.event, minlength=k).astype(np.float64), times))
         for name, source in (("entity_label_share", "entity_label"), ("token_tag_share", "token_tag")):
             rows, items = event_rows(mon.windows[source].model.featurizer, cols[source], k)  # shared, not counted
             timed(f"{name}: windows + statistics (rows shared with {source})",

@@ -122,12 +122,22 @@ class ClusterFeaturizer:
 
     def event_rows(self, z: npt.NDArray[Any], scores: F64, event: npt.NDArray[np.int64], n_events: int) -> F64:
         """(n_events, levels * (k + 2)): the ``item_rows`` of items belonging to events ``event`` (ascending),
-        summed per event. Only the items marked at the widest level (a few percent) are computed, and written
-        straight into the event rows (no per-item array of the batch's size)."""
+        summed per event (``marked_rows`` made dense)."""
+        out = np.zeros((n_events, self.n_features))
+        positions, values = self.marked_rows(z, scores, event)
+        out[positions] = values
+        return out
+
+    def marked_rows(self, z: npt.NDArray[Any], scores: F64,
+                    event: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], F64]:
+        """The non-zero event rows of ``event_rows``: (events with an item marked at the widest level,
+        ascending; their rows). Only the marked items (a few percent) are computed."""
         s = np.asarray(scores, np.float64)
         w = self.width
-        out = np.zeros((n_events, len(self.levels) * w))
         idx = np.flatnonzero(s >= min(self.taus))
+        ev = np.asarray(event, np.int64)[idx]
+        positions = np.unique(ev)  # ascending, distinct
+        values = np.zeros((positions.size, self.n_features))
         if idx.size:
             zz = np.asarray(z[idx, : self.k], np.float64)
             norm = np.sqrt(np.einsum("ij,ij->i", zz, zz))
@@ -136,15 +146,15 @@ class ClusterFeaturizer:
             block[:, 0] = 1.0
             block[ok, 1:-1] = zz[ok] / norm[ok, None]
             block[ok, -1] = 1.0
-            ev = np.asarray(event)[idx]
-            distinct = bool(np.all(ev[1:] > ev[:-1]))  # one marked item per event: assign, else add
+            distinct = positions.size == idx.size  # one marked item per event (events ascending): assign
+            row = np.searchsorted(positions, ev)
             for j, tau in enumerate(self.taus):
                 at = s[idx] >= tau
                 if distinct:
-                    out[ev[at], j * w:(j + 1) * w] = block[at]
+                    values[row[at], j * w:(j + 1) * w] = block[at]
                 else:
-                    np.add.at(out, (ev[at][:, None], np.arange(j * w, (j + 1) * w)[None, :]), block[at])
-        return out
+                    np.add.at(values, (row[at][:, None], np.arange(j * w, (j + 1) * w)[None, :]), block[at])
+        return positions, values
 
     def statistics(self, sums: F64, items: F64) -> F64:
         """(m, levels): per level ``(||S||^2 - Q) / max(items * level, 1)``; 0 where a window has no item."""

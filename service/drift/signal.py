@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..sketches.multiscale import MultiScaleWindow
+from ..sketches.multiscale import MultiScaleWindow, WindowSums
 from .calibration import calibrate_threshold
 from .clusters import ClusterFeaturizer, marking_threshold, usable_levels
 from .distribution import LabelShareFeaturizer
@@ -423,7 +423,17 @@ class SignalWindow:
     def update_rows(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
         """Fold a batch of event rows (n, F) with item counts and event times; per-event drift flags."""
         if not self.windows.short:
-            return self._update_blocks(rows, items, times)
+            return self._update_blocks(self.windows.update(rows, items, times), rows.shape[0])
+        return self._update_events(rows, items, times)
+
+    def update_sparse(self, n: int, positions: I64, values: F64, items: F64, times: F64) -> SignalUpdate:
+        """``update_rows`` of ``n`` event rows that are zero except at ``positions`` (ascending, distinct),
+        where they are ``values``: the same result, without an (n, F) array when every window is judged per
+        block (``MultiScaleWindow.update_sparse``)."""
+        if not self.windows.short:
+            return self._update_blocks(self.windows.update_sparse(n, positions, values, items, times), n)
+        rows = np.zeros((n, values.shape[1]))
+        rows[positions] = values
         return self._update_events(rows, items, times)
 
     def _update_events(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
@@ -485,13 +495,12 @@ class SignalWindow:
             detail=None if detail is None else np.where(any_full, detail[rows_i, best_w], -1),
         )
 
-    def _update_blocks(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
-        """``update_rows`` when every window is judged once per block: the state changes only where a block
-        closes, so the windows are compared at those few positions and the result is spread over the events."""
-        n = rows.shape[0]
+    def _update_blocks(self, found: list[WindowSums], n: int) -> SignalUpdate:
+        """``update_rows`` of ``n`` events when every window is judged once per block (``found``: the windows
+        that closed): the state changes only where a block closes, so the windows are compared at those few
+        positions and the result is spread over the events."""
         thr = self.model.thresholds
         n_w, n_s = thr.shape
-        found = self.windows.update(rows, items, times)
         ends = np.unique(np.concatenate([ws.positions for ws in found])) if found else np.zeros(0, np.int64)
         m = ends.shape[0] + 1  # row 0: the values carried in from before this batch
         values = np.repeat(self.last_values[None, :, :], m, axis=0)  # (m, n_w, n_s)

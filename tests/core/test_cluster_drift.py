@@ -64,10 +64,20 @@ def test_cluster_statistic_over_windows_equals_a_pairwise_recomputation_for_any_
     rows, items = event_rows(feat, column, n)
     win = SignalWindow(model, 50, None)
     cuts = np.sort(rng.choice(np.arange(1, n), size=9, replace=False))
-    ups = [win.update_rows(rows[a:b], items[a:b], np.full(b - a, np.nan))
-           for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True)]
+    bounds = list(zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [n]]), strict=True))
+    ups = [win.update_rows(rows[a:b], items[a:b], np.full(b - a, np.nan)) for a, b in bounds]
     got = np.concatenate([u.ratio for u in ups])
     got_stat = np.concatenate([u.stat for u in ups])
+    # the monitor's path: only the events with a marked item, never an (n, F) array
+    sparse_win = SignalWindow(model, 50, None)
+    got_sparse = []
+    for a, b in bounds:
+        sel = (event >= a) & (event < b)
+        positions, values = feat.marked_rows(z[sel], scores[sel], event[sel] - a)
+        assert positions.size <= b - a and np.array_equal(values, rows[a:b][positions])
+        got_sparse.append(sparse_win.update_sparse(int(b - a), positions, values, items[a:b],
+                                                   np.full(b - a, np.nan)).ratio)
+    assert np.concatenate(got_sparse) == pytest.approx(got, abs=1e-9)
     want = np.zeros(n)
     want_stat = np.zeros(n, dtype=np.int64)
     for i in range(n):
