@@ -423,7 +423,7 @@ class SignalWindow:
     def update_rows(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
         """Fold a batch of event rows (n, F) with item counts and event times; per-event drift flags."""
         if not self.windows.short:
-            return self._update_blocks(self.windows.update(rows, items, times), rows.shape[0])
+            return self._update_blocks(rows, items, times)
         return self._update_events(rows, items, times)
 
     def update_sparse(self, n: int, positions: I64, values: F64, items: F64, times: F64) -> SignalUpdate:
@@ -431,7 +431,7 @@ class SignalWindow:
         where they are ``values``: the same result, without an (n, F) array when every window is judged per
         block (``MultiScaleWindow.update_sparse``)."""
         if not self.windows.short:
-            return self._update_blocks(self.windows.update_sparse(n, positions, values, items, times), n)
+            return self._judge_blocks(self.windows.update_sparse(n, positions, values, items, times), n)
         rows = np.zeros((n, values.shape[1]))
         rows[positions] = values
         return self._update_events(rows, items, times)
@@ -495,10 +495,14 @@ class SignalWindow:
             detail=None if detail is None else np.where(any_full, detail[rows_i, best_w], -1),
         )
 
-    def _update_blocks(self, found: list[WindowSums], n: int) -> SignalUpdate:
-        """``update_rows`` of ``n`` events when every window is judged once per block (``found``: the windows
-        that closed): the state changes only where a block closes, so the windows are compared at those few
-        positions and the result is spread over the events."""
+    def _update_blocks(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
+        """``update_rows`` when every window is judged once per block."""
+        return self._judge_blocks(self.windows.update(rows, items, times), rows.shape[0])
+
+    def _judge_blocks(self, found: list[WindowSums], n: int) -> SignalUpdate:
+        """The result for ``n`` events when every window is judged once per block (``found``: the windows that
+        closed in them): the state changes only where a block closes, so the windows are compared at those
+        few positions and the result is spread over the events."""
         thr = self.model.thresholds
         n_w, n_s = thr.shape
         ends = np.unique(np.concatenate([ws.positions for ws in found])) if found else np.zeros(0, np.int64)
