@@ -262,8 +262,9 @@ def partial_drift_cost(n: int, tmp: Path, rounds: int = 7, signals: tuple[str, .
 def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
     """µs/event of each piece of work the partial-drift signals add, timed inside one monitor's batches
     (their rows reuse the embedding scores and label counts the other signals compute anyway)."""
+    from nlpmon.drift.clusters import ClusterFeaturizer
     from nlpmon.drift.featurizers import event_rows
-    from nlpmon.drift.items import per_event_sums
+    from nlpmon.drift.signal import SignalModel, SignalWindow
 
     ref_path, ev_path = tmp / "pdp-ref.jsonl", tmp / "pdp-ev.jsonl"
     write_stream(ref_path, 3000, 384, True, "reference", seed=1)
@@ -283,6 +284,7 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
         return out
 
     emb = mon.windows["embedding"].model.featurizer
+    one_level: dict[str, SignalWindow] = {}
     for i in range(0, n, BATCH):
         ev = events[i:i + BATCH]
         k = len(ev)
@@ -308,10 +310,18 @@ def partial_drift_parts(n: int, tmp: Path) -> list[tuple[str, float]]:
 
         def clusters(cwin=cwin, cfeat=cfeat, col=col, raw=raw, item_rows=item_rows, k=k,  # type: ignore[no-untyped-def]
                      times=times) -> None:
-            rows = per_event_sums(cfeat.item_rows(item_rows, raw), col.event, k)
-            cwin.update_rows(rows, np.bincount(col.event, minlength=k).astype(np.float64), times)
+            positions, values = cfeat.marked_rows(item_rows, raw, col.event)
+            cwin.update_sparse(k, positions, values, np.bincount(col.event, minlength=k).astype(np.float64), times)
 
-        timed("embedding_clusters: marked directions, 6 windows every 10 events", clusters)
+        timed(f"embedding_clusters: marked directions at {len(cfeat.levels)} levels, 6 windows every 10 events",
+              clusters)
+        one = one_level.setdefault("win", SignalWindow(SignalModel(
+            "one", ClusterFeaturizer(cfeat.taus[-1:], cfeat.levels[-1:], cfeat.k), cwin.model.windows,
+            cwin.model.thresholds[:, -1:], cwin.model.false_alarm_rate, cwin.model.reference_events), 50, None))
+        timed(f"(for scale) embedding_clusters at its widest level alone ({cfeat.levels[-1]:g}), as before the ladder",
+              lambda one=one, cfeat=one.model.featurizer, col=col, raw=raw, item_rows=item_rows, k=k, times=times:
+              one.update_sparse(k, *cfeat.marked_rows(item_rows, raw, col.event),
+                                np.bincount(col.event, minlength=k).astype(np.float64), times))
         for name, source in (("entity_label_share", "entity_label"), ("token_tag_share", "token_tag")):
             rows, items = event_rows(mon.windows[source].model.featurizer, cols[source], k)  # shared, not counted
             timed(f"{name}: windows + statistics (rows shared with {source})",

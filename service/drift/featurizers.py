@@ -21,7 +21,8 @@ Kind = Literal["embedding", "categorical", "binned", "label_share", "outliers", 
 
 
 class Featurizer(Protocol):
-    stat_names: tuple[str, ...]
+    @property
+    def stat_names(self) -> tuple[str, ...]: ...
 
     @property
     def n_features(self) -> int: ...
@@ -75,7 +76,7 @@ def event_rows(featurizer: Featurizer, column: ItemColumn, n_events: int) -> tup
         vals = np.asarray(column.values, np.float64).reshape(len(column), -1)
         if len(column) == 0:
             return np.zeros((n_events, f)), items
-        return per_event_sums(featurizer.item_rows(vals[:, :-1], vals[:, -1]), column.event, n_events), items
+        return featurizer.event_rows(vals[:, :-1], vals[:, -1], column.event, n_events), items
     else:  # pragma: no cover - programming error
         raise TypeError(f"unknown featurizer {type(featurizer).__name__}")
     flat = np.bincount(column.event * f + idx, minlength=n_events * f)

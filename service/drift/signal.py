@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..sketches.multiscale import MultiScaleWindow
+from ..sketches.multiscale import MultiScaleWindow, WindowSums
 from .calibration import calibrate_threshold
-from .clusters import ClusterFeaturizer, marking_threshold
+from .clusters import ClusterFeaturizer, marking_threshold, usable_levels
 from .distribution import LabelShareFeaturizer
 from .embedding import EmbeddingFeaturizer, out_of_sample_scores
 from .featurizers import (
@@ -32,7 +32,7 @@ from .featurizers import (
     featurizer_state,
     fit_featurizer,
 )
-from .items import ItemColumn, per_event_counts, per_event_sums
+from .items import ItemColumn, per_event_counts
 from .outliers import OutlierShareFeaturizer
 from .shares import EventShareFeaturizer
 
@@ -200,10 +200,11 @@ def resampled_statistics(featurizer: Featurizer, held: HeldOut, window: int, cou
     return out
 
 
-def resample_cluster_sums(rows: F64, items: F64, window: int, count: int,
-                          rng: np.random.Generator) -> tuple[F64, F64]:
-    """As ``resample_window_sums`` for ``embedding_clusters`` rows, with the last column (the sum of the
-    marked items' ``||u||^2``) weighted by each event's multiplicity squared, ``sum_i W_i^2 q_i``.
+def resample_cluster_sums(rows: F64, items: F64, window: int, count: int, rng: np.random.Generator,
+                          pair_columns: tuple[int, ...] = (-1,)) -> tuple[F64, F64]:
+    """As ``resample_window_sums`` for ``embedding_clusters`` rows, with each of ``pair_columns`` (the sum of
+    the marked items' ``||u||^2``, one column per marking level) weighted by each event's multiplicity
+    squared, ``sum_i W_i^2 q_i``.
 
     A window drawn with replacement can hold an event twice; ``||S||^2`` then counts the pairs of its
     copies (cosine 1), which no live window holds: subtracting ``sum W_i^2 q_i`` removes exactly them,
@@ -212,16 +213,18 @@ def resample_cluster_sums(rows: F64, items: F64, window: int, count: int,
     """
     n = rows.shape[0]
     idx = rng.integers(0, n, (count, window), dtype=np.int64)
-    q = rows[:, -1]
     if window <= GATHER_MAX_WINDOW:
         sums = rows.astype(np.float32)[idx].sum(axis=1, dtype=np.float64)
         mult = (idx[:, :, None] == idx[:, None, :]).sum(axis=2)  # copies of each drawn event in its window
-        sums[:, -1] = np.sum(q[idx] * mult, axis=1)
+        for c in pair_columns:
+            sums[:, c] = np.sum(rows[:, c][idx] * mult, axis=1)
         return sums, items[idx].sum(axis=1)
     idx += (np.arange(count, dtype=np.int64) * n)[:, None]
     weights = np.bincount(idx.ravel(), minlength=count * n).reshape(count, n).astype(np.float32)
     sums = (weights @ rows.astype(np.float32)).astype(np.float64)
-    sums[:, -1] = (weights * weights) @ q.astype(np.float32)
+    squared = weights * weights
+    for c in pair_columns:
+        sums[:, c] = squared @ rows[:, c].astype(np.float32)
     return sums, (weights @ items.astype(np.float32)).astype(np.float64)
 
 
@@ -311,34 +314,41 @@ def calibrate_event_share_signal(name: str, probe: EventShareFeaturizer, column:
                         "reference_events_with_units": m, "bad_reference_units": int(rows[:, 1].sum()),
                         "reference_units": int(rows[:, 2].sum()), "tail_probability_per_test": per_test,
                         "items": len(column), "windows_not_evaluated": [], **(extra or {})})
+
+
 def cluster_event_rows(feat: ClusterFeaturizer, embedding: EmbeddingFeaturizer, column: ItemColumn,
                        n_events: int) -> tuple[F64, F64]:
-    """Event rows (n_events, k + 2) and item counts of ``embedding_clusters`` for embedding items."""
+    """Event rows (n_events, levels * (k + 2)) and item counts of ``embedding_clusters`` for embedding items."""
     items = per_event_counts(column.event, n_events)
     if len(column) == 0:
         return np.zeros((n_events, feat.n_features)), items
     z, scores = embedding.transform_scored(column.values)
-    return per_event_sums(feat.item_rows(z, scores), column.event, n_events), items
+    return feat.event_rows(z, scores, column.event, n_events), items
 
 
 def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: ItemColumn, n_events: int, *,
-                             windows: tuple[int, ...], false_alarm_rate: float, level: float, splits: int,
-                             rng: np.random.Generator) -> SignalModel:
+                             windows: tuple[int, ...], false_alarm_rate: float, levels: tuple[float, ...],
+                             splits: int, rng: np.random.Generator) -> SignalModel:
     """The cluster-of-outliers signal of the deployed ``embedding`` featurizer (``nlpmon.drift.clusters``).
 
-    The marking threshold is the reference's out-of-sample ``1 - level`` quantile (as ``embedding_outliers``).
-    Thresholds: ``splits`` random halvings; on each, an embedding featurizer oriented like the deployed one
-    and a marking threshold are fitted on one half, and windows are resampled from the other half's rows
-    (as ``calibrate_signal``; the pairs of an event with its own copies removed, ``resample_cluster_sums``).
-    Windows longer than the held-out half are not evaluated. Raises ValueError
-    when the reference is too small.
+    The marking thresholds are the reference's out-of-sample ``1 - level`` quantiles (as
+    ``embedding_outliers``), one per level of the ladder ``levels``; levels narrower than the widest that
+    the reference is too small for are not judged (``usable_levels``). Thresholds: ``splits`` random
+    halvings; on each, an embedding featurizer oriented like the deployed one and the marking thresholds are
+    fitted on one half, and windows are resampled from the other half's rows (as ``calibrate_signal``; the
+    pairs of an event with its own copies removed, ``resample_cluster_sums``; the same draws serve every
+    level). The budget ``false_alarm_rate`` is split equally over (window, level) pairs. Windows longer than
+    the held-out half are not evaluated. Raises ValueError when the reference is too small.
     """
     windows, skipped = usable_windows(tuple(sorted(set(windows))), n_events)
     if not windows:
         raise ValueError(f"a reference of {n_events} events is too small for any window of {sorted(skipped)}")
+    levels, levels_skipped = usable_levels(levels, n_events)
     x = np.asarray(column.values, np.float32)
     k, n_rff = embedding.k, int(embedding.omega.shape[1])
-    feat = ClusterFeaturizer(marking_threshold(out_of_sample_scores(embedding, x, rng), level), level, k)
+    scores = out_of_sample_scores(embedding, x, rng)
+    feat = ClusterFeaturizer(tuple(marking_threshold(scores, q) for q in levels), levels, k)
+    pair_columns = tuple((j + 1) * feat.width - 1 for j in range(len(levels)))
     samples: list[list[F64]] = [[] for _ in windows]
     for _ in range(splits):
         perm = rng.permutation(n_events)
@@ -347,15 +357,21 @@ def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: 
         ca, cb = column.select_events(a, n_events), column.select_events(b, n_events)
         xa = np.asarray(ca.values, np.float32)
         fitted = EmbeddingFeaturizer.fit(xa, k, n_rff, rng, like=embedding)
-        split_feat = ClusterFeaturizer(marking_threshold(out_of_sample_scores(fitted, xa, rng), level), level, k)
+        split_scores = out_of_sample_scores(fitted, xa, rng)
+        split_feat = ClusterFeaturizer(tuple(marking_threshold(split_scores, q) for q in levels), levels, k)
         rows, items = cluster_event_rows(split_feat, fitted, cb, b.shape[0])
         for j, w in enumerate(windows):
-            sums, its = resample_cluster_sums(rows, items, w, samples_for_window(w), rng)
+            sums, its = resample_cluster_sums(rows, items, w, samples_for_window(w), rng, pair_columns)
             samples[j].append(split_feat.statistics(sums, its))
-    per_test = false_alarm_rate / len(windows)
-    thresholds = np.array([[calibrate_threshold(np.vstack(p)[:, 0], per_test)] for p in samples])
+    per_test = false_alarm_rate / (len(windows) * len(levels))
+    thresholds = np.empty((len(windows), len(levels)))
+    for j, p in enumerate(samples):
+        pooled = np.vstack(p)
+        for i in range(len(levels)):
+            thresholds[j, i] = calibrate_threshold(pooled[:, i], per_test)
     return SignalModel(name, feat, windows, thresholds, false_alarm_rate, n_events,
-                       {"method": "resampled halvings, tail fit", "marking_level": level, "splits": splits,
+                       {"method": "resampled halvings, tail fit", "marking_levels": list(levels),
+                        "marking_levels_not_judged": list(levels_skipped), "splits": splits,
                         "samples_per_window": [splits * samples_for_window(w) for w in windows],
                         "tail_probability_per_test": per_test, "items": len(column),
                         "windows_not_evaluated": list(skipped)})
@@ -408,6 +424,16 @@ class SignalWindow:
         """Fold a batch of event rows (n, F) with item counts and event times; per-event drift flags."""
         if not self.windows.short:
             return self._update_blocks(rows, items, times)
+        return self._update_events(rows, items, times)
+
+    def update_sparse(self, n: int, positions: I64, values: F64, items: F64, times: F64) -> SignalUpdate:
+        """``update_rows`` of ``n`` event rows that are zero except at ``positions`` (ascending, distinct),
+        where they are ``values``: the same result, without an (n, F) array when every window is judged per
+        block (``MultiScaleWindow.update_sparse``)."""
+        if not self.windows.short:
+            return self._judge_blocks(self.windows.update_sparse(n, positions, values, items, times), n)
+        rows = np.zeros((n, values.shape[1]))
+        rows[positions] = values
         return self._update_events(rows, items, times)
 
     def _update_events(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
@@ -470,12 +496,15 @@ class SignalWindow:
         )
 
     def _update_blocks(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
-        """``update_rows`` when every window is judged once per block: the state changes only where a block
-        closes, so the windows are compared at those few positions and the result is spread over the events."""
-        n = rows.shape[0]
+        """``update_rows`` when every window is judged once per block."""
+        return self._judge_blocks(self.windows.update(rows, items, times), rows.shape[0])
+
+    def _judge_blocks(self, found: list[WindowSums], n: int) -> SignalUpdate:
+        """The result for ``n`` events when every window is judged once per block (``found``: the windows that
+        closed in them): the state changes only where a block closes, so the windows are compared at those
+        few positions and the result is spread over the events."""
         thr = self.model.thresholds
         n_w, n_s = thr.shape
-        found = self.windows.update(rows, items, times)
         ends = np.unique(np.concatenate([ws.positions for ws in found])) if found else np.zeros(0, np.int64)
         m = ends.shape[0] + 1  # row 0: the values carried in from before this batch
         values = np.repeat(self.last_values[None, :, :], m, axis=0)  # (m, n_w, n_s)

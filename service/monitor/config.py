@@ -111,10 +111,12 @@ class MonitorConfig(BaseModel):
         description="Tagging scheme of a model's token tags, by model name, for tag_validity; a model not "
                     "listed has its scheme detected from its reference's tags (none found: signal unavailable).",
     )
-    cluster_level: float = Field(
-        0.05, gt=0, lt=0.5,
-        description="embedding_clusters compares the directions of the events beyond this upper quantile of the "
-                    "reference's out-of-sample scores (0.05: the 95th percentile).",
+    cluster_levels: tuple[float, ...] = Field(
+        (0.02, 0.05),
+        description="Marking levels of embedding_clusters: per level, the events beyond that upper quantile of "
+                    "the reference's out-of-sample scores are compared (0.05: the 95th percentile); each level "
+                    "has its own thresholds, the false-alarm budget split over levels. A level narrower than the "
+                    "widest is judged only when the reference's held-out half expects 20 events beyond it.",
     )
     block_events: int = Field(
         50, ge=5,
@@ -181,6 +183,13 @@ class MonitorConfig(BaseModel):
     confidence_sample: int = Field(
         2000, ge=0, le=100000, description="Recent scored predictions kept for per-label confidence quantiles."
     )
+
+    @field_validator("cluster_levels")
+    @classmethod
+    def _levels(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not 0.0 < q < 0.5 for q in v):
+            raise ValueError(f"cluster_levels: give one or more levels strictly between 0 and 0.5, got {list(v)}")
+        return tuple(sorted(set(v)))
 
     @model_validator(mode="after")
     def _consistent(self) -> MonitorConfig:

@@ -456,8 +456,8 @@ class ModelMonitor:
                 if spec is None or spec.column not in scored:
                     continue  # its embedding signal is not running (an inconsistent profile)
                 ev, raw, item_rows = scored[spec.column]
-                rows = per_event_sums(feat.item_rows(item_rows, raw), ev, n)
-                upd = win.update_rows(rows, np.bincount(ev, minlength=n).astype(np.float64), times)
+                positions, values = feat.marked_rows(item_rows, raw, ev)
+                upd = win.update_sparse(n, positions, values, np.bincount(ev, minlength=n).astype(np.float64), times)
             elif isinstance(feat, CategoricalFeaturizer):
                 key = spec.column if spec is not None else name
                 have = counted.get(key)

@@ -308,9 +308,10 @@ class PageEvidence:
         if isinstance(feat, EventShareFeaturizer):
             return self._share_evidence(name, win, feat)
         if isinstance(feat, ClusterFeaturizer):
-            return {"marking_level": feat.level, "marking_threshold": feat.tau,
-                    "windows": [{"window": w, **feat.window_report(cur[0], cur[1])} for w in win.model.windows
-                                if (cur := win.windows.current_sums(w)) is not None]}
+            return {"marking_levels": list(feat.levels), "marking_thresholds": list(feat.taus),
+                    "windows": [{"window": w, "level": q, "statistic": name, **feat.window_report(cur[0], cur[1], j)}
+                                for w in win.model.windows if (cur := win.windows.current_sums(w)) is not None
+                                for j, (q, name) in enumerate(zip(feat.levels, feat.stat_names, strict=True))]}
         for w in sorted(win.model.windows, reverse=True):
             cur = win.windows.current_sums(w)
             if cur is not None and cur[1] > 0:

@@ -377,27 +377,32 @@ class EventShareEvidence:
 
 @dataclass(frozen=True, slots=True)
 class ClusterWindow:
+    """One (window, marking level) of ``embedding_clusters``; ``statistic`` names the level's statistic."""
+
     window: int
+    level: float
+    statistic: str
     items: int
     marked: int
     expected_marked: float
     mean_pair_cosine: float
 
     def to_json(self) -> JsonObject:
-        return {"window": self.window, "items": self.items, "marked": self.marked,
-                "expected_marked": self.expected_marked, "mean_pair_cosine": self.mean_pair_cosine}
+        return {"window": self.window, "level": self.level, "statistic": self.statistic, "items": self.items,
+                "marked": self.marked, "expected_marked": self.expected_marked,
+                "mean_pair_cosine": self.mean_pair_cosine}
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterEvidence:
-    """``embedding_clusters``: marked events per window and how alike they are."""
+    """``embedding_clusters``: per marking level and window, the marked events and how alike they are."""
 
-    marking_level: float
-    marking_threshold: float
+    marking_levels: tuple[float, ...]
+    marking_thresholds: tuple[float, ...]
     windows: tuple[ClusterWindow, ...]
 
     def to_json(self) -> JsonObject:
-        return {"marking_level": self.marking_level, "marking_threshold": self.marking_threshold,
+        return {"marking_levels": list(self.marking_levels), "marking_thresholds": list(self.marking_thresholds),
                 "windows": [w.to_json() for w in self.windows]}
 
 
@@ -464,9 +469,10 @@ def evidence_from_json(d: Raw) -> Evidence:
                                   tuple(ShareWindow.from_json(w) for w in d["windows"]),
                                   tuple(_share_example(x) for x in d["examples"]), "scheme" in d,
                                   d.get("scheme"), d.get("scheme_source"))
-    if "marking_level" in d:
-        return ClusterEvidence(d["marking_level"], d["marking_threshold"], tuple(
-            ClusterWindow(w["window"], w["items"], w["marked"], w["expected_marked"], w["mean_pair_cosine"])
+    if "marking_levels" in d:
+        return ClusterEvidence(tuple(d["marking_levels"]), tuple(d["marking_thresholds"]), tuple(
+            ClusterWindow(w["window"], w["level"], w["statistic"], w["items"], w["marked"], w["expected_marked"],
+                          w["mean_pair_cosine"])
             for w in d["windows"]))
     raise ValueError(f"unknown signal evidence with keys {sorted(d)}")
 

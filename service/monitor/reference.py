@@ -228,7 +228,7 @@ class ReferenceProfile:
                     # its own generator: the other signals' calibration draws stay as they were
                     signals[spec.name] = calibrate_cluster_signal(
                         spec.name, base.featurizer, col, n, windows=config.outlier_windows,
-                        false_alarm_rate=config.false_alarm_rate, level=config.cluster_level,
+                        false_alarm_rate=config.false_alarm_rate, levels=config.cluster_levels,
                         splits=config.calibration_splits, rng=np.random.default_rng(config.seed + 4))
                     continue
                 if spec.kind == "outliers":

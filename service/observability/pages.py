@@ -350,31 +350,39 @@ def _partial_drift_section(signals: Mapping[str, SignalPage], history: History) 
     clu = signals.get("embedding_clusters")
     if clu is not None and isinstance(clu.evidence, ClusterEvidence):
         cev = clu.evidence
-        thr = {w.window: w for w in clu.windows}
+        thr = {(w.window, w.statistic): w for w in clu.windows}
 
-        def state(window: int) -> str:
-            t = thr.get(window)
+        def state(window: int, statistic: str) -> str:
+            t = thr.get((window, statistic))
             if t is None or not (is_number(t.value) and is_number(t.threshold)):
                 return DASH
             return "<strong>at or above</strong>" if (t.value or 0.0) > t.threshold else "below"
 
-        def stat(window: int) -> str:
-            t = thr.get(window)
+        def stat(window: int, statistic: str) -> str:
+            t = thr.get((window, statistic))
             return f'{num(None if t is None else t.value)} / {num(None if t is None else t.threshold)}'
+
+        def pct_level(q: float) -> str:
+            return f"{100 * (1 - float(q)):g}th"
         crow = "".join(
-            f'<tr><th scope="row">{num(w.window)}</th><td class="num">{num(w.marked)} of {num(w.items)}</td>'
+            f'<tr><th scope="row">{num(w.window)}</th><td>{pct_level(w.level)}</td>'
+            f'<td class="num">{num(w.marked)} of {num(w.items)}</td>'
             f'<td class="num">{num(w.expected_marked)}</td><td class="num">{num(w.mean_pair_cosine)}</td>'
-            f'<td class="num">{stat(w.window)}</td><td>{state(w.window)}</td></tr>'
+            f'<td class="num">{stat(w.window, w.statistic)}</td><td>{state(w.window, w.statistic)}</td></tr>'
             for w in cev.windows)
+        levels = " and ".join(pct_level(q) for q in cev.marking_levels)
+        levels += " percentiles" if len(cev.marking_levels) > 1 else " percentile"
         parts.append(
             f'<h3>Outside the reference and alike (embedding_clusters{"; DRIFT" if clu.drift else ""})</h3>'
-            f'<p>Events beyond the reference\'s {100 * (1 - float(cev.marking_level or 0)):.0f}th percentile '
-            f'of out-of-reference scores, compared with each other: reference outliers scatter (mean cosine near '
-            f'0), a new sub-population points one way. Statistic: the summed cosine over pairs of marked events '
-            f'per marked event expected; thresholds calibrated on resampled halves of the reference.</p>'
+            f'<p>Events beyond the reference\'s {levels} of out-of-reference scores (each one '
+            f'a marking level with its own thresholds), compared with each other: reference outliers scatter '
+            f'(mean cosine near 0), a new sub-population points one way. Statistic: the summed cosine over pairs '
+            f'of marked events per marked event expected; thresholds calibrated on resampled halves of the '
+            f'reference; the score is the largest statistic/threshold over windows and levels.</p>'
             f'<table class="shares"><caption>Marked events per window and how alike they are</caption><thead><tr>'
-            f'<th scope="col">Window</th><th scope="col">Marked</th><th scope="col">Expected</th>'
-            f'<th scope="col">Mean cosine</th><th scope="col">Statistic / threshold</th><th scope="col">State</th>'
+            f'<th scope="col">Window</th><th scope="col">Beyond</th><th scope="col">Marked</th>'
+            f'<th scope="col">Expected</th><th scope="col">Mean cosine</th>'
+            f'<th scope="col">Statistic / threshold</th><th scope="col">State</th>'
             f'</tr></thead><tbody>{crow}</tbody></table>')
     for name in SHARE_SIGNALS:
         sig = signals.get(name)

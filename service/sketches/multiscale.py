@@ -32,6 +32,29 @@ class WindowSums:
     items: Array
 
 
+@dataclass(frozen=True, slots=True)
+class _SparseRows:
+    """A batch of ``n`` rows that are zero except at ``positions`` (ascending, distinct): ``values``."""
+
+    n: int
+    positions: npt.NDArray[np.int64]
+    values: Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.values.shape[1]
+
+    def sum(self, axis: int) -> Array:
+        return self.values.sum(axis=axis)
+
+    def block_sums(self, ends: npt.NDArray[np.int64]) -> tuple[Array, Array]:
+        """Sums of the rows of each block ending (exclusive) at ``ends`` (the first starting at 0), and of
+        the rows after the last end; zero rows are skipped, which changes no float sum."""
+        out = np.zeros((ends.shape[0] + 1, self.values.shape[1]))
+        np.add.at(out, np.searchsorted(ends, self.positions, side="right"), self.values)
+        return out[:-1], out[-1]
+
+
 class MultiScaleWindow:
     """Sliding sums of feature rows over several window sizes at once.
 
@@ -94,6 +117,25 @@ class MultiScaleWindow:
         self.events_seen += n
         return out
 
+    def update_sparse(self, n: int, positions: npt.NDArray[np.int64], values: Array, items: Array,
+                      times: Array) -> list[WindowSums]:
+        """``update`` of a batch of ``n`` rows that are zero except at ``positions`` (ascending, distinct),
+        where they are ``values`` (m, F): the same windows and sums. When every window is judged per block
+        the work is in the non-zero rows only (no (n, F) array); with windows judged at every event the rows
+        are made dense first."""
+        if n == 0:
+            return []
+        if self.short:
+            rows = np.zeros((n, self.n_features))
+            rows[positions] = values
+            return self.update(rows, items, times)
+        items = np.asarray(items, dtype=np.float64)
+        times = np.asarray(times, dtype=np.float64)
+        out = self._long_windows(_SparseRows(n, np.asarray(positions, np.int64), np.asarray(values, np.float64)),
+                                 items, times)
+        self.events_seen += n
+        return out
+
     def _short_windows(self, rows: Array, items: Array, times: Array) -> list[WindowSums]:
         h = self._ring_rows.shape[0]
         all_rows = np.concatenate([self._ring_rows, rows])
@@ -120,7 +162,7 @@ class MultiScaleWindow:
         self._ring_times = all_times[all_times.shape[0] - keep:].copy()
         return out
 
-    def _long_windows(self, rows: Array, items: Array, times: Array) -> list[WindowSums]:
+    def _long_windows(self, rows: Array | _SparseRows, items: Array, times: Array) -> list[WindowSums]:
         """Close the blocks completed in this batch; long windows are sliding sums over block sums."""
         n = rows.shape[0]
         b = self.block
@@ -135,7 +177,11 @@ class MultiScaleWindow:
             return []
         starts = np.concatenate([[0], ends[:-1]])
         rest = int(ends[-1])  # events after the last completed block start the next open block
-        new_rows = np.add.reduceat(rows[:rest], starts, axis=0)
+        if isinstance(rows, _SparseRows):
+            new_rows, tail = rows.block_sums(ends)
+        else:
+            new_rows = np.add.reduceat(rows[:rest], starts, axis=0)
+            tail = rows[rest:].sum(axis=0) if rest < n else np.zeros(self.n_features)
         new_rows[0] += self._block_rows
         new_items = np.add.reduceat(items[:rest], starts)
         new_items[0] += self._block_items
@@ -144,7 +190,7 @@ class MultiScaleWindow:
             t0[0] = self._block_t0
         t1 = times[ends - 1]
         # the open block after this batch
-        self._block_rows = rows[rest:].sum(axis=0) if rest < n else np.zeros(self.n_features)
+        self._block_rows = tail
         self._block_items = float(items[rest:].sum()) if rest < n else 0.0
         self._block_count = n - rest
         self._block_t0 = times[rest] if rest < n else np.nan
@@ -161,17 +207,18 @@ class MultiScaleWindow:
         out = []
         for w in self.long:
             need = w // b
-            begin = stop - need
-            full = begin >= 0
-            if full.any():
-                e, s0 = stop[full], begin[full]
-                sums, its = csum[e] - csum[s0], citems[e] - citems[s0]
+            # stop is consecutive, so the full windows (begin >= 0) are a suffix and their sums differences
+            # of two slices of the cumulative sums (no gathered copies)
+            first = max(0, need - h - 1)
+            if first < stop.size:
+                lo, hi = int(stop[first]), int(stop[-1]) + 1
+                sums, its = csum[lo:hi] - csum[lo - need:hi - need], citems[lo:hi] - citems[lo - need:hi - need]
                 if self.max_age is not None:
                     # a full window spanning too much event time is reported as NaN, so that its last
                     # value stops standing in for it
-                    stale = all_t1[e - 1] - all_t0[s0] > self.max_age
+                    stale = all_t1[lo - 1:hi - 1] - all_t0[lo - need:hi - need] > self.max_age
                     sums[stale], its[stale] = np.nan, np.nan
-                out.append(WindowSums(w, (ends[full] - 1).astype(np.int64), sums, its))
+                out.append(WindowSums(w, (ends[first:] - 1).astype(np.int64), sums, its))
         keep = min(self._max_blocks, all_rows.shape[0])
         cut = all_rows.shape[0] - keep
         self._hist_rows, self._hist_items = all_rows[cut:].copy(), all_items[cut:].copy()

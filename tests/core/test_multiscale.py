@@ -117,3 +117,37 @@ def test_current_sums_merge_blocks_like_one_sketch() -> None:
     assert fresh.current_sums(10) is None and fresh.current_sums(40) is None
     five = fresh.current_sums(5)
     assert five is not None and five[0].tolist() == rows[2:7].sum(axis=0).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 120), seed=st.integers(0, 10**6), cuts=st.lists(st.integers(0, 120), max_size=6),
+       every_event=st.booleans(), max_age=st.sampled_from([None, 30.0]))
+def test_sparse_rows_give_the_windows_of_the_dense_rows_for_any_batch_split(
+        n: int, seed: int, cuts: list[int], every_event: bool, max_age: float | None) -> None:
+    """update_sparse (rows zero except at some positions) against update on the same rows made dense: the
+    same windows at the same positions with the same sums, across batch splits and, with every_event=False,
+    with every window judged per block (the sparse path). The sparse block sums add the non-zero rows one
+    after the other, numpy's reduceat in its own unrolled order: equal to a few ulps (1e-12 relative)."""
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(n, 3)) * (rng.random((n, 1)) < 0.2)  # about 1 row in 5 non-zero
+    items, times = rng.integers(0, 3, n).astype(float), np.cumsum(rng.exponential(2.0, n))
+    windows = (5, 10, 20, 40)
+    dense = MultiScaleWindow(3, windows, BLOCK, max_age, every_event)
+    sparse = MultiScaleWindow(3, windows, BLOCK, max_age, every_event)
+    bounds = [0, *sorted({min(c, n) for c in cuts}), n]
+    for a, b in itertools.pairwise(bounds):
+        if a == b:
+            continue
+        nz = np.flatnonzero(np.any(rows[a:b] != 0.0, axis=1))
+        want = dense.update(rows[a:b], items[a:b], times[a:b])
+        got = sparse.update_sparse(b - a, nz, rows[a:b][nz], items[a:b], times[a:b])
+        assert [(g.window, g.positions.tolist()) for g in got] == [(w.window, w.positions.tolist()) for w in want]
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g.sums, w.sums, rtol=1e-12, atol=1e-12)
+            assert np.array_equal(g.items, w.items, equal_nan=True)
+    for w in windows:
+        d, s = dense.current_sums(w), sparse.current_sums(w)
+        assert (d is None) == (s is None)
+        if d is not None and s is not None:
+            np.testing.assert_allclose(s[0], d[0], rtol=1e-12, atol=1e-12)
+            assert d[1] == s[1]

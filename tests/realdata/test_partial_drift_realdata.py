@@ -59,9 +59,9 @@ def test_outlier_share_is_no_slower_than_the_baseline_and_silent_before_the_chan
 
 
 TARGETS = {("pydocs", 0.05): 400, ("pydocs", 0.1): 100, ("pydocs", 0.3): 25}
-# the targets for the first alarm of any signal, where met (docs/benchmarks.md: quotes + 30 % pydocs,
-# target 25, is not; it is asserted against the baseline only)
-ANY_TARGETS = {("quotes", 0.05): 400, ("quotes", 0.1): 150, **TARGETS}
+# the targets for the first alarm of any signal: all six mixtures (quotes + 30 % pydocs met since
+# embedding_clusters judges a ladder of marking levels, docs/benchmarks.md)
+ANY_TARGETS = {("quotes", 0.05): 400, ("quotes", 0.1): 150, ("quotes", 0.3): 25, **TARGETS}
 
 
 def test_first_alarm_of_any_signal_meets_the_targets_and_is_no_slower_than_the_baseline(
