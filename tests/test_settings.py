@@ -86,3 +86,18 @@ def test_processes_setting_takes_a_count_or_auto_from_flags_and_environment(monk
         with pytest.raises(SettingsError, match="setting processes") as err:
             load_settings(processes=bad)
         assert "\n" not in str(err.value)
+
+
+def test_the_former_one_level_cluster_setting_still_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``monitor.cluster_level`` (before the ladder of levels) reads as a one-level ``cluster_levels``, from YAML
+    and from the environment; both names at once is a one-line error."""
+    cfg = tmp_path / "n.yaml"
+    cfg.write_text("monitor:\n  cluster_level: 0.04\n")
+    assert load_settings(str(cfg)).monitor.cluster_levels == (0.04,)
+    monkeypatch.setenv("NLPMON_MONITOR__CLUSTER_LEVEL", "0.03")
+    assert load_settings().monitor.cluster_levels == (0.03,)
+    cfg.write_text("monitor:\n  cluster_level: 0.04\n  cluster_levels: [0.02]\n")
+    monkeypatch.delenv("NLPMON_MONITOR__CLUSTER_LEVEL")
+    with pytest.raises(SettingsError, match="cluster_levels only") as err:
+        load_settings(str(cfg))
+    assert "\n" not in str(err.value)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .examples import cut_text
+
+log = logging.getLogger(__name__)
 
 #: The patterns ``pages.redact`` applies by default: e-mail addresses, phone numbers (7+ characters of
 #: digits and separators, + or a digit first, a digit last), and runs of 6 or more digits.
@@ -183,6 +186,19 @@ class MonitorConfig(BaseModel):
     confidence_sample: int = Field(
         2000, ge=0, le=100000, description="Recent scored predictions kept for per-label confidence quantiles."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """``cluster_level`` (one level, before the ladder) still reads, as a one-level ladder."""
+        if isinstance(data, dict) and "cluster_level" in data:
+            data = dict(data)
+            level = data.pop("cluster_level")
+            if "cluster_levels" in data:
+                raise ValueError("give cluster_levels only (cluster_level is its former, one-level name)")
+            log.warning("monitor.cluster_level is now monitor.cluster_levels (a list): read as [%s]", level)
+            data["cluster_levels"] = (level,)
+        return data
 
     @field_validator("cluster_levels")
     @classmethod
