@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from concurrent.futures import Future
 
 import pytest
 from kafka_test_helpers import Names, compacted_view, make_topic
@@ -24,11 +23,10 @@ from nlpmon.kafka.snapshot_format import (
     part_id,
     select_latest,
 )
-from nlpmon.monitor.calibration_jobs import CalibrationJob
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.pipeline import Pipeline
-from nlpmon.monitor.reference import ReferenceProfile
 from nlpmon.state import PartSet, encode_state
+from tests.core.test_calibration_jobs import ManualExecutor
 
 LINEAGE = "0123456789abcdef"
 
@@ -200,29 +198,12 @@ def test_a_checkpoint_after_one_models_events_writes_that_models_state_only() ->
     assert from_parts.snapshot() == classic.snapshot() == pipeline.snapshot()
 
 
-class HeldJobs:
-    """A calibration executor whose jobs wait until the test runs them."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[CalibrationJob, Future[ReferenceProfile]]] = []
-
-    def submit(self, job: CalibrationJob) -> Future[ReferenceProfile]:
-        fut: Future[ReferenceProfile] = Future()
-        self.jobs.append((job, fut))
-        return fut
-
-    def run_all(self) -> None:
-        for job, fut in self.jobs:
-            if not fut.done():
-                fut.set_result(job.run())
-
-
 def test_while_a_calibration_is_pending_a_snapshot_adds_only_the_newest_held_events() -> None:
     """The sample handed to a pending calibration and each batch of events held for it are parts of their
     own, written once: the next snapshot writes the model's small state and the batches held since. A
     restore holds the same events, and after the calibration both give the same state."""
     config = MonitorConfig(auto_baseline_events=300, calibration_splits=2)
-    executor = HeldJobs()
+    executor = ManualExecutor()
     pipeline = Pipeline(config, executor=executor)
     lines = [json.dumps(e).encode() for e in SyntheticStream(seed=4, dim=32, model="m").events(600)]
     pipeline.process_lines(lines[:300])  # the auto-baseline fills: its calibration is pending
@@ -236,12 +217,13 @@ def test_while_a_calibration_is_pending_a_snapshot_adds_only_the_newest_held_eve
     whole = sum(len(data) for data in second.values())
     assert sum(len(data) for data in new.values()) < whole / 2, ([len(d) for d in new.values()], whole)
 
-    restored_jobs = HeldJobs()
+    restored_jobs = ManualExecutor()
     restored = Pipeline(config, executor=restored_jobs)
     restored.restore_parts(main, second)
     assert restored.calibrating == 1 and restored.snapshot() == pipeline.snapshot()
     for p, jobs in ((pipeline, executor), (restored, restored_jobs)):
-        jobs.run_all()
+        while jobs.complete_one():
+            pass
         p.process_lines(lines[520:])
         p.finish()
     assert without_wall_time(restored) == without_wall_time(pipeline)
