@@ -28,13 +28,13 @@ class FakeRunner:
 
 def test_page_reports_are_built_on_the_loop_when_asked_and_cached_until_the_next_refresh(monkeypatch: Any) -> None:
     built: list[int] = []
-    page_views = PageEvidence.page_views
+    page_blocks = PageEvidence.page_blocks
 
     def counting(self: PageEvidence, *a: Any) -> Any:
         built.append(1)
-        return page_views(self, *a)
+        return page_blocks(self, *a)
 
-    monkeypatch.setattr(PageEvidence, "page_views", counting)
+    monkeypatch.setattr(PageEvidence, "page_blocks", counting)
     svc = NlpmonService(load_settings())
     svc.runner = FakeRunner()  # type: ignore[assignment]
     events = generate_events(500, model="m")

@@ -15,7 +15,7 @@ monitor's JSON mapping.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -30,7 +30,9 @@ __all__ = [
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 JsonObject: TypeAlias = dict[str, JsonValue]
-Raw = Mapping[str, Any]  # parsed JSON at the ``from_json`` boundary only
+Raw = Mapping[str, Any]  # parsed JSON at the ``from_json`` / ``from_state`` boundary only
+#: A text kept earlier, under the monitor's text policy (``ModelMonitor._restrict_text``): used by ``from_state``.
+TextPolicy = Callable[[str | None], str | None]
 
 
 def _tuple(xs: Sequence[Any] | None) -> tuple[Any, ...]:
@@ -67,6 +69,11 @@ class Entity:
         if "score" not in d and "text" in d:
             return cls(d["label"], d["start"], d["end"], text=d["text"], with_text=True)
         return cls(d["label"], d.get("start"), d.get("end"), d.get("score"))
+
+    def restricted(self, restrict: TextPolicy) -> Entity:
+        """This entity with its text under ``restrict`` (a restored snapshot under the monitor's policy)."""
+        return self if not self.with_text else Entity(self.label, self.start, self.end, self.score,
+                                                      restrict(self.text), True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +143,15 @@ class Example:
                    tuple(Neighbour.from_json(n) for n in d.get("nearest_reference") or ()),
                    None if p is None else Prediction(p.get("label"), p.get("score")),
                    None if t is None else tuple(TopClass(x["label"], x["probability"]) for x in t))
+
+    def state(self) -> list[Any]:
+        """The snapshot form of an outlier (``ModelMonitor.state``): score, index, id, text, entities."""
+        return [self.score, self.index, self.event_id, self.text, [e.to_json() for e in self.entities]]
+
+    @classmethod
+    def from_state(cls, s: Sequence[Any], restrict: TextPolicy) -> Example:
+        """An outlier of ``state``, its text under ``restrict`` (no neighbours: they are looked up per page)."""
+        return cls(float(s[0]), int(s[1]), s[2], restrict(s[3]), tuple(Entity.from_json(e) for e in s[4]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +281,8 @@ class ShareWindow:
 
 @dataclass(frozen=True, slots=True)
 class CountedEvent:
+    """An event the embedding outlier share counted: its outlier score, monitored-event index, id and text."""
+
     score: float
     index: int
     event_id: str
@@ -272,6 +290,18 @@ class CountedEvent:
 
     def to_json(self) -> JsonObject:
         return {"score": self.score, "index": self.index, "event_id": self.event_id, "text": self.text}
+
+    @classmethod
+    def from_json(cls, d: Raw) -> CountedEvent:
+        return cls(d["score"], d["index"], d["event_id"], d.get("text"))
+
+    def state(self) -> list[Any]:
+        """The snapshot form (``ModelMonitor.state``)."""
+        return [self.score, self.index, self.event_id, self.text]
+
+    @classmethod
+    def from_state(cls, s: Sequence[Any], restrict: TextPolicy) -> CountedEvent:
+        return cls(float(s[0]), int(s[1]), s[2], restrict(s[3]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +349,16 @@ class TagExample:
                 "tokens": [t.to_json() for t in self.tokens], "first_token": self.first_token,
                 "tokens_in_event": self.tokens_in_event}
 
+    def state(self) -> JsonObject:
+        """The snapshot form (``ModelMonitor.state``): the JSON."""
+        return self.to_json()
+
+    def restricted(self, restrict: TextPolicy) -> TagExample:
+        """This example with its texts under ``restrict`` (a restored snapshot under the monitor's policy)."""
+        return TagExample(self.index, self.event_id, restrict(self.text),
+                          tuple(TagToken(restrict(t.text), t.tag, t.invalid) for t in self.tokens),
+                          self.first_token, self.tokens_in_event)
+
 
 @dataclass(frozen=True, slots=True)
 class BoundaryExample:
@@ -336,11 +376,22 @@ class BoundaryExample:
                 "crossing_entities": self.crossing_entities, "entities": [e.to_json() for e in self.entities],
                 "tokens": list(self.tokens)}
 
+    def state(self) -> JsonObject:
+        """The snapshot form (``ModelMonitor.state``): the JSON."""
+        return self.to_json()
+
+    def restricted(self, restrict: TextPolicy) -> BoundaryExample:
+        """This example with its texts under ``restrict`` (a restored snapshot under the monitor's policy)."""
+        return BoundaryExample(self.index, self.event_id, restrict(self.text), self.crossing_entities,
+                               tuple(e.restricted(restrict) for e in self.entities),
+                               tuple(restrict(t) for t in self.tokens))
+
 
 ShareExample: TypeAlias = TagExample | BoundaryExample
 
 
-def _share_example(d: Raw) -> ShareExample:
+def share_example(d: Raw) -> ShareExample:
+    """The example class of an event-share example's JSON (also its snapshot form)."""
     if "crossing_entities" in d:
         return BoundaryExample(d["index"], d["event_id"], d.get("text"), d["crossing_entities"],
                                tuple(Entity(x["label"], x.get("start"), x.get("end"), text=x.get("text"),
@@ -457,12 +508,11 @@ def evidence_from_json(d: Raw) -> Evidence:
         return OutlierShareEvidence(d["marking_level"], d["marking_threshold"], d["reference_exceedances"],
                                     d["scored_reference_items"], d["expected_share"],
                                     tuple(ShareWindow.from_json(w) for w in d["windows"]),
-                                    tuple(CountedEvent(c["score"], c["index"], c["event_id"], c.get("text"))
-                                          for c in d["counted"]))
+                                    tuple(CountedEvent.from_json(c) for c in d["counted"]))
     if "reference_marked" in d:
         return EventShareEvidence(d["reference_marked"], d["reference_events"], d["expected_share"],
                                   tuple(ShareWindow.from_json(w) for w in d["windows"]),
-                                  tuple(_share_example(x) for x in d["examples"]), "scheme" in d,
+                                  tuple(share_example(x) for x in d["examples"]), "scheme" in d,
                                   d.get("scheme"), d.get("scheme_source"))
     if "marking_level" in d:
         return ClusterEvidence(d["marking_level"], d["marking_threshold"], tuple(

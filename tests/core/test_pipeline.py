@@ -70,13 +70,13 @@ def test_metrics_view_equals_the_page_report_without_building_page_evidence(monk
         p.process_lines(prod[i:i + 300])
     p.process_label_lines(labels)
     built: list[int] = []
-    page_views = PageEvidence.page_views
+    page_blocks = PageEvidence.page_blocks
 
     def counting(self: PageEvidence, *a: Any) -> Any:
         built.append(1)
-        return page_views(self, *a)
+        return page_blocks(self, *a)
 
-    monkeypatch.setattr(PageEvidence, "page_views", counting)
+    monkeypatch.setattr(PageEvidence, "page_blocks", counting)
     views = p.metrics_views()
     assert built == []  # a metrics refresh builds no page evidence
     reports = p.report()
