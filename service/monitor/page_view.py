@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from ..quality.report import QualityReport
+
 __all__ = [
     "BinnedEvidence", "BoundaryExample", "CalibrationPending", "CategoricalEvidence", "ClusterEvidence",
     "ClusterWindow", "ConfidenceByLabel", "EmbeddingEvidence", "Entity", "EventShareEvidence", "Evidence",
@@ -848,7 +850,7 @@ class ModelPage:
     reference: ReferenceBlock
     calibration_pending: CalibrationPending | None = None
     monitored: MonitoredBlocks | None = None
-    quality: Mapping[str, Any] | None = None  # QualityMonitor.report's JSON (docs/quality.md): not typed yet
+    quality: QualityReport | None = None  # QualityMonitor.view (docs/quality.md)
 
     @property
     def key(self) -> str:
@@ -889,7 +891,7 @@ class ModelPage:
             out["projection"] = None if m.projection is None else m.projection.to_json()
             out["confidence_by_label"] = m.confidence_by_label.to_json()
         if self.quality is not None:
-            out["quality"] = dict(self.quality)
+            out["quality"] = self.quality.to_json()
         return out
 
     @classmethod
@@ -919,4 +921,4 @@ class ModelPage:
             Texts(texts.get("kept", True), texts.get("redacted", False)),
             ReferenceBlock.from_json(d.get("reference") or {}),
             None if cal is None else CalibrationPending(cal["source"], cal["reference_events"], cal["held_events"]),
-            monitored, d.get("quality"))
+            monitored, None if d.get("quality") is None else QualityReport.from_json(d["quality"]))

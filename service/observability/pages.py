@@ -33,6 +33,7 @@ from ..monitor.page_view import (
     TagExample,
 )
 from ..monitor.signals import SIGNALS
+from ..quality.report import CalibrationGapOverall, F1Drop, QualityReport
 from .charts import projection_chart, score_chart, share_chart
 from .markup import (
     DASH,
@@ -196,7 +197,7 @@ def model_page(key: str, report: ModelPage | Mapping[str, Any], now: float, refr
         parts.append(_selected_section(view, selected))
     if m is not None and signals:
         parts.append(_examples_section(view, m, model, version))
-    if view.quality:
+    if view.quality is not None:
         parts.append(_quality_section(view.quality))
     parts.append(_notes_section(view))
     api = f"/api/models/{url_segment(model)}{query({'version': version})}"
@@ -245,7 +246,7 @@ def _what_changed(view: ModelPage) -> str:
 def _facts(view: ModelPage, now: float) -> str:
     ref = view.reference
     rate = None if view.monitored is None else view.monitored.throughput.events_per_second
-    fraction = None if not view.quality else view.quality.get("labelled_fraction")
+    fraction = None if view.quality is None else view.quality.labelled_fraction
     items = [
         ("Status", esc(view.status.replace("_", " "))),
         ("Production events", num(view.events.get("production"))),
@@ -651,48 +652,40 @@ def _examples_section(view: ModelPage, m: MonitoredBlocks, model: str, version: 
             f'(last {recent} events)</h3>{margin}</section>')
 
 
-def _quality_section(q: Mapping[str, Any]) -> str:
-    """Delayed-ground-truth figures (``QualityMonitor.report(version)``): the window against the labelled
+def _quality_section(q: QualityReport) -> str:
+    """Delayed-ground-truth figures (``QualityMonitor.view(version)``): the window against the labelled
     reference, the F1-drop and calibration tests, per label precision/recall/F1 and the label-free estimate."""
-    labels: Mapping[str, Any] = q.get("labels") or {}
-    ref = q.get("reference") or {}
-    ref_labels: Mapping[str, Any] = ref.get("labels") or {}
-    est: Mapping[str, Any] = q.get("estimated_precision") or {}
-    gap: Mapping[str, Any] = q.get("calibration_gap") or {}
+    w = q.window
+    ref_labels = q.reference.figures.labels
+    est, gap = q.estimated_precision, q.calibration_gap
     rows = "".join(
-        f'<tr><th scope="row">{esc(name)}</th><td class="num">{num(v.get("precision"), 3)}</td>'
-        f'<td class="num">{num(v.get("recall"), 3)}</td><td class="num">{num(v.get("f1"), 3)}</td>'
-        f'<td class="num">{num((ref_labels.get(name) or {}).get("f1"), 3)}</td>'
-        f'<td class="num">{num(v.get("support"))}</td><td class="num">{num(est.get(name), 3)}</td>'
+        f'<tr><th scope="row">{esc(name)}</th><td class="num">{num(v.precision, 3)}</td>'
+        f'<td class="num">{num(v.recall, 3)}</td><td class="num">{num(v.f1, 3)}</td>'
+        f'<td class="num">{num(None if name not in ref_labels else ref_labels[name].f1, 3)}</td>'
+        f'<td class="num">{num(v.support)}</td><td class="num">{num(est.get(name), 3)}</td>'
         f'<td class="num">{num(gap.get(name), 3)}</td></tr>'
-        for name, v in sorted(labels.items(), key=lambda kv: (-(kv[1].get("support") or 0), kv[0])))
-    micro = q.get("micro") or {}
-    macro = (q.get("macro") or {}).get("f1", q.get("macro_f1"))
-    drop = q.get("f1_drop") or {}
-    overall = q.get("calibration_gap_overall") or {}
+        for name, v in sorted(w.labels.items(), key=lambda kv: (-(kv[1].support or 0), kv[0])))
+    micro, drop, overall = w.micro, q.f1_drop, q.calibration_gap_overall
 
-    def test(t: Mapping[str, Any]) -> str:
-        if not is_number(t.get("score")):
+    def test(t: F1Drop | CalibrationGapOverall) -> str:
+        if not is_number(t.score):
             return "not tested yet (too few labelled documents)"
-        verdict = "<strong class=\"state drift\">DROP</strong>" if t.get("drift") else "no significant change"
-        return f'{verdict} (score {num(t.get("score"))}, threshold {num(t.get("threshold"))})'
+        verdict = "<strong class=\"state drift\">DROP</strong>" if t.drift else "no significant change"
+        return f'{verdict} (score {num(t.score)}, threshold {num(t.threshold)})'
 
-    facts = [("Labelled fraction", pct(q.get("labelled_fraction"))),
-             ("Labelled documents in window", num(q.get("documents"))),
-             ("Micro precision / recall / F1", f'{num(micro.get("precision"), 3)} / {num(micro.get("recall"), 3)} / '
-                                               f'{num(micro.get("f1"), 3)}'),
-             ("Macro F1", num(macro, 3))]
-    if "accuracy" in q:
-        facts.append(("Accuracy", num(q.get("accuracy"), 3)))
-    if drop:
-        facts.append(("Micro F1, reference → now", f'{num(drop.get("reference_f1"), 3)} → '
-                                                   f'{num(drop.get("current_f1"), 3)}: {test(drop)}'))
+    facts = [("Labelled fraction", pct(q.labelled_fraction)),
+             ("Labelled documents in window", num(w.documents)),
+             ("Micro precision / recall / F1", f'{num(micro.precision, 3)} / {num(micro.recall, 3)} / '
+                                               f'{num(micro.f1, 3)}'),
+             ("Macro F1", num(w.macro_f1, 3))]
+    if w.classification:
+        facts.append(("Accuracy", num(w.accuracy, 3)))
+    facts.append(("Micro F1, reference → now", f'{num(drop.reference_f1, 3)} → '
+                                               f'{num(drop.current_f1, 3)}: {test(drop)}'))
     facts.append(("Calibration gap (realised − estimated precision)",
-                  f'{num(overall.get("gap"), 3)} (realised {num(overall.get("realised"), 3)}, estimated '
-                  f'{num(overall.get("estimated"), 3)})' + (f"; {test(overall)}" if "score" in overall else "")
-                  if overall else DASH))
-    facts.append(("Estimate calibrated on labelled reference",
-                  "yes" if q.get("calibrated") else "no (raw confidences)"))
+                  f'{num(overall.gap, 3)} (realised {num(overall.realised, 3)}, estimated '
+                  f'{num(overall.estimated, 3)}); {test(overall)}' if overall is not None else DASH))
+    facts.append(("Estimate calibrated on labelled reference", "yes" if q.calibrated else "no (raw confidences)"))
     dl = '<dl class="facts">' + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts) + "</dl>"
     table = (f'<table class="quality"><caption>Per label, from delayed ground truth over the quality window, '
              f'largest support first</caption><thead><tr><th scope="col">Label</th><th scope="col">Precision</th>'
@@ -701,7 +694,7 @@ def _quality_section(q: Mapping[str, Any]) -> str:
              f'<th scope="col">Calibration gap</th></tr></thead>'
              f'<tbody>{rows}</tbody></table>' if rows else '<p class="muted">No labelled predictions yet.</p>')
     return (f'<section id="quality" aria-labelledby="quality-h"><h2 id="quality-h">Quality</h2>{dl}{table}'
-            f'{partial_match_section(q)}</section>')
+            f'{partial_match_section(q.partial_match)}</section>')
 
 
 def _notes_section(view: ModelPage) -> str:
