@@ -23,11 +23,12 @@ from ..quality.report import QualityReport
 
 __all__ = [
     "BinnedEvidence", "BoundaryExample", "CalibrationPending", "CategoricalEvidence", "ClusterEvidence",
-    "ClusterWindow", "ConfidenceByLabel", "EmbeddingEvidence", "Entity", "EventShareEvidence", "Evidence",
-    "Example", "History", "JsonObject", "JsonValue", "LabelQuantiles", "LabelShareEvidence", "ModelPage",
-    "MovedDirection", "MovedLabel", "Neighbour", "NoEvidence", "OutlierShareEvidence", "OutlierShareHistory",
-    "Prediction", "Projection", "ReferenceBlock", "RisingLabelRow", "ShareWindow", "SignalHistory",
-    "SignalPage", "TagExample", "TagToken", "Texts", "Throughput", "TopClass", "WindowStatistic",
+    "ClusterWindow", "ConfidenceByLabel", "EmbeddingEvidence", "Entity", "EventShareEvidence", "Evidence", "Example",
+    "History", "JsonObject", "JsonValue", "LabelQuantiles", "LabelShareEvidence", "ModelPage", "ModelSummary",
+    "ModelsPage", "MovedDirection", "MovedLabel", "Neighbour", "NoEvidence", "OutlierShareEvidence",
+    "OutlierShareHistory", "Prediction", "Projection", "ReferenceBlock", "RisingLabelRow", "ShareWindow",
+    "SignalHistory", "SignalPage", "SignalSummary", "TagExample", "TagToken", "Texts", "Throughput", "TopClass",
+    "WindowStatistic",
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -756,9 +757,10 @@ class CurrentPoints:
 
 @dataclass(frozen=True, slots=True)
 class Projection:
-    """The 2-d projection of the reference display sample and the recent events (PCA; UMAP when the
-    service's worker replaced it: its keys ``requested``, ``note``, ``as_of_event``, ``fit_seconds`` ... in
-    ``extra``)."""
+    """The 2-d projection of the reference display sample and the recent events: PCA (the core's), or UMAP
+    when the service's worker replaced it (``nlpmon.app.projection_worker``: ``as_of_event``, the monitored
+    events the recent points are as of, and ``fit_seconds``). A PCA projection standing in for a requested
+    UMAP says so (``requested`` "umap") and why (``note``)."""
 
     method: str
     axes: tuple[str, ...]
@@ -768,16 +770,22 @@ class Projection:
     current: CurrentPoints
     reference_events: int
     current_events: int
-    extra: Mapping[str, JsonValue] = field(default_factory=dict)
-
-    KNOWN = ("method", "axes", "percentile_bands", "percentile_scale", "reference", "current", "reference_events",
-             "current_events")
+    requested: str | None = None
+    note: str | None = None
+    as_of_event: int | None = None
+    fit_seconds: float | None = None
 
     def to_json(self) -> JsonObject:
-        return {"method": self.method, "axes": list(self.axes), "percentile_bands": list(self.percentile_bands),
-                "percentile_scale": self.percentile_scale, "reference": self.reference.to_json(),
-                "current": self.current.to_json(), "reference_events": self.reference_events,
-                "current_events": self.current_events, **self.extra}
+        out: JsonObject = {
+            "method": self.method, "axes": list(self.axes), "percentile_bands": list(self.percentile_bands),
+            "percentile_scale": self.percentile_scale, "reference": self.reference.to_json(),
+            "current": self.current.to_json(), "reference_events": self.reference_events,
+            "current_events": self.current_events}
+        if self.requested is not None:
+            out.update(requested=self.requested, note=self.note)
+        if self.method == "umap":
+            out.update(as_of_event=self.as_of_event, fit_seconds=self.fit_seconds)
+        return out
 
     @classmethod
     def from_json(cls, d: Raw) -> Projection:
@@ -790,7 +798,7 @@ class Projection:
                                  _tuple(c.get("percentile")), tuple(tuple(n) for n in c.get("nearest") or ()),
                                  tuple(tuple(x) for x in c.get("distance") or ())),
                    d.get("reference_events", len(r.get("x") or ())), d.get("current_events", len(c.get("x") or ())),
-                   {k: v for k, v in d.items() if k not in cls.KNOWN})
+                   d.get("requested"), d.get("note"), d.get("as_of_event"), d.get("fit_seconds"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -922,3 +930,98 @@ class ModelPage:
             ReferenceBlock.from_json(d.get("reference") or {}),
             None if cal is None else CalibrationPending(cal["source"], cal["reference_events"], cal["held_events"]),
             monitored, None if d.get("quality") is None else QualityReport.from_json(d["quality"]))
+
+
+# -- the overview and /api/models -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SignalSummary:
+    """One signal in a model's summary row: latest score, its threshold, drift flag and alarms raised."""
+
+    score: float | None
+    threshold: float | None
+    drift: bool | None
+    alarms: int | None
+
+    def to_json(self) -> JsonObject:
+        return {"score": self.score, "threshold": self.threshold, "drift": self.drift, "alarms": self.alarms}
+
+    @classmethod
+    def from_json(cls, d: Raw) -> SignalSummary:
+        return cls(d.get("score"), d.get("threshold"), d.get("drift"), d.get("alarms"))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """The ``/api/models`` row (and the overview's) of one (model, version): status, counts, throughput,
+    labelled fraction and each signal's score, threshold and flag. Built from its page view (``of``), or
+    read from another process's row (``from_json``: a member's ``/api/models``)."""
+
+    key: str
+    model: str
+    model_version: str
+    status: str
+    events: Mapping[str, int]
+    last_event_time: float | None
+    throughput: Throughput | None
+    labelled_fraction: float | None
+    signals: Mapping[str, SignalSummary]
+
+    @property
+    def drift(self) -> bool:
+        """Whether any signal's drift flag is set."""
+        return any(bool(s.drift) for s in self.signals.values())
+
+    @property
+    def drifting_signals(self) -> list[str]:
+        """The signals whose drift flag is set, by name."""
+        return sorted(n for n, s in self.signals.items() if s.drift)
+
+    @classmethod
+    def of(cls, key: str, page: ModelPage) -> ModelSummary:
+        """The row of a page view."""
+        return cls(key, page.model, page.model_version, page.status, page.events, page.last_event_time,
+                   None if page.monitored is None else page.monitored.throughput,
+                   None if page.quality is None else page.quality.labelled_fraction,
+                   {n: SignalSummary(s.score, s.threshold, s.drift, s.alarms) for n, s in page.signals.items()})
+
+    def to_json(self) -> JsonObject:
+        """The ``/api/models`` row (docs/api.md)."""
+        return {"key": self.key, "model": self.model, "model_version": self.model_version, "status": self.status,
+                "events": dict(self.events), "last_event_time": self.last_event_time,
+                "throughput": None if self.throughput is None else self.throughput.to_json(),
+                "labelled_fraction": self.labelled_fraction, "drift": self.drift,
+                "drifting_signals": list(self.drifting_signals),
+                "signals": {n: s.to_json() for n, s in self.signals.items()}}
+
+    @classmethod
+    def from_json(cls, d: Raw) -> ModelSummary:
+        """A row of ``to_json`` (another process's ``/api/models``)."""
+        t = d.get("throughput")
+        return cls(str(d["key"]), str(d["model"]), str(d["model_version"]), d.get("status") or "",
+                   dict(d.get("events") or {}), d.get("last_event_time"),
+                   None if t is None else Throughput(t.get("events_per_second"), t.get("over_seconds"),
+                                                     t.get("clock", "event time")),
+                   d.get("labelled_fraction"),
+                   {str(n): SignalSummary.from_json(x) for n, x in (d.get("signals") or {}).items()})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsPage:
+    """One page of model summaries (drifting first, then by key) with ``total``, ``offset``, ``limit`` (None:
+    every model), ``omitted`` and ``drifting`` (over all models): ``/api/models`` and the overview."""
+
+    models: tuple[ModelSummary, ...]
+    total: int
+    offset: int
+    limit: int | None
+    omitted: int
+    drifting: int
+
+    @classmethod
+    def of(cls, summaries: Sequence[ModelSummary]) -> ModelsPage:
+        """Every summary on one page, in the order given."""
+        return cls(tuple(summaries), len(summaries), 0, None, 0, sum(1 for m in summaries if m.drift))
+
+    def to_json(self) -> JsonObject:
+        return {"models": [m.to_json() for m in self.models], "total": self.total, "offset": self.offset,
+                "limit": self.limit, "omitted": self.omitted, "drifting": self.drifting}

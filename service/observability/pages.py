@@ -25,11 +25,14 @@ from ..monitor.page_view import (
     History,
     LabelShareEvidence,
     ModelPage,
+    ModelsPage,
+    ModelSummary,
     MonitoredBlocks,
     Neighbour,
     OutlierShareEvidence,
     Projection,
     SignalPage,
+    SignalSummary,
     TagExample,
 )
 from ..monitor.signals import SIGNALS
@@ -89,21 +92,20 @@ def error_page(status: int, message: str, links: Sequence[tuple[str, str]] = ())
 BANNER_MODELS = 20
 
 
-def overview_page(page: Mapping[str, Any] | Sequence[Mapping[str, Any]], now: float, refresh_s: int) -> str:
+def overview_page(page: ModelsPage | Sequence[ModelSummary], now: float, refresh_s: int) -> str:
     """The overview: one page of model summaries (``http.page_of_models``: drifting first; a plain list of
     summaries is one page of all of them), its banner over every model, and links to the other pages when
     some were left out."""
-    if not isinstance(page, Mapping):
-        page = {"models": list(page), "total": len(page), "offset": 0, "limit": None, "omitted": 0,
-                "drifting": sum(1 for m in page if m.get("drift"))}
-    summaries: Sequence[Mapping[str, Any]] = page["models"]
-    total, n_drifting = int(page["total"]), int(page["drifting"])
-    signals = [s.name for s in SIGNALS if any(s.name in (m.get("signals") or {}) for m in summaries)]
-    drifting = [m for m in summaries if m.get("drift")][:BANNER_MODELS]
+    if not isinstance(page, ModelsPage):
+        page = ModelsPage.of(page)
+    summaries = page.models
+    total, n_drifting = page.total, page.drifting
+    signals = [s.name for s in SIGNALS if any(s.name in m.signals for m in summaries)]
+    drifting = [m for m in summaries if m.drift][:BANNER_MODELS]
     if not total:
         banner = '<p id="drift-summary" class="banner">No model has sent events yet.</p>'
     elif n_drifting:
-        names = "; ".join(f'{esc(m["model"])} {esc(m["model_version"])} ({esc(", ".join(m["drifting_signals"]))})'
+        names = "; ".join(f'{esc(m.model)} {esc(m.model_version)} ({esc(", ".join(m.drifting_signals))})'
                           for m in drifting)
         more = f" and {n_drifting - len(drifting):,} more" if n_drifting > len(drifting) else ""
         banner = (f'<p id="drift-summary" class="banner drift"><strong>Drift:</strong> {n_drifting} of '
@@ -114,18 +116,16 @@ def overview_page(page: Mapping[str, Any] | Sequence[Mapping[str, Any]], now: fl
     head = "".join(f'<th scope="col">{esc(s)}</th>' for s in signals)
     rows = []
     for m in summaries:
-        sigs = m.get("signals") or {}
-        cells = "".join(_flag_cell(sigs.get(s)) for s in signals)
-        ev = m.get("events") or {}
-        rate = (m.get("throughput") or {}).get("events_per_second")
+        cells = "".join(_flag_cell(m.signals.get(s)) for s in signals)
+        rate = None if m.throughput is None else m.throughput.events_per_second
         rows.append(
-            f'<tr data-model="{esc(m["model"])}" data-drift="{str(bool(m.get("drift"))).lower()}">'
-            f'<th scope="row"><a href="{esc(model_href(m["model"], m["model_version"]))}">{esc(m["model"])}</a></th>'
-            f'<td>{esc(m["model_version"])}</td><td>{esc(str(m.get("status", "")).replace("_", " "))}</td>{cells}'
-            f'<td class="num">{num(ev.get("production"))}</td><td class="num">{num(rate, 1)}</td>'
-            f'<td>{esc(utc(m.get("last_event_time")))}<br><span class="muted">'
-            f'{esc(age(m.get("last_event_time"), now))}</span></td>'
-            f'<td class="num">{pct(m.get("labelled_fraction"))}</td></tr>')
+            f'<tr data-model="{esc(m.model)}" data-drift="{str(m.drift).lower()}">'
+            f'<th scope="row"><a href="{esc(model_href(m.model, m.model_version))}">{esc(m.model)}</a></th>'
+            f'<td>{esc(m.model_version)}</td><td>{esc(m.status.replace("_", " "))}</td>{cells}'
+            f'<td class="num">{num(m.events.get("production"))}</td><td class="num">{num(rate, 1)}</td>'
+            f'<td>{esc(utc(m.last_event_time))}<br><span class="muted">'
+            f'{esc(age(m.last_event_time, now))}</span></td>'
+            f'<td class="num">{pct(m.labelled_fraction)}</td></tr>')
     table = (f'<table class="models"><caption>Every model version, its drift flag per signal, traffic and '
              f'labelled fraction</caption><thead><tr><th scope="col">Model</th><th scope="col">Version</th>'
              f'<th scope="col">Status</th>{head}<th scope="col">Production events</th>'
@@ -136,12 +136,12 @@ def overview_page(page: Mapping[str, Any] | Sequence[Mapping[str, Any]], now: fl
     return layout("nlpmon — models", content, refresh_s=refresh_s)
 
 
-def _pager(page: Mapping[str, Any]) -> str:
+def _pager(page: ModelsPage) -> str:
     """"Model versions 201-400 of 10,000" and links to the previous and next pages, when some are left out."""
-    if not page["omitted"]:
+    if not page.omitted:
         return ""
-    offset, shown, total = int(page["offset"]), len(page["models"]), int(page["total"])
-    step = int(page["limit"] or shown or 1)
+    offset, shown, total = page.offset, len(page.models), page.total
+    step = page.limit or shown or 1
     links = []
     if offset > 0:
         links.append(f'<a href="/{esc(query({"offset": max(offset - step, 0)}))}">previous</a>')
@@ -149,15 +149,15 @@ def _pager(page: Mapping[str, Any]) -> str:
         links.append(f'<a href="/{esc(query({"offset": offset + shown}))}">next</a>')
     first = f"{offset + 1:,}-{offset + shown:,}" if shown else "none"
     return (f'<p id="pager" class="muted">Model versions {first} of {total:,} (drifting first; '
-            f'{page["omitted"]:,} not on this page): {" · ".join(links)}</p>')
+            f'{page.omitted:,} not on this page): {" · ".join(links)}</p>')
 
 
-def _flag_cell(sig: Mapping[str, Any] | None) -> str:
+def _flag_cell(sig: SignalSummary | None) -> str:
     if sig is None:
         return f'<td class="flag na">{DASH}<span class="visually-hidden"> not available</span></td>'
-    if sig.get("drift"):
-        return f'<td class="flag drift" data-drift="true">DRIFT <span class="muted">{num(sig.get("score"))}</span></td>'
-    return f'<td class="flag ok" data-drift="false">ok <span class="muted">{num(sig.get("score"))}</span></td>'
+    if sig.drift:
+        return f'<td class="flag drift" data-drift="true">DRIFT <span class="muted">{num(sig.score)}</span></td>'
+    return f'<td class="flag ok" data-drift="false">ok <span class="muted">{num(sig.score)}</span></td>'
 
 
 # -- one model --------------------------------------------------------------------------------------------
@@ -548,8 +548,7 @@ def _projection_section(proj: Projection | None, selected: str | None, model: st
     head = '<section id="projection-section" aria-labelledby="projection-h"><h2 id="projection-h">Embeddings</h2>'
     if proj is None:
         return head + '<p class="muted">No document embeddings: nothing to project.</p></section>'
-    block = proj.to_json()  # the chart and its notes draw the projection's JSON columns
-    svg, counts = projection_chart(block, selected)
+    svg, counts = projection_chart(proj, selected)
     bands = proj.percentile_bands or (0.9, 0.99)
     legend = (f'<ul class="legend"><li><span class="key ref" aria-hidden="true"></span> reference '
               f'({num(proj.reference_events)} events)</li>'
@@ -559,7 +558,7 @@ def _projection_section(proj: Projection | None, selected: str | None, model: st
               f'{100 * bands[0]:.0f}th percentile ({num(counts.get("edge"))})</li>'
               f'<li><span class="key outside" aria-hidden="true">▲</span> recent, outside: above the '
               f'{100 * bands[-1]:.0f}th percentile ({num(counts.get("outside"))})</li></ul>')
-    return (f'{head}{projection_note(block)}<figure>{svg}<figcaption>{projection_caption(block)}: '
+    return (f'{head}{projection_note(proj)}<figure>{svg}<figcaption>{projection_caption(proj)}: '
             f'reference sample and the last {num(proj.current_events)} events, each coloured by how far '
             f'out of the reference it lies (its out-of-reference score against the reference sample\'s own '
             f'scores). Hover a point for its text; click a recent one to select it.{legend}</figcaption>'
