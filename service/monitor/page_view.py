@@ -3,14 +3,17 @@
 
 Built by the core only when a page or the API asks (``ModelMonitor.page_view``, ``Pipeline.page_views``; the
 page evidence behind it is cached until new events arrive). ``ModelPage.to_json()`` is the JSON of
-docs/api.md, key for key; ``ModelPage.from_json`` reads such JSON back (a member's report, a report whose
-projection block the UMAP worker replaced), so the pages render one typed object whatever its source.
+docs/api.md, key for key; ``ModelPage.from_json`` reads such JSON back (a member's report, a saved
+report), so the pages render one typed object whatever its source.
 
 One class per evidence kind (``SignalPage.evidence``): categorical shares, binned quantiles (with span
 lengths per label), embedding directions, the outlier share, the event shares (tag validity, span
-boundaries), embedding clusters and per-label shares; ``NoEvidence`` while no window holds data. The
-quality block (``QualityMonitor.report``, docs/quality.md) is not typed yet: it stays the quality
-monitor's JSON mapping.
+boundaries), embedding clusters and per-label shares; ``NoEvidence`` while no window holds data. The page
+evidence (``nlpmon.monitor.page_evidence``) builds these classes directly, and the kinds it keeps in the
+monitor's snapshot (the outliers as ``Example``, ``CountedEvent``, ``TagExample``, ``BoundaryExample``)
+carry their snapshot form too (``state`` / ``from_state``). The quality block is
+``nlpmon.quality.report.QualityReport`` (docs/quality.md). ``ModelSummary`` is a model's row of
+``/api/models`` and the overview, ``ModelsPage`` one page of them.
 """
 
 from __future__ import annotations

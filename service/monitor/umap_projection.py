@@ -8,8 +8,8 @@ fitted on the consumer loop: :class:`nlpmon.app.projection_worker.UmapProjection
 thread, once per profile, and transforms the recent points there; the page shows PCA with a note until
 the fit is ready.
 
-This module is the pure part: fit, transform, and the projection block (the PCA block of
-``ModelMonitor.report()["projection"]`` with UMAP coordinates), no thread and no clock.
+This module is the pure part: fit, transform, and the projection (``umap_block``: the page view's PCA
+``Projection`` with UMAP coordinates), no thread and no clock.
 
 Determinism: ``random_state`` is the monitor seed, so a fit is reproducible; umap-learn then runs
 single-threaded (it says so with a warning, silenced here), which is also what a worker that must not

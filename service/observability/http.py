@@ -32,7 +32,9 @@ without auth, for orchestrator probes. The configured ``http_server_config.heade
 
 The server never touches Kafka or the monitors: it only calls the injected callables, from its own
 threads. ``reports()`` must therefore return a snapshot the caller no longer mutates (a copy made under
-the caller's lock), shaped ``{"model/version": ModelMonitor.report()}``. ``readiness()`` and
+the caller's lock), shaped ``{"model/version": page view}``: ``ModelPage`` (the service's, typed), or its
+JSON (``ModelPage.to_json``: tests, a saved report). The pages and ``/api/models`` read the typed views
+(``ModelSummary`` per row). ``readiness()`` and
 ``last_poll()`` must be thread-safe and quick. JSON bodies turn numpy scalars and arrays into plain
 numbers and lists, and NaN or infinite floats into null.
 """
