@@ -85,6 +85,7 @@ def test_pca_with_a_note_until_the_fit_on_the_worker_is_ready() -> None:
         assert list(out.current.y) == (cur[:, 1] + 100).tolist()
         assert out.current.event_id == b.current.event_id and out.percentile_bands == (0.9, 0.99)
         assert out.to_json()["fit_seconds"] is not None and "requested" not in out.to_json()
+        assert Projection.from_json(out.to_json()) == out  # a member's UMAP block reads back the same
     finally:
         release.set()
         w.close()

@@ -22,6 +22,7 @@ from nlpmon.monitor.page_view import (
     EventShareEvidence,
     LabelShareEvidence,
     ModelPage,
+    ModelSummary,
     OutlierShareEvidence,
 )
 from nlpmon.monitor.pipeline import Pipeline
@@ -94,6 +95,9 @@ def test_to_json_is_the_dict_report_on_a_stream_with_every_signal_quality_and_a_
         assert json.dumps(got, default=_plain) == json.dumps(want, default=_plain), key
         assert ModelPage.from_json(json.loads(json.dumps(got, default=_plain))).to_json() == json.loads(
             json.dumps(got, default=_plain)), key
+        row = json.loads(json.dumps(ModelSummary.of(key, view).to_json(), default=_plain))
+        assert ModelSummary.from_json(row).to_json() == row  # a member's /api/models row, read by the parent
+        assert row["drift"] == bool(view.drifting) and row["drifting_signals"] == sorted(view.drifting)
         seen |= set(view.signals)
         kinds |= {type(s.evidence) for s in view.signals.values()}
     assert seen == {s.name for s in SIGNALS}  # every signal is on a page
