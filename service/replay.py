@@ -158,10 +158,9 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(f"    reference problem: {view.reference_error}")
         q = view.quality
         if q is not None:
-            f1, ref_f1 = q["micro"]["f1"], q["reference"]["micro"]["f1"]
-            lines.append(f"    quality: {q['documents']} labelled documents, micro F1 {_num(f1)} (reference "
-                         f"{_num(ref_f1)}, {q['reference']['source'] or 'none yet'}), labelled fraction "
-                         f"{_num(q['labelled_fraction'])}{'; F1 DROP' if q['f1_drop']['drift'] else ''}")
+            lines.append(f"    quality: {q.window.documents} labelled documents, micro F1 {_num(q.window.micro.f1)} "
+                         f"(reference {_num(q.reference.figures.micro.f1)}, {q.reference.source or 'none yet'}), "
+                         f"labelled fraction {_num(q.labelled_fraction)}{'; F1 DROP' if q.f1_drop.drift else ''}")
     for a in report["alerts"][:10]:
         lines.append(f"  alarm at event {a['event_index']}: {a['model']}/{a['model_version']} {a['signal']} "
                      f"score {a['score']:.2f} ({a['statistic']} over {a['window']} events)")

@@ -17,6 +17,7 @@ from nlpmon.demo import SyntheticStream
 from nlpmon.kafka.processor import Record
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.monitor_set import MonitorSet
+from nlpmon.monitor.page_view import ModelPage, ModelSummary
 from nlpmon.monitor.views import ModelMetrics
 from nlpmon.observability import pages
 from nlpmon.observability.exporter import NlpmonMetrics
@@ -60,16 +61,16 @@ def test_log_messages_with_newlines_stay_one_line() -> None:
 
 
 def test_api_models_and_the_overview_are_paginated_with_the_count_left_out() -> None:
-    reports = many_reports()
+    reports = {k: ModelSummary.of(k, ModelPage.from_json(r)) for k, r in many_reports().items()}
     page = page_of_models(reports, {})
-    body = json_bytes(page)
+    body = json_bytes(page.to_json())
     assert len(body) < 150_000, len(body)  # 2.7 MB for every model
-    assert (page["total"], page["offset"], page["limit"], page["omitted"]) == (10_000, 0, 200, 9_800)
+    assert (page.total, page.offset, page.limit, page.omitted) == (10_000, 0, 200, 9_800)
     html = pages.overview_page(page, 0.0, 5)
     assert len(html) < 300_000 and "of 10,000 (drifting first; 9,800 not on this page)" in html
     assert 'href="/?offset=200"' in html
     last = page_of_models(reports, {"offset": "9900", "limit": "1000"})
-    assert len(last["models"]) == 100 and last["omitted"] == 9_900
+    assert len(last.models) == 100 and last.omitted == 9_900
     for bad in ({"limit": "0"}, {"limit": "1001"}, {"offset": "-1"}, {"limit": "x"}):
         try:
             page_of_models(reports, bad)
@@ -80,11 +81,11 @@ def test_api_models_and_the_overview_are_paginated_with_the_count_left_out() -> 
 
 
 def test_drifting_models_come_first_and_the_banner_is_capped() -> None:
-    summaries = {f"m{i}/1": {"model": f"m{i}", "model_version": "1", "status": "monitoring",
-                             "signals": {"embedding": {"drift": i % 10 == 0, "score": 2.0, "threshold": 1.0}}}
-                 for i in range(1_000)}
+    summaries = {f"m{i}/1": ModelSummary.from_json(
+        {"key": f"m{i}/1", "model": f"m{i}", "model_version": "1", "status": "monitoring",
+         "signals": {"embedding": {"drift": i % 10 == 0, "score": 2.0, "threshold": 1.0}}}) for i in range(1_000)}
     page = page_of_models(summaries, {"limit": "150"})
-    assert [m["drift"] for m in page["models"]] == [True] * 100 + [False] * 50 and page["drifting"] == 100
+    assert [m.drift for m in page.models] == [True] * 100 + [False] * 50 and page.drifting == 100
     html = pages.overview_page(page, 0.0, 5)
     assert "Drift:</strong> 100 of 1000 model versions" in html and "and 80 more." in html
 

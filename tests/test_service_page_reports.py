@@ -14,6 +14,7 @@ from nlpmon.demo import generate_events
 from nlpmon.kafka.runner_metrics import RunnerMetrics
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.page_evidence import PageEvidence
+from nlpmon.monitor.page_view import ModelPage
 from tests.support import wait_until
 
 
@@ -26,13 +27,13 @@ class FakeRunner:
 
 def test_page_reports_are_built_on_the_loop_when_asked_and_cached_until_the_next_refresh(monkeypatch: Any) -> None:
     built: list[int] = []
-    page_views = PageEvidence.page_views
+    page_blocks = PageEvidence.page_blocks
 
     def counting(self: PageEvidence, *a: Any) -> Any:
         built.append(1)
-        return page_views(self, *a)
+        return page_blocks(self, *a)
 
-    monkeypatch.setattr(PageEvidence, "page_views", counting)
+    monkeypatch.setattr(PageEvidence, "page_blocks", counting)
     svc = NlpmonService(load_settings())
     svc.runner = FakeRunner()  # type: ignore[assignment]
     events = generate_events(500, model="m")
@@ -48,13 +49,13 @@ def test_page_reports_are_built_on_the_loop_when_asked_and_cached_until_the_next
     assert svc.metrics.registry.get_sample_value(
         "nlpmon_events_total", {"model": model, "model_version": version, "split": "production"}) == 200
 
-    got: list[dict[str, Any]] = []
+    got: list[dict[str, ModelPage]] = []
     asker = threading.Thread(target=lambda: got.append(svc.reports()))
     asker.start()
     wait_until(lambda: svc._page_request is not None, 30, "the HTTP thread's request")
     svc._serve_page_request()  # the loop's next poll
     asker.join(30)
-    assert list(got[0]) == [key] and got[0][key]["events"]["production"] == 200
+    assert list(got[0]) == [key] and got[0][key].events["production"] == 200
     assert built == [1]
     assert svc.reports() == got[0] and built == [1]  # cached: no request, nothing built again
     svc._refresh(svc.runner)  # type: ignore[arg-type]

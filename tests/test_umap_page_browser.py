@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,14 @@ def pages() -> Iterator[dict[str, dict[str, Any]]]:
     _, _, _, recent, _ = mon.evidence.recent_embeddings.arrays()
     worker = UmapProjections(seed=0)
     try:
-        def apply() -> dict[str, Any]:
-            block = worker.apply("news-ner/1", mon.profile, rep["projection"], recent, mon.monitored_events)
+        view = ms.page_views()["news-ner/1"]
+        assert view.monitored is not None and rep == view.to_json()
+
+        def apply() -> dict[str, Any]:  # the service's path (typed), then the report's JSON the pages are served
+            assert view.monitored is not None
+            block = worker.apply("news-ner/1", mon.profile, view.monitored.projection, recent, mon.monitored_events)
             assert block is not None
-            return {**rep, "projection": block}
+            return replace(view, monitored=replace(view.monitored, projection=block)).to_json()
 
         fitting = apply()
         assert worker.wait_idle(FIT_WAIT_S)

@@ -52,8 +52,9 @@ from urllib.parse import quote
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import Metric
 
+from ..monitor.page_view import ModelPage, ModelSummary
 from ..observability import aggregate
-from ..observability.http import ObservabilityServer
+from ..observability.http import ObservabilityServer, find_model
 from ..observability.metrics import SPECS
 from .settings import ServiceSettings
 
@@ -255,11 +256,10 @@ class Members:
             kept += [fams for i, (_, fams) in self._last_seen.items() if str(i) not in live]
         return aggregate.merge(live, kept, exclude=(RESTARTS,))
 
-    def reports(self) -> dict[str, Any]:
-        """Summaries of every member's models (``/api/models``) shaped as reports for the pages; each
-        names its member under ``_member``. A model shown by two members (a partition moving) is the one
-        with the newer last event."""
-        out: dict[str, dict[str, Any]] = {}
+    def summaries(self) -> dict[str, tuple[int, ModelSummary]]:
+        """Every member's ``/api/models`` rows, each with the member that holds the model. A model shown by
+        two members (a partition moving) is the one with the newer last event."""
+        out: dict[str, tuple[int, ModelSummary]] = {}
         answers: dict[int, list[dict[str, Any]]] = {}
         offset = 0
         for _ in range(LIST_PAGES):
@@ -274,11 +274,11 @@ class Members:
                 break
             offset += 1000
         for index in sorted(answers):
-            for s in answers[index]:
-                rep = {**s, "quality": {"labelled_fraction": s.get("labelled_fraction")}, "_member": index}
-                old = out.get(s["key"])
-                if old is None or (s.get("last_event_time") or 0) > (old.get("last_event_time") or 0):
-                    out[s["key"]] = rep
+            for row in answers[index]:
+                s = ModelSummary.from_json(row)
+                old = out.get(s.key)
+                if old is None or (s.last_event_time or 0) > (old[1].last_event_time or 0):
+                    out[s.key] = (index, s)
         return out
 
     def full_report(self, index: int, model: str, version: str) -> dict[str, Any] | None:
@@ -337,25 +337,39 @@ class _MergedMetrics:
 
 
 class MembersServer(ObservabilityServer):
-    """The parent's HTTP server: the ordinary server whose model lookups fetch the full report from the
-    member that holds the model."""
+    """The parent's HTTP server: the ordinary server whose model list is the members' rows and whose model
+    lookups fetch the full report from the member that holds the model."""
 
     def __init__(self, members: Members, registry: CollectorRegistry, **kw: Any) -> None:
-        super().__init__(registry, reports=members.reports, readiness=members.readiness,
+        super().__init__(registry, reports=dict, readiness=members.readiness,
                          last_poll=members.last_poll, readiness_notes=members.readiness_notes,
                          clock=members.clock, **kw)
         self.members = members
 
-    def _find(self, name: str, version: str | None) -> tuple[int, dict[str, Any]]:
-        status, found = super()._find(name, version)
+    def summaries(self) -> dict[str, ModelSummary]:
+        return {k: s for k, (_, s) in self.members.summaries().items()}
+
+    def _member_report(self, name: str, version: str | None) -> tuple[int, str, dict[str, Any]]:
+        """``(200, key, the member's /api/models/<model> JSON)`` or ``(status, "", error)``."""
+        rows = self.members.summaries()
+        status, key, error = find_model({k: (s.model, s.model_version) for k, (_, s) in rows.items()}, name, version)
         if status != 200:
-            return status, found
-        summary = found["report"]
-        full = self.members.full_report(int(summary["_member"]), name, str(summary.get("model_version")))
+            return status, "", error
+        index, summary = rows[key]
+        full = self.members.full_report(index, name, summary.model_version)
         if full is None:
-            return 404, {"error": f"model {name!r} is moving between members; try again in a few seconds",
-                         "models": [name]}
-        return 200, {"key": full.pop("key", found["key"]), "report": full}
+            return 404, "", {"error": f"model {name!r} is moving between members; try again in a few seconds",
+                             "models": [name]}
+        return 200, str(full.pop("key", key)), full
+
+    def model(self, name: str, version: str | None) -> tuple[int, Any]:
+        """The member's answer as it is."""
+        status, key, body = self._member_report(name, version)
+        return (200, {"key": key, **body}) if status == 200 else (status, body)
+
+    def full_view(self, name: str, version: str | None) -> tuple[int, str, ModelPage | None, dict[str, Any]]:
+        status, key, body = self._member_report(name, version)
+        return (200, key, ModelPage.from_json(body), {}) if status == 200 else (status, "", None, body)
 
 
 def member_command(index: int, spec: Mapping[str, Any]) -> list[str]:

@@ -31,6 +31,7 @@ from ..monitor.calibration_jobs import INLINE, CalibrationExecutor
 from ..monitor.config import MonitorConfig
 from ..monitor.model_monitor import Alarm
 from ..monitor.monitor_set import ClockSkew, MonitorSet
+from ..monitor.page_view import ModelPage
 from ..monitor.pipeline import Pipeline
 from ..monitor.reference import ReferenceProfile
 from ..quality.quality_monitor import QualityConfig
@@ -165,6 +166,10 @@ class MonitorPartitionProcessor:
     def report(self) -> dict[str, Any]:
         """``Pipeline.report()``: each (model, version)'s report with its quality report under ``"quality"``."""
         return self.pipeline.report()
+
+    def page_views(self) -> dict[str, ModelPage]:
+        """``Pipeline.page_views()``: each (model, version)'s typed page view, with its quality report."""
+        return self.pipeline.page_views()
 
     def orphan_labels(self) -> dict[str, int]:
         """``Pipeline.orphan_labels``: models with labels on this partition but no prediction here."""

@@ -27,12 +27,13 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ..monitor.page_view import Projection
 from ..monitor.umap_projection import UmapModel, fit_umap, reference_embeddings, umap_block, umap_missing
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ class _Entry:
     error: str | None = None
     fitting: bool = False
     fit_seconds: float | None = None
-    pending: tuple[F32, dict[str, Any], int] | None = None  # recent embeddings, their PCA block, as-of event
-    result: dict[str, Any] | None = None  # the newest finished UMAP block
+    pending: tuple[F32, Projection, int] | None = None  # recent embeddings, their PCA projection, as-of event
+    result: Projection | None = None  # the newest finished UMAP projection
     warned: bool = False  # a failed transform was logged
 
 
@@ -79,8 +80,8 @@ class UmapProjections:
         self.fit_threads: list[str] = []  # names of the threads fits ran on (tests check: never the loop's)
 
     # -- loop thread -----------------------------------------------------------------------------------------
-    def apply(self, key: str, profile: Any, block: dict[str, Any] | None, recent: F32, as_of_event: int,
-              reference: Callable[[], F32] | None = None) -> dict[str, Any] | None:
+    def apply(self, key: str, profile: Any, block: Projection | None, recent: F32, as_of_event: int,
+              reference: Callable[[], F32] | None = None) -> Projection | None:
         """The projection block to report for model ``key``: UMAP when ready, else ``block`` (PCA) with a note.
 
         ``recent`` are the embeddings of ``block``'s current points (same order), ``as_of_event`` the
@@ -91,7 +92,7 @@ class UmapProjections:
             return block
         if self._missing is not None:
             return self._pca(block, self._missing)
-        n_ref = len(block["reference"]["x"])
+        n_ref = len(block.reference.x)
         if n_ref > self.max_reference:
             return self._pca(block, f"UMAP is fitted on at most pages.umap_max_reference = {self.max_reference} "
                                     f"reference points; this display sample has {n_ref}")
@@ -129,8 +130,8 @@ class UmapProjections:
             return self._wake.wait_for(lambda: not self._queue and not self._busy, timeout)
 
     # -- worker ---------------------------------------------------------------------------------------------
-    def _pca(self, block: dict[str, Any], note: str) -> dict[str, Any]:
-        return {**block, "requested": "umap", "note": note}
+    def _pca(self, block: Projection, note: str) -> Projection:
+        return replace(block, requested="umap", note=note)
 
     def _enqueue(self, key: str, job: str, ref: F32 | None) -> None:
         if ref is not None:

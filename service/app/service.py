@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TextIO
+from dataclasses import replace
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
@@ -27,6 +28,7 @@ from ..kafka.runner_metrics import BatchReport
 from ..kafka.topics import TopicSetup
 from ..monitor.calibration_jobs import INLINE
 from ..monitor.model_monitor import Alarm
+from ..monitor.page_view import ModelPage
 from ..monitor.views import ModelMetrics
 from ..observability.exporter import NlpmonMetrics
 from ..observability.http import ObservabilityServer
@@ -94,9 +96,9 @@ class NlpmonService:
         self._views: dict[str, ModelMetrics] = {}  # of the last metrics refresh (consumer loop only)
         self._generation = 0  # metrics refreshes so far: page reports older than the last one are stale
         # page reports and the refresh they were built after (under _lock); an HTTP thread's pending request
-        self._reports: dict[str, Any] = {}
+        self._reports: dict[str, ModelPage] = {}
         self._reports_generation = -1
-        self._page_request: Future[dict[str, Any]] | None = None
+        self._page_request: Future[dict[str, ModelPage]] | None = None
         self.page_wait_s = 10.0  # how long an HTTP request waits for the loop to build the page reports
         self._pending_alarms: list[Alarm] = []
         self._last_report = -1e18
@@ -229,13 +231,13 @@ class NlpmonService:
         self._views = views
         self._generation += 1
 
-    def _page_reports(self) -> dict[str, Any]:
-        """The page reports of every model (``Pipeline.report``; the UMAP projection when configured), one
+    def _page_reports(self) -> dict[str, ModelPage]:
+        """The page views of every model (``Pipeline.page_views``; the UMAP projection when configured), one
         per model key as the metrics see them (the last partition of a split model). Consumer loop only."""
-        reports: dict[str, Any] = {}
+        reports: dict[str, ModelPage] = {}
         for proc in self._processors.values():
-            for model_key, rep in proc.report().items():
-                reports[model_key] = self._umap(proc, model_key, rep) if self.projections is not None else rep
+            for model_key, view in proc.page_views().items():
+                reports[model_key] = self._umap(proc, model_key, view) if self.projections is not None else view
         return reports
 
     def _serve_page_request(self) -> None:
@@ -261,18 +263,19 @@ class NlpmonService:
             self._reports, self._reports_generation = reports, generation
         request.set_result(reports)
 
-    def _umap(self, proc: MonitorPartitionProcessor, key: str, rep: dict[str, Any]) -> dict[str, Any]:
-        """The report with its projection handed to the UMAP worker (never blocks; PCA with a note until
+    def _umap(self, proc: MonitorPartitionProcessor, key: str, view: ModelPage) -> ModelPage:
+        """The page view with its projection handed to the UMAP worker (never blocks; PCA with a note until
         the worker's UMAP is ready)."""
         assert self.projections is not None
-        mon = proc.monitors.monitors.get((str(rep.get("model")), str(rep.get("model_version"))))
-        block = rep.get("projection")
-        if mon is None or block is None:
-            return rep
+        mon = proc.monitors.monitors.get((view.model, view.model_version))
+        monitored = view.monitored
+        if mon is None or monitored is None or monitored.projection is None:
+            return view
         _, ids, _, recent, _ = mon.evidence.recent_embeddings.arrays()
-        if list(ids) != list(block["current"]["event_id"]):  # not the points the block shows: leave it
-            return rep
-        return {**rep, "projection": self.projections.apply(key, mon.profile, block, recent, mon.monitored_events)}
+        if list(ids) != list(monitored.projection.current.event_id):  # not the points it shows: leave it
+            return view
+        projection = self.projections.apply(key, mon.profile, monitored.projection, recent, mon.monitored_events)
+        return replace(view, monitored=replace(monitored, projection=projection))
 
     def _progress(self, now: float) -> None:
         rate = (self._events_seen - self._events_at_last_progress) / max(now - self._last_progress, 1e-9)
@@ -282,8 +285,8 @@ class NlpmonService:
         self.progress_stream.flush()
 
     # -- what HTTP reads --------------------------------------------------------------------------------
-    def reports(self) -> dict[str, Any]:
-        """The model page reports, as of the last metrics refresh (safe from any thread). Built by the
+    def reports(self) -> dict[str, ModelPage]:
+        """The model page views, as of the last metrics refresh (safe from any thread). Built by the
         consumer loop when asked (this call waits up to ``page_wait_s`` for its next poll) and cached until
         the next refresh; while no loop runs, or when it does not answer in time, the last ones built."""
         with self._lock:

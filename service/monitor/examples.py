@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from .page_view import Entity, Example, Neighbour, Prediction, TopClass
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -59,22 +61,27 @@ def cut_text(text: str | None, max_chars: int = MAX_TEXT_CHARS) -> str | None:
 KeepText = Callable[[str | None], str | None]
 
 
+#: What a kept example shows beside the event: its prediction (None: absent) and top two classes (None: absent).
+Detail = tuple[Prediction | None, tuple[TopClass, ...] | None]
+
+
 @dataclass(order=True)
-class Example:
-    """One kept event: its score and monitored-event index, and what the page shows of it."""
+class KeptExample:
+    """One kept event: its score and monitored-event index, what the page shows of it, and its embedding
+    (for the nearest reference points, looked up when a page is built)."""
 
     score: float
     index: int
     event_id: str = field(compare=False)
     text: str | None = field(compare=False)
-    entities: list[Any] = field(compare=False)  # the decoded EntityOut objects; spans built in as_dict
-    detail: dict[str, Any] = field(compare=False, default_factory=dict)
+    entities: list[Any] = field(compare=False)  # the decoded EntityOut objects
+    detail: Detail = field(compare=False, default=(None, None))
     embedding: npt.NDArray[Any] | None = field(compare=False, default=None, repr=False)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "index": self.index, "event_id": self.event_id, "text": self.text,
-                "entities": [{"label": x.label, "start": x.start, "end": x.end, "score": x.score}
-                             for x in self.entities], **self.detail}
+    def view(self, nearest: tuple[Neighbour, ...] = ()) -> Example:
+        """The page view's example, with its ``nearest`` reference points."""
+        return Example(self.score, self.index, self.event_id, self.text,
+                       tuple(Entity(x.label, x.start, x.end, x.score) for x in self.entities), nearest, *self.detail)
 
 
 class LowestScores:
@@ -90,9 +97,10 @@ class LowestScores:
         self.keep_text = keep_text
         self.k, self.bucket = k, bucket
         self.n_buckets = max(1, -(-horizon // bucket))
-        self.buckets: dict[int, list[Example]] = {}
+        self.buckets: dict[int, list[KeptExample]] = {}
 
-    def offer(self, per_event: F64, base: int, events: list[Any], detail: Any = None) -> None:
+    def offer(self, per_event: F64, base: int, events: list[Any],
+              detail: Callable[[Any, int], Detail] | None = None) -> None:
         """Offer a batch: ``per_event[i]`` is event ``i``'s score (inf: none), ``base`` the monitored index of
         ``events[0]``. ``detail(event, i)`` adds fields to a kept example (called for at most ``k`` events per
         bucket)."""
@@ -118,8 +126,8 @@ class LowestScores:
                     continue
                 e = events[i]
                 self.buckets.setdefault(key, []).append(
-                    Example(float(per_event[i]), base + i, e.event_id, self.keep_text(e.text),
-                            e.entities, detail(e, i) if detail is not None else {}, e.embedding))
+                    KeptExample(float(per_event[i]), base + i, e.event_id, self.keep_text(e.text),
+                                e.entities, detail(e, i) if detail is not None else (None, None), e.embedding))
                 touched.add(key)
             for key in touched:
                 self.buckets[key] = heapq.nsmallest(self.k, self.buckets[key])
@@ -127,11 +135,8 @@ class LowestScores:
             del self.buckets[key]
 
     @property
-    def items(self) -> list[Example]:
+    def items(self) -> list[KeptExample]:
         return heapq.nsmallest(self.k, (x for xs in self.buckets.values() for x in xs))
-
-    def report(self) -> list[dict[str, Any]]:
-        return [x.as_dict() for x in self.items]
 
 
 class RecentPoints(NamedTuple):
@@ -265,9 +270,8 @@ def top_two_margins(events: list[Any], with_prediction: I64) -> tuple[I64, F64]:
     return np.asarray(pos, np.int64), np.asarray(margins, np.float64)
 
 
-def top_two(probabilities: dict[str, float] | None) -> list[dict[str, Any]]:
+def top_two(probabilities: dict[str, float] | None) -> tuple[TopClass, ...]:
     """The two most probable classes with their probabilities (for display)."""
     if not probabilities:
-        return []
-    return [{"label": k, "probability": v}
-            for k, v in heapq.nlargest(2, probabilities.items(), key=lambda kv: kv[1])]
+        return ()
+    return tuple(TopClass(k, v) for k, v in heapq.nlargest(2, probabilities.items(), key=lambda kv: kv[1]))

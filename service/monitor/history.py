@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .page_view import History, OutlierShareHistory, SignalHistory
+
 F64 = npt.NDArray[np.float64]
 
 
@@ -99,15 +101,15 @@ class ScoreHistory:
             return None, 0.0
         return (e1 - e0) / (t1 - t0), t1 - t0
 
-    def report(self) -> dict[str, Any]:
-        """Columnar JSON-ready history: ``event`` (last event of each bucket), ``time`` (None: unknown) and
-        per signal ``score`` (largest ratio in the bucket; 1.0 is the threshold) and ``drift``."""
-        return {
-            "events_per_point": self.events_per_point, "points": len(self.bucket), "max_points": self.points,
-            "event": list(self.event), "time": [None if math.isnan(t) else t for t in self.time],
-            "signals": {s: {"score": [None if math.isnan(x) else x for x in self.score[s]],
-                            "drift": list(self.drift[s])} for s in self.signals},
-        }
+    def view(self, outlier_share: OutlierShareHistory | None = None) -> History:
+        """The columnar history of the page view: ``event`` (last event of each bucket), ``time`` (None:
+        unknown) and per signal ``score`` (largest ratio in the bucket; 1.0 is the threshold) and ``drift``;
+        ``outlier_share``: ``ShareHistory.view``'s, when the model has that signal."""
+        return History(self.events_per_point, len(self.bucket), self.points, tuple(self.event),
+                       tuple(None if math.isnan(t) else t for t in self.time),
+                       {s: SignalHistory(tuple(None if math.isnan(x) else x for x in self.score[s]),
+                                         tuple(self.drift[s])) for s in self.signals},
+                       outlier_share)
 
 
 class ShareHistory:
@@ -148,15 +150,15 @@ class ShareHistory:
         self.marked.extend(mk)
         self.items.extend(it)
 
-    def report(self, featurizer: Any) -> dict[str, Any]:
+    def view(self, featurizer: Any) -> OutlierShareHistory:
         """``event`` (last event of each bucket), ``share`` over the trailing window, ``threshold_share``
-        at that window's item count, ``expected_share``; only buckets with a full trailing window."""
+        at that window's item count, ``expected_share``; only buckets with a full trailing window.
+        ``featurizer``: the ``OutlierShareFeaturizer`` (expected share, threshold counts)."""
         w = self.per_share
         mk, it, bk = np.asarray(self.marked), np.asarray(self.items), list(self.bucket)
-        out: dict[str, Any] = {"window_events": w * self.events_per_point, "event": [], "share": [],
-                               "threshold_share": [], "expected_share": float(featurizer.expected_share)}
+        expected = float(featurizer.expected_share)
         if len(bk) < w:
-            return out
+            return OutlierShareHistory(w * self.events_per_point, (), (), (), expected)
         cm, ci = np.concatenate([[0.0], np.cumsum(mk)]), np.concatenate([[0.0], np.cumsum(it)])
         ends = np.arange(w, len(bk) + 1)
         contiguous = np.asarray([bk[e - 1] - bk[e - w] == w - 1 for e in ends])
@@ -164,7 +166,7 @@ class ShareHistory:
         m, n = cm[ends] - cm[ends - w], ci[ends] - ci[ends - w]
         thr = featurizer.threshold_counts(n)
         safe = np.maximum(n, 1.0)
-        out["event"] = [(bk[e - 1] + 1) * self.events_per_point - 1 for e in ends.tolist()]
-        out["share"] = np.where(n > 0, m / safe, 0.0).tolist()
-        out["threshold_share"] = np.where(n > 0, thr / safe, 0.0).tolist()
-        return out
+        return OutlierShareHistory(w * self.events_per_point,
+                                   tuple((bk[e - 1] + 1) * self.events_per_point - 1 for e in ends.tolist()),
+                                   tuple(np.where(n > 0, m / safe, 0.0).tolist()),
+                                   tuple(np.where(n > 0, thr / safe, 0.0).tolist()), expected)

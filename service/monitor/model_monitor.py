@@ -57,26 +57,17 @@ from .calibration_jobs import (
 )
 from .config import MonitorConfig
 from .duplicates import RecentIds
-from .page_evidence import CountedEvent, Outlier, PageEvidence, label_share_evidence
+from .page_evidence import PageEvidence, label_share_evidence
 from .page_view import (
     CalibrationPending,
     ChangePoint,
-    ConfidenceByLabel,
-    Entity,
-    Example,
-    Examples,
-    History,
     ModelPage,
     MonitoredBlocks,
-    Neighbour,
-    OutlierShareHistory,
-    Projection,
     ReferenceBlock,
     SignalPage,
     Texts,
     Throughput,
     WindowStatistic,
-    evidence_from_json,
 )
 from .reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall, check_reference_size
 from .signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
@@ -204,17 +195,6 @@ class ModelMonitor:
     def _restrict_text(self, text: str | None) -> str | None:
         """A text kept earlier (snapshot, saved profile) under this monitor's policy (not cut again)."""
         return self.config.texts.restrict(text)
-
-    def _restrict_example(self, item: dict[str, Any]) -> dict[str, Any]:
-        """A restored event-share example under this monitor's text policy (its text, token and entity texts)."""
-        out = dict(item)
-        out["text"] = self._restrict_text(item.get("text"))
-        if isinstance(item.get("tokens"), list):
-            out["tokens"] = [{**t, "text": self._restrict_text(t.get("text"))} if isinstance(t, dict)
-                             else self._restrict_text(t) for t in item["tokens"]]
-        if isinstance(item.get("entities"), list):
-            out["entities"] = [{**x, "text": self._restrict_text(x.get("text"))} for x in item["entities"]]
-        return out
 
     def _confidence_labels(self) -> tuple[str, ...]:
         assert self.profile is not None
@@ -547,7 +527,7 @@ class ModelMonitor:
         if isinstance(feat, LabelShareFeaturizer):
             ev = label_share_evidence(win, feat)
             return SignalMetrics(name, score, drift, rising_labels=tuple(
-                RisingLabel(str(r["label"]), float(r["score"])) for r in ev["rising_labels"]))
+                RisingLabel(r.label, r.score) for r in ev.rising_labels))
         if isinstance(feat, (OutlierShareFeaturizer, EventShareFeaturizer, ClusterFeaturizer)):
             return SignalMetrics(name, score, drift)
         for w in sorted(win.model.windows, reverse=True):  # the longest window with data, as the evidence
@@ -595,28 +575,20 @@ class ModelMonitor:
                 self.alarm_counts.get(name, 0),
                 tuple(WindowStatistic(w["window"], w["statistic"], w["value"], w["threshold"])
                       for w in win.current()["windows"]),
-                evidence_from_json(self.evidence.signal_evidence(name, win, p)),
+                self.evidence.signal_evidence(name, win, p),
                 tuple(win.model.calibration.get("windows_not_evaluated", [])))
-        history = History.from_json(self.evidence.history.report())
         share = self.windows.get("embedding_outliers")
-        if share is not None and isinstance(share.model.featurizer, OutlierShareFeaturizer):
-            h = self.evidence.share_history.report(share.model.featurizer)
-            history = replace(history, outlier_share=OutlierShareHistory(
-                h["window_events"], tuple(h["event"]), tuple(h["share"]), tuple(h["threshold_share"]),
-                h["expected_share"]))
+        history = self.evidence.history.view(
+            self.evidence.share_history.view(share.model.featurizer)
+            if share is not None and isinstance(share.model.featurizer, OutlierShareFeaturizer) else None)
         rate, span = self.evidence.history.events_per_second()
-        page = self.evidence.page_views(p, self.monitored_events)
-        near = page["outlier_neighbours"]
-        outliers = tuple(Example(o.score, o.index, o.event_id, o.text, tuple(Entity.from_json(e) for e in o.entities),
-                                 tuple(Neighbour.from_json(n) for n in near.get(o.index, [])))
+        page = self.evidence.page_blocks(p, self.monitored_events)
+        outliers = tuple(replace(o, nearest_reference=page.outlier_neighbours.get(o.index, ()))
                          for o in self.evidence.outliers)
-        proj = page["projection"]
         monitored = MonitoredBlocks(
             signals, {k: (c["mean"], int(c["count"])) for k, c in self.label_confidence_report().items()},
             tuple(ChangePoint.from_json(c) for c in self.change_points), outliers, history,
-            Throughput(rate, span), Examples.from_json(page["examples"]),
-            None if proj is None else Projection.from_json(proj),
-            ConfidenceByLabel.from_json(page["confidence_by_label"]))
+            Throughput(rate, span), page.examples, page.projection, page.confidence_by_label)
         return model_page(reference, monitored)
 
     def report(self) -> dict[str, Any]:
@@ -655,7 +627,7 @@ class ModelMonitor:
             "outliers": [o.state() for o in self.evidence.outliers],
             "recent_ids": self.recent_ids.state(), "duplicate_events": self.duplicates,
             "marked": [o.state() for o in self.evidence.marked],
-            "share_examples": self.evidence.share_examples,
+            "share_examples": self.evidence.share_examples_state(),
             "span_lengths": self.evidence.recent_span_lengths.state(),
             "calibration": None if not with_held or self.calibration is None else
             {"source": self.calibration.job.source, "sample": self.calibration.job.sample.state()},
@@ -723,13 +695,10 @@ class ModelMonitor:
         if s["adwin"] is not None and m.confidence_adwin is not None:
             m.confidence_adwin.load_state(s["adwin"])
         m.change_points = list(s["change_points"])
-        m.evidence.outliers = [Outlier.from_state(o, m._restrict_text) for o in s["outliers"]]
         if s.get("recent_ids") is not None:  # snapshots of earlier builds have none
             m.recent_ids = RecentIds.from_state(s["recent_ids"], config.duplicate_window_events)
             m.duplicates = int(s["duplicate_events"])
-        m.evidence.marked = [CountedEvent.from_state(o, m._restrict_text) for o in s.get("marked", [])]
-        m.evidence.share_examples = {k: [m._restrict_example(x) for x in v]
-                                     for k, v in (s.get("share_examples") or {}).items()}
+        m.evidence.load_snapshot(s["outliers"], s.get("marked", []), s.get("share_examples") or {})
         if s.get("span_lengths") is not None:  # snapshots of earlier builds have none
             m.evidence.recent_span_lengths.load_state(s["span_lengths"])
         def part(pid: str) -> Any:

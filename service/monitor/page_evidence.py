@@ -13,8 +13,8 @@ new events arrive.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from ..drift.signal import SignalWindow
 from .config import MonitorConfig
 from .examples import (
     QUANTILE_LEVELS,
+    Detail,
     LabelCodes,
     LowestScores,
     RecentConfidences,
@@ -39,77 +40,101 @@ from .examples import (
     top_two_margins,
 )
 from .history import ScoreHistory, ShareHistory
-from .projection import ReferenceView, page_lookups, projection_report
+from .page_view import (
+    BinnedEvidence,
+    BoundaryExample,
+    CategoricalEvidence,
+    ClusterEvidence,
+    ClusterWindow,
+    ConfidenceByLabel,
+    CountedEvent,
+    EmbeddingEvidence,
+    Entity,
+    EventShareEvidence,
+    Evidence,
+    Example,
+    Examples,
+    LabelQuantiles,
+    LabelShareEvidence,
+    MovedDirection,
+    MovedLabel,
+    Neighbour,
+    NoEvidence,
+    OutlierShareEvidence,
+    Prediction,
+    Projection,
+    RisingLabelRow,
+    ShareExample,
+    ShareWindow,
+    TagExample,
+    TagToken,
+    TextPolicy,
+    share_example,
+)
+from .projection import ReferenceView, page_lookups, projection
 from .reference import ReferenceProfile
 from .signals import SCORED_LABELS, SPAN_LABELS
 
-TextPolicy = Callable[[str | None], str | None]
-
-__all__ = ["CountedEvent", "Outlier", "PageEvidence", "label_share_evidence"]
+__all__ = ["PageBlocks", "PageEvidence", "label_share_evidence"]
 
 
 @dataclass(frozen=True, slots=True)
-class CountedEvent:
-    """An event the embedding outlier share counted: its outlier score, monitored-event index, id and text."""
+class PageBlocks:
+    """The page blocks computed when a page is built (``PageEvidence.page_blocks``): the examples with their
+    nearest reference points, the projection (None without an embedding signal), confidence by label, and
+    each outlier's nearest reference points (by monitored-event index)."""
 
-    score: float
-    index: int
-    event_id: str
-    text: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "index": self.index, "event_id": self.event_id, "text": self.text}
-
-    def state(self) -> list[Any]:
-        return [self.score, self.index, self.event_id, self.text]
-
-    @classmethod
-    def from_state(cls, s: list[Any], restrict: TextPolicy) -> CountedEvent:
-        return cls(float(s[0]), int(s[1]), s[2], restrict(s[3]))
+    examples: Examples
+    projection: Projection | None
+    confidence_by_label: ConfidenceByLabel
+    outlier_neighbours: Mapping[int, tuple[Neighbour, ...]]
 
 
-@dataclass(frozen=True, slots=True)
-class Outlier:
-    """One of the highest-scored events of the longest embedding window, with its entities."""
-
-    score: float
-    index: int  # monitored-event index
-    event_id: str
-    text: str | None
-    entities: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "index": self.index, "event_id": self.event_id, "text": self.text,
-                "entities": self.entities}
-
-    def state(self) -> list[Any]:
-        return [self.score, self.index, self.event_id, self.text, self.entities]
-
-    @classmethod
-    def from_state(cls, s: list[Any], restrict: TextPolicy) -> Outlier:
-        return cls(float(s[0]), int(s[1]), s[2], restrict(s[3]), s[4])
-
-
-def _prediction_detail(event: Any, _i: int) -> dict[str, Any]:
+def _prediction_detail(event: Any, _i: int) -> Detail:
     p = event.prediction
-    return {} if p is None else {"prediction": {"label": p.label, "score": p.score}}
+    return (None if p is None else Prediction(p.label, p.score)), None
 
 
-def _margin_detail(event: Any, i: int) -> dict[str, Any]:
-    return {**_prediction_detail(event, i), "top_two": top_two(event.prediction.probabilities)}
+def _margin_detail(event: Any, i: int) -> Detail:
+    return _prediction_detail(event, i)[0], top_two(event.prediction.probabilities)
+
+
+def _quantile_rows(ref: Mapping[str, tuple[int, list[float]]],
+                   cur: Mapping[str, tuple[int, list[float]]]) -> tuple[LabelQuantiles, ...]:
+    """Per label: reference and recent quantiles (at ``QUANTILE_LEVELS``), largest change of the median first."""
+    rows = []
+    for label in sorted(set(ref) | set(cur)):
+        r, c = ref.get(label), cur.get(label)
+        rows.append(LabelQuantiles(label, r[0] if r else 0, None if r is None else tuple(r[1]), c[0] if c else 0,
+                                   None if c is None else tuple(c[1]), (c[1][2] - r[1][2]) if r and c else None))
+    rows.sort(key=lambda x: (-abs(x.median_change) if x.median_change is not None else 0.0, -x.current_count,
+                             x.label))
+    return tuple(rows)
+
+
+def _share_window(window: int, r: Mapping[str, float | int]) -> ShareWindow:
+    """A window of a share featurizer's ``share_report`` (``units``... for event-share signals only)."""
+    return ShareWindow(window, int(r["items"]), int(r["marked"]), r["share"], r["expected_share"],
+                       int(r["alarm_count"]), r["threshold_share"],
+                       None if "units" not in r else int(r["units"]), None if "units" not in r else int(r["bad_units"]),
+                       r.get("unit_share"))
 
 
 class PageEvidence:
     """The page evidence of one monitor. ``keep_text``: an event's text as the monitor may keep it;
-    ``restrict_text``: a text kept earlier, under the monitor's policy (see ``ModelMonitor``)."""
+    ``restrict_text``: a text kept earlier, under the monitor's policy (see ``ModelMonitor``).
+
+    The evidence is held as the page view's own classes (``nlpmon.monitor.page_view``): the outliers are
+    ``Example`` (without neighbours), the counted events ``CountedEvent``, the event-share examples
+    ``TagExample`` / ``BoundaryExample``; each carries its snapshot form (``state`` / ``from_state``)."""
 
     def __init__(self, config: MonitorConfig, keep_text: TextPolicy, restrict_text: TextPolicy) -> None:
         self.config = config
         self._keep_text = keep_text
         self._restrict_text = restrict_text
-        self.outliers: list[Outlier] = []
+        self.outliers: list[Example] = []
         self.marked: list[CountedEvent] = []  # last events embedding_outliers counted
-        self.share_examples: dict[str, list[dict[str, Any]]] = {}  # last events tag_validity/span_boundary counted
+        self.share_examples: dict[str, list[ShareExample]] = {}  # last events tag_validity/span_boundary counted
         self.reset(())
 
     def reset(self, signals: tuple[str, ...]) -> None:
@@ -125,14 +150,27 @@ class PageEvidence:
         self.recent_embeddings = RecentEmbeddings(cfg.projection_points, self._keep_text)
         self.recent_confidences = RecentConfidences(cfg.confidence_sample)
         self.recent_span_lengths = RecentConfidences(cfg.confidence_sample)
-        self._span_reference: tuple[int, dict[str, Any]] | None = None
+        self._span_reference: tuple[int, dict[str, tuple[int, list[float]]]] | None = None
         self._outlier_embeddings: dict[int, Any] = {}
-        self._reference_view: tuple[int, ReferenceView | None, dict[str, Any]] | None = None
-        self._page_cache: tuple[int, dict[str, Any]] | None = None
+        self._reference_view: tuple[int, ReferenceView | None, dict[str, tuple[int, list[float]]]] | None = None
+        self._page_cache: tuple[int, PageBlocks] | None = None
 
     def invalidate(self) -> None:
-        """Forget the cached page views (they are computed again at the next page report)."""
+        """Forget the cached page blocks (they are computed again at the next page view)."""
         self._page_cache = None
+
+    # -- snapshot ---------------------------------------------------------------------------------------
+    def share_examples_state(self) -> dict[str, list[Any]]:
+        """The event-share examples in the snapshot (their JSON, as snapshots always held them)."""
+        return {k: [x.state() for x in v] for k, v in self.share_examples.items()}
+
+    def load_snapshot(self, outliers: list[Any], marked: list[Any], share_examples: dict[str, list[Any]]) -> None:
+        """The outliers, counted events and event-share examples of a snapshot, their texts under the
+        monitor's policy (``restrict_text``)."""
+        r = self._restrict_text
+        self.outliers = [Example.from_state(o, r) for o in outliers]
+        self.marked = [CountedEvent.from_state(o, r) for o in marked]
+        self.share_examples = {k: [share_example(x).restricted(r) for x in v] for k, v in share_examples.items()}
 
     # -- fed with each monitored batch ------------------------------------------------------------------
     def track_outliers(self, scores: np.ndarray, event_pos: np.ndarray, events: list[Any], base: int) -> None:
@@ -146,8 +184,8 @@ class PageEvidence:
         kept = [o for o in self.outliers if o.index >= horizon]
         for t in top:
             e = events[int(event_pos[t])]
-            ents = [{"label": x.label, "start": x.start, "end": x.end, "score": x.score} for x in e.entities]
-            kept.append(Outlier(float(scores[t]), base + int(event_pos[t]), e.event_id, self._keep_text(e.text), ents))
+            ents = tuple(Entity(x.label, x.start, x.end, x.score) for x in e.entities)
+            kept.append(Example(float(scores[t]), base + int(event_pos[t]), e.event_id, self._keep_text(e.text), ents))
             if e.embedding is not None:
                 self._outlier_embeddings[base + int(event_pos[t])] = e.embedding
         self.outliers = heapq.nlargest(k, kept, key=lambda o: o.score)
@@ -176,26 +214,25 @@ class PageEvidence:
         keep = np.concatenate([[True], ev[1:] != ev[:-1]])  # the first bad unit of each event
         first, ev = first[keep][-k:], ev[keep][-k:]
         out = self.share_examples.setdefault(name, [])
+        r = self._restrict_text
         for j, e_pos in zip(first.tolist(), ev.tolist(), strict=True):
             e = events[e_pos]
-            kept = self._restrict_text(e.text)  # None when texts are not kept; offsets hold when redacted
-            item: dict[str, Any] = {"index": base + e_pos, "event_id": e.event_id,
-                                    "text": self._keep_text(e.text)}
+            kept = r(e.text)  # None when texts are not kept; offsets hold when redacted
+            text = self._keep_text(e.text)
             lo = int(np.searchsorted(col.event, e_pos))
             hi = int(np.searchsorted(col.event, e_pos, side="right"))
             if name == "tag_validity":
                 a, b = max(lo, j - context), min(hi, j + context + 1)
-                item["tokens"] = [{"text": self._restrict_text(e.tokens[u - lo].text), "tag": e.tokens[u - lo].tag,
-                                   "invalid": bool(bad[u])} for u in range(a, b)]
-                item["first_token"] = a - lo
-                item["tokens_in_event"] = hi - lo
+                out.append(TagExample(base + e_pos, e.event_id, text, tuple(
+                    TagToken(r(e.tokens[u - lo].text), e.tokens[u - lo].tag, bool(bad[u])) for u in range(a, b)),
+                    a - lo, hi - lo))
             else:
-                item["crossing_entities"] = int(np.count_nonzero(bad[lo:hi]))
-                item["entities"] = [{"label": x.label, "start": x.start, "end": x.end,
-                                     "text": None if kept is None or x.start is None or x.end is None
-                                     else kept[x.start:x.end][:200]} for x in e.entities[:20]]
-                item["tokens"] = [self._restrict_text(t.text) for t in e.tokens[:64]]
-            out.append(item)
+                out.append(BoundaryExample(
+                    base + e_pos, e.event_id, text, int(np.count_nonzero(bad[lo:hi])),
+                    tuple(Entity(x.label, x.start, x.end, text=None if kept is None or x.start is None
+                                 or x.end is None else kept[x.start:x.end][:200], with_text=True)
+                          for x in e.entities[:20]),
+                    tuple(r(t.text) for t in e.tokens[:64])))
         self.share_examples[name] = out[-k:]
 
     def track_examples(self, cols: dict[str, ItemColumn], events: list[Any], base: int) -> None:
@@ -223,8 +260,8 @@ class PageEvidence:
                 per_event[pos] = margins
                 self.smallest_margin.offer(per_event, base, events, _margin_detail)
 
-    # -- page views: computed when a page report is built, cached until new events arrive -------------
-    def _reference_side(self, p: ReferenceProfile) -> tuple[ReferenceView | None, dict[str, Any]]:
+    # -- page blocks: computed when a page view is built, cached until new events arrive ---------------
+    def _reference_side(self, p: ReferenceProfile) -> tuple[ReferenceView | None, dict[str, tuple[int, list[float]]]]:
         """The reference display sample in embedding coordinates and its per-label confidence quantiles
         (once per profile)."""
         if self._reference_view is not None and self._reference_view[0] == id(p):
@@ -232,7 +269,7 @@ class PageEvidence:
         sig = p.signals.get("embedding")
         view = (ReferenceView.build(sig.featurizer, p.sample, p.outlier_quantiles)
                 if sig is not None and isinstance(sig.featurizer, EmbeddingFeaturizer) else None)
-        ref_conf: dict[str, Any] = {}
+        ref_conf: dict[str, tuple[int, list[float]]] = {}
         if p.sample is not None and p.sample.size:
             cols = p.sample.columns()
             labels: list[str] = list(cols[SCORED_LABELS].values) if SCORED_LABELS in cols else []
@@ -248,23 +285,16 @@ class PageEvidence:
         self._reference_view = (id(p), view, ref_conf)
         return view, ref_conf
 
-    def page_views(self, profile: ReferenceProfile, monitored_events: int) -> dict[str, Any]:
+    def page_blocks(self, profile: ReferenceProfile, monitored_events: int) -> PageBlocks:
         """Examples with their nearest reference points, the projection, confidence by label and the
-        outliers' neighbours: computed when a page report is built, cached until new events arrive
+        outliers' neighbours: computed when a page view is built, cached until new events arrive
         (``monitored_events`` moved)."""
         if self._page_cache is not None and self._page_cache[0] == monitored_events:
             return self._page_cache[1]
         view, ref_conf = self._reference_side(profile)
-        cur_conf = self.recent_confidences.quantiles()
-        rows: list[dict[str, Any]] = []
-        for label in sorted(set(ref_conf) | set(cur_conf)):
-            r, c = ref_conf.get(label), cur_conf.get(label)
-            rows.append({"label": label, "reference_count": r[0] if r else 0, "reference": r[1] if r else None,
-                         "current_count": c[0] if c else 0, "current": c[1] if c else None,
-                         "median_change": (c[1][2] - r[1][2]) if r and c else None})
-        rows.sort(key=lambda x: (-abs(x["median_change"]) if x["median_change"] is not None else 0.0,
-                                 -x["current_count"], x["label"]))
+        rows = _quantile_rows(ref_conf, self.recent_confidences.quantiles())
         low, margin = self.lowest_confidence.items, self.smallest_margin.items
+        near_out: dict[int, tuple[Neighbour, ...]] = {}
         if view is not None:
             idx = [o.index for o in self.outliers]
             recent = self.recent_embeddings.arrays()
@@ -273,32 +303,23 @@ class PageEvidence:
                 [[x.embedding for x in low], [x.embedding for x in margin],
                  [self._outlier_embeddings.get(i) for i in idx]])
             near_out = dict(zip(idx, near_outliers, strict=True))
-            projection: dict[str, Any] | None = {**projection_report(view, *recent, near_cur),
-                                                 "reference_events": len(view), "current_events": len(recent.indices)}
+            points: Projection | None = projection(view, *recent, near_cur)
         else:
-            near_low, near_margin, near_out = [[] for _ in low], [[] for _ in margin], {}
-            projection = None
+            near_low, near_margin = [() for _ in low], [() for _ in margin]
+            points = None
         margin_note = None if self.margins_seen else (
             "no event carried prediction.probabilities for two or more classes: margins need per-class "
             "probabilities (text classification); entities carry a single score")
-        page = {
-            "examples": {
-                "lowest_confidence": [{**x.as_dict(), "nearest_reference": nr} for x, nr in zip(low, near_low,
-                                                                                               strict=True)],
-                "smallest_margin": [{**x.as_dict(), "nearest_reference": nr} for x, nr in zip(margin, near_margin,
-                                                                                            strict=True)],
-                "margin_available": self.margins_seen, "margin_note": margin_note,
-                "recent_events": self.lowest_confidence.n_buckets * self.lowest_confidence.bucket,
-            },
-            "projection": projection,
-            "confidence_by_label": {"levels": list(QUANTILE_LEVELS), "current_sample": self.config.confidence_sample,
-                                    "labels": rows},
-            "outlier_neighbours": near_out,
-        }
+        page = PageBlocks(
+            Examples(tuple(x.view(nr) for x, nr in zip(low, near_low, strict=True)),
+                     tuple(x.view(nr) for x, nr in zip(margin, near_margin, strict=True)),
+                     self.margins_seen, margin_note, self.lowest_confidence.n_buckets * self.lowest_confidence.bucket),
+            points, ConfidenceByLabel(tuple(float(x) for x in QUANTILE_LEVELS), self.config.confidence_sample, rows),
+            near_out)
         self._page_cache = (monitored_events, page)
         return page
 
-    def signal_evidence(self, name: str, win: SignalWindow, profile: ReferenceProfile) -> dict[str, Any]:
+    def signal_evidence(self, name: str, win: SignalWindow, profile: ReferenceProfile) -> Evidence:
         """What a signal's page shows beside its score: its featurizer's view of the current windows."""
         feat = win.model.featurizer
         if isinstance(feat, OutlierShareFeaturizer):
@@ -308,61 +329,54 @@ class PageEvidence:
         if isinstance(feat, EventShareFeaturizer):
             return self._share_evidence(name, win, feat)
         if isinstance(feat, ClusterFeaturizer):
-            return {"marking_levels": list(feat.levels), "marking_thresholds": list(feat.taus),
-                    "windows": [{"window": w, "level": q, "statistic": name, **feat.window_report(cur[0], cur[1], j)}
-                                for w in win.model.windows if (cur := win.windows.current_sums(w)) is not None
-                                for j, (q, name) in enumerate(zip(feat.levels, feat.stat_names, strict=True))]}
+            windows = [ClusterWindow(w, q, stat, int(r["items"]), int(r["marked"]), float(r["expected_marked"]),
+                                     float(r["mean_pair_cosine"]))
+                       for w in win.model.windows if (cur := win.windows.current_sums(w)) is not None
+                       for j, (q, stat) in enumerate(zip(feat.levels, feat.stat_names, strict=True))
+                       for r in (feat.window_report(cur[0], cur[1], j),)]
+            return ClusterEvidence(tuple(feat.levels), tuple(feat.taus), tuple(windows))
         for w in sorted(win.model.windows, reverse=True):
             cur = win.windows.current_sums(w)
             if cur is not None and cur[1] > 0:
                 sums, items = cur
                 if isinstance(feat, CategoricalFeaturizer):
-                    return {"window": w, "moved_labels": feat.moved(sums)}
+                    return CategoricalEvidence(w, tuple(
+                        MovedLabel(str(m["label"]), float(m["reference"]), float(m["current"]), float(m["change"]))
+                        for m in feat.moved(sums)))
                 if isinstance(feat, BinnedFeaturizer):
-                    out = {"window": w, "levels": list(feat.QUANTILE_LEVELS),
-                           "reference_quantiles": [float(q) for q in feat.ref_quantiles],
-                           "current_quantiles": feat.window_quantiles(sums)}
-                    if name == "span_length":
-                        out["by_label"] = self._span_length_by_label(profile)
-                    return out
+                    return BinnedEvidence(w, tuple(feat.QUANTILE_LEVELS), tuple(float(q) for q in feat.ref_quantiles),
+                                          tuple(feat.window_quantiles(sums)),
+                                          self._span_length_by_label(profile) if name == "span_length" else None)
                 if isinstance(feat, EmbeddingFeaturizer):
-                    return {"window": w, "moved_directions": feat.moved_directions(sums, items)}
-        return {}
+                    return EmbeddingEvidence(w, tuple(
+                        MovedDirection(int(m["component"]), m.get("shift_sd"), m.get("residual_shift_sd"))
+                        for m in feat.moved_directions(sums, items)))
+        return NoEvidence()
 
-    def _outlier_evidence(self, win: SignalWindow, feat: OutlierShareFeaturizer) -> dict[str, Any]:
-        """Every full window's marked share against the expected and the alarming share, the share over
-        time (``history``) and the most recent texts the signal counted."""
-        windows = []
-        for w in win.model.windows:
-            cur = win.windows.current_sums(w)
-            if cur is not None:
-                windows.append({"window": w, **feat.share_report(cur[0], cur[1])})
-        return {"marking_level": feat.level, "marking_threshold": feat.tau,
-                "reference_exceedances": feat.exceedances, "scored_reference_items": feat.reference_items,
-                "expected_share": feat.expected_share, "windows": windows,
-                "counted": [o.as_dict() for o in self.marked]}
+    def _outlier_evidence(self, win: SignalWindow, feat: OutlierShareFeaturizer) -> OutlierShareEvidence:
+        """Every full window's marked share against the expected and the alarming share, and the most
+        recent texts the signal counted."""
+        windows = tuple(_share_window(w, feat.share_report(cur[0], cur[1])) for w in win.model.windows
+                        if (cur := win.windows.current_sums(w)) is not None)
+        return OutlierShareEvidence(feat.level, feat.tau, feat.exceedances, feat.reference_items, feat.expected_share,
+                                    windows, tuple(self.marked))
 
-    def _share_evidence(self, name: str, win: SignalWindow, feat: EventShareFeaturizer) -> dict[str, Any]:
+    def _share_evidence(self, name: str, win: SignalWindow, feat: EventShareFeaturizer) -> EventShareEvidence:
         """Every full window's marked-event share (and bad-unit share) against the share the reference
         predicts and the share that alarms; the most recent events counted."""
-        windows = []
-        for w in win.model.windows:
-            cur = win.windows.current_sums(w)
-            if cur is not None:
-                windows.append({"window": w, **feat.share_report(cur[0], cur[1])})
-        out: dict[str, Any] = {"reference_marked": feat.marked, "reference_events": feat.reference_items,
-                               "expected_share": feat.expected_share, "windows": windows,
-                               "examples": list(self.share_examples.get(name, []))}
+        windows = tuple(_share_window(w, feat.share_report(cur[0], cur[1])) for w in win.model.windows
+                        if (cur := win.windows.current_sums(w)) is not None)
+        examples = tuple(self.share_examples.get(name, []))
         if isinstance(feat, TagValidityFeaturizer):
-            out["scheme"] = feat.scheme
-            out["scheme_source"] = win.model.calibration.get("scheme_source")
-        return out
+            return EventShareEvidence(feat.marked, feat.reference_items, feat.expected_share, windows, examples,
+                                      True, feat.scheme, win.model.calibration.get("scheme_source"))
+        return EventShareEvidence(feat.marked, feat.reference_items, feat.expected_share, windows, examples)
 
-    def _span_length_by_label(self, p: ReferenceProfile) -> list[dict[str, Any]]:
+    def _span_length_by_label(self, p: ReferenceProfile) -> tuple[LabelQuantiles, ...]:
         """Per entity label: reference and recent span-length quantiles (at ``QUANTILE_LEVELS``), largest
         change of the median first."""
         if self._span_reference is None or self._span_reference[0] != id(p):
-            ref: dict[str, Any] = {}
+            ref: dict[str, tuple[int, list[float]]] = {}
             if p.sample is not None and p.sample.size:
                 cols = p.sample.columns()
                 if SPAN_LABELS in cols and "span_length" in cols:
@@ -370,23 +384,13 @@ class PageEvidence:
                     ref = quantiles_by_label(codes.encode(list(cols[SPAN_LABELS].values)),
                                              np.asarray(cols["span_length"].values, np.float64), codes.names)
             self._span_reference = (id(p), ref)
-        ref = self._span_reference[1]
-        cur = self.recent_span_lengths.quantiles()
-        rows: list[dict[str, Any]] = []
-        for label in sorted(set(ref) | set(cur)):
-            r, c = ref.get(label), cur.get(label)
-            rows.append({"label": label, "reference_count": r[0] if r else 0, "reference": r[1] if r else None,
-                         "current_count": c[0] if c else 0, "current": c[1] if c else None,
-                         "median_change": (c[1][2] - r[1][2]) if r and c else None})
-        rows.sort(key=lambda x: (-abs(x["median_change"]) if x["median_change"] is not None else 0.0,
-                                 -x["current_count"], x["label"]))
-        return rows
+        return _quantile_rows(self._span_reference[1], self.recent_span_lengths.quantiles())
 
 
-def label_share_evidence(win: SignalWindow, feat: LabelShareFeaturizer, top: int = 5) -> dict[str, Any]:
+def label_share_evidence(win: SignalWindow, feat: LabelShareFeaturizer, top: int = 5) -> LabelShareEvidence:
     """Labels by how far their share rose above the reference's, on the score scale (1 = threshold):
     each label's largest excess / threshold over the full windows."""
-    best: dict[int, dict[str, Any]] = {}
+    best: dict[int, RisingLabelRow] = {}
     for j, w in enumerate(win.model.windows):
         cur = win.windows.current_sums(w)
         if cur is None or not cur[1] > 0:
@@ -394,7 +398,8 @@ def label_share_evidence(win: SignalWindow, feat: LabelShareFeaturizer, top: int
         for row in feat.rising(cur[0]):
             i = feat.labels.index(str(row["label"]))
             score = float(row["excess"]) / float(win.model.thresholds[j, 0])
-            if i not in best or score > best[i]["score"]:
-                best[i] = {**row, "score": score, "window": w}
-    ranked = sorted(best.values(), key=lambda r: (-r["score"], r["label"]))[:top]
-    return {"rising_labels": ranked, "label": ranked[0]["label"] if ranked and ranked[0]["score"] > 0 else None}
+            if i not in best or score > best[i].score:
+                best[i] = RisingLabelRow(str(row["label"]), float(row["reference"]), float(row["current"]),
+                                         float(row["count"]), float(row["excess"]), score, w)
+    ranked = tuple(sorted(best.values(), key=lambda r: (-r.score, r.label))[:top])
+    return LabelShareEvidence(ranked, ranked[0].label if ranked and ranked[0].score > 0 else None)

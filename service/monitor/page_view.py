@@ -3,34 +3,42 @@
 
 Built by the core only when a page or the API asks (``ModelMonitor.page_view``, ``Pipeline.page_views``; the
 page evidence behind it is cached until new events arrive). ``ModelPage.to_json()`` is the JSON of
-docs/api.md, key for key; ``ModelPage.from_json`` reads such JSON back (a member's report, a report whose
-projection block the UMAP worker replaced), so the pages render one typed object whatever its source.
+docs/api.md, key for key; ``ModelPage.from_json`` reads such JSON back (a member's report, a saved
+report), so the pages render one typed object whatever its source.
 
 One class per evidence kind (``SignalPage.evidence``): categorical shares, binned quantiles (with span
 lengths per label), embedding directions, the outlier share, the event shares (tag validity, span
-boundaries), embedding clusters and per-label shares; ``NoEvidence`` while no window holds data. The
-quality block (``QualityMonitor.report``, docs/quality.md) is not typed yet: it stays the quality
-monitor's JSON mapping.
+boundaries), embedding clusters and per-label shares; ``NoEvidence`` while no window holds data. The page
+evidence (``nlpmon.monitor.page_evidence``) builds these classes directly, and the kinds it keeps in the
+monitor's snapshot (the outliers as ``Example``, ``CountedEvent``, ``TagExample``, ``BoundaryExample``)
+carry their snapshot form too (``state`` / ``from_state``). The quality block is
+``nlpmon.quality.report.QualityReport`` (docs/quality.md). ``ModelSummary`` is a model's row of
+``/api/models`` and the overview, ``ModelsPage`` one page of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from ..quality.report import QualityReport
+
 __all__ = [
     "BinnedEvidence", "BoundaryExample", "CalibrationPending", "CategoricalEvidence", "ClusterEvidence",
-    "ClusterWindow", "ConfidenceByLabel", "EmbeddingEvidence", "Entity", "EventShareEvidence", "Evidence",
-    "Example", "History", "JsonObject", "JsonValue", "LabelQuantiles", "LabelShareEvidence", "ModelPage",
-    "MovedDirection", "MovedLabel", "Neighbour", "NoEvidence", "OutlierShareEvidence", "OutlierShareHistory",
-    "Prediction", "Projection", "ReferenceBlock", "RisingLabelRow", "ShareWindow", "SignalHistory",
-    "SignalPage", "TagExample", "TagToken", "Texts", "Throughput", "TopClass", "WindowStatistic",
+    "ClusterWindow", "ConfidenceByLabel", "EmbeddingEvidence", "Entity", "EventShareEvidence", "Evidence", "Example",
+    "History", "JsonObject", "JsonValue", "LabelQuantiles", "LabelShareEvidence", "ModelPage", "ModelSummary",
+    "ModelsPage", "MovedDirection", "MovedLabel", "Neighbour", "NoEvidence", "OutlierShareEvidence",
+    "OutlierShareHistory", "Prediction", "Projection", "ReferenceBlock", "RisingLabelRow", "ShareWindow",
+    "SignalHistory", "SignalPage", "SignalSummary", "TagExample", "TagToken", "Texts", "Throughput", "TopClass",
+    "WindowStatistic",
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 JsonObject: TypeAlias = dict[str, JsonValue]
-Raw = Mapping[str, Any]  # parsed JSON at the ``from_json`` boundary only
+Raw = Mapping[str, Any]  # parsed JSON at the ``from_json`` / ``from_state`` boundary only
+#: A text kept earlier, under the monitor's text policy (``ModelMonitor._restrict_text``): used by ``from_state``.
+TextPolicy = Callable[[str | None], str | None]
 
 
 def _tuple(xs: Sequence[Any] | None) -> tuple[Any, ...]:
@@ -67,6 +75,11 @@ class Entity:
         if "score" not in d and "text" in d:
             return cls(d["label"], d["start"], d["end"], text=d["text"], with_text=True)
         return cls(d["label"], d.get("start"), d.get("end"), d.get("score"))
+
+    def restricted(self, restrict: TextPolicy) -> Entity:
+        """This entity with its text under ``restrict`` (a restored snapshot under the monitor's policy)."""
+        return self if not self.with_text else Entity(self.label, self.start, self.end, self.score,
+                                                      restrict(self.text), True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +149,15 @@ class Example:
                    tuple(Neighbour.from_json(n) for n in d.get("nearest_reference") or ()),
                    None if p is None else Prediction(p.get("label"), p.get("score")),
                    None if t is None else tuple(TopClass(x["label"], x["probability"]) for x in t))
+
+    def state(self) -> list[Any]:
+        """The snapshot form of an outlier (``ModelMonitor.state``): score, index, id, text, entities."""
+        return [self.score, self.index, self.event_id, self.text, [e.to_json() for e in self.entities]]
+
+    @classmethod
+    def from_state(cls, s: Sequence[Any], restrict: TextPolicy) -> Example:
+        """An outlier of ``state``, its text under ``restrict`` (no neighbours: they are looked up per page)."""
+        return cls(float(s[0]), int(s[1]), s[2], restrict(s[3]), tuple(Entity.from_json(e) for e in s[4]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +287,8 @@ class ShareWindow:
 
 @dataclass(frozen=True, slots=True)
 class CountedEvent:
+    """An event the embedding outlier share counted: its outlier score, monitored-event index, id and text."""
+
     score: float
     index: int
     event_id: str
@@ -272,6 +296,18 @@ class CountedEvent:
 
     def to_json(self) -> JsonObject:
         return {"score": self.score, "index": self.index, "event_id": self.event_id, "text": self.text}
+
+    @classmethod
+    def from_json(cls, d: Raw) -> CountedEvent:
+        return cls(d["score"], d["index"], d["event_id"], d.get("text"))
+
+    def state(self) -> list[Any]:
+        """The snapshot form (``ModelMonitor.state``)."""
+        return [self.score, self.index, self.event_id, self.text]
+
+    @classmethod
+    def from_state(cls, s: Sequence[Any], restrict: TextPolicy) -> CountedEvent:
+        return cls(float(s[0]), int(s[1]), s[2], restrict(s[3]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +355,16 @@ class TagExample:
                 "tokens": [t.to_json() for t in self.tokens], "first_token": self.first_token,
                 "tokens_in_event": self.tokens_in_event}
 
+    def state(self) -> JsonObject:
+        """The snapshot form (``ModelMonitor.state``): the JSON."""
+        return self.to_json()
+
+    def restricted(self, restrict: TextPolicy) -> TagExample:
+        """This example with its texts under ``restrict`` (a restored snapshot under the monitor's policy)."""
+        return TagExample(self.index, self.event_id, restrict(self.text),
+                          tuple(TagToken(restrict(t.text), t.tag, t.invalid) for t in self.tokens),
+                          self.first_token, self.tokens_in_event)
+
 
 @dataclass(frozen=True, slots=True)
 class BoundaryExample:
@@ -336,11 +382,22 @@ class BoundaryExample:
                 "crossing_entities": self.crossing_entities, "entities": [e.to_json() for e in self.entities],
                 "tokens": list(self.tokens)}
 
+    def state(self) -> JsonObject:
+        """The snapshot form (``ModelMonitor.state``): the JSON."""
+        return self.to_json()
+
+    def restricted(self, restrict: TextPolicy) -> BoundaryExample:
+        """This example with its texts under ``restrict`` (a restored snapshot under the monitor's policy)."""
+        return BoundaryExample(self.index, self.event_id, restrict(self.text), self.crossing_entities,
+                               tuple(e.restricted(restrict) for e in self.entities),
+                               tuple(restrict(t) for t in self.tokens))
+
 
 ShareExample: TypeAlias = TagExample | BoundaryExample
 
 
-def _share_example(d: Raw) -> ShareExample:
+def share_example(d: Raw) -> ShareExample:
+    """The example class of an event-share example's JSON (also its snapshot form)."""
     if "crossing_entities" in d:
         return BoundaryExample(d["index"], d["event_id"], d.get("text"), d["crossing_entities"],
                                tuple(Entity(x["label"], x.get("start"), x.get("end"), text=x.get("text"),
@@ -462,12 +519,11 @@ def evidence_from_json(d: Raw) -> Evidence:
         return OutlierShareEvidence(d["marking_level"], d["marking_threshold"], d["reference_exceedances"],
                                     d["scored_reference_items"], d["expected_share"],
                                     tuple(ShareWindow.from_json(w) for w in d["windows"]),
-                                    tuple(CountedEvent(c["score"], c["index"], c["event_id"], c.get("text"))
-                                          for c in d["counted"]))
+                                    tuple(CountedEvent.from_json(c) for c in d["counted"]))
     if "reference_marked" in d:
         return EventShareEvidence(d["reference_marked"], d["reference_events"], d["expected_share"],
                                   tuple(ShareWindow.from_json(w) for w in d["windows"]),
-                                  tuple(_share_example(x) for x in d["examples"]), "scheme" in d,
+                                  tuple(share_example(x) for x in d["examples"]), "scheme" in d,
                                   d.get("scheme"), d.get("scheme_source"))
     if "marking_levels" in d:
         return ClusterEvidence(tuple(d["marking_levels"]), tuple(d["marking_thresholds"]), tuple(
@@ -710,9 +766,10 @@ class CurrentPoints:
 
 @dataclass(frozen=True, slots=True)
 class Projection:
-    """The 2-d projection of the reference display sample and the recent events (PCA; UMAP when the
-    service's worker replaced it: its keys ``requested``, ``note``, ``as_of_event``, ``fit_seconds`` ... in
-    ``extra``)."""
+    """The 2-d projection of the reference display sample and the recent events: PCA (the core's), or UMAP
+    when the service's worker replaced it (``nlpmon.app.projection_worker``: ``as_of_event``, the monitored
+    events the recent points are as of, and ``fit_seconds``). A PCA projection standing in for a requested
+    UMAP says so (``requested`` "umap") and why (``note``)."""
 
     method: str
     axes: tuple[str, ...]
@@ -722,16 +779,22 @@ class Projection:
     current: CurrentPoints
     reference_events: int
     current_events: int
-    extra: Mapping[str, JsonValue] = field(default_factory=dict)
-
-    KNOWN = ("method", "axes", "percentile_bands", "percentile_scale", "reference", "current", "reference_events",
-             "current_events")
+    requested: str | None = None
+    note: str | None = None
+    as_of_event: int | None = None
+    fit_seconds: float | None = None
 
     def to_json(self) -> JsonObject:
-        return {"method": self.method, "axes": list(self.axes), "percentile_bands": list(self.percentile_bands),
-                "percentile_scale": self.percentile_scale, "reference": self.reference.to_json(),
-                "current": self.current.to_json(), "reference_events": self.reference_events,
-                "current_events": self.current_events, **self.extra}
+        out: JsonObject = {
+            "method": self.method, "axes": list(self.axes), "percentile_bands": list(self.percentile_bands),
+            "percentile_scale": self.percentile_scale, "reference": self.reference.to_json(),
+            "current": self.current.to_json(), "reference_events": self.reference_events,
+            "current_events": self.current_events}
+        if self.requested is not None:
+            out.update(requested=self.requested, note=self.note)
+        if self.method == "umap":
+            out.update(as_of_event=self.as_of_event, fit_seconds=self.fit_seconds)
+        return out
 
     @classmethod
     def from_json(cls, d: Raw) -> Projection:
@@ -744,7 +807,7 @@ class Projection:
                                  _tuple(c.get("percentile")), tuple(tuple(n) for n in c.get("nearest") or ()),
                                  tuple(tuple(x) for x in c.get("distance") or ())),
                    d.get("reference_events", len(r.get("x") or ())), d.get("current_events", len(c.get("x") or ())),
-                   {k: v for k, v in d.items() if k not in cls.KNOWN})
+                   d.get("requested"), d.get("note"), d.get("as_of_event"), d.get("fit_seconds"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -804,7 +867,7 @@ class ModelPage:
     reference: ReferenceBlock
     calibration_pending: CalibrationPending | None = None
     monitored: MonitoredBlocks | None = None
-    quality: Mapping[str, Any] | None = None  # QualityMonitor.report's JSON (docs/quality.md): not typed yet
+    quality: QualityReport | None = None  # QualityMonitor.view (docs/quality.md)
 
     @property
     def key(self) -> str:
@@ -845,7 +908,7 @@ class ModelPage:
             out["projection"] = None if m.projection is None else m.projection.to_json()
             out["confidence_by_label"] = m.confidence_by_label.to_json()
         if self.quality is not None:
-            out["quality"] = dict(self.quality)
+            out["quality"] = self.quality.to_json()
         return out
 
     @classmethod
@@ -875,4 +938,99 @@ class ModelPage:
             Texts(texts.get("kept", True), texts.get("redacted", False)),
             ReferenceBlock.from_json(d.get("reference") or {}),
             None if cal is None else CalibrationPending(cal["source"], cal["reference_events"], cal["held_events"]),
-            monitored, d.get("quality"))
+            monitored, None if d.get("quality") is None else QualityReport.from_json(d["quality"]))
+
+
+# -- the overview and /api/models -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SignalSummary:
+    """One signal in a model's summary row: latest score, its threshold, drift flag and alarms raised."""
+
+    score: float | None
+    threshold: float | None
+    drift: bool | None
+    alarms: int | None
+
+    def to_json(self) -> JsonObject:
+        return {"score": self.score, "threshold": self.threshold, "drift": self.drift, "alarms": self.alarms}
+
+    @classmethod
+    def from_json(cls, d: Raw) -> SignalSummary:
+        return cls(d.get("score"), d.get("threshold"), d.get("drift"), d.get("alarms"))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """The ``/api/models`` row (and the overview's) of one (model, version): status, counts, throughput,
+    labelled fraction and each signal's score, threshold and flag. Built from its page view (``of``), or
+    read from another process's row (``from_json``: a member's ``/api/models``)."""
+
+    key: str
+    model: str
+    model_version: str
+    status: str
+    events: Mapping[str, int]
+    last_event_time: float | None
+    throughput: Throughput | None
+    labelled_fraction: float | None
+    signals: Mapping[str, SignalSummary]
+
+    @property
+    def drift(self) -> bool:
+        """Whether any signal's drift flag is set."""
+        return any(bool(s.drift) for s in self.signals.values())
+
+    @property
+    def drifting_signals(self) -> list[str]:
+        """The signals whose drift flag is set, by name."""
+        return sorted(n for n, s in self.signals.items() if s.drift)
+
+    @classmethod
+    def of(cls, key: str, page: ModelPage) -> ModelSummary:
+        """The row of a page view."""
+        return cls(key, page.model, page.model_version, page.status, page.events, page.last_event_time,
+                   None if page.monitored is None else page.monitored.throughput,
+                   None if page.quality is None else page.quality.labelled_fraction,
+                   {n: SignalSummary(s.score, s.threshold, s.drift, s.alarms) for n, s in page.signals.items()})
+
+    def to_json(self) -> JsonObject:
+        """The ``/api/models`` row (docs/api.md)."""
+        return {"key": self.key, "model": self.model, "model_version": self.model_version, "status": self.status,
+                "events": dict(self.events), "last_event_time": self.last_event_time,
+                "throughput": None if self.throughput is None else self.throughput.to_json(),
+                "labelled_fraction": self.labelled_fraction, "drift": self.drift,
+                "drifting_signals": list(self.drifting_signals),
+                "signals": {n: s.to_json() for n, s in self.signals.items()}}
+
+    @classmethod
+    def from_json(cls, d: Raw) -> ModelSummary:
+        """A row of ``to_json`` (another process's ``/api/models``)."""
+        t = d.get("throughput")
+        return cls(str(d["key"]), str(d["model"]), str(d["model_version"]), d.get("status") or "",
+                   dict(d.get("events") or {}), d.get("last_event_time"),
+                   None if t is None else Throughput(t.get("events_per_second"), t.get("over_seconds"),
+                                                     t.get("clock", "event time")),
+                   d.get("labelled_fraction"),
+                   {str(n): SignalSummary.from_json(x) for n, x in (d.get("signals") or {}).items()})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsPage:
+    """One page of model summaries (drifting first, then by key) with ``total``, ``offset``, ``limit`` (None:
+    every model), ``omitted`` and ``drifting`` (over all models): ``/api/models`` and the overview."""
+
+    models: tuple[ModelSummary, ...]
+    total: int
+    offset: int
+    limit: int | None
+    omitted: int
+    drifting: int
+
+    @classmethod
+    def of(cls, summaries: Sequence[ModelSummary]) -> ModelsPage:
+        """Every summary on one page, in the order given."""
+        return cls(tuple(summaries), len(summaries), 0, None, 0, sum(1 for m in summaries if m.drift))
+
+    def to_json(self) -> JsonObject:
+        return {"models": [m.to_json() for m in self.models], "total": self.total, "offset": self.offset,
+                "limit": self.limit, "omitted": self.omitted, "drifting": self.drifting}

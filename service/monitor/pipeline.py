@@ -140,7 +140,7 @@ class Pipeline:
         """``MonitorSet.page_views()`` with each (model, version)'s quality report as ``quality`` (a version
         the join knows but the drift monitors have not seen yet is shown once they have). Built when asked."""
         views = self.monitors.page_views()
-        for key, q in self.quality.report().items():
+        for key, q in self.quality.views().items():
             view = views.get(key)
             if view is not None:
                 views[key] = replace(view, quality=q)
@@ -154,7 +154,7 @@ class Pipeline:
         """``{"model/version": ModelMetrics}`` with each version's quality report: what the metrics read
         on every refresh (no page evidence)."""
         views = self.monitors.metrics_views()
-        for key, q in self.quality.report().items():
+        for key, q in self.quality.views().items():
             view = views.get(key)
             if view is not None:
                 views[key] = replace(view, quality=q)

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..drift.embedding import EmbeddingFeaturizer, _out_of_sample
+from .page_view import CurrentPoints, Neighbour, Projection, ReferencePoints
 
 if TYPE_CHECKING:
     from .reference import ReferenceSample
@@ -120,18 +121,18 @@ class ReferenceView:
         return idx.astype(np.int64), np.sqrt(np.maximum(d2[rows, idx], 0.0))
 
     def neighbours(self, embeddings: list[Any], k: int = 3,
-                   found: tuple[I64, F64] | None = None) -> list[list[dict[str, Any]]]:
-        """For each embedding (or None), its nearest reference examples as JSON-ready dicts. ``found``: the
-        result of ``nearest`` on the usable embeddings, when already computed."""
+                   found: tuple[I64, F64] | None = None) -> list[tuple[Neighbour, ...]]:
+        """For each embedding (or None), its nearest reference examples (none for None or a wrong size).
+        ``found``: the result of ``nearest`` on the usable embeddings, when already computed."""
         have = [i for i, e in enumerate(embeddings) if e is not None and np.shape(e) == (self.featurizer.dim,)]
-        out: list[list[dict[str, Any]]] = [[] for _ in embeddings]
+        out: list[tuple[Neighbour, ...]] = [() for _ in embeddings]
         if not have or not len(self):
             return out
         idx, dist = found if found is not None else self.nearest(
             np.vstack([embeddings[i] for i in have]).astype(np.float32), k)
         for row, i in enumerate(have):
-            out[i] = [{"reference": int(j), "distance": float(d), "text": self.texts[int(j)] if self.texts else None}
-                      for j, d in zip(idx[row].tolist(), dist[row].tolist(), strict=True)]
+            out[i] = tuple(Neighbour(int(j), float(d), self.texts[int(j)] if self.texts else None)
+                           for j, d in zip(idx[row].tolist(), dist[row].tolist(), strict=True))
         return out
 
 
@@ -141,7 +142,7 @@ def usable(view: ReferenceView, embeddings: list[Any]) -> list[Any]:
 
 
 def page_lookups(view: ReferenceView, current: F32, examples: list[list[Any]], k: int = 3
-                 ) -> tuple[tuple[I64, F64], list[list[list[dict[str, Any]]]]]:
+                 ) -> tuple[tuple[I64, F64], list[list[tuple[Neighbour, ...]]]]:
     """Nearest reference points of the current points and of each list of example embeddings, in one
     matrix product: (indices, distances) of the current points, and per list its neighbours."""
     lists = [usable(view, xs) for xs in examples]
@@ -149,26 +150,27 @@ def page_lookups(view: ReferenceView, current: F32, examples: list[list[Any]], k
     idx, dist = view.nearest(np.vstack(stacked), k) if len(view) else (
         np.zeros((sum(len(x) for x in stacked), 0), np.int64), np.zeros((sum(len(x) for x in stacked), 0)))
     n = current.shape[0]
-    out, at = [], n
+    out: list[list[tuple[Neighbour, ...]]] = []
+    at = n
     for xs, u in zip(examples, lists, strict=True):
-        out.append(view.neighbours(xs, k, (idx[at:at + len(u)], dist[at:at + len(u)])) if u else [[] for _ in xs])
+        none: list[tuple[Neighbour, ...]] = [() for _ in xs]
+        out.append(view.neighbours(xs, k, (idx[at:at + len(u)], dist[at:at + len(u)])) if u else none)
         at += len(u)
     return (idx[:n], dist[:n]), out
 
 
-def projection_report(view: ReferenceView, index: list[int], event_ids: list[str], texts: list[str | None],
-                      embeddings: F32, scores: F64, near: tuple[I64, F64]) -> dict[str, Any]:
-    """JSON-ready projection: reference and current points (columnar), with each current point's score,
-    percentile and nearest reference points (``near``, indices into ``reference``)."""
+def projection(view: ReferenceView, index: list[int], event_ids: list[str], texts: list[str | None],
+               embeddings: F32, scores: F64, near: tuple[I64, F64]) -> Projection:
+    """The PCA projection of the page view: reference and current points (columnar), with each current
+    point's score, percentile and nearest reference points (``near``, indices into ``reference``)."""
     xy = view.featurizer.project2d(embeddings) if len(index) else np.zeros((0, 2), np.float32)
     near_idx, dist = near
     pct = view.percentile(scores)
-    return {
-        "method": "pca", "axes": ["principal component 1 (whitened)", "principal component 2 (whitened)"],
-        "percentile_bands": list(PERCENTILE_BANDS), "percentile_scale": view.scale,
-        "reference": {"x": view.xy[:, 0].tolist(), "y": view.xy[:, 1].tolist(), "text": list(view.texts)},
-        "current": {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "index": list(index),
-                    "event_id": list(event_ids), "text": list(texts), "score": np.asarray(scores).tolist(),
-                    "percentile": [None if np.isnan(p) else float(p) for p in pct.tolist()],
-                    "nearest": near_idx.tolist(), "distance": np.round(dist, 4).tolist()},
-    }
+    return Projection(
+        "pca", ("principal component 1 (whitened)", "principal component 2 (whitened)"), PERCENTILE_BANDS,
+        view.scale, ReferencePoints(tuple(view.xy[:, 0].tolist()), tuple(view.xy[:, 1].tolist()), tuple(view.texts)),
+        CurrentPoints(tuple(xy[:, 0].tolist()), tuple(xy[:, 1].tolist()), tuple(index), tuple(event_ids),
+                      tuple(texts), tuple(np.asarray(scores).tolist()),
+                      tuple(None if np.isnan(p) else float(p) for p in pct.tolist()),
+                      tuple(tuple(n) for n in near_idx.tolist()), tuple(tuple(d) for d in np.round(dist, 4).tolist())),
+        len(view), len(index))

@@ -8,8 +8,8 @@ fitted on the consumer loop: :class:`nlpmon.app.projection_worker.UmapProjection
 thread, once per profile, and transforms the recent points there; the page shows PCA with a note until
 the fit is ready.
 
-This module is the pure part: fit, transform, and the projection block (the PCA block of
-``ModelMonitor.report()["projection"]`` with UMAP coordinates), no thread and no clock.
+This module is the pure part: fit, transform, and the projection (``umap_block``: the page view's PCA
+``Projection`` with UMAP coordinates), no thread and no clock.
 
 Determinism: ``random_state`` is the monitor seed, so a fit is reproducible; umap-learn then runs
 single-threaded (it says so with a warning, silenced here), which is also what a worker that must not
@@ -19,17 +19,19 @@ take the loop's core wants.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .page_view import Projection
+
 F32 = npt.NDArray[np.float32]
 
 __all__ = ["UMAP_AXES", "UmapModel", "fit_umap", "reference_embeddings", "umap_block", "umap_missing"]
 
-UMAP_AXES = ["UMAP dimension 1", "UMAP dimension 2"]
+UMAP_AXES = ("UMAP dimension 1", "UMAP dimension 2")
 INSTALL_HINT = "UMAP needs the umap extra: pip install 'nlpmon[umap]'"
 
 
@@ -80,15 +82,18 @@ def fit_umap(reference: F32, seed: int, n_neighbors: int = 15) -> UmapModel:
     return UmapModel(np.asarray(xy, np.float32).reshape(-1, 2), est)
 
 
-def umap_block(pca_block: dict[str, Any], reference_xy: F32, current_xy: F32, **extra: Any) -> dict[str, Any]:
-    """The projection block with UMAP coordinates: everything else (texts, scores, percentiles, nearest
-    reference points, which are the PCA subspace's) is the PCA block's, of the same points."""
-    ref, cur = dict(pca_block["reference"]), dict(pca_block["current"])
-    if len(ref["x"]) != reference_xy.shape[0] or len(cur["x"]) != current_xy.shape[0]:
+def umap_block(pca_block: Projection, reference_xy: F32, current_xy: F32, as_of_event: int | None = None,
+               fit_seconds: float | None = None) -> Projection:
+    """The projection with UMAP coordinates: everything else (texts, scores, percentiles, nearest
+    reference points, which are the PCA subspace's) is the PCA projection's, of the same points.
+    Raises ValueError when the coordinates are not as many as the projection's points."""
+    ref, cur = pca_block.reference, pca_block.current
+    if len(ref.x) != reference_xy.shape[0] or len(cur.x) != current_xy.shape[0]:
         raise ValueError("UMAP coordinates do not match the projection's points")
-    ref.update(x=reference_xy[:, 0].tolist(), y=reference_xy[:, 1].tolist())
-    cur.update(x=current_xy[:, 0].tolist(), y=current_xy[:, 1].tolist())
-    return {**pca_block, "method": "umap", "axes": list(UMAP_AXES), "reference": ref, "current": cur, **extra}
+    return replace(pca_block, method="umap", axes=UMAP_AXES,
+                   reference=replace(ref, x=tuple(reference_xy[:, 0].tolist()), y=tuple(reference_xy[:, 1].tolist())),
+                   current=replace(cur, x=tuple(current_xy[:, 0].tolist()), y=tuple(current_xy[:, 1].tolist())),
+                   as_of_event=as_of_event, fit_seconds=fit_seconds)
 
 
 def reference_embeddings(profile: Any) -> F32:

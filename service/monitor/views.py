@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..quality.report import QualityReport
+
 __all__ = ["LabelConfidence", "LabelShare", "ModelMetrics", "RisingLabel", "SignalMetrics"]
 
 
@@ -68,7 +70,7 @@ class ModelMetrics:
     """What the metrics read of one (model, version). ``events``: cumulative counts per split (in the
     state); ``events_here`` and ``duplicates_here``: this process's own work (counters grow by these, so a
     restored or handed-over monitor's history is not counted again). ``quality``: the quality report of
-    the version (``QualityMonitor.report``, docs/quality.md), None without ground truth. ``reference_error``:
+    the version (``QualityMonitor.view``, docs/quality.md), None without ground truth. ``reference_error``:
     why its reference failed to calibrate, None while it has not (the /readyz ``references_loaded`` check)."""
 
     model: str
@@ -81,7 +83,7 @@ class ModelMetrics:
     last_event_time: float | None
     signals: Mapping[str, SignalMetrics] = field(default_factory=dict)
     label_confidence: Mapping[str, LabelConfidence] = field(default_factory=dict)
-    quality: Mapping[str, Any] | None = None
+    quality: QualityReport | None = None
     reference_error: str | None = None  # why the reference failed to calibrate (too small, degenerate)
 
     @property
@@ -116,7 +118,7 @@ class ModelMetrics:
             {str(label): LabelConfidence(float(lc["mean"]) if lc.get("mean") is not None else math.nan,
                                          int(lc.get("count", 0) or 0))
              for label, lc in (rep.get("label_confidence") or {}).items()},
-            rep.get("quality") or None, rep.get("reference_error") or None)
+            QualityReport.from_json(rep["quality"]) if rep.get("quality") else None, rep.get("reference_error") or None)
 
 
 def _opt_float(x: Any) -> float | None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
+from ..monitor.page_view import Projection
 from .markup import esc, is_number, num
 
 BAND_NAMES = ("inside", "edge", "outside")  # current points by percentile band of the reference's scores
@@ -133,15 +133,15 @@ def _shape(cls: str, cx: float, cy: float, shape: str, extra: str, tip: str) -> 
     return f"{body}<title>{esc(tip)}</title>{end}"
 
 
-def projection_chart(proj: dict[str, Any], selected: str | None = None, width: int = 640,
+def projection_chart(proj: Projection, selected: str | None = None, width: int = 640,
                      height: int = 460) -> tuple[str, dict[str, int]]:
     """Scatter of reference (grey dots) and current points (blue circle inside, orange diamond at the
     edge, red triangle outside the reference), with the selected example ringed and linked to its
     nearest reference points. Returns the SVG and the number of current points per band."""
-    ref, cur = proj["reference"], proj["current"]
-    bands = proj.get("percentile_bands") or [0.9, 0.99]
-    xs = [float(v) for v in ref["x"] + cur["x"]]
-    ys = [float(v) for v in ref["y"] + cur["y"]]
+    ref, cur = proj.reference, proj.current
+    bands = proj.percentile_bands or (0.9, 0.99)
+    xs = [float(v) for v in ref.x + cur.x]
+    ys = [float(v) for v in ref.y + cur.y]
     if not xs:
         return '<p class="muted">No embeddings to project yet.</p>', {}
 
@@ -161,34 +161,35 @@ def projection_chart(proj: dict[str, Any], selected: str | None = None, width: i
         return height - m - (height - 2 * m) * (min(max(v, y0), y1) - y0) / (y1 - y0)
 
     parts = []
-    for i, (a, b) in enumerate(zip(ref["x"], ref["y"], strict=True)):
-        tip = f"reference: {ref['text'][i]}" if i < len(ref.get("text", [])) and ref["text"][i] else "reference"
+    for i, (a, b) in enumerate(zip(ref.x, ref.y, strict=True)):
+        tip = f"reference: {ref.text[i]}" if i < len(ref.text) and ref.text[i] else "reference"
         parts.append(_shape("pt-ref", px(a), py(b), "circle", "", tip))
     counts = dict.fromkeys(BAND_NAMES, 0)
-    sel_xy, sel_near = None, []
-    for i, (a, b) in enumerate(zip(cur["x"], cur["y"], strict=True)):
-        bd = band(cur["percentile"][i], bands)
+    sel_xy: tuple[float, float] | None = None
+    sel_near: tuple[int, ...] = ()
+    for i, (a, b) in enumerate(zip(cur.x, cur.y, strict=True)):
+        bd = band(cur.percentile[i], bands)
         counts[bd] += 1
         shape = {"inside": "circle", "edge": "diamond", "outside": "triangle"}[bd]
-        eid = cur["event_id"][i]
-        tip = f"current ({bd} the reference, percentile {num(cur['percentile'][i])}): {cur['text'][i] or ''}"
+        eid = cur.event_id[i]
+        tip = f"current ({bd} the reference, percentile {num(cur.percentile[i])}): {cur.text[i] or ''}"
         parts.append(_shape(f"pt-cur {bd}", px(a), py(b), shape, f' data-example="{esc(eid)}"', tip))
         if selected is not None and eid == selected:
-            sel_xy, sel_near = (px(a), py(b)), cur["nearest"][i]
+            sel_xy, sel_near = (px(a), py(b)), cur.nearest[i]
     overlay = ""
     if sel_xy is not None:
         links = "".join(f'<line class="near-link" x1="{sel_xy[0]:.1f}" y1="{sel_xy[1]:.1f}" '
-                        f'x2="{px(ref["x"][j]):.1f}" y2="{py(ref["y"][j]):.1f}"/>' for j in sel_near)
+                        f'x2="{px(ref.x[j]):.1f}" y2="{py(ref.y[j]):.1f}"/>' for j in sel_near)
         overlay = f'{links}<circle class="selected" cx="{sel_xy[0]:.1f}" cy="{sel_xy[1]:.1f}" r="9"/>'
-    n_ref, n_cur = len(ref["x"]), len(cur["x"])
-    plane = "a UMAP map of the reference" if proj.get("method") == "umap" else "the first two principal components"
+    n_ref, n_cur = len(ref.x), len(cur.x)
+    plane = "a UMAP map of the reference" if proj.method == "umap" else "the first two principal components"
     desc = (f"{n_ref} reference points and {n_cur} recent points on {plane}. "
             f"Of the recent points, {counts['inside']} lie inside the reference (below its "
             f"{100 * bands[0]:.0f}th percentile of out-of-reference scores), {counts['edge']} at its edge and "
             f"{counts['outside']} outside it (above the {100 * bands[-1]:.0f}th percentile).")
     axes = (f'<text class="tick" x="{width / 2:.0f}" y="{height - 6}" text-anchor="middle">'
-            f'{esc(proj["axes"][0])}</text><text class="tick" x="10" y="{height / 2:.0f}" '
-            f'transform="rotate(-90 10 {height / 2:.0f})" text-anchor="middle">{esc(proj["axes"][1])}</text>')
+            f'{esc(proj.axes[0])}</text><text class="tick" x="10" y="{height / 2:.0f}" '
+            f'transform="rotate(-90 10 {height / 2:.0f})" text-anchor="middle">{esc(proj.axes[1])}</text>')
     return (f'<svg id="projection" class="projection" role="img" aria-labelledby="proj-t proj-d" '
             f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" data-reference-points="{n_ref}" '
             f'data-current-points="{n_cur}"><title id="proj-t">Projection of reference and recent embeddings'

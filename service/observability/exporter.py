@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .. import __version__
 from ..monitor.views import ModelMetrics
+from ..quality.report import DelaySeconds, QualityReport
 from .histograms import MirroredHistogram, VectorHistogram
 from .metrics import (
     ALL_LABELS,
@@ -118,11 +119,11 @@ class _DelaysSeen:
     sum: float
 
 
-def _delay_growth(last: _DelaysSeen | None, delay: Mapping[str, Any]) -> tuple[_DelaysSeen, list[int], float]:
+def _delay_growth(last: _DelaysSeen | None, delay: DelaySeconds) -> tuple[_DelaysSeen, list[int], float]:
     """The new baseline and the growth of the cumulative bucket counts and sum since ``last``; no growth
     (re-based) when a count went down or the edges changed (the core started counting again)."""
-    now = _DelaysSeen(tuple(float(e) for e in delay["edges"]),
-                      tuple(int(c) for c in delay["cumulative_counts"]), float(delay.get("sum") or 0.0))
+    now = _DelaysSeen(tuple(float(e) for e in delay.edges), tuple(int(c) for c in delay.cumulative_counts),
+                      float(delay.sum or 0.0))
     if len(now.cumulative) != len(now.edges) + 1:
         raise ValueError(f"label_delay_seconds: {len(now.edges)} edges need {len(now.edges) + 1} cumulative "
                          f"counts, got {len(now.cumulative)}")
@@ -349,7 +350,7 @@ class NlpmonMetrics:
                 d = _delta(st.totals, "__duplicates__", rep.duplicates_here)
                 if not st.retired:  # exported at 0 too, so that a rate of it exists
                     self._child("nlpmon_duplicate_events_total", st.series).inc(d)
-            if rep.quality:
+            if rep.quality is not None:
                 self._count_quality(st, rep.quality, other_join)
         for series_key, growth in _sum_over_models(other_join).items():
             self._child(series_key[0], (OTHER, OTHER, series_key[1])).inc(growth)
@@ -380,7 +381,7 @@ class NlpmonMetrics:
         self._metrics["nlpmon_tracked_models"].labels("own").set(own)
         self._metrics["nlpmon_tracked_models"].labels(OTHER).set(len(active) - own)
 
-    def _count_quality(self, st: _ModelState, quality: Mapping[str, Any],
+    def _count_quality(self, st: _ModelState, quality: QualityReport,
                        other_join: dict[str, dict[tuple[str, str], int]]) -> None:
         """Advance the join counters and the label-delay histogram by the growth of the report's
         ``join_here`` and ``label_delay_seconds`` (this process's own counts). When any of their counts went
@@ -391,7 +392,7 @@ class NlpmonMetrics:
         nothing matches. Overflow models add their join growth to ``other_join`` (the caller counts each
         model once: all its versions report the same join).
         """
-        totals = {str(k): int(v) for k, v in (quality.get("join_here") or {}).items()}
+        totals = dict(quality.join_here)
         for counter, growth in _join_growth(st.join_totals, totals).items():
             if st.retired:
                 continue
@@ -401,12 +402,10 @@ class NlpmonMetrics:
             else:
                 per_model = other_join.setdefault(st.key[0], {})
                 per_model[series] = min(per_model.get(series, growth), growth)
-        delay = quality.get("label_delay_seconds")
-        if delay:
-            st.delays, growth_counts, growth_sum = _delay_growth(st.delays, delay)
-            if not st.retired:
-                self._child("nlpmon_quality_label_delay_seconds", st.series).add(
-                    st.delays.edges, growth_counts, growth_sum)
+        st.delays, growth_counts, growth_sum = _delay_growth(st.delays, quality.label_delay_seconds)
+        if not st.retired:
+            self._child("nlpmon_quality_label_delay_seconds", st.series).add(
+                st.delays.edges, growth_counts, growth_sum)
 
     def _state(self, key: tuple[str, str], now: float) -> _ModelState:
         st = self._models.get(key)
@@ -502,7 +501,7 @@ class NlpmonMetrics:
             for r in sig.rising_labels[:RISING_LABELS]:
                 if r.score > 0:
                     self._set("nlpmon_drift_label_score", (m, v, sig_name, self._label(st, r.label)), r.score, seen)
-        if rep.quality:
+        if rep.quality is not None:
             for name, values, value in quality_gauges(rep.quality, lambda label: self._label(st, label)):
                 self._set(name, (m, v, *values), value, seen)
 
@@ -535,7 +534,7 @@ class NlpmonMetrics:
         self._set("nlpmon_window_events", o, window, seen)
         if last is not None:
             self._set("nlpmon_last_event_timestamp_seconds", o, last, seen)
-        qualities = [(r.model, r.quality) for r in reps if r.quality]
+        qualities = [(r.model, r.quality) for r in reps if r.quality is not None]
         if qualities:
             for name, values, value in other_quality_gauges(qualities):
                 self._set(name, (*o, *values), value, seen)

@@ -32,7 +32,9 @@ without auth, for orchestrator probes. The configured ``http_server_config.heade
 
 The server never touches Kafka or the monitors: it only calls the injected callables, from its own
 threads. ``reports()`` must therefore return a snapshot the caller no longer mutates (a copy made under
-the caller's lock), shaped ``{"model/version": ModelMonitor.report()}``. ``readiness()`` and
+the caller's lock), shaped ``{"model/version": page view}``: ``ModelPage`` (the service's, typed), or its
+JSON (``ModelPage.to_json``: tests, a saved report). The pages and ``/api/models`` read the typed views
+(``ModelSummary`` per row). ``readiness()`` and
 ``last_poll()`` must be thread-safe and quick. JSON bodies turn numpy scalars and arrays into plain
 numbers and lists, and NaN or infinite floats into null.
 """
@@ -56,13 +58,15 @@ import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..errors import UserError
+from ..monitor.page_view import ModelPage, ModelsPage, ModelSummary
 from . import pages
 from .markup import model_href
 from .web_config import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
-ReportsFn = Callable[[], Mapping[str, Mapping[str, Any]]]
+Report = ModelPage | Mapping[str, Any]  # a page view, or its JSON (``ModelPage.to_json``; tests, a saved report)
+ReportsFn = Callable[[], Mapping[str, Report]]
 ReadinessFn = Callable[[], Mapping[str, bool]]
 LastPollFn = Callable[[], float | None]
 JSON_TYPE = "application/json; charset=utf-8"
@@ -138,16 +142,17 @@ PAGE_MODELS = 200
 MAX_PAGE_MODELS = 1000
 
 
-def page_of_models(reports: Mapping[str, Mapping[str, Any]], params: dict[str, str],
-                   default_limit: int | None = PAGE_MODELS) -> dict[str, Any]:
-    """The summaries of one page of models (drifting first, then by key) with ``total``, ``offset``,
-    ``limit``, ``omitted`` and ``drifting`` (over all models). ``default_limit=None``: every model."""
-    summaries = sorted((model_summary(k, r) for k, r in reports.items()), key=lambda m: (not m["drift"], m["key"]))
+def page_of_models(summaries: Mapping[str, ModelSummary], params: dict[str, str],
+                   default_limit: int | None = PAGE_MODELS) -> ModelsPage:
+    """One page of ``summaries`` (drifting first, then by key) with ``total``, ``offset``, ``limit``,
+    ``omitted`` and ``drifting`` (over all models). ``default_limit=None``: every model. Raises BadQuery on
+    a bad ``offset`` or ``limit``."""
+    ordered = sorted(summaries.values(), key=lambda m: (not m.drift, m.key))
     offset = _int_param(params, "offset", 0, 0, 10**9)
     limit = _int_param(params, "limit", default_limit, 1, MAX_PAGE_MODELS) if default_limit is not None else None
-    page = summaries[offset:] if limit is None else summaries[offset:offset + limit]
-    return {"models": page, "total": len(summaries), "offset": offset, "limit": limit,
-            "omitted": len(summaries) - len(page), "drifting": sum(1 for m in summaries if m["drift"])}
+    page = ordered[offset:] if limit is None else ordered[offset:offset + limit]
+    return ModelsPage(tuple(page), len(ordered), offset, limit, len(ordered) - len(page),
+                      sum(1 for m in ordered if m.drift))
 
 
 def _int_param(params: dict[str, str], name: str, default: int | None, lo: int, hi: int) -> int:
@@ -160,20 +165,26 @@ def _int_param(params: dict[str, str], name: str, default: int | None, lo: int, 
     return int(raw)
 
 
-def model_summary(key: str, report: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``/models`` entry of one report: status, counts and each signal's score/threshold/drift."""
-    signals = report.get("signals") or {}
-    quality = report.get("quality") or {}
-    return {
-        "key": key, "model": report.get("model"), "model_version": report.get("model_version"),
-        "status": report.get("status"), "events": report.get("events"),
-        "last_event_time": report.get("last_event_time"),
-        "throughput": report.get("throughput"), "labelled_fraction": quality.get("labelled_fraction"),
-        "drift": any(bool(s.get("drift")) for s in signals.values()),
-        "drifting_signals": sorted(n for n, s in signals.items() if s.get("drift")),
-        "signals": {n: {"score": s.get("score"), "threshold": s.get("threshold"), "drift": s.get("drift"),
-                        "alarms": s.get("alarms")} for n, s in signals.items()},
-    }
+def page_view(report: Report) -> ModelPage:
+    """The typed page view of a report (itself, or read from its JSON)."""
+    return report if isinstance(report, ModelPage) else ModelPage.from_json(report)
+
+
+def find_model(index: Mapping[str, tuple[str, str]], name: str,
+               version: str | None) -> tuple[int, str, dict[str, Any]]:
+    """The key of ``name`` (at ``version``) in ``index`` (key -> (model, version)): ``(200, key, {})``, or
+    ``(404 or 400, "", {"error", "models" or "versions"})`` when unknown or ambiguous (several versions and
+    none given)."""
+    found = {v: k for k, (m, v) in index.items() if m == name}
+    if not found:
+        return 404, "", {"error": f"unknown model {name!r}", "models": sorted({m for m, _ in index.values()})}
+    if version is None:
+        if len(found) > 1:
+            return 400, "", {"error": f"model {name!r} has several versions; pass ?version=", "versions": sorted(found)}
+        version = next(iter(found))
+    if version not in found:
+        return 404, "", {"error": f"unknown version {version!r} of model {name!r}", "versions": sorted(found)}
+    return 200, found[version], {}
 
 
 class ObservabilityServer:
@@ -287,46 +298,48 @@ class ObservabilityServer:
             body["notes"] = notes
         return (200 if ok else 503), body
 
+    def summaries(self) -> dict[str, ModelSummary]:
+        """``/api/models``' rows of every model version (``ModelSummary.of`` each report)."""
+        return {k: ModelSummary.of(k, page_view(r)) for k, r in self.reports().items()}
+
     def models(self, params: dict[str, str] | None = None) -> tuple[int, Any]:
-        return 200, page_of_models(self.reports(), params or {})
+        return 200, page_of_models(self.summaries(), params or {}).to_json()
 
     def model(self, name: str, version: str | None) -> tuple[int, Any]:
-        status, found = self._find(name, version)
-        if status != 200:
-            return status, found
-        return 200, {"key": found["key"], **found["report"]}
-
-    def _find(self, name: str, version: str | None) -> tuple[int, dict[str, Any]]:
-        """(200, {"key", "report"}) or (404/400, {"error", "models" or "versions"})."""
+        """``/api/models/<model>``: the report's JSON with its ``key`` first (a JSON report as it is)."""
         reports = self.reports()
-        found = {str(r.get("model_version")): (k, r) for k, r in reports.items() if r.get("model") == name}
-        if not found:
-            return 404, {"error": f"unknown model {name!r}", "models": sorted({str(r.get("model"))
-                                                                             for r in reports.values()})}
-        if version is None:
-            if len(found) > 1:
-                return 400, {"error": f"model {name!r} has several versions; pass ?version=",
-                             "versions": sorted(found)}
-            version = next(iter(found))
-        if version not in found:
-            return 404, {"error": f"unknown version {version!r} of model {name!r}", "versions": sorted(found)}
-        key, report = found[version]
-        return 200, {"key": key, "report": report}
+        status, key, error = self._find(reports, name, version)
+        if status != 200:
+            return status, error
+        report = reports[key]
+        return 200, {"key": key, **(report.to_json() if isinstance(report, ModelPage) else report)}
+
+    def _find(self, reports: Mapping[str, Report], name: str, version: str | None) -> tuple[int, str, dict[str, Any]]:
+        """``find_model`` over ``reports``."""
+        index = {k: (r.model, r.model_version) if isinstance(r, ModelPage) else
+                 (str(r.get("model")), str(r.get("model_version"))) for k, r in reports.items()}
+        return find_model(index, name, version)
+
+    def full_view(self, name: str, version: str | None) -> tuple[int, str, ModelPage | None, dict[str, Any]]:
+        """The page view of ``name`` (at ``version``): ``(200, key, view, {})`` or ``(status, "", None, error)``."""
+        reports = self.reports()
+        status, key, error = self._find(reports, name, version)
+        return (status, key, page_view(reports[key]), {}) if status == 200 else (status, "", None, error)
 
     # -- pages ------------------------------------------------------------------------------------------
     def overview_page(self, params: dict[str, str]) -> tuple[int, str]:
         refresh = refresh_seconds(params)
-        return 200, pages.overview_page(page_of_models(self.reports(), params), self.wall(), refresh)
+        return 200, pages.overview_page(page_of_models(self.summaries(), params), self.wall(), refresh)
 
     def model_page(self, name: str, params: dict[str, str]) -> tuple[int, str]:
         refresh = refresh_seconds(params)
-        status, found = self._find(name, params.get("version"))
-        if status == 404 and "models" in found:
-            return 404, pages.error_page(404, found["error"], [(model_href(m), m) for m in found["models"]])
-        if status != 200:
-            return status, pages.error_page(status, found["error"],
-                                            [(model_href(name, v), f"{name} version {v}") for v in found["versions"]])
-        return 200, pages.model_page(found["key"], found["report"], self.wall(), refresh, params.get("example"))
+        status, key, view, error = self.full_view(name, params.get("version"))
+        if status == 404 and "models" in error:
+            return 404, pages.error_page(404, error["error"], [(model_href(m), m) for m in error["models"]])
+        if view is None:
+            return status, pages.error_page(status, error["error"],
+                                            [(model_href(name, v), f"{name} version {v}") for v in error["versions"]])
+        return 200, pages.model_page(key, view, self.wall(), refresh, params.get("example"))
 
 
 class _TlsServer(ThreadingHTTPServer):

@@ -25,14 +25,18 @@ from ..monitor.page_view import (
     History,
     LabelShareEvidence,
     ModelPage,
+    ModelsPage,
+    ModelSummary,
     MonitoredBlocks,
     Neighbour,
     OutlierShareEvidence,
     Projection,
     SignalPage,
+    SignalSummary,
     TagExample,
 )
 from ..monitor.signals import SIGNALS
+from ..quality.report import CalibrationGapOverall, F1Drop, QualityReport
 from .charts import projection_chart, score_chart, share_chart
 from .markup import (
     DASH,
@@ -88,21 +92,20 @@ def error_page(status: int, message: str, links: Sequence[tuple[str, str]] = ())
 BANNER_MODELS = 20
 
 
-def overview_page(page: Mapping[str, Any] | Sequence[Mapping[str, Any]], now: float, refresh_s: int) -> str:
+def overview_page(page: ModelsPage | Sequence[ModelSummary], now: float, refresh_s: int) -> str:
     """The overview: one page of model summaries (``http.page_of_models``: drifting first; a plain list of
     summaries is one page of all of them), its banner over every model, and links to the other pages when
     some were left out."""
-    if not isinstance(page, Mapping):
-        page = {"models": list(page), "total": len(page), "offset": 0, "limit": None, "omitted": 0,
-                "drifting": sum(1 for m in page if m.get("drift"))}
-    summaries: Sequence[Mapping[str, Any]] = page["models"]
-    total, n_drifting = int(page["total"]), int(page["drifting"])
-    signals = [s.name for s in SIGNALS if any(s.name in (m.get("signals") or {}) for m in summaries)]
-    drifting = [m for m in summaries if m.get("drift")][:BANNER_MODELS]
+    if not isinstance(page, ModelsPage):
+        page = ModelsPage.of(page)
+    summaries = page.models
+    total, n_drifting = page.total, page.drifting
+    signals = [s.name for s in SIGNALS if any(s.name in m.signals for m in summaries)]
+    drifting = [m for m in summaries if m.drift][:BANNER_MODELS]
     if not total:
         banner = '<p id="drift-summary" class="banner">No model has sent events yet.</p>'
     elif n_drifting:
-        names = "; ".join(f'{esc(m["model"])} {esc(m["model_version"])} ({esc(", ".join(m["drifting_signals"]))})'
+        names = "; ".join(f'{esc(m.model)} {esc(m.model_version)} ({esc(", ".join(m.drifting_signals))})'
                           for m in drifting)
         more = f" and {n_drifting - len(drifting):,} more" if n_drifting > len(drifting) else ""
         banner = (f'<p id="drift-summary" class="banner drift"><strong>Drift:</strong> {n_drifting} of '
@@ -113,18 +116,16 @@ def overview_page(page: Mapping[str, Any] | Sequence[Mapping[str, Any]], now: fl
     head = "".join(f'<th scope="col">{esc(s)}</th>' for s in signals)
     rows = []
     for m in summaries:
-        sigs = m.get("signals") or {}
-        cells = "".join(_flag_cell(sigs.get(s)) for s in signals)
-        ev = m.get("events") or {}
-        rate = (m.get("throughput") or {}).get("events_per_second")
+        cells = "".join(_flag_cell(m.signals.get(s)) for s in signals)
+        rate = None if m.throughput is None else m.throughput.events_per_second
         rows.append(
-            f'<tr data-model="{esc(m["model"])}" data-drift="{str(bool(m.get("drift"))).lower()}">'
-            f'<th scope="row"><a href="{esc(model_href(m["model"], m["model_version"]))}">{esc(m["model"])}</a></th>'
-            f'<td>{esc(m["model_version"])}</td><td>{esc(str(m.get("status", "")).replace("_", " "))}</td>{cells}'
-            f'<td class="num">{num(ev.get("production"))}</td><td class="num">{num(rate, 1)}</td>'
-            f'<td>{esc(utc(m.get("last_event_time")))}<br><span class="muted">'
-            f'{esc(age(m.get("last_event_time"), now))}</span></td>'
-            f'<td class="num">{pct(m.get("labelled_fraction"))}</td></tr>')
+            f'<tr data-model="{esc(m.model)}" data-drift="{str(m.drift).lower()}">'
+            f'<th scope="row"><a href="{esc(model_href(m.model, m.model_version))}">{esc(m.model)}</a></th>'
+            f'<td>{esc(m.model_version)}</td><td>{esc(m.status.replace("_", " "))}</td>{cells}'
+            f'<td class="num">{num(m.events.get("production"))}</td><td class="num">{num(rate, 1)}</td>'
+            f'<td>{esc(utc(m.last_event_time))}<br><span class="muted">'
+            f'{esc(age(m.last_event_time, now))}</span></td>'
+            f'<td class="num">{pct(m.labelled_fraction)}</td></tr>')
     table = (f'<table class="models"><caption>Every model version, its drift flag per signal, traffic and '
              f'labelled fraction</caption><thead><tr><th scope="col">Model</th><th scope="col">Version</th>'
              f'<th scope="col">Status</th>{head}<th scope="col">Production events</th>'
@@ -135,12 +136,12 @@ def overview_page(page: Mapping[str, Any] | Sequence[Mapping[str, Any]], now: fl
     return layout("nlpmon — models", content, refresh_s=refresh_s)
 
 
-def _pager(page: Mapping[str, Any]) -> str:
+def _pager(page: ModelsPage) -> str:
     """"Model versions 201-400 of 10,000" and links to the previous and next pages, when some are left out."""
-    if not page["omitted"]:
+    if not page.omitted:
         return ""
-    offset, shown, total = int(page["offset"]), len(page["models"]), int(page["total"])
-    step = int(page["limit"] or shown or 1)
+    offset, shown, total = page.offset, len(page.models), page.total
+    step = page.limit or shown or 1
     links = []
     if offset > 0:
         links.append(f'<a href="/{esc(query({"offset": max(offset - step, 0)}))}">previous</a>')
@@ -148,15 +149,15 @@ def _pager(page: Mapping[str, Any]) -> str:
         links.append(f'<a href="/{esc(query({"offset": offset + shown}))}">next</a>')
     first = f"{offset + 1:,}-{offset + shown:,}" if shown else "none"
     return (f'<p id="pager" class="muted">Model versions {first} of {total:,} (drifting first; '
-            f'{page["omitted"]:,} not on this page): {" · ".join(links)}</p>')
+            f'{page.omitted:,} not on this page): {" · ".join(links)}</p>')
 
 
-def _flag_cell(sig: Mapping[str, Any] | None) -> str:
+def _flag_cell(sig: SignalSummary | None) -> str:
     if sig is None:
         return f'<td class="flag na">{DASH}<span class="visually-hidden"> not available</span></td>'
-    if sig.get("drift"):
-        return f'<td class="flag drift" data-drift="true">DRIFT <span class="muted">{num(sig.get("score"))}</span></td>'
-    return f'<td class="flag ok" data-drift="false">ok <span class="muted">{num(sig.get("score"))}</span></td>'
+    if sig.drift:
+        return f'<td class="flag drift" data-drift="true">DRIFT <span class="muted">{num(sig.score)}</span></td>'
+    return f'<td class="flag ok" data-drift="false">ok <span class="muted">{num(sig.score)}</span></td>'
 
 
 # -- one model --------------------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def model_page(key: str, report: ModelPage | Mapping[str, Any], now: float, refr
         parts.append(_selected_section(view, selected))
     if m is not None and signals:
         parts.append(_examples_section(view, m, model, version))
-    if view.quality:
+    if view.quality is not None:
         parts.append(_quality_section(view.quality))
     parts.append(_notes_section(view))
     api = f"/api/models/{url_segment(model)}{query({'version': version})}"
@@ -245,7 +246,7 @@ def _what_changed(view: ModelPage) -> str:
 def _facts(view: ModelPage, now: float) -> str:
     ref = view.reference
     rate = None if view.monitored is None else view.monitored.throughput.events_per_second
-    fraction = None if not view.quality else view.quality.get("labelled_fraction")
+    fraction = None if view.quality is None else view.quality.labelled_fraction
     items = [
         ("Status", esc(view.status.replace("_", " "))),
         ("Production events", num(view.events.get("production"))),
@@ -555,8 +556,7 @@ def _projection_section(proj: Projection | None, selected: str | None, model: st
     head = '<section id="projection-section" aria-labelledby="projection-h"><h2 id="projection-h">Embeddings</h2>'
     if proj is None:
         return head + '<p class="muted">No document embeddings: nothing to project.</p></section>'
-    block = proj.to_json()  # the chart and its notes draw the projection's JSON columns
-    svg, counts = projection_chart(block, selected)
+    svg, counts = projection_chart(proj, selected)
     bands = proj.percentile_bands or (0.9, 0.99)
     legend = (f'<ul class="legend"><li><span class="key ref" aria-hidden="true"></span> reference '
               f'({num(proj.reference_events)} events)</li>'
@@ -566,7 +566,7 @@ def _projection_section(proj: Projection | None, selected: str | None, model: st
               f'{100 * bands[0]:.0f}th percentile ({num(counts.get("edge"))})</li>'
               f'<li><span class="key outside" aria-hidden="true">▲</span> recent, outside: above the '
               f'{100 * bands[-1]:.0f}th percentile ({num(counts.get("outside"))})</li></ul>')
-    return (f'{head}{projection_note(block)}<figure>{svg}<figcaption>{projection_caption(block)}: '
+    return (f'{head}{projection_note(proj)}<figure>{svg}<figcaption>{projection_caption(proj)}: '
             f'reference sample and the last {num(proj.current_events)} events, each coloured by how far '
             f'out of the reference it lies (its out-of-reference score against the reference sample\'s own '
             f'scores). Hover a point for its text; click a recent one to select it.{legend}</figcaption>'
@@ -659,48 +659,40 @@ def _examples_section(view: ModelPage, m: MonitoredBlocks, model: str, version: 
             f'(last {recent} events)</h3>{margin}</section>')
 
 
-def _quality_section(q: Mapping[str, Any]) -> str:
-    """Delayed-ground-truth figures (``QualityMonitor.report(version)``): the window against the labelled
+def _quality_section(q: QualityReport) -> str:
+    """Delayed-ground-truth figures (``QualityMonitor.view(version)``): the window against the labelled
     reference, the F1-drop and calibration tests, per label precision/recall/F1 and the label-free estimate."""
-    labels: Mapping[str, Any] = q.get("labels") or {}
-    ref = q.get("reference") or {}
-    ref_labels: Mapping[str, Any] = ref.get("labels") or {}
-    est: Mapping[str, Any] = q.get("estimated_precision") or {}
-    gap: Mapping[str, Any] = q.get("calibration_gap") or {}
+    w = q.window
+    ref_labels = q.reference.figures.labels
+    est, gap = q.estimated_precision, q.calibration_gap
     rows = "".join(
-        f'<tr><th scope="row">{esc(name)}</th><td class="num">{num(v.get("precision"), 3)}</td>'
-        f'<td class="num">{num(v.get("recall"), 3)}</td><td class="num">{num(v.get("f1"), 3)}</td>'
-        f'<td class="num">{num((ref_labels.get(name) or {}).get("f1"), 3)}</td>'
-        f'<td class="num">{num(v.get("support"))}</td><td class="num">{num(est.get(name), 3)}</td>'
+        f'<tr><th scope="row">{esc(name)}</th><td class="num">{num(v.precision, 3)}</td>'
+        f'<td class="num">{num(v.recall, 3)}</td><td class="num">{num(v.f1, 3)}</td>'
+        f'<td class="num">{num(None if name not in ref_labels else ref_labels[name].f1, 3)}</td>'
+        f'<td class="num">{num(v.support)}</td><td class="num">{num(est.get(name), 3)}</td>'
         f'<td class="num">{num(gap.get(name), 3)}</td></tr>'
-        for name, v in sorted(labels.items(), key=lambda kv: (-(kv[1].get("support") or 0), kv[0])))
-    micro = q.get("micro") or {}
-    macro = (q.get("macro") or {}).get("f1", q.get("macro_f1"))
-    drop = q.get("f1_drop") or {}
-    overall = q.get("calibration_gap_overall") or {}
+        for name, v in sorted(w.labels.items(), key=lambda kv: (-(kv[1].support or 0), kv[0])))
+    micro, drop, overall = w.micro, q.f1_drop, q.calibration_gap_overall
 
-    def test(t: Mapping[str, Any]) -> str:
-        if not is_number(t.get("score")):
+    def test(t: F1Drop | CalibrationGapOverall) -> str:
+        if not is_number(t.score):
             return "not tested yet (too few labelled documents)"
-        verdict = "<strong class=\"state drift\">DROP</strong>" if t.get("drift") else "no significant change"
-        return f'{verdict} (score {num(t.get("score"))}, threshold {num(t.get("threshold"))})'
+        verdict = "<strong class=\"state drift\">DROP</strong>" if t.drift else "no significant change"
+        return f'{verdict} (score {num(t.score)}, threshold {num(t.threshold)})'
 
-    facts = [("Labelled fraction", pct(q.get("labelled_fraction"))),
-             ("Labelled documents in window", num(q.get("documents"))),
-             ("Micro precision / recall / F1", f'{num(micro.get("precision"), 3)} / {num(micro.get("recall"), 3)} / '
-                                               f'{num(micro.get("f1"), 3)}'),
-             ("Macro F1", num(macro, 3))]
-    if "accuracy" in q:
-        facts.append(("Accuracy", num(q.get("accuracy"), 3)))
-    if drop:
-        facts.append(("Micro F1, reference → now", f'{num(drop.get("reference_f1"), 3)} → '
-                                                   f'{num(drop.get("current_f1"), 3)}: {test(drop)}'))
+    facts = [("Labelled fraction", pct(q.labelled_fraction)),
+             ("Labelled documents in window", num(w.documents)),
+             ("Micro precision / recall / F1", f'{num(micro.precision, 3)} / {num(micro.recall, 3)} / '
+                                               f'{num(micro.f1, 3)}'),
+             ("Macro F1", num(w.macro_f1, 3))]
+    if w.classification:
+        facts.append(("Accuracy", num(w.accuracy, 3)))
+    facts.append(("Micro F1, reference → now", f'{num(drop.reference_f1, 3)} → '
+                                               f'{num(drop.current_f1, 3)}: {test(drop)}'))
     facts.append(("Calibration gap (realised − estimated precision)",
-                  f'{num(overall.get("gap"), 3)} (realised {num(overall.get("realised"), 3)}, estimated '
-                  f'{num(overall.get("estimated"), 3)})' + (f"; {test(overall)}" if "score" in overall else "")
-                  if overall else DASH))
-    facts.append(("Estimate calibrated on labelled reference",
-                  "yes" if q.get("calibrated") else "no (raw confidences)"))
+                  f'{num(overall.gap, 3)} (realised {num(overall.realised, 3)}, estimated '
+                  f'{num(overall.estimated, 3)}); {test(overall)}' if overall is not None else DASH))
+    facts.append(("Estimate calibrated on labelled reference", "yes" if q.calibrated else "no (raw confidences)"))
     dl = '<dl class="facts">' + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts) + "</dl>"
     table = (f'<table class="quality"><caption>Per label, from delayed ground truth over the quality window, '
              f'largest support first</caption><thead><tr><th scope="col">Label</th><th scope="col">Precision</th>'
@@ -709,7 +701,7 @@ def _quality_section(q: Mapping[str, Any]) -> str:
              f'<th scope="col">Calibration gap</th></tr></thead>'
              f'<tbody>{rows}</tbody></table>' if rows else '<p class="muted">No labelled predictions yet.</p>')
     return (f'<section id="quality" aria-labelledby="quality-h"><h2 id="quality-h">Quality</h2>{dl}{table}'
-            f'{partial_match_section(q)}</section>')
+            f'{partial_match_section(q.partial_match)}</section>')
 
 
 def _notes_section(view: ModelPage) -> str:

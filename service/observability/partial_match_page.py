@@ -1,4 +1,4 @@
-"""The partial-match part of the model page's quality section (a report's ``quality.partial_match``).
+"""The partial-match part of the model page's quality section (``QualityReport.partial_match``).
 
 Two tables: each SemEval-2013 scheme over the window (its five counts, precision, recall, F1, the
 baseline's F1 and its F1-drop test), and F1 per label and scheme; above them one sentence saying what
@@ -8,9 +8,7 @@ regression from a labelling failure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
+from ..quality.report import F1Drop, PartialMatch, SchemeFigures
 from .markup import DASH, esc, is_number, num
 
 __all__ = ["SCHEME_MEANING", "partial_match_section", "reading"]
@@ -38,43 +36,45 @@ def reading(flagged: set[str]) -> str:
     return f"F1 dropped in {', '.join(sorted(flagged))}: compare the per-label figures below."
 
 
-def _test(t: Mapping[str, Any]) -> str:
-    if not is_number(t.get("score")):
+def _test(t: F1Drop) -> str:
+    if not is_number(t.score):
         return "not tested yet"
-    if t.get("drift"):
-        return f'<strong class="state drift">DROP</strong> (z {num(t.get("score"))})'
-    return f'no significant change (z {num(t.get("score"))})'
+    if t.drift:
+        return f'<strong class="state drift">DROP</strong> (z {num(t.score)})'
+    return f'no significant change (z {num(t.score)})'
 
 
-def partial_match_section(q: Mapping[str, Any]) -> str:
-    """HTML for ``q["partial_match"]`` (empty string when the report has none)."""
-    pm = q.get("partial_match")
-    if not pm:
+def partial_match_section(pm: PartialMatch | None) -> str:
+    """HTML for a quality report's ``partial_match`` (empty string when the report has none)."""
+    if pm is None:
         return ""
-    schemes: Mapping[str, Any] = pm.get("schemes") or {}
-    ref: Mapping[str, Any] = (pm.get("reference") or {}).get("schemes") or {}
+    schemes, ref = pm.schemes, pm.reference_schemes
     rows = []
     for name, block in schemes.items():
-        o = block.get("overall") or {}
-        ref_f1 = ((ref.get(name) or {}).get("overall") or {}).get("f1")
-        drift = str(bool((block.get("f1_drop") or {}).get("drift"))).lower()
+        o = block.overall
+        ref_f1 = None if name not in ref else ref[name].f1
+        drift = str(block.f1_drop.drift).lower()
         rows.append(
             f'<tr data-scheme="{esc(name)}" data-drift="{drift}">'
             f'<th scope="row">{esc(name)}<br><span class="muted">{esc(SCHEME_MEANING.get(name, ""))}</span></th>'
-            + "".join(f'<td class="num">{num(o.get(k))}</td>'
-                      for k in ("correct", "incorrect", "partial", "missed", "spurious"))
-            + f'<td class="num">{num(o.get("precision"), 3)}</td><td class="num">{num(o.get("recall"), 3)}</td>'
-            f'<td class="num">{num(o.get("f1"), 3)}</td><td class="num">{num(ref_f1, 3)}</td>'
-            f'<td>{_test(block.get("f1_drop") or {})}</td></tr>')
-    flagged = {n for n, b in schemes.items() if (b.get("f1_drop") or {}).get("drift")}
-    labels = sorted({lab for b in schemes.values() for lab in (b.get("labels") or {})},
-                    key=lambda lab: (-max(((b.get("labels") or {}).get(lab) or {}).get("possible") or 0
-                                          for b in schemes.values()), lab))
+            + "".join(f'<td class="num">{num(c)}</td>' for c in (o.correct, o.incorrect, o.partial, o.missed,
+                                                                  o.spurious))
+            + f'<td class="num">{num(o.precision, 3)}</td><td class="num">{num(o.recall, 3)}</td>'
+            f'<td class="num">{num(o.f1, 3)}</td><td class="num">{num(ref_f1, 3)}</td>'
+            f'<td>{_test(block.f1_drop)}</td></tr>')
+    flagged = {n for n, b in schemes.items() if b.f1_drop.drift}
+
+    def label_figure(b: SchemeFigures, lab: str, field: str) -> float | None:
+        block = b.labels.get(lab)
+        return None if block is None else (block.f1 if field == "f1" else block.possible)
+
+    labels = sorted({lab for b in schemes.values() for lab in b.labels},
+                    key=lambda lab: (-max(label_figure(b, lab, "possible") or 0 for b in schemes.values()), lab))
+    strict = schemes.get("strict")
     label_rows = "".join(
         f'<tr><th scope="row">{esc(lab)}</th>'
-        + "".join(f'<td class="num">{num(((b.get("labels") or {}).get(lab) or {}).get("f1"), 3)}</td>'
-                  for b in schemes.values())
-        + f'<td class="num">{num(((schemes.get("strict") or {}).get("labels") or {}).get(lab, {}).get("possible"))}'
+        + "".join(f'<td class="num">{num(label_figure(b, lab, "f1"), 3)}</td>' for b in schemes.values())
+        + f'<td class="num">{num(None if strict is None else label_figure(strict, lab, "possible"))}'
         f'</td></tr>' for lab in labels)
     head = "".join(f'<th scope="col">{esc(n)} F1</th>' for n in schemes)
     per_label = (f'<table class="quality partial-labels"><caption>F1 per label and scheme (each label '
@@ -84,8 +84,8 @@ def partial_match_section(q: Mapping[str, Any]) -> str:
     return (f'<section id="partial-match" aria-labelledby="partial-match-h">'
             f'<h3 id="partial-match-h">Partial matches (SemEval-2013 schemes, as nervaluate counts them)</h3>'
             f'<p id="partial-reading">{esc(reading(flagged))}</p>'
-            f'<p class="muted">Over the {num(pm.get("documents"))} labelled documents of the window; an overlap '
-            f'shares at least {num(pm.get("min_overlap_percent"))} % of the gold span. Partial counts half in '
+            f'<p class="muted">Over the {num(pm.documents)} labelled documents of the window; an overlap '
+            f'shares at least {num(pm.min_overlap_percent)} % of the gold span. Partial counts half in '
             f'the partial scheme.</p>'
             f'<table class="quality partial"><caption>Each scheme over all labels: counts, precision, recall, '
             f'F1, the baseline\'s F1 and the F1-drop test</caption><thead><tr><th scope="col">Scheme</th>'

@@ -42,7 +42,7 @@ matched once (seqeval's set semantics, see ``spans``) and counted (``duplicate_p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -54,6 +54,21 @@ from .estimate import Calibrator, ScoreWindow, calibration_gap, estimated_precis
 from .events import GroundTruth
 from .join import CLASS, SPANS, JoinBuffer, Label, Matched, Prediction
 from .partial_match import SCHEMES
+from .report import (
+    CalibrationGapOverall,
+    DelayHistogram,
+    DelaySeconds,
+    F1Drop,
+    JoinFigures,
+    LabelFigures,
+    MicroFigures,
+    PartialMatch,
+    QualityReference,
+    QualityReport,
+    SchemeBlock,
+    SchemeFigures,
+    WindowFigures,
+)
 from .significance import calibration_gap_score, f1_drop_score, micro_f1_with_se, z_threshold
 from .spans import LabelVocab
 from .window import QualityWindow
@@ -354,64 +369,56 @@ class QualityMonitor:
             ver.scores.expire(now)
 
     # -- output ----------------------------------------------------------------------------------------
-    def report(self, model_version: str) -> dict[str, Any]:
+    def view(self, model_version: str) -> QualityReport:
         """Windowed figures, baseline, F1-drop and calibration tests, estimates and join counters of one
-        version (JSON-ready; see docs/quality.md). Join counters and ``labelled_fraction`` are the model's."""
+        version (the typed report, :mod:`nlpmon.quality.report`; docs/quality.md). Join counters and
+        ``labelled_fraction`` are the model's."""
         ver = self.versions.get(model_version) or _Version(self.config)
         cfg = self.config
         names = self.vocab.names
         n_labels = max(len(names), 1)
         task = "text-classification" if ver.classification else "token-classification"
-        out: dict[str, Any] = {"model": self.model, "model_version": model_version, "task": task}
-        out.update(_figures(ver.window, names, ver.classification))
-        out["reference"] = {"source": ver.reference_source, **_figures(ver.reference, names, ver.classification)}
         threshold = z_threshold(cfg.false_alarm_rate)
         ref_f1 = micro_f1_with_se(*ver.reference.document_counts())
         now_f1 = micro_f1_with_se(*ver.window.document_counts())
         enough = (ver.reference_source is not None and len(ver.window) >= cfg.min_test_documents
                   and len(ver.reference) >= cfg.min_test_documents)
-        score = f1_drop_score(ref_f1, now_f1) if enough else float("nan")
-        out["f1_drop"] = {"score": _finite(score), "threshold": threshold,
-                          "drift": bool(score > threshold and ref_f1[0] - now_f1[0] >= cfg.min_f1_drop),
-                          "reference_f1": _finite(ref_f1[0]), "current_f1": _finite(now_f1[0])}
-        out["partial_match"] = None if ver.classification else self._partial_report(ver, names, threshold)
         lab, sc = ver.scores.spans()
         est, n_est = estimated_precision(ver.calibrator, lab, sc, n_labels)
-        out["estimated_precision"] = {names[i]: float(est[i]) for i in range(len(names)) if n_est[i] > 0}
-        out["calibrated"] = ver.calibrator.calibrated
-        out["calibration_spans"] = ver.calibrator.fitted_on
         wl, ws, wc = ver.window.scored_predictions()
         gap, overall, n_gap = calibration_gap(ver.calibrator, wl, ws, wc, n_labels)
-        out["calibration_gap"] = {names[i]: float(gap[i]) for i in range(len(names)) if n_gap[i] > 0}
+        gap_overall = None
         if np.isfinite(overall[2]):
             gscore = (calibration_gap_score(ver.calibrator.apply(wl, ws), wc, ver.calibrator.fitted_on)
                       if ver.calibrator.calibrated and wl.size >= cfg.min_test_documents else float("nan"))
-            out["calibration_gap_overall"] = {
-                "realised": float(overall[0]), "estimated": float(overall[1]), "gap": float(overall[2]),
-                "score": _finite(gscore), "threshold": threshold,
-                "drift": bool(gscore > threshold and abs(overall[2]) >= cfg.min_calibration_gap)}
-        else:
-            out["calibration_gap_overall"] = None
+            gap_overall = CalibrationGapOverall(
+                float(overall[0]), float(overall[1]), float(overall[2]), _finite(gscore), threshold,
+                bool(gscore > threshold and abs(overall[2]) >= cfg.min_calibration_gap))
         c = self.join.counters
         seen = (c["matched"] + c["prediction_expired_unlabelled"] + c["prediction_evicted_memory"]
                 + self.join.pending_predictions)
-        out["labelled_fraction"] = None if seen == 0 else c["matched"] / seen
         edges = np.asarray([*cfg.delay_buckets, np.inf])
         delays = ver.window.delays()
-        out["label_delay_histogram"] = {"edges": list(cfg.delay_buckets),
-                                        "counts": ver.window.delay_histogram(edges).tolist(),
-                                        "below_first_edge": int((delays < edges[0]).sum()),
-                                        "unknown": len(ver.window) - int(delays.size)}
-        out["label_delay_seconds"] = {"edges": list(cfg.delay_buckets),
-                                      "cumulative_counts": np.cumsum(ver.delay_counts).tolist(),
-                                      "sum": ver.delay_sum, "count": int(ver.delay_counts.sum())}
-        out["join"] = {**c, "pending_predictions": self.join.pending_predictions,
-                       "pending_labels": self.join.pending_labels, "bytes": self.join.bytes}
-        out["join_here"] = {k: c[k] - self._join_base.get(k, 0) for k in c}
-        out["counters"] = dict(self.counters)
-        return out
+        return QualityReport(
+            self.model, model_version, task, _figures(ver.window, names, ver.classification),
+            QualityReference(ver.reference_source, _figures(ver.reference, names, ver.classification)),
+            _f1_drop(ref_f1, now_f1, enough, threshold, cfg.min_f1_drop),
+            None if ver.classification else self._partial_report(ver, names, threshold),
+            {names[i]: float(est[i]) for i in range(len(names)) if n_est[i] > 0}, ver.calibrator.calibrated,
+            ver.calibrator.fitted_on, {names[i]: float(gap[i]) for i in range(len(names)) if n_gap[i] > 0},
+            gap_overall, None if seen == 0 else c["matched"] / seen,
+            DelayHistogram(tuple(cfg.delay_buckets), tuple(ver.window.delay_histogram(edges).tolist()),
+                           int((delays < edges[0]).sum()), len(ver.window) - int(delays.size)),
+            DelaySeconds(tuple(cfg.delay_buckets), tuple(np.cumsum(ver.delay_counts).tolist()), ver.delay_sum,
+                         int(ver.delay_counts.sum())),
+            JoinFigures(dict(c), self.join.pending_predictions, self.join.pending_labels, self.join.bytes),
+            {k: c[k] - self._join_base.get(k, 0) for k in c}, dict(self.counters))
 
-    def _partial_report(self, ver: _Version, names: list[str], threshold: float) -> dict[str, Any] | None:
+    def report(self, model_version: str) -> dict[str, Any]:
+        """``view(model_version).to_json()``: the JSON of docs/quality.md."""
+        return self.view(model_version).to_json()
+
+    def _partial_report(self, ver: _Version, names: list[str], threshold: float) -> PartialMatch | None:
         """Partial-match figures of every scheme over the window, the baseline's overall figures, and the
         F1-drop test of each scheme's overall F1 (the exact-match test's rule, on that scheme's counts)."""
         cfg = self.config
@@ -420,23 +427,23 @@ class QualityMonitor:
         now, ref = ver.window.partial_figures(names), ver.reference.partial_figures(names)
         enough = (ver.reference_source is not None and ver.window.partial_documents >= cfg.min_test_documents
                   and ver.reference.partial_documents >= cfg.min_test_documents)
-        schemes: dict[str, Any] = {}
+        schemes: dict[str, SchemeFigures] = {}
         for scheme in SCHEMES:
             ref_f1 = micro_f1_with_se(*ver.reference.partial_document_counts(scheme))
             now_f1 = micro_f1_with_se(*ver.window.partial_document_counts(scheme))
-            score = f1_drop_score(ref_f1, now_f1) if enough else float("nan")
-            schemes[scheme] = {**now[scheme], "f1_drop": {
-                "score": _finite(score), "threshold": threshold,
-                "drift": bool(score > threshold and ref_f1[0] - now_f1[0] >= cfg.min_f1_drop),
-                "reference_f1": _finite(ref_f1[0]), "current_f1": _finite(now_f1[0])}}
-        return {"documents": ver.window.partial_documents, "min_overlap_percent": cfg.partial_min_overlap_percent,
-                "schemes": schemes,
-                "reference": {"documents": ver.reference.partial_documents,
-                              "schemes": {s: {"overall": ref[s]["overall"]} for s in SCHEMES}}}
+            schemes[scheme] = SchemeFigures(_scheme_block(now[scheme]["overall"]),
+                                            {k: _scheme_block(v) for k, v in now[scheme]["labels"].items()},
+                                            _f1_drop(ref_f1, now_f1, enough, threshold, cfg.min_f1_drop))
+        return PartialMatch(ver.window.partial_documents, cfg.partial_min_overlap_percent, schemes,
+                            ver.reference.partial_documents, {s: _scheme_block(ref[s]["overall"]) for s in SCHEMES})
 
     def reports(self) -> dict[str, dict[str, Any]]:
         """``{version: report(version)}`` for every version seen."""
         return {v: self.report(v) for v in sorted(self.versions)}
+
+    def views(self) -> dict[str, QualityReport]:
+        """``{version: view(version)}`` for every version seen."""
+        return {v: self.view(v) for v in sorted(self.versions)}
 
     # -- state -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -463,7 +470,26 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def _figures(window: QualityWindow, names: list[str], classification: bool) -> dict[str, Any]:
-    out = window.figures(names, classification=classification)
-    out["macro"] = {"f1": out.pop("macro_f1")}
-    return out
+def _figures(window: QualityWindow, names: list[str], classification: bool) -> WindowFigures:
+    """The exact-match figures of ``window`` (``QualityWindow.figures``) as the report's type."""
+    f = window.figures(names, classification=classification)
+    m = f["micro"]
+    return WindowFigures(
+        {k: LabelFigures(v["precision"], v["recall"], v["f1"], v["support"], v["tp"], v["fp"], v["fn"])
+         for k, v in f["labels"].items()},
+        MicroFigures(m["precision"], m["recall"], m["f1"], m["support"]), f["documents"], f["macro_f1"],
+        classification, f.get("accuracy"))
+
+
+def _scheme_block(b: Mapping[str, Any]) -> SchemeBlock:
+    """A scheme's evaluation (``nlpmon.quality.partial_match``'s block) as the report's type."""
+    return SchemeBlock(b["correct"], b["incorrect"], b["partial"], b["missed"], b["spurious"], b["actual"],
+                       b["possible"], b["precision"], b["recall"], b["f1"])
+
+
+def _f1_drop(ref_f1: tuple[float, float], now_f1: tuple[float, float], enough: bool, threshold: float,
+             min_drop: float) -> F1Drop:
+    """The F1-drop test of ``micro_f1_with_se`` results (score None until both sides have ``enough``)."""
+    score = f1_drop_score(ref_f1, now_f1) if enough else float("nan")
+    return F1Drop(_finite(score), threshold, bool(score > threshold and ref_f1[0] - now_f1[0] >= min_drop),
+                  _finite(ref_f1[0]), _finite(now_f1[0]))

@@ -19,6 +19,7 @@ from ..events import Event
 from ..events.errors import InvalidEvent
 from .events import GroundTruth, decode_ground_truth_lines
 from .quality_monitor import QualityConfig, QualityMonitor
+from .report import QualityReport
 
 STATE_KIND = "nlpmon.quality_set"
 _E = TypeVar("_E", Event, GroundTruth)
@@ -89,8 +90,13 @@ class QualitySet:
 
     def report(self) -> dict[str, dict[str, Any]]:
         """``{"model/version": QualityMonitor.report(version)}`` for every version with predictions."""
-        return {f"{model}/{version}": rep for model, mon in sorted(self.monitors.items())
-                for version, rep in mon.reports().items()}
+        return {key: view.to_json() for key, view in self.views().items()}
+
+    def views(self) -> dict[str, QualityReport]:
+        """``{"model/version": QualityMonitor.view(version)}`` (the typed reports) for every version with
+        predictions."""
+        return {f"{model}/{version}": view for model, mon in sorted(self.monitors.items())
+                for version, view in mon.views().items()}
 
     # -- state ------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

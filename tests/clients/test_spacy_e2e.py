@@ -21,7 +21,8 @@ import pytest
 from nlpmon.events.builders import events_from_spacy
 from tests.clients.conftest import require
 from tests.clients.local_texts import copyright_paragraphs, python_docstrings
-from tests.service.test_service_e2e import Service, publish  # noqa: F401 (the publish fixture)
+from tests.service.conftest import publish  # noqa: F401 (the fixture)
+from tests.service.test_service_e2e import Service
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

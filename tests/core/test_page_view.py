@@ -22,6 +22,7 @@ from nlpmon.monitor.page_view import (
     EventShareEvidence,
     LabelShareEvidence,
     ModelPage,
+    ModelSummary,
     OutlierShareEvidence,
 )
 from nlpmon.monitor.pipeline import Pipeline
@@ -94,6 +95,9 @@ def test_to_json_is_the_dict_report_on_a_stream_with_every_signal_quality_and_a_
         assert json.dumps(got, default=_plain) == json.dumps(want, default=_plain), key
         assert ModelPage.from_json(json.loads(json.dumps(got, default=_plain))).to_json() == json.loads(
             json.dumps(got, default=_plain)), key
+        row = json.loads(json.dumps(ModelSummary.of(key, view).to_json(), default=_plain))
+        assert ModelSummary.from_json(row).to_json() == row  # a member's /api/models row, read by the parent
+        assert row["drift"] == bool(view.drifting) and row["drifting_signals"] == sorted(view.drifting)
         seen |= set(view.signals)
         kinds |= {type(s.evidence) for s in view.signals.values()}
     assert seen == {s.name for s in SIGNALS}  # every signal is on a page
@@ -109,7 +113,8 @@ def test_to_json_is_the_dict_report_on_a_stream_with_every_signal_quality_and_a_
 
 
 def legacy_report(self: ModelMonitor) -> dict[str, Any]:
-    """The dict report as ``ModelMonitor.report`` built it before the typed view (the oracle of ``to_json``)."""
+    """The dict report as ``ModelMonitor.report`` built it before the typed view (the oracle of ``to_json``'s
+    assembly; the page evidence is built as the view's classes since, so its blocks enter by their JSON)."""
     out: dict[str, Any] = {
         "model": self.model, "model_version": self.model_version, "status": self.status,
         "events": dict(self.events_total), "events_processed_here": dict(self.events_here),
@@ -135,23 +140,22 @@ def legacy_report(self: ModelMonitor) -> dict[str, Any]:
         s = self.scores.get(name, {"score": 0.0, "window": 0, "statistic": None})
         signals[name] = {**s, "threshold": 1.0, "drift": self.flags.get(name, False),
                          "alarms": self.alarm_counts.get(name, 0),
-                         **win.current(), "evidence": self.evidence.signal_evidence(name, win, p),
+                         **win.current(), "evidence": self.evidence.signal_evidence(name, win, p).to_json(),
                          "windows_not_evaluated": list(win.model.calibration.get("windows_not_evaluated", []))}
     out["signals"] = signals
     out["label_confidence"] = self.label_confidence_report()
     out["change_points"] = list(self.change_points)
-    out["outliers"] = [o.as_dict() for o in self.evidence.outliers]
-    out["history"] = self.evidence.history.report()
+    page = self.evidence.page_blocks(p, self.monitored_events)
+    out["outliers"] = [{**o.to_json(), "nearest_reference": [n.to_json() for n in
+                                                             page.outlier_neighbours.get(o.index, ())]}
+                       for o in self.evidence.outliers]
+    out["history"] = self.evidence.history.view().to_json()
     share = self.windows.get("embedding_outliers")
     if share is not None and isinstance(share.model.featurizer, OutlierShareFeaturizer):
-        out["history"]["outlier_share"] = self.evidence.share_history.report(share.model.featurizer)
+        out["history"]["outlier_share"] = self.evidence.share_history.view(share.model.featurizer).to_json()
     rate, span = self.evidence.history.events_per_second()
     out["throughput"] = {"events_per_second": rate, "over_seconds": span, "clock": "event time"}
-    page = self.evidence.page_views(p, self.monitored_events)
-    near = page["outlier_neighbours"]
-    for o in out["outliers"]:
-        o["nearest_reference"] = near.get(o["index"], [])
-    out["examples"] = page["examples"]
-    out["projection"] = page["projection"]
-    out["confidence_by_label"] = page["confidence_by_label"]
+    out["examples"] = page.examples.to_json()
+    out["projection"] = None if page.projection is None else page.projection.to_json()
+    out["confidence_by_label"] = page.confidence_by_label.to_json()
     return out

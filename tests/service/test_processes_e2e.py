@@ -14,8 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,26 +105,6 @@ class Parent:
             return self.proc.wait(timeout_s)
         finally:
             self.fh.close()
-
-
-@pytest.fixture
-def names() -> dict[str, str]:
-    s = uuid.uuid4().hex[:8]
-    return {"topic": f"pred-{s}", "group": f"nlpmon-{s}", "state": f"state-{s}", "dlq": f"dlq-{s}",
-            "labels": f"labels-{s}"}
-
-
-@pytest.fixture
-def publish(kafka_bootstrap: str, names: dict[str, str], tmp_path: Path) -> Iterator[Any]:
-    def send(lines: list[str], name: str) -> None:
-        path = tmp_path / f"{name}.jsonl"
-        path.write_text("\n".join(lines) + "\n")
-        proc = subprocess.run([sys.executable, "-m", "nlpmon.cli", "publish", str(path), "--bootstrap-servers",
-                               kafka_bootstrap, "--topic", names["topic"]], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        assert f"{len(lines):,} acknowledged" in proc.stderr
-    yield send
 
 
 def committed_events(bootstrap: str, names: dict[str, str]) -> int:

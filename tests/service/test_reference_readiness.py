@@ -56,8 +56,8 @@ def test_readyz_fails_while_a_reference_file_cannot_calibrate(
             producer.produce(f"in-{s}", json.dumps(e).encode(), key=b"demo-ner")
         assert producer.flush(30) == 0
         wait_until(lambda: "demo-ner/1" in service.reports() and (
-            service.reports()["demo-ner/1"].get("reference") is not None
-            or service.reports()["demo-ner/1"].get("reference_error")), 120, "the reference to be taken")
+            service.reports()["demo-ner/1"].reference is not None
+            or service.reports()["demo-ner/1"].reference_error), 120, "the reference to be taken")
         checks = service.readiness()
         assert checks["references_loaded"] is ready, (checks, service.reference_error)
         if not ready:

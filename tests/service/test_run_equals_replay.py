@@ -29,7 +29,7 @@ from nlpmon.observability.http import to_jsonable
 from nlpmon.quality import QualityConfig
 from nlpmon.replay import replay
 from tests.core.test_monitor import EMBEDDING_TOL, assert_close_tree
-from tests.service.test_service_e2e import CONFIG, Service, event_lines, label_line, names, publish  # noqa: F401
+from tests.service.test_service_e2e import CONFIG, Service, event_lines, label_line
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -60,8 +60,8 @@ def comparable(rep: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_run_and_replay_give_equal_reports(kafka_bootstrap: str, names: dict[str, str],  # noqa: F811
-                                           publish: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_run_and_replay_give_equal_reports(kafka_bootstrap: str, names: dict[str, str],
+                                           publish: Any, tmp_path: Path) -> None:
     ref, prod, labels = stream()
     ref_path, events_path, labels_path = tmp_path / "ref.jsonl", tmp_path / "events.jsonl", tmp_path / "gt.jsonl"
     for path, lines in ((ref_path, ref), (events_path, prod), (labels_path, labels)):

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from tests.service.test_service_e2e import Service, event_lines, names, publish  # noqa: F401 (fixtures)
+from tests.service.test_service_e2e import Service, event_lines
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def test_keyless_events_are_counted_and_warned_once_per_partition(
-        kafka_bootstrap: str, names: dict[str, str], publish: Any, tmp_path: Path,  # noqa: F811
+        kafka_bootstrap: str, names: dict[str, str], publish: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NLPMON_PARTITIONS", "2")
     svc = Service(kafka_bootstrap, names, tmp_path / "service.log")
