@@ -16,7 +16,9 @@ executor finishes it before ``submit`` returns and the monitor goes on as if it 
 deferred one (a worker thread) leaves it pending: from that point every later event of this monitor, of
 either split, is held in order (the "deferred" queue: what remained of the batch that started the
 calibration, then later batches, each kept whole, with its clock clamp) and processed batch by batch, as
-the blocking run processed them, once the profile is applied (``poll``). So the state and report after
+the blocking run processed them, once the profile is applied (``poll``). A held batch is packed
+(``PackedEvents``: msgpack bytes, 0.4 of the decoded events' memory, which are its snapshot part as they are)
+and decoded again when processed. So the state and report after
 the wait equal those of the blocking run; alarms raised by held events carry position -1 (their batch
 has gone). The pending calibration's sample and the held events are in the snapshot: a monitor restored
 mid-wait hands the same job to its executor again, so no event is lost or counted twice. Beyond
@@ -52,7 +54,7 @@ from .calibration_jobs import (
     INLINE,
     CalibrationExecutor,
     CalibrationJob,
-    events_from_state,
+    PackedEvents,
     events_state,
 )
 from .config import MonitorConfig
@@ -110,7 +112,21 @@ class PendingCalibration:
     future: Future[ReferenceProfile]
 
 
-Deferred = tuple[str, Any]  # ("call", events) | ("monitor", events) | ("clamp", edge or None)
+Held = PackedEvents | list[Any]  # a held batch: packed (``_hold``), or decoded when it cannot be packed
+Deferred = tuple[str, Any]  # ("call", Held) | ("monitor", Held) | ("clamp", edge or None)
+
+
+def _hold(events: list[Any]) -> Held:
+    """A batch to hold: packed (``PackedEvents``), or the events themselves when msgpack cannot hold one of
+    their metadata values (an integer beyond 64 bits; its snapshot fails then, as it always did)."""
+    try:
+        return PackedEvents.pack(events)
+    except (TypeError, OverflowError):
+        return list(events)
+
+
+def _unhold(held: Held) -> list[Any]:
+    return held.events() if isinstance(held, PackedEvents) else held
 
 
 class ModelMonitor:
@@ -280,10 +296,10 @@ class ModelMonitor:
             if kind != "clamp":
                 done += len(payload)
             if kind == "monitor":
-                alarms.extend(self._monitor_chunks(payload, 0, 0))
+                alarms.extend(self._monitor_chunks(_unhold(payload), 0, 0))
             elif kind == "call":
                 rest, self._deferred = self._deferred, deque()
-                alarms.extend(self._call(payload))  # what it holds again comes before the rest
+                alarms.extend(self._call(_unhold(payload)))  # what it holds again comes before the rest
                 self._deferred.extend(rest)
             else:
                 self._clamp(payload)
@@ -315,7 +331,7 @@ class ModelMonitor:
         """
         alarms = self.poll()
         if self.waiting:  # behind held events: after them
-            self._deferred.extend([("call", list(events)), ("clamp", clamp)])
+            self._deferred.extend([("call", _hold(events)), ("clamp", clamp)])
             if self.deferred_events > self.config.calibration_pending_events:
                 alarms.extend(self.poll(wait=True))
             return alarms
@@ -344,7 +360,7 @@ class ModelMonitor:
                 alarms.extend(self._production(run, start))
                 if self.calibration is not None:
                     if end < n:
-                        self._deferred.append(("call", events[end:]))
+                        self._deferred.append(("call", _hold(events[end:])))
                     break
             start = end
         return alarms
@@ -356,7 +372,7 @@ class ModelMonitor:
         if self.pending_reference.size and self._calibrate(self.pending_reference, "reference"):
             self.pending_reference = ReferenceSample(self.config.reference_reservoir, self.config.seed)
             if self.calibration is not None:  # pending: the run is monitored once it is applied
-                self._deferred.append(("monitor", events))
+                self._deferred.append(("monitor", _hold(events)))
                 return []
         skip = 0
         if self.profile is None:
@@ -372,7 +388,7 @@ class ModelMonitor:
                 self.auto_baseline = ReferenceSample(self.config.reference_reservoir, self.config.seed + 1)
                 if self.calibration is not None:  # pending: the rest of the run is monitored once it is applied
                     if skip < len(events):
-                        self._deferred.append(("monitor", events[skip:]))
+                        self._deferred.append(("monitor", _hold(events[skip:])))
                     return []
             if self.profile is None or skip == len(events):
                 return []
@@ -635,7 +651,11 @@ class ModelMonitor:
         }
 
     def _held_state(self, kind: str, payload: Any) -> list[Any]:
-        return [kind, events_state(payload, self.config.texts) if kind != "clamp" else payload]
+        if kind == "clamp":
+            return [kind, payload]
+        if isinstance(payload, PackedEvents):
+            return [kind, payload.state(self.config.texts)]
+        return [kind, events_state(payload, self.config.texts)]
 
     def state_parts(self, parts: PartSet) -> str:
         """Add this monitor's state to ``parts`` as content-addressed parts (``nlpmon.state.content_id``) and
@@ -708,7 +728,7 @@ class ModelMonitor:
 
         held = [part(pid) for pid in s["deferred_parts"]] if "deferred_parts" in s else s.get("deferred", [])
         m._deferred = deque((str(kind), (None if p is None else float(p)) if kind == "clamp"
-                             else events_from_state(p)) for kind, p in held)
+                             else PackedEvents.from_state(p)) for kind, p in held)
         cal = s.get("calibration")
         if cal is not None and "sample_part" in cal:
             cal = {**cal, "sample": part(cal["sample_part"])}

@@ -18,7 +18,13 @@ import pytest
 
 from nlpmon.demo import SyntheticStream
 from nlpmon.monitor import model_monitor
-from nlpmon.monitor.calibration_jobs import CalibrationJob, event_state, events_from_state, events_state
+from nlpmon.monitor.calibration_jobs import (
+    CalibrationJob,
+    PackedEvents,
+    event_state,
+    events_from_state,
+    events_state,
+)
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.monitor_set import MonitorSet
 from nlpmon.monitor.reference import ReferenceProfile
@@ -219,7 +225,8 @@ def test_a_too_small_reference_is_refused_at_once_without_a_job() -> None:
     assert rep["status"] == "reference_pending"
 
 
-@pytest.mark.parametrize("codec", ["one tree per event (earlier builds)", "packed"])
+@pytest.mark.parametrize("codec", ["one tree per event (earlier builds)", "packed", "held packed",
+                                   "held packed, restored"])
 def test_held_events_round_trip_through_the_snapshot_codec(codec: str) -> None:
     from nlpmon.events import decode_event
 
@@ -233,6 +240,15 @@ def test_held_events_round_trip_through_the_snapshot_codec(codec: str) -> None:
     e = decode_event(json.dumps(raw))
     if codec == "packed":
         (back,) = events_from_state(decode_state(encode_state({"e": events_state([e])}))["e"])
+    elif codec == "held packed":  # in memory while a calibration is pending
+        held = PackedEvents.pack([e])
+        assert len(held) == 1 and held.state()["packed"].tobytes() == events_state([e])["packed"].tobytes()
+        (back,) = held.events()
+    elif codec == "held packed, restored":  # its snapshot part, read back and held again
+        tree = decode_state(encode_state({"e": PackedEvents.pack([e, e]).state()}))["e"]
+        restored = PackedEvents.from_state(tree)
+        assert len(restored) == 2
+        back = restored.events()[1]
     else:
         (back,) = events_from_state([decode_state(encode_state({"e": event_state(e)}))["e"]])
     for name in e.__struct_fields__:
@@ -262,6 +278,24 @@ def test_held_events_without_texts_keep_their_token_offsets_and_span_measures() 
                                  "entities": [{"label": "X", "start": 0, "end": 4}], "tokens": toks}))
     (back,) = events_from_state(decode_state(encode_state({"e": events_state([e], TextPolicy(keep=False))}))["e"])
     assert back.text is None and [t.text for t in back.tokens] == [None, None]
+    # a held batch keeps every text in memory (its events are processed as they came) but not in its snapshot
+    held = PackedEvents.pack([e])
+    assert held.events()[0].text == "ab cd"
+    assert held.state(TextPolicy(keep=False))["packed"].tobytes() == \
+        events_state([e], TextPolicy(keep=False))["packed"].tobytes()
     for ev in (e, back):  # the text gone, the offsets still measure the entity in tokens
         cols, _ = extract_columns([ev])
         assert cols["span_length"].values.tolist() == [2.0] and cols["span_boundary"].values.tolist() == [1.0]
+
+
+def test_a_batch_msgpack_cannot_hold_is_held_decoded() -> None:
+    """An integer beyond 64 bits in metadata (valid JSON) cannot be packed: the batch is held as it came."""
+    from nlpmon.events import decode_event
+
+    e = decode_event(json.dumps({"event_id": "e", "model": "m", "text": "x", "metadata": {"n": 2 ** 70}}))
+    with pytest.raises((TypeError, OverflowError)):
+        PackedEvents.pack([e])
+    held = model_monitor._hold([e])
+    assert held == [e] and model_monitor._unhold(held) == [e]
+    ok = model_monitor._hold([decode_event(json.dumps({"event_id": "f", "model": "m"}))])
+    assert isinstance(ok, PackedEvents) and model_monitor._unhold(ok)[0].event_id == "f"
