@@ -71,7 +71,13 @@ from .page_view import (
     Throughput,
     WindowStatistic,
 )
-from .reference import ReferenceProfile, ReferenceSample, ReferenceTooSmall, check_reference_size
+from .reference import (
+    SEGMENT_EVENTS,
+    ReferenceProfile,
+    ReferenceSample,
+    ReferenceTooSmall,
+    check_reference_size,
+)
 from .signals import SCORED_LABELS, SIGNALS, SPAN_LABELS, SPAN_SIGNALS, extract_columns
 from .views import LabelConfidence, LabelShare, ModelMetrics, RisingLabel, SignalMetrics
 
@@ -163,9 +169,10 @@ class ModelMonitor:
         self.change_points: list[dict[str, Any]] = []
         self._last_drift: dict[str, int] = {}
         self.evidence = PageEvidence(config, self._keep_text, self._restrict_text)
-        # pieces of the state that never change once made (the profile, a pending calibration's sample, each
-        # held batch), encoded once as snapshot parts: id(object) -> (object, part id); no bytes kept
-        self._part_cache: dict[int, tuple[object, str]] = {}
+        # pieces of the state that never change once made (the profile, each full segment of a sample, each
+        # held batch), encoded once as snapshot parts: (id(object), *which piece of it) -> (object, part id);
+        # no bytes kept
+        self._part_cache: dict[tuple[int, ...], tuple[object, str]] = {}
         if profile is not None:
             self._start(profile)
 
@@ -660,28 +667,46 @@ class ModelMonitor:
     def state_parts(self, parts: PartSet) -> str:
         """Add this monitor's state to ``parts`` as content-addressed parts (``nlpmon.state.content_id``) and
         return the id of the main one: the state without the pieces that never change once made, which are
-        parts of their own: the reference profile, a pending calibration's sample, and each batch of events
-        held meanwhile. Those are encoded once for their id and their bytes are not kept (``PartSet`` makes
-        them again if a store asks). An idle model gives the same ids at every snapshot, and a model whose
-        calibration is pending adds only its newest held batches."""
+        parts of their own: the reference profile, each full segment of a reference sample
+        (``ReferenceSample.fixed_segments``: the auto-baseline or the reference events being collected, a
+        pending calibration's sample), and each batch of events held meanwhile. Those are encoded once for
+        their id and their bytes are not kept (``PartSet`` makes them again if a store asks). An idle model
+        gives the same ids at every snapshot, a model collecting its baseline adds only its newest segments,
+        and a model whose calibration is pending only its newest held batches (the sample's segments are
+        those it had while collecting it)."""
         state = self.state(with_profile=False, with_held=False)
-        used: dict[int, tuple[object, str]] = {}
+        used: dict[tuple[int, ...], tuple[object, str]] = {}
 
-        def part(obj: object, make: Callable[[], Any]) -> str:
-            cached = self._part_cache.get(id(obj))
+        def part(obj: object, make: Callable[[], Any], *which: int) -> str:
+            key = (id(obj), *which)
+            cached = self._part_cache.get(key)
             if cached is None or cached[0] is not obj:
                 cached = (obj, parts.add(encode_state(make())))
             else:
                 parts.add_known(cached[1], lambda: encode_state(make()))
-            used[id(obj)] = cached
+            used[key] = cached
             return cached[1]
+
+        def sample_parts(sample: ReferenceSample, frozen: bool = False) -> dict[str, Any]:
+            # frozen (a calibration's sample): every segment, the last one short; else the full segments no
+            # later ``add`` changes (none once it evicted) and the rest in the main part. A piece is known by
+            # its segment and the events evicted so far (a frozen sample's segments after an eviction differ
+            # from those cached before it).
+            n, size = SEGMENT_EVENTS, sample.size
+            fixed = -(-size // n) if frozen else sample.fixed_segments()
+            evicted = sample.seen - size
+            ids = [part(sample, functools.partial(sample.segment_state, i * n, min((i + 1) * n, size)), i, evicted)
+                   for i in range(fixed)]
+            return {"head": sample.head_state(), "segment_parts": ids,
+                    "tail": sample.segment_state(min(fixed * n, size), size)}
 
         profile, pending = self.profile, self.calibration
         if profile is not None:
-            state["profile_part"] = part(profile, profile.state)
+            state["profile_part"] = part(profile, profile.state, -1)
+        state["pending_reference"] = sample_parts(self.pending_reference)
+        state["auto_baseline"] = sample_parts(self.auto_baseline)
         if pending is not None:
-            sample = pending.job.sample
-            state["calibration"] = {"source": pending.job.source, "sample_part": part(sample, sample.state)}
+            state["calibration"] = {"source": pending.job.source, "sample": sample_parts(pending.job.sample, True)}
         state["deferred_parts"] = [part(p, functools.partial(self._held_state, kind, p)) for kind, p in self._deferred]
         self._part_cache = used
         return parts.add(encode_state(state))
@@ -699,8 +724,18 @@ class ModelMonitor:
             m._start(ReferenceProfile.from_state(decode_state(parts[s["profile_part"]])))
         elif s["profile"] is not None:
             m._start(ReferenceProfile.from_state(s["profile"]))
-        m.pending_reference = ReferenceSample.from_state(s["pending_reference"]).map_texts(m._restrict_text)
-        m.auto_baseline = ReferenceSample.from_state(s["auto_baseline"]).map_texts(m._restrict_text)
+        def part(pid: str) -> Any:
+            if parts is None or pid not in parts:
+                raise SnapshotError(f"{s['model']}/{s['model_version']}: a part of its state is missing")
+            return decode_state(parts[pid])
+
+        def sample(t: dict[str, Any]) -> ReferenceSample:  # whole, or in segments (``state_parts``)
+            if "segment_parts" not in t:
+                return ReferenceSample.from_state(t)
+            return ReferenceSample.from_segments(t["head"], [*map(part, t["segment_parts"]), t["tail"]])
+
+        m.pending_reference = sample(s["pending_reference"]).map_texts(m._restrict_text)
+        m.auto_baseline = sample(s["auto_baseline"]).map_texts(m._restrict_text)
         m.reference_error = s["reference_error"]
         m.events_total = dict(s["events_total"])
         m.monitored_events = int(s["monitored_events"])
@@ -721,11 +756,6 @@ class ModelMonitor:
         m.evidence.load_snapshot(s["outliers"], s.get("marked", []), s.get("share_examples") or {})
         if s.get("span_lengths") is not None:  # snapshots of earlier builds have none
             m.evidence.recent_span_lengths.load_state(s["span_lengths"])
-        def part(pid: str) -> Any:
-            if parts is None or pid not in parts:
-                raise SnapshotError(f"{s['model']}/{s['model_version']}: a part of its state is missing")
-            return decode_state(parts[pid])
-
         held = [part(pid) for pid in s["deferred_parts"]] if "deferred_parts" in s else s.get("deferred", [])
         m._deferred = deque((str(kind), (None if p is None else float(p)) if kind == "clamp"
                              else PackedEvents.from_state(p)) for kind, p in held)
@@ -733,7 +763,6 @@ class ModelMonitor:
         if cal is not None and "sample_part" in cal:
             cal = {**cal, "sample": part(cal["sample_part"])}
         if cal is not None:
-            sample = ReferenceSample.from_state(cal["sample"])
-            job = CalibrationJob(m.model, m.model_version, str(cal["source"]), sample, config)
+            job = CalibrationJob(m.model, m.model_version, str(cal["source"]), sample(cal["sample"]), config)
             m.calibration = PendingCalibration(job, executor.submit(job))
         return m

@@ -59,6 +59,11 @@ def _column_from_state(s: dict[str, Any]) -> ItemColumn:
     return ItemColumn(np.asarray(s["event"], np.int64), vals if isinstance(vals, list) else np.asarray(vals))
 
 
+#: Events of one segment of a sample: once full, a segment never changes while the sample keeps every event
+#: offered (``ReferenceSample.fixed_segments``), so a snapshot writes it once, as a part of its own.
+SEGMENT_EVENTS = 200
+
+
 class ReferenceSample:
     """A bounded uniform sample of reference events, kept as per-signal columns."""
 
@@ -129,6 +134,42 @@ class ReferenceSample:
                 "rng": self.rng.bit_generator.state,
                 "columns": None if self._columns is None else
                 {k: _column_state(c) for k, c in self._columns.items()}}
+
+    def fixed_segments(self) -> int:
+        """How many segments of ``SEGMENT_EVENTS`` events no later ``add`` changes: every full one while the
+        sample has kept every event offered (``add`` only appends until ``capacity``), none once it evicted."""
+        return self.size // SEGMENT_EVENTS if self.seen == self.size else 0
+
+    def head_state(self) -> dict[str, Any]:
+        """The state without its events (``segment_state``): what changes at every ``add``."""
+        return {"capacity": self.capacity, "seen": self.seen, "label_counts": dict(self.label_counts),
+                "rng": self.rng.bit_generator.state}
+
+    def segment_state(self, start: int, stop: int) -> dict[str, Any]:
+        """The events ``start`` to ``stop`` (keys, texts, columns renumbered from 0). ``from_segments`` of the
+        ``head_state`` and consecutive segments covering ``0..size`` gives this sample back."""
+        cols = None
+        if self._columns is not None:
+            cols = {}
+            for k, c in self._columns.items():
+                lo, hi = np.searchsorted(c.event, [start, stop], side="left")
+                cols[k] = _column_state(ItemColumn(c.event[lo:hi] - start, c.values[lo:hi]))
+        return {"keys": self._keys[start:stop], "texts": self._texts[start:stop], "columns": cols}
+
+    @classmethod
+    def from_segments(cls, head: dict[str, Any], segments: list[dict[str, Any]]) -> ReferenceSample:
+        """The sample of a ``head_state`` and its ``segment_state``s, in order."""
+        keys = [np.asarray(g["keys"], np.float64) for g in segments]
+        sizes = [k.shape[0] for k in keys]
+        cols = [g["columns"] for g in segments if g["columns"] is not None]
+        columns = None
+        if cols:
+            if len(cols) != len(segments):
+                raise ValueError("a sample segment without columns")
+            columns = {k: _column_state(ItemColumn.concat([_column_from_state(c[k]) for c in cols], sizes))
+                       for k in cols[0]}
+        return cls.from_state({**head, "keys": np.concatenate(keys) if keys else np.zeros(0),
+                               "texts": [t for g in segments for t in g["texts"]], "columns": columns})
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> ReferenceSample:

@@ -25,6 +25,7 @@ from nlpmon.kafka.snapshot_format import (
 )
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.pipeline import Pipeline
+from nlpmon.monitor.reference import SEGMENT_EVENTS
 from nlpmon.state import PartSet, encode_state
 from tests.core.test_calibration_jobs import ManualExecutor
 
@@ -227,6 +228,83 @@ def test_while_a_calibration_is_pending_a_snapshot_adds_only_the_newest_held_eve
         p.process_lines(lines[520:])
         p.finish()
     assert without_wall_time(restored) == without_wall_time(pipeline)
+
+
+def test_while_the_baseline_is_collected_a_snapshot_adds_only_its_newest_segments() -> None:
+    """The auto-baseline being collected is in segments of ``SEGMENT_EVENTS`` events, each full one a part
+    written once: the next snapshot writes the model's state (with the short tail) and the segments filled
+    since. Its calibration's sample is the same segments (the last one short). Restores at each point give
+    the same state, and after the calibration the same monitor."""
+    # duplicate ids remembered beyond the events here: a restored ring of more ids than it holds is the same
+    # set of ids, but its count of ids admitted restarts at its capacity (not this test's concern)
+    config = MonitorConfig(auto_baseline_events=1000, calibration_splits=2, duplicate_window_events=5000)
+    executor = ManualExecutor()
+    pipeline = Pipeline(config, executor=executor)
+    lines = [json.dumps(e).encode() for e in SyntheticStream(seed=5, dim=32, model="m").events(1400)]
+    pipeline.process_lines(lines[:450])
+    _, first = pipeline.snapshot_parts()
+    assert len(first) == 1 + 450 // SEGMENT_EVENTS  # the model's state and two segments
+    pipeline.process_lines(lines[450:950])
+    main, second = pipeline.snapshot_parts()
+    new = {pid: data for pid, data in second.items() if pid not in first}
+    assert len(new) == 1 + 950 // SEGMENT_EVENTS - 450 // SEGMENT_EVENTS
+    whole = sum(len(data) for data in second.values())
+    assert sum(len(data) for data in new.values()) < 0.7 * whole, ([len(d) for d in new.values()], whole)
+    restored = Pipeline(config, executor=ManualExecutor())
+    restored.restore_parts(main, second)
+    assert restored.snapshot() == pipeline.snapshot()
+
+    pipeline.process_lines(lines[950:1100])  # the baseline fills at 1,000: pending; the rest held
+    assert pipeline.calibrating == 1
+    main, third = pipeline.snapshot_parts()
+    segments = [pid for pid in second if pid in third]
+    assert len(segments) == 950 // SEGMENT_EVENTS  # the calibration's sample reuses every written segment
+    restored_jobs = ManualExecutor()
+    restored = Pipeline(config, executor=restored_jobs)
+    restored.restore_parts(main, third)
+    assert restored.calibrating == 1 and restored.snapshot() == pipeline.snapshot()
+    for p, jobs in ((pipeline, executor), (restored, restored_jobs)):
+        while jobs.complete_one():
+            pass
+        p.process_lines(lines[1100:])
+        p.finish()
+    assert without_wall_time(restored) == without_wall_time(pipeline)
+
+
+def test_a_sample_that_evicted_is_whole_in_the_state_until_frozen_then_in_fresh_segments() -> None:
+    """Reference events beyond ``reference_reservoir`` evict: no segment is fixed any more (the sample is
+    in the model's state part), and once a calibration takes it its segments are new parts, never the
+    ones cached before the eviction (same positions, other events)."""
+    config = MonitorConfig(reference_reservoir=300, min_reference_events=200, calibration_splits=2)
+    executor = ManualExecutor()
+    pipeline = Pipeline(config, executor=executor)
+    stream = SyntheticStream(seed=6, dim=32, model="m")
+    ref = [json.dumps(e).encode() for e in stream.events(700, "reference")]
+    prod = [json.dumps(e).encode() for e in stream.events(300)]
+    pipeline.process_lines(ref[:250])
+    _, before = pipeline.snapshot_parts()
+    assert len(before) == 2  # the state and one full segment
+    pipeline.process_lines(ref[250:])  # 700 offered, 300 kept
+    main, evicted = pipeline.snapshot_parts()
+    assert len(evicted) == 1
+    back = Pipeline(config, executor=ManualExecutor())
+    back.restore_parts(main, evicted)
+    assert back.snapshot() == pipeline.snapshot()
+    pipeline.process_lines(prod[:100])  # its calibration is pending, the sample frozen
+    assert pipeline.calibrating == 1
+    main, frozen = pipeline.snapshot_parts()  # PartSet checks each part's bytes against its id
+    assert not set(before) & set(frozen)
+    assert all(part_id(frozen[pid]) == pid for pid in frozen)
+    back_jobs = ManualExecutor()
+    back = Pipeline(config, executor=back_jobs)
+    back.restore_parts(main, frozen)
+    assert back.snapshot() == pipeline.snapshot()
+    for p, jobs in ((pipeline, executor), (back, back_jobs)):
+        while jobs.complete_one():
+            pass
+        p.process_lines(prod[100:])
+        p.finish()
+    assert without_wall_time(back) == without_wall_time(pipeline)
 
 
 def without_wall_time(pipeline: Pipeline) -> bytes:
