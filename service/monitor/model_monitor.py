@@ -135,6 +135,10 @@ def _unhold(held: Held) -> list[Any]:
     return held.events() if isinstance(held, PackedEvents) else held
 
 
+def _encoded(make: Callable[[], Any]) -> bytes:
+    return encode_state(make())
+
+
 class ModelMonitor:
     """Monitor of one (model, model_version). See the module docstring for the reference rules."""
 
@@ -173,6 +177,11 @@ class ModelMonitor:
         # held batch), encoded once as snapshot parts: (id(object), *which piece of it) -> (object, part id);
         # no bytes kept
         self._part_cache: dict[tuple[int, ...], tuple[object, str]] = {}
+        # bumped by every call that may change the state (``process``, ``add_reference``, a ``poll`` or
+        # ``finish`` with something to do); with the counts the shell changes (duplicates), what says that
+        # the last ``state_parts`` still holds: (that, its main part's id, every part's (id, maker))
+        self._changes = 0
+        self._last_parts: tuple[tuple[int, int, int], str, list[tuple[str, Callable[[], bytes]]]] | None = None
         if profile is not None:
             self._start(profile)
 
@@ -274,6 +283,8 @@ class ModelMonitor:
         the loop catches up in steps. ``wait``: until no more than ``calibration_pending_events`` events
         are held. Alarms carry position -1."""
         alarms: list[Alarm] = []
+        if self.waiting:
+            self._changes += 1
         while self.waiting:
             over = wait and self.deferred_events > self.config.calibration_pending_events
             if self.calibration is not None and not self._apply_calibration(wait=over):
@@ -287,6 +298,8 @@ class ModelMonitor:
         """Wait for every pending calibration (running it here if not started) and process every held event.
         Alarms carry position -1."""
         alarms: list[Alarm] = []
+        if self.waiting:
+            self._changes += 1
         while self.waiting:
             if self.calibration is not None:
                 self._apply_calibration(wait=True)
@@ -321,6 +334,7 @@ class ModelMonitor:
         """Add reference events (a reference file or ``"split": "reference"`` events)."""
         if not events:
             return
+        self._changes += 1
         cols, _ = extract_columns(events, self._spans)
         self.pending_reference.add(cols, len(events), [self._keep_text(e.text) for e in events])
         self.events_total["reference"] += len(events)
@@ -336,6 +350,7 @@ class ModelMonitor:
         reference events arrives, or the auto-baseline fills: seconds with an inline executor; with a
         deferred one the events from there on are held (module docstring).
         """
+        self._changes += 1
         alarms = self.poll()
         if self.waiting:  # behind held events: after them
             self._deferred.extend([("call", _hold(events)), ("clamp", clamp)])
@@ -673,9 +688,16 @@ class ModelMonitor:
         their id and their bytes are not kept (``PartSet`` makes them again if a store asks). An idle model
         gives the same ids at every snapshot, a model collecting its baseline adds only its newest segments,
         and a model whose calibration is pending only its newest held batches (the sample's segments are
-        those it had while collecting it)."""
-        state = self.state(with_profile=False, with_held=False)
+        those it had while collecting it). A monitor unchanged since its last ``state_parts`` (no event, no
+        calibration applied) encodes nothing: the same ids, their bytes made again only if a store asks."""
+        now = (self._changes, self.duplicates, int(self.recent_ids.state()["next"]))
+        last = self._last_parts
+        if last is not None and last[0] == now:
+            for pid, make in last[2]:
+                parts.add_known(pid, make)
+            return last[1]
         used: dict[tuple[int, ...], tuple[object, str]] = {}
+        made: list[tuple[str, Callable[[], bytes]]] = []
 
         def part(obj: object, make: Callable[[], Any], *which: int) -> str:
             key = (id(obj), *which)
@@ -685,7 +707,23 @@ class ModelMonitor:
             else:
                 parts.add_known(cached[1], lambda: encode_state(make()))
             used[key] = cached
+            made.append((cached[1], functools.partial(_encoded, make)))
             return cached[1]
+
+        main = parts.add(encode_state(self._parts_tree(part)))
+        self._part_cache = used
+        made.append((main, self._main_part_again))
+        self._last_parts = (now, main, made)
+        return main
+
+    def _main_part_again(self) -> bytes:
+        """The main part of the last ``state_parts``, the monitor unchanged since, made again (for a store
+        that did not write it; ``PartSet`` checks it against its id)."""
+        return encode_state(self._parts_tree(lambda obj, make, *which: self._part_cache[(id(obj), *which)][1]))
+
+    def _parts_tree(self, part: Callable[..., str]) -> dict[str, Any]:
+        """The main part's tree: the state without its parts, which ``part(obj, make, *which)`` names."""
+        state = self.state(with_profile=False, with_held=False)
 
         def sample_parts(sample: ReferenceSample, frozen: bool = False) -> dict[str, Any]:
             # frozen (a calibration's sample): every segment, the last one short; else the full segments no
@@ -708,8 +746,7 @@ class ModelMonitor:
         if pending is not None:
             state["calibration"] = {"source": pending.job.source, "sample": sample_parts(pending.job.sample, True)}
         state["deferred_parts"] = [part(p, functools.partial(self._held_state, kind, p)) for kind, p in self._deferred]
-        self._part_cache = used
-        return parts.add(encode_state(state))
+        return state
 
     @classmethod
     def from_state(cls, s: dict[str, Any], config: MonitorConfig, executor: CalibrationExecutor = INLINE,

@@ -72,6 +72,8 @@ def encode_state(tree: Any) -> bytes:
         if isinstance(x, dict):
             return {str(k): walk(v) for k, v in x.items()}
         if isinstance(x, list | tuple):
+            if all(type(v) is str for v in x):  # texts, labels, tags: as they are (JSON gives the same)
+                return x
             return [walk(v) for v in x]
         if isinstance(x, np.generic):
             return x.item()

@@ -307,6 +307,36 @@ def test_a_sample_that_evicted_is_whole_in_the_state_until_frozen_then_in_fresh_
     assert without_wall_time(back) == without_wall_time(pipeline)
 
 
+def test_an_unchanged_monitor_encodes_nothing_and_its_parts_are_made_again_when_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot of monitors that saw nothing since the last one encodes nothing and names the same parts;
+    a store that has not written them gets the same bytes (``PartSet`` checks them against their ids). A
+    batch of duplicates only (the shell counts them on the monitor) changes the state, and so its part."""
+    from nlpmon.monitor import model_monitor
+
+    config = MonitorConfig(auto_baseline_events=300, calibration_splits=2)
+    pipeline = Pipeline(config)
+    lines = [json.dumps(e).encode() for e in SyntheticStream(seed=7, dim=32, model="m").events(500)]
+    pipeline.process_lines(lines[:250])  # collecting: a segment, a tail
+    pipeline.process_lines(lines[250:450])  # calibrated: a profile
+    main, first = pipeline.snapshot_parts()
+    encoded: list[int] = []
+    real = model_monitor.encode_state
+    monkeypatch.setattr(model_monitor, "encode_state", lambda tree: encoded.append(1) or real(tree))
+    again, second = pipeline.snapshot_parts()
+    monkeypatch.setattr(model_monitor, "encode_state", real)
+    assert encoded == [] and again == main and list(second) == list(first)
+    assert all(second[pid] == first[pid] for pid in first)  # made again, checked against their ids
+    pipeline.process_lines(lines[400:450])  # duplicates only
+    (mon,) = pipeline.monitors.monitors.values()
+    assert mon.duplicates == 50
+    after, parts = pipeline.snapshot_parts()
+    assert after != main
+    restored = Pipeline(config)
+    restored.restore_parts(after, parts)
+    assert restored.snapshot() == pipeline.snapshot()
+
+
 def without_wall_time(pipeline: Pipeline) -> bytes:
     """The monitors' state but the time each calibration took (wall time, its only difference)."""
     states = []
