@@ -52,3 +52,16 @@ def test_refuses_objects() -> None:
         encode_state({"x": object()})
     with pytest.raises(TypeError, match=r"cannot store arrays of dtype \|O"):
         encode_state({"x": np.array(["a"], dtype=object)})
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=12), max_size=30))
+def test_lists_of_strings_are_kept_as_they_are(xs: list[str]) -> None:
+    """A list (or tuple) of strings goes into the header as it is, not walked: the same JSON as walked."""
+    import json
+
+    data = encode_state({"l": xs, "t": tuple(xs), "mixed": [*xs, None]})
+    (hlen,) = struct.unpack_from("<I", data, len(MAGIC) + 2)
+    header = data[len(MAGIC) + 6:len(MAGIC) + 6 + hlen]
+    assert header == json.dumps({"l": xs, "t": xs, "mixed": [*xs, None]}, separators=(",", ":")).encode()
+    assert decode_state(data) == {"l": xs, "t": xs, "mixed": [*xs, None]}
