@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import platform
+import sys
+
+import pytest
 
 from nlpmon.app.processor import MonitorPartitionProcessor, References
 from nlpmon.kafka.processor import LabelledPartitionProcessor, Record
@@ -88,11 +92,19 @@ def test_valid_events_without_a_kafka_key_are_counted() -> None:
     assert p.batch_stats.drain().unkeyed == {"gt": 1}
 
 
-def test_a_reference_calibrates_on_the_worker_thread_while_the_processor_goes_on() -> None:
+def test_a_reference_calibrates_on_the_worker_thread_while_the_processor_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """``nlpmon run``'s executor: the batch that starts a calibration returns without it, the model's
     events are held, other models keep being monitored, and once the worker is done ``poll_calibrations``
-    processes the held events: the report is the one of an inline (blocking) processor."""
+    processes the held events: the report is the one of an inline (blocking) processor. Each model whose
+    held events are all processed gives the heap's free memory back (``trim_heap``)."""
     import threading
+
+    from nlpmon.app import processor as processor_module
+    from nlpmon.app.heap import trim_heap
+
+    trims: list[bool] = []
+    monkeypatch.setattr(processor_module, "trim_heap", lambda: trims.append(trim_heap()) or True)
 
     from nlpmon.app.calibration_worker import ThreadCalibrationExecutor
     from nlpmon.demo import SyntheticStream
@@ -144,6 +156,9 @@ def test_a_reference_calibrates_on_the_worker_thread_while_the_processor_goes_on
     finally:
         release.set()
         worker.close()
+    assert len(trims) == 2  # "other", then demo-ner
+    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
+        assert trims == [True, True]
     got, want = p.report(), blocking.report()
     for r in (got, want):
         for rep in r.values():

@@ -37,6 +37,7 @@ from ..monitor.reference import ReferenceProfile
 from ..quality.quality_monitor import QualityConfig
 from ..quality.quality_set import QualitySet
 from ..state import malformed_state
+from .heap import trim_heap
 
 UNKEYED_MODELS_KEPT = 5
 
@@ -137,10 +138,13 @@ class MonitorPartitionProcessor:
         """Apply the calibrations that finished since the last batch and process the events their models
         held (between batches, so that a partition without new records does not keep them waiting). True
         when there were any."""
-        if not self.pipeline.calibrating:
+        waiting = self.pipeline.calibrating
+        if not waiting:
             return False
         t0 = time.perf_counter()
         alarms = self.pipeline.poll()
+        if self.pipeline.calibrating < waiting:  # a model's held events are all processed: their memory is free
+            trim_heap()
         self.batch_stats.add(time.perf_counter() - t0, [], [])
         if alarms and self._on_alarms is not None:
             self._on_alarms(alarms)
