@@ -80,6 +80,9 @@ from .state_store import StateStore
 from .topics import TopicSetup
 
 _T = TypeVar("_T")
+#: A loop iteration away from Kafka longer than this is logged with where the time went (the target of the
+#: longest poll gap, issue 14).
+SLOW_LOOP_S = 1.0
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 ProducerFactory = Callable[[dict[str, Any]], Producer]
 
@@ -289,6 +292,7 @@ class ConsumerRunner:
             self._counters.group_member = member
         if messages:
             self._process_batch(messages, now)
+        processed = self._clock()
         if self._breaker.is_open and not self._paused and self._partitions:
             self._set_paused(
                 True,
@@ -298,8 +302,14 @@ class ConsumerRunner:
             )
         self._require(self._checkpointer).after_poll(list(self._partitions.values()),
                                                      min(settings.delivery_timeout_s, settings.max_batch_s))
+        checked = self._clock()
         if self._on_poll is not None:
             self._on_poll()
+        away = self._clock() - now
+        if away > SLOW_LOOP_S:  # what held the next poll back, to find the cause of a long poll gap
+            self._log.info("%.2f s away from Kafka after a poll: batch %.2f s (%d messages), checkpoint %.2f s, "
+                           "after-poll work (held events, reports) %.2f s", away, processed - now, len(messages),
+                           checked - processed, away - (checked - now))
 
     def _process_batch(self, messages: Sequence[Message], polled_at: float) -> None:
         """Apply a consumed batch, partition by partition, in slices; stop at ``max_batch_s`` after the poll
