@@ -264,6 +264,7 @@ class ModelMonitor:
         run_here = fut.cancelled() or (not fut.done() and fut.cancel())
         profile = pending.job.run() if run_here else fut.result()
         self.calibration = None
+        self._forget(pending.job.sample)
         log.info("%s/%s: reference calibrated from %s (%d events, %d signals) in %.1f s",
                  self.model, self.model_version, pending.job.source, profile.events, len(profile.signals),
                  profile.calibration_seconds)
@@ -271,6 +272,16 @@ class ModelMonitor:
             log.info("%s/%s: signal %s unavailable: %s", self.model, self.model_version, name, why)
         self._start(profile)
         return True
+
+    def _changed(self) -> None:
+        """The state may change now: the last ``state_parts`` no longer holds."""
+        self._changes += 1
+        self._last_parts = None
+
+    def _forget(self, obj: object) -> None:
+        """``obj`` (a held batch processed, a calibration's sample applied) is gone from the state: its part
+        ids are not needed any more, and keeping them would keep it in memory until the next snapshot."""
+        self._part_cache = {k: v for k, v in self._part_cache.items() if v[0] is not obj}
 
     @property
     def waiting(self) -> bool:
@@ -284,7 +295,7 @@ class ModelMonitor:
         are held. Alarms carry position -1."""
         alarms: list[Alarm] = []
         if self.waiting:
-            self._changes += 1
+            self._changed()
         while self.waiting:
             over = wait and self.deferred_events > self.config.calibration_pending_events
             if self.calibration is not None and not self._apply_calibration(wait=over):
@@ -299,7 +310,7 @@ class ModelMonitor:
         Alarms carry position -1."""
         alarms: list[Alarm] = []
         if self.waiting:
-            self._changes += 1
+            self._changed()
         while self.waiting:
             if self.calibration is not None:
                 self._apply_calibration(wait=True)
@@ -315,6 +326,7 @@ class ModelMonitor:
             kind, payload = self._deferred.popleft()
             if kind != "clamp":
                 done += len(payload)
+                self._forget(payload)
             if kind == "monitor":
                 alarms.extend(self._monitor_chunks(_unhold(payload), 0, 0))
             elif kind == "call":
@@ -334,7 +346,7 @@ class ModelMonitor:
         """Add reference events (a reference file or ``"split": "reference"`` events)."""
         if not events:
             return
-        self._changes += 1
+        self._changed()
         cols, _ = extract_columns(events, self._spans)
         self.pending_reference.add(cols, len(events), [self._keep_text(e.text) for e in events])
         self.events_total["reference"] += len(events)
@@ -350,7 +362,7 @@ class ModelMonitor:
         reference events arrives, or the auto-baseline fills: seconds with an inline executor; with a
         deferred one the events from there on are held (module docstring).
         """
-        self._changes += 1
+        self._changed()
         alarms = self.poll()
         if self.waiting:  # behind held events: after them
             self._deferred.extend([("call", _hold(events)), ("clamp", clamp)])

@@ -23,9 +23,10 @@ from nlpmon.kafka.snapshot_format import (
     part_id,
     select_latest,
 )
+from nlpmon.monitor.calibration_jobs import PackedEvents
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.pipeline import Pipeline
-from nlpmon.monitor.reference import SEGMENT_EVENTS
+from nlpmon.monitor.reference import SEGMENT_EVENTS, ReferenceSample
 from nlpmon.state import PartSet, encode_state
 from tests.core.test_calibration_jobs import ManualExecutor
 
@@ -228,6 +229,8 @@ def test_while_a_calibration_is_pending_a_snapshot_adds_only_the_newest_held_eve
         p.process_lines(lines[520:])
         p.finish()
     assert without_wall_time(restored) == without_wall_time(pipeline)
+    (mon,) = pipeline.monitors.monitors.values()  # what was held and the sample are not kept for their part ids
+    assert not [v for v in mon._part_cache.values() if isinstance(v[0], PackedEvents | ReferenceSample)]
 
 
 def test_while_the_baseline_is_collected_a_snapshot_adds_only_its_newest_segments() -> None:
@@ -320,6 +323,8 @@ def test_an_unchanged_monitor_encodes_nothing_and_its_parts_are_made_again_when_
     pipeline.process_lines(lines[:250])  # collecting: a segment, a tail
     pipeline.process_lines(lines[250:450])  # calibrated: a profile
     main, first = pipeline.snapshot_parts()
+    for mon in pipeline.monitors.monitors.values():
+        mon.page_view()  # what the pages read changes nothing of the state
     encoded: list[int] = []
     real = model_monitor.encode_state
     monkeypatch.setattr(model_monitor, "encode_state", lambda tree: encoded.append(1) or real(tree))
