@@ -282,15 +282,23 @@ class Observed:
 
 
 def checkpointed(port: int, after: float, deadline: float) -> Scrape:
-    """The first scrape that counts more than ``after`` checkpoints (the service copies its counters into
-    /metrics about once a second, after the checkpoint's acknowledgement)."""
-    while time.monotonic() < deadline:
+    """A scrape that counts more than ``after`` checkpoints, once the checkpoint counts and state bytes have
+    settled: the same over three scrapes 2 s apart (a checkpoint may still be under way for another partition,
+    and the service copies its counters into /metrics about once a second, later on a loaded machine)."""
+    while True:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no checkpoint after the {after:.0f}th")
         last = scrape(port)
         if last.checkpoints > after:
-            time.sleep(1.5)  # and the checkpoint that may still be under way for another partition
-            return scrape(port)
+            break
         time.sleep(0.5)
-    raise SystemExit(f"no checkpoint after the {after:.0f}th")
+    same = 0
+    while same < 3 and time.monotonic() < deadline:
+        time.sleep(2.0)
+        now = scrape(port)
+        same = same + 1 if (now.checkpoints, now.state_bytes) == (last.checkpoints, last.state_bytes) else 0
+        last = now
+    return last
 
 
 def watch(proc: subprocess.Popen[bytes], port: int, until: float, stage_ends: list[int], models: int,
