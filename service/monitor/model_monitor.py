@@ -294,7 +294,8 @@ class ModelMonitor:
         the loop catches up in steps. ``wait``: until no more than ``calibration_pending_events`` events
         are held. Alarms carry position -1."""
         alarms: list[Alarm] = []
-        if self.waiting:
+        cal = self.calibration
+        if self.waiting and (cal is None or cal.future.done() or wait):  # else only looks: nothing changes
             self._changed()
         while self.waiting:
             over = wait and self.deferred_events > self.config.calibration_pending_events

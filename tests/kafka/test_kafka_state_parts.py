@@ -342,6 +342,35 @@ def test_an_unchanged_monitor_encodes_nothing_and_its_parts_are_made_again_when_
     assert restored.snapshot() == pipeline.snapshot()
 
 
+def test_a_model_waiting_for_its_calibration_is_not_encoded_again_until_it_is_applied(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Polling a model whose calibration has not finished changes nothing: the next snapshot encodes nothing
+    of it. Once the calibration is applied (and its held events processed) the state and its part change."""
+    from nlpmon.monitor import model_monitor
+
+    config = MonitorConfig(auto_baseline_events=300, calibration_splits=2)
+    executor = ManualExecutor()
+    pipeline = Pipeline(config, executor=executor)
+    lines = [json.dumps(e).encode() for e in SyntheticStream(seed=8, dim=32, model="m").events(350)]
+    pipeline.process_lines(lines)  # 300 calibrating, 50 held
+    main, _ = pipeline.snapshot_parts()
+    pipeline.monitors.poll()  # the calibration has not finished
+    encoded: list[int] = []
+    real = model_monitor.encode_state
+    monkeypatch.setattr(model_monitor, "encode_state", lambda tree: encoded.append(1) or real(tree))
+    again, _ = pipeline.snapshot_parts()
+    monkeypatch.setattr(model_monitor, "encode_state", real)
+    assert encoded == [] and again == main
+    assert executor.complete_one()
+    pipeline.monitors.poll()
+    assert not pipeline.calibrating
+    after, parts = pipeline.snapshot_parts()
+    assert after != main
+    restored = Pipeline(config)
+    restored.restore_parts(after, parts)
+    assert restored.snapshot() == pipeline.snapshot()
+
+
 def without_wall_time(pipeline: Pipeline) -> bytes:
     """The monitors' state but the time each calibration took (wall time, its only difference)."""
     states = []
