@@ -7,7 +7,6 @@ events into one ``ItemColumn`` per signal; everything after it is vectorised ove
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -72,7 +71,6 @@ _START = attrgetter("start")
 _END = attrgetter("end")
 _LABEL = attrgetter("label")
 _TIMESTAMP = attrgetter("timestamp")
-_TOKENS = attrgetter("tokens")
 _NO_TEXT = np.iinfo(np.int64).max  # the text bound of an event without text: none
 _MAX_OFFSET = 2**53  # offsets from here on are not exact as float64: treated as absent
 
@@ -119,6 +117,8 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     score_pos: list[int] = []
     ent_emb: list[np.ndarray] = []
     ent_emb_pos: list[int] = []
+    tok_counts = [0] * n
+    tags: list[str] = []
     tc_pos: list[int] = []
     density: list[float] = []
     len_pos: list[int] = []
@@ -127,7 +127,7 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     pred_labels: list[str] = []
     pconf_pos: list[int] = []
     pconf: list[float] = []
-    tokenised_pos: list[int] = []
+    tokenised = np.zeros(n, bool)
     ent_s: list[int | None] = []
     ent_e: list[int | None] = []
     fast_pos: list[int] = []
@@ -151,7 +151,7 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
         if ents:
             ent_counts[i] = len(ents)
             if toks and spans:
-                tokenised_pos.append(i)
+                tokenised[i] = True
                 text = e.text
                 if toks[0].start is not None:  # offsets given: all tokens' checked in _given_offsets
                     off_pos.append(i)
@@ -183,6 +183,9 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
                 if ent.embedding is not None:
                     ent_emb_pos.append(i)
                     ent_emb.append(ent.embedding)
+        if toks:
+            tok_counts[i] = len(toks)
+            tags.extend(map(_TAG, toks))
         if e.text is not None:
             len_pos.append(i)
             lengths.append(float(len(e.text)))
@@ -193,13 +196,6 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
             if p.score is not None:
                 pconf_pos.append(i)
                 pconf.append(p.score)
-
-    # token tags in one C-level pass over the batch's tokens (no per-event call)
-    all_toks = list(map(_TOKENS, events))
-    tok_counts = list(map(len, all_toks))
-    tags = list(map(_TAG, chain.from_iterable(all_toks)))
-    tokenised = np.zeros(n, bool)
-    tokenised[tokenised_pos] = True
 
     def arr(x: list[int]) -> np.ndarray:
         return np.asarray(x, dtype=np.int64)
