@@ -9,6 +9,7 @@ Synthetic events (``nlpmon.demo``), so it runs anywhere; ``--data DIR`` adds row
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import resource
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson  # the reference parser (dev extra)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ner_faults import tag_event
@@ -54,6 +56,16 @@ def with_token_offsets(e: dict[str, Any]) -> dict[str, Any]:
     return {**e, "tokens": [{**t, "start": a, "end": b} for t, (a, b) in zip(toks, found, strict=True)]}
 
 
+def bare_decode(line: bytes) -> tuple[Any, np.ndarray]:
+    """The floor a JSON consumer cannot go under: ``orjson.loads`` and the document embedding as a float32
+    array (base64 decoded, or the list converted), no validation."""
+    doc = orjson.loads(line)
+    emb = doc["embedding"]
+    if isinstance(emb, dict):
+        return doc, np.frombuffer(base64.b64decode(emb["base64"]), np.float32)
+    return doc, np.asarray(emb, np.float32)
+
+
 def read_lines(path: Path) -> list[bytes]:
     return [line.rstrip(b"\n") for line in path.open("rb")]
 
@@ -67,6 +79,17 @@ def best_of(fn, repeats: int = 3) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
+def interleaved(fns: dict[str, Any], rounds: int) -> dict[str, float]:
+    """Best time of each function over ``rounds`` rounds that run them all in turn."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def measure(dim: int, b64: bool, n: int, tmp: Path) -> dict[str, float]:
     ref_path, ev_path = tmp / f"ref-{dim}-{b64}.jsonl", tmp / f"ev-{dim}-{b64}.jsonl"
     write_stream(ref_path, 3000, dim, b64, "reference", seed=1)
@@ -74,7 +97,11 @@ def measure(dim: int, b64: bool, n: int, tmp: Path) -> dict[str, float]:
     ref, lines = read_lines(ref_path), read_lines(ev_path)
     config = MonitorConfig()
 
-    t_decode = best_of(lambda: [decode_event(x) for x in lines])
+    # interleaved rounds, best of each: a burst of load on a shared machine hits all three alike
+    decodes = interleaved({"orjson": lambda: [orjson.loads(x) for x in lines],
+                           "bare": lambda: [bare_decode(x) for x in lines],
+                           "decode": lambda: [decode_event(x) for x in lines]}, rounds=5)
+    t_orjson, t_bare, t_decode = decodes["orjson"], decodes["bare"], decodes["decode"]
     events = [decode_event(x) for x in lines]
 
     base = MonitorSet(config)
@@ -108,7 +135,9 @@ def measure(dim: int, b64: bool, n: int, tmp: Path) -> dict[str, float]:
     tracemalloc.stop()
     state = len(ms.snapshot())
     return {"dim": dim, "b64": b64, "decode_rate": n / t_decode, "e2e_rate": n / t_e2e,
-            "ratio": t_decode / t_e2e, "monitor_us": 1e6 * t_mon / n, "extract_us": 1e6 * t_extract / n,
+            "ratio": t_decode / t_e2e, "orjson_us": 1e6 * t_orjson / n, "decode_us": 1e6 * t_decode / n,
+            "bare_rate": n / t_bare, "bare_ratio": t_bare / t_e2e,
+            "monitor_us": 1e6 * t_mon / n, "extract_us": 1e6 * t_extract / n,
             "calibration_s": t_cal, "peak_mb": peak / 2**20, "state_mb": state / 2**20}
 
 
@@ -137,14 +166,21 @@ def breakdown(n: int, tmp: Path) -> list[tuple[str, float]]:
     for name, win in mon.windows.items():
         for method in ("update_rows", "update"):
             setattr(win, method, timed(f"{name}: windows + statistics", getattr(win, method)))
+    import nlpmon.monitor.model_monitor as model_monitor
+
+    flatten = "flatten events to columns (extract_columns)"
+    model_monitor.extract_columns = timed(flatten, extract_columns)  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     for x in lines:
         decode_event(x)
     decode = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for i in range(0, n, BATCH):
-        ms.process_lines(lines[i:i + BATCH])
-    total = time.perf_counter() - t0 - decode  # process_lines decodes too
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, n, BATCH):
+            ms.process_lines(lines[i:i + BATCH])
+        total = time.perf_counter() - t0 - decode  # process_lines decodes too
+    finally:
+        model_monitor.extract_columns = extract_columns  # type: ignore[attr-defined]
     rows = [("decode (msgspec + checks), for scale", decode), ("monitor without decode", total),
             ("  features and the rest", total - sum(acc.values()))]
     rows += [(f"  {k}", v) for k, v in sorted(acc.items(), key=lambda kv: -kv[1])]
@@ -385,6 +421,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--only-partial-drift", action="store_true", help="only the partial-drift cost row")
     ap.add_argument("--join-only", action="store_true", help="only the ground-truth join's table")
+    ap.add_argument("--replay-only", action="store_true",
+                    help="only the replay tables and the monitor's parts (384-dim rows; no partial-drift or join "
+                         "tables): for before/after runs, with this script under each tree's Python")
     ap.add_argument("--only-ner-shape", action="store_true",
                     help="only the cost of the tag-validity and span-shape signals (on / off, IOB2 tags)")
     args = ap.parse_args()
@@ -426,19 +465,34 @@ def main() -> int:
     print("| embedding | decode only (ev/s) | replay (ev/s) | replay / decode | monitor µs/event "
           "(of which flattening) | calibration s | peak MB (replay) | snapshot MB |")
     print("|---|---|---|---|---|---|---|---|")
+    bare: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
-        for dim in () if args.join_only else (384, 768):
+        for dim in () if args.join_only else (384,) if args.replay_only else (384, 768):
             for b64 in (False, True):
                 r = measure(dim, b64, args.events, Path(d))
                 print(f"| {dim}-dim {'base64' if b64 else 'JSON list'} | {r['decode_rate']:,.0f} | "
                       f"{r['e2e_rate']:,.0f} | {r['ratio']:.2f} | {r['monitor_us']:.1f} ({r['extract_us']:.1f}) | "
                       f"{r['calibration_s']:.1f} | {r['peak_mb']:.0f} | {r['state_mb']:.1f} |")
+                bare.append(r)
+        if bare:
+            print("\nThe decoder against orjson (same lines, best of 5 interleaved rounds): `orjson.loads` alone, and "
+                  "the bare decode (`orjson.loads` + the embedding to a float32 array, no validation):\n")
+            print("| embedding | orjson.loads µs/event | decoder µs/event | decoder / orjson.loads | bare decode "
+                  "(ev/s) | replay / bare decode |")
+            print("|---|---|---|---|---|---|")
+            for r in bare:
+                print(f"| {r['dim']}-dim {'base64' if r['b64'] else 'JSON list'} | {r['orjson_us']:.1f} | "
+                      f"{r['decode_us']:.1f} | {r['decode_us'] / r['orjson_us']:.2f} | {r['bare_rate']:,.0f} | "
+                      f"{r['bare_ratio']:.2f} |")
         if not args.join_only:
             print("\nWhere the monitor's time goes (384-dim base64, batches of 2,000):\n")
             print("| part | µs/event |")
             print("|---|---|")
             for name, us in breakdown(args.events, Path(d)):
                 print(f"| {name} | {us:.2f} |")
+            if args.replay_only:
+                print(f"\nmax RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+                return 0
             on, off = partial_drift_cost(args.events, Path(d))
             print("\nThe partial-drift signals (embedding_outliers, embedding_clusters, entity_label_share, "
                   "token_tag_share), on and "

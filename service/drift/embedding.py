@@ -162,7 +162,8 @@ class EmbeddingFeaturizer:
         """(m, 3) window statistics from window sums (m, F) and item counts (m,); 0 where items == 0."""
         k = self.k
         n = np.maximum(items, 1.0)[:, None]
-        diff = sums / n - self.ref_row_mean
+        diff = sums / n
+        diff -= self.ref_row_mean  # in place: one (m, F) array, the same values as ``sums / n - ref_row_mean``
         out = np.empty((sums.shape[0], 3))
         out[:, 0] = n[:, 0] * np.einsum("ij,ij->i", diff[:, :k], diff[:, :k])
         out[:, 1] = n[:, 0] * np.einsum("ij,ij->i", diff[:, k:-1], diff[:, k:-1])

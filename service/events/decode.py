@@ -59,7 +59,10 @@ _EmbeddingList = Annotated[
 ]
 
 
-class _B64(msgspec.Struct):
+# gc=False on the structs of one item (token, entity, packed embedding): their fields are strings, numbers,
+# bytes, float arrays or such structs, so they cannot be part of a reference cycle; untracked, the ~30 tokens
+# of an event add no work to the garbage collector's passes over the events a batch holds.
+class _B64(msgspec.Struct, gc=False):
     dtype: Dtype
     base64: bytes  # msgspec decodes (strict, padded) base64 natively for bytes fields
 
@@ -67,7 +70,7 @@ class _B64(msgspec.Struct):
 _WireEmbedding = _EmbeddingList | _B64 | None
 
 
-class TokenOut(msgspec.Struct, kw_only=True):
+class TokenOut(msgspec.Struct, kw_only=True, gc=False):
     """One decoded token (also its own wire type)."""
 
     text: str | None = None
@@ -85,7 +88,7 @@ class PredictionOut(msgspec.Struct, kw_only=True):
     probabilities: dict[str, float] | None = None  # range checked after decoding, to name the key
 
 
-class EntityOut(msgspec.Struct, kw_only=True, eq=False):
+class EntityOut(msgspec.Struct, kw_only=True, eq=False, gc=False):
     """One decoded entity span; ``embedding`` is a 1-D float32 array or None."""
 
     label: str
@@ -113,7 +116,7 @@ class Event(msgspec.Struct, kw_only=True, eq=False):
     metadata: dict[str, Any]
 
 
-class _WireEntity(msgspec.Struct):
+class _WireEntity(msgspec.Struct, gc=False):
     label: _NonEmpty
     score: _Score | None = None
     start: _Offset | None = None

@@ -25,7 +25,7 @@ class RecentIds:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ring = np.zeros(capacity, dtype=np.uint64)
+        self._ring = [0] * capacity  # Python ints: no numpy scalar per admitted id (an array in ``state``)
         self._next = 0  # ids admitted so far; ring slot of the next one is _next % capacity
         self._seen: set[int] = set()
 
@@ -38,14 +38,14 @@ class RecentIds:
             return False
         slot = self._next % self.capacity
         if self._next >= self.capacity:
-            self._seen.discard(int(self._ring[slot]))
+            self._seen.discard(self._ring[slot])
         self._ring[slot] = d
         self._seen.add(d)
         self._next += 1
         return True
 
     def state(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "ring": self._ring, "next": self._next}
+        return {"capacity": self.capacity, "ring": np.array(self._ring, dtype=np.uint64), "next": self._next}
 
     @classmethod
     def from_state(cls, s: dict[str, Any], capacity: int) -> RecentIds:
@@ -54,8 +54,8 @@ class RecentIds:
         old = int(s["capacity"])
         ordered = (ring[: n] if n <= old else np.roll(ring, -(n % old))) if old else ring[:0]
         out = cls(capacity)
-        for d in ordered[-capacity:] if capacity else ordered[:0]:
+        for d in (ordered[-capacity:] if capacity else ordered[:0]).tolist():
             out._ring[out._next % capacity] = d
-            out._seen.add(int(d))
+            out._seen.add(d)
             out._next += 1
         return out

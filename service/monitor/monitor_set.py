@@ -79,6 +79,7 @@ class MonitorSet:
         self.executor = executor
         self.monitors: dict[tuple[str, str], ModelMonitor] = {}
         self.embedding_dims: dict[str, int] = {}
+        self._doc_keys: dict[tuple[str, str], str] = {}  # (model, version) -> its document ``embedding_dims`` key
         self.profiles = dict(profiles or {})
         self._reference_events: dict[tuple[str, str], list[Event]] = {}
         for e in reference_events:
@@ -107,6 +108,17 @@ class MonitorSet:
 
         Sizes are recorded only once the whole event passed.
         """
+        # the usual event: a document embedding of the recorded size, none on its entities
+        emb = e.embedding
+        if emb is None:
+            usual = True
+        else:
+            doc_key = self._doc_keys.get((e.model, e.model_version))
+            if doc_key is None:
+                doc_key = self._doc_keys[(e.model, e.model_version)] = f"{e.model}|{e.model_version}|document"
+            usual = emb.shape[0] == self.embedding_dims.get(doc_key)
+        if usual and all(x.embedding is None for x in e.entities):
+            return
         new: dict[str, int] = {}
         for kind, emb, where in self._embeddings(e):
             dim_key = f"{e.model}|{e.model_version}|{kind}"

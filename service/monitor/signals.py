@@ -70,6 +70,7 @@ _TEXT = attrgetter("text")
 _START = attrgetter("start")
 _END = attrgetter("end")
 _LABEL = attrgetter("label")
+_TIMESTAMP = attrgetter("timestamp")
 _NO_TEXT = np.iinfo(np.int64).max  # the text bound of an event without text: none
 _MAX_OFFSET = 2**53  # offsets from here on are not exact as float64: treated as absent
 
@@ -106,7 +107,7 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     Event times are epoch seconds, NaN when the event carries none.
     """
     n = len(events)
-    times = np.full(n, np.nan)
+    times = np.array(list(map(_TIMESTAMP, events)), dtype=np.float64).reshape(n)  # None -> NaN
     doc_pos: list[int] = []
     doc_emb: list[np.ndarray] = []
     ent_counts = [0] * n
@@ -139,8 +140,6 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
     off_n: list[int] = []
     off_len: list[int] = []
     for i, e in enumerate(events):
-        if e.timestamp is not None:
-            times[i] = e.timestamp
         if e.embedding is not None:
             doc_pos.append(i)
             doc_emb.append(e.embedding)
@@ -202,7 +201,12 @@ def extract_columns(events: list[Any], spans: bool = True) -> tuple[dict[str, It
         return np.asarray(x, dtype=np.int64)
 
     def emb(rows: list[np.ndarray]) -> np.ndarray:
-        return np.vstack(rows) if rows else np.zeros((0, 0), np.float32)
+        if not rows:
+            return np.zeros((0, 0), np.float32)
+        sizes = np.fromiter(map(len, rows), np.int64, count=len(rows))
+        if (sizes == sizes[0]).all():  # one C-level copy; vstack wraps each row in Python first
+            return np.concatenate(rows).reshape(len(rows), int(sizes[0]))
+        return np.vstack(rows)  # raises: rows of different sizes
 
     given = _given_offsets(off_pos, off_s, off_e, off_n, off_len)
     if given.redo.size:  # offsets that cannot be trusted: aligned from the token texts as without them

@@ -145,17 +145,23 @@ class MultiScaleWindow:
         np.cumsum(all_rows, axis=0, out=csum[1:])
         citems = np.concatenate([[0.0], np.cumsum(all_items)])
         n = rows.shape[0]
-        ends = np.arange(h, h + n) + 1  # exclusive end in the concatenated arrays
         out = []
         for w in self.short:
-            starts = ends - w
-            ok = starts >= 0
-            if self.max_age is not None:
-                ok &= ~(all_times[ends - 1] - all_times[np.maximum(starts, 0)] > self.max_age)
-            if not ok.any():
+            # the window closing at batch event i ends (exclusive) at h + i + 1 of the concatenated arrays; the
+            # full ones (start >= 0) are a suffix, their sums differences of two slices (no gathered copies)
+            first = max(0, w - h - 1)
+            if first >= n:
                 continue
-            e, s = ends[ok], starts[ok]
-            out.append(WindowSums(w, (e - 1 - h).astype(np.int64), csum[e] - csum[s], citems[e] - citems[s]))
+            lo, hi = h + first + 1, h + n + 1
+            positions = np.arange(first, n, dtype=np.int64)
+            sums, its = csum[lo:hi] - csum[lo - w:hi - w], citems[lo:hi] - citems[lo - w:hi - w]
+            if self.max_age is not None:
+                ok = ~(all_times[lo - 1:hi - 1] - all_times[lo - w:hi - w] > self.max_age)
+                if not ok.all():
+                    if not ok.any():
+                        continue
+                    positions, sums, its = positions[ok], sums[ok], its[ok]
+            out.append(WindowSums(w, positions, sums, its))
         keep = min(self.ring, all_rows.shape[0])
         self._ring_rows = all_rows[all_rows.shape[0] - keep:].copy()
         self._ring_items = all_items[all_items.shape[0] - keep:].copy()
