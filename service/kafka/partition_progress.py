@@ -47,10 +47,19 @@ class CoveredOffsets:
 
 @dataclass(slots=True)
 class PendingCheckpoint:
-    """A checkpoint waiting for acknowledgements: first the dead letters, then the snapshots it writes."""
+    """A checkpoint waiting for acknowledgements: first the dead letters, then the snapshots it writes.
+
+    ``started_at`` (clock time) and ``stall_after_s``: how long it may stay in flight while the loop keeps
+    consuming before it stalls (0: at once). ``commit_at``: what a partition in ``to_commit`` but not in
+    ``to_snapshot`` may commit, read when the checkpoint started (its last acknowledged snapshot covers it;
+    the partition may move on while the checkpoint is in flight). ``covers``: what each written snapshot
+    covers."""
 
     to_snapshot: list[PartitionProgress]
     to_commit: list[PartitionProgress]
+    started_at: float = 0.0
+    stall_after_s: float = 0.0
+    commit_at: dict[TopicPartitionKey, CoveredOffsets] = field(default_factory=dict)
     covers: dict[TopicPartitionKey, CoveredOffsets] = field(default_factory=dict)
     written: bool = False
 
