@@ -43,6 +43,9 @@ from .snapshot_format import PartitionSnapshot
 from .state_loss import StateLossDetector
 from .state_store import StateStore
 
+#: Writing a checkpoint's snapshots for longer than this on the loop is logged with where the time went.
+SLOW_WRITE_S = 0.5
+
 
 class RunnerError(UserError, RuntimeError):
     """The runner stopped without committing past the last safe checkpoint."""
@@ -206,6 +209,7 @@ class Checkpointer:
         if not pending.written:
             if not self._dead_letters.acked_within(timeout_s):
                 return self._waiting(pending, waited=timeout_s > 0)
+            started, encoding, bytes_before = self._clock(), 0.0, store.bytes_written_total
             for state in pending.to_snapshot:
                 if not self._owned(state):
                     continue  # lost or revoked while waiting: its next owner has its own state
@@ -213,15 +217,24 @@ class Checkpointer:
                 # (an offset below the log start resets to earliest, as an unknown position would)
                 next_offset = max(state.next_offset, 0)
                 processor = state.processor
+                encode_started = self._clock()
                 if isinstance(processor, PartedPartitionProcessor):
                     main, parts = processor.snapshot_parts()
-                    store.write(PartitionSnapshot(state.topic, state.partition, next_offset, main,
-                                                  state.label_next, parts))
+                    snapshot = PartitionSnapshot(state.topic, state.partition, next_offset, main,
+                                                 state.label_next, parts)
                 else:
-                    store.write(PartitionSnapshot(state.topic, state.partition, next_offset,
-                                                  processor.snapshot(), state.label_next))
+                    snapshot = PartitionSnapshot(state.topic, state.partition, next_offset,
+                                                 processor.snapshot(), state.label_next)
+                encoding += self._clock() - encode_started
+                store.write(snapshot)
                 pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
             pending.written = True
+            took = self._clock() - started
+            if took > SLOW_WRITE_S:  # where a checkpoint's time on the loop goes (issue 14: poll gaps)
+                self._log.info("checkpoint wrote %d snapshots (%.1f MB) in %.2f s: processors' snapshots %.2f s, "
+                               "producing (new parts read, chunked, handed to the client) %.2f s",
+                               len(pending.covers), (store.bytes_written_total - bytes_before) / 1e6, took,
+                               encoding, took - encoding)
         if not store.acked_within(max(0.0, deadline - self._clock())):
             return self._waiting(pending, waited=timeout_s > 0)
         self._pending = None
