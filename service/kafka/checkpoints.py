@@ -45,6 +45,9 @@ from .state_store import StateStore
 
 #: Writing a checkpoint's snapshots for longer than this on the loop is logged with where the time went.
 SLOW_WRITE_S = 0.5
+#: An in-flight checkpoint writes no further partition's snapshot in one loop iteration once it has spent
+#: this long writing (the rest follow in the next iterations; at least one snapshot per iteration).
+WRITE_BUDGET_S = 0.25
 
 
 class RunnerError(UserError, RuntimeError):
@@ -193,6 +196,7 @@ class Checkpointer:
         moved = {s.key for s in to_snapshot}
         self._pending = PendingCheckpoint(
             to_snapshot, to_commit, started_at=now, stall_after_s=0.0 if wait else timeout_s,
+            write_budget_s=None if wait else WRITE_BUDGET_S,
             commit_at={s.key: CoveredOffsets(s.next_offset, s.label_next) for s in to_commit if s.key not in moved})
         return self.advance_pending(max(0.0, deadline - self._clock()) if wait else 0.0)
 
@@ -209,10 +213,16 @@ class Checkpointer:
         if not pending.written:
             if not self._dead_letters.acked_within(timeout_s):
                 return self._waiting(pending, waited=timeout_s > 0)
-            started, encoding, bytes_before = self._clock(), 0.0, store.bytes_written_total
-            for state in pending.to_snapshot:
+            started, encoding, bytes_before, count = self._clock(), 0.0, store.bytes_written_total, 0
+            budget = pending.write_budget_s if timeout_s == 0 else None  # a caller that waits gets it all
+            while pending.next_to_write < len(pending.to_snapshot):
+                if budget is not None and count and self._clock() - started >= budget:
+                    break  # the rest in the next iterations, once the dead letters so far are acked again
+                state = pending.to_snapshot[pending.next_to_write]
+                pending.next_to_write += 1
                 if not self._owned(state):
                     continue  # lost or revoked while waiting: its next owner has its own state
+                count += 1
                 # labels may move before the first input record: offset 0 then means "from the start"
                 # (an offset below the log start resets to earliest, as an unknown position would)
                 next_offset = max(state.next_offset, 0)
@@ -228,13 +238,15 @@ class Checkpointer:
                 encoding += self._clock() - encode_started
                 store.write(snapshot)
                 pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
-            pending.written = True
             took = self._clock() - started
             if took > SLOW_WRITE_S:  # where a checkpoint's time on the loop goes (issue 14: poll gaps)
                 self._log.info("checkpoint wrote %d snapshots (%.1f MB) in %.2f s: processors' snapshots %.2f s, "
                                "producing (new parts read, chunked, handed to the client) %.2f s",
-                               len(pending.covers), (store.bytes_written_total - bytes_before) / 1e6, took,
-                               encoding, took - encoding)
+                               count, (store.bytes_written_total - bytes_before) / 1e6, took, encoding,
+                               took - encoding)
+            if pending.next_to_write < len(pending.to_snapshot):
+                return self._waiting(pending, waited=False)
+            pending.written = True
         if not store.acked_within(max(0.0, deadline - self._clock())):
             return self._waiting(pending, waited=timeout_s > 0)
         self._pending = None

@@ -53,7 +53,8 @@ class PendingCheckpoint:
     consuming before it stalls (0: at once). ``commit_at``: what a partition in ``to_commit`` but not in
     ``to_snapshot`` may commit, read when the checkpoint started (its last acknowledged snapshot covers it;
     the partition may move on while the checkpoint is in flight). ``covers``: what each written snapshot
-    covers."""
+    covers (each is read when its snapshot is written: with ``write_budget_s`` the snapshots of one
+    checkpoint may be written over several loop iterations)."""
 
     to_snapshot: list[PartitionProgress]
     to_commit: list[PartitionProgress]
@@ -61,6 +62,8 @@ class PendingCheckpoint:
     stall_after_s: float = 0.0
     commit_at: dict[TopicPartitionKey, CoveredOffsets] = field(default_factory=dict)
     covers: dict[TopicPartitionKey, CoveredOffsets] = field(default_factory=dict)
+    write_budget_s: float | None = None  # time on the loop per call to write snapshots; None: all at once
+    next_to_write: int = 0  # index in to_snapshot of the next snapshot to write
     written: bool = False
 
 

@@ -11,7 +11,7 @@ from typing import cast
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from nlpmon.kafka.checkpoints import Checkpointer, CheckpointSchedule, CommitError
+from nlpmon.kafka.checkpoints import WRITE_BUDGET_S, Checkpointer, CheckpointSchedule, CommitError
 from nlpmon.kafka.dead_letter import DeadLetterWriter
 from nlpmon.kafka.partition_progress import PartitionProgress
 from nlpmon.kafka.processor import Record, Rejected
@@ -344,3 +344,44 @@ def test_a_revocation_completes_an_in_flight_checkpoint_first() -> None:
     h.store.acked = True
     assert h.checkpointer.checkpoint(h.states(), 5.0)
     assert h.consumer.commits == [[("in", 0, 10)], [("in", 1, 3)]] and not h.checkpointer.stalled
+
+
+def test_an_in_flight_checkpoint_spreads_its_snapshots_over_iterations_within_a_write_budget() -> None:
+    h = Harness()
+    states = [h.add(p, 10 * (p + 1)) for p in range(3)]
+
+    class SlowProcessor(FakeProcessor):
+        def snapshot(self) -> bytes:
+            h.clock.now += WRITE_BUDGET_S  # each snapshot uses up the iteration's budget
+            return b"state"
+
+    for state in states:
+        state.processor = SlowProcessor()
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+    assert [s.partition for s in h.store.written] == [0] and h.consumer.commits == []
+    states[1].next_offset = 25  # applied between iterations: its snapshot, written next, covers it
+    h.dead_letters.acked = False  # a dead letter of those events not acknowledged yet: nothing written
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [s.partition for s in h.store.written] == [0]
+    h.dead_letters.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [(s.partition, s.next_offset) for s in h.store.written] == [(0, 10), (1, 25)]
+    assert h.consumer.commits == [] and not h.checkpointer.stalled
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [(s.partition, s.next_offset) for s in h.store.written] == [(0, 10), (1, 25), (2, 30)]
+    assert h.consumer.commits == [[("in", 0, 10), ("in", 1, 25), ("in", 2, 30)]] and h.counters.checkpoints == 1
+
+
+def test_a_waiting_checkpoint_writes_every_snapshot_at_once() -> None:
+    h = Harness()
+    states = [h.add(p, 10 * (p + 1)) for p in range(3)]
+
+    class SlowProcessor(FakeProcessor):
+        def snapshot(self) -> bytes:
+            h.clock.now += WRITE_BUDGET_S
+            return b"state"
+
+    for state in states:
+        state.processor = SlowProcessor()
+    assert h.checkpointer.checkpoint(h.states(), 5.0)
+    assert len(h.store.written) == 3 and len(h.consumer.commits) == 1
