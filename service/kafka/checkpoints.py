@@ -14,7 +14,10 @@ A checkpoint, for the partitions that moved since the last one:
 loop: it writes the snapshots (once every dead letter so far is acknowledged) and returns; the loop keeps
 polling and applying events while the checkpoint is *in flight* (:class:`PendingCheckpoint`), each poll
 looks at the acknowledgements without waiting, and the commit of what the snapshots cover happens in the
-iteration that finds every one acknowledged. No new checkpoint starts while one is in flight. A crash in
+iteration that finds every one acknowledged. Its partitions' snapshots are written over several iterations
+when writing them takes long: after ``WRITE_BUDGET_S`` of writing in one iteration the next partition waits
+for the next one (at least one per iteration; before each, every dead letter so far must be acknowledged;
+each snapshot covers what was applied when it is written). No new checkpoint starts while one is in flight. A crash in
 flight leaves the previous acknowledged snapshots (nothing is tombstoned before the acknowledgement) and the
 previous committed offsets: restore takes the newest complete snapshot, whose offsets it reads on from.
 
