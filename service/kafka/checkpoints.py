@@ -21,7 +21,8 @@ each snapshot covers what was applied when it is written). No new checkpoint sta
 flight leaves the previous acknowledged snapshots (nothing is tombstoned before the acknowledgement) and the
 previous committed offsets: restore takes the newest complete snapshot, whose offsets it reads on from.
 
-**Stalled.** A checkpoint still unacknowledged ``timeout_s`` after it started *stalls*: the runner pauses
+**Stalled.** A checkpoint in flight for ``timeout_s`` without progress (since it started, or since it wrote
+its last snapshot) *stalls*: the runner pauses
 consumption (``on_stall_change``) and each poll looks again; once acknowledged the commit happens and
 consumption resumes. The checkpoints of a revocation and of shutdown (:meth:`Checkpointer.checkpoint`)
 wait up to their timeout on the caller, completing an in-flight one first.
@@ -51,6 +52,9 @@ SLOW_WRITE_S = 0.5
 #: An in-flight checkpoint writes no further partition's snapshot in one loop iteration once it has spent
 #: this long writing (the rest follow in the next iterations; at least one snapshot per iteration).
 WRITE_BUDGET_S = 0.25
+#: In flight, the longest an iteration waits for the dead letters produced so far before writing snapshots
+#: (they were handed to the client moments ago: one round trip acknowledges them on a healthy broker).
+DEAD_LETTER_WAIT_S = 0.1
 
 
 class RunnerError(UserError, RuntimeError):
@@ -168,7 +172,8 @@ class Checkpointer:
     def checkpoint(self, states: Sequence[PartitionProgress], timeout_s: float, *, wait: bool = True) -> bool:
         """Dead letters acked -> snapshots acked -> commit. Returns True when done (or nothing to do), False
         when it waits for the broker (the client retries the deliveries for as long as the broker is away);
-        a commit happens only once the acknowledgements arrived, in a later call of :meth:`after_poll`.
+        a commit happens only once the acknowledgements arrived (with ``wait=False``: in a later call of
+        :meth:`after_poll`).
 
         ``wait=True`` (revocation, shutdown): blocks up to about ``timeout_s`` (twice that when an earlier
         checkpoint was still waiting), then stalls (consumption paused). ``wait=False`` (the schedule): waits
@@ -198,7 +203,7 @@ class Checkpointer:
             return True
         moved = {s.key for s in to_snapshot}
         self._pending = PendingCheckpoint(
-            to_snapshot, to_commit, started_at=now, stall_after_s=0.0 if wait else timeout_s,
+            to_snapshot, to_commit, started_at=now, progress_at=now, stall_after_s=0.0 if wait else timeout_s,
             write_budget_s=None if wait else WRITE_BUDGET_S,
             commit_at={s.key: CoveredOffsets(s.next_offset, s.label_next) for s in to_commit if s.key not in moved})
         return self.advance_pending(max(0.0, deadline - self._clock()) if wait else 0.0)
@@ -214,7 +219,11 @@ class Checkpointer:
         deadline = self._clock() + timeout_s
         store = self._store
         if not pending.written:
-            if not self._dead_letters.acked_within(timeout_s):
+            # In flight (timeout 0) the dead letters of the batch just applied are still in the client's queue
+            # or on their way: wait for them a bounded moment (a round trip) rather than not at all, else a
+            # steady trickle of dead letters would hold the checkpoint until it stalls.
+            dead_letters_wait = timeout_s if timeout_s > 0 else min(DEAD_LETTER_WAIT_S, pending.write_budget_s or 0.0)
+            if not self._dead_letters.acked_within(dead_letters_wait):
                 return self._waiting(pending, waited=timeout_s > 0)
             started, encoding, bytes_before, count = self._clock(), 0.0, store.bytes_written_total, 0
             budget = pending.write_budget_s if timeout_s == 0 else None  # a caller that waits gets it all
@@ -241,6 +250,7 @@ class Checkpointer:
                 encoding += self._clock() - encode_started
                 store.write(snapshot)
                 pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
+                pending.progress_at = self._clock()
             took = self._clock() - started
             if took > SLOW_WRITE_S:  # where a checkpoint's time on the loop goes (issue 14: poll gaps)
                 self._log.info("checkpoint wrote %d snapshots (%.1f MB) in %.2f s: processors' snapshots %.2f s, "
@@ -266,14 +276,16 @@ class Checkpointer:
             self._counters.snapshots_written += len(pending.covers)
             copy_store_counters(self._counters, store)
         self._unstall()
-        to_commit = [s for s in pending.to_commit if self._owned(s)]
+        commit_to = {**pending.commit_at, **pending.covers}
+        # only what this checkpoint covers: never a partition's current position, which is past its snapshot
+        to_commit = [s for s in pending.to_commit if self._owned(s) and s.key in commit_to]
         if to_commit and not self._consumer.memberid():
             with self._lock:
                 self._counters.checkpoints_skipped += 1
             self._log.warning("not a group member any more: the snapshots are written, the commit of %d "
                               "partitions is skipped", len(to_commit))
             return True
-        self.commit(to_commit, {**pending.commit_at, **pending.covers})
+        self.commit(to_commit, commit_to)
         return True
 
     def commit(self, states: Sequence[PartitionProgress],
@@ -342,9 +354,10 @@ class Checkpointer:
         return self._partitions.get((state.topic, state.partition)) is state
 
     def _waiting(self, pending: PendingCheckpoint, *, waited: bool) -> bool:
-        """Not acknowledged yet: stall after a wait on the caller, or once in flight for ``stall_after_s``.
+        """Not acknowledged yet: stall after a wait on the caller, or once in flight for ``stall_after_s``
+        without progress (since it started or wrote its last snapshot).
         Returns False."""
-        if waited or self._clock() - pending.started_at >= pending.stall_after_s:
+        if waited or self._clock() - pending.progress_at >= pending.stall_after_s:
             return self._stall()
         return False
 

@@ -11,7 +11,7 @@ from typing import cast
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from nlpmon.kafka.checkpoints import WRITE_BUDGET_S, Checkpointer, CheckpointSchedule, CommitError
+from nlpmon.kafka.checkpoints import DEAD_LETTER_WAIT_S, WRITE_BUDGET_S, Checkpointer, CheckpointSchedule, CommitError
 from nlpmon.kafka.dead_letter import DeadLetterWriter
 from nlpmon.kafka.partition_progress import PartitionProgress
 from nlpmon.kafka.processor import Record, Rejected
@@ -385,3 +385,61 @@ def test_a_waiting_checkpoint_writes_every_snapshot_at_once() -> None:
         state.processor = SlowProcessor()
     assert h.checkpointer.checkpoint(h.states(), 5.0)
     assert len(h.store.written) == 3 and len(h.consumer.commits) == 1
+
+
+def test_an_in_flight_checkpoint_waits_a_moment_for_fresh_dead_letters_and_does_not_stall_on_a_trickle() -> None:
+    # a steady trickle of invalid events: the dead letters of the batch just applied are acknowledged within
+    # a round trip, never at the instant of the check; a check that does not wait at all never writes
+    h = Harness()
+    state = h.add(0, 10)
+    waits: list[float] = []
+
+    class Trickle(FakeDeadLetters):
+        def acked_within(self, timeout_s: float) -> bool:
+            waits.append(timeout_s)
+            return timeout_s >= 0.01  # acknowledged after ~a round trip
+
+    h.checkpointer._dead_letters = Trickle()  # type: ignore[assignment]
+    h.checkpointer.checkpoint(h.states(), 5.0, wait=False)  # the schedule's checkpoint, in flight
+    for _ in range(10):  # one iteration per second, each applying events with dead letters
+        h.clock.now += 1.0
+        state.next_offset += 5
+        h.checkpointer.after_poll(h.states(), 5.0)
+        if h.consumer.commits:
+            break
+    assert not h.checkpointer.stalled and h.counters.checkpoint_stalls == 0
+    assert h.consumer.commits and 0 < max(waits) <= DEAD_LETTER_WAIT_S
+
+
+def test_an_in_flight_checkpoint_written_over_many_iterations_is_not_a_stall() -> None:
+    # twelve partitions whose snapshots each take the write budget, half a second of batch in between: the
+    # write spans ~9 s, past the 5 s timeout, with a healthy broker; the stall clock counts from progress
+    h = Harness()
+    states = [h.add(p, 10 * (p + 1)) for p in range(12)]
+
+    class SlowProcessor(FakeProcessor):
+        def snapshot(self) -> bytes:
+            h.clock.now += WRITE_BUDGET_S
+            return b"state"
+
+    for state in states:
+        state.processor = SlowProcessor()
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+    for _ in range(20):
+        h.clock.now += 0.5
+        h.checkpointer.after_poll(h.states(), 5.0)
+        if h.consumer.commits:
+            break
+    assert len(h.store.written) == 12 and len(h.consumer.commits) == 1
+    assert h.clock.now - 100.0 > 5.0 and h.counters.checkpoint_stalls == 0 and h.stall_changes == []
+    # the acknowledgement itself still has its timeout, counted from the last snapshot written
+    h.add(12, 5)
+    h.store.acked = False
+    h.clock.now += 100.0
+    h.checkpointer.after_poll(h.states(), 5.0)
+    h.clock.now += 4.9
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert not h.checkpointer.stalled
+    h.clock.now += 0.2
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.checkpointer.stalled and h.counters.checkpoint_stalls == 1
