@@ -8,9 +8,24 @@ A checkpoint, for the partitions that moved since the last one:
 3. the offsets are committed synchronously (committed = what the snapshot covers, never backwards).
 
 :class:`CheckpointSchedule` says when one is due (every ``checkpoint_interval_events`` events or
-``checkpoint_interval_s`` seconds). :class:`Checkpointer` runs it: a delivery still unacknowledged after the
-timeout leaves the checkpoint pending (:class:`PendingCheckpoint`) and *stalls*: the runner pauses consumption
-(``on_stall_change``) and each poll looks again; once acknowledged the commit happens and consumption resumes.
+``checkpoint_interval_s`` seconds). :class:`Checkpointer` runs it.
+
+**In flight.** A scheduled checkpoint (:meth:`Checkpointer.after_poll`) never waits for the broker on the
+loop: it writes the snapshots (once every dead letter so far is acknowledged) and returns; the loop keeps
+polling and applying events while the checkpoint is *in flight* (:class:`PendingCheckpoint`), each poll
+looks at the acknowledgements without waiting, and the commit of what the snapshots cover happens in the
+iteration that finds every one acknowledged. Its partitions' snapshots are written over several iterations
+when writing them takes long: after ``WRITE_BUDGET_S`` of writing in one iteration the next partition waits
+for the next one (at least one per iteration; before each, every dead letter so far must be acknowledged;
+each snapshot covers what was applied when it is written). No new checkpoint starts while one is in flight. A crash in
+flight leaves the previous acknowledged snapshots (nothing is tombstoned before the acknowledgement) and the
+previous committed offsets: restore takes the newest complete snapshot, whose offsets it reads on from.
+
+**Stalled.** A checkpoint in flight for ``timeout_s`` without progress (since it started, or since it wrote
+its last snapshot) *stalls*: the runner pauses
+consumption (``on_stall_change``) and each poll looks again; once acknowledged the commit happens and
+consumption resumes. The checkpoints of a revocation and of shutdown (:meth:`Checkpointer.checkpoint`)
+wait up to their timeout on the caller, completing an in-flight one first.
 """
 
 from __future__ import annotations
@@ -31,6 +46,15 @@ from .settings import KafkaSettings
 from .snapshot_format import PartitionSnapshot
 from .state_loss import StateLossDetector
 from .state_store import StateStore
+
+#: Writing a checkpoint's snapshots for longer than this on the loop is logged with where the time went.
+SLOW_WRITE_S = 0.5
+#: An in-flight checkpoint writes no further partition's snapshot in one loop iteration once it has spent
+#: this long writing (the rest follow in the next iterations; at least one snapshot per iteration).
+WRITE_BUDGET_S = 0.25
+#: In flight, the longest an iteration waits for the dead letters produced so far before writing snapshots
+#: (they were handed to the client moments ago: one round trip acknowledges them on a healthy broker).
+DEAD_LETTER_WAIT_S = 0.1
 
 
 class RunnerError(UserError, RuntimeError):
@@ -127,7 +151,7 @@ class Checkpointer:
 
     @property
     def pending(self) -> bool:
-        """Is a checkpoint waiting for the broker's acknowledgements?"""
+        """Is a checkpoint waiting for the broker's acknowledgements (in flight or stalled)?"""
         return self._pending is not None
 
     @property
@@ -136,24 +160,31 @@ class Checkpointer:
         return self._stalled
 
     def after_poll(self, states: Sequence[PartitionProgress], timeout_s: float) -> None:
-        """Called after every poll: a pending checkpoint moves on as far as the acknowledgements allow
-        (without waiting); else a due one runs for ``states`` within ``timeout_s``."""
+        """Called after every poll, never waits for the broker: a pending checkpoint moves on as far as the
+        acknowledgements allow (it stalls once in flight for ``timeout_s``); else a due one starts for
+        ``states`` in flight (see :meth:`checkpoint` with ``wait=False``). Blocks only for encoding and
+        producing the snapshots (and a full producer queue, up to ``delivery_timeout_s``)."""
         if self._pending is not None:
-            self.advance_pending(0.0)  # a stalled checkpoint: has the broker acknowledged it by now?
+            self.advance_pending(0.0)  # in flight or stalled: has the broker acknowledged it by now?
         elif self.schedule.due(self._clock):
-            self.checkpoint(states, timeout_s)
+            self.checkpoint(states, timeout_s, wait=False)
 
-    def checkpoint(self, states: Sequence[PartitionProgress], timeout_s: float) -> bool:
+    def checkpoint(self, states: Sequence[PartitionProgress], timeout_s: float, *, wait: bool = True) -> bool:
         """Dead letters acked -> snapshots acked -> commit. Returns True when done (or nothing to do), False
-        when it waits for the broker: consumption is then paused and each poll looks again (the client
-        retries the deliveries for as long as the broker is away); a commit happens only once the
-        acknowledgements arrived. Blocks up to about ``timeout_s`` (twice that when an earlier checkpoint
-        was still waiting). Writes nothing when this member left its group. Raises DeliveryError for a
-        delivery the broker refused, before any commit, and CommitError (see :meth:`commit`)."""
+        when it waits for the broker (the client retries the deliveries for as long as the broker is away);
+        a commit happens only once the acknowledgements arrived (with ``wait=False``: in a later call of
+        :meth:`after_poll`).
+
+        ``wait=True`` (revocation, shutdown): blocks up to about ``timeout_s`` (twice that when an earlier
+        checkpoint was still waiting), then stalls (consumption paused). ``wait=False`` (the schedule): waits
+        for nothing, the checkpoint stays in flight while the loop consumes and stalls only ``timeout_s``
+        after it started; a pending one is only looked at (no new one starts). Writes nothing when this
+        member left its group. Raises DeliveryError for a delivery the broker refused, before any commit,
+        and CommitError (see :meth:`commit`)."""
         now = self._clock()
         self.schedule.restart(now)
         deadline = now + timeout_s
-        if self._pending is not None and not self.advance_pending(timeout_s):
+        if self._pending is not None and not self.advance_pending(timeout_s if wait else 0.0):
             return False
         to_snapshot = [s for s in states if s.moved()]
         to_commit = [s for s in states if s.uncommitted()]
@@ -170,38 +201,67 @@ class Checkpointer:
                 len(states),
             )
             return True
-        self._pending = PendingCheckpoint(to_snapshot, to_commit)
-        return self.advance_pending(max(0.0, deadline - self._clock()))
+        moved = {s.key for s in to_snapshot}
+        self._pending = PendingCheckpoint(
+            to_snapshot, to_commit, started_at=now, progress_at=now, stall_after_s=0.0 if wait else timeout_s,
+            write_budget_s=None if wait else WRITE_BUDGET_S,
+            commit_at={s.key: CoveredOffsets(s.next_offset, s.label_next) for s in to_commit if s.key not in moved})
+        return self.advance_pending(max(0.0, deadline - self._clock()) if wait else 0.0)
 
     def advance_pending(self, timeout_s: float) -> bool:
         """Move the pending checkpoint on as far as the acknowledgements allow within ``timeout_s``: write
-        the snapshots once the dead letters are acked, commit once the snapshots are. Returns True when it
-        completed, False (stalled) when it still waits."""
+        the snapshots once the dead letters are acked (every dead letter produced so far, so also those of
+        events applied while it waited), commit once the snapshots are. Returns True when it completed,
+        False when it still waits: in flight, or stalled (after waiting ``timeout_s`` > 0 here, or once it
+        started ``stall_after_s`` ago)."""
         pending = self._pending
         assert pending is not None
         deadline = self._clock() + timeout_s
         store = self._store
         if not pending.written:
-            if not self._dead_letters.acked_within(timeout_s):
-                return self._stall()
-            for state in pending.to_snapshot:
+            # In flight (timeout 0) the dead letters of the batch just applied are still in the client's queue
+            # or on their way: wait for them a bounded moment (a round trip) rather than not at all, else a
+            # steady trickle of dead letters would hold the checkpoint until it stalls.
+            dead_letters_wait = timeout_s if timeout_s > 0 else min(DEAD_LETTER_WAIT_S, pending.write_budget_s or 0.0)
+            if not self._dead_letters.acked_within(dead_letters_wait):
+                return self._waiting(pending, waited=timeout_s > 0)
+            started, encoding, bytes_before, count = self._clock(), 0.0, store.bytes_written_total, 0
+            budget = pending.write_budget_s if timeout_s == 0 else None  # a caller that waits gets it all
+            while pending.next_to_write < len(pending.to_snapshot):
+                if budget is not None and count and self._clock() - started >= budget:
+                    break  # the rest in the next iterations, once the dead letters so far are acked again
+                state = pending.to_snapshot[pending.next_to_write]
+                pending.next_to_write += 1
                 if not self._owned(state):
                     continue  # lost or revoked while waiting: its next owner has its own state
+                count += 1
                 # labels may move before the first input record: offset 0 then means "from the start"
                 # (an offset below the log start resets to earliest, as an unknown position would)
                 next_offset = max(state.next_offset, 0)
                 processor = state.processor
+                encode_started = self._clock()
                 if isinstance(processor, PartedPartitionProcessor):
                     main, parts = processor.snapshot_parts()
-                    store.write(PartitionSnapshot(state.topic, state.partition, next_offset, main,
-                                                  state.label_next, parts))
+                    snapshot = PartitionSnapshot(state.topic, state.partition, next_offset, main,
+                                                 state.label_next, parts)
                 else:
-                    store.write(PartitionSnapshot(state.topic, state.partition, next_offset,
-                                                  processor.snapshot(), state.label_next))
+                    snapshot = PartitionSnapshot(state.topic, state.partition, next_offset,
+                                                 processor.snapshot(), state.label_next)
+                encoding += self._clock() - encode_started
+                store.write(snapshot)
                 pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
+                pending.progress_at = self._clock()
+            took = self._clock() - started
+            if took > SLOW_WRITE_S:  # where a checkpoint's time on the loop goes (issue 14: poll gaps)
+                self._log.info("checkpoint wrote %d snapshots (%.1f MB) in %.2f s: processors' snapshots %.2f s, "
+                               "producing (new parts read, chunked, handed to the client) %.2f s",
+                               count, (store.bytes_written_total - bytes_before) / 1e6, took, encoding,
+                               took - encoding)
+            if pending.next_to_write < len(pending.to_snapshot):
+                return self._waiting(pending, waited=False)
             pending.written = True
         if not store.acked_within(max(0.0, deadline - self._clock())):
-            return self._stall()
+            return self._waiting(pending, waited=timeout_s > 0)
         self._pending = None
         with self._lock:
             for state in pending.to_snapshot:
@@ -216,14 +276,16 @@ class Checkpointer:
             self._counters.snapshots_written += len(pending.covers)
             copy_store_counters(self._counters, store)
         self._unstall()
-        to_commit = [s for s in pending.to_commit if self._owned(s)]
+        commit_to = {**pending.commit_at, **pending.covers}
+        # only what this checkpoint covers: never a partition's current position, which is past its snapshot
+        to_commit = [s for s in pending.to_commit if self._owned(s) and s.key in commit_to]
         if to_commit and not self._consumer.memberid():
             with self._lock:
                 self._counters.checkpoints_skipped += 1
             self._log.warning("not a group member any more: the snapshots are written, the commit of %d "
                               "partitions is skipped", len(to_commit))
             return True
-        self.commit(to_commit, pending.covers)
+        self.commit(to_commit, commit_to)
         return True
 
     def commit(self, states: Sequence[PartitionProgress],
@@ -290,6 +352,14 @@ class Checkpointer:
 
     def _owned(self, state: PartitionProgress) -> bool:
         return self._partitions.get((state.topic, state.partition)) is state
+
+    def _waiting(self, pending: PendingCheckpoint, *, waited: bool) -> bool:
+        """Not acknowledged yet: stall after a wait on the caller, or once in flight for ``stall_after_s``
+        without progress (since it started or wrote its last snapshot).
+        Returns False."""
+        if waited or self._clock() - pending.progress_at >= pending.stall_after_s:
+            return self._stall()
+        return False
 
     def _stall(self) -> bool:
         if not self._stalled:

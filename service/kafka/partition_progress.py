@@ -47,11 +47,27 @@ class CoveredOffsets:
 
 @dataclass(slots=True)
 class PendingCheckpoint:
-    """A checkpoint waiting for acknowledgements: first the dead letters, then the snapshots it writes."""
+    """A checkpoint waiting for acknowledgements: first the dead letters, then the snapshots it writes.
+
+    ``started_at`` (clock time) and ``stall_after_s``: how long it may stay in flight without progress while
+    the loop keeps consuming before it stalls (0: at once); ``progress_at``: when it last made progress (it
+    started, or wrote a snapshot), from which that time counts, so that writing a large checkpoint over
+    many iterations is not a stall, nor is the time its last snapshot took to write.
+    ``commit_at``: what a partition in ``to_commit`` but not in
+    ``to_snapshot`` may commit, read when the checkpoint started (its last acknowledged snapshot covers it;
+    the partition may move on while the checkpoint is in flight). ``covers``: what each written snapshot
+    covers (each is read when its snapshot is written: with ``write_budget_s`` the snapshots of one
+    checkpoint may be written over several loop iterations)."""
 
     to_snapshot: list[PartitionProgress]
     to_commit: list[PartitionProgress]
+    started_at: float = 0.0
+    stall_after_s: float = 0.0
+    progress_at: float = 0.0
+    commit_at: dict[TopicPartitionKey, CoveredOffsets] = field(default_factory=dict)
     covers: dict[TopicPartitionKey, CoveredOffsets] = field(default_factory=dict)
+    write_budget_s: float | None = None  # time on the loop per call to write snapshots; None: all at once
+    next_to_write: int = 0  # index in to_snapshot of the next snapshot to write
     written: bool = False
 
 

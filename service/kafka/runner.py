@@ -11,11 +11,14 @@ Checkpoint order, for the partitions that moved since the last checkpoint:
 2. each partition's snapshot (with the next offset it covers) is written and acknowledged,
 3. the offsets are committed synchronously (committed = last processed offset + 1, never backwards).
 
-A delivery the broker refuses in 1 or 2 stops the runner before 3. A delivery still unacknowledged is not a
-failure: the producer retries it for as long as the broker is away (no message timeout), and after
-``min(delivery_timeout_s, max_batch_s)`` the checkpoint stays pending while the loop pauses consumption and
-keeps polling (heartbeats, rebalances, stop requests); it completes, and commits, when the acknowledgements
-arrive. A failed commit loses nothing (the snapshot already covers the work and restore seeks to the
+A periodic checkpoint never waits for the broker on the loop: it produces the snapshots and is *in flight*
+while the loop keeps polling and applying; each iteration looks at the acknowledgements without waiting, and
+the one that finds them all commits what the snapshots cover (no new checkpoint starts meanwhile; see
+:mod:`~nlpmon.kafka.checkpoints`). A delivery the broker refuses in 1 or 2 stops the runner before 3. A
+delivery still unacknowledged is not a failure: the producer retries it for as long as the broker is away (no
+message timeout), and ``min(delivery_timeout_s, max_batch_s)`` after the checkpoint started the loop pauses
+consumption and keeps polling (heartbeats, rebalances, stop requests); it completes, and commits, when the
+acknowledgements arrive. A failed commit loses nothing (the snapshot already covers the work and restore seeks to the
 snapshot's offset) and is retried at the next checkpoint; after ``max_consecutive_commit_failures`` in a row
 the runner stops.
 

@@ -110,10 +110,11 @@ class KafkaSettings(BaseModel):
     delivery_timeout_s: float = Field(
         default=30.0,
         gt=0,
-        description="Longest time a checkpoint blocks the loop waiting for dead-letter and snapshot "
-        "acknowledgements (a periodic one: at most max_batch_s; the final one: at most shutdown_grace_s); past "
-        "it consumption pauses and the loop keeps polling while the client retries the deliveries for as long "
-        "as the broker is away, then commits. Nothing is committed before.",
+        description="Longest time a checkpoint waits for dead-letter and snapshot acknowledgements before "
+        "consumption pauses (a periodic one: at most max_batch_s, in flight while the loop keeps consuming, "
+        "never blocking it; one on revocation or shutdown: blocking, the final one at most shutdown_grace_s); "
+        "past it the loop keeps polling while the client retries the deliveries for as long as the broker is "
+        "away, then commits. Nothing is committed before.",
     )
     max_consecutive_commit_failures: int = Field(
         default=3,

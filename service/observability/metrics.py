@@ -206,8 +206,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_batches_cut_total", "counter", (),
        "Batches cut short at max_batch_s or by a stop; their rest was fetched again (nothing skipped)."),
     _m("nlpmon_checkpoint_waiting", "gauge", (),
-       "1 while a checkpoint waits for the broker to acknowledge its dead letters or snapshots (consumption "
-       "paused, deliveries retried), else 0."),
+       "1 while a checkpoint waits for the broker to acknowledge its dead letters or snapshots past its "
+       "timeout (consumption paused, deliveries retried), else 0 (also while one is in flight within it)."),
     _m("nlpmon_checkpoint_stalls_total", "counter", (),
        "Checkpoints that had to pause consumption to wait for the broker (an outage or a slow broker)."),
     _m("nlpmon_kafka_client_errors_total", "counter", (),

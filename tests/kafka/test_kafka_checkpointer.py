@@ -11,10 +11,11 @@ from typing import cast
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from nlpmon.kafka.checkpoints import Checkpointer, CheckpointSchedule, CommitError
+from nlpmon.kafka.checkpoints import DEAD_LETTER_WAIT_S, WRITE_BUDGET_S, Checkpointer, CheckpointSchedule, CommitError
 from nlpmon.kafka.dead_letter import DeadLetterWriter
 from nlpmon.kafka.partition_progress import PartitionProgress
 from nlpmon.kafka.processor import Record, Rejected
+from nlpmon.kafka.publish import DeliveryError
 from nlpmon.kafka.runner_metrics import RunnerMetrics, TopicPartitionKey
 from nlpmon.kafka.settings import KafkaSettings
 from nlpmon.kafka.snapshot_format import PartitionSnapshot
@@ -241,3 +242,204 @@ def test_the_schedule_makes_a_checkpoint_due_by_events_or_by_time() -> None:
     h.clock.now = 219.0
     h.checkpointer.after_poll(h.states(), 5.0)
     assert len(h.store.written) == 2
+
+
+def test_a_scheduled_checkpoint_stays_in_flight_while_the_loop_goes_on_and_commits_after_the_ack() -> None:
+    h = Harness()
+    state = h.add(0, 10)
+    h.store.acked = False
+    h.schedule.count(1000)
+    h.checkpointer.after_poll(h.states(), 5.0)
+    # written without waiting: in flight, consumption not paused, nothing committed
+    assert [s.next_offset for s in h.store.written] == [10] and h.consumer.commits == []
+    assert h.checkpointer.pending and not h.checkpointer.stalled and h.stall_changes == []
+    for offset in (15, 20):  # the loop applies more events and polls again; the schedule is due again
+        state.next_offset = offset
+        h.schedule.count(1000)
+        h.clock.now += 1.0
+        h.checkpointer.after_poll(h.states(), 5.0)
+    assert len(h.store.written) == 1 and h.consumer.commits == [] and h.counters.checkpoints == 0
+    assert state.snapshot_offset == -1 and state.committed_offset == -1
+    h.store.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    # commits what the snapshot covers (10), not what was applied since (20)
+    assert h.consumer.commits == [[("in", 0, 10)]] and (state.snapshot_offset, state.committed_offset) == (10, 10)
+    assert h.counters.checkpoints == 1 and h.counters.checkpoint_stalls == 0 and h.stall_changes == []
+    h.checkpointer.after_poll(h.states(), 5.0)  # the next one (due) starts only now
+    assert [s.next_offset for s in h.store.written] == [10, 20]
+
+
+def test_an_in_flight_checkpoint_stalls_once_unacknowledged_for_its_timeout() -> None:
+    h = Harness()
+    state = h.add(0, 10)
+    h.store.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+    h.clock.now += 4.9
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert not h.checkpointer.stalled and h.counters.checkpoint_stalls == 0
+    h.clock.now += 0.1
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.checkpointer.stalled and h.stall_changes == [True] and h.counters.checkpoint_stalls == 1
+    assert h.counters.checkpoint_waiting_since == h.clock.now and h.consumer.commits == []
+    h.store.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.stall_changes == [True, False] and h.consumer.commits == [[("in", 0, 10)]]
+    assert state.committed_offset == 10
+
+
+def test_an_in_flight_checkpoint_writes_its_snapshots_only_once_every_dead_letter_so_far_is_acknowledged() -> None:
+    h = Harness()
+    state = h.add(0, 10)
+    h.dead_letters.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+    assert h.store.written == [] and not h.checkpointer.stalled
+    state.next_offset = 12  # applied (and dead-lettered) while the dead letters were pending
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.store.written == []
+    h.dead_letters.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [s.next_offset for s in h.store.written] == [12] and h.consumer.commits == [[("in", 0, 12)]]
+
+
+def test_a_partition_that_moves_while_a_checkpoint_is_in_flight_commits_only_what_its_snapshot_covers() -> None:
+    h = Harness()
+    moving = h.add(0, 10)
+    # snapshotted up to 30 by an earlier checkpoint whose commit failed: committed now, without a new snapshot
+    behind = h.add(1, 30)
+    behind.snapshot_offset, behind.committed_offset = 30, 25
+    h.store.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+    assert [s.partition for s in h.store.written] == [0]
+    moving.next_offset, behind.next_offset = 14, 37  # applied while in flight: not covered by any snapshot
+    h.store.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.consumer.commits == [[("in", 0, 10), ("in", 1, 30)]]
+    assert (moving.committed_offset, behind.committed_offset) == (10, 30)
+
+
+def test_a_delivery_failure_in_flight_commits_nothing() -> None:
+    h = Harness()
+    state = h.add(0, 10)
+    h.store.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+
+    def refused(timeout_s: float) -> bool:
+        raise DeliveryError("snapshots: 1 of 2 messages failed (injected)")
+
+    h.store.acked_within = refused  # type: ignore[method-assign]
+    with pytest.raises(DeliveryError, match="injected"):
+        h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.consumer.commits == [] and state.committed_offset == -1 and state.snapshot_offset == -1
+    assert h.counters.checkpoints == 0
+
+
+def test_a_revocation_completes_an_in_flight_checkpoint_first() -> None:
+    h = Harness()
+    h.add(0, 10)
+    h.store.acked = False
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+    h.add(1, 3)
+    assert not h.checkpointer.checkpoint(h.states(), 5.0)  # waited on the caller: stalled
+    assert h.checkpointer.stalled and [s.partition for s in h.store.written] == [0]
+    h.store.acked = True
+    assert h.checkpointer.checkpoint(h.states(), 5.0)
+    assert h.consumer.commits == [[("in", 0, 10)], [("in", 1, 3)]] and not h.checkpointer.stalled
+
+
+def test_an_in_flight_checkpoint_spreads_its_snapshots_over_iterations_within_a_write_budget() -> None:
+    h = Harness()
+    states = [h.add(p, 10 * (p + 1)) for p in range(3)]
+
+    class SlowProcessor(FakeProcessor):
+        def snapshot(self) -> bytes:
+            h.clock.now += WRITE_BUDGET_S  # each snapshot uses up the iteration's budget
+            return b"state"
+
+    for state in states:
+        state.processor = SlowProcessor()
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+    assert [s.partition for s in h.store.written] == [0] and h.consumer.commits == []
+    states[1].next_offset = 25  # applied between iterations: its snapshot, written next, covers it
+    h.dead_letters.acked = False  # a dead letter of those events not acknowledged yet: nothing written
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [s.partition for s in h.store.written] == [0]
+    h.dead_letters.acked = True
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [(s.partition, s.next_offset) for s in h.store.written] == [(0, 10), (1, 25)]
+    assert h.consumer.commits == [] and not h.checkpointer.stalled
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert [(s.partition, s.next_offset) for s in h.store.written] == [(0, 10), (1, 25), (2, 30)]
+    assert h.consumer.commits == [[("in", 0, 10), ("in", 1, 25), ("in", 2, 30)]] and h.counters.checkpoints == 1
+
+
+def test_a_waiting_checkpoint_writes_every_snapshot_at_once() -> None:
+    h = Harness()
+    states = [h.add(p, 10 * (p + 1)) for p in range(3)]
+
+    class SlowProcessor(FakeProcessor):
+        def snapshot(self) -> bytes:
+            h.clock.now += WRITE_BUDGET_S
+            return b"state"
+
+    for state in states:
+        state.processor = SlowProcessor()
+    assert h.checkpointer.checkpoint(h.states(), 5.0)
+    assert len(h.store.written) == 3 and len(h.consumer.commits) == 1
+
+
+def test_an_in_flight_checkpoint_waits_a_moment_for_fresh_dead_letters_and_does_not_stall_on_a_trickle() -> None:
+    # a steady trickle of invalid events: the dead letters of the batch just applied are acknowledged within
+    # a round trip, never at the instant of the check; a check that does not wait at all never writes
+    h = Harness()
+    state = h.add(0, 10)
+    waits: list[float] = []
+
+    class Trickle(FakeDeadLetters):
+        def acked_within(self, timeout_s: float) -> bool:
+            waits.append(timeout_s)
+            return timeout_s >= 0.01  # acknowledged after ~a round trip
+
+    h.checkpointer._dead_letters = Trickle()  # type: ignore[assignment]
+    h.checkpointer.checkpoint(h.states(), 5.0, wait=False)  # the schedule's checkpoint, in flight
+    for _ in range(10):  # one iteration per second, each applying events with dead letters
+        h.clock.now += 1.0
+        state.next_offset += 5
+        h.checkpointer.after_poll(h.states(), 5.0)
+        if h.consumer.commits:
+            break
+    assert not h.checkpointer.stalled and h.counters.checkpoint_stalls == 0
+    assert h.consumer.commits and 0 < max(waits) <= DEAD_LETTER_WAIT_S
+
+
+def test_an_in_flight_checkpoint_written_over_many_iterations_is_not_a_stall() -> None:
+    # twelve partitions whose snapshots each take the write budget, half a second of batch in between: the
+    # write spans ~9 s, past the 5 s timeout, with a healthy broker; the stall clock counts from progress
+    h = Harness()
+    states = [h.add(p, 10 * (p + 1)) for p in range(12)]
+
+    class SlowProcessor(FakeProcessor):
+        def snapshot(self) -> bytes:
+            h.clock.now += WRITE_BUDGET_S
+            return b"state"
+
+    for state in states:
+        state.processor = SlowProcessor()
+    assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
+    for _ in range(20):
+        h.clock.now += 0.5
+        h.checkpointer.after_poll(h.states(), 5.0)
+        if h.consumer.commits:
+            break
+    assert len(h.store.written) == 12 and len(h.consumer.commits) == 1
+    assert h.clock.now - 100.0 > 5.0 and h.counters.checkpoint_stalls == 0 and h.stall_changes == []
+    # the acknowledgement itself still has its timeout, counted from the last snapshot written
+    h.add(12, 5)
+    h.store.acked = False
+    h.clock.now += 100.0
+    h.checkpointer.after_poll(h.states(), 5.0)
+    h.clock.now += 4.9
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert not h.checkpointer.stalled
+    h.clock.now += 0.2
+    h.checkpointer.after_poll(h.states(), 5.0)
+    assert h.checkpointer.stalled and h.counters.checkpoint_stalls == 1
