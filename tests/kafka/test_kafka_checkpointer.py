@@ -115,6 +115,18 @@ class Harness:
         return list(self.partitions.values())
 
 
+def slow_snapshots(h: Harness, states: list[PartitionProgress]) -> None:
+    """Each of ``states``' snapshots advances ``h``'s clock by the write budget (one per iteration in flight)."""
+
+    class SlowProcessor(FakeProcessor):
+        def snapshot(self) -> bytes:
+            h.clock.now += WRITE_BUDGET_S
+            return b"state"
+
+    for state in states:
+        state.processor = SlowProcessor()
+
+
 def test_a_checkpoint_snapshots_what_moved_then_commits_what_the_snapshot_covers() -> None:
     h = Harness(labels=True)
     a, b = h.add(0, 10, label_next=4), h.add(1, -1)  # partition 1 has not moved
@@ -349,14 +361,7 @@ def test_a_revocation_completes_an_in_flight_checkpoint_first() -> None:
 def test_an_in_flight_checkpoint_spreads_its_snapshots_over_iterations_within_a_write_budget() -> None:
     h = Harness()
     states = [h.add(p, 10 * (p + 1)) for p in range(3)]
-
-    class SlowProcessor(FakeProcessor):
-        def snapshot(self) -> bytes:
-            h.clock.now += WRITE_BUDGET_S  # each snapshot uses up the iteration's budget
-            return b"state"
-
-    for state in states:
-        state.processor = SlowProcessor()
+    slow_snapshots(h, states)  # each snapshot uses up the iteration's budget
     assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
     assert [s.partition for s in h.store.written] == [0] and h.consumer.commits == []
     states[1].next_offset = 25  # applied between iterations: its snapshot, written next, covers it
@@ -375,14 +380,7 @@ def test_an_in_flight_checkpoint_spreads_its_snapshots_over_iterations_within_a_
 def test_a_waiting_checkpoint_writes_every_snapshot_at_once() -> None:
     h = Harness()
     states = [h.add(p, 10 * (p + 1)) for p in range(3)]
-
-    class SlowProcessor(FakeProcessor):
-        def snapshot(self) -> bytes:
-            h.clock.now += WRITE_BUDGET_S
-            return b"state"
-
-    for state in states:
-        state.processor = SlowProcessor()
+    slow_snapshots(h, states)
     assert h.checkpointer.checkpoint(h.states(), 5.0)
     assert len(h.store.written) == 3 and len(h.consumer.commits) == 1
 
@@ -416,14 +414,7 @@ def test_an_in_flight_checkpoint_written_over_many_iterations_is_not_a_stall() -
     # write spans ~9 s, past the 5 s timeout, with a healthy broker; the stall clock counts from progress
     h = Harness()
     states = [h.add(p, 10 * (p + 1)) for p in range(12)]
-
-    class SlowProcessor(FakeProcessor):
-        def snapshot(self) -> bytes:
-            h.clock.now += WRITE_BUDGET_S
-            return b"state"
-
-    for state in states:
-        state.processor = SlowProcessor()
+    slow_snapshots(h, states)
     assert not h.checkpointer.checkpoint(h.states(), 5.0, wait=False)
     for _ in range(20):
         h.clock.now += 0.5
