@@ -5,7 +5,9 @@ Fed once per batch (``observe_batch``), per runner copy (``observe_runner``) and
 (``observe_reports``: the models' metrics views, ``nlpmon.monitor.views.ModelMetrics``); the
 module docstring of ``nlpmon.observability.metrics`` describes what each metric means, the cardinality
 caps and retirement. Not thread-safe for writers: call the ``observe_*`` methods from one thread (the
-consumer loop). Scrapes (``generate_latest``) may run concurrently from any thread.
+consumer loop). Scrapes (``render_exposition`` or ``generate_latest``) may run concurrently from any
+thread; the labelled counters and gauges are ``nlpmon.observability.exposition.LabelledFamily`` collectors,
+which render fast.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .. import __version__
 from ..monitor.views import ModelMetrics
 from ..quality.report import DelaySeconds, QualityReport
+from .exposition import LabelledFamily
 from .histograms import MirroredHistogram, VectorHistogram
 from .metrics import (
     ALL_LABELS,
@@ -194,6 +197,10 @@ class NlpmonMetrics:
 
     def _declare(self, spec: MetricSpec) -> Any:
         kw: dict[str, Any] = {"labelnames": spec.labels, "registry": self.registry}
+        if spec.type in ("counter", "gauge") and spec.labels:  # rendered from cached lines (exposition.py)
+            family = LabelledFamily(spec.name, spec.help, spec.type, spec.labels)
+            self.registry.register(family)
+            return family
         if spec.type == "counter":
             return Counter(spec.name, spec.help, **kw)
         if spec.type == "gauge":

@@ -3,7 +3,8 @@
 Endpoints (GET, and HEAD for each: the same status and headers without the body; docs/api.md documents
 the JSON, docs/pages.md the pages):
 
-- ``/metrics``: ``generate_latest(registry)`` in the Prometheus text format.
+- ``/metrics``: the registry in the Prometheus text format (``render_exposition``: ``generate_latest``'s
+  samples, rendered fast).
 - ``/healthz``: liveness. 200 when the consumer loop polled within ``liveness_limit_s`` (by the injected
   ``last_poll()`` and ``clock``; before the first poll, the age counts from ``start()``), else 503.
 - ``/readyz``: readiness. 200 only when every check returned by ``readiness()`` is true, else 503 with
@@ -55,11 +56,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from ..errors import UserError
 from ..monitor.page_view import ModelPage, ModelsPage, ModelSummary
 from . import pages
+from .exposition import render_exposition
 from .markup import model_href
 from .web_config import BasicAuth, WebConfig
 
@@ -273,7 +275,7 @@ class ObservabilityServer:
 
     # -- endpoint bodies (status, content type, body) -----------------------------------------------------
     def metrics(self) -> tuple[int, str, bytes]:
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        return 200, CONTENT_TYPE_LATEST, render_exposition(self.registry)
 
     def health(self) -> tuple[int, Any]:
         last = self.last_poll()
