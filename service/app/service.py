@@ -106,6 +106,7 @@ class NlpmonService:
         self._events_seen = 0
         self._events_at_last_progress = 0
         self._dirty = False
+        self._held_paused = False  # consumption paused for the events held for calibrations (``_hold``)
         self._split_models: set[str] = set()
         self._orphan_warned: set[tuple[str, int]] = set()
         self._unkeyed_warned: set[tuple[str, int]] = set()
@@ -184,6 +185,26 @@ class NlpmonService:
         self._serve_page_request()
         if now - self._last_progress >= self.settings.progress_interval_s:
             self._progress(now)
+
+    def _hold(self) -> bool:
+        """True while the events held for pending calibrations are over ``max_held_mb`` (from when they reach
+        it until they are below half of it): the runner pauses consumption meanwhile (back-pressure)."""
+        held = sum(proc.pipeline.held_bytes for proc in self._processors.values())
+        self.metrics.observe_held(held)
+        budget = self.settings.max_held_mb * 2**20
+        if budget <= 0:
+            return False
+        paused = held > budget / 2 if self._held_paused else held >= budget
+        if paused != self._held_paused:
+            self._held_paused = paused
+            if paused:
+                log.warning("events held for calibrating references reached %.0f MiB (max_held_mb): consumption "
+                            "paused until calibrations free half of it (%d calibration(s) pending)", held / 2**20,
+                            sum(proc.pipeline.calibrating for proc in self._processors.values()))
+            else:
+                log.warning("events held for calibrating references down to %.0f MiB: consumption resumed",
+                            held / 2**20)
+        return paused
 
     def _refresh(self, runner: ConsumerRunner) -> None:
         # the loop's own state too: without batches (held events applied after a calibration, an idle
@@ -352,7 +373,7 @@ class NlpmonService:
             partitions = TopicSetup(ks).ensure_input(s.partitions)
             log.info("input topic %s has %d partition(s)", s.topic, partitions)
             self.runner = ConsumerRunner(ks, self._factory, on_batch=self._on_batch,
-                                         on_poll=self._on_poll, clock=self.clock, logger=log)
+                                         on_poll=self._on_poll, hold=self._hold, clock=self.clock, logger=log)
             http = ObservabilityServer(self.registry, host=s.host, port=s.port, reports=self.reports,
                                        readiness=self.readiness, last_poll=self.last_poll,
                                        liveness_limit_s=s.liveness_limit_s, clock=self.clock,

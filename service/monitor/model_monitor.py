@@ -85,6 +85,9 @@ log = logging.getLogger(__name__)
 #: Held events processed per ``poll`` once their calibration is applied (batches are kept whole): the loop
 #: catches up in steps of about this many events instead of one long stop.
 DRAIN_EVENTS = 2000
+#: What a held event that could not be packed is counted as in ``held_bytes`` (a decoded synthetic 384-dim NER
+#: event: 7.0 KB, benchmarks/held_memory.py).
+DECODED_EVENT_BYTES = 7000
 SPECS = {s.name: s for s in SIGNALS}
 MAX_CHUNK = 2048  # events per vectorised update; larger batches are split (measured fastest around 2,000)
 
@@ -199,6 +202,14 @@ class ModelMonitor:
     def deferred_events(self) -> int:
         """Events held until the pending calibration is applied."""
         return sum(len(p) for kind, p in self._deferred if kind != "clamp")
+
+    @property
+    def held_bytes(self) -> int:
+        """Memory of the events held until the pending calibration is applied: the packed bytes of each held
+        batch (``DECODED_EVENT_BYTES`` an event for one kept decoded). What grows while calibrations queue up;
+        the service pauses consumption past its budget (``Settings.max_held_mb``)."""
+        return sum(p.nbytes if isinstance(p, PackedEvents) else DECODED_EVENT_BYTES * len(p)
+                   for kind, p in self._deferred if kind != "clamp")
 
     def _start(self, profile: ReferenceProfile) -> None:
         if profile.sample is not None:  # a profile from a file or a snapshot kept texts under another policy

@@ -83,6 +83,10 @@ class RunnerMetricsLike(Protocol):
     @property
     def checkpoint_stalls(self) -> int: ...
     @property
+    def held_pauses(self) -> int: ...
+    @property
+    def held_paused(self) -> bool: ...
+    @property
     def client_errors(self) -> int: ...
     @property
     def state_losses(self) -> int: ...
@@ -273,6 +277,7 @@ class NlpmonMetrics:
                             ("nlpmon_circuit_trips_total", m.circuit_trips),
                             ("nlpmon_batches_cut_total", m.batches_cut),
                             ("nlpmon_checkpoint_stalls_total", m.checkpoint_stalls),
+                            ("nlpmon_held_pauses_total", m.held_pauses),
                             ("nlpmon_kafka_client_errors_total", m.client_errors),
                             ("nlpmon_state_losses_total", m.state_losses),
                             ("nlpmon_checkpoints_total", m.checkpoints),
@@ -291,6 +296,7 @@ class NlpmonMetrics:
         self._metrics["nlpmon_group_member"].set(1 if m.group_member else 0)
         self._metrics["nlpmon_checkpoint_waiting"].set(0 if m.checkpoint_waiting_since is None else 1)
         self._metrics["nlpmon_circuit_open"].set(0 if m.circuit_state == "closed" else 1)
+        self._metrics["nlpmon_held_paused"].set(1 if m.held_paused else 0)
         self._metrics["nlpmon_longest_poll_gap_seconds"].set(m.longest_poll_gap_s)
         self._last_poll = m.last_poll_monotonic
         lag = {(t, str(p)): v for (t, p), v in m.lag.items()}
@@ -299,6 +305,10 @@ class NlpmonMetrics:
         for key in self._lag - lag.keys():
             self._remove(("nlpmon_consumer_lag", key))
         self._lag = set(lag)
+
+    def observe_held(self, held_bytes: int) -> None:
+        """The memory of the events held for pending calibrations (``Pipeline.held_bytes`` summed)."""
+        self._metrics["nlpmon_held_event_bytes"].set(held_bytes)
 
     def _poll_age(self) -> float:
         return max(0.0, self._monotonic() - (self._started if self._last_poll is None else self._last_poll))
