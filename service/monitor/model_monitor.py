@@ -185,6 +185,7 @@ class ModelMonitor:
         # the last ``state_parts`` still holds: (that, its main part's id, every part's (id, maker))
         self._changes = 0
         self._last_parts: tuple[tuple[int, int, int], str, list[tuple[str, Callable[[], bytes]]]] | None = None
+        self._last_view: tuple[tuple[int, ...], ModelMetrics] | None = None  # metrics_view's, and when it held
         if profile is not None:
             self._start(profile)
 
@@ -568,7 +569,16 @@ class ModelMonitor:
 
     def metrics_view(self) -> ModelMetrics:
         """What the metrics read (``nlpmon.monitor.views``): counts, status, every signal's score and flag and
-        the evidence figures exported as metrics. Cheap (no page evidence); built on every metrics refresh."""
+        the evidence figures exported as metrics. Cheap (no page evidence); built on every metrics refresh,
+        and made again only when the monitor changed since (else the same object: the exporter skips it)."""
+        now = (self._changes, self.duplicates_here, *self.events_here.values())
+        if self._last_view is not None and self._last_view[0] == now:
+            return self._last_view[1]
+        view = self._metrics_view()
+        self._last_view = (now, view)
+        return view
+
+    def _metrics_view(self) -> ModelMetrics:
         if self.profile is None:
             ref_events = self.pending_reference.size or self.auto_baseline.seen
             return ModelMetrics(self.model, self.model_version, self.status, dict(self.events_total),

@@ -151,6 +151,9 @@ class _ModelState:
     retired: bool = False
     join_totals: dict[str, int] = field(default_factory=dict)  # the quality report's join_here, last seen
     delays: _DelaysSeen | None = None  # the quality report's label_delay_seconds, last seen
+    # the view its own gauges were last set from, the series they were set under and their keys: the same view
+    # object again (an unchanged monitor) sets nothing
+    gauges_from: tuple[object, tuple[str, str], frozenset[tuple[str, tuple[str, ...]]]] | None = None
 
     @property
     def own(self) -> bool:
@@ -378,7 +381,14 @@ class NlpmonMetrics:
             if st.retired:
                 continue
             if st.own:
-                self._own_gauges(st, rep, seen)
+                last = st.gauges_from
+                if last is not None and last[0] is rep and last[1] == st.series:
+                    seen |= last[2]  # unchanged since: its gauges hold these values already
+                    continue
+                mine: set[SeriesKey] = set()
+                self._own_gauges(st, rep, mine)
+                st.gauges_from = (rep, st.series, frozenset(mine))
+                seen |= mine
             else:
                 overflow.append(rep)
         if overflow:
@@ -435,6 +445,7 @@ class NlpmonMetrics:
         st.retired = False
         st.series = self._claim(key)
         st.labels = set()
+        st.gauges_from = None
 
     def _retire_silent(self, now: float, present: Mapping[tuple[str, str], Any]) -> None:
         for key, st in list(self._models.items()):
