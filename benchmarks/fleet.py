@@ -15,8 +15,9 @@ has its own series in ``/metrics`` (the largest exposition; the default of 50 wo
 Phases, in one run of ``nlpmon run --processes 1``:
 
 1. **fleet**: the service reads the three stages. ``/metrics`` is scraped every ``--sample-s`` (each scrape
-   timed; its size in bytes); the process's RSS (``/proc/PID/status``) is read at each scrape and recorded
-   when the events of a stage have all been counted. The longest gap between polls is the service's own
+   timed; its size in bytes); the RSS of the process and its children (``/proc/PID/status``; a calibration
+   worker process counts) is read at each scrape and recorded when the events of a stage have all been
+   counted. The longest gap between polls is the service's own
    ``nlpmon_longest_poll_gap_seconds`` (a poll's return to the next poll's call); rebalances are the
    assignments counted by ``nlpmon_rebalances_total`` after the first event (the member's first assignment
    comes before it and is not a rebalance). Calibrated = models whose
@@ -231,10 +232,18 @@ def topic_records(bootstrap: str, topic: str, timeout_s: float) -> list[tuple[by
 
 
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """The resident memory of ``pid`` and of every process below it (a calibration worker process counts
+    as the service's memory)."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+        children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+        return total
+    return total + sum(rss_bytes(c) for c in children)
 
 
 @dataclass

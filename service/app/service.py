@@ -2,9 +2,11 @@
 
 Threads: the consumer loop runs on the calling thread and owns every processor; after each batch it
 refreshes the metrics from the models' metrics views (cheap: no page evidence; at most every
-``report_interval_s``). The page reports (``/api/models``, the pages) are built by the loop only when an
-HTTP thread asks for them (``reports``), and cached until the models change. The HTTP server threads
-never touch a processor. The optional demo publisher runs on its own thread.
+``report_interval_s``, and at most one tenth of the loop's time: with hundreds of models a refresh costs
+hundreds of milliseconds, so the interval stretches to ten times the last refresh's cost). The page reports
+(``/api/models``, the pages) are built by the loop only when an HTTP thread asks for them (``reports``), and
+cached until the models change. The HTTP server threads never touch a processor.
+The optional demo publisher runs on its own thread.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def progress_line(events: int, rate: float, lag: int, reports: Mapping[str, Mode
     return f"nlpmon: {events:,} events ({rate:,.0f}/s), lag {lag:,}; {'; '.join(parts) or 'no model yet'}"
 
 
+#: A metrics refresh waits at least this many times its last cost (the loop spends at most a tenth on them).
+REFRESH_SHARE = 10.0
+
+
 class NlpmonService:
     """One group member of the nlpmon service. ``run`` blocks until ``stop`` is set or the loop fails."""
 
@@ -106,6 +112,8 @@ class NlpmonService:
         self._events_seen = 0
         self._events_at_last_progress = 0
         self._dirty = False
+        self._refresh_cost = 0.0  # seconds the last metrics refresh took (it spaces the next one)
+        self._held_paused = False  # consumption paused for the events held for calibrations (``_hold``)
         self._split_models: set[str] = set()
         self._orphan_warned: set[tuple[str, int]] = set()
         self._unkeyed_warned: set[tuple[str, int]] = set()
@@ -174,8 +182,10 @@ class NlpmonService:
         with self._lock:
             asked = self._page_request is not None
         # a page request refreshes the metrics first, so that pages and metrics show the same state
-        if self._dirty and (now - self._last_report >= self.report_interval_s or self._pending_alarms or asked):
+        due = max(self.report_interval_s, REFRESH_SHARE * self._refresh_cost)
+        if self._dirty and (now - self._last_report >= due or self._pending_alarms or asked):
             self._refresh(runner)
+            self._refresh_cost = self.clock() - now
             self._last_report = now
             self._dirty = False
         elif now - self._last_report >= 10 * self.report_interval_s:  # idle: runner state, retirements
@@ -184,6 +194,26 @@ class NlpmonService:
         self._serve_page_request()
         if now - self._last_progress >= self.settings.progress_interval_s:
             self._progress(now)
+
+    def _hold(self) -> bool:
+        """True while the events held for pending calibrations are over ``max_held_mb`` (from when they reach
+        it until they are below half of it): the runner pauses consumption meanwhile (back-pressure)."""
+        held = sum(proc.pipeline.held_bytes for proc in self._processors.values())
+        self.metrics.observe_held(held)
+        budget = self.settings.max_held_mb * 2**20
+        if budget <= 0:
+            return False
+        paused = held > budget / 2 if self._held_paused else held >= budget
+        if paused != self._held_paused:
+            self._held_paused = paused
+            if paused:
+                log.warning("events held for calibrating references reached %.0f MiB (max_held_mb): consumption "
+                            "paused until calibrations free half of it (%d calibration(s) pending)", held / 2**20,
+                            sum(proc.pipeline.calibrating for proc in self._processors.values()))
+            else:
+                log.warning("events held for calibrating references down to %.0f MiB: consumption resumed",
+                            held / 2**20)
+        return paused
 
     def _refresh(self, runner: ConsumerRunner) -> None:
         # the loop's own state too: without batches (held events applied after a calibration, an idle
@@ -352,7 +382,7 @@ class NlpmonService:
             partitions = TopicSetup(ks).ensure_input(s.partitions)
             log.info("input topic %s has %d partition(s)", s.topic, partitions)
             self.runner = ConsumerRunner(ks, self._factory, on_batch=self._on_batch,
-                                         on_poll=self._on_poll, clock=self.clock, logger=log)
+                                         on_poll=self._on_poll, hold=self._hold, clock=self.clock, logger=log)
             http = ObservabilityServer(self.registry, host=s.host, port=s.port, reports=self.reports,
                                        readiness=self.readiness, last_poll=self.last_poll,
                                        liveness_limit_s=s.liveness_limit_s, clock=self.clock,

@@ -26,6 +26,12 @@ the runner stops.
 the rest of the batch is not applied: each partition is sought back to its first record left and fetched
 again, so the loop polls in time to stay in the group and stops within a slice.
 
+**Back-pressure.** ``hold()`` (the service's: the events its monitors hold for pending calibrations are over
+their memory budget) is asked after every poll; while it says so, the assigned partitions are paused as for
+the breaker (the loop keeps polling, so the member stays in its group, and applies the calibrations that
+finish, which frees the held events) and resumed when it no longer does. Nothing is skipped: a paused
+partition is fetched again from its next offset.
+
 **A broker that came back empty** (committed offsets lower than this process committed, a snapshot gone,
 more partitions than before) is reported on assignment: a WARNING per partition, ``state_losses``, and a note
 for /readyz. A snapshot that reached the new broker after the restart is restored and the new log read from
@@ -95,9 +101,10 @@ class ConsumerRunner:
 
     ``settings.bootstrap_servers`` must be set (see ``broker.bootstrap_servers_for``). ``on_batch`` is
     called on the loop thread after each processed batch, ``on_poll`` after every poll (also empty ones),
-    for work that must happen when the stream is idle (refreshing reports). ``clock`` drives checkpoint timing and the
-    circuit breaker. ``consumer_factory``/``producer_factory`` build the clients from a librdkafka config
-    (tests inject failures through them).
+    for work that must happen when the stream is idle (refreshing reports); ``hold`` after it, True while
+    consumption must pause for the processors to catch up (module docstring, "Back-pressure").
+    ``clock`` drives checkpoint timing and the circuit breaker. ``consumer_factory``/``producer_factory``
+    build the clients from a librdkafka config (tests inject failures through them).
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class ConsumerRunner:
         *,
         on_batch: Callable[[BatchReport], None] | None = None,
         on_poll: Callable[[], None] | None = None,
+        hold: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
         consumer_factory: ConsumerFactory = Consumer,
@@ -121,6 +129,8 @@ class ConsumerRunner:
         self._factory = processor_factory
         self._on_batch = on_batch
         self._on_poll = on_poll
+        self._hold = hold
+        self._held = False  # hold() said so at the last poll: consumption paused for it
         self._clock = clock
         self._log = logger or logging.getLogger(__name__)
         self._consumer_factory = consumer_factory
@@ -308,6 +318,8 @@ class ConsumerRunner:
         checked = self._clock()
         if self._on_poll is not None:
             self._on_poll()
+        if self._hold is not None:
+            self._set_held(self._hold())
         away = self._clock() - now
         if away > SLOW_LOOP_S:  # what held the next poll back, to find the cause of a long poll gap
             self._log.info("%.2f s away from Kafka after a poll: batch %.2f s (%d messages), checkpoint %.2f s, "
@@ -484,9 +496,18 @@ class ConsumerRunner:
         self._apply_pause()
         (self._log.error if paused else self._log.info)(message)
 
+    def _set_held(self, held: bool) -> None:
+        if held == self._held:
+            return
+        with self._lock:
+            self._held = self._counters.held_paused = held
+            self._counters.held_pauses += held
+        self._apply_pause()
+
     def _apply_pause(self) -> None:
-        """Pause the assigned partitions while the breaker is open or a checkpoint waits for the broker."""
-        want = self._paused or (self._checkpointer is not None and self._checkpointer.stalled)
+        """Pause the assigned partitions while the breaker is open, a checkpoint waits for the broker or the
+        processors hold too much (``hold``)."""
+        want = self._paused or self._held or (self._checkpointer is not None and self._checkpointer.stalled)
         if want == self._client_paused:
             return
         consumer = self._require_consumer()
@@ -507,7 +528,7 @@ class ConsumerRunner:
             producer.flush(1.0 if unacknowledged else min(settings.delivery_timeout_s, settings.shutdown_grace_s))
             with self._lock:
                 self._partitions.clear()
-                self._paused = False
+                self._paused = self._held = self._counters.held_paused = False
             if checkpointer is not None:
                 checkpointer.forget_pending()
             if self._store is not None:

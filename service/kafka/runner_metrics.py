@@ -70,6 +70,8 @@ class RunnerMetrics:
     client_errors: int = 0  # client errors reported (each logged or counted, see client_log)
     checkpoint_stalls: int = 0  # checkpoints that paused consumption to wait for the broker
     checkpoint_waiting_since: float | None = None  # clock time the current stalled checkpoint began waiting
+    held_pauses: int = 0  # times consumption paused because the events held for calibrations reached their budget
+    held_paused: bool = False  # consumption paused for that now
     batches_cut: int = 0  # batches cut short at max_batch_s or a stop (the rest fetched again)
     state_losses: int = 0  # partitions found without their state or committed offsets (broker came back empty)
     state_loss_notes: tuple[str, ...] = ()  # the latest few, one line each

@@ -163,6 +163,11 @@ class PackedEvents:
             return cls(np.asarray(s["packed"], dtype=np.uint8).tobytes(), len(events))
         return cls.pack(events)
 
+    @property
+    def nbytes(self) -> int:
+        """The memory this batch holds: its packed bytes."""
+        return len(self.data)
+
     def __len__(self) -> int:
         return self.count
 

@@ -85,6 +85,9 @@ log = logging.getLogger(__name__)
 #: Held events processed per ``poll`` once their calibration is applied (batches are kept whole): the loop
 #: catches up in steps of about this many events instead of one long stop.
 DRAIN_EVENTS = 2000
+#: What a held event that could not be packed is counted as in ``held_bytes`` (a decoded synthetic 384-dim NER
+#: event: 7.0 KB, benchmarks/held_memory.py).
+DECODED_EVENT_BYTES = 7000
 SPECS = {s.name: s for s in SIGNALS}
 MAX_CHUNK = 2048  # events per vectorised update; larger batches are split (measured fastest around 2,000)
 
@@ -182,6 +185,7 @@ class ModelMonitor:
         # the last ``state_parts`` still holds: (that, its main part's id, every part's (id, maker))
         self._changes = 0
         self._last_parts: tuple[tuple[int, int, int], str, list[tuple[str, Callable[[], bytes]]]] | None = None
+        self._last_view: tuple[tuple[int, ...], ModelMetrics] | None = None  # metrics_view's, and when it held
         if profile is not None:
             self._start(profile)
 
@@ -199,6 +203,14 @@ class ModelMonitor:
     def deferred_events(self) -> int:
         """Events held until the pending calibration is applied."""
         return sum(len(p) for kind, p in self._deferred if kind != "clamp")
+
+    @property
+    def held_bytes(self) -> int:
+        """Memory of the events held until the pending calibration is applied: the packed bytes of each held
+        batch (``DECODED_EVENT_BYTES`` an event for one kept decoded). What grows while calibrations queue up;
+        the service pauses consumption past its budget (``Settings.max_held_mb``)."""
+        return sum(p.nbytes if isinstance(p, PackedEvents) else DECODED_EVENT_BYTES * len(p)
+                   for kind, p in self._deferred if kind != "clamp")
 
     def _start(self, profile: ReferenceProfile) -> None:
         if profile.sample is not None:  # a profile from a file or a snapshot kept texts under another policy
@@ -557,7 +569,16 @@ class ModelMonitor:
 
     def metrics_view(self) -> ModelMetrics:
         """What the metrics read (``nlpmon.monitor.views``): counts, status, every signal's score and flag and
-        the evidence figures exported as metrics. Cheap (no page evidence); built on every metrics refresh."""
+        the evidence figures exported as metrics. Cheap (no page evidence); built on every metrics refresh,
+        and made again only when the monitor changed since (else the same object: the exporter skips it)."""
+        now = (self._changes, self.duplicates_here, *self.events_here.values())
+        if self._last_view is not None and self._last_view[0] == now:
+            return self._last_view[1]
+        view = self._metrics_view()
+        self._last_view = (now, view)
+        return view
+
+    def _metrics_view(self) -> ModelMetrics:
         if self.profile is None:
             ref_events = self.pending_reference.size or self.auto_baseline.seen
             return ModelMetrics(self.model, self.model_version, self.status, dict(self.events_total),

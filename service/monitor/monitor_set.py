@@ -167,6 +167,11 @@ class MonitorSet:
         """Monitors whose calibration is pending, or whose held events are not all processed yet."""
         return sum(1 for m in self.monitors.values() if m.waiting)
 
+    @property
+    def held_bytes(self) -> int:
+        """Memory of the events every monitor holds for a pending calibration (``ModelMonitor.held_bytes``)."""
+        return sum(m.held_bytes for m in self.monitors.values() if m.waiting)
+
     def process_lines(self, lines: Sequence[bytes | str | None], now: float | None = None) -> BatchResult:
         """Decode, validate and monitor a batch of raw events. Invalid ones are returned, never raised.
 

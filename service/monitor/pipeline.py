@@ -120,6 +120,11 @@ class Pipeline:
         """Monitors whose calibration is pending, or whose held events are not all processed yet."""
         return self.monitors.calibrating
 
+    @property
+    def held_bytes(self) -> int:
+        """Memory of the events held for pending calibrations (``MonitorSet.held_bytes``)."""
+        return self.monitors.held_bytes
+
     def _hand_over_reference(self, items: Sequence[Event] | Sequence[GroundTruth], arrival: float | None) -> None:
         """Join the reference-file predictions of the models ``items`` name that have not had them yet."""
         if not self._reference_predictions:

@@ -86,6 +86,10 @@ class RunnerMetricsLike(Protocol):
     @property
     def checkpoint_stalls(self) -> int: ...
     @property
+    def held_pauses(self) -> int: ...
+    @property
+    def held_paused(self) -> bool: ...
+    @property
     def client_errors(self) -> int: ...
     @property
     def state_losses(self) -> int: ...
@@ -150,6 +154,9 @@ class _ModelState:
     retired: bool = False
     join_totals: dict[str, int] = field(default_factory=dict)  # the quality report's join_here, last seen
     delays: _DelaysSeen | None = None  # the quality report's label_delay_seconds, last seen
+    # the view its own gauges were last set from, the series they were set under and their keys: the same view
+    # object again (an unchanged monitor) sets nothing
+    gauges_from: tuple[object, tuple[str, str], frozenset[tuple[str, tuple[str, ...]]]] | None = None
 
     @property
     def own(self) -> bool:
@@ -280,6 +287,7 @@ class NlpmonMetrics:
                             ("nlpmon_circuit_trips_total", m.circuit_trips),
                             ("nlpmon_batches_cut_total", m.batches_cut),
                             ("nlpmon_checkpoint_stalls_total", m.checkpoint_stalls),
+                            ("nlpmon_held_pauses_total", m.held_pauses),
                             ("nlpmon_kafka_client_errors_total", m.client_errors),
                             ("nlpmon_state_losses_total", m.state_losses),
                             ("nlpmon_checkpoints_total", m.checkpoints),
@@ -298,6 +306,7 @@ class NlpmonMetrics:
         self._metrics["nlpmon_group_member"].set(1 if m.group_member else 0)
         self._metrics["nlpmon_checkpoint_waiting"].set(0 if m.checkpoint_waiting_since is None else 1)
         self._metrics["nlpmon_circuit_open"].set(0 if m.circuit_state == "closed" else 1)
+        self._metrics["nlpmon_held_paused"].set(1 if m.held_paused else 0)
         self._metrics["nlpmon_longest_poll_gap_seconds"].set(m.longest_poll_gap_s)
         self._last_poll = m.last_poll_monotonic
         lag = {(t, str(p)): v for (t, p), v in m.lag.items()}
@@ -306,6 +315,10 @@ class NlpmonMetrics:
         for key in self._lag - lag.keys():
             self._remove(("nlpmon_consumer_lag", key))
         self._lag = set(lag)
+
+    def observe_held(self, held_bytes: int) -> None:
+        """The memory of the events held for pending calibrations (``Pipeline.held_bytes`` summed)."""
+        self._metrics["nlpmon_held_event_bytes"].set(held_bytes)
 
     def _poll_age(self) -> float:
         return max(0.0, self._monotonic() - (self._started if self._last_poll is None else self._last_poll))
@@ -375,7 +388,14 @@ class NlpmonMetrics:
             if st.retired:
                 continue
             if st.own:
-                self._own_gauges(st, rep, seen)
+                last = st.gauges_from
+                if last is not None and last[0] is rep and last[1] == st.series:
+                    seen |= last[2]  # unchanged since: its gauges hold these values already
+                    continue
+                mine: set[SeriesKey] = set()
+                self._own_gauges(st, rep, mine)
+                st.gauges_from = (rep, st.series, frozenset(mine))
+                seen |= mine
             else:
                 overflow.append(rep)
         if overflow:
@@ -432,6 +452,7 @@ class NlpmonMetrics:
         st.retired = False
         st.series = self._claim(key)
         st.labels = set()
+        st.gauges_from = None
 
     def _retire_silent(self, now: float, present: Mapping[tuple[str, str], Any]) -> None:
         for key, st in list(self._models.items()):
