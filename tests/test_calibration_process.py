@@ -25,7 +25,7 @@ from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.reference import ReferenceSample
 from nlpmon.monitor.signals import extract_columns
 from nlpmon.state import encode_state
-from tests.support import wait_until
+from tests.support import process_gone, wait_until
 
 WAIT_S = 60
 
@@ -61,15 +61,6 @@ class Job:
 
 def _submit(ex: ProcessCalibrationExecutor, job: Job) -> Future[Any]:
     return ex.submit(job)  # type: ignore[arg-type]
-
-
-def _gone(pid: int) -> bool:
-    """The process is gone (or a zombie no one reaped yet: it runs no more)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def test_jobs_run_in_the_worker_in_submission_order(tmp_path: Path) -> None:
@@ -125,11 +116,27 @@ def test_close_cancels_the_queue_and_terminates_the_worker_without_waiting(tmp_p
     pid = int((tmp_path / "slow.start0").read_text())
     ex.close()
     assert queued.cancelled()
-    assert _gone(pid)  # terminated and reaped by close itself
+    assert process_gone(pid)  # terminated and reaped by close itself
     with pytest.raises(CalibrationWorkerClosed, match="slow/1"):
         running.result(WAIT_S / 4)  # well before the job's own end
     assert ex.submit(Job(tmp_path, "late")).cancelled()  # type: ignore[arg-type]  # the monitor runs it itself
     ex.close()  # idempotent
+
+
+def test_the_worker_leaves_sigterm_and_sigint_to_its_parent(tmp_path: Path) -> None:
+    """A stop signal sent to the whole process group (Ctrl-C, a cgroup stop) reaches the parent, which
+    decides: the worker goes on (were it to die, the job would be run again from the start)."""
+    ex = ProcessCalibrationExecutor()
+    try:
+        job = _submit(ex, Job(tmp_path, "on", gated=True))
+        wait_until(lambda: (tmp_path / "on.start0").exists(), WAIT_S, "the job to start")
+        pid = int((tmp_path / "on.start0").read_text())
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        (tmp_path / "on.go").write_text("")
+        assert job.result(WAIT_S) == "on" and ex.starts == 1 and ex.pid == pid
+    finally:
+        ex.close()
 
 
 CHILD = """
@@ -155,7 +162,7 @@ def test_the_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         pid = int((tmp_path / "orphan.start0").read_text())
         parent.kill()
         parent.wait(WAIT_S)
-        wait_until(lambda: _gone(pid), 10, "the orphaned worker to exit")
+        wait_until(lambda: process_gone(pid), 10, "the orphaned worker to exit")
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -14,12 +14,13 @@ instead, on another core, without touching the loop's GIL.
 * A job's own exception comes back through the future (with the child's traceback as a note).
 * A child that dies mid-job (killed, out of memory) is started again and the job resubmitted, ``attempts``
   times in all; then the future gets a ``CalibrationWorkerDied`` naming the model and the exit code.
-* ``close`` cancels the queued jobs and terminates the child at once: a stop (SIGTERM) is never held up by a
-  calibration, whose job is in the snapshot and is resubmitted on restore. The running job's future then
-  gets ``CalibrationWorkerClosed``.
+* ``close`` cancels the queued jobs and kills the child at once (SIGKILL: it holds nothing to clean up): a
+  stop (SIGTERM) is never held up by a calibration, whose job is in the snapshot and is resubmitted on
+  restore. The running job's future then gets ``CalibrationWorkerClosed``.
 * The child exits by itself when its parent is gone (SIGKILL included): a watchdog thread sees the parent
-  pid change; between jobs it also sees the pipe close. It ignores SIGINT (a Ctrl-C reaches the whole process
-  group; the parent decides when the child stops).
+  pid change; between jobs it also sees the pipe close. It ignores SIGINT and SIGTERM: a Ctrl-C, or a stop signal sent
+  to the whole process group or cgroup, reaches the parent too, which decides when the child stops (the
+  child dying first would be taken for a crash and restarted).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def _child_main(conn: Connection, parent_pid: int) -> None:
     """The worker process: receive a job, send ``("ok", profile)`` or ``("error", exception)``, until the pipe
     closes or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="nlpmon-parent-watch").start()
     if os.getppid() != parent_pid:  # the parent died before the watchdog started
         return
@@ -194,8 +196,8 @@ class ProcessCalibrationExecutor:
 
     # -- the loop thread --------------------------------------------------------------------------------
     def close(self) -> None:
-        """Cancel the queued jobs and terminate the worker without waiting for its job (a second at most
-        to reap it). Idempotent."""
+        """Cancel the queued jobs and kill the worker without waiting for its job (then reap it: a second
+        at most). Idempotent."""
         with self._lock:
             self._closed = True
             process = self._process
@@ -208,11 +210,8 @@ class ProcessCalibrationExecutor:
                 item[1].cancel()
         self._jobs.put(None)
         if process is not None:
-            process.terminate()
+            process.kill()  # it ignores SIGTERM (see the module docstring)
             process.join(1.0)
-            if process.is_alive():
-                process.kill()
-                process.join(1.0)
 
 
 __all__ = ["CalibrationWorkerClosed", "CalibrationWorkerDied", "ProcessCalibrationExecutor"]
