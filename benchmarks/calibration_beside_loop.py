@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -135,6 +136,10 @@ def main() -> int:
     inline_s = time.perf_counter() - t0
     models = [f"m{i}" for i in range(args.models)]
     jobs = [CalibrationJob(f"new{i}", "1", "reference", sample, config) for i in range(args.calibrations)]
+    pickled, t0 = b"", time.perf_counter()
+    for _ in range(5):
+        pickled = pickle.dumps(jobs[0], protocol=5)
+    pickle_s = (time.perf_counter() - t0) / 5
     rows = []
     for name, make in (("thread", ThreadCalibrationExecutor), ("process", ProcessCalibrationExecutor)):
         profiles = {(m, "1"): replace(profile, model=m) for m in models}
@@ -151,7 +156,8 @@ def main() -> int:
           f"load average {os.getloadavg()[0]:.2f} at the end")
     print(f"{args.models} monitored models, batches of {args.batch} events ({args.dim}-dim), "
           f"{args.calibrations} calibrations of {args.reference}-event references submitted at once "
-          f"(one inline calibration before: {inline_s:.1f} s)\n")
+          f"(one inline calibration before: {inline_s:.1f} s; pickling one job for the worker process, on its "
+          f"feeder thread: {pickle_s * 1e3:.1f} ms, {len(pickled) / 1e6:.1f} MB)\n")
     print("| executor | loop events/s, no calibration | loop events/s, calibrating | ratio | longest batch, "
           "no calibration | longest batch, calibrating | calibrations finished | calibrations / min |")
     print("|---|---|---|---|---|---|---|---|")
