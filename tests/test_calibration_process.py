@@ -59,6 +59,38 @@ class Job:
         return self.name
 
 
+class ThreadsJob:
+    """Returns the worker's thread count per threadpool API."""
+
+    model, model_version, source = "threads", "1", "reference"
+
+    def run(self) -> dict[str, int]:
+        from nlpmon.app.calibration_process import thread_limits
+
+        return thread_limits()
+
+
+def test_the_worker_runs_with_the_parents_blas_threads() -> None:
+    """``nlpmon``'s CLI limits BLAS to one thread at run time (threadpoolctl), which the environment of a
+    spawned child does not carry: the worker sets it itself, as the parent has it when it starts it."""
+    from threadpoolctl import threadpool_limits
+
+    from nlpmon.app.calibration_process import thread_limits
+
+    with threadpool_limits(limits=1):
+        assert set(thread_limits().values()) == {1}
+        ex = ProcessCalibrationExecutor()
+        try:
+            assert ex.submit(ThreadsJob()).result(WAIT_S) == thread_limits()  # type: ignore[arg-type]
+        finally:
+            ex.close()
+    ex = ProcessCalibrationExecutor()
+    try:
+        assert ex.submit(ThreadsJob()).result(WAIT_S) == thread_limits()  # type: ignore[arg-type]
+    finally:
+        ex.close()
+
+
 def _submit(ex: ProcessCalibrationExecutor, job: Job) -> Future[Any]:
     return ex.submit(job)  # type: ignore[arg-type]
 

@@ -6,8 +6,11 @@ scrapes wait while a reference calibrates. ``ProcessCalibrationExecutor`` runs t
 instead, on another core, without touching the loop's GIL.
 
 * The child comes from a multiprocessing **spawn** context (never fork: librdkafka's threads live in the
-  parent), started lazily by the first ``submit``. It inherits the environment (BLAS thread settings
-  included: its floats are those of an inline calibration) and runs one job at a time, in submission order.
+  parent), started lazily by the first ``submit``. It inherits the environment and, set at start, the
+  parent's BLAS and OpenMP thread counts (``nlpmon``'s CLI limits BLAS to one thread at run time, with
+  threadpoolctl, which a spawned child would not inherit: it would run two BLAS threads that spin against
+  the loop, 8x slower on a busy 2-core machine, and could round differently), so its floats are those of an
+  inline calibration. It runs one job at a time, in submission order.
 * ``submit`` returns a future at once: a feeder thread pickles the job (``CalibrationJob``: the sample and
   the configuration), sends it over a pipe, waits for the profile and sets the future. The pipe joins the
   parent and the child it started, nothing else writes to it (pickle is safe there).
@@ -61,9 +64,24 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(PARENT_CHECK_S)
 
 
-def _child_main(conn: Connection, parent_pid: int) -> None:
+def thread_limits() -> dict[str, int]:
+    """This process's thread count per threadpool API now (``{"blas": 1}`` under ``nlpmon``'s CLI): the fewest
+    of the loaded libraries of each API."""
+    from threadpoolctl import threadpool_info
+
+    limits: dict[str, int] = {}
+    for lib in threadpool_info():
+        api, n = str(lib["user_api"]), int(lib["num_threads"])
+        limits[api] = min(limits.get(api, n), n)
+    return limits
+
+
+def _child_main(conn: Connection, parent_pid: int, limits: dict[str, int]) -> None:
     """The worker process: receive a job, send ``("ok", profile)`` or ``("error", exception)``, until the pipe
-    closes or the parent is gone."""
+    closes or the parent is gone. ``limits``: the parent's ``thread_limits``."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=limits)  # the libraries calibration uses are loaded: this module imported them
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="nlpmon-parent-watch").start()
@@ -130,8 +148,8 @@ class ProcessCalibrationExecutor:
     def _start_worker(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=_child_main, args=(child_conn, os.getpid()), name="nlpmon-calibration",
-                              daemon=True)
+        process = ctx.Process(target=_child_main, args=(child_conn, os.getpid(), thread_limits()),
+                              name="nlpmon-calibration", daemon=True)
         with self._lock:
             if self._closed:
                 parent_conn.close()
