@@ -1,7 +1,8 @@
-"""The calibration executor of ``nlpmon run``: one worker thread beside the consumer loop.
+"""A calibration executor of ``nlpmon run`` (``calibration_worker: thread``): one worker thread beside the loop.
 
-``ReferenceProfile.calibrate`` spends most of its time in numpy, BLAS and LAPACK calls that release the
-GIL, so the loop keeps polling, processing other models, checkpointing and committing while a reference
+The default is a worker process (``nlpmon.app.calibration_process``): much of ``ReferenceProfile.calibrate``
+is Python and fancy indexing that holds the GIL, so this thread competes with the loop thread for it. The
+loop still keeps polling, processing other models, checkpointing and committing while a reference
 calibrates (``nlpmon.monitor.calibration_jobs``; the monitor holds that model's events meanwhile). One
 worker: calibrations queue behind each other rather than compete with the loop for the cores.
 """

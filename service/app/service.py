@@ -36,6 +36,7 @@ from ..observability.exporter import NlpmonMetrics
 from ..observability.http import ObservabilityServer
 from ..observability.oneline import one_line
 from ..replay import load_references
+from .calibration_process import ProcessCalibrationExecutor
 from .calibration_worker import ThreadCalibrationExecutor
 from .demo import DemoPlan, publish_demo
 from .processor import MonitorPartitionProcessor, References
@@ -97,7 +98,7 @@ class NlpmonService:
         self._new_processors: set[tuple[str, int]] = set()  # created since the last refresh: counting from 0
         self._retired: list[MonitorPartitionProcessor] = []  # revoked since the last refresh, not counted yet
         # calibrations run beside the consumer loop (created in run, closed when it ends)
-        self.calibrations: ThreadCalibrationExecutor | None = None
+        self.calibrations: ProcessCalibrationExecutor | ThreadCalibrationExecutor | None = None
         self._lock = threading.Lock()
         self._views: dict[str, ModelMetrics] = {}  # of the last metrics refresh (consumer loop only)
         self._generation = 0  # metrics refreshes so far: page reports older than the last one are stale
@@ -373,7 +374,8 @@ class NlpmonService:
             self._file_reference_models = {(e.model, e.model_version) for e in loaded.events} | set(loaded.profiles)
             log.info("loaded %d reference events and %d profiles from %d file(s) (%d invalid lines)",
                      len(loaded.events), len(loaded.profiles), len(s.reference), loaded.invalid)
-        self.calibrations = ThreadCalibrationExecutor()
+        self.calibrations = (ProcessCalibrationExecutor() if s.calibration_worker == "process"
+                             else ThreadCalibrationExecutor())
         with bootstrap_servers_for(s.kafka_settings(), logger=log) as bootstrap:
             self.bootstrap = bootstrap
             ks = s.kafka_settings(bootstrap)

@@ -103,6 +103,11 @@ class ServiceSettings(BaseSettings):
         (), description="Reference event files (JSONL[.gz]) or saved profiles; each event's model says whose.")
     liveness_limit_s: float = Field(
         60.0, gt=0, description="/healthz fails when the loop has not polled for this long.")
+    calibration_worker: Literal["process", "thread"] = Field(
+        "process", description="Where references calibrate beside the consumer loop: process = one worker "
+        "process (spawned, on another core; the loop keeps the GIL), thread = one worker thread of this "
+        "process (competes with the loop for the GIL: longer poll gaps and scrapes while a reference "
+        "calibrates). See docs/benchmarks.md, calibration beside the loop.")
     retire_after_s: float = Field(3600.0, gt=0, description="A model silent this long leaves the metrics.")
     max_models: int = Field(50, ge=1, description="Models with their own metric series; the rest go to 'other'.")
     max_labels: int = Field(30, ge=1, description="Labels per model with their own series; the rest: 'other'.")

@@ -8,7 +8,11 @@ profile:
 * ``InlineExecutor`` runs it at once, on the caller's thread (``nlpmon replay``, ``nlpmon calibrate``,
   tests): the future is done when ``submit`` returns, so the monitor goes on exactly as if it had called
   ``calibrate`` itself.
-* ``nlpmon.app.calibration_worker.ThreadCalibrationExecutor`` runs it on a worker thread (``nlpmon run``).
+* ``nlpmon.app.calibration_process.ProcessCalibrationExecutor`` runs it in a worker process (``nlpmon run``,
+  by default): the job is pickled to it and the profile pickled back, so a job and its profile stay
+  picklable.
+* ``nlpmon.app.calibration_worker.ThreadCalibrationExecutor`` runs it on a worker thread (``nlpmon run``
+  with ``calibration_worker: thread``).
 * Tests use a manual executor that completes jobs at chosen points.
 
 While a job is pending, the monitor holds that model's later events (``ModelMonitor``: the "deferred"

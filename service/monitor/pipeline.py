@@ -61,7 +61,7 @@ class Pipeline:
 
     ``quality=None``: the stream has no ground truth; predictions skip the join (``report`` still carries an
     empty quality block per model, as the service always did: ``joins`` says whether labels can come).
-    ``executor`` runs the calibrations (inline by default; a worker thread in ``nlpmon run``).
+    ``executor`` runs the calibrations (inline by default; a worker process in ``nlpmon run``).
     """
 
     def __init__(self, config: MonitorConfig, profiles: dict[tuple[str, str], ReferenceProfile] | None = None,

@@ -28,7 +28,7 @@ from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.monitor_set import MonitorSet
 from nlpmon.observability.http import to_jsonable
 from tests.core.test_monitor import EMBEDDING_TOL, assert_close_tree
-from tests.support import wait_until
+from tests.support import process_gone, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,9 +105,13 @@ class Service:
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout_s)
+            code = self.proc.wait(timeout_s)
         finally:
             self.fh.close()
+        # no calibration worker process outlives the service (after a SIGKILL it sees its parent gone)
+        for pid in re.findall(r"calibration worker process started \(pid (\d+)\)", self.log.read_text()):
+            wait_until(lambda pid=int(pid): process_gone(pid), 10, f"calibration worker {pid} to exit")
+        return code
 
 
 def dead_letters(bootstrap: str, topic: str, expected: int) -> list[Any]:
