@@ -77,16 +77,22 @@ def test_the_worker_runs_with_the_parents_blas_threads() -> None:
 
     from nlpmon.app.calibration_process import thread_limits
 
+    def same_as_parent(child: dict[str, int]) -> bool:
+        # the APIs the child loaded (BLAS at least) have the parent's counts; the parent may have loaded more
+        # (an OpenMP runtime that another test module's imports brought in), which calibration does not use
+        parent = thread_limits()
+        return "blas" in child and all(parent.get(api) == n for api, n in child.items())
+
     with threadpool_limits(limits=1):
         assert set(thread_limits().values()) == {1}
         ex = ProcessCalibrationExecutor()
         try:
-            assert ex.submit(ThreadsJob()).result(WAIT_S) == thread_limits()  # type: ignore[arg-type]
+            assert same_as_parent(ex.submit(ThreadsJob()).result(WAIT_S))  # type: ignore[arg-type]
         finally:
             ex.close()
     ex = ProcessCalibrationExecutor()
     try:
-        assert ex.submit(ThreadsJob()).result(WAIT_S) == thread_limits()  # type: ignore[arg-type]
+        assert same_as_parent(ex.submit(ThreadsJob()).result(WAIT_S))  # type: ignore[arg-type]
     finally:
         ex.close()
 
