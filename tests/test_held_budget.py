@@ -1,7 +1,8 @@
-"""Back-pressure for the events held while references calibrate (``max_held_mb``): the service measures them
-(``Pipeline.held_bytes``: the packed bytes of every held batch), exports them, and asks the runner to pause
-consumption from when they reach the budget until they are below half of it. No broker here: the consumer
-loop's calls are made by hand (the runner's pause on a real broker: tests/kafka/test_kafka_backpressure.py)."""
+"""Back-pressure for what is held while references calibrate (``max_held_mb``): the service measures it
+(``Pipeline.held_bytes``: each queued calibration's sample and the packed bytes of every held batch), exports
+it, and asks the runner to pause consumption from when it reaches the budget until it is below half of it.
+No broker here: the consumer loop's calls are made by hand (the runner's pause on a real broker:
+tests/kafka/test_kafka_backpressure.py)."""
 
 from __future__ import annotations
 
@@ -40,19 +41,22 @@ def service(max_held_mb: float) -> tuple[NlpmonService, ManualExecutor, Collecto
     return svc, executor, reg
 
 
-def test_held_bytes_are_the_packed_batches_held_for_a_pending_calibration() -> None:
+def test_held_bytes_are_the_queued_sample_and_the_packed_batches_held_for_it() -> None:
     svc, executor, reg = service(max_held_mb=0)
     proc = svc._factory("t", 0)
     chunks = batches("ner", 1, 600, 50)
     for b in chunks[:4]:  # the auto-baseline fills: its calibration is pending
         proc.process(b)
-    assert executor.pending and proc.pipeline.held_bytes == 0
+    mon = proc.pipeline.monitors.monitors[("ner", "1")]
+    assert mon.calibration is not None
+    sample = mon.calibration.job.sample.nbytes
+    assert executor.pending and proc.pipeline.held_bytes == sample > 200 * 100  # the queued sample counts
     for b in chunks[4:]:
         proc.process(b)
-    mon = proc.pipeline.monitors.monitors[("ner", "1")]
     held = [p for kind, p in mon._deferred if kind != "clamp"]
     assert mon.deferred_events == 400 and all(isinstance(p, PackedEvents) for p in held)
-    assert proc.pipeline.held_bytes == sum(len(p.data) for p in held) > 400 * 500  # 16-dim events: ~1 KB each
+    packed = sum(len(p.data) for p in held)
+    assert proc.pipeline.held_bytes == sample + packed and packed > 400 * 500  # 16-dim events: ~1 KB each
     assert svc._hold() is False  # no budget
     assert reg.get_sample_value("nlpmon_held_event_bytes") == proc.pipeline.held_bytes
     executor.complete_one()
@@ -103,3 +107,24 @@ def test_consumption_pauses_at_the_budget_and_resumes_below_half_of_it() -> None
     # nothing was lost on the way: every event of both models is monitored (the budget only pauses)
     counts = {k: m.monitored_events for k, m in proc.pipeline.monitors.monitors.items()}
     assert counts == {("ner-a", "1"): (12 * 50) - 200, ("ner-b", "1"): (12 * 50) - 200}
+
+
+def test_a_reference_sample_shares_its_string_items_and_keeps_their_values() -> None:
+    """Decoded events carry a new string object per token tag; the sample keeps one per distinct value (its
+    memory: 8 bytes a tag instead of ~60), with the same values in the same order, also after a restore."""
+    from nlpmon.events import decode_event
+    from nlpmon.monitor.reference import ReferenceSample
+    from nlpmon.monitor.signals import extract_columns
+
+    events = [decode_event(json.dumps(e)) for e in SyntheticStream(seed=3, dim=16).events(300)]
+    cols, _ = extract_columns(events)
+    tags = list(cols["token_tag"].values)
+    assert len({id(t) for t in tags}) > 1000  # as decoded: one object per token
+    sample = ReferenceSample(1000, 0)
+    sample.add(cols, len(events), [e.text for e in events])
+    kept = sample.columns()["token_tag"].values
+    assert kept == tags and len({id(t) for t in kept}) == len(set(tags)) < 50
+    restored = ReferenceSample.from_state(sample.state())
+    again = restored.columns()["token_tag"].values
+    assert again == tags and len({id(t) for t in again}) == len(set(tags))
+    assert sample.nbytes == restored.nbytes > 8 * len(tags)

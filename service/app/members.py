@@ -392,7 +392,11 @@ def run_members(settings: ServiceSettings, stop: threading.Event, *, config_file
         if settings.bootstrap_servers is None:  # the embedded broker is memory-only: its topics never pre-exist
             ks = ks.model_copy(update={"create_missing_topics": True})
         # a partition for every member when nlpmon creates it; TopicSetupError (a UserError) names the topic
-        have = TopicSetup(ks).ensure_input(max(settings.partitions, count))
+        setup = TopicSetup(ks)
+        have = setup.ensure_input(max(settings.partitions, count))
+        # the state, dead-letter and ground-truth topics too, before any member or the demo writes: a label
+        # the demo produced first would create the ground-truth topic with the broker's default partitions
+        setup.prepare()
         if have < count:
             log.warning("topic %s has %d partition(s) for %d members: %d member(s) get none and are "
                         "never ready (/readyz); add partitions or run fewer processes", settings.topic,

@@ -381,8 +381,10 @@ class NlpmonService:
             ks = s.kafka_settings(bootstrap)
             if s.bootstrap_servers is None:  # the embedded broker is memory-only: its topics never pre-exist
                 ks = ks.model_copy(update={"create_missing_topics": True})
-            partitions = TopicSetup(ks).ensure_input(s.partitions)
+            setup = TopicSetup(ks)
+            partitions = setup.ensure_input(s.partitions)
             log.info("input topic %s has %d partition(s)", s.topic, partitions)
+            setup.prepare()  # the other topics with its partition count, before the demo (if any) writes labels
             self.runner = ConsumerRunner(ks, self._factory, on_batch=self._on_batch,
                                          on_poll=self._on_poll, hold=self._hold, clock=self.clock, logger=log)
             http = ObservabilityServer(self.registry, host=s.host, port=s.port, reports=self.reports,

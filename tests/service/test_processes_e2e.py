@@ -45,7 +45,7 @@ class Parent:
     """A `nlpmon run --processes 2` subprocess; its HTTP port is read from the parent's start-up line."""
 
     def __init__(self, bootstrap: str, names: dict[str, str], log: Path, *extra: str,
-                 auth: tuple[str, str] | None = None) -> None:
+                 auth: tuple[str, str] | None = None, env: dict[str, str] | None = None) -> None:
         self.auth = auth
         env = {**os.environ, "NLPMON_BOOTSTRAP_SERVERS": bootstrap, "NLPMON_PORT": "0",
                "NLPMON_TOPIC": names["topic"], "NLPMON_GROUP_ID": names["group"], "NLPMON_PARTITIONS": "4",
@@ -53,7 +53,7 @@ class Parent:
                "NLPMON_GROUND_TRUTH_TOPIC": names["labels"], "NLPMON_MONITOR__CALIBRATION_SPLITS": "2",
                "NLPMON_PROGRESS_INTERVAL_S": "5", "NLPMON_KAFKA__SESSION_TIMEOUT_MS": "2000",
                "NLPMON_KAFKA__STATISTICS_INTERVAL_MS": "300", "NLPMON_KAFKA__BATCH_SIZE": "200",
-               "NLPMON_KAFKA__CHECKPOINT_INTERVAL_S": "1", "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2"}
+               "NLPMON_KAFKA__CHECKPOINT_INTERVAL_S": "1", "NLPMON_KAFKA__POLL_TIMEOUT_S": "0.2", **(env or {})}
         self.log = log
         self.fh = log.open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "nlpmon.cli", "run", "--processes", "2", *extra],
@@ -149,6 +149,29 @@ def test_two_members_count_every_event_once_and_serve_one_set_of_pages(
     assert code == 0, svc.log.read_text()[-3000:]
     log = svc.log.read_text()
     assert "[member 0]" in log and "[member 1]" in log and "stop requested" in log
+
+
+def test_the_parent_makes_every_topic_before_the_demo_writes_labels(
+        kafka_bootstrap: str, names: dict[str, str], tmp_path: Path) -> None:
+    """`nlpmon run --processes 2 --demo` with a 2-partition event topic: the demo's first labels must not
+    create the ground-truth topic with the broker's default partition count (the members then refused to
+    start: "has 4 partitions but ... has 2"). The parent makes every topic before it starts the members and
+    the demo; the members monitor the demo's events and join its labels."""
+    from nlpmon.kafka.topics import topic_partition_count
+
+    svc = Parent(kafka_bootstrap, names, tmp_path / "parent.log", "--demo", env={"NLPMON_PARTITIONS": "2"})
+    try:
+        counts = {role: topic_partition_count(kafka_bootstrap, names[role])
+                  for role in ("topic", "state", "dlq", "labels")}
+        assert counts == {"topic": 2, "state": 2, "dlq": 2, "labels": 2}, counts  # already at the start line
+        wait_until(lambda: any(dict(k).get("kind") == "labels" and v > 0
+                               for k, v in svc.samples("nlpmon_join_events_total").items()), 120,
+                   "the demo's labels joined")
+        wait_until(lambda: svc.get("/readyz")[0] == 200, 60, "every member ready")
+        assert svc.proc.poll() is None and "must match" not in svc.log.read_text()
+    finally:
+        code = svc.stop()
+    assert code == 0, svc.log.read_text()[-3000:]
 
 
 def test_a_killed_member_is_restarted_and_nothing_is_lost_or_counted_twice(
