@@ -197,8 +197,9 @@ class NlpmonService:
             self._progress(now)
 
     def _hold(self) -> bool:
-        """True while the events held for pending calibrations are over ``max_held_mb`` (from when they reach
-        it until they are below half of it): the runner pauses consumption meanwhile (back-pressure)."""
+        """True while what is held for pending calibrations (each queued sample and the events held until its
+        profile is applied: ``Pipeline.held_bytes``) is over ``max_held_mb``, from when it reaches it until it is
+        below half of it: the runner pauses consumption meanwhile (back-pressure)."""
         held = sum(proc.pipeline.held_bytes for proc in self._processors.values())
         self.metrics.observe_held(held)
         budget = self.settings.max_held_mb * 2**20
@@ -208,11 +209,12 @@ class NlpmonService:
         if paused != self._held_paused:
             self._held_paused = paused
             if paused:
-                log.warning("events held for calibrating references reached %.0f MiB (max_held_mb): consumption "
-                            "paused until calibrations free half of it (%d calibration(s) pending)", held / 2**20,
+                log.warning("samples and events held for calibrating references reached %.0f MiB (max_held_mb): "
+                            "consumption paused until calibrations free half of it (%d calibration(s) pending)",
+                            held / 2**20,
                             sum(proc.pipeline.calibrating for proc in self._processors.values()))
             else:
-                log.warning("events held for calibrating references down to %.0f MiB: consumption resumed",
+                log.warning("samples and events held for calibrating references down to %.0f MiB: consumption resumed",
                             held / 2**20)
         return paused
 

@@ -113,8 +113,8 @@ class ServiceSettings(BaseSettings):
     max_labels: int = Field(30, ge=1, description="Labels per model with their own series; the rest: 'other'.")
     progress_interval_s: float = Field(10.0, gt=0, description="Seconds between progress lines on stderr.")
     max_held_mb: float = Field(
-        256.0, ge=0, description="Memory budget (MiB, packed) for the events held while references calibrate "
-        "(models with a full auto-baseline or new reference events wait for their calibration); at the budget "
+        256.0, ge=0, description="Memory budget (MiB) for what is held while references calibrate: each queued "
+        "calibration's sample and the events (packed) of models waiting for their calibration; at the budget "
         "consumption pauses until calibrations free half of it (back-pressure: lag grows, memory does not; "
         "nothing is skipped). 0: no budget.")
     monitor: MonitorConfig = Field(MonitorConfig(), description="Drift monitor settings.")

@@ -209,8 +209,9 @@ METRICS: tuple[MetricSpec, ...] = (
        "1 while a checkpoint waits for the broker to acknowledge its dead letters or snapshots past its "
        "timeout (consumption paused, deliveries retried), else 0 (also while one is in flight within it)."),
     _m("nlpmon_held_event_bytes", "gauge", (),
-       "Memory of the events held for models whose reference is calibrating (packed), summed over this "
-       "process's partitions; consumption pauses when it reaches max_held_mb."),
+       "Memory held for models whose reference is calibrating (each queued sample, and the events held "
+       "until its profile is applied, packed), summed over this process's partitions; consumption pauses when "
+       "it reaches max_held_mb."),
     _m("nlpmon_held_paused", "gauge", (),
        "1 while consumption is paused because the events held for calibrations reached max_held_mb, else 0."),
     _m("nlpmon_held_pauses_total", "counter", (),
