@@ -42,6 +42,7 @@ from typing import Any
 
 from ..monitor.calibration_jobs import CalibrationJob
 from ..monitor.reference import ReferenceProfile
+from .calibration_worker import cancel_queued
 
 log = logging.getLogger(__name__)
 
@@ -219,14 +220,7 @@ class ProcessCalibrationExecutor:
         with self._lock:
             self._closed = True
             process = self._process
-        while True:
-            try:
-                item = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[1].cancel()
-        self._jobs.put(None)
+        cancel_queued(self._jobs)
         if process is not None:
             process.kill()  # it ignores SIGTERM (see the module docstring)
             process.join(1.0)

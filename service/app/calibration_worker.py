@@ -45,14 +45,20 @@ class ThreadCalibrationExecutor:
                 future.set_exception(exc)
 
     def close(self) -> None:
-        while True:
-            try:
-                item = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[1].cancel()
-        self._jobs.put(None)
+        cancel_queued(self._jobs)
 
 
-__all__ = ["ThreadCalibrationExecutor"]
+def cancel_queued(jobs: queue.SimpleQueue[_Item]) -> None:
+    """Cancel every job still in ``jobs`` (their monitors run them themselves if they need them), then queue
+    the ``None`` that ends the worker."""
+    while True:
+        try:
+            item = jobs.get_nowait()
+        except queue.Empty:
+            break
+        if item is not None:
+            item[1].cancel()
+    jobs.put(None)
+
+
+__all__ = ["ThreadCalibrationExecutor", "cancel_queued"]
