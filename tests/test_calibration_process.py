@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,7 @@ WAIT_S = 60
 
 
 def _wait_file(path: Path) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.02)
+    wait_until(path.exists, WAIT_S, f"{path}", interval_s=0.02)
 
 
 class Job:
