@@ -141,8 +141,13 @@ class MonitorSet:
                        clamped: dict[tuple[str, str], float] | None = None) -> list[Alarm]:
         """Route valid events (with their batch positions) to their monitors; alarms carry batch positions
         (-1: an event of an earlier batch, held while its model's reference calibrated). ``clamped``: per
-        (model, version), the newest clamped time of the batch's skewed events."""
-        alarms = self.poll()
+        (model, version), the newest clamped time of the batch's skewed events.
+
+        A model of the batch first applies its finished calibration and some of its held events
+        (``ModelMonitor.process``); the other models' wait for :meth:`poll` (the service calls it after every
+        Kafka poll, within the loop's budget), so that a batch's cost does not depend on how many other models'
+        calibrations finished meanwhile."""
+        alarms: list[Alarm] = []
         groups: dict[tuple[str, str], list[int]] = {}
         for i, e in enumerate(events):
             groups.setdefault((e.model, e.model_version), []).append(i)
