@@ -258,6 +258,10 @@ class Scrape:
     state_bytes: float  # snapshot bytes produced (bodies and parts)
 
 
+#: A scrape slower than this is printed with its start time.
+SLOW_SCRAPE_S = 0.1
+
+
 def scrape(port: int) -> Scrape:
     t = time.perf_counter()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
@@ -319,6 +323,7 @@ def watch(proc: subprocess.Popen[bytes], port: int, until: float, stage_ends: li
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"nlpmon exited {proc.returncode}")
+        started = time.time()
         try:
             last = scrape(port)
         except OSError:
@@ -326,6 +331,10 @@ def watch(proc: subprocess.Popen[bytes], port: int, until: float, stage_ends: li
             continue
         now = time.monotonic()
         obs.scrapes.append(last)
+        if last.seconds > SLOW_SCRAPE_S:  # when, to find what the service did meanwhile in its log (--log)
+            print(f"  slow scrape: {last.seconds * 1000:.0f} ms from "
+                  f"{time.strftime('%H:%M:%S', time.localtime(started))},{int(started % 1 * 1000):03d}",
+                  file=sys.stderr, flush=True)
         rss = rss_bytes(proc.pid)
         obs.peak_rss = max(obs.peak_rss, rss)
         if last.events > 0 and obs.first_event_at is None:

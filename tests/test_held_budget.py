@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -128,3 +128,54 @@ def test_a_reference_sample_shares_its_string_items_and_keeps_their_values() -> 
     again = restored.columns()["token_tag"].values
     assert again == tags and len({id(t) for t in again}) == len(set(tags))
     assert sample.nbytes == restored.nbytes > 8 * len(tags)
+
+
+def test_held_events_are_served_a_model_at_a_time_once_the_loop_is_out_of_time() -> None:
+    """``poll_calibrations(expired)`` (the service passes "the loop's budget is spent"): once ``expired`` says so
+    the other models wait for the next call, which starts after the last one served, so that every model gets
+    its turn and nothing is lost; without it, one call serves them all."""
+    models = ["ner-a", "ner-b", "ner-c"]
+    streams = {m: batches(m, seed, 600, 50) for seed, m in enumerate(models, 1)}
+
+    def held_everywhere() -> tuple[object, ManualExecutor]:
+        svc, executor, _ = service(max_held_mb=0)
+        proc = svc._factory("t", 0)
+        for i in range(12):  # 4 batches fill each baseline, the other 8 (400 events) are held
+            for m in models:
+                proc.process(streams[m][i])
+        for _ in models:
+            executor.complete_one()
+        return proc, executor
+
+    proc, _ = held_everywhere()
+    monitors = proc.pipeline.monitors.monitors  # type: ignore[attr-defined]
+    assert all(monitors[(m, "1")].deferred_events == 400 for m in models)
+    served: list[list[str]] = []
+    asked = []
+
+    def expired() -> bool:
+        asked.append(True)
+        return True
+
+    for _ in range(len(models) + 1):
+        before = {m for m in models if monitors[(m, "1")].waiting}
+        proc.poll_calibrations(expired)  # type: ignore[attr-defined]
+        served.append(sorted(before - {m for m in models if monitors[(m, "1")].waiting}))
+    assert served == [["ner-a"], ["ner-b"], ["ner-c"], []], served
+    assert len(asked) == len(models)  # asked after each model served, never before the first
+    assert {m: monitors[(m, "1")].monitored_events for m in models} == dict.fromkeys(models, 400)
+
+    whole, _ = held_everywhere()
+    assert whole.poll_calibrations()  # type: ignore[attr-defined]
+    assert not whole.pipeline.calibrating  # type: ignore[attr-defined]
+    assert without_clocks(whole.report()) == without_clocks(proc.report())  # type: ignore[attr-defined]
+
+
+def without_clocks(report: dict[str, Any]) -> dict[str, Any]:
+    """A report without what depends on when it ran (arrival times, seconds a calibration took)."""
+    out = {}
+    for key, model in report.items():
+        model = {k: v for k, v in model.items() if k != "last_event_time"}
+        model["reference"] = {k: v for k, v in model["reference"].items() if k != "calibration_seconds"}
+        out[key] = model
+    return out

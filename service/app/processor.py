@@ -134,15 +134,16 @@ class MonitorPartitionProcessor:
             self._on_alarms(result.alarms)
         return [Rejected(records[r.position].offset, r.reason, r.detail) for r in result.rejected]
 
-    def poll_calibrations(self) -> bool:
+    def poll_calibrations(self, expired: Callable[[], bool] | None = None) -> bool:
         """Apply the calibrations that finished since the last batch and process the events their models
-        held (between batches, so that a partition without new records does not keep them waiting). True
-        when there were any."""
+        held (between batches, so that a partition without new records does not keep them waiting), about
+        ``DRAIN_EVENTS`` per model; ``expired``: asked after each model, the others wait for the next call once
+        it says True. True when there were any."""
         waiting = self.pipeline.calibrating
         if not waiting:
             return False
         t0 = time.perf_counter()
-        alarms = self.pipeline.poll()
+        alarms = self.pipeline.poll(expired)
         if self.pipeline.calibrating < waiting:  # a model's held events are all processed: their memory is free
             trim_heap()
         self.batch_stats.add(time.perf_counter() - t0, [], [])

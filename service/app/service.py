@@ -114,6 +114,7 @@ class NlpmonService:
         self._events_at_last_progress = 0
         self._dirty = False
         self._refresh_cost = 0.0  # seconds the last metrics refresh took (it spaces the next one)
+        self._calibration_turn = 0  # the processor whose held events come first at the next poll
         self._held_paused = False  # consumption paused for the events held for calibrations (``_hold``)
         self._split_models: set[str] = set()
         self._orphan_warned: set[tuple[str, int]] = set()
@@ -173,18 +174,34 @@ class NlpmonService:
                     count, topic, partition, which)
 
     def _on_poll(self) -> None:
-        """After every poll: refresh reports and metrics when due (also when the stream went idle)."""
+        """After every poll: process events held for calibrations that finished, and refresh reports and
+        metrics when due (also when the stream went idle). Both keep to the loop's budget
+        (``ConsumerRunner.poll_due``): once it is reached, held events wait for the next iteration (models
+        take turns), and a refresh waits until twice its interval unless a page request waits for it."""
         runner = self.runner
         assert runner is not None
-        for proc in self._processors.values():
-            if proc.poll_calibrations():  # events held while a reference calibrated, processed now
+        poll_due = runner.poll_due
+
+        def expired() -> bool:
+            return self.clock() >= poll_due
+
+        processors = list(self._processors.values())
+        turn = self._calibration_turn % len(processors) if processors else 0
+        for i, proc in enumerate(processors[turn:] + processors[:turn]):
+            if proc.poll_calibrations(expired):  # events held while a reference calibrated, processed now
                 self._dirty = True
+            if expired():
+                self._calibration_turn = turn + i + 1
+                break
         now = self.clock()
         with self._lock:
             asked = self._page_request is not None
         # a page request refreshes the metrics first, so that pages and metrics show the same state
         due = max(self.report_interval_s, REFRESH_SHARE * self._refresh_cost)
-        if self._dirty and (now - self._last_report >= due or self._pending_alarms or asked):
+        since = now - self._last_report
+        if now >= poll_due and not asked and since < 2 * due:
+            pass  # out of the loop's budget: a refresh can wait for an iteration with time left
+        elif self._dirty and (since >= due or self._pending_alarms or asked):
             self._refresh(runner)
             self._refresh_cost = self.clock() - now
             self._last_report = now

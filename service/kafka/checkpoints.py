@@ -15,7 +15,8 @@ loop: it writes the snapshots (once every dead letter so far is acknowledged) an
 polling and applying events while the checkpoint is *in flight* (:class:`PendingCheckpoint`), each poll
 looks at the acknowledgements without waiting, and the commit of what the snapshots cover happens in the
 iteration that finds every one acknowledged. Its partitions' snapshots are written over several iterations
-when writing them takes long: after ``WRITE_BUDGET_S`` of writing in one iteration the next partition waits
+when writing them takes long: after half of ``KafkaSettings.loop_budget_s`` (``poll_gap_target_s``) of writing
+in one iteration the next partition waits
 for the next one (at least one per iteration; before each, every dead letter so far must be acknowledged;
 each snapshot covers what was applied when it is written). No new checkpoint starts while one is in flight. A crash in
 flight leaves the previous acknowledged snapshots (nothing is tombstoned before the acknowledgement) and the
@@ -49,9 +50,6 @@ from .state_store import StateStore
 
 #: Writing a checkpoint's snapshots for longer than this on the loop is logged with where the time went.
 SLOW_WRITE_S = 0.5
-#: An in-flight checkpoint writes no further partition's snapshot in one loop iteration once it has spent
-#: this long writing (the rest follow in the next iterations; at least one snapshot per iteration).
-WRITE_BUDGET_S = 0.25
 #: In flight, the longest an iteration waits for the dead letters produced so far before writing snapshots
 #: (they were handed to the client moments ago: one round trip acknowledges them on a healthy broker).
 DEAD_LETTER_WAIT_S = 0.1
@@ -155,18 +153,34 @@ class Checkpointer:
         return self._pending is not None
 
     @property
+    def write_budget_s(self) -> float:
+        """An in-flight checkpoint writes no further partition's snapshot in one loop iteration once it has
+        spent this long writing (half of ``loop_budget_s``; the rest follow in the next iterations, at least
+        one snapshot per iteration)."""
+        return self._settings.loop_budget_s / 2
+
+    def writes_next(self) -> bool:
+        """Will the next :meth:`after_poll` write snapshots (one is due, or in flight with some unwritten)? The
+        runner then leaves that iteration's batch half of its time."""
+        pending = self._pending
+        if pending is not None:
+            return not pending.written
+        return self.schedule.due(self._clock)
+
+    @property
     def stalled(self) -> bool:
         """Has the pending checkpoint waited past its timeout (consumption should be paused)?"""
         return self._stalled
 
-    def after_poll(self, states: Sequence[PartitionProgress], timeout_s: float) -> None:
+    def after_poll(self, states: Sequence[PartitionProgress], timeout_s: float, *, may_start: bool = True) -> None:
         """Called after every poll, never waits for the broker: a pending checkpoint moves on as far as the
         acknowledgements allow (it stalls once in flight for ``timeout_s``); else a due one starts for
-        ``states`` in flight (see :meth:`checkpoint` with ``wait=False``). Blocks only for encoding and
-        producing the snapshots (and a full producer queue, up to ``delivery_timeout_s``)."""
+        ``states`` in flight (see :meth:`checkpoint` with ``wait=False``), unless ``may_start`` is False (the
+        runner did not leave this iteration time for it: it starts at the next one). Blocks only for encoding
+        and producing the snapshots (and a full producer queue, up to ``delivery_timeout_s``)."""
         if self._pending is not None:
             self.advance_pending(0.0)  # in flight or stalled: has the broker acknowledged it by now?
-        elif self.schedule.due(self._clock):
+        elif may_start and self.schedule.due(self._clock):
             self.checkpoint(states, timeout_s, wait=False)
 
     def checkpoint(self, states: Sequence[PartitionProgress], timeout_s: float, *, wait: bool = True) -> bool:
@@ -204,7 +218,7 @@ class Checkpointer:
         moved = {s.key for s in to_snapshot}
         self._pending = PendingCheckpoint(
             to_snapshot, to_commit, started_at=now, progress_at=now, stall_after_s=0.0 if wait else timeout_s,
-            write_budget_s=None if wait else WRITE_BUDGET_S,
+            write_budget_s=None if wait else self.write_budget_s,
             commit_at={s.key: CoveredOffsets(s.next_offset, s.label_next) for s in to_commit if s.key not in moved})
         return self.advance_pending(max(0.0, deadline - self._clock()) if wait else 0.0)
 

@@ -22,9 +22,17 @@ acknowledgements arrive. A failed commit loses nothing (the snapshot already cov
 snapshot's offset) and is retried at the next checkpoint; after ``max_consecutive_commit_failures`` in a row
 the runner stops.
 
-**Batches** are applied in slices; once ``max_batch_s`` has passed since the poll, or a stop is requested,
+**The loop's budget.** The loop aims to poll again within ``loop_budget_s`` (``poll_gap_target_s``, 0.5 s by
+default, or ``max_batch_s`` if lower) of the last poll. A batch is applied in slices sized, from the cost of
+recent slices, to take about half of it and to end by the batch's deadline: the poll + the budget, or + half
+of it when a checkpoint writes snapshots in the same iteration (one is in flight with snapshots left to write,
+or due; a checkpoint that becomes due during a batch that left it no time starts at the next iteration). Once
+not even one record fits before the deadline (each batch applies at least one slice), or a stop is requested,
 the rest of the batch is not applied: each partition is sought back to its first record left and fetched
-again, so the loop polls in time to stay in the group and stops within a slice.
+again. The messages taken per poll follow the same cost (what fits in the batch's share, at most
+``batch_size``), so cut batches stay rare. The checkpoint writes its partitions' snapshots for at most half
+of the budget per iteration (at least one), and the caller's ``on_poll`` reads :attr:`ConsumerRunner.poll_due`
+to spread its own work (events held for a calibration) over iterations.
 
 **Back-pressure.** ``hold()`` (the service's: the events its monitors hold for pending calibrations are over
 their memory budget) is asked after every poll; while it says so, the assigned partitions are paused as for
@@ -163,7 +171,9 @@ class ConsumerRunner:
         self._client_paused = False  # what the consumer was last told (pause for the breaker or a stall)
         self._stop_event: threading.Event | None = None
         self._stopping = False
-        self._slices = SliceSizer(target_s=settings.max_batch_s / 8)
+        self._slices = SliceSizer(target_s=settings.loop_budget_s / 2)
+        self._poll_due = clock()  # when the loop aims to poll again (the last poll + loop_budget_s)
+        self._batch_applied = False  # has the batch being applied applied anything yet?
         self._cut_logged = False
         # this process's memory of each input partition, to notice a broker that lost them
         self._losses = StateLossDetector(settings.state_topic)
@@ -173,6 +183,13 @@ class ConsumerRunner:
     @property
     def circuit_breaker(self) -> CircuitBreaker:
         return self._breaker
+
+    @property
+    def poll_due(self) -> float:
+        """When (``clock`` time) the loop aims to poll again: the last poll + ``loop_budget_s``
+        (``poll_gap_target_s``). Work after the poll (``on_poll``) that can wait spreads over the next
+        iterations once it is reached."""
+        return self._poll_due
 
     def metrics(self) -> RunnerMetrics:
         """A copy of every counter; safe from any thread, costs a lock and a few dict copies."""
@@ -293,9 +310,14 @@ class ConsumerRunner:
         settings = self._settings
         if self._paused and not self._breaker.is_open:
             self._set_paused(False, "circuit breaker half-open: resuming consumption for a trial batch")
+        checkpointer = self._require(self._checkpointer)
+        # a checkpoint writing snapshots after this batch gets half of the iteration (module docstring)
+        reserved = checkpointer.writes_next()
+        share = settings.loop_budget_s / 2 if reserved else settings.loop_budget_s
         called = self._clock()
-        messages = consumer.consume(num_messages=settings.batch_size, timeout=settings.poll_timeout_s)
+        messages = consumer.consume(num_messages=self._messages_within(share), timeout=settings.poll_timeout_s)
         now = self._clock()
+        self._poll_due = now + settings.loop_budget_s
         member = bool(consumer.memberid())
         with self._lock:
             if self._counters.last_poll_monotonic is not None:  # the loop's time away from Kafka before this call
@@ -304,7 +326,7 @@ class ConsumerRunner:
             self._counters.last_poll_monotonic = now
             self._counters.group_member = member
         if messages:
-            self._process_batch(messages, now)
+            self._process_batch(messages, now + share)
         processed = self._clock()
         if self._breaker.is_open and not self._paused and self._partitions:
             self._set_paused(
@@ -313,8 +335,8 @@ class ConsumerRunner:
                 f"{len(self._partitions)} partitions for {settings.circuit_pause_s:.0f} s; "
                 f"rejected events are in {settings.dead_letter_topic}",
             )
-        self._require(self._checkpointer).after_poll(list(self._partitions.values()),
-                                                     min(settings.delivery_timeout_s, settings.max_batch_s))
+        checkpointer.after_poll(list(self._partitions.values()), min(settings.delivery_timeout_s, settings.max_batch_s),
+                                may_start=reserved or not messages)
         checked = self._clock()
         if self._on_poll is not None:
             self._on_poll()
@@ -326,10 +348,20 @@ class ConsumerRunner:
                            "after-poll work (held events, reports) %.2f s", away, processed - now, len(messages),
                            checked - processed, away - (checked - now))
 
-    def _process_batch(self, messages: Sequence[Message], polled_at: float) -> None:
-        """Apply a consumed batch, partition by partition, in slices; stop at ``max_batch_s`` after the poll
-        or at a stop request, and seek every partition with records left back to its first one not applied
-        (they are fetched again), so that nlpmon's own work never holds the next poll back for long."""
+    def _messages_within(self, seconds: float) -> int:
+        """Messages to take in the next poll: what the recent slices say is applied in ``seconds`` (at least
+        one, at most ``batch_size``; ``batch_size`` before anything is measured)."""
+        cost = self._slices.cost()
+        batch_size = self._settings.batch_size
+        if cost is None:
+            return batch_size
+        return max(1, min(batch_size, cost.records_within(seconds)))
+
+    def _process_batch(self, messages: Sequence[Message], deadline: float) -> None:
+        """Apply a consumed batch, partition by partition, in slices sized to end by ``deadline`` (at least
+        one slice per batch); stop there or at a stop request, and seek every partition with records left
+        back to its first one not applied (they are fetched again), so that nlpmon's own work never holds the
+        next poll back for long."""
         # Messages without an error always have topic, partition and offset; typed loosely for speed.
         grouped: dict[Any, list[Record]] = {}
         for message in messages:
@@ -350,7 +382,7 @@ class ConsumerRunner:
                 grouped[message_key] = [record]
             else:
                 bucket.append(record)
-        deadline = polled_at + self._settings.max_batch_s
+        self._batch_applied = False
         keys = list(grouped)
         if len(keys) > 1:  # start with another partition each batch: a slow one cannot starve the others
             turn = self._counters.batches % len(keys)
@@ -421,14 +453,21 @@ class ConsumerRunner:
     def _apply_slices(self, key: TopicPartitionKey, records: list[Record],
                       process: Callable[[list[Record]], list[Rejected]], applied: Callable[[int], None],
                       deadline: float) -> tuple[PartitionBatch | None, int | None]:
-        """Apply ``records`` in slices sized to take about an eighth of ``max_batch_s`` each; before each
-        slice, stop if the batch is out of time or a stop was requested. Returns the merged report of what
-        was applied (None if nothing) and the offset of the first record left (None if none)."""
+        """Apply ``records`` in slices sized to take about half of ``loop_budget_s`` each and to end by
+        ``deadline``; stop when not even one record fits before it (once the batch applied something: each
+        batch applies at least one slice) or a stop was requested. Returns the merged report of what was
+        applied (None if nothing) and the offset of the first record left (None if none)."""
         done, events, rejected_total = 0, 0, 0
+        stop = self._stop_event
         while done < len(records):
-            if self._must_yield(deadline):
+            if stop is not None and stop.is_set():
                 break
-            part = records[done : done + self._slices.next_size(len(records) - done)]
+            within = deadline - self._clock() if self._batch_applied else None
+            size = self._slices.next_size(len(records) - done, within)
+            if size <= 0:
+                break
+            self._batch_applied = True
+            part = records[done : done + size]
             started = self._clock()
             rejected = process(part)
             self._slices.observe(len(part), self._clock() - started)
@@ -444,10 +483,6 @@ class ConsumerRunner:
         return PartitionBatch(key[0], key[1], events, rejected_total, records[0].offset,
                               records[done - 1].offset + 1), rest
 
-    def _must_yield(self, deadline: float) -> bool:
-        stop = self._stop_event
-        return (stop is not None and stop.is_set()) or self._clock() >= deadline
-
     def _seek_back(self, positions: list[TopicPartition]) -> None:
         """Fetch the records not applied again: seek each partition to its first one left."""
         consumer = self._require_consumer()
@@ -461,9 +496,10 @@ class ConsumerRunner:
         stopping = self._stop_event is not None and self._stop_event.is_set()
         if not self._cut_logged and not stopping:
             self._cut_logged = True
-            self._log.warning(
-                "a batch took over max_batch_s=%.1f s: the rest is fetched again after the next poll (logged "
-                "once; counted in nlpmon_batches_cut_total)", self._settings.max_batch_s)
+            self._log.info(
+                "a batch did not fit in the loop's budget (poll_gap_target_s=%.2f s, max_batch_s=%.1f s): the rest "
+                "is fetched again after the next poll (logged once; counted in nlpmon_batches_cut_total)",
+                self._settings.poll_gap_target_s, self._settings.max_batch_s)
 
     def _account(self, key: TopicPartitionKey, records: list[Record], rejected: list[Rejected]) -> None:
         """Dead-letter the rejected records, feed the circuit breaker, count."""

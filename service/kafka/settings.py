@@ -129,6 +129,17 @@ class KafkaSettings(BaseModel):
         "fetched again); keeps the member in its group and bounds the reaction to a stop. Must stay below "
         "half of max_poll_interval_ms.",
     )
+    poll_gap_target_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Time the loop aims to spend between two polls (the longest poll gap it aims for). A batch "
+        "is applied for at most this long after its poll (half of it when a checkpoint writes snapshots in the "
+        "same iteration; max_batch_s if lower), in slices sized to the time left, and the rest is fetched "
+        "again; the messages taken per poll adapt to what fits (at most batch_size). Work after the poll "
+        "(events held for a calibration, checkpoint snapshots past the first) spreads over the next "
+        "iterations once it is reached. Lower: shorter gaps, more polls; higher: fewer, larger batches.",
+    )
     restore_timeout_s: float = Field(
         default=30.0, gt=0, description="Longest time to read a state partition to its end on assignment."
     )
@@ -204,6 +215,12 @@ class KafkaSettings(BaseModel):
         if not hosts or any(":" not in h.removeprefix("[") for h in hosts):
             raise ValueError(f"bootstrap_servers {value!r} must be host:port[,host:port...]")
         return ",".join(hosts)
+
+    @property
+    def loop_budget_s(self) -> float:
+        """The time the loop aims to spend between two polls: ``poll_gap_target_s``, or ``max_batch_s`` if
+        lower."""
+        return min(self.poll_gap_target_s, self.max_batch_s)
 
     @model_validator(mode="after")
     def _consistent(self) -> KafkaSettings:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -82,6 +82,7 @@ class MonitorSet:
         self._doc_keys: dict[tuple[str, str], str] = {}  # (model, version) -> its document ``embedding_dims`` key
         self.profiles = dict(profiles or {})
         self._reference_events: dict[tuple[str, str], list[Event]] = {}
+        self._poll_turn = 0  # where a ``poll`` that ran out of time resumes among the waiting monitors
         for e in reference_events:
             self._reference_events.setdefault((e.model, e.model_version), []).append(e)
 
@@ -140,8 +141,13 @@ class MonitorSet:
                        clamped: dict[tuple[str, str], float] | None = None) -> list[Alarm]:
         """Route valid events (with their batch positions) to their monitors; alarms carry batch positions
         (-1: an event of an earlier batch, held while its model's reference calibrated). ``clamped``: per
-        (model, version), the newest clamped time of the batch's skewed events."""
-        alarms = self.poll()
+        (model, version), the newest clamped time of the batch's skewed events.
+
+        A model of the batch first applies its finished calibration and some of its held events
+        (``ModelMonitor.process``); the other models' wait for :meth:`poll` (the service calls it after every
+        Kafka poll, within the loop's budget), so that a batch's cost does not depend on how many other models'
+        calibrations finished meanwhile."""
+        alarms: list[Alarm] = []
         groups: dict[tuple[str, str], list[int]] = {}
         for i, e in enumerate(events):
             groups.setdefault((e.model, e.model_version), []).append(i)
@@ -153,13 +159,25 @@ class MonitorSet:
         alarms.sort(key=lambda a: a.position)
         return alarms
 
-    def poll(self, wait: bool = False) -> list[Alarm]:
+    def poll(self, wait: bool = False, expired: Callable[[], bool] | None = None) -> list[Alarm]:
         """Apply the calibrations that finished and process the events their models held (alarms at position
-        -1). ``wait``: wait for every pending calibration first (the end of a replay, a test)."""
+        -1). ``wait``: wait for every pending calibration first (the end of a replay, a test). ``expired``:
+        asked after each model that had work; once True the other models wait for the next call, which starts
+        after the last model served (so every model gets its turn)."""
         alarms: list[Alarm] = []
-        for mon in self.monitors.values():
-            if mon.waiting:
-                alarms.extend(mon.finish() if wait else mon.poll())
+        monitors = list(self.monitors.values())
+        turn = self._poll_turn % len(monitors) if monitors else 0
+        for i in range(turn, turn + len(monitors)):
+            mon = monitors[i % len(monitors)]
+            if not mon.waiting:
+                continue
+            if wait:
+                alarms.extend(mon.finish())
+                continue
+            alarms.extend(mon.poll())
+            if expired is not None and expired():
+                self._poll_turn = i + 1
+                break
         return alarms
 
     @property

@@ -106,10 +106,10 @@ class Pipeline:
             self._hand_over_reference(labels, arrival)
             self.quality.add_labels(labels, arrival)
 
-    def poll(self) -> list[Alarm]:
+    def poll(self, expired: Callable[[], bool] | None = None) -> list[Alarm]:
         """Apply the calibrations that finished and process the events their models held (alarms at
-        position -1). Cheap when none is pending."""
-        return self.monitors.poll() if self.monitors.calibrating else []
+        position -1). Cheap when none is pending. ``expired``: see ``MonitorSet.poll``."""
+        return self.monitors.poll(expired=expired) if self.monitors.calibrating else []
 
     def finish(self) -> list[Alarm]:
         """Wait for every pending calibration and process every held event (the end of a replay)."""

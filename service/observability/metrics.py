@@ -204,7 +204,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("nlpmon_group_member", "gauge", (),
        "1 while this process is a member of its consumer group (a member id at the last poll), else 0."),
     _m("nlpmon_batches_cut_total", "counter", (),
-       "Batches cut short at max_batch_s or by a stop; their rest was fetched again (nothing skipped)."),
+       "Batches cut short at the loop's budget (kafka.poll_gap_target_s, max_batch_s) or by a stop; their rest was "
+       "fetched again (nothing skipped)."),
     _m("nlpmon_checkpoint_waiting", "gauge", (),
        "1 while a checkpoint waits for the broker to acknowledge its dead letters or snapshots past its "
        "timeout (consumption paused, deliveries retried), else 0 (also while one is in flight within it)."),

@@ -11,7 +11,7 @@ from typing import cast
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from nlpmon.kafka.checkpoints import DEAD_LETTER_WAIT_S, WRITE_BUDGET_S, Checkpointer, CheckpointSchedule, CommitError
+from nlpmon.kafka.checkpoints import DEAD_LETTER_WAIT_S, Checkpointer, CheckpointSchedule, CommitError
 from nlpmon.kafka.dead_letter import DeadLetterWriter
 from nlpmon.kafka.partition_progress import PartitionProgress
 from nlpmon.kafka.processor import Record, Rejected
@@ -120,7 +120,7 @@ def slow_snapshots(h: Harness, states: list[PartitionProgress]) -> None:
 
     class SlowProcessor(FakeProcessor):
         def snapshot(self) -> bytes:
-            h.clock.now += WRITE_BUDGET_S
+            h.clock.now += h.checkpointer.write_budget_s
             return b"state"
 
     for state in states:
@@ -254,6 +254,24 @@ def test_the_schedule_makes_a_checkpoint_due_by_events_or_by_time() -> None:
     h.clock.now = 219.0
     h.checkpointer.after_poll(h.states(), 5.0)
     assert len(h.store.written) == 2
+
+
+def test_a_due_checkpoint_waits_for_an_iteration_that_left_it_time_and_says_when_it_writes_next() -> None:
+    """The runner leaves a batch half of the loop's budget when ``writes_next`` says that the checkpoint writes
+    after it; one that became due during a batch that took all of it (``may_start=False``) starts at the next
+    iteration. Written and in flight, it writes nothing more: no time is reserved for it."""
+    h = Harness()
+    h.add(0, 10)
+    h.store.acked = False
+    assert not h.checkpointer.writes_next()
+    h.schedule.count(1000)
+    assert h.checkpointer.writes_next()
+    h.checkpointer.after_poll(h.states(), 5.0, may_start=False)
+    assert h.store.written == [] and not h.checkpointer.pending and h.checkpointer.writes_next()
+    h.checkpointer.after_poll(h.states(), 5.0, may_start=True)
+    assert [s.next_offset for s in h.store.written] == [10] and h.checkpointer.pending
+    assert not h.checkpointer.writes_next()  # its one snapshot is written: it only waits for the ack
+    assert h.checkpointer.write_budget_s == h.settings.loop_budget_s / 2 == 0.25
 
 
 def test_a_scheduled_checkpoint_stays_in_flight_while_the_loop_goes_on_and_commits_after_the_ack() -> None:

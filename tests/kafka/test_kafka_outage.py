@@ -2,6 +2,7 @@
 
 - A slow batch is cut at ``max_batch_s`` (a clock injected into the runner and advanced by the processor:
   no real sleeps) and the rest fetched again: nothing skipped, nothing applied twice.
+- With the default ``poll_gap_target_s`` the loop polls within it and takes per poll what fits in it.
 - A stop in the middle of a long batch ends the loop at the next slice: the final checkpoint covers
   exactly what was applied, and nothing past it is committed.
 - The broker is SIGKILLed while a checkpoint is in flight (memory storage: it comes back empty) and
@@ -98,7 +99,8 @@ def test_a_slow_batch_is_cut_at_max_batch_s_and_the_rest_fetched_again(kafka_boo
     clock, polls = FakeClock(), []
     cost_s, max_batch_s = 0.5, 5.0
     settings = settings_for_test(kafka_bootstrap, kafka_names, batch_size=200, max_batch_s=max_batch_s,
-                                 checkpoint_interval_s=30.0, checkpoint_interval_events=100_000)
+                                 poll_gap_target_s=max_batch_s, checkpoint_interval_s=30.0,
+                                 checkpoint_interval_events=100_000)
     runner = ConsumerRunner(settings, lambda t, p: CostlyProcessor(t, p, clock, cost_s), clock=clock,
                             consumer_factory=polls_recorder(clock, polls))
     worker = RunnerThread(runner).start()
@@ -109,11 +111,55 @@ def test_a_slow_batch_is_cut_at_max_batch_s_and_the_rest_fetched_again(kafka_boo
     assert worker.error is None, worker.error
     metrics = runner.metrics()
     assert metrics.batches_cut > 0 and metrics.lost_assignments == 0
-    slice_s = max_batch_s / 8 + 2 * cost_s  # the slice that crosses the deadline, rounded up
+    slice_s = 2 * cost_s  # slices are sized to end by the deadline: at most a record's cost past it, rounded up
     gaps = [b - a for a, b in itertools.pairwise(polls)]
     assert max(gaps) <= max_batch_s + slice_s, max(gaps)
     # the runner's own measure (a poll's return to the next call) sees the cut batches' gaps, never more
     assert max_batch_s <= metrics.longest_poll_gap_s <= max(gaps), (metrics.longest_poll_gap_s, max(gaps))
+    states = final_states(kafka_bootstrap, kafka_names, 2)
+    reference = reference_states(kafka_bootstrap, kafka_names.topic, 2)
+    for p in range(2):
+        assert states[p]["counts"] == reference[p]["counts"] and states[p]["digest"] == reference[p]["digest"]
+        assert states[p]["duplicates"] == 0 and states[p]["next_offset"] == ends[p]
+
+
+def test_the_loop_keeps_to_poll_gap_target_s_and_takes_what_fits_per_poll(kafka_bootstrap: str,
+                                                                          kafka_names: Names) -> None:
+    """Records at 20 ms each (fake clock) in polls of up to 2,000: the default poll_gap_target_s=0.5 (with
+    max_batch_s=5) keeps every gap between two polls within 0.5 s and one record; the batch leaves half of it
+    when a checkpoint writes snapshots after it (a checkpoint every simulated second here); after the first
+    poll the runner takes what fits (at most 25 records) rather than 2,000 it would cut and fetch again; and the
+    final state is that of an uninterrupted run."""
+    make_topic(kafka_bootstrap, kafka_names.topic, 2)
+    ends = produce(kafka_bootstrap, kafka_names.topic, model_events(2000, 2))
+    clock, polls, sizes = FakeClock(), [], []
+    cost_s = 0.02
+    settings = settings_for_test(kafka_bootstrap, kafka_names, batch_size=2000, max_batch_s=5.0,
+                                 checkpoint_interval_s=1.0, checkpoint_interval_events=100_000)
+    assert settings.poll_gap_target_s == 0.5  # the default under test
+
+    class SizedConsumer(polls_recorder(clock, polls)):  # type: ignore[misc]
+        def consume(self, *args: Any, **kwargs: Any) -> Any:
+            messages = super().consume(*args, **kwargs)
+            sizes.append((kwargs["num_messages"], len(messages)))
+            return messages
+
+    runner = ConsumerRunner(settings, lambda t, p: CostlyProcessor(t, p, clock, cost_s), clock=clock,
+                            consumer_factory=SizedConsumer)
+    worker = RunnerThread(runner).start()
+    try:
+        wait_until(lambda: reached([runner], kafka_names.topic, ends) or worker.done, 120, "all events applied")
+    finally:
+        worker.finish(30)
+    assert worker.error is None, worker.error
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert max(gaps) <= 0.5 + cost_s + 1e-9, max(gaps)
+    first = next(i for i, (_, got) in enumerate(sizes) if got)  # polls before it wait for the assignment
+    asked = [wanted for wanted, _ in sizes[first + 1:]]
+    assert sizes[first][0] == 2000 and max(asked) <= 25, sizes[:40]
+    assert min(asked) <= 13, sizes[:40]  # a batch before a checkpoint's write: half of the budget
+    metrics = runner.metrics()
+    assert metrics.lost_assignments == 0 and metrics.checkpoints >= 5, metrics
     states = final_states(kafka_bootstrap, kafka_names, 2)
     reference = reference_states(kafka_bootstrap, kafka_names.topic, 2)
     for p in range(2):
@@ -142,6 +188,7 @@ def test_a_stop_in_a_long_batch_checkpoints_what_is_applied_and_commits_nothing_
         return processor
 
     settings = settings_for_test(kafka_bootstrap, kafka_names, batch_size=400, max_batch_s=5.0,
+                                 poll_gap_target_s=1.25,  # slices of 0.625 s: 13 records
                                  checkpoint_interval_s=600.0, checkpoint_interval_events=100_000)
     runner = ConsumerRunner(settings, factory, clock=clock)
     worker = RunnerThread(runner, stop=stop).start()

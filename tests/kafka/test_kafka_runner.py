@@ -246,7 +246,10 @@ def test_lost_partitions_are_dropped_and_restored(kafka_bootstrap: str, kafka_na
         worker.finish()
     assert worker.error is None, worker.error
     metrics = runner.metrics()
-    assert metrics.lost_assignments == 1 and metrics.checkpoints_skipped >= 1 and metrics.rebalances == 2
+    # (whether a checkpoint was tried while out of the group depends on the timing: the one that came due during
+    # the stalled batch starts at the next iteration, whose poll usually reports the loss first; the skip itself:
+    # test_kafka_checkpointer.py::test_a_member_that_left_its_group_writes_and_commits_nothing)
+    assert metrics.lost_assignments == 1 and metrics.rebalances == 2
     assert_commits_monotonic(timeline)
     # Nothing was written for the lost partitions after the stall: the stalled partition was restored from
     # its pre-stall snapshot and the stalled batch read again, so it processed more events than it holds.

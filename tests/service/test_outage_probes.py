@@ -113,8 +113,9 @@ def test_start_without_a_broker_is_one_line_naming_the_address_and_setting(tmp_p
 
 
 def test_slice_sizes_follow_the_per_record_cost_not_the_per_call_cost() -> None:
-    """Slices aim at max_batch_s / 8 (here 0.5 s) by a fit over recent slices: with a cost per record they
-    shrink to fit; with a cost per call (a vectorised processor under load) they do not shrink to nothing."""
+    """Slices aim at half of the loop's budget (here 0.5 s) by a fit over recent slices: with a cost per record
+    they shrink to fit; with a cost per call (a vectorised processor under load) they do not shrink to nothing;
+    and they end by the time left before the next poll."""
     from nlpmon.kafka.slicing import SliceSizer
 
     def sizer(*timings: tuple[int, float]) -> SliceSizer:
@@ -128,6 +129,15 @@ def test_slice_sizes_follow_the_per_record_cost_not_the_per_call_cost() -> None:
     assert sizer((8, 1.0), (100, 1.0), (1000, 1.0)).next_size(5000) == 5000  # 1 s a call whatever its size
     # 0.29 s a call + 1 ms a record: (0.58 - 0.29) / 0.001
     assert sizer((10, 0.3), (110, 0.4)).next_size(5000) == pytest.approx(290, abs=2)
+    # sized to the time left before the next poll: 0.35 s leaves (0.35 - 0.29) / 0.001 records; 0.2 s not one
+    assert sizer((10, 0.3), (110, 0.4)).next_size(5000, within_s=0.35) == pytest.approx(60, abs=2)
+    assert sizer((10, 0.3), (110, 0.4)).next_size(5000, within_s=0.2) == 0
+    assert sizer((8, 0.8), (16, 1.6)).next_size(5000, within_s=0.25) == 2
+    assert sizer((8, 0.8), (16, 1.6)).next_size(5000, within_s=10.0) == 5  # never past the slice target
+    assert sizer().next_size(5000, within_s=0.0) == 8  # nothing measured: measure first
+    cost = sizer((10, 0.3), (110, 0.4)).cost()
+    assert cost is not None and cost.records_within(1.29) == pytest.approx(1000, abs=2)
+    assert sizer().cost() is None
 
 
 def test_undecodable_statistics_are_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
