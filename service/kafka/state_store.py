@@ -149,7 +149,8 @@ class StateStore:
         """Produce ``snapshot`` as chunks to its state partition (asynchronous; see :meth:`wait_all_acked`).
 
         Its parts that this writer's lineage has not written yet go first, each under its own keys (only
-        their bytes are read from ``snapshot.parts``); the body references them all. Raises
+        their bytes are read from ``snapshot.parts``, whose ids are taken as their sha256, not hashed again:
+        a ``PartSet`` took them of the same bytes); the body references them all. Raises
         SnapshotTooLargeError (a ValueError) when the body and the parts to write exceed
         ``max_snapshot_bytes``, DeliveryError when the producer queue stays full, KafkaException when the
         client refuses a chunk (larger than its ``message.max.bytes``). After an error the chunks of an
@@ -169,9 +170,8 @@ class StateStore:
         produced: list[bytes] = []
         try:
             for pid, data in new.items():
-                written[pid] = self._produce_chunks(snapshot.partition,
-                                                    part_chunks(data, base, lineage, chunk_bytes=self._chunk_bytes),
-                                                    produced)
+                chunks = part_chunks(data, base, lineage, chunk_bytes=self._chunk_bytes, pid=pid)
+                written[pid] = self._produce_chunks(snapshot.partition, chunks, produced)
                 produced = []
                 self.parts_written_total += 1
             chunks = encode_chunks(snapshot, base, chunk_bytes=self._chunk_bytes, lineage=lineage)

@@ -2,7 +2,11 @@
 
 Layout: ``b"NLPMON"`` | format version (uint16 LE) | header length (uint32 LE) | JSON header | array
 bytes. The header is the state tree with every numpy array replaced by
-``{"__nd__": [offset, dtype, shape]}``. Decoding builds only dicts, lists, strings, numbers and numpy
+``{"__nd__": [offset, dtype, shape]}``. Since format version 2, a list of at least ``STRING_RUN`` items
+that are all strings or None (the texts and the tags of a reference sample's segment) is in the array bytes
+too, msgpack-encoded, as ``{"__st__": [offset, length]}``: one C call instead of a Python check of each item
+and the JSON of each. Version 1 states (no ``__st__``) are still read; builds before version 2 refuse
+version 2 states ("newer than this nlpmon"). Decoding builds only dicts, lists, strings, numbers and numpy
 arrays of plain numeric dtypes, so a file or topic that others can write cannot run code (unlike pickle);
 whatever the bytes, it raises nothing but :class:`SnapshotError` (a header nested deeper than
 ``MAX_STATE_DEPTH`` is refused before it is parsed). Readers of the decoded tree wrap themselves in
@@ -19,13 +23,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 
 from ..errors import UserError
 from ..events.depth import exceeds_depth
 
 MAGIC = b"NLPMON"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: long string lists as msgpack in the array bytes (``__st__``); 1 is still read
+#: Shortest list of strings (or None) stored as msgpack bytes rather than in the JSON header.
+STRING_RUN: Final = 16
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # what ``walk`` returns as it is
+_TEXTS = frozenset({str, type(None)})
+_STRINGS_DECODER = msgspec.msgpack.Decoder(list[str | None])
 _ALLOWED_DTYPES = {"<f2", "<f4", "<f8", "<i8", "<i4", "|b1", "|u1", "<u8"}
 #: Deepest header nesting read back; the states nlpmon writes nest about 10 levels.
 MAX_STATE_DEPTH: Final = 64
@@ -53,7 +63,7 @@ def malformed_state(what: str) -> Iterator[None]:
 
 def encode_state(tree: Any) -> bytes:
     """Serialise a tree of dict/list/str/int/float/bool/None/numpy arrays. Raises TypeError on other types."""
-    chunks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
     offset = 0
 
     def walk(x: Any) -> Any:
@@ -64,15 +74,24 @@ def encode_state(tree: Any) -> bytes:
             arr = arr.astype(dt, copy=False)
             if dt.str not in _ALLOWED_DTYPES:
                 raise TypeError(f"cannot store arrays of dtype {dt.str}")
-            data = arr.tobytes()
             ref = {"__nd__": [offset, dt.str, list(arr.shape)]}
-            chunks.append(data)
-            offset += len(data)
+            chunks.append(arr.data)  # its buffer: joined below, copied once
+            offset += arr.nbytes
             return ref
         if isinstance(x, dict):
             return {str(k): walk(v) for k, v in x.items()}
         if isinstance(x, list | tuple):
-            if all(type(v) is str for v in x):  # texts, labels, tags: as they are (JSON gives the same)
+            types = set(map(type, x))
+            if len(x) >= STRING_RUN and types <= _TEXTS:  # texts, tags: one msgpack string of them
+                try:
+                    data = msgspec.msgpack.encode(x)
+                except UnicodeEncodeError:  # a lone surrogate (JSON escapes it): in the header as before
+                    return x
+                ref = {"__st__": [offset, len(data)]}
+                chunks.append(data)
+                offset += len(data)
+                return ref
+            if types <= _PLAIN:  # as they are (JSON gives the same)
                 return x
             return [walk(v) for v in x]
         if isinstance(x, np.generic):
@@ -160,10 +179,24 @@ def decode_state(data: bytes) -> Any:
             raise SnapshotError("truncated state")
         return np.frombuffer(body[off:end], dtype=dtype).reshape(shape).copy()
 
+    def strings(ref: Any) -> list[str | None]:
+        if not (isinstance(ref, list) and len(ref) == 2 and all(type(d) is int and d >= 0 for d in ref)):
+            raise SnapshotError(f"corrupt state header: bad string list reference {str(ref)[:80]}")
+        off, length = ref
+        if off + length > len(body):
+            raise SnapshotError("truncated state")
+        try:
+            return _STRINGS_DECODER.decode(body[off:off + length])
+        except msgspec.DecodeError as exc:  # ValidationError is one: not a list of strings
+            raise SnapshotError(f"corrupt state: a string list ({exc})") from None
+
     def walk(x: Any) -> Any:
         if isinstance(x, dict):
-            if "__nd__" in x and len(x) == 1:
-                return array(x["__nd__"])
+            if len(x) == 1:
+                if "__nd__" in x:
+                    return array(x["__nd__"])
+                if "__st__" in x and version >= 2:
+                    return strings(x["__st__"])
             return {k: walk(v) for k, v in x.items()}
         if isinstance(x, list):
             return [walk(v) for v in x]

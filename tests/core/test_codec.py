@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from nlpmon.state import SnapshotError, decode_state, encode_state
-from nlpmon.state.codec import MAGIC
+from nlpmon.state.codec import MAGIC, STRING_RUN
 
 leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**60), 2**60), st.floats(allow_nan=False),
                  st.text(max_size=20),
@@ -55,13 +56,56 @@ def test_refuses_objects() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.text(max_size=12), max_size=30))
-def test_lists_of_strings_are_kept_as_they_are(xs: list[str]) -> None:
-    """A list (or tuple) of strings goes into the header as it is, not walked: the same JSON as walked."""
-    import json
-
+@given(st.lists(st.text(max_size=12), max_size=STRING_RUN - 2))
+def test_short_lists_of_strings_are_kept_as_they_are(xs: list[str]) -> None:
+    """A list (or tuple) of fewer than STRING_RUN strings goes into the header as it is, not walked: the same
+    JSON as walked."""
     data = encode_state({"l": xs, "t": tuple(xs), "mixed": [*xs, None]})
-    (hlen,) = struct.unpack_from("<I", data, len(MAGIC) + 2)
-    header = data[len(MAGIC) + 6:len(MAGIC) + 6 + hlen]
-    assert header == json.dumps({"l": xs, "t": xs, "mixed": [*xs, None]}, separators=(",", ":")).encode()
+    assert _header(data) == json.dumps({"l": xs, "t": xs, "mixed": [*xs, None]}, separators=(",", ":")).encode()
     assert decode_state(data) == {"l": xs, "t": xs, "mixed": [*xs, None]}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=STRING_RUN, max_size=60))
+def test_long_lists_of_strings_round_trip_outside_the_header(xs: list[str | None]) -> None:
+    """A list of STRING_RUN or more strings (or None) is msgpack in the array bytes, not JSON in the header;
+    decoded it is the same list (a tuple comes back as a list, as through JSON)."""
+    data = encode_state({"l": xs, "t": tuple(xs), "n": [np.arange(3.0), xs]})
+    assert b"__st__" in _header(data) and not any(x and x in _header(data).decode() for x in xs if len(x or "") > 8)
+    back = decode_state(data)
+    assert back["l"] == xs and back["t"] == xs and back["n"][1] == xs
+    assert np.array_equal(back["n"][0], np.arange(3.0))
+
+
+def test_a_long_list_msgpack_cannot_hold_stays_in_the_header() -> None:
+    xs = ["\ud800 lone surrogate"] * STRING_RUN
+    data = encode_state({"l": xs})
+    assert b"__st__" not in _header(data) and decode_state(data) == {"l": xs}
+
+
+def test_reads_format_1() -> None:
+    """A state of format 1 (long string lists in the JSON header; a one-key dict ``__st__`` is data there)."""
+    tree = {"texts": ["a", None, "b"] * 10, "x": {"__nd__": [0, "<f8", [2]]}, "d": {"__st__": [0, 3]}}
+    header = json.dumps(tree, separators=(",", ":")).encode()
+    data = MAGIC + struct.pack("<HI", 1, len(header)) + header + np.array([1.5, 2.5]).tobytes()
+    back = decode_state(data)
+    assert back["texts"] == tree["texts"] and back["d"] == {"__st__": [0, 3]}
+    assert np.array_equal(back["x"], [1.5, 2.5])
+
+
+def test_refuses_a_corrupt_string_list() -> None:
+    data = bytearray(encode_state({"l": ["tag"] * STRING_RUN}))
+    data[-1] = 0xC1  # a byte msgpack never uses
+    with pytest.raises(SnapshotError, match="string list"):
+        decode_state(bytes(data))
+    with pytest.raises(SnapshotError, match="truncated"):
+        decode_state(bytes(data[:-2]))
+    not_strings = encode_state({"l": [1.0] * 4})[: len(MAGIC) + 2]  # a header pointing at msgpack floats
+    header = json.dumps({"l": {"__st__": [0, 5]}}).encode()
+    with pytest.raises(SnapshotError, match="string list"):
+        decode_state(not_strings + struct.pack("<I", len(header)) + header + b"\x91\xcb" + b"\0" * 3)
+
+
+def _header(data: bytes) -> bytes:
+    (hlen,) = struct.unpack_from("<I", data, len(MAGIC) + 2)
+    return data[len(MAGIC) + 6:len(MAGIC) + 6 + hlen]

@@ -27,7 +27,7 @@ from nlpmon.monitor.calibration_jobs import PackedEvents
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.pipeline import Pipeline
 from nlpmon.monitor.reference import SEGMENT_EVENTS, ReferenceSample
-from nlpmon.state import PartSet, encode_state
+from nlpmon.state import PartSet, codec, encode_state
 from tests.core.test_calibration_jobs import ManualExecutor
 
 LINEAGE = "0123456789abcdef"
@@ -414,3 +414,37 @@ def test_a_part_known_by_its_id_is_made_again_only_when_the_store_has_not_writte
     wrong.add_known(pid, maker(b"changed"))
     with pytest.raises(RuntimeError, match="encodes differently"):
         fake_store(FakeProducer()).write(PartitionSnapshot("t", 3, 40, b"main", parts=wrong))
+
+
+def test_a_snapshot_in_parts_of_state_format_1_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot in parts that main's build wrote (state format 1: every string list in the JSON headers)
+    restores to the state that this build's snapshot of the same pipeline gives: a model collecting its
+    baseline, one holding events for a pending calibration, one calibrated."""
+    config = MonitorConfig(auto_baseline_events=600, calibration_splits=2)
+
+    executor = ManualExecutor()
+    pipeline = Pipeline(config, executor=executor)
+    streams = [SyntheticStream(seed=20 + k, dim=32, model=f"m{k}") for k in range(3)]
+    pipeline.process_lines([json.dumps(e).encode() for e in streams[0].events(650)])
+    executor.complete_one()  # m0 calibrated
+    pipeline.process_lines([json.dumps(e).encode() for e in streams[0].events(100)])
+    pipeline.process_lines([json.dumps(e).encode() for e in streams[1].events(700)])  # pending, 100 held
+    pipeline.process_lines([json.dumps(e).encode() for e in streams[2].events(450)])  # collecting
+    assert pipeline.calibrating == 1
+    with monkeypatch.context() as m:
+        m.setattr(codec, "STRING_RUN", 10**9)
+        m.setattr(codec, "FORMAT_VERSION", 1)
+        old_main, old = pipeline.snapshot_parts()
+        old_parts = dict(old)
+    version = len(codec.MAGIC)
+    assert {data[version] for data in (old_main, *old_parts.values())} == {1}
+    assert not any(b"__st__" in data for data in old_parts.values())
+    from_old = Pipeline(config, executor=ManualExecutor())
+    from_old.restore_parts(old_main, old_parts)
+    assert from_old.calibrating == 1 and from_old.snapshot() == pipeline.snapshot()
+    now_main, now = from_old.snapshot_parts()  # this build's format, of the restored state
+    assert {data[version] for data in (now_main, *now.values())} == {2}
+    assert any(b"__st__" in data for data in now.values())
+    from_now = Pipeline(config, executor=ManualExecutor())
+    from_now.restore_parts(now_main, dict(now))
+    assert from_now.snapshot() == pipeline.snapshot()
