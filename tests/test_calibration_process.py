@@ -96,6 +96,30 @@ def _submit(ex: ProcessCalibrationExecutor, job: Job) -> Future[Any]:
     return ex.submit(job)  # type: ignore[arg-type]
 
 
+class NiceJob:
+    """Returns the worker's niceness."""
+
+    model, model_version, source = "nice", "1", "reference"
+
+    def run(self) -> int:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_the_worker_runs_at_a_lower_cpu_priority_than_its_parent() -> None:
+    """``nice`` (the service's ``calibration_nice``) is added to the worker's niceness, not the parent's: under
+    contention the loop runs first. 0 leaves it as the parent's; out of 0-19 is refused."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    for nice in (7, 0):
+        ex = ProcessCalibrationExecutor(nice=nice)
+        try:
+            assert _submit(ex, NiceJob()).result(WAIT_S) == min(19, own + nice)
+        finally:
+            ex.close()
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own
+    with pytest.raises(ValueError, match="nice must be 0-19"):
+        ProcessCalibrationExecutor(nice=20)
+
+
 def test_jobs_run_in_the_worker_in_submission_order(tmp_path: Path) -> None:
     ex = ProcessCalibrationExecutor()
     try:

@@ -14,6 +14,9 @@ instead, on another core, without touching the loop's GIL.
 * ``submit`` returns a future at once: a feeder thread pickles the job (``CalibrationJob``: the sample and
   the configuration), sends it over a pipe, waits for the profile and sets the future. The pipe joins the
   parent and the child it started, nothing else writes to it (pickle is safe there).
+* The child lowers its own CPU priority by ``nice`` (``calibration_nice``, 10 by default): when the cores are
+  contended, the consumer loop, its ``/metrics`` and the broker run first and calibrations take what they
+  leave; on idle cores it changes nothing.
 * A job's own exception comes back through the future (with the child's traceback as a note).
 * A child that dies mid-job (killed, out of memory) is started again and the job resubmitted, ``attempts``
   times in all; then the future gets a ``CalibrationWorkerDied`` naming the model and the exit code.
@@ -77,10 +80,13 @@ def thread_limits() -> dict[str, int]:
     return limits
 
 
-def _child_main(conn: Connection, parent_pid: int, limits: dict[str, int]) -> None:
+def _child_main(conn: Connection, parent_pid: int, limits: dict[str, int], nice: int = 0) -> None:
     """The worker process: receive a job, send ``("ok", profile)`` or ``("error", exception)``, until the pipe
-    closes or the parent is gone. ``limits``: the parent's ``thread_limits``."""
+    closes or the parent is gone. ``limits``: the parent's ``thread_limits``; ``nice``: added to its niceness."""
     from threadpoolctl import threadpool_limits
+
+    if nice:
+        os.nice(nice)
 
     threadpool_limits(limits=limits)  # the libraries calibration uses are loaded: this module imported them
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -110,13 +116,15 @@ def _child_main(conn: Connection, parent_pid: int, limits: dict[str, int]) -> No
 class ProcessCalibrationExecutor:
     """Runs calibration jobs in one worker process, in submission order. See the module docstring.
 
-    ``attempts``: how many times a job is run when the worker dies under it. ``submit`` and ``close`` from one
-    thread (the loop)."""
+    ``attempts``: how many times a job is run when the worker dies under it. ``nice``: added to the worker's
+    niceness (0-19). ``submit`` and ``close`` from one thread (the loop)."""
 
-    def __init__(self, *, attempts: int = 2) -> None:
+    def __init__(self, *, attempts: int = 2, nice: int = 0) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
-        self.attempts = attempts
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be 0-19, got {nice}")
+        self.attempts, self.nice = attempts, nice
         self._jobs: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -149,7 +157,7 @@ class ProcessCalibrationExecutor:
     def _start_worker(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=_child_main, args=(child_conn, os.getpid(), thread_limits()),
+        process = ctx.Process(target=_child_main, args=(child_conn, os.getpid(), thread_limits(), self.nice),
                               name="nlpmon-calibration", daemon=True)
         with self._lock:
             if self._closed:

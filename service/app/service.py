@@ -393,7 +393,7 @@ class NlpmonService:
             self._file_reference_models = {(e.model, e.model_version) for e in loaded.events} | set(loaded.profiles)
             log.info("loaded %d reference events and %d profiles from %d file(s) (%d invalid lines)",
                      len(loaded.events), len(loaded.profiles), len(s.reference), loaded.invalid)
-        self.calibrations = (ProcessCalibrationExecutor() if s.calibration_worker == "process"
+        self.calibrations = (ProcessCalibrationExecutor(nice=s.calibration_nice) if s.calibration_worker == "process"
                              else ThreadCalibrationExecutor())
         with bootstrap_servers_for(s.kafka_settings(), logger=log) as bootstrap:
             self.bootstrap = bootstrap

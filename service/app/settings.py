@@ -108,6 +108,10 @@ class ServiceSettings(BaseSettings):
         "process (spawned, on another core; the loop keeps the GIL), thread = one worker thread of this "
         "process (competes with the loop for the GIL: longer poll gaps and scrapes while a reference "
         "calibrates). See docs/benchmarks.md, calibration beside the loop.")
+    calibration_nice: int = Field(
+        10, ge=0, le=19, description="Niceness added to the calibration worker process (calibration_worker: "
+        "process; 0: none). When the cores are contended, the consumer loop, /metrics and the broker run first "
+        "and calibrations take the CPU they leave (they take longer); on idle cores it changes nothing.")
     retire_after_s: float = Field(3600.0, gt=0, description="A model silent this long leaves the metrics.")
     max_models: int = Field(50, ge=1, description="Models with their own metric series; the rest go to 'other'.")
     max_labels: int = Field(30, ge=1, description="Labels per model with their own series; the rest: 'other'.")
