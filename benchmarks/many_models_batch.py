@@ -18,7 +18,9 @@ batches of ``--batch`` lines spread evenly over M models, interleaved ``--run`` 
 
 Lines are made before the clock starts; the time is ``Pipeline.process_lines`` over ``--batches`` batches
 (after one untimed batch). The table gives microseconds per event and the ratio to the M = 1 row of the
-same state, measured in the same run. ``--profile STATE:M`` prints the cProfile of that row instead.
+same state, measured in the same run. ``--profile STATE:M`` prints the cProfile of that row instead. To measure
+another commit's code with this script: ``git archive COMMIT service | tar -x -C /tmp/old``, a directory holding a
+link ``nlpmon -> /tmp/old/service``, and that directory first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nlpmon.demo import SyntheticStream  # noqa: E402
+from nlpmon.events import EventDecoder  # noqa: E402
 from nlpmon.monitor.calibration_jobs import CalibrationJob  # noqa: E402
 from nlpmon.monitor.config import MonitorConfig  # noqa: E402
 from nlpmon.monitor.pipeline import Pipeline  # noqa: E402
 from nlpmon.monitor.reference import ReferenceProfile, ReferenceSample  # noqa: E402
 from nlpmon.monitor.signals import extract_columns  # noqa: E402
-from nlpmon.events import EventDecoder  # noqa: E402
 
 STATES = ("collecting", "holding", "monitoring")
 T0 = 1.7e9
