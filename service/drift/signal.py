@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -377,6 +378,15 @@ def calibrate_cluster_signal(name: str, embedding: EmbeddingFeaturizer, column: 
                         "windows_not_evaluated": list(skipped)})
 
 
+_MAX_FLOAT = float(np.finfo(np.float64).max)
+
+
+def nan_to_minus_inf(x: F64) -> F64:
+    """``np.nan_to_num(x, nan=-np.inf)``, the same values, at a fraction of its fixed cost: NaN -> -inf,
+    +inf -> the largest float, -inf -> minus the largest float, the rest unchanged."""
+    return np.where(np.isnan(x), -np.inf, np.minimum(np.maximum(x, -_MAX_FLOAT), _MAX_FLOAT))
+
+
 @dataclass(frozen=True, slots=True)
 class SignalUpdate:
     """Per-event result of one batch: ``drift`` (n,) bool, and at each event the worst (window, stat)."""
@@ -414,6 +424,8 @@ class SignalWindow:
         n_w, n_s = model.thresholds.shape
         self.last_values = np.full((n_w, n_s), np.nan)  # latest statistic per window
         self._widx = {w: j for j, w in enumerate(model.windows)}
+        # windows judged per block while others are judged at every event (``_update_events``)
+        self._long_j = np.asarray([j for j, w in enumerate(model.windows) if w not in self.windows.short], np.int64)
 
     def update(self, column: ItemColumn, n_events: int, times: F64) -> SignalUpdate:
         """Fold a batch of items into the windows; return per-event drift flags. Never blocks."""
@@ -436,7 +448,38 @@ class SignalWindow:
         rows[positions] = values
         return self._update_events(rows, items, times)
 
+    def _stacked_statistics(self, found: list[WindowSums]) -> tuple[F64, I64 | None, list[int]]:
+        """The statistics (and details: None without ``statistics_detail``) of every window of ``found``,
+        stacked in its order, and where each window's rows start (one more: the end), from one call of the
+        featurizer over the windows' sums stacked. Every featurizer's statistics are row by row (a row's value
+        depends on that row alone: ``tests/test_signal_batch.py``), so the values are those of one call per
+        window, bit for bit, at one call's fixed cost."""
+        if len(found) == 1:
+            sums, items = found[0].sums, found[0].items
+        else:
+            sums = np.concatenate([ws.sums for ws in found])
+            items = np.concatenate([ws.items for ws in found])
+        if self._detail is not None:
+            st, det = self._detail(sums, items)
+        else:
+            st, det = self.model.featurizer.statistics(sums, items), None
+        starts = [0]
+        for ws in found:
+            starts.append(starts[-1] + ws.sums.shape[0])
+        return st, det, starts
+
+    def _statistics(self, found: list[WindowSums]) -> list[tuple[F64, I64 | None]]:
+        """Each window's ``(statistics, detail)``: ``_stacked_statistics`` cut back into windows."""
+        if not found:
+            return []
+        st, det, starts = self._stacked_statistics(found)
+        return [(st[lo:hi], None if det is None else det[lo:hi]) for lo, hi in pairwise(starts)]
+
     def _update_events(self, rows: F64, items: F64, times: F64) -> SignalUpdate:
+        """``update_rows`` when some windows are judged at every event. The windows' statistics, ratios and
+        best statistics are computed stacked (one array operation for all windows, each row as it would be
+        alone: the same values as window by window) and written into the per-event table in one assignment
+        per kind of window."""
         n = rows.shape[0]
         thr = self.model.thresholds
         n_w = thr.shape[0]
@@ -445,43 +488,55 @@ class SignalWindow:
         value = np.full((n, n_w), np.nan)
         detail = np.full((n, n_w), -1, dtype=np.int64) if self._detail is not None else None
         # long windows hold their last value until their next block closes (also across batches)
-        for j, w in enumerate(self.model.windows):
-            if w not in self.windows.short and not np.isnan(self.last_values[j]).all():
-                r = self.last_values[j] / thr[j]
-                k = int(np.argmax(r))
-                ratio[:, j], stat_i[:, j], value[:, j] = r[k], k, self.last_values[j, k]
+        long_j = self._long_j
+        if long_j.size:
+            last = self.last_values[long_j]
+            held = ~np.isnan(last).all(axis=1)
+            if held.any():
+                jj, last = long_j[held], last[held]
+                r = last / thr[jj]
+                k = np.argmax(r, axis=1)
+                g = np.arange(jj.size)
+                ratio[:, jj], stat_i[:, jj], value[:, jj] = r[g, k], k, last[g, k]
                 if detail is not None:
-                    detail[:, j] = self.last_detail[j]
-        fill: tuple[I64, int, I64] | None = None
-        for ws in self.windows.update(rows, items, times):
-            j = self._widx[ws.window]
-            if self._detail is not None:
-                st, det = self._detail(ws.sums, ws.items)
-            else:
-                st, det = self.model.featurizer.statistics(ws.sums, ws.items), None
-            r = st / thr[j]
+                    detail[:, jj] = self.last_detail[jj]
+        found = self.windows.update(rows, items, times)
+        if found:
+            st, det, starts = self._stacked_statistics(found)
+            js = np.fromiter((self._widx[ws.window] for ws in found), np.int64, count=len(found))
+            counts = np.diff(starts)
+            r = st / thr[np.repeat(js, counts)]
             best = np.argmax(r, axis=1)
             m = np.arange(r.shape[0])
-            if ws.window in self.windows.short:
-                ratio[ws.positions, j] = r[m, best]
-                stat_i[ws.positions, j] = best
-                value[ws.positions, j] = st[m, best]
+            r_best, v_best = r[m, best], st[m, best]
+            short = [i for i, ws in enumerate(found) if ws.window in self.windows.short]
+            if short:  # each at the events where it is full
+                at = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in short])
+                pos = np.concatenate([found[i].positions for i in short])
+                col = np.repeat(js[short], counts[short])
+                ratio[pos, col], stat_i[pos, col], value[pos, col] = r_best[at], best[at], v_best[at]
                 if detail is not None and det is not None:
-                    detail[ws.positions, j] = det
-            else:  # forward-fill each block's value until the next block closes
-                if fill is None or not np.array_equal(fill[0], ws.positions):  # the same for most windows
-                    first = int(ws.positions[0])
-                    fill = (ws.positions, first, np.searchsorted(ws.positions, np.arange(first, n), side="right") - 1)
-                _, first, src = fill
-                ratio[first:, j] = r[m, best][src]
-                stat_i[first:, j] = best[src]
-                value[first:, j] = st[m, best][src]
+                    detail[pos, col] = det[at]
+            # long ones: each block's value forward-filled until the next block closes; windows closing at the
+            # same blocks (most: all once full) filled together
+            fill: dict[bytes, list[int]] = {}
+            for i, ws in enumerate(found):
+                if ws.window not in self.windows.short:
+                    fill.setdefault(ws.positions.tobytes(), []).append(i)
+            for group in fill.values():
+                positions = found[group[0]].positions
+                first = int(positions[0])
+                src = np.searchsorted(positions, np.arange(first, n), side="right") - 1
+                at = (np.asarray([starts[i] for i in group])[None, :] + src[:, None])  # (n - first, windows)
+                col = js[group]
+                ratio[first:, col], stat_i[first:, col], value[first:, col] = r_best[at], best[at], v_best[at]
                 if detail is not None and det is not None:
-                    detail[first:, j] = det[src]
-            self.last_values[j] = st[-1]
+                    detail[first:, col] = det[at]
+            ends = np.asarray(starts[1:]) - 1
+            self.last_values[js] = st[ends]
             if det is not None:
-                self.last_detail[j] = det[-1]
-        safe = np.nan_to_num(ratio, nan=-np.inf)
+                self.last_detail[js] = det[ends]
+        safe = nan_to_minus_inf(ratio)
         best_w = np.argmax(safe, axis=1)
         rows_i = np.arange(n)
         best_ratio = safe[rows_i, best_w]
@@ -509,12 +564,8 @@ class SignalWindow:
         m = ends.shape[0] + 1  # row 0: the values carried in from before this batch
         values = np.repeat(self.last_values[None, :, :], m, axis=0)  # (m, n_w, n_s)
         details = np.repeat(self.last_detail[None, :], m, axis=0)
-        for ws in found:
+        for ws, (st, det) in zip(found, self._statistics(found), strict=True):
             j = self._widx[ws.window]
-            if self._detail is not None:
-                st, det = self._detail(ws.sums, ws.items)
-            else:
-                st, det = self.model.featurizer.statistics(ws.sums, ws.items), None
             at = int(np.searchsorted(ends, ws.positions[0])) + 1  # a full window stays full: a suffix of ends
             values[at:, j] = st
             if det is not None:
@@ -522,7 +573,7 @@ class SignalWindow:
             self.last_values[j] = st[-1]
             if det is not None:
                 self.last_detail[j] = det[-1]
-        ratio = np.nan_to_num(values / thr[None, :, :], nan=-np.inf)  # (m, n_w, n_s)
+        ratio = nan_to_minus_inf(values / thr[None, :, :])  # (m, n_w, n_s)
         flat = ratio.reshape(m, n_w * n_s)
         best = np.argmax(flat, axis=1)
         rows_i = np.arange(m)

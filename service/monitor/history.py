@@ -57,15 +57,14 @@ class ScoreHistory:
         buckets = b[starts].tolist()
         last = idx[ends].tolist()
         t = np.fmax.reduceat(np.asarray(times, np.float64), starts).tolist()
-        per_signal = {}
-        for s in self.signals:
-            r = ratios.get(s)
-            f = flags.get(s)
-            if r is None or f is None:
-                per_signal[s] = ([math.nan] * len(starts), [False] * len(starts))
-            else:
-                per_signal[s] = (np.maximum.reduceat(r, starts).tolist(),
-                                 np.logical_or.reduceat(f, starts).tolist())
+        # every signal's buckets in one reduceat over the signals stacked (max and or: the same values)
+        present = [s for s in self.signals if ratios.get(s) is not None and flags.get(s) is not None]
+        scores, drifts = [], []
+        if present:
+            scores = np.maximum.reduceat(np.stack([ratios[s] for s in present]), starts, axis=1).tolist()
+            drifts = np.logical_or.reduceat(np.stack([flags[s] for s in present]), starts, axis=1).tolist()
+        found = dict(zip(present, zip(scores, drifts, strict=True), strict=True))
+        per_signal = {s: found.get(s) or ([math.nan] * len(starts), [False] * len(starts)) for s in self.signals}
         first = 0
         if self.bucket and self.bucket[-1] == buckets[0]:  # the previous batch ended inside this bucket
             self.event[-1] = last[0]

@@ -47,7 +47,7 @@ from ..drift.featurizers import event_rows
 from ..drift.items import ItemColumn, per_event_sums
 from ..drift.outliers import OutlierShareFeaturizer
 from ..drift.shares import EventShareFeaturizer, unit_rows
-from ..drift.signal import SignalWindow
+from ..drift.signal import SignalUpdate, SignalWindow
 from ..sketches.multiscale import MultiScaleWindow
 from ..state import PartSet, SnapshotError, decode_state, encode_state
 from .calibration_jobs import (
@@ -458,9 +458,7 @@ class ModelMonitor:
             self.last_event_time = float(finite.max())
         self.monitored_events += n
         base = self.monitored_events - n
-        alarms: list[Alarm] = []
-        ratios: dict[str, np.ndarray] = {}
-        flags: dict[str, np.ndarray] = {}
+        updates: list[tuple[str, SignalWindow, Any, SignalUpdate]] = []
         # embedding signal -> (event, raw scores, item rows)
         scored: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         counted: dict[str, tuple[tuple[str, ...], np.ndarray, np.ndarray]] = {}  # label rows, shared
@@ -514,29 +512,10 @@ class ModelMonitor:
                 upd = win.update_rows(rows, items, times)
             else:
                 upd = win.update(col, n, times)
-            # hysteresis: a flag clears only after `clear_after_events` events with every statistic below
-            # its threshold, so one drift episode raises one alarm instead of a burst of them
-            idx = np.arange(self.monitored_events - n, self.monitored_events)
-            last = np.maximum.accumulate(np.where(upd.drift, idx, self._last_drift.get(name, -(10**12))))
-            flag = idx - last < self.config.clear_after_events
-            was = self.flags[name]
-            flips = np.nonzero(flag & ~np.concatenate([[was], flag[:-1]]))[0]
-            self._last_drift[name] = int(last[-1])
-            for i in flips:
-                j = win.model.windows.index(int(upd.window[i]))
-                k = int(upd.stat[i])
-                label = None
-                if upd.detail is not None and upd.detail[i] >= 0 and isinstance(feat, CategoricalFeaturizer):
-                    label = feat.labels[int(upd.detail[i])]
-                alarms.append(Alarm(self.model, self.model_version, name, offset + int(i),
-                                    events[i].event_id, float(upd.ratio[i]), 1.0,
-                                    win.model.stat_names[k], int(upd.window[i]), float(upd.value[i]),
-                                    float(win.model.thresholds[j, k]), label))
-            self.alarm_counts[name] = self.alarm_counts.get(name, 0) + len(flips)
-            self.flags[name] = bool(flag[-1])
-            ratios[name], flags[name] = upd.ratio, flag
-            self.scores[name] = {"score": float(upd.ratio[-1]), "window": int(upd.window[-1]),
-                                 "statistic": win.model.stat_names[int(upd.stat[-1])]}
+            updates.append((name, win, feat, upd))
+        alarms, flag_rows = self._judge(updates, events, offset, n)
+        ratios = {name: upd.ratio for name, _, _, upd in updates}
+        flags = dict(zip([u[0] for u in updates], flag_rows, strict=True))
         self._update_label_confidence(cols[SCORED_LABELS], cols["confidence"], n, times)
         if "span_length" in self.windows:
             self.evidence.recent_span_lengths.add(list(cols[SPAN_LABELS].values), cols["span_length"].values)
@@ -544,6 +523,45 @@ class ModelMonitor:
         self.evidence.track_examples(cols, events, base)
         alarms.sort(key=lambda a: a.position)
         return alarms
+
+    def _judge(self, updates: list[tuple[str, SignalWindow, Any, SignalUpdate]], events: list[Any], offset: int,
+               n: int) -> tuple[list[Alarm], np.ndarray]:
+        """Flags, alarms and scores of every signal updated over the batch's ``n`` events (the last
+        ``n`` monitored). Hysteresis: a flag clears only after ``clear_after_events`` events with every
+        statistic below its threshold, so one drift episode raises one alarm instead of a burst of them.
+        All signals at once (their per-event rows stacked): the alarms (in signal order, then by position, as
+        one signal after the other) and each signal's per-event flags (signals, n), in ``updates``' order."""
+        if not updates:
+            return [], np.zeros((0, n), bool)
+        names = [u[0] for u in updates]
+        idx = np.arange(self.monitored_events - n, self.monitored_events)
+        before = np.asarray([self._last_drift.get(name, -(10**12)) for name in names], np.int64)
+        drift = np.stack([u[3].drift for u in updates])  # (signals, n)
+        last = np.maximum.accumulate(np.where(drift, idx[None, :], before[:, None]), axis=1)
+        flag = idx[None, :] - last < self.config.clear_after_events
+        was = np.asarray([self.flags[name] for name in names], bool)
+        flips = flag & ~np.concatenate([was[:, None], flag[:, :-1]], axis=1)
+        alarms: list[Alarm] = []
+        for s, i in zip(*np.nonzero(flips), strict=True):
+            name, win, feat, upd = updates[s]
+            j = win.model.windows.index(int(upd.window[i]))
+            k = int(upd.stat[i])
+            label = None
+            if upd.detail is not None and upd.detail[i] >= 0 and isinstance(feat, CategoricalFeaturizer):
+                label = feat.labels[int(upd.detail[i])]
+            alarms.append(Alarm(self.model, self.model_version, name, offset + int(i),
+                                events[i].event_id, float(upd.ratio[i]), 1.0,
+                                win.model.stat_names[k], int(upd.window[i]), float(upd.value[i]),
+                                float(win.model.thresholds[j, k]), label))
+        counts = flips.sum(axis=1).tolist()
+        for name, newest, on, c, (_, win, _, upd) in zip(names, last[:, -1].tolist(), flag[:, -1].tolist(), counts,
+                                                       updates, strict=True):
+            self._last_drift[name] = newest
+            self.alarm_counts[name] = self.alarm_counts.get(name, 0) + c
+            self.flags[name] = on
+            self.scores[name] = {"score": float(upd.ratio[-1]), "window": int(upd.window[-1]),
+                                 "statistic": win.model.stat_names[int(upd.stat[-1])]}
+        return alarms, flag
 
     def _update_label_confidence(self, labels: ItemColumn, scores: ItemColumn, n: int, times: np.ndarray) -> None:
         if self.profile is None:
