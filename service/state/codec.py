@@ -6,9 +6,10 @@ bytes. The header is the state tree with every numpy array replaced by
 that are all strings or None (the texts and the tags of a reference sample's segment) is in the array bytes
 too, msgpack-encoded, as ``{"__st__": [offset, length]}``: one C call instead of a Python check of each item
 and the JSON of each. Version 1 states (no ``__st__``) are still read; builds before version 2 refuse
-version 2 states ("newer than this nlpmon"). Decoding builds only dicts, lists, strings, numbers and numpy
-arrays of plain numeric dtypes, so a file or topic that others can write cannot run code (unlike pickle);
-whatever the bytes, it raises nothing but :class:`SnapshotError` (a header nested deeper than
+version 2 states ("newer than this nlpmon"). A dict of the state with one key that is a marker (a label named
+``__nd__``) is written as ``{"__esc__": {...}}`` (version 2). Decoding builds only dicts, lists, strings,
+numbers and numpy arrays of plain numeric dtypes, so a file or topic that others can write cannot run code
+(unlike pickle); whatever the bytes, it raises nothing but :class:`SnapshotError` (a header nested deeper than
 ``MAX_STATE_DEPTH`` is refused before it is parsed). Readers of the decoded tree wrap themselves in
 :func:`malformed_state`, so that a well-formed tree of the wrong shape is a SnapshotError too.
 """
@@ -35,6 +36,8 @@ FORMAT_VERSION = 2  # 2: long string lists as msgpack in the array bytes (``__st
 STRING_RUN: Final = 16
 _PLAIN = frozenset({str, int, float, bool, type(None)})  # what ``walk`` returns as it is
 _TEXTS = frozenset({str, type(None)})
+#: One-key dicts that mean something to the decoder; a state's own dict of that shape is wrapped in ``__esc__``.
+_MARKERS = frozenset({"__nd__", "__st__", "__esc__"})
 _STRINGS_DECODER = msgspec.msgpack.Decoder(list[str | None])
 _ALLOWED_DTYPES = {"<f2", "<f4", "<f8", "<i8", "<i4", "|b1", "|u1", "<u8"}
 #: Deepest header nesting read back; the states nlpmon writes nest about 10 levels.
@@ -79,7 +82,10 @@ def encode_state(tree: Any) -> bytes:
             offset += arr.nbytes
             return ref
         if isinstance(x, dict):
-            return {str(k): walk(v) for k, v in x.items()}
+            out = {str(k): walk(v) for k, v in x.items()}
+            if len(out) == 1 and next(iter(out)) in _MARKERS:  # data that reads like a marker (a label "__nd__")
+                return {"__esc__": out}
+            return out
         if isinstance(x, list | tuple):
             types = set(map(type, x))
             if len(x) >= STRING_RUN and types <= _TEXTS:  # texts, tags: one msgpack string of them
@@ -195,8 +201,10 @@ def decode_state(data: bytes) -> Any:
             if len(x) == 1:
                 if "__nd__" in x:
                     return array(x["__nd__"])
-                if "__st__" in x and version >= 2:
+                if version >= 2 and "__st__" in x:
                     return strings(x["__st__"])
+                if version >= 2 and "__esc__" in x and isinstance(x["__esc__"], dict):
+                    return {k: walk(v) for k, v in x["__esc__"].items()}
             return {k: walk(v) for k, v in x.items()}
         if isinstance(x, list):
             return [walk(v) for v in x]

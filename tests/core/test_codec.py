@@ -109,3 +109,14 @@ def test_refuses_a_corrupt_string_list() -> None:
 def _header(data: bytes) -> bytes:
     (hlen,) = struct.unpack_from("<I", data, len(MAGIC) + 2)
     return data[len(MAGIC) + 6:len(MAGIC) + 6 + hlen]
+
+
+def test_a_dict_that_reads_like_a_marker_comes_back_as_it_was() -> None:
+    """Label names come from the producers: a model whose only label is ``__nd__`` or ``__st__`` gives a one-key
+    dict that the decoder would take for an array or a string list (and refuse the snapshot); it is escaped."""
+    tree = {"counts": {"__nd__": 5}, "shares": {"__st__": [0, 3]}, "e": {"__esc__": {"__nd__": 1}},
+            "two": {"__nd__": 1, "x": 2}, "arr": np.arange(3.0)}
+    back = decode_state(encode_state(tree))
+    assert back["counts"] == {"__nd__": 5} and back["shares"] == {"__st__": [0, 3]}
+    assert back["e"] == {"__esc__": {"__nd__": 1}} and back["two"] == {"__nd__": 1, "x": 2}
+    assert np.array_equal(back["arr"], np.arange(3.0))
