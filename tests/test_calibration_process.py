@@ -197,7 +197,7 @@ def test_the_worker_leaves_sigterm_and_sigint_to_its_parent(tmp_path: Path) -> N
 
 
 CHILD = """
-import sys, time
+import sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from nlpmon.app.calibration_process import ProcessCalibrationExecutor
@@ -206,14 +206,14 @@ if __name__ == "__main__":
     ex = ProcessCalibrationExecutor()
     ex.submit(Job(Path({folder!r}), "orphan", gated=True))
     print("submitted", flush=True)
-    time.sleep(120)
+    sys.stdin.read()  # idle until the test kills it (or its stdin closes: the test is gone)
 """
 
 
 def test_the_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(CHILD.format(root=str(Path(__file__).parents[1]), folder=str(tmp_path)))
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: (tmp_path / "orphan.start0").exists(), WAIT_S, "the worker's job")
         pid = int((tmp_path / "orphan.start0").read_text())
