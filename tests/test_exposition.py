@@ -19,7 +19,7 @@ from nlpmon.kafka.runner_metrics import RunnerMetrics
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.monitor_set import MonitorSet
 from nlpmon.observability.exporter import NlpmonMetrics
-from nlpmon.observability.exposition import LabelledFamily, render_exposition
+from nlpmon.observability.exposition import LabelledFamily, prerender_exposition, render_exposition
 
 T0 = 1_700_000_000.0
 ODD_NAMES = ('quo"te', "back\\slash", "new\nline", 'all\\"\n"\\', "ünï cödé")
@@ -179,3 +179,63 @@ def test_renders_while_the_loop_writes() -> None:
     scraper.join(10.0)
     assert not errors
     assert_same(registry)
+
+
+class CountingFamily(LabelledFamily):
+    """A family that counts its renders and can write to itself in the middle of one (a loop write racing a
+    scrape's render)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.renders = 0
+        self.during_render: list[tuple[str, float]] = []
+
+    def render(self) -> str:
+        self.renders += 1
+        text = super().render()
+        while self.during_render:  # after the lines were read: the text misses this write
+            label, value = self.during_render.pop()
+            self.labels(label).set(value)
+        return text
+
+
+def test_prerendered_families_are_reused_until_written(report: dict[str, Any]) -> None:
+    """What ``prerender_exposition`` rendered (on the loop, after a refresh) is what the next scrape sends,
+    without rendering again; a family written after it is rendered again by the scrape, never sent stale."""
+    clock = [T0]
+    metrics = fed(report, ["a", "b"], clock)
+    registry = metrics.registry
+    counting = CountingFamily("late", "written between refreshes", "counter", ("model",))
+    registry.register(counting)
+    counting.labels("a").inc(2)
+    assert prerender_exposition(registry) > 10  # every labelled family of a fresh exporter
+    assert counting.renders == 1
+    assert prerender_exposition(registry) == 0  # nothing written since
+    first = assert_same(registry)
+    assert counting.renders == 1  # the scrape reused the prerender
+    for write in (lambda: counting.labels("a").inc(1), lambda: counting.labels("b").set(0.0),
+                  lambda: counting.remove("a")):
+        write()
+        text = assert_same(registry)  # the scrape sees the write
+        assert text != first
+        first = text
+    assert counting.renders == 4  # one per write, by the scrapes
+    # a refresh of the models moves every family they wrote on: rendered again by the next prerender
+    clock[0] += 10.0
+    moved = {**report, "events": {k: v + 5 for k, v in report["events"].items()}}
+    metrics.observe_reports({"a/1": {**moved, "model": "a", "model_version": "1"}})
+    assert prerender_exposition(registry) >= 1
+    assert_same(registry)
+
+
+def test_a_render_that_raced_a_write_is_rendered_again() -> None:
+    registry = CollectorRegistry()
+    family = CountingFamily("raced", "a gauge", "gauge", ("k",))
+    registry.register(family)
+    family.labels("x").set(1.0)
+    family.during_render.append(("x", 2.0))  # written while the scrape renders
+    stale = render_exposition(registry)
+    assert b'raced{k="x"} 1.0' in stale  # what the render read
+    assert b'raced{k="x"} 2.0' in assert_same(registry)  # the next scrape is current
+    assert family.renders == 2
+    assert prerender_exposition(registry) == 0

@@ -65,3 +65,29 @@ def test_a_refresh_without_batches_exports_the_loops_own_state() -> None:
     assert reg.get_sample_value("nlpmon_snapshot_bytes_produced_total") == 12_345
     assert reg.get_sample_value("nlpmon_longest_poll_gap_seconds") == 0.75
     assert reg.get_sample_value("nlpmon_consumer_lag", {"topic": "t", "partition": "0"}) == 9
+
+
+def test_a_refresh_renders_the_exposition_on_the_loop_and_a_scrape_reuses_it(monkeypatch: Any) -> None:
+    """The families a refresh wrote are rendered by it, on the loop: the scrape that follows renders none of
+    them again (it joins their bytes) and sends what prometheus_client renders for the same registry."""
+    from prometheus_client import generate_latest
+
+    from nlpmon.observability.exposition import LabelledFamily, render_exposition
+
+    lines = [json.dumps(e).encode() for e in generate_events(60)]
+    reg = CollectorRegistry()
+    svc = NlpmonService(ServiceSettings(ground_truth_topic=""), registry=reg)
+    runner = cast(ConsumerRunner, SimpleNamespace(metrics=lambda: RunnerMetrics(assigned=(("t", 0),))))
+    svc.runner = runner
+    svc._factory("t", 0).process(records(lines, 0))
+    renders: list[str] = []
+    render = LabelledFamily.render
+    monkeypatch.setattr(LabelledFamily, "render", lambda self: (renders.append(self.sample_name), render(self))[1])
+    svc._refresh(runner)
+    assert "nlpmon_events_total" in renders  # rendered by the refresh
+    renders.clear()
+    def steady(text: bytes) -> list[bytes]:  # the poll age is a live clock, read at each render
+        return [x for x in text.splitlines() if not x.startswith(b"nlpmon_last_poll_age_seconds ")]
+
+    assert steady(render_exposition(reg)) == steady(generate_latest(reg))
+    assert renders == []

@@ -33,6 +33,7 @@ from ..monitor.model_monitor import Alarm
 from ..monitor.page_view import ModelPage
 from ..monitor.views import ModelMetrics
 from ..observability.exporter import NlpmonMetrics
+from ..observability.exposition import prerender_exposition
 from ..observability.http import ObservabilityServer
 from ..observability.oneline import one_line
 from ..replay import load_references
@@ -280,6 +281,9 @@ class NlpmonService:
             self.reference_error = failed[0] if failed else None
         self._views = views
         self._generation += 1
+        # the families just written are rendered here, on the loop, rather than by the next scrape
+        # (which would hold the GIL against the loop for as long): a scrape then joins rendered bytes
+        prerender_exposition(self.registry)
 
     def _page_reports(self) -> dict[str, ModelPage]:
         """The page views of every model (``Pipeline.page_views``; the UMAP projection when configured), one
