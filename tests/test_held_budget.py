@@ -123,10 +123,10 @@ def test_a_reference_sample_shares_its_string_items_and_keeps_their_values() -> 
     sample = ReferenceSample(1000, 0)
     sample.add(cols, len(events), [e.text for e in events])
     kept = sample.columns()["token_tag"].values
-    assert kept == tags and len({id(t) for t in kept}) == len(set(tags)) < 50
+    assert list(kept) == tags and len({id(t) for t in kept}) == len(set(tags)) < 50
     restored = ReferenceSample.from_state(sample.state())
     again = restored.columns()["token_tag"].values
-    assert again == tags and len({id(t) for t in again}) == len(set(tags))
+    assert list(again) == tags and len({id(t) for t in again}) == len(set(tags))
     assert sample.nbytes == restored.nbytes > 8 * len(tags)
 
 

@@ -19,7 +19,7 @@ I64 = npt.NDArray[np.int64]
 @dataclass(frozen=True, slots=True)
 class ItemColumn:
     event: I64  # (n_items,) event position, non-decreasing
-    values: Any  # (n_items,) float64 | (n_items, d) float32 | list[str]
+    values: Any  # (n_items,) float64 | (n_items, d) float32 | list[str] | tuple[str, ...] (string items kept long)
 
     def __len__(self) -> int:
         return int(self.event.shape[0])
@@ -33,6 +33,8 @@ class ItemColumn:
         order = keep[np.argsort(mapped[keep], kind="stable")]
         if isinstance(self.values, list):
             vals: Any = [self.values[i] for i in order]
+        elif isinstance(self.values, tuple):  # string items kept long (``ReferenceSample``): stay a tuple
+            vals = tuple([self.values[i] for i in order])
         else:
             vals = self.values[order]
         return ItemColumn(mapped[order], vals)
@@ -48,8 +50,10 @@ class ItemColumn:
             vals.append(c.values)
             offset += n
         ev = np.concatenate(events) if events else np.zeros(0, np.int64)
-        if vals and isinstance(vals[0], list):
-            flat: Any = [v for vs in vals for v in vs]
+        if vals and isinstance(vals[0], tuple):
+            flat: Any = tuple([v for vs in vals for v in vs])
+        elif vals and isinstance(vals[0], list):
+            flat = [v for vs in vals for v in vs]
         elif vals:
             flat = np.concatenate(vals)
         else:

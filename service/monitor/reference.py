@@ -51,7 +51,8 @@ def check_reference_size(n: int, config: MonitorConfig) -> None:
 
 
 def _column_state(c: ItemColumn) -> dict[str, Any]:
-    return {"event": c.event, "values": c.values}
+    # string items as a list, as the state has always held them (``ReferenceSample`` keeps a tuple)
+    return {"event": c.event, "values": list(c.values) if isinstance(c.values, tuple) else c.values}
 
 
 def _column_from_state(s: dict[str, Any]) -> ItemColumn:
@@ -109,12 +110,17 @@ class ReferenceSample:
         """``column`` with its string items replaced by one shared object per distinct value: decoded events
         carry a new string for every token's tag, 60 bytes each where a reference to a shared one costs 8 (a
         2,000-event NER sample: 3.7 KB an event before, 2.3 after). Equal values, so every result is the same.
-        At most ``SHARED_STRINGS`` distinct values are shared; the rest are kept as they come."""
-        if not isinstance(column.values, list) or not column.values:
+        At most ``SHARED_STRINGS`` distinct values are shared; the rest are kept as they come.
+
+        The items are kept as a tuple: the garbage collector stops tracking a tuple of strings, where it
+        walks every item of a list at each full collection, holding the interpreter lock (200 models
+        collecting 2,000-event baselines hold ~9 million token tags: full collections of 0.1-0.4 s, which
+        stalled the loop and every scrape). Concatenations and selections keep it a tuple (``ItemColumn``)."""
+        if not isinstance(column.values, (list, tuple)) or not column.values:
             return column
         pool = self._strings
         full = len(pool) >= SHARED_STRINGS
-        values = [pool.get(v, v) if full else pool.setdefault(v, v) for v in column.values]
+        values = tuple([pool.get(v, v) if full else pool.setdefault(v, v) for v in column.values])
         return ItemColumn(column.event, values)
 
     @property
@@ -123,7 +129,7 @@ class ReferenceSample:
         shared, ``_shared``) and the texts."""
         n = self._keys.nbytes + sum(len(t) + 49 for t in self._texts if t is not None)
         for c in (self._columns or {}).values():
-            n += c.event.nbytes + (8 * len(c.values) if isinstance(c.values, list) else c.values.nbytes)
+            n += c.event.nbytes + (8 * len(c.values) if isinstance(c.values, (list, tuple)) else c.values.nbytes)
         return n
 
     def thinned(self, capacity: int) -> ReferenceSample:
