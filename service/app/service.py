@@ -40,6 +40,7 @@ from ..replay import load_references
 from .calibration_process import ProcessCalibrationExecutor
 from .calibration_worker import ThreadCalibrationExecutor
 from .demo import DemoPlan, publish_demo
+from .gc_watch import freeze_startup, watch_collections
 from .processor import MonitorPartitionProcessor, References
 from .projection_worker import UmapProjections
 from .settings import ServiceSettings
@@ -424,9 +425,13 @@ class NlpmonService:
                 demo_thread = threading.Thread(target=self._demo, args=(bootstrap, stop, demo), daemon=True,
                                                name="nlpmon-demo")
                 demo_thread.start()
+            frozen = freeze_startup()  # modules and set-up: out of every later full collection's walk
+            log.debug("froze %d start-up objects out of the garbage collector's walks", frozen)
+            gc_watch = watch_collections(log)
             try:
                 self.runner.run(stop)
             finally:
+                gc_watch.close()
                 stop.set()
                 with self._lock:
                     request, self._page_request = self._page_request, None
