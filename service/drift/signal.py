@@ -525,10 +525,20 @@ class SignalWindow:
             m = np.arange(r.shape[0])
             r_best, v_best = r[m, best], st[m, best]
             short = [i for i, ws in enumerate(found) if ws.window in self.windows.short]
-            if short:  # each at the events where it is full
-                at = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in short])
-                pos = np.concatenate([found[i].positions for i in short])
-                col = np.repeat(js[short], counts[short])
+            # each at the events where it is full: a run of events (a slice of the table's column) unless
+            # ``max_age`` dropped some of them
+            runs = [i for i in short if found[i].positions[-1] - found[i].positions[0] + 1 == counts[i]]
+            for i in runs:
+                lo, hi, j = int(found[i].positions[0]), int(found[i].positions[-1]) + 1, int(js[i])
+                a, b = starts[i], starts[i + 1]
+                ratio[lo:hi, j], stat_i[lo:hi, j], value[lo:hi, j] = r_best[a:b], best[a:b], v_best[a:b]
+                if detail is not None and det is not None:
+                    detail[lo:hi, j] = det[a:b]
+            scattered = [i for i in short if i not in runs]
+            if scattered:
+                at = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in scattered])
+                pos = np.concatenate([found[i].positions for i in scattered])
+                col = np.repeat(js[scattered], counts[scattered])
                 ratio[pos, col], stat_i[pos, col], value[pos, col] = r_best[at], best[at], v_best[at]
                 if detail is not None and det is not None:
                     detail[pos, col] = det[at]
