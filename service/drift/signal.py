@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..sketches.multiscale import MultiScaleWindow, WindowSums
+from ..sketches.multiscale import MultiScaleWindow, WindowSums, stacked_rows
 from .calibration import calibrate_threshold
 from .clusters import ClusterFeaturizer, marking_threshold, usable_levels
 from .distribution import LabelShareFeaturizer
@@ -451,22 +451,37 @@ class SignalWindow:
     def _stacked_statistics(self, found: list[WindowSums]) -> tuple[F64, I64 | None, list[int]]:
         """The statistics (and details: None without ``statistics_detail``) of every window of ``found``,
         stacked in its order, and where each window's rows start (one more: the end), from one call of the
-        featurizer over the windows' sums stacked. Every featurizer's statistics are row by row (a row's value
-        depends on that row alone: ``tests/test_signal_batch.py``), so the values are those of one call per
-        window, bit for bit, at one call's fixed cost."""
-        if len(found) == 1:
-            sums, items = found[0].sums, found[0].items
+        featurizer over the short windows' sums stacked and one over the long ones'. Every featurizer's statistics
+        are row by row (a row's value depends on that row alone: ``tests/test_signal_batch.py``), so the values
+        are those of one call per window, bit for bit, at two calls' fixed cost."""
+        # the windows' rows stacked: the short windows' sums as they lie (one array, ``stacked_rows``), the long
+        # windows' (a few rows a block) copied after them; one call per part
+        short = 0
+        while short < len(found) and found[short].window in self.windows.short:
+            short += 1
+        parts = [found[:short], found[short:]] if 0 < short < len(found) else [found]
+        results = [self._part_statistics(part) for part in parts]
+        if len(results) == 1:
+            st, det = results[0]
         else:
-            sums = np.concatenate([ws.sums for ws in found])
-            items = np.concatenate([ws.items for ws in found])
-        if self._detail is not None:
-            st, det = self._detail(sums, items)
-        else:
-            st, det = self.model.featurizer.statistics(sums, items), None
+            st = np.concatenate([r[0] for r in results])
+            det = None if results[0][1] is None else np.concatenate([r[1] for r in results])
         starts = [0]
         for ws in found:
             starts.append(starts[-1] + ws.sums.shape[0])
         return st, det, starts
+
+    def _part_statistics(self, found: list[WindowSums]) -> tuple[F64, I64 | None]:
+        """The statistics (and details) of the windows of ``found`` stacked, from one call of the featurizer."""
+        if len(found) == 1:
+            sums, items = found[0].sums, found[0].items
+        else:
+            sums = stacked_rows([ws.sums for ws in found])
+            items = stacked_rows([ws.items for ws in found])
+        if self._detail is not None:
+            st, det = self._detail(sums, items)
+            return st, det
+        return self.model.featurizer.statistics(sums, items), None
 
     def _statistics(self, found: list[WindowSums]) -> list[tuple[F64, I64 | None]]:
         """Each window's ``(statistics, detail)``: ``_stacked_statistics`` cut back into windows."""
@@ -510,10 +525,20 @@ class SignalWindow:
             m = np.arange(r.shape[0])
             r_best, v_best = r[m, best], st[m, best]
             short = [i for i, ws in enumerate(found) if ws.window in self.windows.short]
-            if short:  # each at the events where it is full
-                at = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in short])
-                pos = np.concatenate([found[i].positions for i in short])
-                col = np.repeat(js[short], counts[short])
+            # each at the events where it is full: a run of events (a slice of the table's column) unless
+            # ``max_age`` dropped some of them
+            runs = [i for i in short if found[i].positions[-1] - found[i].positions[0] + 1 == counts[i]]
+            for i in runs:
+                lo, hi, j = int(found[i].positions[0]), int(found[i].positions[-1]) + 1, int(js[i])
+                a, b = starts[i], starts[i + 1]
+                ratio[lo:hi, j], stat_i[lo:hi, j], value[lo:hi, j] = r_best[a:b], best[a:b], v_best[a:b]
+                if detail is not None and det is not None:
+                    detail[lo:hi, j] = det[a:b]
+            scattered = [i for i in short if i not in runs]
+            if scattered:
+                at = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in scattered])
+                pos = np.concatenate([found[i].positions for i in scattered])
+                col = np.repeat(js[scattered], counts[scattered])
                 ratio[pos, col], stat_i[pos, col], value[pos, col] = r_best[at], best[at], v_best[at]
                 if detail is not None and det is not None:
                     detail[pos, col] = det[at]

@@ -146,15 +146,19 @@ class MultiScaleWindow:
         citems = np.concatenate([[0.0], np.cumsum(all_items)])
         n = rows.shape[0]
         out = []
-        for w in self.short:
-            # the window closing at batch event i ends (exclusive) at h + i + 1 of the concatenated arrays; the
-            # full ones (start >= 0) are a suffix, their sums differences of two slices (no gathered copies)
-            first = max(0, w - h - 1)
-            if first >= n:
-                continue
+        # the window closing at batch event i ends (exclusive) at h + i + 1 of the concatenated arrays; the full
+        # ones (start >= 0) are a suffix, their sums differences of two slices (no gathered copies), written one
+        # window after the other into one array (``stacked_rows``: the statistics read them without a copy)
+        full = [(w, max(0, w - h - 1)) for w in self.short if max(0, w - h - 1) < n]
+        stacked = np.empty((sum(n - first for _, first in full), self.n_features))
+        stacked_items = np.empty(stacked.shape[0])
+        at = 0
+        for w, first in full:
             lo, hi = h + first + 1, h + n + 1
             positions = np.arange(first, n, dtype=np.int64)
-            sums, its = csum[lo:hi] - csum[lo - w:hi - w], citems[lo:hi] - citems[lo - w:hi - w]
+            sums = np.subtract(csum[lo:hi], csum[lo - w:hi - w], out=stacked[at:at + n - first])
+            its = np.subtract(citems[lo:hi], citems[lo - w:hi - w], out=stacked_items[at:at + n - first])
+            at += n - first
             if self.max_age is not None:
                 ok = ~(all_times[lo - 1:hi - 1] - all_times[lo - w:hi - w] > self.max_age)
                 if not ok.all():
@@ -266,3 +270,23 @@ class MultiScaleWindow:
         if self._hist_rows.shape[0] < need:
             return None
         return self._hist_rows[-need:].sum(axis=0), float(self._hist_items[-need:].sum())
+
+
+def stacked_rows(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    """``np.concatenate(parts)``: without a copy when the parts (non-empty) lie one after the other in one
+    C-contiguous array, as ``MultiScaleWindow`` writes its short windows' sums and items; the same values."""
+    first = parts[0]
+    base = first.base
+    if len(parts) > 1 and isinstance(base, np.ndarray) and base.flags.c_contiguous and first.size:
+        addr = first.__array_interface__["data"][0]
+        end = addr
+        for p in parts:
+            if (p.base is not base or not p.flags.c_contiguous or not p.size or p.shape[1:] != first.shape[1:]
+                    or p.__array_interface__["data"][0] != end):
+                break
+            end += p.nbytes
+        else:
+            rows = (end - addr) // (first.nbytes // first.shape[0])
+            offset = addr - base.__array_interface__["data"][0]
+            return np.ndarray((rows, *first.shape[1:]), first.dtype, buffer=base, offset=offset)
+    return np.concatenate(parts)

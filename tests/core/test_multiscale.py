@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nlpmon.sketches import MultiScaleWindow
+from nlpmon.sketches.multiscale import stacked_rows
 
 WINDOWS = (3, 5, 10, 20, 40)
 BLOCK = 5
@@ -151,3 +152,26 @@ def test_sparse_rows_give_the_windows_of_the_dense_rows_for_any_batch_split(
         if d is not None and s is not None:
             np.testing.assert_allclose(s[0], d[0], rtol=1e-12, atol=1e-12)
             assert d[1] == s[1]
+
+
+def test_short_window_sums_are_stacked_without_a_copy_and_equal_their_concatenation() -> None:
+    """``stacked_rows`` reads the short windows' sums where ``MultiScaleWindow`` wrote them (one array, one window
+    after the other): the values of ``np.concatenate``; parts that do not lie so are concatenated."""
+    rng = np.random.default_rng(5)
+    msw = MultiScaleWindow(3, (2, 5, 10, 20), block_events=10)
+    msw.update(rng.random((7, 3)), np.ones(7), np.arange(7.0))
+    found = msw.update(rng.random((30, 3)), rng.integers(0, 3, 30).astype(float), np.arange(7.0, 37.0))
+    short = [ws for ws in found if ws.window in msw.short]
+    assert len(short) == 3 and len(found) > len(short)
+    for pick in ("sums", "items"):
+        parts = [getattr(ws, pick) for ws in short]
+        got = stacked_rows(parts)
+        want = np.concatenate(parts)
+        assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+        assert np.shares_memory(got, parts[0])  # a view: no copy
+    mixed = [ws.sums for ws in found]  # the long windows' sums are arrays of their own: copied
+    got = stacked_rows(mixed)
+    assert got.tobytes() == np.concatenate(mixed).tobytes() and not np.shares_memory(got, mixed[0])
+    gap = [short[0].sums, short[2].sums]  # not adjacent: copied
+    assert stacked_rows(gap).tobytes() == np.concatenate(gap).tobytes()
+    assert not np.shares_memory(stacked_rows(gap), gap[0])

@@ -1,9 +1,11 @@
 """Signal windows judge every window of a batch with one stacked statistics call: the same results, bit for bit,
-as one call per window (the implementation before, kept here as the oracle), for any batch split."""
+as one call per window (the implementation before, kept here as the oracle), for any batch split; and a whole
+monitor so judged gives the oracle's alarms, state, report and snapshots on a stream with a domain switch."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +20,7 @@ from nlpmon.drift.signal import SignalModel, SignalUpdate, SignalWindow, nan_to_
 from nlpmon.monitor.config import MonitorConfig
 from nlpmon.monitor.monitor_set import MonitorSet
 from nlpmon.sketches.multiscale import WindowSums
+from nlpmon.state import decode_state
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -228,3 +231,64 @@ def per_window_judge_blocks(self: SignalWindow, found: list[WindowSums], n: int)
         value=np.where(full, values[rows_i, w_i, s_i], np.nan)[row_of],
         detail=None if self._detail is None else np.where(full, details[rows_i, w_i], -1)[row_of],
     )
+
+
+def run_stream(config: MonitorConfig, ref: list[bytes], lines: list[bytes], sizes: list[int],
+               snapshot: bytes | None = None) -> tuple[list[list[dict[str, Any]]], dict[str, Any], bytes, bytes]:
+    """Alarms per batch, report, final snapshot and the snapshot after the first batch of ``lines`` (calibrated from
+    ``ref``, or restored from ``snapshot``)."""
+    ms = MonitorSet(config)
+    if snapshot is None:
+        ms.process_lines(ref)
+    else:
+        ms.restore(snapshot)
+    alarms, first, i = [], b"", 0
+    for k in sizes:
+        alarms.append([a.as_dict() for a in ms.process_lines(lines[i:i + k]).alarms])
+        i += k
+        first = first or ms.snapshot()
+    return alarms, ms.report(), ms.snapshot(), first
+
+
+def comparable(x: Any) -> Any:
+    """A state or report with its arrays as bytes, NaN comparable, and without the calibration's wall time."""
+    if isinstance(x, dict):
+        return {k: comparable(v) for k, v in x.items() if k != "calibration_seconds"}
+    if isinstance(x, list | tuple):
+        return [comparable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return (x.dtype.str, x.shape, x.tobytes())
+    if isinstance(x, float) and x != x:
+        return "nan"
+    return x
+
+
+@pytest.mark.parametrize("max_age", [None, 30.0])
+def test_a_monitor_judging_window_by_window_gives_the_same_alarms_state_report_and_snapshots(
+        max_age: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole monitor on a stream with a domain switch, its windows judged by the per-window oracle below and
+    by the code: the same alarms, report and state, also when each restores the other's snapshot."""
+    config = MonitorConfig(calibration_splits=3, max_window_age_seconds=max_age)
+    s = SyntheticStream(seed=11, dim=64, drift_at=1500 + 1200)  # the domain switches at production event 1,200
+    ref = [json.dumps(e).encode() for e in s.events(1500, "reference")]
+    lines = [json.dumps(e).encode() for e in s.events(2400)]
+    sizes = [700, 1, 999, 700]
+    with monkeypatch.context() as m:
+        m.setattr(SignalWindow, "_update_events", per_window_update_events)
+        m.setattr(SignalWindow, "_update_blocks", per_window_update_blocks)
+        m.setattr(SignalWindow, "_judge_blocks", per_window_judge_blocks)
+        oracle = run_stream(config, ref, lines, sizes)
+    code = run_stream(config, ref, lines, sizes)
+    assert sum(map(len, oracle[0])) >= 3  # the switch is detected: alarms to compare
+    assert code[0] == oracle[0]
+    assert comparable(code[1]) == comparable(oracle[1])
+    assert comparable(decode_state(code[2])) == comparable(decode_state(oracle[2]))
+    with monkeypatch.context() as m:
+        m.setattr(SignalWindow, "_update_events", per_window_update_events)
+        m.setattr(SignalWindow, "_update_blocks", per_window_update_blocks)
+        m.setattr(SignalWindow, "_judge_blocks", per_window_judge_blocks)
+        oracle_resumed = run_stream(config, ref, lines[700:], sizes[1:], code[3])
+    code_resumed = run_stream(config, ref, lines[700:], sizes[1:], oracle[3])
+    assert code_resumed[0] == oracle_resumed[0] == oracle[0][1:]
+    assert comparable(decode_state(code_resumed[2])) == comparable(decode_state(oracle_resumed[2]))
+    assert comparable(code_resumed[1]) == comparable(oracle_resumed[1])
