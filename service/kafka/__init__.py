@@ -10,6 +10,7 @@
 - ``runner_metrics``: :class:`RunnerMetrics`, the loop's one counters type, and the per-batch report.
 - ``partition_progress``: where each assigned partition stands (applied, snapshotted, committed offsets).
 - ``slicing``: how many records the loop applies per slice, to poll in time.
+- ``write_costs``: each partition's last snapshot write, to predict whether the next fits in an iteration.
 - ``state_loss``: noticing a broker that lost the offsets or snapshots this process wrote.
 - ``client_config``: the librdkafka configuration of the loop's producer, consumer and snapshot reader.
 - ``client_statistics``: the part of librdkafka's statistics the loop reads (high watermarks, broker up).

@@ -15,9 +15,11 @@ loop: it writes the snapshots (once every dead letter so far is acknowledged) an
 polling and applying events while the checkpoint is *in flight* (:class:`PendingCheckpoint`), each poll
 looks at the acknowledgements without waiting, and the commit of what the snapshots cover happens in the
 iteration that finds every one acknowledged. Its partitions' snapshots are written over several iterations
-when writing them takes long: after half of ``KafkaSettings.loop_budget_s`` (``poll_gap_target_s``) of writing
-in one iteration the next partition waits
-for the next one (at least one per iteration; before each, every dead letter so far must be acknowledged;
+when writing them takes long: an iteration writes for at most half of ``KafkaSettings.loop_budget_s``
+(``poll_gap_target_s``), and starts another partition's snapshot only if that partition's predicted write (its
+last measured one; with no history, the largest known, or alone when none is known:
+:class:`~nlpmon.kafka.write_costs.SnapshotWriteCosts`) fits in what is left of it; the next partition waits for
+the next iteration (at least one per iteration; before each, every dead letter so far must be acknowledged;
 each snapshot covers what was applied when it is written). No new checkpoint starts while one is in flight. A crash in
 flight leaves the previous acknowledged snapshots (nothing is tombstoned before the acknowledgement) and the
 previous committed offsets: restore takes the newest complete snapshot, whose offsets it reads on from.
@@ -47,12 +49,16 @@ from .settings import KafkaSettings
 from .snapshot_format import PartitionSnapshot
 from .state_loss import StateLossDetector
 from .state_store import StateStore
+from .write_costs import SnapshotWriteCosts
 
 #: Writing a checkpoint's snapshots for longer than this on the loop is logged with where the time went.
 SLOW_WRITE_S = 0.5
 #: In flight, the longest an iteration waits for the dead letters produced so far before writing snapshots
 #: (they were handed to the client moments ago: one round trip acknowledges them on a healthy broker).
 DEAD_LETTER_WAIT_S = 0.1
+#: A snapshot whose write takes more than this many times its prediction (and over it by more than a quarter
+#: of the write budget) is logged: the prediction let the iteration run over its budget.
+OVERRUN_FACTOR = 2.0
 
 
 class RunnerError(UserError, RuntimeError):
@@ -146,6 +152,7 @@ class Checkpointer:
         self._pending: PendingCheckpoint | None = None
         self._stalled = False
         self._consecutive_commit_failures = 0
+        self._write_costs = SnapshotWriteCosts()
 
     @property
     def pending(self) -> bool:
@@ -154,9 +161,9 @@ class Checkpointer:
 
     @property
     def write_budget_s(self) -> float:
-        """An in-flight checkpoint writes no further partition's snapshot in one loop iteration once it has
-        spent this long writing (half of ``loop_budget_s``; the rest follow in the next iterations, at least
-        one snapshot per iteration)."""
+        """An in-flight checkpoint writes for at most this long per loop iteration (half of ``loop_budget_s``):
+        after the first snapshot, it starts another only if that snapshot's predicted write fits in what is left
+        (the rest follow in the next iterations, at least one snapshot per iteration)."""
         return self._settings.loop_budget_s / 2
 
     def writes_next(self) -> bool:
@@ -216,6 +223,7 @@ class Checkpointer:
             )
             return True
         moved = {s.key for s in to_snapshot}
+        self._write_costs.keep_only(self._partitions.keys())
         self._pending = PendingCheckpoint(
             to_snapshot, to_commit, started_at=now, progress_at=now, stall_after_s=0.0 if wait else timeout_s,
             write_budget_s=None if wait else self.write_budget_s,
@@ -242,13 +250,18 @@ class Checkpointer:
             started, encoding, bytes_before, count = self._clock(), 0.0, store.bytes_written_total, 0
             budget = pending.write_budget_s if timeout_s == 0 else None  # a caller that waits gets it all
             while pending.next_to_write < len(pending.to_snapshot):
-                if budget is not None and count and self._clock() - started >= budget:
-                    break  # the rest in the next iterations, once the dead letters so far are acked again
                 state = pending.to_snapshot[pending.next_to_write]
-                pending.next_to_write += 1
                 if not self._owned(state):
+                    pending.next_to_write += 1
                     continue  # lost or revoked while waiting: its next owner has its own state
+                predicted = self._write_costs.predict(state.key)
+                if budget is not None and count:
+                    spent = self._clock() - started
+                    if predicted is None or spent >= budget or spent + predicted > budget:
+                        break  # the rest in the next iterations, once the dead letters so far are acked again
+                pending.next_to_write += 1
                 count += 1
+                write_started = self._clock()
                 # labels may move before the first input record: offset 0 then means "from the start"
                 # (an offset below the log start resets to earliest, as an unknown position would)
                 next_offset = max(state.next_offset, 0)
@@ -265,6 +278,7 @@ class Checkpointer:
                 store.write(snapshot)
                 pending.covers[state.key] = CoveredOffsets(state.next_offset, state.label_next)
                 pending.progress_at = self._clock()
+                self._observe_write(state, pending.progress_at - write_started, predicted)
             took = self._clock() - started
             if took > SLOW_WRITE_S:  # where a checkpoint's time on the loop goes (issue 14: poll gaps)
                 self._log.info("checkpoint wrote %d snapshots (%.1f MB) in %.2f s: processors' snapshots %.2f s, "
@@ -363,6 +377,14 @@ class Checkpointer:
     def forget_pending(self) -> None:
         """Drop the pending checkpoint (the runner is closing: its deliveries are abandoned)."""
         self._pending = None
+
+    def _observe_write(self, state: PartitionProgress, took: float, predicted: float | None) -> None:
+        """Remember what ``state``'s snapshot took to write; log one that ran over its prediction by a lot."""
+        self._write_costs.observe(state.key, took)
+        if predicted is not None and took > OVERRUN_FACTOR * predicted and took - predicted > self.write_budget_s / 4:
+            self._log.info("%s[%d]: writing its snapshot took %.2f s, predicted %.2f s from its last write (the "
+                           "write budget per iteration is %.2f s)", state.topic, state.partition, took, predicted,
+                           self.write_budget_s)
 
     def _owned(self, state: PartitionProgress) -> bool:
         return self._partitions.get((state.topic, state.partition)) is state

@@ -44,6 +44,11 @@ class RecentIds:
         self._next += 1
         return True
 
+    @property
+    def admitted(self) -> int:
+        """Ids admitted so far (``state()["next"]``, without copying the ring)."""
+        return self._next
+
     def state(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "ring": np.array(self._ring, dtype=np.uint64), "next": self._next}
 

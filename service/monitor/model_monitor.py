@@ -744,7 +744,7 @@ class ModelMonitor:
         and a model whose calibration is pending only its newest held batches (the sample's segments are
         those it had while collecting it). A monitor unchanged since its last ``state_parts`` (no event, no
         calibration applied) encodes nothing: the same ids, their bytes made again only if a store asks."""
-        now = (self._changes, self.duplicates, int(self.recent_ids.state()["next"]))
+        now = (self._changes, self.duplicates, self.recent_ids.admitted)
         last = self._last_parts
         if last is not None and last[0] == now:
             for pid, make in last[2]:

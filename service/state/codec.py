@@ -71,13 +71,21 @@ def encode_state(tree: Any) -> bytes:
 
     def walk(x: Any) -> Any:
         nonlocal offset
+        if type(x) in _PLAIN:  # a plain number or string: as the last branch returns it
+            return x
         if isinstance(x, np.ndarray):
-            arr = np.ascontiguousarray(x)
-            dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
-            arr = arr.astype(dt, copy=False)
-            if dt.str not in _ALLOWED_DTYPES:
-                raise TypeError(f"cannot store arrays of dtype {dt.str}")
-            ref = {"__nd__": [offset, dt.str, list(arr.shape)]}
+            # an ndarray of at least one dimension, C-contiguous, not big-endian (nearly all): as it is, which
+            # is what the conversions below return for it (ascontiguousarray makes a 0-d array 1-d)
+            if type(x) is np.ndarray and x.ndim and x.flags.c_contiguous and x.dtype.byteorder != ">":
+                arr, dt = x, x.dtype
+            else:
+                arr = np.ascontiguousarray(x)
+                dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+                arr = arr.astype(dt, copy=False)
+            kind = dt.str
+            if kind not in _ALLOWED_DTYPES:
+                raise TypeError(f"cannot store arrays of dtype {kind}")
+            ref = {"__nd__": [offset, kind, list(arr.shape)]}
             chunks.append(arr.data)  # its buffer: joined below, copied once
             offset += arr.nbytes
             return ref

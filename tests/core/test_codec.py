@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 
@@ -120,3 +121,20 @@ def test_a_dict_that_reads_like_a_marker_comes_back_as_it_was() -> None:
     assert back["counts"] == {"__nd__": 5} and back["shares"] == {"__st__": [0, 3]}
     assert back["e"] == {"__esc__": {"__nd__": 1}} and back["two"] == {"__nd__": 1, "x": 2}
     assert np.array_equal(back["arr"], np.arange(3.0))
+
+
+def test_arrays_of_every_layout_encode_to_the_bytes_of_format_2_as_first_written() -> None:
+    """The encoder's shortcuts (plain values, arrays already C-contiguous and little-endian) write the bytes
+    the encoder wrote before them: the sha256 was taken of this tree's encoding at 20b8d24. Parts are
+    addressed by the sha256 of their bytes, so a change here would rewrite every unchanged part."""
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    tree = {"zero_d": np.array(2.5), "zero_d_int": np.int64(7), "c": a, "fortran": np.asfortranarray(a),
+            "strided": a[:, ::2], "big_endian": np.arange(3, dtype=">f8"), "bool": np.array([True, False]),
+            "empty": np.zeros((0, 3), np.uint8), "n": [1, 2.5, True, None, "x"], "texts": ["t"] * 16,
+            "nested": [{"k": np.ones(2, np.int32)}, (3, "y")], "marker": {"__nd__": 1}, "f": np.float32(0.5)}
+    data = encode_state(tree)
+    assert len(data) == 626
+    assert hashlib.sha256(data).hexdigest() == "7bbcb71b6a554ef34382d4a47e07df725d7d76bcfc7521ead21c99d3ad93edef"
+    back = decode_state(data)
+    assert back["zero_d"].shape == (1,) and back["big_endian"].dtype == np.dtype("<f8")  # as format 2 always did
+    assert np.array_equal(back["fortran"], a) and np.array_equal(back["strided"], a[:, ::2])

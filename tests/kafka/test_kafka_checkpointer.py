@@ -452,3 +452,157 @@ def test_an_in_flight_checkpoint_written_over_many_iterations_is_not_a_stall() -
     h.clock.now += 0.2
     h.checkpointer.after_poll(h.states(), 5.0)
     assert h.checkpointer.stalled and h.counters.checkpoint_stalls == 1
+
+
+class CostlyProcessor(FakeProcessor):
+    """Its snapshot takes ``cost`` seconds of ``clock`` (changed between checkpoints); keeps the times its
+    snapshots were written."""
+
+    def __init__(self, clock: Clock, cost: float) -> None:
+        self.clock, self.cost = clock, cost
+        self.written_at: list[float] = []
+
+    def snapshot(self) -> bytes:
+        self.written_at.append(self.clock.now)
+        self.clock.now += self.cost
+        return b"state"
+
+
+def costly(h: Harness, costs: list[float]) -> list[CostlyProcessor]:
+    processors = []
+    for p, cost in enumerate(costs):
+        state = h.add(p, 10)
+        state.processor = processor = CostlyProcessor(h.clock, cost)
+        processors.append(processor)
+    return processors
+
+
+def in_flight_iterations(h: Harness) -> list[list[int]]:
+    """Starts the due checkpoint in flight and polls until it commits: the partitions written per iteration."""
+    iterations: list[list[int]] = []
+    h.schedule.count(1000)
+    for _ in range(20):
+        before = len(h.store.written)
+        h.checkpointer.after_poll(h.states(), 5.0)
+        iterations.append([s.partition for s in h.store.written[before:]])
+        h.clock.now += 0.25  # the next batch
+        if not h.checkpointer.pending:
+            return iterations
+    raise AssertionError("the checkpoint did not complete")
+
+
+def test_a_second_snapshot_starts_only_when_its_predicted_write_fits_in_what_is_left_of_the_budget() -> None:
+    h = Harness()
+    budget = h.checkpointer.write_budget_s
+    assert budget == 0.25
+    processors = costly(h, [0.05, 0.15, 0.05])
+    # no history: a partition is predicted as the largest cost known so far in the iteration
+    # (1: 0.05 known, fits after 0.05 spent; 2: 0.15 known, does not fit after 0.20 spent)
+    assert in_flight_iterations(h) == [[0, 1], [2]]
+    for state in h.states():
+        state.next_offset += 5
+    # partition 0 now takes 0.12 s: 0.13 s of the budget is left, under partition 1's predicted 0.15 s, so it
+    # waits for the next iteration (stopping only once the budget is spent would have started it and spent
+    # 0.27 s); there partition 2's predicted 0.05 s fits after partition 1's 0.15 s
+    processors[0].cost = 0.12
+    assert in_flight_iterations(h) == [[0], [1, 2]]
+    # what each snapshot covers and what is committed are unchanged
+    assert [s.next_offset for s in h.store.written] == [10, 10, 10, 15, 15, 15]
+    assert h.consumer.commits[-1] == [("in", 0, 15), ("in", 1, 15), ("in", 2, 15)] and h.counters.checkpoints == 2
+
+
+def test_the_first_snapshot_of_an_iteration_always_starts_even_when_predicted_over_the_budget() -> None:
+    h = Harness()
+    costly(h, [0.4, 0.01, 0.01])
+    # 0 runs over the whole budget alone; 1 (no history: predicted 0.4 s, over the budget) still starts first
+    # in the next iteration; 2 (predicted 0.4 s too) does not follow it
+    assert in_flight_iterations(h) == [[0], [1], [2]]
+    for state in h.states():
+        state.next_offset += 5
+    assert in_flight_iterations(h) == [[0], [1, 2]]  # now 2 is predicted at 0.01 s: it follows 1
+    assert h.counters.checkpoint_stalls == 0 and len(h.consumer.commits) == 2
+
+
+def test_a_write_far_over_its_prediction_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness()
+    processors = costly(h, [0.05])
+    assert in_flight_iterations(h) == [[0]]
+    h.states()[0].next_offset += 5
+    processors[0].cost = 0.08  # over its prediction, not by a lot
+    with caplog.at_level(logging.INFO, logger="test-checkpointer"):
+        in_flight_iterations(h)
+        assert not [r for r in caplog.records if "predicted" in r.getMessage()]
+        h.states()[0].next_offset += 5
+        processors[0].cost = 0.3
+        in_flight_iterations(h)
+    logged = [r for r in caplog.records if "predicted" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.INFO
+    assert "in[0]: writing its snapshot took 0.30 s, predicted 0.08 s" in logged[0].getMessage()
+
+
+class SummingProcessor:
+    """A state that depends on every record and its order: the count and a running hash of the values."""
+
+    def __init__(self, clock: Clock | None = None, costs: list[float] | None = None) -> None:
+        self.count, self.digest = 0, 0
+        self.clock, self.costs = clock, costs or []
+
+    def process(self, records: Sequence[Record]) -> list[Rejected]:
+        for r in records:
+            self.count += 1
+            self.digest = (self.digest * 31 + int(r.value or b"0")) % 1_000_000_007
+        return []
+
+    def snapshot(self) -> bytes:
+        if self.clock is not None and self.costs:
+            self.clock.now += self.costs.pop(0)
+        return f"{self.count} {self.digest}".encode()
+
+    def restore(self, data: bytes) -> None:
+        count, digest = data.split()
+        self.count, self.digest = int(count), int(digest)
+
+
+def test_a_checkpoint_spread_by_predictions_restores_and_commits_the_state_of_an_uninterrupted_run() -> None:
+    import random
+
+    rng = random.Random(7)
+    h = Harness()
+    h.schedule.interval_events = 60  # a checkpoint every few iterations
+    partitions = 4
+    records = {p: [Record(o, str(rng.randrange(1000)).encode(), None, None) for o in range(400)]
+               for p in range(partitions)}
+    for p in range(partitions):  # snapshot costs that vary around the write budget, so some iterations cut
+        costs = [rng.uniform(0.02, 0.2) for _ in range(100)]
+        state = PartitionProgress("in", p, SummingProcessor(h.clock, costs), 0, -1, -1)
+        h.partitions[state.key] = state
+    writes_per_iteration: list[int] = []
+    for start in range(0, 400, 10):  # 40 iterations of 10 records per partition
+        for state in h.states():
+            state.processor.process(records[state.partition][start:start + 10])
+            state.next_offset = start + 10
+        h.schedule.count(10 * partitions)
+        h.clock.now += 0.1
+        before = len(h.store.written)
+        h.checkpointer.after_poll(h.states(), 5.0)
+        writes_per_iteration.append(len(h.store.written) - before)
+    assert max(writes_per_iteration) > 1 and h.counters.checkpoints > 3  # spread, and several completed
+    # a crash now: each partition restores its newest snapshot and reads on from the offset it covers
+    for p in range(partitions):
+        newest = [s for s in h.store.written if s.partition == p][-1]
+        restored = SummingProcessor()
+        restored.restore(newest.payload)
+        restored.process(records[p][newest.next_offset:])
+        uninterrupted = SummingProcessor()
+        uninterrupted.process(records[p])
+        assert (restored.count, restored.digest) == (uninterrupted.count, uninterrupted.digest)
+        state = h.partitions[("in", p)]
+        assert state.committed_offset <= newest.next_offset and state.committed_offset > 0
+    # the final checkpoint commits exactly what was applied, and its snapshots are the uninterrupted states
+    h.checkpointer.shutdown(h.states(), 5.0)
+    for p in range(partitions):
+        newest = [s for s in h.store.written if s.partition == p][-1]
+        uninterrupted = SummingProcessor()
+        uninterrupted.process(records[p])
+        assert newest.payload == f"{uninterrupted.count} {uninterrupted.digest}".encode()
+        assert h.partitions[("in", p)].committed_offset == newest.next_offset == 400

@@ -19,6 +19,7 @@ import nlpmon.kafka.rebalance
 import nlpmon.kafka.settings
 import nlpmon.kafka.snapshot_format
 import nlpmon.kafka.state_store
+import nlpmon.kafka.write_costs
 from nlpmon.kafka.broker import BrokerError, EmbeddedBroker
 from nlpmon.kafka.publish import PublishResult, event_key, publish_file
 from nlpmon.kafka.settings import KafkaSettings
@@ -36,7 +37,7 @@ from nlpmon.kafka.topics import create_topic, topic_partition_count
 @pytest.mark.parametrize(
     "module",
     [nlpmon.kafka.checkpoints, nlpmon.kafka.circuit_breaker, nlpmon.kafka.publish, nlpmon.kafka.rebalance,
-     nlpmon.kafka.settings, nlpmon.kafka.snapshot_format],
+     nlpmon.kafka.settings, nlpmon.kafka.snapshot_format, nlpmon.kafka.write_costs],
 )
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
